@@ -1,0 +1,21 @@
+//! Domain types of agentpkg and their validation.
+//!
+//! Parse, don't check: every type here can only be built through a constructor that
+//! validates its input, so a value that exists past the edge of the system is valid.
+//! This crate does no I/O.
+
+mod error;
+mod key;
+mod package;
+mod query;
+mod user;
+mod version;
+
+pub use error::ValidationError;
+pub use key::ObjectKey;
+pub use package::{
+    Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName, Platform,
+};
+pub use query::{ListQuery, Page, PageRequest};
+pub use user::{Password, Role, User, Username};
+pub use version::Version;

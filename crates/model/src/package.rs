@@ -1,0 +1,334 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ObjectKey, ValidationError, Version};
+
+/// A package name: 1–128 characters of `[a-z0-9._-]`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PackageName(String);
+
+impl PackageName {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let field = "name";
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(
+                field,
+                format!("must be 1 to {} characters long", Self::MAX_LEN),
+            ));
+        }
+        let allowed =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-');
+        if !s.bytes().all(allowed) {
+            return Err(ValidationError::new(
+                field,
+                "may only contain lowercase letters, digits, '.', '_' and '-'",
+            ));
+        }
+        if !s.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(ValidationError::new(
+                field,
+                "must start with a letter or a digit",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $ty:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $ty { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($ty::$variant),)+
+                    _ => Err(ValidationError::new(
+                        $field,
+                        format!("must be one of: {}", [$($text),+].join(", ")),
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+closed_set!(
+    /// The operating system a package is built for.
+    Platform, "platform", { Linux => "linux", Windows => "windows", Darwin => "darwin" }
+);
+closed_set!(
+    /// The CPU architecture a package is built for.
+    Arch, "arch", { Amd64 => "amd64", Arm64 => "arm64", I386 => "386" }
+);
+
+/// A SHA-256 digest as 64 lowercase hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Checksum(String);
+
+impl Checksum {
+    /// Accepts upper- or lowercase hex (as `sha256sum` and other tools print) and keeps it
+    /// lowercase.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(ValidationError::new(
+                "sha256",
+                "must be a SHA-256 digest: 64 hexadecimal characters",
+            ))
+        }
+    }
+
+    pub fn from_digest(digest: &[u8; 32]) -> Self {
+        let mut s = String::with_capacity(64);
+        for b in digest {
+            s.push_str(&format!("{b:02x}"));
+        }
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Checksum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Free text describing a package: at most 4096 characters, no control characters other
+/// than tab and line breaks (PostgreSQL cannot store NUL in text at all).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Description(String);
+
+impl Description {
+    pub const MAX_CHARS: usize = 4096;
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s.chars().count() > Self::MAX_CHARS {
+            return Err(ValidationError::new(
+                "description",
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
+        }
+        if s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(ValidationError::new(
+                "description",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The name of the uploaded file, used for `Content-Disposition` on download: a plain
+/// name, never a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName(String);
+
+impl FileName {
+    pub const MAX_BYTES: usize = 255;
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let field = "filename";
+        if s.is_empty() || s.len() > Self::MAX_BYTES {
+            return Err(ValidationError::new(
+                field,
+                format!("must be 1 to {} bytes long", Self::MAX_BYTES),
+            ));
+        }
+        if s.contains(['/', '\\']) || s.contains("..") || s.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                field,
+                "must be a plain file name: no '/', '\\', '..' or control characters",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What identifies one package file: one name, version, platform and architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinates {
+    pub name: PackageName,
+    pub version: Version,
+    pub platform: Platform,
+    pub arch: Arch,
+}
+
+impl fmt::Display for Coordinates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}/{}",
+            self.name.as_str(),
+            self.version,
+            self.platform,
+            self.arch
+        )
+    }
+}
+
+/// Everything needed to record a package whose bytes are already stored.
+#[derive(Debug, Clone)]
+pub struct NewPackage {
+    pub coordinates: Coordinates,
+    pub filename: FileName,
+    pub description: Description,
+    pub file_size: u64,
+    pub checksum: Checksum,
+    pub storage_key: ObjectKey,
+}
+
+/// A stored package, as the API shows it (the seed system's fields plus `filename`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub id: i64,
+    pub name: String,
+    pub version: String,
+    pub platform: Platform,
+    pub arch: Arch,
+    pub file_size: u64,
+    pub checksum: String,
+    pub storage_path: String,
+    pub filename: String,
+    pub description: String,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_alphabet() {
+        for ok in [
+            "opamp-agent",
+            "a",
+            "0day",
+            "otel.collector_contrib",
+            &"a".repeat(128),
+        ] {
+            assert!(PackageName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "Agent",
+            "a/b",
+            "../x",
+            "a b",
+            "a\0",
+            "é",
+            &"a".repeat(129),
+        ] {
+            assert_eq!(
+                PackageName::parse(bad).unwrap_err().field,
+                "name",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn platform_and_arch_are_closed_sets() {
+        assert_eq!("linux".parse::<Platform>().unwrap(), Platform::Linux);
+        assert_eq!("386".parse::<Arch>().unwrap(), Arch::I386);
+        assert!("Linux".parse::<Platform>().is_err());
+        assert!("x86_64".parse::<Arch>().is_err());
+        assert_eq!(serde_json::to_string(&Arch::I386).unwrap(), "\"386\"");
+        for p in Platform::ALL {
+            assert_eq!(p.as_str().parse::<Platform>().unwrap(), *p);
+        }
+        for a in Arch::ALL {
+            assert_eq!(a.as_str().parse::<Arch>().unwrap(), *a);
+        }
+    }
+
+    #[test]
+    fn checksums_are_64_hex_and_kept_lowercase() {
+        let upper = "8DADF5F05F3F3774A9794A12EC91BD2CEA544C2150E51EEB3546602CC9A9A43C";
+        assert_eq!(
+            Checksum::parse(upper).unwrap().as_str(),
+            upper.to_ascii_lowercase()
+        );
+        assert!(Checksum::parse(&upper[1..]).is_err());
+        assert!(Checksum::parse(&format!("{}g", &upper[1..])).is_err());
+        assert_eq!(Checksum::from_digest(&[0xab; 32]).as_str(), "ab".repeat(32));
+    }
+
+    #[test]
+    fn descriptions_are_bounded_and_printable() {
+        assert!(Description::parse("line one\nline two\tend").is_ok());
+        assert!(Description::parse(&"é".repeat(4096)).is_ok());
+        assert!(Description::parse(&"a".repeat(4097)).is_err());
+        assert!(Description::parse("nul\0inside").is_err());
+    }
+
+    #[test]
+    fn filenames_are_plain_names() {
+        for ok in ["agent", "agent-1.0.0.tar.gz", "otelcol.exe", "agent v1"] {
+            assert!(FileName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../etc/passwd",
+            "a/b",
+            "a\\b",
+            "..",
+            "x..y",
+            "/abs",
+            "a\0b",
+            "a\nb",
+            &"a".repeat(256),
+        ] {
+            assert_eq!(
+                FileName::parse(bad).unwrap_err().field,
+                "filename",
+                "{bad:?}"
+            );
+        }
+    }
+}

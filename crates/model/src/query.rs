@@ -1,0 +1,72 @@
+use serde::Serialize;
+
+use crate::{Arch, PackageName, Platform};
+
+/// Which page of a list to show. `page` counts from 1; `per_page` is at most
+/// [`PageRequest::MAX_PER_PAGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl PageRequest {
+    pub const MAX_PER_PAGE: u32 = 100;
+    pub const DEFAULT_PER_PAGE: u32 = 50;
+
+    /// Clamps to the allowed range: page ≥ 1, 1 ≤ per_page ≤ 100.
+    pub fn new(page: Option<u32>, per_page: Option<u32>) -> Self {
+        Self {
+            page: page.unwrap_or(1).max(1),
+            per_page: per_page
+                .unwrap_or(Self::DEFAULT_PER_PAGE)
+                .clamp(1, Self::MAX_PER_PAGE),
+        }
+    }
+
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page - 1) * u64::from(self.per_page)
+    }
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self::new(None, None)
+    }
+}
+
+/// Filters for listing packages. Lists show active packages, newest version first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub name: Option<PackageName>,
+    pub platform: Option<Platform>,
+    pub arch: Option<Arch>,
+    pub page: PageRequest,
+}
+
+/// One page of results and the total across all pages.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_requests_are_clamped() {
+        assert_eq!(
+            PageRequest::new(Some(0), Some(0)),
+            PageRequest {
+                page: 1,
+                per_page: 1
+            }
+        );
+        assert_eq!(PageRequest::new(None, Some(1000)).per_page, 100);
+        assert_eq!(PageRequest::new(Some(3), Some(20)).offset(), 40);
+    }
+}
