@@ -1,1 +1,65 @@
-pub fn x() {}
+//! Package and user metadata, in PostgreSQL (production) or SQLite (the embedded
+//! default), through one Diesel code path.
+//!
+//! Every database call is blocking, so [`DieselStore`] runs each one on Tokio's blocking
+//! pool: the async executor's threads never wait on the database.
+
+mod connection;
+mod diesel_store;
+mod error;
+mod packages;
+mod schema;
+mod users;
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+use std::sync::Arc;
+
+use agentpkg_model::{
+    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, Page, Role, User, Username,
+};
+use async_trait::async_trait;
+
+pub use connection::{DatabaseUrl, DbConnection, DieselStore, MultiBackend, PoolOptions};
+pub use error::StoreError;
+
+/// What the business logic needs from the metadata store. [`DieselStore`] is the real
+/// one; tests of failure paths may bring their own.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Records a package. A package with the same coordinates (by SemVer precedence) is a
+    /// [`StoreError::Conflict`].
+    async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError>;
+    async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError>;
+    async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError>;
+    async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError>;
+    /// The active package of highest SemVer precedence for one name, platform and arch.
+    async fn latest_package(
+        &self,
+        name: &PackageName,
+        platform: agentpkg_model::Platform,
+        arch: Arch,
+        include_prerelease: bool,
+    ) -> Result<Option<Package>, StoreError>;
+    /// Deletes the row and returns it, or `None` when there was none.
+    async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError>;
+
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: String,
+        role: Role,
+    ) -> Result<User, StoreError>;
+    /// The user and their password hash, for login.
+    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn delete_user(&self, id: i64) -> Result<bool, StoreError>;
+    async fn count_users(&self) -> Result<u64, StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Shared handle to a metadata store.
+pub type DynStore = Arc<dyn MetadataStore>;

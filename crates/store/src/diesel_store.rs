@@ -1,0 +1,79 @@
+use agentpkg_model::{
+    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, Page, Platform, Role, User,
+    Username,
+};
+use async_trait::async_trait;
+use diesel::r2d2::R2D2Connection;
+
+use crate::{DieselStore, MetadataStore, StoreError, packages, users};
+
+#[async_trait]
+impl MetadataStore for DieselStore {
+    async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError> {
+        self.with_conn(move |c| packages::insert(c, &new)).await
+    }
+
+    async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError> {
+        let coordinates = coordinates.clone();
+        self.with_conn(move |c| packages::exists(c, &coordinates))
+            .await
+    }
+
+    async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
+        self.with_conn(move |c| packages::get(c, id)).await
+    }
+
+    async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
+        let query = query.clone();
+        self.with_conn(move |c| packages::list(c, &query)).await
+    }
+
+    async fn latest_package(
+        &self,
+        name: &PackageName,
+        platform: Platform,
+        arch: Arch,
+        include_prerelease: bool,
+    ) -> Result<Option<Package>, StoreError> {
+        let name = name.clone();
+        self.with_conn(move |c| packages::latest(c, &name, platform, arch, include_prerelease))
+            .await
+    }
+
+    async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
+        self.with_conn(move |c| packages::delete(c, id)).await
+    }
+
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: String,
+        role: Role,
+    ) -> Result<User, StoreError> {
+        let username = username.clone();
+        self.with_conn(move |c| users::create(c, &username, &password_hash, role))
+            .await
+    }
+
+    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
+        let username = username.to_owned();
+        self.with_conn(move |c| users::credentials(c, &username))
+            .await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.with_conn(users::list).await
+    }
+
+    async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
+        self.with_conn(move |c| users::delete(c, id)).await
+    }
+
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.with_conn(users::count).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| c.ping().map_err(StoreError::from)).await
+    }
+}

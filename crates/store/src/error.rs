@@ -1,0 +1,43 @@
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the row: the thing already exists.
+    #[error("a record with the same key already exists")]
+    Conflict,
+    /// The database cannot be reached (pool timeout, refused or broken connection).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database error. Its text is for the log, never for a client.
+    #[error("database error: {0}")]
+    Query(DieselError),
+    /// A row that the code cannot read back (edited by hand, or a bug).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::Conflict,
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                Self::Unavailable(info.message().to_owned())
+            }
+            DieselError::BrokenTransactionManager => {
+                Self::Unavailable("broken transaction manager".into())
+            }
+            other => Self::Query(other),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}

@@ -1,0 +1,30 @@
+// Mirrors migrations/{postgres,sqlite}; both dialects map onto these Diesel types.
+diesel::table! {
+    packages (id) {
+        id -> BigInt,
+        name -> Text,
+        version -> Text,
+        version_sort -> Text,
+        prerelease -> Bool,
+        platform -> Text,
+        arch -> Text,
+        file_size -> BigInt,
+        checksum -> Text,
+        storage_path -> Text,
+        filename -> Text,
+        description -> Text,
+        is_active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+    }
+}

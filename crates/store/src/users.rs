@@ -1,0 +1,89 @@
+//! User queries.
+
+use agentpkg_model::{Role, User, Username};
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use crate::schema::users;
+use crate::{DbConnection, StoreError};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: i64,
+    username: String,
+    password_hash: String,
+    role: String,
+    created_at: NaiveDateTime,
+}
+
+impl UserRow {
+    fn into_user(self) -> Result<(User, String), StoreError> {
+        let role: Role = self
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("user {}: role", self.id)))?;
+        Ok((
+            User {
+                id: self.id,
+                username: self.username,
+                role,
+                created_at: self.created_at.and_utc(),
+            },
+            self.password_hash,
+        ))
+    }
+}
+
+pub(crate) fn create(
+    conn: &mut DbConnection,
+    username: &Username,
+    password_hash: &str,
+    role: Role,
+) -> Result<User, StoreError> {
+    conn.transaction(|conn| {
+        diesel::insert_into(users::table)
+            .values((
+                users::username.eq(username.as_str()),
+                users::password_hash.eq(password_hash),
+                users::role.eq(role.as_str()),
+                users::created_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(conn)?;
+        credentials(conn, username.as_str())?
+            .map(|(user, _)| user)
+            .ok_or_else(|| StoreError::Corrupt("inserted user not found".into()))
+    })
+}
+
+pub(crate) fn credentials(
+    conn: &mut DbConnection,
+    username: &str,
+) -> Result<Option<(User, String)>, StoreError> {
+    users::table
+        .filter(users::username.eq(username))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(UserRow::into_user)
+        .transpose()
+}
+
+pub(crate) fn list(conn: &mut DbConnection) -> Result<Vec<User>, StoreError> {
+    users::table
+        .order(users::id.asc())
+        .select(UserRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(|r| r.into_user().map(|(u, _)| u))
+        .collect()
+}
+
+pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<bool, StoreError> {
+    Ok(diesel::delete(users::table.find(id)).execute(conn)? > 0)
+}
+
+pub(crate) fn count(conn: &mut DbConnection) -> Result<u64, StoreError> {
+    let n: i64 = users::table.count().get_result(conn)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -1,0 +1,248 @@
+//! The store against real PostgreSQL and a real SQLite file: the same scenarios on both.
+
+use agentpkg_model::{
+    Arch, Checksum, Coordinates, Description, FileName, ListQuery, NewPackage, ObjectKey,
+    PackageName, PageRequest, Platform, Role, Username, Version,
+};
+use agentpkg_store::testing::TestDatabase;
+use agentpkg_store::{DatabaseUrl, DieselStore, MetadataStore, PoolOptions, StoreError};
+
+// Held only for its Drop: the database or directory goes away with the test.
+#[allow(dead_code)]
+enum Backing {
+    Pg(TestDatabase),
+    Sqlite(tempfile::TempDir),
+}
+
+async fn open(pg: bool) -> (DieselStore, Backing) {
+    let (url, backing) = if pg {
+        let db = TestDatabase::create();
+        (DatabaseUrl::parse(db.url()), Backing::Pg(db))
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/agentpkg.db");
+        (DatabaseUrl::Sqlite(path), Backing::Sqlite(dir))
+    };
+    let store = DieselStore::connect(&url, &PoolOptions::default()).unwrap();
+    store.run_migrations().await.unwrap();
+    (store, backing)
+}
+
+fn new_package(name: &str, version: &str, platform: Platform, arch: Arch) -> NewPackage {
+    NewPackage {
+        coordinates: Coordinates {
+            name: PackageName::parse(name).unwrap(),
+            version: Version::parse(version).unwrap(),
+            platform,
+            arch,
+        },
+        filename: FileName::parse("agent").unwrap(),
+        description: Description::parse("test").unwrap(),
+        file_size: 3,
+        checksum: Checksum::from_digest(&[7; 32]),
+        storage_key: ObjectKey::for_new_package(rand_id()),
+    }
+}
+
+fn rand_id() -> [u8; 16] {
+    *uuid::Uuid::new_v4().as_bytes()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(true).await })+
+        }
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(false).await })+
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_revert_and_reapply,
+    an_inserted_package_reads_back,
+    the_same_coordinates_are_a_conflict_even_with_other_build_metadata,
+    latest_follows_semver_and_skips_prereleases_unless_asked,
+    lists_filter_paginate_and_count,
+    delete_returns_the_row_once,
+    users_are_unique_and_listed_without_hashes,
+);
+
+async fn migrations_revert_and_reapply(pg: bool) {
+    let (store, _b) = open(pg).await;
+    assert_eq!(
+        store.run_migrations().await.unwrap(),
+        0,
+        "nothing left to apply"
+    );
+    assert_eq!(store.revert_all_migrations().await.unwrap(), 1);
+    assert!(
+        store.count_users().await.is_err(),
+        "tables are gone after revert"
+    );
+    assert_eq!(store.run_migrations().await.unwrap(), 1);
+    assert_eq!(store.count_users().await.unwrap(), 0);
+}
+
+async fn an_inserted_package_reads_back(pg: bool) {
+    let (store, _b) = open(pg).await;
+    let new = new_package("opamp-agent", "1.0.0+build.7", Platform::Linux, Arch::Amd64);
+    let stored = store.insert_package(new.clone()).await.unwrap();
+    assert_eq!(stored.name, "opamp-agent");
+    assert_eq!(stored.version, "1.0.0+build.7");
+    assert_eq!(stored.storage_path, new.storage_key.as_str());
+    assert_eq!(stored.checksum, new.checksum.as_str());
+    assert!(stored.is_active);
+    assert_eq!(
+        store.get_package(stored.id).await.unwrap(),
+        Some(stored.clone())
+    );
+    assert!(store.package_exists(&new.coordinates).await.unwrap());
+    assert_eq!(store.get_package(stored.id + 1000).await.unwrap(), None);
+}
+
+async fn the_same_coordinates_are_a_conflict_even_with_other_build_metadata(pg: bool) {
+    let (store, _b) = open(pg).await;
+    store
+        .insert_package(new_package("a", "1.0.0+one", Platform::Linux, Arch::Amd64))
+        .await
+        .unwrap();
+    let err = store
+        .insert_package(new_package("a", "1.0.0+two", Platform::Linux, Arch::Amd64))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    // Other platform or arch is another package.
+    store
+        .insert_package(new_package("a", "1.0.0", Platform::Darwin, Arch::Amd64))
+        .await
+        .unwrap();
+    store
+        .insert_package(new_package("a", "1.0.0", Platform::Linux, Arch::Arm64))
+        .await
+        .unwrap();
+}
+
+async fn latest_follows_semver_and_skips_prereleases_unless_asked(pg: bool) {
+    let (store, _b) = open(pg).await;
+    for v in [
+        "1.9.0",
+        "1.10.0",
+        "1.2.0",
+        "1.11.0-rc.1",
+        "1.11.0-rc.10",
+        "1.11.0-rc.9",
+    ] {
+        store
+            .insert_package(new_package("agent", v, Platform::Linux, Arch::Amd64))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_package(new_package(
+            "agent",
+            "9.0.0",
+            Platform::Windows,
+            Arch::Amd64,
+        ))
+        .await
+        .unwrap();
+    let name = PackageName::parse("agent").unwrap();
+    let latest = |pre| store.latest_package(&name, Platform::Linux, Arch::Amd64, pre);
+    assert_eq!(latest(false).await.unwrap().unwrap().version, "1.10.0");
+    assert_eq!(latest(true).await.unwrap().unwrap().version, "1.11.0-rc.10");
+    let none = store
+        .latest_package(&name, Platform::Darwin, Arch::Amd64, true)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+}
+
+async fn lists_filter_paginate_and_count(pg: bool) {
+    let (store, _b) = open(pg).await;
+    for v in ["1.0.0", "1.10.0", "1.9.0"] {
+        store
+            .insert_package(new_package("b-agent", v, Platform::Linux, Arch::Amd64))
+            .await
+            .unwrap();
+    }
+    store
+        .insert_package(new_package(
+            "a-agent",
+            "0.1.0",
+            Platform::Darwin,
+            Arch::Arm64,
+        ))
+        .await
+        .unwrap();
+
+    let all = store.list_packages(&ListQuery::default()).await.unwrap();
+    assert_eq!(all.total, 4);
+    let order: Vec<_> = all
+        .items
+        .iter()
+        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("a-agent", "0.1.0"),
+            ("b-agent", "1.10.0"),
+            ("b-agent", "1.9.0"),
+            ("b-agent", "1.0.0")
+        ]
+    );
+
+    let q = ListQuery {
+        name: Some(PackageName::parse("b-agent").unwrap()),
+        page: PageRequest::new(Some(2), Some(2)),
+        ..ListQuery::default()
+    };
+    let page = store.list_packages(&q).await.unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].version, "1.0.0");
+
+    let q = ListQuery {
+        platform: Some(Platform::Darwin),
+        arch: Some(Arch::Arm64),
+        ..ListQuery::default()
+    };
+    let page = store.list_packages(&q).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name, "a-agent");
+}
+
+async fn delete_returns_the_row_once(pg: bool) {
+    let (store, _b) = open(pg).await;
+    let p = store
+        .insert_package(new_package("x", "1.0.0", Platform::Linux, Arch::I386))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_package(p.id).await.unwrap(), Some(p.clone()));
+    assert_eq!(store.delete_package(p.id).await.unwrap(), None);
+    assert_eq!(store.get_package(p.id).await.unwrap(), None);
+}
+
+async fn users_are_unique_and_listed_without_hashes(pg: bool) {
+    let (store, _b) = open(pg).await;
+    let name = Username::parse("ci-bot").unwrap();
+    let user = store
+        .create_user(&name, "$argon2id$fake".into(), Role::Publisher)
+        .await
+        .unwrap();
+    assert_eq!(user.role, Role::Publisher);
+    let err = store
+        .create_user(&name, "$argon2id$other".into(), Role::Viewer)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    let (found, hash) = store.user_credentials("ci-bot").await.unwrap().unwrap();
+    assert_eq!(found, user);
+    assert_eq!(hash, "$argon2id$fake");
+    assert_eq!(store.list_users().await.unwrap(), vec![user.clone()]);
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    assert!(store.delete_user(user.id).await.unwrap());
+    assert!(!store.delete_user(user.id).await.unwrap());
+}

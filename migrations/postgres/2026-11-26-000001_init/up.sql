@@ -1,0 +1,36 @@
+-- Package metadata. The bytes live in object storage under `storage_path`.
+CREATE TABLE packages (
+    id           BIGSERIAL PRIMARY KEY,
+    name         TEXT      NOT NULL,
+    version      TEXT      NOT NULL,
+    -- SemVer precedence as a byte-ordered string (build metadata excluded); see
+    -- agentpkg_model::Version::sort_key. "C" collation makes ORDER BY follow bytes.
+    version_sort TEXT COLLATE "C" NOT NULL,
+    prerelease   BOOLEAN   NOT NULL,
+    platform     TEXT      NOT NULL,
+    arch         TEXT      NOT NULL,
+    file_size    BIGINT    NOT NULL CHECK (file_size >= 0),
+    checksum     TEXT      NOT NULL,
+    storage_path TEXT      NOT NULL UNIQUE,
+    filename     TEXT      NOT NULL,
+    description  TEXT      NOT NULL DEFAULT '',
+    is_active    BOOLEAN   NOT NULL DEFAULT TRUE,
+    created_at   TIMESTAMP NOT NULL,
+    updated_at   TIMESTAMP NOT NULL
+);
+
+-- One file per name, version (by precedence: 1.0.0+a and 1.0.0+b are the same version),
+-- platform and architecture. It also serves "latest" and per-name listing.
+CREATE UNIQUE INDEX packages_coordinates_key
+    ON packages (name, platform, arch, version_sort);
+-- Listing across names, newest version first.
+CREATE INDEX packages_active_name_version_idx
+    ON packages (is_active, name, version_sort DESC);
+
+CREATE TABLE users (
+    id            BIGSERIAL PRIMARY KEY,
+    username      TEXT      NOT NULL UNIQUE,
+    password_hash TEXT      NOT NULL,
+    role          TEXT      NOT NULL CHECK (role IN ('admin', 'publisher', 'viewer')),
+    created_at    TIMESTAMP NOT NULL
+);
