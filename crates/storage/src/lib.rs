@@ -1,1 +1,55 @@
-pub fn x() {}
+//! Package bytes: a small streaming storage trait and its backends — a local directory
+//! (the embedded default) and S3-compatible object storage (MinIO, Garage, AWS).
+
+mod error;
+mod fs;
+#[cfg(any(test, feature = "test-util"))]
+mod memory;
+mod s3;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use agentpkg_model::ObjectKey;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::io::AsyncRead;
+
+pub use error::StorageError;
+pub use fs::FsStore;
+#[cfg(any(test, feature = "test-util"))]
+pub use memory::{FailingReader, Fault, MemoryStore};
+pub use s3::{S3Config, S3Store};
+
+/// An object's bytes, as they arrive.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Body of a put: read once, front to back.
+pub type Body<'a> = &'a mut (dyn AsyncRead + Send + Unpin);
+
+/// Where package bytes live.
+///
+/// Writes are create-only: putting a key that exists is [`StorageError::AlreadyExists`],
+/// never an overwrite. A put that fails leaves no object behind.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Streams `body` into a new object and returns how many bytes were written. If reading
+    /// `body` fails, the error is [`StorageError::Body`] with the reader's own error.
+    async fn put(&self, key: &ObjectKey, body: Body<'_>) -> Result<u64, StorageError>;
+    /// Streams an object out; [`StorageError::NotFound`] when it does not exist.
+    async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError>;
+    /// Removes an object. Removing a missing object succeeds.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+    async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError>;
+    /// Every object key the registry owns in this store (for reconciliation and tests).
+    async fn list_keys(&self) -> Result<Vec<String>, StorageError>;
+    /// Whether the store can be used right now (for readiness checks).
+    async fn check(&self) -> Result<(), StorageError>;
+    /// A short name for logs: `fs`, `s3` or `memory`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Shared handle to an object store.
+pub type DynObjectStore = Arc<dyn ObjectStore>;

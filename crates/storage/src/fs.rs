@@ -1,0 +1,226 @@
+//! The local-directory backend.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use agentpkg_model::ObjectKey;
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use crate::{Body, ByteStream, ObjectStore, StorageError};
+
+const BUF_SIZE: usize = 256 * 1024;
+const TMP_DIR: &str = ".tmp";
+
+/// Objects as files under one root directory. Keys map onto relative paths; a key can only
+/// be built by [`ObjectKey`], so no path escapes the root.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (and creates when missing) the root directory.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        tokio::fs::create_dir_all(root.join(TMP_DIR)).await?;
+        Ok(Self { root })
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> PathBuf {
+        let mut path = self.root.clone();
+        path.extend(key.segments());
+        path
+    }
+}
+
+/// Removes a temporary file unless the write went through.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "could not remove temporary upload file");
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FsStore {
+    async fn put(&self, key: &ObjectKey, body: Body<'_>) -> Result<u64, StorageError> {
+        let final_path = self.path_of(key);
+        if tokio::fs::try_exists(&final_path).await? {
+            return Err(StorageError::AlreadyExists);
+        }
+        let tmp = TempFile {
+            path: self
+                .root
+                .join(TMP_DIR)
+                .join(uuid::Uuid::new_v4().simple().to_string()),
+            armed: true,
+        };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.path)
+            .await?;
+        let mut buf = vec![0u8; BUF_SIZE];
+        let mut written = 0u64;
+        loop {
+            let n = body.read(&mut buf).await.map_err(StorageError::Body)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).await?;
+            written += n as u64;
+        }
+        file.sync_all().await?;
+        drop(file);
+        if let Some(dir) = final_path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        // A hard link is create-only: it fails if the key exists, where rename would replace.
+        match tokio::fs::hard_link(&tmp.path, &final_path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::AlreadyExists);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(final_path.parent()).await;
+        Ok(written)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
+        match tokio::fs::File::open(self.path_of(key)).await {
+            Ok(file) => Ok(Box::pin(ReaderStream::with_capacity(file, BUF_SIZE))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path_of(key)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError> {
+        Ok(tokio::fs::try_exists(self.path_of(key)).await?)
+    }
+
+    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut dirs = match tokio::fs::read_dir(&self.root).await {
+            Ok(d) => d,
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(dir) = dirs.next_entry().await? {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            if name == TMP_DIR || !dir.file_type().await?.is_dir() {
+                continue;
+            }
+            let mut files = tokio::fs::read_dir(dir.path()).await?;
+            while let Some(f) = files.next_entry().await? {
+                keys.push(format!("{name}/{}", f.file_name().to_string_lossy()));
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        let meta = tokio::fs::metadata(&self.root).await?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(StorageError::Unavailable(format!(
+                "{} is not a directory",
+                self.root.display()
+            )))
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "fs"
+    }
+}
+
+async fn sync_dir(dir: Option<&Path>) {
+    let Some(dir) = dir else { return };
+    // Makes the new directory entry durable; a failure here costs durability, not
+    // correctness, so it is logged rather than failing the upload.
+    let dir = dir.to_owned();
+    let res = tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all()).await;
+    if let Ok(Err(e)) = res {
+        tracing::warn!(error = %e, "could not sync storage directory");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    fn key(n: u8) -> ObjectKey {
+        ObjectKey::for_new_package([n; 16])
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let data = vec![42u8; 1_000_000];
+        let n = store.put(&key(1), &mut data.as_slice()).await.unwrap();
+        assert_eq!(n, 1_000_000);
+        assert!(store.exists(&key(1)).await.unwrap());
+        let got: Vec<u8> = store
+            .get(&key(1))
+            .await
+            .unwrap()
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(store.list_keys().await.unwrap(), vec![key(1).to_string()]);
+        store.delete(&key(1)).await.unwrap();
+        store.delete(&key(1)).await.unwrap();
+        assert!(!store.exists(&key(1)).await.unwrap());
+        assert!(matches!(
+            store.get(&key(1)).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn put_is_create_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        store.put(&key(2), &mut &b"first"[..]).await.unwrap();
+        let err = store.put(&key(2), &mut &b"second"[..]).await.unwrap_err();
+        assert!(matches!(err, StorageError::AlreadyExists), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_leaves_no_object_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let mut body =
+            tokio::io::AsyncReadExt::chain(&b"some bytes"[..], crate::memory::FailingReader);
+        let err = store.put(&key(3), &mut body).await.unwrap_err();
+        assert!(matches!(err, StorageError::Body(_)), "{err:?}");
+        assert!(store.list_keys().await.unwrap().is_empty());
+        let tmp_entries = std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count();
+        assert_eq!(tmp_entries, 0);
+    }
+}

@@ -1,0 +1,134 @@
+//! An in-memory store with fault injection, for unit tests of failure paths. It holds
+//! whole objects in memory, so it is never wired into the server.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use agentpkg_model::ObjectKey;
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+use crate::{Body, ByteStream, ObjectStore, StorageError};
+
+/// What the next calls of a [`MemoryStore`] should get wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fault {
+    /// `put` reads the body, then fails as an unreachable store would.
+    pub put: bool,
+    /// `delete` fails.
+    pub delete: bool,
+    /// `get`, `exists`, `list_keys` and `check` fail.
+    pub read: bool,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    objects: Mutex<BTreeMap<String, Bytes>>,
+    fault: Mutex<Fault>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_fault(&self, fault: Fault) {
+        *self.fault.lock().expect("fault lock") = fault;
+    }
+
+    fn fault(&self) -> Fault {
+        *self.fault.lock().expect("fault lock")
+    }
+
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+        self.objects.lock().expect("objects lock")
+    }
+
+    fn unavailable() -> StorageError {
+        StorageError::Unavailable("injected fault".into())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    async fn put(&self, key: &ObjectKey, body: Body<'_>) -> Result<u64, StorageError> {
+        if self.objects().contains_key(key.as_str()) {
+            return Err(StorageError::AlreadyExists);
+        }
+        let mut data = Vec::new();
+        body.read_to_end(&mut data)
+            .await
+            .map_err(StorageError::Body)?;
+        if self.fault().put {
+            return Err(Self::unavailable());
+        }
+        let n = data.len() as u64;
+        self.objects().insert(key.to_string(), Bytes::from(data));
+        Ok(n)
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
+        if self.fault().read {
+            return Err(Self::unavailable());
+        }
+        let data = self
+            .objects()
+            .get(key.as_str())
+            .cloned()
+            .ok_or(StorageError::NotFound)?;
+        Ok(Box::pin(futures_util::stream::iter([Ok(data)])))
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        if self.fault().delete {
+            return Err(Self::unavailable());
+        }
+        self.objects().remove(key.as_str());
+        Ok(())
+    }
+
+    async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError> {
+        if self.fault().read {
+            return Err(Self::unavailable());
+        }
+        Ok(self.objects().contains_key(key.as_str()))
+    }
+
+    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        if self.fault().read {
+            return Err(Self::unavailable());
+        }
+        Ok(self.objects().keys().cloned().collect())
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        if self.fault().read {
+            return Err(Self::unavailable());
+        }
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// A reader that fails on every read, like a client that hung up.
+pub struct FailingReader;
+
+impl AsyncRead for FailingReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "client went away",
+        )))
+    }
+}

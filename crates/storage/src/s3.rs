@@ -1,0 +1,229 @@
+//! The S3-compatible backend (rust-s3), for MinIO, Garage and AWS.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use agentpkg_model::ObjectKey;
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use s3::BucketConfiguration;
+use s3::bucket::Bucket;
+use s3::creds::Credentials;
+use s3::error::S3Error;
+use s3::region::Region;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::{Body, ByteStream, ObjectStore, StorageError};
+
+/// How to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// e.g. `http://127.0.0.1:3900` (Garage) or `http://localhost:9000` (MinIO).
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: SecretString,
+    /// Path-style addressing (`endpoint/bucket/key`), which MinIO and Garage need.
+    pub path_style: bool,
+    /// Multipart parts (8 MiB each) in flight per upload: bounds memory per upload.
+    pub max_concurrent_parts: usize,
+    /// Timeout of each request other than a download's body.
+    pub request_timeout: Duration,
+}
+
+/// Objects in one S3 bucket.
+pub struct S3Store {
+    /// For puts, heads, deletes and lists: each request has a timeout.
+    bucket: Box<Bucket>,
+    /// For downloads: a slow client may take longer than any request timeout to read a
+    /// large package, so the stream has none (the client's connection bounds it).
+    stream_bucket: Box<Bucket>,
+    max_concurrent_parts: usize,
+}
+
+impl S3Store {
+    /// Connects, and creates the bucket when it does not exist yet.
+    pub async fn connect(config: &S3Config) -> Result<Self, StorageError> {
+        let region = Region::Custom {
+            region: config.region.clone(),
+            endpoint: config.endpoint.trim_end_matches('/').to_owned(),
+        };
+        let credentials = Credentials::new(
+            Some(&config.access_key),
+            Some(config.secret_key.expose_secret()),
+            None,
+            None,
+            None,
+        )
+        .map_err(|e| StorageError::Unavailable(format!("S3 credentials: {e}")))?;
+        let mut bucket = Bucket::new(&config.bucket, region.clone(), credentials.clone())
+            .map_err(unavailable)?;
+        if config.path_style {
+            bucket = bucket.with_path_style();
+        }
+        bucket.set_request_timeout(Some(config.request_timeout));
+        let mut stream_bucket = bucket.clone();
+        stream_bucket.set_request_timeout(None);
+        let store = Self {
+            bucket,
+            stream_bucket,
+            max_concurrent_parts: config.max_concurrent_parts.max(1),
+        };
+        match store.check().await {
+            Ok(()) => {}
+            Err(StorageError::NotFound) => {
+                tracing::info!(bucket = %config.bucket, "creating bucket");
+                let create = if config.path_style {
+                    Bucket::create_with_path_style(
+                        &config.bucket,
+                        region,
+                        credentials,
+                        BucketConfiguration::default(),
+                    )
+                    .await
+                } else {
+                    Bucket::create(
+                        &config.bucket,
+                        region,
+                        credentials,
+                        BucketConfiguration::default(),
+                    )
+                    .await
+                };
+                create.map_err(unavailable)?;
+                store.check().await?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(store)
+    }
+}
+
+fn unavailable(e: S3Error) -> StorageError {
+    StorageError::Unavailable(e.to_string())
+}
+
+fn is_not_found(e: &S3Error) -> bool {
+    matches!(e, S3Error::HttpFailWithBody(404, _))
+}
+
+/// Remembers the body's own error, so that a failure of the client's stream is told
+/// apart from a failure of S3 (rust-s3 reports both as I/O errors).
+struct TrackedBody<'a, 'b> {
+    inner: &'a mut Body<'b>,
+    error: Option<io::Error>,
+}
+
+impl AsyncRead for TrackedBody<'_, '_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut **self.inner).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.error = Some(e);
+                Poll::Ready(Err(copy))
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &ObjectKey, mut body: Body<'_>) -> Result<u64, StorageError> {
+        // Keys are fresh random ids, so this only guards the trait's create-only promise.
+        if self.exists(key).await? {
+            return Err(StorageError::AlreadyExists);
+        }
+        let mut tracked = TrackedBody {
+            inner: &mut body,
+            error: None,
+        };
+        // On a failure rust-s3 aborts the multipart upload, so no object appears.
+        let result = self
+            .bucket
+            .put_object_stream_builder(key.as_str())
+            .with_max_concurrent_chunks(self.max_concurrent_parts)
+            .execute_stream(&mut tracked)
+            .await;
+        match (result, tracked.error.take()) {
+            (Ok(response), None) => Ok(response.uploaded_bytes() as u64),
+            (_, Some(body_error)) => Err(StorageError::Body(body_error)),
+            (Err(e), None) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
+        let response = self
+            .stream_bucket
+            .get_object_stream(key.as_str())
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    StorageError::NotFound
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        match response.status_code {
+            200..=299 => Ok(Box::pin(response.bytes.map_err(io::Error::other))),
+            404 => Err(StorageError::NotFound),
+            code => Err(StorageError::Unavailable(format!("GET answered {code}"))),
+        }
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match self.bucket.delete_object(key.as_str()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError> {
+        match self.bucket.head_object(key.as_str()).await {
+            Ok((_, code)) if (200..300).contains(&code) => Ok(true),
+            Ok((_, 404)) => Ok(false),
+            Ok((_, code)) => Err(StorageError::Unavailable(format!("HEAD answered {code}"))),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        let pages = self
+            .bucket
+            .list(String::new(), None)
+            .await
+            .map_err(unavailable)?;
+        let mut keys: Vec<String> = pages
+            .into_iter()
+            .flat_map(|page| page.contents.into_iter().map(|o| o.key))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        match self
+            .bucket
+            .list_page(String::new(), None, None, None, Some(1))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(StorageError::NotFound),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+}
