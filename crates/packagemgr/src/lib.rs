@@ -1,1 +1,20 @@
-pub fn x() {}
+//! The business logic of agentpkg: streaming uploads with SHA-256, rollback on every
+//! failure, versions, downloads, deletion and accounts.
+//!
+//! This crate has no HTTP dependency: the REST API is one user of it, and any service
+//! can embed it with its own [`agentpkg_store::MetadataStore`] and
+//! [`agentpkg_storage::ObjectStore`].
+
+mod accounts;
+mod body;
+mod error;
+mod guard;
+mod hashing;
+mod manager;
+
+pub use accounts::{Accounts, FirstAdmin};
+pub use body::{BodyReader, BodySender, body_channel};
+pub use error::Error;
+pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};
+
+pub use agentpkg_model as model;

@@ -1,0 +1,63 @@
+use std::io;
+
+use agentpkg_model::ValidationError;
+use agentpkg_storage::StorageError;
+use agentpkg_store::StoreError;
+
+/// Everything the business logic can answer besides success. Each variant is one thing a
+/// caller can act on; the API maps each to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("package not found")]
+    NotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the upload is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(
+        "SHA-256 mismatch: the client announced {expected} but the bytes received hash to {actual}"
+    )]
+    ChecksumMismatch { expected: String, actual: String },
+    /// The upload body ended early or could not be read (client disconnect, broken
+    /// framing).
+    #[error("the upload body could not be read to its end: {0}")]
+    Body(#[source] io::Error),
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("database unavailable")]
+    DatabaseUnavailable(#[source] StoreError),
+    #[error("object storage unavailable")]
+    StorageUnavailable(#[source] StorageError),
+    /// A fault that is nobody's input: a bug, a corrupt row. The text is for the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => {
+                Error::Conflict("a record with the same key already exists".into())
+            }
+            StoreError::Unavailable(_) | StoreError::Task(_) => Error::DatabaseUnavailable(e),
+            StoreError::Query(_) | StoreError::Corrupt(_) | StoreError::Migration(_) => {
+                Error::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound => Error::NotFound,
+            StorageError::Body(io) => Error::Body(io),
+            StorageError::AlreadyExists => Error::Internal("object key collision".into()),
+            StorageError::Unavailable(_) | StorageError::Io(_) => Error::StorageUnavailable(e),
+        }
+    }
+}

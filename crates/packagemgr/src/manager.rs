@@ -1,0 +1,309 @@
+//! Packages: upload, list, get, latest, download, delete.
+
+use agentpkg_model::{
+    Arch, Checksum, Coordinates, Description, FileName, ListQuery, NewPackage, ObjectKey, Package,
+    PackageName, Page, Platform, ValidationError,
+};
+use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
+use agentpkg_store::{DynStore, StoreError};
+use tokio::io::AsyncRead;
+
+use crate::Error;
+use crate::guard::{ObjectGuard, delete_logged};
+use crate::hashing::HashingReader;
+
+/// Limits of the package manager.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Largest accepted package, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 2 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// What describes an upload besides its bytes.
+#[derive(Debug, Clone)]
+pub struct UploadMeta {
+    pub coordinates: Coordinates,
+    /// The uploaded file's name; defaults to the package name.
+    pub filename: Option<FileName>,
+    pub description: Description,
+    /// A SHA-256 announced by the client; the upload is refused when the bytes differ.
+    pub expected_sha256: Option<Checksum>,
+}
+
+/// Bytes that are stored but not yet published. Until [`PackageManager::publish`] commits
+/// them, they are deleted on every way out: [`StagedUpload::discard`], or drop.
+pub struct StagedUpload {
+    guard: ObjectGuard,
+    size: u64,
+    checksum: Checksum,
+}
+
+impl StagedUpload {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn checksum(&self) -> &Checksum {
+        &self.checksum
+    }
+
+    pub fn key(&self) -> &ObjectKey {
+        self.guard.key()
+    }
+
+    /// Deletes the staged bytes and waits for it.
+    pub async fn discard(self) {
+        self.guard.discard().await;
+    }
+}
+
+/// A package and its bytes, ready to stream.
+pub struct Download {
+    pub package: Package,
+    pub body: ByteStream,
+}
+
+/// The package manager. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct PackageManager {
+    store: DynStore,
+    storage: DynObjectStore,
+    config: ManagerConfig,
+}
+
+impl PackageManager {
+    pub fn new(store: DynStore, storage: DynObjectStore, config: ManagerConfig) -> Self {
+        Self {
+            store,
+            storage,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Uploads one package: refuses known coordinates before reading the body, streams the
+    /// body into storage while hashing it, then records it. On any failure nothing stays
+    /// behind: no object, no row.
+    pub async fn upload<R>(&self, meta: UploadMeta, body: R) -> Result<Package, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.ensure_absent(&meta.coordinates).await?;
+        let staged = self.stage(body).await?;
+        self.publish(staged, meta).await
+    }
+
+    /// Fails with a conflict when a package with these coordinates exists. Lets callers
+    /// refuse a duplicate before reading its body; [`PackageManager::publish`] still relies
+    /// on the database's unique index, which is what settles a race.
+    pub async fn ensure_absent(&self, coordinates: &Coordinates) -> Result<(), Error> {
+        if self.store.package_exists(coordinates).await? {
+            return Err(conflict(coordinates));
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into storage under a fresh key, hashing and counting it, and stops as
+    /// soon as the size limit is crossed.
+    ///
+    /// The work runs in a task of its own, so a caller that goes away (a cancelled
+    /// request) cannot interrupt it half-way: the task finishes, and the staged object is
+    /// deleted because nobody takes it.
+    pub async fn stage<R>(&self, body: R) -> Result<StagedUpload, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let storage = self.storage.clone();
+        let limit = self.config.max_upload_bytes;
+        let task = tokio::spawn(async move {
+            let key = ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
+            let mut reader = HashingReader::new(body, limit);
+            let stored = storage.put(&key, &mut reader).await;
+            // From here the object may exist: the guard owns its fate.
+            let guard = ObjectGuard::new(storage, key);
+            let exceeded = reader.exceeded();
+            let (size, checksum) = reader.finish();
+            match stored {
+                Ok(written) if written == size => {}
+                Ok(written) => {
+                    guard.discard().await;
+                    return Err(Error::Internal(format!(
+                        "storage wrote {written} bytes of {size}"
+                    )));
+                }
+                Err(e) => {
+                    // A failed put leaves no object, but a store that failed after the
+                    // write landed would: delete to be sure.
+                    guard.discard().await;
+                    return Err(match e {
+                        StorageError::Body(_) if exceeded => Error::TooLarge { limit },
+                        other => Error::from(other),
+                    });
+                }
+            }
+            if size == 0 {
+                guard.discard().await;
+                return Err(ValidationError::new("file", "is empty").into());
+            }
+            Ok(StagedUpload {
+                guard,
+                size,
+                checksum,
+            })
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("upload task failed: {e}")))?
+    }
+
+    /// Records staged bytes as a package. Runs in a task of its own: once started, it
+    /// either commits the row or deletes the object, even if the caller goes away.
+    pub async fn publish(&self, staged: StagedUpload, meta: UploadMeta) -> Result<Package, Error> {
+        let store = self.store.clone();
+        let task = tokio::spawn(async move {
+            let coordinates = meta.coordinates.clone();
+            let new = match prepare_row(&staged, meta) {
+                Ok(new) => new,
+                Err(e) => {
+                    staged.discard().await;
+                    return Err(e);
+                }
+            };
+            match store.insert_package(new).await {
+                Ok(package) => {
+                    staged.guard.disarm();
+                    tracing::info!(
+                        package_id = package.id,
+                        name = %package.name,
+                        version = %package.version,
+                        platform = %package.platform,
+                        arch = %package.arch,
+                        size = package.file_size,
+                        sha256 = %package.checksum,
+                        "package published"
+                    );
+                    Ok(package)
+                }
+                Err(e) => {
+                    staged.discard().await;
+                    Err(match e {
+                        StoreError::Conflict => conflict(&coordinates),
+                        other => other.into(),
+                    })
+                }
+            }
+        });
+        task.await
+            .map_err(|e| Error::Internal(format!("publish task failed: {e}")))?
+    }
+
+    pub async fn list(&self, query: &ListQuery) -> Result<Page<Package>, Error> {
+        Ok(self.store.list_packages(query).await?)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Package, Error> {
+        self.store.get_package(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// The active package of highest SemVer precedence; pre-releases only when asked.
+    pub async fn latest(
+        &self,
+        name: &PackageName,
+        platform: Platform,
+        arch: Arch,
+        include_prerelease: bool,
+    ) -> Result<Package, Error> {
+        self.store
+            .latest_package(name, platform, arch, include_prerelease)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Opens a package's bytes as a stream.
+    pub async fn download(&self, id: i64) -> Result<Download, Error> {
+        let package = self.get(id).await?;
+        let key = ObjectKey::parse(&package.storage_path)
+            .map_err(|e| Error::Internal(format!("package {id}: {e}")))?;
+        match self.storage.get(&key).await {
+            Ok(body) => Ok(Download { package, body }),
+            Err(StorageError::NotFound) => {
+                tracing::error!(package_id = id, object_key = %key, "package row has no object");
+                Err(Error::NotFound)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a package: the row first, then the object.
+    ///
+    /// NOTE: the order is deliberate. Once the row is gone nobody can be handed the
+    /// package, so a crash or storage failure before the object is deleted leaves only an
+    /// unreferenced object, which reconciliation can remove. The other order could leave a
+    /// row pointing at nothing: a package that lists but cannot be downloaded.
+    pub async fn delete(&self, id: i64) -> Result<Package, Error> {
+        let package = self
+            .store
+            .delete_package(id)
+            .await?
+            .ok_or(Error::NotFound)?;
+        match ObjectKey::parse(&package.storage_path) {
+            Ok(key) => delete_logged(&self.storage, &key).await,
+            Err(e) => {
+                tracing::error!(package_id = id, error = %e, "deleted row had an invalid object key")
+            }
+        }
+        tracing::info!(package_id = id, name = %package.name, version = %package.version, "package deleted");
+        Ok(package)
+    }
+
+    /// Whether the database and the object store both answer.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.store.ping().await?;
+        self.storage.check().await?;
+        Ok(())
+    }
+}
+
+/// Checks what only the finished upload can tell, and builds the row.
+fn prepare_row(staged: &StagedUpload, meta: UploadMeta) -> Result<NewPackage, Error> {
+    if let Some(expected) = &meta.expected_sha256
+        && expected != &staged.checksum
+    {
+        return Err(Error::ChecksumMismatch {
+            expected: expected.to_string(),
+            actual: staged.checksum.to_string(),
+        });
+    }
+    let filename = match meta.filename {
+        Some(f) => f,
+        None => FileName::parse(meta.coordinates.name.as_str())?,
+    };
+    Ok(NewPackage {
+        coordinates: meta.coordinates,
+        filename,
+        description: meta.description,
+        file_size: staged.size,
+        checksum: staged.checksum.clone(),
+        storage_key: staged.key().clone(),
+    })
+}
+
+fn conflict(c: &Coordinates) -> Error {
+    Error::Conflict(format!(
+        "{} {} for {}/{} already exists",
+        c.name.as_str(),
+        c.version,
+        c.platform,
+        c.arch
+    ))
+}

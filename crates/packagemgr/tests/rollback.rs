@@ -1,0 +1,419 @@
+//! Every failure of an upload leaves no object and no row. The metadata store is real
+//! (SQLite in a temporary directory); object storage is the in-memory fake, so that its
+//! failures can be injected. The same guarantees are proven against PostgreSQL and S3 in
+//! the server's integration tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use agentpkg_model::{
+    Arch, Checksum, Coordinates, Coordinates as C, Description, ListQuery, NewPackage, Package,
+    PackageName, Page, Platform, Role, User, Username, Version,
+};
+use agentpkg_packagemgr::{
+    Accounts, Error, ManagerConfig, PackageManager, UploadMeta, body_channel,
+};
+use agentpkg_storage::{Fault, MemoryStore, ObjectStore};
+use agentpkg_store::{DatabaseUrl, DieselStore, MetadataStore, PoolOptions, StoreError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// The real store, with an insert that can be made to fail like a lost database.
+struct FlakyStore {
+    inner: DieselStore,
+    fail_insert: AtomicBool,
+}
+
+#[async_trait]
+impl MetadataStore for FlakyStore {
+    async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError> {
+        if self.fail_insert.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        self.inner.insert_package(new).await
+    }
+    async fn package_exists(&self, c: &C) -> Result<bool, StoreError> {
+        self.inner.package_exists(c).await
+    }
+    async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
+        self.inner.get_package(id).await
+    }
+    async fn list_packages(&self, q: &ListQuery) -> Result<Page<Package>, StoreError> {
+        self.inner.list_packages(q).await
+    }
+    async fn latest_package(
+        &self,
+        n: &PackageName,
+        p: Platform,
+        a: Arch,
+        pre: bool,
+    ) -> Result<Option<Package>, StoreError> {
+        self.inner.latest_package(n, p, a, pre).await
+    }
+    async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
+        self.inner.delete_package(id).await
+    }
+    async fn create_user(&self, u: &Username, h: String, r: Role) -> Result<User, StoreError> {
+        self.inner.create_user(u, h, r).await
+    }
+    async fn user_credentials(&self, u: &str) -> Result<Option<(User, String)>, StoreError> {
+        self.inner.user_credentials(u).await
+    }
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.inner.list_users().await
+    }
+    async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
+        self.inner.delete_user(id).await
+    }
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.inner.count_users().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+struct Fixture {
+    mgr: PackageManager,
+    store: Arc<FlakyStore>,
+    storage: Arc<MemoryStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(max_upload_bytes: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DieselStore::connect(
+        &DatabaseUrl::Sqlite(dir.path().join("t.db")),
+        &PoolOptions::default(),
+    )
+    .unwrap();
+    db.run_migrations().await.unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: db,
+        fail_insert: AtomicBool::new(false),
+    });
+    let storage = Arc::new(MemoryStore::new());
+    let mgr = PackageManager::new(
+        store.clone(),
+        storage.clone(),
+        ManagerConfig { max_upload_bytes },
+    );
+    Fixture {
+        mgr,
+        store,
+        storage,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn assert_nothing_stored(&self) {
+        // Give a drop guard's background delete, if one ran, no excuse.
+        tokio::task::yield_now().await;
+        assert_eq!(
+            self.storage.list_keys().await.unwrap(),
+            Vec::<String>::new(),
+            "objects left"
+        );
+        let rows = self
+            .store
+            .list_packages(&ListQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.total, 0, "rows left: {:?}", rows.items);
+    }
+}
+
+fn meta(version: &str) -> UploadMeta {
+    UploadMeta {
+        coordinates: Coordinates {
+            name: PackageName::parse("opamp-agent").unwrap(),
+            version: Version::parse(version).unwrap(),
+            platform: Platform::Linux,
+            arch: Arch::Amd64,
+        },
+        filename: None,
+        description: Description::parse("test agent").unwrap(),
+        expected_sha256: None,
+    }
+}
+
+fn sha256(data: &[u8]) -> Checksum {
+    Checksum::from_digest(&Sha256::digest(data).into())
+}
+
+#[tokio::test]
+async fn a_good_upload_stores_bytes_and_row_with_their_checksum() {
+    let f = fixture(1 << 20).await;
+    let data = b"#!/bin/sh\necho agent\n".to_vec();
+    let mut m = meta("1.0.0");
+    m.expected_sha256 = Some(sha256(&data));
+    let p = f
+        .mgr
+        .upload(m, std::io::Cursor::new(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(p.checksum, sha256(&data).as_str());
+    assert_eq!(p.file_size, data.len() as u64);
+    assert_eq!(p.filename, "opamp-agent");
+    assert_eq!(
+        f.storage.list_keys().await.unwrap(),
+        vec![p.storage_path.clone()]
+    );
+}
+
+#[tokio::test]
+async fn a_storage_failure_leaves_nothing() {
+    let f = fixture(1 << 20).await;
+    f.storage.set_fault(Fault {
+        put: true,
+        ..Fault::default()
+    });
+    let err = f
+        .mgr
+        .upload(meta("1.0.0"), &b"bytes"[..])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StorageUnavailable(_)), "{err:?}");
+    f.storage.set_fault(Fault::default());
+    f.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_database_failure_deletes_the_stored_object() {
+    let f = fixture(1 << 20).await;
+    f.store.fail_insert.store(true, Ordering::SeqCst);
+    let err = f
+        .mgr
+        .upload(meta("1.0.0"), &b"bytes"[..])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DatabaseUnavailable(_)), "{err:?}");
+    f.store.fail_insert.store(false, Ordering::SeqCst);
+    f.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_failed_cleanup_is_reported_not_swallowed() {
+    let f = fixture(1 << 20).await;
+    f.store.fail_insert.store(true, Ordering::SeqCst);
+    f.storage.set_fault(Fault {
+        delete: true,
+        ..Fault::default()
+    });
+    let err = f
+        .mgr
+        .upload(meta("1.0.0"), &b"bytes"[..])
+        .await
+        .unwrap_err();
+    // The caller still learns the original failure; the orphan is logged with its key.
+    assert!(matches!(err, Error::DatabaseUnavailable(_)), "{err:?}");
+    assert_eq!(f.storage.list_keys().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_checksum_mismatch_is_refused_and_leaves_nothing() {
+    let f = fixture(1 << 20).await;
+    let mut m = meta("1.0.0");
+    m.expected_sha256 = Some(sha256(b"other bytes"));
+    let err = f.mgr.upload(m, &b"bytes"[..]).await.unwrap_err();
+    match err {
+        Error::ChecksumMismatch { expected, actual } => {
+            assert_eq!(expected, sha256(b"other bytes").as_str());
+            assert_eq!(actual, sha256(b"bytes").as_str());
+        }
+        other => panic!("{other:?}"),
+    }
+    f.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_and_leaves_nothing() {
+    let f = fixture(1000).await;
+    let err = f
+        .mgr
+        .upload(meta("1.0.0"), &[0u8; 1001][..])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: 1000 }), "{err:?}");
+    f.assert_nothing_stored().await;
+    // Exactly the limit is fine.
+    f.mgr.upload(meta("1.0.0"), &[0u8; 1000][..]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_refused_and_leaves_nothing() {
+    let f = fixture(1 << 20).await;
+    let (tx, rx) = body_channel(4);
+    tokio::spawn(async move {
+        tx.send(Bytes::from_static(b"first half")).await.unwrap();
+        drop(tx); // the client hung up
+    });
+    let err = f.mgr.upload(meta("1.0.0"), rx).await.unwrap_err();
+    assert!(matches!(err, Error::Body(_)), "{err:?}");
+    f.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn an_empty_file_is_refused() {
+    let f = fixture(1 << 20).await;
+    let err = f.mgr.upload(meta("1.0.0"), &b""[..]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid(ref v) if v.field == "file"),
+        "{err:?}"
+    );
+    f.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_is_a_conflict_never_an_overwrite() {
+    let f = fixture(1 << 20).await;
+    let first = f.mgr.upload(meta("1.0.0+a"), &b"one"[..]).await.unwrap();
+    let err = f
+        .mgr
+        .upload(meta("1.0.0+b"), &b"two"[..])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert_eq!(
+        f.storage.list_keys().await.unwrap(),
+        vec![first.storage_path.clone()]
+    );
+    assert_eq!(
+        f.mgr.get(first.id).await.unwrap().checksum,
+        sha256(b"one").as_str()
+    );
+}
+
+#[tokio::test]
+async fn racing_duplicates_publish_one_and_roll_back_the_other() {
+    let f = fixture(1 << 20).await;
+    // Both pass the early check, then race for the unique index.
+    let a = f.mgr.stage(&b"one"[..]).await.unwrap();
+    let b = f.mgr.stage(&b"two"[..]).await.unwrap();
+    assert_eq!(f.storage.list_keys().await.unwrap().len(), 2);
+    let (ra, rb) = tokio::join!(
+        f.mgr.publish(a, meta("2.0.0")),
+        f.mgr.publish(b, meta("2.0.0"))
+    );
+    let (winner, loser) = match (ra, rb) {
+        (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+        other => panic!("expected one winner: {other:?}"),
+    };
+    assert!(matches!(loser, Error::Conflict(_)), "{loser:?}");
+    assert_eq!(
+        f.storage.list_keys().await.unwrap(),
+        vec![winner.storage_path]
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_staged_upload_is_deleted() {
+    let f = fixture(1 << 20).await;
+    let staged = f.mgr.stage(&b"never published"[..]).await.unwrap();
+    drop(staged);
+    // The guard deletes in the background; wait for it, bounded.
+    for _ in 0..100 {
+        if f.storage.list_keys().await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the dropped upload's object was not deleted");
+}
+
+#[tokio::test]
+async fn delete_removes_row_then_object_and_survives_a_storage_failure() {
+    let f = fixture(1 << 20).await;
+    let p = f.mgr.upload(meta("1.0.0"), &b"x"[..]).await.unwrap();
+    f.storage.set_fault(Fault {
+        delete: true,
+        ..Fault::default()
+    });
+    f.mgr.delete(p.id).await.unwrap();
+    // The row is gone, so nobody is handed a package without bytes; the object is an
+    // orphan for reconciliation.
+    assert!(matches!(f.mgr.get(p.id).await, Err(Error::NotFound)));
+    assert_eq!(
+        f.storage.list_keys().await.unwrap(),
+        vec![p.storage_path.clone()]
+    );
+    f.storage.set_fault(Fault::default());
+    let q = f.mgr.upload(meta("1.0.1"), &b"y"[..]).await.unwrap();
+    f.mgr.delete(q.id).await.unwrap();
+    assert!(
+        !f.storage
+            .list_keys()
+            .await
+            .unwrap()
+            .contains(&q.storage_path)
+    );
+    assert!(matches!(f.mgr.delete(q.id).await, Err(Error::NotFound)));
+}
+
+#[tokio::test]
+async fn latest_ignores_prereleases_unless_asked() {
+    let f = fixture(1 << 20).await;
+    for v in ["1.9.0", "1.10.0", "2.0.0-rc.1"] {
+        f.mgr.upload(meta(v), &b"x"[..]).await.unwrap();
+    }
+    let name = PackageName::parse("opamp-agent").unwrap();
+    let stable = f
+        .mgr
+        .latest(&name, Platform::Linux, Arch::Amd64, false)
+        .await
+        .unwrap();
+    assert_eq!(stable.version, "1.10.0");
+    let pre = f
+        .mgr
+        .latest(&name, Platform::Linux, Arch::Amd64, true)
+        .await
+        .unwrap();
+    assert_eq!(pre.version, "2.0.0-rc.1");
+    let none = f
+        .mgr
+        .latest(&name, Platform::Darwin, Arch::Amd64, true)
+        .await;
+    assert!(matches!(none, Err(Error::NotFound)));
+}
+
+#[tokio::test]
+async fn first_start_creates_an_admin_with_a_generated_password_once() {
+    let f = fixture(1 << 20).await;
+    let accounts = Accounts::new(f.store.clone());
+    let first = accounts
+        .ensure_admin(None)
+        .await
+        .unwrap()
+        .expect("admin created");
+    let password = first.generated_password.expect("a password was generated");
+    let user = accounts.login("admin", password.clone()).await.unwrap();
+    assert_eq!(user.role, Role::Admin);
+    assert!(accounts.ensure_admin(None).await.unwrap().is_none());
+    let wrong = accounts.login("admin", "not the password".into()).await;
+    assert!(matches!(wrong, Err(Error::BadCredentials)));
+    let nobody = accounts.login("nobody", password).await;
+    assert!(matches!(nobody, Err(Error::BadCredentials)));
+}
+
+#[tokio::test]
+async fn a_configured_admin_password_must_be_strong() {
+    let f = fixture(1 << 20).await;
+    let accounts = Accounts::new(f.store.clone());
+    let weak = accounts.ensure_admin(Some(&"admin123".into())).await;
+    assert!(
+        matches!(weak, Err(Error::Invalid(_))),
+        "weak password accepted"
+    );
+    let ok = accounts
+        .ensure_admin(Some(&"a long configured secret".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ok.generated_password.is_none());
+    accounts
+        .login("admin", "a long configured secret".into())
+        .await
+        .unwrap();
+}
