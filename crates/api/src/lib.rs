@@ -1,1 +1,64 @@
-pub fn x() {}
+//! The REST API of agentpkg, on actix-web. Handlers are thin: they parse the request,
+//! call [`agentpkg_packagemgr`], and map the result.
+
+mod auth;
+mod error;
+mod handlers;
+
+use actix_web::web;
+use agentpkg_packagemgr::{Accounts, PackageManager};
+
+pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub packages: PackageManager,
+    pub accounts: Accounts,
+    pub tokens: TokenIssuer,
+}
+
+/// Mounts the API (and its health endpoints) on an actix-web app.
+pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .app_data(error::json_config())
+            .app_data(error::query_config())
+            .app_data(error::path_config())
+            .route("/healthz", web::get().to(handlers::health::healthz))
+            .route("/readyz", web::get().to(handlers::health::readyz))
+            .service(
+                web::scope("/api/v1")
+                    .route("/healthz", web::get().to(handlers::health::healthz))
+                    .route("/readyz", web::get().to(handlers::health::readyz))
+                    .route("/auth/login", web::post().to(handlers::login::login))
+                    .service(
+                        web::resource("/packages")
+                            .route(web::get().to(handlers::packages::list))
+                            .route(web::post().to(handlers::packages::upload)),
+                    )
+                    // Before /packages/{id}, which would otherwise claim "latest".
+                    .route(
+                        "/packages/latest",
+                        web::get().to(handlers::packages::latest),
+                    )
+                    .service(
+                        web::resource("/packages/{id}")
+                            .route(web::get().to(handlers::packages::get))
+                            .route(web::delete().to(handlers::packages::delete)),
+                    )
+                    .route(
+                        "/packages/{id}/download",
+                        web::get().to(handlers::packages::download),
+                    )
+                    .service(
+                        web::resource("/users")
+                            .route(web::get().to(handlers::users::list))
+                            .route(web::post().to(handlers::users::create)),
+                    )
+                    .route("/users/{id}", web::delete().to(handlers::users::delete)),
+            )
+            .default_service(web::to(handlers::not_found));
+    }
+}

@@ -268,8 +268,16 @@ impl PackageManager {
 
     /// Whether the database and the object store both answer.
     pub async fn ready(&self) -> Result<(), Error> {
-        self.store.ping().await?;
-        self.storage.check().await?;
+        // Any failure here means "not ready", whatever its kind: a missing bucket is an
+        // unavailable store, not a missing package.
+        self.store
+            .ping()
+            .await
+            .map_err(Error::DatabaseUnavailable)?;
+        self.storage
+            .check()
+            .await
+            .map_err(Error::StorageUnavailable)?;
         Ok(())
     }
 }

@@ -1,1 +1,129 @@
-fn main() {}
+//! `agentpkg-server`: the agent package registry.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentpkg_model::{Password, Role, Username};
+use agentpkg_packagemgr::Accounts;
+use agentpkg_server::settings::LogFormat;
+use agentpkg_server::{Application, Settings, connect, migrate_only};
+use clap::{Parser, Subcommand};
+use rand::distr::{Alphanumeric, SampleString};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "agentpkg: a registry for OpAMP agent packages")]
+struct Cli {
+    /// TOML configuration file (default: ./agentpkg.toml when it exists).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate {
+        /// Revert every migration instead (drops all data).
+        #[arg(long)]
+        revert_all: bool,
+    },
+    /// Create a user. The password is read from standard input with --password-stdin,
+    /// or generated and printed once.
+    CreateUser {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("agentpkg-server: invalid configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&settings);
+    let result =
+        actix_web::rt::System::new().block_on(run(cli.command.unwrap_or(Command::Serve), settings));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("agentpkg-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve => {
+            Application::build(settings)
+                .await?
+                .run_until_stopped()
+                .await?
+        }
+        Command::Migrate { revert_all } => {
+            let n = migrate_only(&settings, revert_all).await?;
+            let verb = if revert_all { "reverted" } else { "applied" };
+            tracing::info!("{n} migration(s) {verb}");
+        }
+        Command::CreateUser {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let username = Username::parse(&name)?;
+            let role: Role = role.parse()?;
+            let (password, generated) = if password_stdin {
+                let mut input = String::new();
+                std::io::stdin().read_to_string(&mut input)?;
+                (
+                    Password::parse(input.trim_end_matches(['\r', '\n']))?,
+                    false,
+                )
+            } else {
+                (
+                    Password::parse(&Alphanumeric.sample_string(&mut rand::rng(), 24))?,
+                    true,
+                )
+            };
+            let components = connect(&settings).await?;
+            let accounts = Accounts::new(std::sync::Arc::new(components.store));
+            let user = accounts.create_user(&username, &password, role).await?;
+            #[allow(clippy::print_stdout)]
+            if generated {
+                println!(
+                    "created {} ({}) with password: {}",
+                    user.username,
+                    user.role,
+                    password.expose()
+                );
+            } else {
+                println!("created {} ({})", user.username, user.role);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,198 @@
+//! Bearer tokens (JWT, HS256 via jwt-simple) and the role extractors.
+//!
+//! A handler that needs a publisher takes a [`Publisher`] parameter; the extractor answers
+//! 401 for a missing, malformed, forged or expired token and 403 for a role too small.
+
+use std::collections::HashSet;
+use std::future::{Ready, ready};
+use std::marker::PhantomData;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use agentpkg_model::{Role, User};
+use chrono::{DateTime, Utc};
+use jwt_simple::JWTError;
+use jwt_simple::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{ApiError, ApiState};
+
+const ISSUER: &str = "agentpkg";
+/// Clock skew allowed between replicas when checking `exp`, `nbf` and `iat`.
+const CLOCK_TOLERANCE_SECS: u64 = 5;
+
+/// The signing secret: at least 32 bytes, never printed.
+#[derive(Clone)]
+pub struct JwtSecret(SecretString);
+
+impl JwtSecret {
+    pub const MIN_BYTES: usize = 32;
+
+    pub fn new(secret: SecretString) -> Result<Self, String> {
+        if secret.expose_secret().len() < Self::MIN_BYTES {
+            return Err(format!(
+                "auth.jwt_secret must be at least {} bytes",
+                Self::MIN_BYTES
+            ));
+        }
+        Ok(Self(secret))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Extra {
+    uid: i64,
+    role: Role,
+}
+
+/// Issues and checks tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    key: HS256Key,
+    ttl_secs: u64,
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &JwtSecret, ttl_secs: u64) -> Self {
+        Self {
+            key: HS256Key::from_bytes(secret.0.expose_secret().as_bytes()),
+            ttl_secs: ttl_secs.max(1),
+        }
+    }
+
+    /// A token for `user` and when it expires.
+    pub fn issue(&self, user: &User) -> Result<(String, DateTime<Utc>), ApiError> {
+        let claims = Claims::with_custom_claims(
+            Extra {
+                uid: user.id,
+                role: user.role,
+            },
+            Duration::from_secs(self.ttl_secs),
+        )
+        .with_issuer(ISSUER)
+        .with_subject(&user.username);
+        let expires = claims
+            .expires_at
+            .and_then(|t| DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, 0))
+            .ok_or_else(|| ApiError::internal("token without expiry"))?;
+        let token = self.key.authenticate(claims).map_err(ApiError::internal)?;
+        Ok((token, expires))
+    }
+
+    /// The principal a token names, if the token is genuine, current and ours.
+    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
+            time_tolerance: Some(Duration::from_secs(CLOCK_TOLERANCE_SECS)),
+            accept_future: false,
+            ..Default::default()
+        };
+        let claims = self
+            .key
+            .verify_token::<Extra>(token, Some(options))
+            .map_err(|e| match e.downcast_ref::<JWTError>() {
+                Some(JWTError::TokenHasExpired) => {
+                    ApiError::unauthorized("token_expired", "the token has expired; log in again")
+                }
+                _ => ApiError::unauthorized("invalid_token", "the token is not valid"),
+            })?;
+        // Every token this issuer makes has an expiry; one without is not ours.
+        if claims.expires_at.is_none() {
+            return Err(ApiError::unauthorized(
+                "invalid_token",
+                "the token is not valid",
+            ));
+        }
+        Ok(Principal {
+            user_id: claims.custom.uid,
+            username: claims.subject.unwrap_or_default(),
+            role: claims.custom.role,
+        })
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+/// A role a route requires.
+pub trait RequiredRole {
+    const ROLE: Role;
+}
+
+pub struct ViewerRole;
+pub struct PublisherRole;
+pub struct AdminRole;
+
+impl RequiredRole for ViewerRole {
+    const ROLE: Role = Role::Viewer;
+}
+impl RequiredRole for PublisherRole {
+    const ROLE: Role = Role::Publisher;
+}
+impl RequiredRole for AdminRole {
+    const ROLE: Role = Role::Admin;
+}
+
+/// An authenticated caller holding at least role `R`.
+pub struct Authorized<R> {
+    pub principal: Principal,
+    _role: PhantomData<R>,
+}
+
+pub type Viewer = Authorized<ViewerRole>;
+pub type Publisher = Authorized<PublisherRole>;
+pub type Admin = Authorized<AdminRole>;
+
+impl<R: RequiredRole> FromRequest for Authorized<R> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authorize::<R>(req))
+    }
+}
+
+fn authorize<R: RequiredRole>(req: &HttpRequest) -> Result<Authorized<R>, ApiError> {
+    let state = req
+        .app_data::<web::Data<ApiState>>()
+        .ok_or_else(|| ApiError::internal("API state missing"))?;
+    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing_token",
+            "an Authorization: Bearer token is required",
+        )
+    })?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_token",
+                "the Authorization header must be 'Bearer <token>'",
+            )
+        })?;
+    let principal = state.tokens.verify(token)?;
+    if !principal.role.includes(R::ROLE) {
+        return Err(ApiError::forbidden(format!(
+            "this needs the {} role; {} has {}",
+            R::ROLE,
+            principal.username,
+            principal.role
+        )));
+    }
+    Ok(Authorized {
+        principal,
+        _role: PhantomData,
+    })
+}

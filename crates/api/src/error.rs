@@ -1,0 +1,172 @@
+//! The one HTTP error type: a status, a stable machine code and a human message, sent as
+//! `{"error":{"code":"…","message":"…"}}`. A 500 says "internal error"; the detail goes
+//! to the log only.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpResponse, ResponseError, web};
+use agentpkg_model::ValidationError;
+use agentpkg_packagemgr::Error as MgrError;
+use serde::Serialize;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the package is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// A 500 that tells the client nothing about internals; `detail` goes to the log.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_field",
+            message: e.to_string(),
+            field: Some(e.field),
+        }
+    }
+}
+
+impl From<MgrError> for ApiError {
+    fn from(e: MgrError) -> Self {
+        match e {
+            MgrError::Invalid(v) => v.into(),
+            MgrError::NotFound => Self::not_found("package not found"),
+            MgrError::UserNotFound => Self::not_found("user not found"),
+            MgrError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            MgrError::TooLarge { limit } => Self::too_large(limit),
+            MgrError::ChecksumMismatch { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "checksum_mismatch",
+                e.to_string(),
+            ),
+            MgrError::Body(io) => Self::bad_request(
+                "incomplete_body",
+                format!("the upload body could not be read to its end: {io}"),
+            ),
+            MgrError::BadCredentials => {
+                Self::unauthorized("invalid_credentials", "invalid username or password")
+            }
+            MgrError::DatabaseUnavailable(source) => {
+                tracing::error!(error = %source, "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; try again later",
+                )
+            }
+            MgrError::StorageUnavailable(source) => {
+                tracing::error!(error = %source, "object storage unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "object storage is unavailable; try again later",
+                )
+            }
+            MgrError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, "5"));
+        }
+        response.json(Body {
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                field: self.field,
+            },
+        })
+    }
+}
+
+pub(crate) fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| {
+            ApiError::bad_request("invalid_json", format!("invalid JSON body: {err}")).into()
+        })
+}
+
+pub(crate) fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+    })
+}
+
+pub(crate) fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _| {
+        ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
+    })
+}

@@ -1,0 +1,10 @@
+pub(crate) mod health;
+pub(crate) mod login;
+pub(crate) mod packages;
+pub(crate) mod users;
+
+use crate::ApiError;
+
+pub(crate) async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such route"))
+}

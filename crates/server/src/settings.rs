@@ -1,0 +1,304 @@
+//! Configuration, layered: built-in defaults → a TOML file → environment variables
+//! `AGENTPKG__SECTION__KEY` (e.g. `AGENTPKG__AUTH__ADMIN_PASSWORD`).
+//!
+//! Secrets are [`SecretString`]s: they never appear in `Debug` output or logs.
+
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything the server can be told. With no configuration at all it serves
+/// `127.0.0.1:8080` from a SQLite file and a directory under `./data`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub storage: StorageSettings,
+    pub auth: AuthSettings,
+    pub upload: UploadSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A SQLite file path, or a `postgres://user:password@host:port/db` URL.
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Seconds to wait for a pooled connection before answering 503.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("./data/agentpkg.db"),
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Fs,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    pub fs: FsSettings,
+    pub s3: S3Settings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FsSettings {
+    pub root: PathBuf,
+}
+
+impl Default for FsSettings {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("./data/packages"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: Option<SecretString>,
+    /// Path-style URLs (`endpoint/bucket/key`); MinIO and Garage need them.
+    pub path_style: bool,
+    /// 8 MiB parts in flight per upload (memory per upload ≈ parts × 8 MiB).
+    pub max_concurrent_parts: usize,
+    pub request_timeout_secs: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: "agent-packages".into(),
+            access_key: String::new(),
+            secret_key: None,
+            path_style: true,
+            max_concurrent_parts: 2,
+            request_timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 signing secret, at least 32 bytes. Required with PostgreSQL (replicas share
+    /// it); with SQLite it defaults to a secret generated once into the data directory.
+    pub jwt_secret: Option<SecretString>,
+    pub token_ttl_secs: u64,
+    /// Password of the `admin` user created on first start. When unset, a random one is
+    /// generated and printed once to the log.
+    pub admin_password: Option<SecretString>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+            admin_password: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadSettings {
+    pub max_size_bytes: u64,
+}
+
+impl Default for UploadSettings {
+    fn default() -> Self {
+        Self {
+            max_size_bytes: 2 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,agentpkg_packagemgr=debug`; `RUST_LOG`
+    /// wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The file read when `--config` is not given and it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "agentpkg.toml";
+
+impl Settings {
+    /// Loads defaults, then `file` (required when given; else `agentpkg.toml` if present),
+    /// then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
+        Self::load_from(file, config::Environment::with_prefix("AGENTPKG"))
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        env: config::Environment,
+    ) -> Result<Self, config::ConfigError> {
+        let file_source = match file {
+            Some(path) => config::File::from(path).required(true),
+            None => config::File::with_name(DEFAULT_CONFIG_FILE).required(false),
+        };
+        config::Config::builder()
+            .add_source(file_source.format(config::FileFormat::Toml))
+            .add_source(env.prefix_separator("__").separator("__").try_parsing(true))
+            .build()?
+            .try_deserialize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> config::Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config::Environment::with_prefix("AGENTPKG").source(Some(map))
+    }
+
+    #[test]
+    fn no_configuration_means_the_embedded_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:8080");
+        assert_eq!(s.database.url.expose_secret(), "./data/agentpkg.db");
+        assert_eq!(s.storage.backend, StorageBackend::Fs);
+        assert_eq!(s.storage.fs.root, PathBuf::from("./data/packages"));
+        assert!(s.auth.admin_password.is_none());
+        assert!(
+            Settings::load_from(Some(&missing), env(&[])).is_err(),
+            "an explicit file must exist"
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentpkg.toml");
+        std::fs::write(
+            &path,
+            "[server]\nbind = \"0.0.0.0:9000\"\n[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"from-file\"\n[upload]\nmax_size_bytes = 10\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            env(&[
+                ("AGENTPKG__STORAGE__S3__BUCKET", "from-env"),
+                ("AGENTPKG__AUTH__ADMIN_PASSWORD", "123456789012345"),
+                ("AGENTPKG__UPLOAD__MAX_SIZE_BYTES", "2048"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.bind, "0.0.0.0:9000");
+        assert_eq!(s.storage.backend, StorageBackend::S3);
+        assert_eq!(s.storage.s3.bucket, "from-env");
+        assert_eq!(s.upload.max_size_bytes, 2048);
+        assert_eq!(
+            s.auth
+                .admin_password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned()),
+            Some("123456789012345".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_an_error_not_a_silent_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentpkg.toml");
+        std::fs::write(&path, "[upload]\nmax_size = 10\n").unwrap();
+        assert!(Settings::load_from(Some(&path), env(&[])).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "AGENTPKG__AUTH__JWT_SECRET",
+                    "super-secret-signing-key-0123456789",
+                ),
+                (
+                    "AGENTPKG__DATABASE__URL",
+                    "postgres://u:hunter2hunter2@db/agentpkg",
+                ),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("super-secret"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+}

@@ -1,0 +1,250 @@
+//! Builds each layer from the settings and hands them to the next: store and storage to
+//! the package manager, the manager to the API, the API to the HTTP server.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer};
+use agentpkg_api::{ApiState, JwtSecret, TokenIssuer};
+use agentpkg_packagemgr::{Accounts, ManagerConfig, PackageManager};
+use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
+use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
+use rand::distr::{Alphanumeric, SampleString};
+use secrecy::{ExposeSecret, SecretString};
+use tracing_actix_web::TracingLogger;
+
+use crate::settings::{Settings, StorageBackend};
+
+/// Why the server could not start. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] agentpkg_store::StoreError),
+    #[error("object storage: {0}")]
+    Storage(#[from] agentpkg_storage::StorageError),
+    #[error("accounts: {0}")]
+    Accounts(#[from] agentpkg_packagemgr::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The connected layers.
+pub struct Components {
+    pub store: DieselStore,
+    pub storage: DynObjectStore,
+}
+
+/// Connects the database (running pending migrations) and object storage.
+pub async fn connect(settings: &Settings) -> Result<Components, BuildError> {
+    let store = open_store(settings).await?;
+    let applied = store.run_migrations().await?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    let storage = open_storage(settings).await?;
+    Ok(Components { store, storage })
+}
+
+async fn open_store(settings: &Settings) -> Result<DieselStore, BuildError> {
+    let url = DatabaseUrl::parse(settings.database.url.expose_secret());
+    let options = PoolOptions {
+        max_connections: settings.database.max_connections.max(1),
+        acquire_timeout: Duration::from_secs(settings.database.acquire_timeout_secs.max(1)),
+    };
+    // r2d2 connects eagerly and blocks: keep that off the async threads.
+    let store = tokio::task::spawn_blocking(move || DieselStore::connect(&url, &options))
+        .await
+        .map_err(|e| BuildError::Config(format!("database connect task failed: {e}")))??;
+    tracing::info!(backend = store.backend(), "database connected");
+    Ok(store)
+}
+
+/// `agentpkg-server migrate`: applies (or reverts) migrations and nothing else.
+pub async fn migrate_only(settings: &Settings, revert_all: bool) -> Result<usize, BuildError> {
+    let store = open_store(settings).await?;
+    Ok(if revert_all {
+        store.revert_all_migrations().await?
+    } else {
+        store.run_migrations().await?
+    })
+}
+
+async fn open_storage(settings: &Settings) -> Result<DynObjectStore, BuildError> {
+    let storage: DynObjectStore = match settings.storage.backend {
+        StorageBackend::Fs => Arc::new(FsStore::open(&settings.storage.fs.root).await?),
+        StorageBackend::S3 => {
+            let s3 = &settings.storage.s3;
+            let secret_key = s3.secret_key.clone().ok_or_else(|| {
+                BuildError::Config("storage.s3.secret_key is required with the s3 backend".into())
+            })?;
+            for (value, key) in [
+                (&s3.endpoint, "endpoint"),
+                (&s3.access_key, "access_key"),
+                (&s3.bucket, "bucket"),
+            ] {
+                if value.is_empty() {
+                    return Err(BuildError::Config(format!(
+                        "storage.s3.{key} is required with the s3 backend"
+                    )));
+                }
+            }
+            Arc::new(
+                S3Store::connect(&S3Config {
+                    endpoint: s3.endpoint.clone(),
+                    region: s3.region.clone(),
+                    bucket: s3.bucket.clone(),
+                    access_key: s3.access_key.clone(),
+                    secret_key,
+                    path_style: s3.path_style,
+                    max_concurrent_parts: s3.max_concurrent_parts,
+                    request_timeout: Duration::from_secs(s3.request_timeout_secs.max(1)),
+                })
+                .await?,
+            )
+        }
+    };
+    tracing::info!(backend = storage.kind(), "object storage connected");
+    Ok(storage)
+}
+
+/// The signing secret: configured, or — on the embedded SQLite default only — generated
+/// once and kept beside the database file, so tokens survive a restart.
+fn jwt_secret(settings: &Settings) -> Result<JwtSecret, BuildError> {
+    if let Some(secret) = &settings.auth.jwt_secret {
+        return JwtSecret::new(secret.clone()).map_err(BuildError::Config);
+    }
+    match DatabaseUrl::parse(settings.database.url.expose_secret()) {
+        DatabaseUrl::Postgres(_) => Err(BuildError::Config(
+            "auth.jwt_secret is required with PostgreSQL: every replica must share it \
+             (set AGENTPKG__AUTH__JWT_SECRET to at least 32 random bytes)"
+                .into(),
+        )),
+        DatabaseUrl::Sqlite(db) => {
+            let dir = db
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let path = dir.join("jwt-secret");
+            let secret = std::fs::create_dir_all(&dir)
+                .and_then(|()| load_or_create_secret(&path))
+                .map_err(|e| {
+                    BuildError::Config(format!("JWT secret file {}: {e}", path.display()))
+                })?;
+            JwtSecret::new(secret).map_err(BuildError::Config)
+        }
+    }
+}
+
+fn load_or_create_secret(path: &Path) -> std::io::Result<SecretString> {
+    use std::io::Write;
+    match std::fs::read_to_string(path) {
+        Ok(s) => return Ok(SecretString::from(s.trim().to_owned())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let secret = Alphanumeric.sample_string(&mut rand::rng(), 64);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(secret.as_bytes())?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "generated a JWT signing secret");
+            Ok(SecretString::from(secret))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(SecretString::from(
+            std::fs::read_to_string(path)?.trim().to_owned(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects every layer, creates the first admin when there are no users, binds the
+    /// listener and builds the HTTP server.
+    pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        let secret = jwt_secret(&settings)?;
+        let components = connect(&settings).await?;
+        let store = Arc::new(components.store);
+        let accounts = Accounts::new(store.clone());
+        if let Some(first) = accounts
+            .ensure_admin(settings.auth.admin_password.as_ref())
+            .await?
+        {
+            match &first.generated_password {
+                // NOTE: the one place a secret is logged, on purpose and once: with no
+                // configured password this is how the operator learns it.
+                Some(password) => tracing::warn!(
+                    "created user 'admin' with generated password: {} (shown once; set \
+                     AGENTPKG__AUTH__ADMIN_PASSWORD to choose it)",
+                    password.expose_secret()
+                ),
+                None => tracing::info!("created user 'admin' with the configured password"),
+            }
+        }
+        let packages = PackageManager::new(
+            store,
+            components.storage,
+            ManagerConfig {
+                max_upload_bytes: settings.upload.max_size_bytes,
+            },
+        );
+        let state = ApiState {
+            packages,
+            accounts,
+            tokens: TokenIssuer::new(&secret, settings.auth.token_ttl_secs),
+        };
+
+        let listener =
+            TcpListener::bind(&settings.server.bind).map_err(|source| BuildError::Bind {
+                addr: settings.server.bind.clone(),
+                source,
+            })?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .configure(agentpkg_api::configure(state.clone()))
+        })
+        .shutdown_timeout(settings.server.shutdown_timeout_secs);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(addr = %settings.server.bind, port, "listening");
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is told to stop (SIGINT/SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}

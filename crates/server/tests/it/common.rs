@@ -1,0 +1,343 @@
+//! Starts the real server on port 0 against real PostgreSQL and a real S3 server
+//! (Garage), or against the embedded default (SQLite + a directory), with a database and a
+//! bucket of its own per test.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use agentpkg_model::ListQuery;
+use agentpkg_server::Settings;
+use agentpkg_server::settings::StorageBackend;
+use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
+use agentpkg_store::testing::TestDatabase;
+use agentpkg_store::{DatabaseUrl, DieselStore, MetadataStore, PoolOptions};
+use reqwest::multipart::{Form, Part};
+use secrecy::SecretString;
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "test-admin-password-1234";
+pub const JWT_SECRET: &str = "test-signing-secret-of-at-least-32-bytes!";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL + S3 (Garage): production's parts.
+    PgS3,
+    /// SQLite + a directory: the embedded default.
+    SqliteFs,
+}
+
+/// S3 settings of the test server, from `AGENTPKG_TEST_S3_*` or the file that
+/// `scripts/s3-up.sh` writes.
+pub fn s3_env() -> S3Env {
+    let file = workspace_root().join(".garage/env");
+    let from_file: Vec<(String, String)> = std::fs::read_to_string(&file)
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let get = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .or_else(|| from_file.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+            .unwrap_or_else(|| {
+                panic!("{key} is not set and {} has no value: run scripts/s3-up.sh (or `just s3-up`) first", file.display())
+            })
+    };
+    S3Env {
+        endpoint: get("AGENTPKG_TEST_S3_ENDPOINT"),
+        region: get("AGENTPKG_TEST_S3_REGION"),
+        access_key: get("AGENTPKG_TEST_S3_ACCESS_KEY"),
+        secret_key: get("AGENTPKG_TEST_S3_SECRET_KEY"),
+    }
+}
+
+#[derive(Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    /// The same store and storage the server uses, opened separately to inspect them.
+    pub store: DieselStore,
+    pub storage: DynObjectStore,
+    handle: ServerHandle,
+    bucket: Option<String>,
+    db: Option<TestDatabase>,
+    dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::default();
+        settings.server.bind = "127.0.0.1:0".into();
+        settings.server.workers = 2;
+        settings.server.shutdown_timeout_secs = 1;
+        settings.auth.jwt_secret = Some(SecretString::from(JWT_SECRET));
+        settings.auth.admin_password = Some(SecretString::from(ADMIN_PASSWORD));
+        let (db, bucket) = match backend {
+            Backend::PgS3 => {
+                let db = TestDatabase::create();
+                settings.database.url = SecretString::from(db.url().to_owned());
+                let s3 = s3_env();
+                let bucket = format!("agentpkg-test-{}", uuid::Uuid::new_v4().simple());
+                settings.storage.backend = StorageBackend::S3;
+                settings.storage.s3.endpoint = s3.endpoint;
+                settings.storage.s3.region = s3.region;
+                settings.storage.s3.access_key = s3.access_key;
+                settings.storage.s3.secret_key = Some(SecretString::from(s3.secret_key));
+                settings.storage.s3.bucket = bucket.clone();
+                settings.storage.s3.request_timeout_secs = 10;
+                (Some(db), Some(bucket))
+            }
+            Backend::SqliteFs => {
+                settings.database.url =
+                    SecretString::from(dir.path().join("agentpkg.db").display().to_string());
+                settings.storage.backend = StorageBackend::Fs;
+                settings.storage.fs.root = dir.path().join("packages");
+                (None, None)
+            }
+        };
+        tweak(&mut settings);
+
+        let app = agentpkg_server::Application::build(settings.clone())
+            .await
+            .expect("the server starts");
+        let port = app.port();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+
+        let store = DieselStore::connect(
+            &DatabaseUrl::parse(secrecy::ExposeSecret::expose_secret(&settings.database.url)),
+            &PoolOptions::default(),
+        )
+        .unwrap();
+        let storage = open_storage(&settings).await;
+        Self {
+            backend,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            settings,
+            store,
+            storage,
+            handle,
+            bucket,
+            db,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn db_url(&self) -> String {
+        secrecy::ExposeSecret::expose_secret(&self.settings.database.url).to_owned()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let res = self.login("admin", ADMIN_PASSWORD).await;
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates a user with `role` through the API and returns a token for them.
+    pub async fn token_for(&self, role: &str) -> String {
+        if role == "admin" {
+            return self.admin_token().await;
+        }
+        let admin = self.admin_token().await;
+        let username = format!("{role}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let password = "a long enough password";
+        let res = self
+            .client
+            .post(self.url("/api/v1/users"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({ "username": username, "password": password, "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let res = self.login(&username, password).await;
+        res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Uploads the seed's way: the file field first, then the metadata.
+    pub async fn upload(
+        &self,
+        token: &str,
+        file: Vec<u8>,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut form = Form::new().part("file", Part::bytes(file).file_name("agent-binary"));
+        for (k, v) in fields {
+            form = form.text((*k).to_owned(), (*v).to_owned());
+        }
+        self.client
+            .post(self.url("/api/v1/packages"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Object keys in the bucket (or directory), and package rows in the table.
+    pub async fn stored(&self) -> (Vec<String>, u64) {
+        let keys = self.storage.list_keys().await.unwrap();
+        let rows = self
+            .store
+            .list_packages(&ListQuery::default())
+            .await
+            .unwrap()
+            .total;
+        (keys, rows)
+    }
+
+    /// Waits (bounded) until storage and table are both empty, and fails if they are not.
+    pub async fn assert_nothing_stored(&self) {
+        let mut last = (vec![], 0);
+        for _ in 0..50 {
+            last = self.stored().await;
+            if last.0.is_empty() && last.1 == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("left behind: objects {:?}, rows {}", last.0, last.1);
+    }
+
+    pub fn fs_root(&self) -> PathBuf {
+        self.dir.path().join("packages")
+    }
+
+    pub fn bucket_name(&self) -> Option<&str> {
+        self.bucket.as_deref()
+    }
+}
+
+async fn open_storage(settings: &Settings) -> DynObjectStore {
+    match settings.storage.backend {
+        StorageBackend::Fs => Arc::new(FsStore::open(&settings.storage.fs.root).await.unwrap()),
+        StorageBackend::S3 => Arc::new(S3Store::connect(&s3_config(settings)).await.unwrap()),
+    }
+}
+
+pub fn s3_config(settings: &Settings) -> S3Config {
+    let s3 = &settings.storage.s3;
+    S3Config {
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        bucket: s3.bucket.clone(),
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone().unwrap(),
+        path_style: true,
+        max_concurrent_parts: 2,
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A rust-s3 handle on the test's bucket, for what the store trait does not do.
+pub fn raw_bucket(settings: &Settings) -> Box<s3::Bucket> {
+    let s3env = &settings.storage.s3;
+    let region = s3::Region::Custom {
+        region: s3env.region.clone(),
+        endpoint: s3env.endpoint.clone(),
+    };
+    let creds = s3::creds::Credentials::new(
+        Some(&s3env.access_key),
+        Some(secrecy::ExposeSecret::expose_secret(
+            s3env.secret_key.as_ref().unwrap(),
+        )),
+        None,
+        None,
+        None,
+    )
+    .unwrap();
+    s3::Bucket::new(&s3env.bucket, region, creds)
+        .unwrap()
+        .with_path_style()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        let storage = self.storage.clone();
+        let bucket = self.bucket.take().map(|_| raw_bucket(&self.settings));
+        // Stop the server and empty and remove the bucket, on a runtime of our own: the
+        // test's runtime may be shutting down.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                handle.stop(false).await;
+                if let Some(bucket) = bucket {
+                    for key in storage.list_keys().await.unwrap_or_default() {
+                        let _ = bucket.delete_object(&key).await;
+                    }
+                    let _ = bucket.delete().await;
+                }
+            });
+        })
+        .join()
+        .ok();
+        drop(self.db.take());
+    }
+}
+
+/// Runs each named scenario on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod pg_s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::Backend::PgS3).await })+
+        }
+        mod sqlite_fs {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::Backend::SqliteFs).await })+
+        }
+    };
+}

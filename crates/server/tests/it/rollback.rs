@@ -1,0 +1,291 @@
+//! One test per way an upload can fail, each proving that afterwards the bucket (or
+//! directory) and the table hold nothing from that upload.
+
+use std::time::Duration;
+
+use diesel::{Connection, RunQueryDsl};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{Backend, TestApp};
+use crate::on_both_backends;
+
+const FIELDS: [(&str, &str); 4] = [
+    ("name", "opamp-agent"),
+    ("version", "1.0.0"),
+    ("platform", "linux"),
+    ("arch", "amd64"),
+];
+
+on_both_backends!(
+    a_duplicate_is_a_409_and_leaves_only_the_first,
+    a_checksum_mismatch_is_a_422_and_leaves_nothing,
+    an_upload_over_the_limit_is_a_413_and_leaves_nothing,
+    a_body_cut_short_leaves_nothing,
+    a_storage_failure_is_a_503_and_leaves_nothing,
+    a_database_failure_is_a_500_without_internals_and_leaves_nothing,
+);
+
+async fn a_duplicate_is_a_409_and_leaves_only_the_first(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let first = app.upload(&token, b"first".to_vec(), &FIELDS).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    // File first: the duplicate is only found after its bytes are stored, and rolled back.
+    let res = app
+        .upload(&token, vec![7u8; 3 * 1024 * 1024], &FIELDS)
+        .await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "conflict"
+    );
+    let (keys, rows) = app.stored().await;
+    assert_eq!(
+        keys,
+        vec![first["storage_path"].as_str().unwrap().to_owned()]
+    );
+    assert_eq!(rows, 1);
+    // Never an overwrite: the first package's bytes are intact.
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/packages/{}/download", first["id"])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"first");
+}
+
+async fn a_checksum_mismatch_is_a_422_and_leaves_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let wrong = hex::encode(Sha256::digest(b"something else"));
+    // Announced in the form...
+    let mut fields = FIELDS.to_vec();
+    fields.push(("sha256", &wrong));
+    let res = app.upload(&token, vec![1u8; 100_000], &fields).await;
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "checksum_mismatch");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&wrong));
+    app.assert_nothing_stored().await;
+    // ...or in the header.
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(vec![1u8; 100_000]))
+        .text("name", "opamp-agent")
+        .text("version", "1.0.0")
+        .text("platform", "linux")
+        .text("arch", "amd64");
+    let res = app
+        .client
+        .post(app.url("/api/v1/packages"))
+        .bearer_auth(&token)
+        .header("X-Checksum-Sha256", &wrong)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    app.assert_nothing_stored().await;
+    // The right checksum in the header is accepted.
+    let data = vec![1u8; 100_000];
+    let right = hex::encode(Sha256::digest(&data));
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(data))
+        .text("name", "opamp-agent")
+        .text("version", "1.0.0")
+        .text("platform", "linux")
+        .text("arch", "amd64");
+    let res = app
+        .client
+        .post(app.url("/api/v1/packages"))
+        .bearer_auth(&token)
+        .header("X-Checksum-Sha256", &right)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
+/// Sends a raw HTTP request and returns the status line's code, if the server answered
+/// before closing.
+async fn raw_request(app: &TestApp, head: &str, body: &[u8], half_close: bool) -> Option<u16> {
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and stop reading) before the whole body is sent.
+    let _ = stream.write_all(body).await;
+    if half_close {
+        let _ = stream.shutdown().await;
+    }
+    let mut response = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    if read.is_err() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+}
+
+fn multipart_head(app: &TestApp, token: &str, boundary: &str, content_length: usize) -> String {
+    format!(
+        "POST /api/v1/packages HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {content_length}\r\n\
+         Connection: close\r\n\r\n",
+        app.base.trim_start_matches("http://")
+    )
+}
+
+fn form_prefix(boundary: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in FIELDS {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"agent\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body
+}
+
+async fn an_upload_over_the_limit_is_a_413_and_leaves_nothing(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.upload.max_size_bytes = 256 * 1024).await;
+    let token = app.token_for("publisher").await;
+    // Just over the limit: found while streaming.
+    let res = app.upload(&token, vec![3u8; 256 * 1024 + 1], &FIELDS).await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "payload_too_large"
+    );
+    app.assert_nothing_stored().await;
+    // Far over: refused from Content-Length, before any of the body is read.
+    let boundary = "agentpkgboundary";
+    let head = multipart_head(&app, &token, boundary, 50 * 1024 * 1024);
+    let status = raw_request(&app, &head, &form_prefix(boundary), false).await;
+    assert_eq!(status, Some(413));
+    app.assert_nothing_stored().await;
+    // Exactly the limit is accepted.
+    let res = app.upload(&token, vec![3u8; 256 * 1024], &FIELDS).await;
+    assert_eq!(res.status(), 201);
+}
+
+async fn a_body_cut_short_leaves_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let boundary = "agentpkgboundary";
+    // Every byte of the file arrives, but the closing boundary never does: the client went
+    // away. Treating that end of stream as the end of the file would publish a package
+    // nobody finished uploading.
+    let mut body = form_prefix(boundary);
+    body.extend_from_slice(&vec![9u8; 2 * 1024 * 1024]);
+    let declared = body.len() + 1024;
+    let head = multipart_head(&app, &token, boundary, declared);
+    let status = raw_request(&app, &head, &body, true).await;
+    assert!(matches!(status, None | Some(400)), "answered {status:?}");
+    app.assert_nothing_stored().await;
+    // The server keeps serving.
+    let res = app.upload(&token, b"complete".to_vec(), &FIELDS).await;
+    assert_eq!(res.status(), 201);
+}
+
+async fn a_storage_failure_is_a_503_and_leaves_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    // Take the storage away under the running server.
+    match backend {
+        Backend::PgS3 => {
+            let bucket = crate::common::raw_bucket(&app.settings);
+            bucket.delete().await.expect("delete the (empty) bucket");
+        }
+        Backend::SqliteFs => std::fs::remove_dir_all(app.fs_root()).unwrap(),
+    }
+    let res = app
+        .upload(&token, vec![5u8; 10 * 1024 * 1024], &FIELDS)
+        .await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    assert!(res_has_no_internals(&body));
+    let readiness = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(readiness.status(), 503);
+    // Bring the storage back: it holds nothing, and no row was written.
+    match backend {
+        Backend::PgS3 => {
+            agentpkg_storage::S3Store::connect(&crate::common::s3_config(&app.settings))
+                .await
+                .expect("recreate the bucket");
+        }
+        Backend::SqliteFs => std::fs::create_dir_all(app.fs_root().join(".tmp")).unwrap(),
+    }
+    app.assert_nothing_stored().await;
+    let res = app
+        .upload(&token, b"after recovery".to_vec(), &FIELDS)
+        .await;
+    assert_eq!(res.status(), 201, "the server recovers by itself");
+}
+
+async fn a_database_failure_is_a_500_without_internals_and_leaves_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    // Break the table under the running server; the file comes first, so its bytes are
+    // stored before the insert fails.
+    let db_url = app.db_url();
+    let sql = |statement: &'static str| {
+        let url = db_url.clone();
+        move || match agentpkg_store::DatabaseUrl::parse(&url) {
+            agentpkg_store::DatabaseUrl::Postgres(u) => {
+                let mut c = diesel::PgConnection::establish(&u).unwrap();
+                diesel::sql_query(statement).execute(&mut c).unwrap();
+            }
+            agentpkg_store::DatabaseUrl::Sqlite(p) => {
+                let mut c = diesel::SqliteConnection::establish(p.to_str().unwrap()).unwrap();
+                diesel::sql_query(statement).execute(&mut c).unwrap();
+            }
+        }
+    };
+    tokio::task::spawn_blocking(sql("ALTER TABLE packages RENAME TO packages_moved"))
+        .await
+        .unwrap();
+    let res = app
+        .upload(&token, vec![4u8; 9 * 1024 * 1024], &FIELDS)
+        .await;
+    assert_eq!(res.status(), 500);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+    assert_eq!(body["error"]["message"], "internal error");
+    assert!(res_has_no_internals(&body));
+    tokio::task::spawn_blocking(sql("ALTER TABLE packages_moved RENAME TO packages"))
+        .await
+        .unwrap();
+    app.assert_nothing_stored().await;
+}
+
+fn res_has_no_internals(body: &Value) -> bool {
+    let text = body.to_string().to_lowercase();
+    [
+        "packages_moved",
+        "relation",
+        "sqlite",
+        "postgres",
+        "s3error",
+        "os error",
+        "/tmp/",
+    ]
+    .iter()
+    .all(|needle| !text.contains(needle))
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Starts a single-node Garage S3 server for development and tests, installing Garage first
+# when this machine does not have it (once per machine: a from-source build takes 15–25
+# minutes on 2 cores).
+#
+# State lives in $AGENTPKG_GARAGE_DIR (default: .garage/ in the checkout). The S3 endpoint
+# and a key allowed to create buckets are written to $AGENTPKG_GARAGE_DIR/env as
+# AGENTPKG_TEST_S3_* variables; source that file to use them.
+set -euo pipefail
+
+GARAGE_VERSION=2.5.0
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DIR=${AGENTPKG_GARAGE_DIR:-$ROOT/.garage}
+S3_PORT=${AGENTPKG_GARAGE_S3_PORT:-3900}
+RPC_PORT=${AGENTPKG_GARAGE_RPC_PORT:-3901}
+CFG=$DIR/garage.toml
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf 's3-up: %s\n' "$*" >&2; }
+
+if ! command -v garage >/dev/null 2>&1; then
+  log "installing garage $GARAGE_VERSION from crates.io (one time, about 20 minutes)"
+  # A trimmed build: the SQLite metadata engine only, and no LTO, to keep the build short.
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo install garage --locked --version "$GARAGE_VERSION" \
+      --no-default-features --features bundled-libs,sqlite
+fi
+
+mkdir -p "$DIR/meta" "$DIR/data"
+chmod 700 "$DIR"
+if [ ! -f "$CFG" ]; then
+  secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  cat >"$CFG" <<TOML
+metadata_dir = "$DIR/meta"
+data_dir = "$DIR/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$RPC_PORT"
+rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_secret = "$secret"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$S3_PORT"
+root_domain = ".s3.garage.localhost"
+TOML
+  chmod 600 "$CFG"
+fi
+
+g() { garage -c "$CFG" "$@"; }
+
+if ! g status >/dev/null 2>&1; then
+  log "starting garage (S3 on 127.0.0.1:$S3_PORT, log in $DIR/garage.log)"
+  nohup garage -c "$CFG" server >"$DIR/garage.log" 2>&1 &
+  for _ in $(seq 1 100); do
+    g status >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  g status >/dev/null 2>&1 || { log "garage did not start:"; tail -20 "$DIR/garage.log" >&2; exit 1; }
+fi
+
+if g layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
+  node=$(g node id -q 2>/dev/null | cut -d@ -f1)
+  g layout assign -z dc1 -c 1G "$node" >/dev/null
+  g layout apply --version 1 >/dev/null
+  log "layout applied"
+fi
+
+if [ ! -f "$DIR/env" ]; then
+  out=$(g key create agentpkg-dev)
+  key_id=$(printf '%s\n' "$out" | awk -F': *' '/Key ID/ {print $2; exit}')
+  secret_key=$(printf '%s\n' "$out" | awk -F': *' '/Secret key/ {print $2; exit}')
+  [ -n "$key_id" ] && [ -n "$secret_key" ] || { log "could not read the new key:"; printf '%s\n' "$out" >&2; exit 1; }
+  g key allow --create-bucket agentpkg-dev >/dev/null
+  umask 077
+  cat >"$DIR/env" <<ENV
+AGENTPKG_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+AGENTPKG_TEST_S3_REGION=garage
+AGENTPKG_TEST_S3_ACCESS_KEY=$key_id
+AGENTPKG_TEST_S3_SECRET_KEY=$secret_key
+ENV
+  log "created S3 key $key_id (in $DIR/env)"
+fi
+
+# Wait until the S3 API answers (any HTTP status will do).
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break
+  sleep 0.2
+done
+curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || { log "S3 API is not answering"; exit 1; }
+log "garage is up; S3 settings in $DIR/env"
