@@ -104,7 +104,7 @@ mod tests {
 
     #[tokio::test]
     async fn exactly_the_limit_is_allowed() {
-        let data = vec![1u8; 100];
+        let data = [1u8; 100];
         let mut r = HashingReader::new(&data[..], 100);
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();

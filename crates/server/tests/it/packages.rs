@@ -293,7 +293,9 @@ async fn lists_filter_paginate_and_link(backend: Backend) {
 async fn invalid_input_is_a_400_with_a_stable_code(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token_for("publisher").await;
-    let cases: Vec<(Vec<(&str, &str)>, &str, Option<&str>)> = vec![
+    // (form fields, expected code, expected field)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec![
                 ("name", "opamp-agent"),

@@ -1,0 +1,30 @@
+# agentpkg — operator and developer tasks. `just --list` shows them.
+
+# Run the server. With no configuration: SQLite + ./data, on 127.0.0.1:8080.
+run *ARGS:
+    cargo run --release --locked -p agentpkg-server -- {{ARGS}}
+
+# Run every test (starts Garage, installing it once per machine; needs PostgreSQL on 127.0.0.1:5432).
+test *ARGS:
+    ./scripts/test.sh {{ARGS}}
+
+# Apply pending database migrations for the configured database, then exit.
+migrate *ARGS:
+    cargo run --release --locked -p agentpkg-server -- migrate {{ARGS}}
+
+# Add a user: just create-user NAME ROLE (password generated and printed once).
+create-user NAME ROLE:
+    cargo run --release --locked -p agentpkg-server -- create-user {{NAME}} --role {{ROLE}}
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets --locked -- -D warnings
+
+# Start a local single-node Garage (S3) in .garage/; its settings land in .garage/env.
+s3-up:
+    ./scripts/s3-up.sh
+
+# Stop the local Garage.
+s3-down:
+    -pkill -f "garage -c {{justfile_directory()}}/.garage/garage.toml server"
