@@ -2,6 +2,7 @@
 //! embedded default (SQLite + directory). One binary, so the suite links once.
 
 mod auth;
+mod cli;
 mod common;
 mod packages;
 mod rollback;
