@@ -39,12 +39,18 @@ impl Drop for Running {
 
 /// Starts the server and reads its log until it says where it listens.
 fn start(mut cmd: Command) -> Running {
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // Owned by `Running` from here, so the process is killed and reaped on every path.
+    let mut server = Running {
+        child,
+        port: 0,
+        log: Vec::new(),
+    };
+    let stdout = server.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -54,23 +60,22 @@ fn start(mut cmd: Command) -> Running {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut log = Vec::new();
     while Instant::now() < deadline {
         let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("server exited with {status}: {log:#?}");
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("server exited with {status}: {:#?}", server.log);
             }
             continue;
         };
-        log.push(line.clone());
+        server.log.push(line.clone());
         if line.contains("listening")
             && let Some(port) = line.split("port=").nth(1)
         {
-            let port = port.split_whitespace().next().unwrap().parse().unwrap();
-            return Running { child, port, log };
+            server.port = port.split_whitespace().next().unwrap().parse().unwrap();
+            return server;
         }
     }
-    panic!("server did not start: {log:#?}");
+    panic!("server did not start: {:#?}", server.log);
 }
 
 fn generated_password(log: &[String]) -> Option<String> {
