@@ -128,12 +128,8 @@ impl From<MgrError> for ApiError {
     }
 }
 
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.status
-    }
-
-    fn error_response(&self) -> HttpResponse {
+impl ApiError {
+    fn error_response_builder(&self) -> actix_web::HttpResponseBuilder {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -141,13 +137,28 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, "5"));
         }
-        response.json(Body {
+        response
+    }
+
+    fn body(&self) -> serde_json::Value {
+        serde_json::to_value(Body {
             error: Detail {
                 code: self.code,
                 message: &self.message,
                 field: self.field,
             },
         })
+        .unwrap_or_default()
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.error_response_builder().json(self.body())
     }
 }
 

@@ -10,6 +10,7 @@ use agentpkg_packagemgr::{Accounts, PackageManager};
 
 pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
 pub use error::ApiError;
+pub use handlers::download::DownloadOptions;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -17,6 +18,7 @@ pub struct ApiState {
     pub packages: PackageManager,
     pub accounts: Accounts,
     pub tokens: TokenIssuer,
+    pub downloads: DownloadOptions,
 }
 
 /// Mounts the API (and its health endpoints) on an actix-web app.
@@ -46,11 +48,29 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .service(
                         web::resource("/packages/{id}")
                             .route(web::get().to(handlers::packages::get))
+                            .route(web::patch().to(handlers::packages::patch))
                             .route(web::delete().to(handlers::packages::delete)),
                     )
                     .route(
                         "/packages/{id}/download",
                         web::get().to(handlers::packages::download),
+                    )
+                    .route(
+                        "/packages/{name}/versions",
+                        web::get().to(handlers::packages::versions),
+                    )
+                    // Before the exact-version route: "latest" is never a SemVer version.
+                    .route(
+                        "/packages/{name}/latest/{platform}/{arch}/download",
+                        web::get().to(handlers::packages::download_latest),
+                    )
+                    .route(
+                        "/packages/{name}/{version}/{platform}/{arch}/download",
+                        web::get().to(handlers::packages::download_by_coordinates),
+                    )
+                    .route(
+                        "/packages/{name}/{version}/{platform}/{arch}",
+                        web::put().to(handlers::packages::put),
                     )
                     .service(
                         web::resource("/users")

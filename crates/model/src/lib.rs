@@ -14,8 +14,9 @@ mod version;
 pub use error::ValidationError;
 pub use key::ObjectKey;
 pub use package::{
-    Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName, Platform,
+    Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
+    PackagePatch, Platform,
 };
-pub use query::{ListQuery, Page, PageRequest};
+pub use query::{Activity, ListQuery, Page, PageRequest};
 pub use user::{Password, Role, User, Username};
-pub use version::Version;
+pub use version::{Version, VersionRequirement};

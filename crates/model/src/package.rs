@@ -218,6 +218,19 @@ pub struct NewPackage {
     pub storage_key: ObjectKey,
 }
 
+/// A change to a stored package: yank or restore it, or edit its description.
+#[derive(Debug, Clone, Default)]
+pub struct PackagePatch {
+    pub is_active: Option<bool>,
+    pub description: Option<Description>,
+}
+
+impl PackagePatch {
+    pub fn is_empty(&self) -> bool {
+        self.is_active.is_none() && self.description.is_none()
+    }
+}
+
 /// A stored package, as the API shows it (the seed system's fields plus `filename`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {

@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use crate::{Arch, PackageName, Platform};
+use crate::{Arch, PackageName, Platform, VersionRequirement};
 
 /// Which page of a list to show. `page` counts from 1; `per_page` is at most
 /// [`PageRequest::MAX_PER_PAGE`].
@@ -35,12 +35,26 @@ impl Default for PageRequest {
     }
 }
 
-/// Filters for listing packages. Lists show active packages, newest version first.
+/// Which packages a list shows, by their `is_active` flag. Yanked (inactive) packages are
+/// hidden unless asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activity {
+    #[default]
+    ActiveOnly,
+    InactiveOnly,
+    All,
+}
+
+/// Filters for listing packages. Lists show active packages, by name, then newest
+/// version (SemVer precedence) first.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub name: Option<PackageName>,
     pub platform: Option<Platform>,
     pub arch: Option<Arch>,
+    /// Only versions matching this requirement (pre-releases included).
+    pub version: Option<VersionRequirement>,
+    pub activity: Activity,
     pub page: PageRequest,
 }
 

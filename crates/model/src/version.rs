@@ -74,6 +74,45 @@ impl Version {
     }
 }
 
+/// A SemVer requirement such as `^1.4`, `>=1.2, <2` or `=1.0.0`, as Cargo reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRequirement(semver::VersionReq);
+
+impl VersionRequirement {
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s.len() > Version::MAX_LEN {
+            return Err(ValidationError::new("version", "requirement is too long"));
+        }
+        semver::VersionReq::parse(s).map(Self).map_err(|e| {
+            ValidationError::new(
+                "version",
+                format!("{s:?} is not a SemVer requirement such as ^1.4 or >=1.2, <2 ({e})"),
+            )
+        })
+    }
+
+    /// Whether `version` satisfies the requirement. SemVer requirements never match a
+    /// pre-release of another `MAJOR.MINOR.PATCH`; with `include_prerelease`, a pre-release
+    /// also matches when its release would.
+    pub fn matches(&self, version: &Version, include_prerelease: bool) -> bool {
+        let v = &version.0;
+        if self.0.matches(v) {
+            return true;
+        }
+        if include_prerelease && !v.pre.is_empty() {
+            let release = semver::Version::new(v.major, v.minor, v.patch);
+            return self.0.matches(&release);
+        }
+        false
+    }
+}
+
+impl fmt::Display for VersionRequirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -146,6 +185,24 @@ mod tests {
         assert_eq!(v("1.0.0+a").sort_key(), v("1.0.0+b").sort_key());
         assert_eq!(v("1.0.0+a").precedence(&v("1.0.0")), Ordering::Equal);
         assert_eq!(v("1.0.0+a").to_string(), "1.0.0+a");
+    }
+
+    #[test]
+    fn requirements_match_like_cargo_and_take_prereleases_only_when_asked() {
+        let req = VersionRequirement::parse("^1.4").unwrap();
+        assert!(req.matches(&v("1.4.0"), false));
+        assert!(req.matches(&v("1.10.2"), false));
+        assert!(!req.matches(&v("2.0.0"), false));
+        assert!(!req.matches(&v("1.3.9"), false));
+        assert!(!req.matches(&v("1.5.0-rc.1"), false));
+        assert!(req.matches(&v("1.5.0-rc.1"), true));
+        assert!(!req.matches(&v("2.0.0-rc.1"), true));
+        assert!(
+            VersionRequirement::parse(">=1.2, <2")
+                .unwrap()
+                .matches(&v("1.9.9"), false)
+        );
+        assert!(VersionRequirement::parse("not a req").is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! User accounts: password hashing (Argon2id), login, user management, first admin.
 
+use std::sync::OnceLock;
+
 use agentpkg_model::{Password, Role, User, Username};
 use agentpkg_store::{DynStore, StoreError};
 use argon2::Argon2;
@@ -9,30 +11,35 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::Error;
 
+/// Verified against when the username is unknown, so that a login takes as long for a
+/// missing user as for a wrong password. Made on first use, on the blocking pool.
+static DECOY_HASH: OnceLock<Option<String>> = OnceLock::new();
+
 /// Accounts and their credentials.
 #[derive(Clone)]
 pub struct Accounts {
     store: DynStore,
-    /// Verified against when the username is unknown, so that a login takes as long for a
-    /// missing user as for a wrong password.
-    decoy_hash: String,
 }
 
 impl Accounts {
     pub fn new(store: DynStore) -> Self {
-        let decoy_hash = hash_blocking("decoy password never used to log in")
-            .expect("hashing a constant cannot fail");
-        Self { store, decoy_hash }
+        Self { store }
     }
 
     /// The user with this username and password, or [`Error::BadCredentials`].
     pub async fn login(&self, username: &str, password: SecretString) -> Result<User, Error> {
         let found = self.store.user_credentials(username).await?;
         let (user, hash) = match found {
-            Some((user, hash)) => (Some(user), hash),
-            None => (None, self.decoy_hash.clone()),
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
         };
         let verified = tokio::task::spawn_blocking(move || {
+            let hash = match hash {
+                Some(h) => h,
+                None => DECOY_HASH
+                    .get_or_init(|| hash_blocking("decoy password never used to log in").ok())
+                    .clone()?,
+            };
             let parsed = PasswordHash::new(&hash).ok()?;
             Argon2::default()
                 .verify_password(password.expose_secret().as_bytes(), &parsed)

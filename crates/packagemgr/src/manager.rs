@@ -1,8 +1,10 @@
 //! Packages: upload, list, get, latest, download, delete.
 
+use std::time::Duration;
+
 use agentpkg_model::{
     Arch, Checksum, Coordinates, Description, FileName, ListQuery, NewPackage, ObjectKey, Package,
-    PackageName, Page, Platform, ValidationError,
+    PackageName, PackagePatch, Page, Platform, ValidationError, VersionRequirement,
 };
 use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
 use agentpkg_store::{DynStore, StoreError};
@@ -215,33 +217,104 @@ impl PackageManager {
         self.store.get_package(id).await?.ok_or(Error::NotFound)
     }
 
-    /// The active package of highest SemVer precedence; pre-releases only when asked.
+    /// The package at exactly these coordinates, active or yanked: an agent pinned to a
+    /// version keeps getting it.
+    pub async fn find(&self, coordinates: &Coordinates) -> Result<Package, Error> {
+        self.store
+            .find_package(coordinates)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// Every version of one package, across platforms, newest first.
+    pub async fn versions(&self, name: &PackageName) -> Result<Vec<Package>, Error> {
+        let versions = self.store.package_versions(name).await?;
+        if versions.is_empty() {
+            return Err(Error::NotFound);
+        }
+        Ok(versions)
+    }
+
+    /// The active package of highest SemVer precedence, optionally among the versions that
+    /// match `requirement`; pre-releases only when asked.
     pub async fn latest(
         &self,
         name: &PackageName,
         platform: Platform,
         arch: Arch,
+        requirement: Option<&VersionRequirement>,
         include_prerelease: bool,
     ) -> Result<Package, Error> {
         self.store
-            .latest_package(name, platform, arch, include_prerelease)
+            .latest_package(name, platform, arch, requirement, include_prerelease)
             .await?
             .ok_or(Error::NotFound)
+    }
+
+    /// Yanks or restores a package (`is_active`), or edits its description. A yanked
+    /// package leaves lists and `latest` but stays downloadable by id and coordinates.
+    pub async fn update(&self, id: i64, patch: PackagePatch) -> Result<Package, Error> {
+        if patch.is_empty() {
+            return Err(ValidationError::new(
+                "body",
+                "nothing to change: send is_active and/or description",
+            )
+            .into());
+        }
+        let package = self
+            .store
+            .update_package(id, patch)
+            .await?
+            .ok_or(Error::NotFound)?;
+        tracing::info!(
+            package_id = id,
+            is_active = package.is_active,
+            "package updated"
+        );
+        Ok(package)
     }
 
     /// Opens a package's bytes as a stream.
     pub async fn download(&self, id: i64) -> Result<Download, Error> {
         let package = self.get(id).await?;
-        let key = ObjectKey::parse(&package.storage_path)
-            .map_err(|e| Error::Internal(format!("package {id}: {e}")))?;
-        match self.storage.get(&key).await {
-            Ok(body) => Ok(Download { package, body }),
+        let body = self.open(&package, None).await?;
+        Ok(Download { package, body })
+    }
+
+    /// Streams a package's bytes, or the inclusive byte range `start..=end` of them (read
+    /// from storage as a range).
+    pub async fn open(
+        &self,
+        package: &Package,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream, Error> {
+        let key = object_key(package)?;
+        let opened = match range {
+            None => self.storage.get(&key).await,
+            Some((start, end)) => self.storage.get_range(&key, start, end).await,
+        };
+        match opened {
+            Ok(body) => Ok(body),
             Err(StorageError::NotFound) => {
-                tracing::error!(package_id = id, object_key = %key, "package row has no object");
+                tracing::error!(package_id = package.id, object_key = %key, "package row has no object");
                 Err(Error::NotFound)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A URL that serves the package straight from object storage until `ttl` passes, when
+    /// the backend can make one.
+    pub async fn presigned_url(
+        &self,
+        package: &Package,
+        ttl: Duration,
+    ) -> Result<Option<String>, Error> {
+        let key = object_key(package)?;
+        Ok(self
+            .storage
+            .presigned_get(&key, ttl, &package.filename)
+            .await?)
     }
 
     /// Deletes a package: the row first, then the object.
@@ -280,6 +353,11 @@ impl PackageManager {
             .map_err(Error::StorageUnavailable)?;
         Ok(())
     }
+}
+
+fn object_key(package: &Package) -> Result<ObjectKey, Error> {
+    ObjectKey::parse(&package.storage_path)
+        .map_err(|e| Error::Internal(format!("package {}: {e}", package.id)))
 }
 
 /// Checks what only the finished upload can tell, and builds the row.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentpkg_model::{
     Arch, Checksum, Coordinates, Coordinates as C, Description, ListQuery, NewPackage, Package,
-    PackageName, Page, Platform, Role, User, Username, Version,
+    PackageName, PackagePatch, Page, Platform, Role, User, Username, Version, VersionRequirement,
 };
 use agentpkg_packagemgr::{
     Accounts, Error, ManagerConfig, PackageManager, UploadMeta, body_channel,
@@ -39,6 +39,19 @@ impl MetadataStore for FlakyStore {
     async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
         self.inner.get_package(id).await
     }
+    async fn find_package(&self, c: &C) -> Result<Option<Package>, StoreError> {
+        self.inner.find_package(c).await
+    }
+    async fn package_versions(&self, n: &PackageName) -> Result<Vec<Package>, StoreError> {
+        self.inner.package_versions(n).await
+    }
+    async fn update_package(
+        &self,
+        id: i64,
+        p: PackagePatch,
+    ) -> Result<Option<Package>, StoreError> {
+        self.inner.update_package(id, p).await
+    }
     async fn list_packages(&self, q: &ListQuery) -> Result<Page<Package>, StoreError> {
         self.inner.list_packages(q).await
     }
@@ -47,9 +60,10 @@ impl MetadataStore for FlakyStore {
         n: &PackageName,
         p: Platform,
         a: Arch,
+        r: Option<&VersionRequirement>,
         pre: bool,
     ) -> Result<Option<Package>, StoreError> {
-        self.inner.latest_package(n, p, a, pre).await
+        self.inner.latest_package(n, p, a, r, pre).await
     }
     async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
         self.inner.delete_package(id).await
@@ -361,19 +375,26 @@ async fn latest_ignores_prereleases_unless_asked() {
     let name = PackageName::parse("opamp-agent").unwrap();
     let stable = f
         .mgr
-        .latest(&name, Platform::Linux, Arch::Amd64, false)
+        .latest(&name, Platform::Linux, Arch::Amd64, None, false)
         .await
         .unwrap();
     assert_eq!(stable.version, "1.10.0");
     let pre = f
         .mgr
-        .latest(&name, Platform::Linux, Arch::Amd64, true)
+        .latest(&name, Platform::Linux, Arch::Amd64, None, true)
         .await
         .unwrap();
     assert_eq!(pre.version, "2.0.0-rc.1");
+    let req = VersionRequirement::parse("~1.9").unwrap();
+    let pinned = f
+        .mgr
+        .latest(&name, Platform::Linux, Arch::Amd64, Some(&req), true)
+        .await
+        .unwrap();
+    assert_eq!(pinned.version, "1.9.0");
     let none = f
         .mgr
-        .latest(&name, Platform::Darwin, Arch::Amd64, true)
+        .latest(&name, Platform::Darwin, Arch::Amd64, None, true)
         .await;
     assert!(matches!(none, Err(Error::NotFound)));
 }

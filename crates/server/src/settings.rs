@@ -18,6 +18,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub auth: AuthSettings,
     pub upload: UploadSettings,
+    pub download: DownloadSettings,
     pub log: LogSettings,
 }
 
@@ -154,6 +155,25 @@ impl Default for UploadSettings {
     fn default() -> Self {
         Self {
             max_size_bytes: 2 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DownloadSettings {
+    /// Answer S3-backed downloads with a 307 to a presigned URL, so the bytes flow from
+    /// object storage and not through the server (per request: `?redirect=true|false`).
+    pub redirect: bool,
+    /// Lifetime of a presigned URL, in seconds.
+    pub presign_ttl_secs: u64,
+}
+
+impl Default for DownloadSettings {
+    fn default() -> Self {
+        Self {
+            redirect: false,
+            presign_ttl_secs: 300,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
-use agentpkg_api::{ApiState, JwtSecret, TokenIssuer};
+use agentpkg_api::{ApiState, DownloadOptions, JwtSecret, TokenIssuer};
 use agentpkg_packagemgr::{Accounts, ManagerConfig, PackageManager};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
@@ -212,6 +212,10 @@ impl Application {
             packages,
             accounts,
             tokens: TokenIssuer::new(&secret, settings.auth.token_ttl_secs),
+            downloads: DownloadOptions {
+                redirect: settings.download.redirect,
+                presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),
+            },
         };
 
         let listener =

@@ -106,6 +106,35 @@ impl ObjectStore for FsStore {
         }
     }
 
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream, StorageError> {
+        use tokio::io::AsyncSeekExt;
+        let mut file = match tokio::fs::File::open(self.path_of(key)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StorageError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        file.seek(io::SeekFrom::Start(start)).await?;
+        let len = end.saturating_sub(start) + 1;
+        Ok(Box::pin(ReaderStream::with_capacity(
+            file.take(len),
+            BUF_SIZE,
+        )))
+    }
+
+    async fn presigned_get(
+        &self,
+        _key: &ObjectKey,
+        _ttl: std::time::Duration,
+        _filename: &str,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.path_of(key)).await {
             Ok(()) => Ok(()),

@@ -40,6 +40,23 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn put(&self, key: &ObjectKey, body: Body<'_>) -> Result<u64, StorageError>;
     /// Streams an object out; [`StorageError::NotFound`] when it does not exist.
     async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError>;
+    /// Streams bytes `start..=end` of an object, read from the store as a range (never by
+    /// reading and discarding a prefix). The caller keeps the range within the object.
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream, StorageError>;
+    /// A URL that serves the object to anyone holding it until it expires, with
+    /// `Content-Disposition: attachment; filename=…`; `None` when the backend cannot make
+    /// one (a local directory).
+    async fn presigned_get(
+        &self,
+        key: &ObjectKey,
+        ttl: std::time::Duration,
+        filename: &str,
+    ) -> Result<Option<String>, StorageError>;
     /// Removes an object. Removing a missing object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError>;

@@ -83,6 +83,38 @@ impl ObjectStore for MemoryStore {
         Ok(Box::pin(futures_util::stream::iter([Ok(data)])))
     }
 
+    async fn get_range(
+        &self,
+        key: &ObjectKey,
+        start: u64,
+        end: u64,
+    ) -> Result<ByteStream, StorageError> {
+        if self.fault().read {
+            return Err(Self::unavailable());
+        }
+        let data = self
+            .objects()
+            .get(key.as_str())
+            .cloned()
+            .ok_or(StorageError::NotFound)?;
+        let end = usize::try_from(end)
+            .unwrap_or(usize::MAX)
+            .min(data.len().saturating_sub(1));
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(end);
+        Ok(Box::pin(futures_util::stream::iter([Ok(
+            data.slice(start..=end)
+        )])))
+    }
+
+    async fn presigned_get(
+        &self,
+        _key: &ObjectKey,
+        _ttl: std::time::Duration,
+        _filename: &str,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         if self.fault().delete {
             return Err(Self::unavailable());

@@ -1,6 +1,6 @@
 use agentpkg_model::{
-    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, Page, Platform, Role, User,
-    Username,
+    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page, Platform,
+    Role, User, Username, VersionRequirement,
 };
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
@@ -23,6 +23,26 @@ impl MetadataStore for DieselStore {
         self.with_conn(move |c| packages::get(c, id)).await
     }
 
+    async fn find_package(&self, coordinates: &Coordinates) -> Result<Option<Package>, StoreError> {
+        let coordinates = coordinates.clone();
+        self.with_conn(move |c| packages::find(c, &coordinates))
+            .await
+    }
+
+    async fn package_versions(&self, name: &PackageName) -> Result<Vec<Package>, StoreError> {
+        let name = name.clone();
+        self.with_conn(move |c| packages::versions(c, &name)).await
+    }
+
+    async fn update_package(
+        &self,
+        id: i64,
+        patch: PackagePatch,
+    ) -> Result<Option<Package>, StoreError> {
+        self.with_conn(move |c| packages::update(c, id, &patch))
+            .await
+    }
+
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
         let query = query.clone();
         self.with_conn(move |c| packages::list(c, &query)).await
@@ -33,11 +53,22 @@ impl MetadataStore for DieselStore {
         name: &PackageName,
         platform: Platform,
         arch: Arch,
+        requirement: Option<&VersionRequirement>,
         include_prerelease: bool,
     ) -> Result<Option<Package>, StoreError> {
         let name = name.clone();
-        self.with_conn(move |c| packages::latest(c, &name, platform, arch, include_prerelease))
-            .await
+        let requirement = requirement.cloned();
+        self.with_conn(move |c| {
+            packages::latest(
+                c,
+                &name,
+                platform,
+                arch,
+                requirement.as_ref(),
+                include_prerelease,
+            )
+        })
+        .await
     }
 
     async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError> {

@@ -17,7 +17,8 @@ pub mod testing;
 use std::sync::Arc;
 
 use agentpkg_model::{
-    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, Page, Role, User, Username,
+    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page, Role, User,
+    Username, VersionRequirement,
 };
 use async_trait::async_trait;
 
@@ -33,13 +34,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError>;
     async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError>;
     async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError>;
+    /// The package at exactly these coordinates (by precedence), active or not.
+    async fn find_package(&self, coordinates: &Coordinates) -> Result<Option<Package>, StoreError>;
+    /// Every package of one name, active or not, newest version first.
+    async fn package_versions(&self, name: &PackageName) -> Result<Vec<Package>, StoreError>;
+    /// Applies a patch and returns the updated package, or `None` when there is none.
+    async fn update_package(
+        &self,
+        id: i64,
+        patch: PackagePatch,
+    ) -> Result<Option<Package>, StoreError>;
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError>;
-    /// The active package of highest SemVer precedence for one name, platform and arch.
+    /// The active package of highest SemVer precedence for one name, platform and arch,
+    /// optionally among the versions matching a requirement.
     async fn latest_package(
         &self,
         name: &PackageName,
         platform: agentpkg_model::Platform,
         arch: Arch,
+        requirement: Option<&VersionRequirement>,
         include_prerelease: bool,
     ) -> Result<Option<Package>, StoreError>;
     /// Deletes the row and returns it, or `None` when there was none.

@@ -2,7 +2,8 @@
 //! transaction.
 
 use agentpkg_model::{
-    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, Page, Platform,
+    Activity, Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page,
+    Platform, Version, VersionRequirement,
 };
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -123,16 +124,75 @@ pub(crate) fn insert(conn: &mut DbConnection, new: &NewPackage) -> Result<Packag
     })
 }
 
-pub(crate) fn exists(conn: &mut DbConnection, c: &Coordinates) -> Result<bool, StoreError> {
-    let found = packages::table
-        .filter(packages::name.eq(c.name.as_str()))
+fn at(c: &Coordinates) -> Boxed<'static> {
+    packages::table
+        .filter(packages::name.eq(c.name.as_str().to_owned()))
         .filter(packages::platform.eq(c.platform.as_str()))
         .filter(packages::arch.eq(c.arch.as_str()))
         .filter(packages::version_sort.eq(c.version.sort_key()))
-        .select(packages::id)
-        .first::<i64>(conn)
-        .optional()?;
+        .into_boxed()
+}
+
+pub(crate) fn exists(conn: &mut DbConnection, c: &Coordinates) -> Result<bool, StoreError> {
+    let found = at(c).select(packages::id).first::<i64>(conn).optional()?;
     Ok(found.is_some())
+}
+
+pub(crate) fn find(
+    conn: &mut DbConnection,
+    c: &Coordinates,
+) -> Result<Option<Package>, StoreError> {
+    at(c)
+        .select(PackageRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Package::try_from)
+        .transpose()
+}
+
+pub(crate) fn versions(
+    conn: &mut DbConnection,
+    name: &PackageName,
+) -> Result<Vec<Package>, StoreError> {
+    packages::table
+        .filter(packages::name.eq(name.as_str()))
+        .order((
+            packages::version_sort.desc(),
+            packages::platform.asc(),
+            packages::arch.asc(),
+        ))
+        .select(PackageRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(Package::try_from)
+        .collect()
+}
+
+pub(crate) fn update(
+    conn: &mut DbConnection,
+    id: i64,
+    patch: &PackagePatch,
+) -> Result<Option<Package>, StoreError> {
+    conn.transaction(|conn| {
+        if get(conn, id)?.is_none() {
+            return Ok(None);
+        }
+        let at = now();
+        if let Some(active) = patch.is_active {
+            diesel::update(packages::table.find(id))
+                .set((packages::is_active.eq(active), packages::updated_at.eq(at)))
+                .execute(conn)?;
+        }
+        if let Some(description) = &patch.description {
+            diesel::update(packages::table.find(id))
+                .set((
+                    packages::description.eq(description.as_str()),
+                    packages::updated_at.eq(at),
+                ))
+                .execute(conn)?;
+        }
+        get(conn, id)
+    })
 }
 
 pub(crate) fn get(conn: &mut DbConnection, id: i64) -> Result<Option<Package>, StoreError> {
@@ -148,9 +208,12 @@ pub(crate) fn get(conn: &mut DbConnection, id: i64) -> Result<Option<Package>, S
 type Boxed<'a> = packages::BoxedQuery<'a, crate::connection::MultiBackend>;
 
 fn filtered(q: &ListQuery) -> Boxed<'_> {
-    let mut query = packages::table
-        .filter(packages::is_active.eq(true))
-        .into_boxed();
+    let mut query = packages::table.into_boxed();
+    query = match q.activity {
+        Activity::ActiveOnly => query.filter(packages::is_active.eq(true)),
+        Activity::InactiveOnly => query.filter(packages::is_active.eq(false)),
+        Activity::All => query,
+    };
     if let Some(name) = &q.name {
         query = query.filter(packages::name.eq(name.as_str()));
     }
@@ -163,16 +226,67 @@ fn filtered(q: &ListQuery) -> Boxed<'_> {
     query
 }
 
+type ListOrder = (
+    diesel::helper_types::Asc<packages::name>,
+    diesel::helper_types::Desc<packages::version_sort>,
+    diesel::helper_types::Asc<packages::platform>,
+    diesel::helper_types::Asc<packages::arch>,
+);
+
+/// By name, then newest version first.
+fn list_order() -> ListOrder {
+    (
+        packages::name.asc(),
+        packages::version_sort.desc(),
+        packages::platform.asc(),
+        packages::arch.asc(),
+    )
+}
+
+fn matches(
+    p: &Package,
+    requirement: &VersionRequirement,
+    include_prerelease: bool,
+) -> Result<bool, StoreError> {
+    let version = Version::parse(&p.version)
+        .map_err(|_| StoreError::Corrupt(format!("package {}: version", p.id)))?;
+    Ok(requirement.matches(&version, include_prerelease))
+}
+
 pub(crate) fn list(conn: &mut DbConnection, q: &ListQuery) -> Result<Page<Package>, StoreError> {
+    if let Some(requirement) = &q.version {
+        // NOTE: a requirement cannot be expressed on version_sort in SQL, so the rows of the
+        // other filters are read and matched here. The API only accepts a requirement
+        // together with a name, which keeps this to one package's versions.
+        let mut matching = Vec::new();
+        for row in filtered(q)
+            .order(list_order())
+            .select(PackageRow::as_select())
+            .load(conn)?
+        {
+            let package = Package::try_from(row)?;
+            if matches(&package, requirement, true)? {
+                matching.push(package);
+            }
+        }
+        let total = matching.len() as u64;
+        let offset = usize::try_from(q.page.offset()).unwrap_or(usize::MAX);
+        let items = matching
+            .into_iter()
+            .skip(offset)
+            .take(q.page.per_page as usize)
+            .collect();
+        return Ok(Page {
+            items,
+            total,
+            page: q.page.page,
+            per_page: q.page.per_page,
+        });
+    }
     let total: i64 = filtered(q).count().get_result(conn)?;
     let offset = i64::try_from(q.page.offset()).unwrap_or(i64::MAX);
     let rows: Vec<PackageRow> = filtered(q)
-        .order((
-            packages::name.asc(),
-            packages::version_sort.desc(),
-            packages::platform.asc(),
-            packages::arch.asc(),
-        ))
+        .order(list_order())
         .limit(i64::from(q.page.per_page))
         .offset(offset)
         .select(PackageRow::as_select())
@@ -193,24 +307,50 @@ pub(crate) fn latest(
     name: &PackageName,
     platform: Platform,
     arch: Arch,
+    requirement: Option<&VersionRequirement>,
     include_prerelease: bool,
 ) -> Result<Option<Package>, StoreError> {
-    let mut query = packages::table
-        .filter(packages::name.eq(name.as_str()))
-        .filter(packages::platform.eq(platform.as_str()))
-        .filter(packages::arch.eq(arch.as_str()))
-        .filter(packages::is_active.eq(true))
-        .into_boxed::<crate::connection::MultiBackend>();
-    if !include_prerelease {
-        query = query.filter(packages::prerelease.eq(false));
+    let candidates = || {
+        let mut query = packages::table
+            .filter(packages::name.eq(name.as_str()))
+            .filter(packages::platform.eq(platform.as_str()))
+            .filter(packages::arch.eq(arch.as_str()))
+            .filter(packages::is_active.eq(true))
+            .into_boxed::<crate::connection::MultiBackend>();
+        if !include_prerelease {
+            query = query.filter(packages::prerelease.eq(false));
+        }
+        query.order(packages::version_sort.desc())
+    };
+    let Some(requirement) = requirement else {
+        return candidates()
+            .select(PackageRow::as_select())
+            .first(conn)
+            .optional()?
+            .map(Package::try_from)
+            .transpose();
+    };
+    // Newest first, a batch at a time, until one matches.
+    const BATCH: i64 = 256;
+    let mut offset = 0;
+    loop {
+        let rows: Vec<PackageRow> = candidates()
+            .limit(BATCH)
+            .offset(offset)
+            .select(PackageRow::as_select())
+            .load(conn)?;
+        let fetched = rows.len() as i64;
+        for row in rows {
+            let package = Package::try_from(row)?;
+            if matches(&package, requirement, include_prerelease)? {
+                return Ok(Some(package));
+            }
+        }
+        if fetched < BATCH {
+            return Ok(None);
+        }
+        offset += BATCH;
     }
-    query
-        .order(packages::version_sort.desc())
-        .select(PackageRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(Package::try_from)
-        .transpose()
 }
 
 pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Package>, StoreError> {

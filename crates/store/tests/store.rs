@@ -149,14 +149,20 @@ async fn latest_follows_semver_and_skips_prereleases_unless_asked(pg: bool) {
         .await
         .unwrap();
     let name = PackageName::parse("agent").unwrap();
-    let latest = |pre| store.latest_package(&name, Platform::Linux, Arch::Amd64, pre);
+    let latest = |pre| store.latest_package(&name, Platform::Linux, Arch::Amd64, None, pre);
     assert_eq!(latest(false).await.unwrap().unwrap().version, "1.10.0");
     assert_eq!(latest(true).await.unwrap().unwrap().version, "1.11.0-rc.10");
     let none = store
-        .latest_package(&name, Platform::Darwin, Arch::Amd64, true)
+        .latest_package(&name, Platform::Darwin, Arch::Amd64, None, true)
         .await
         .unwrap();
     assert!(none.is_none());
+    let req = agentpkg_model::VersionRequirement::parse(">=1.2, <1.10").unwrap();
+    let pinned = store
+        .latest_package(&name, Platform::Linux, Arch::Amd64, Some(&req), false)
+        .await
+        .unwrap();
+    assert_eq!(pinned.unwrap().version, "1.9.0");
 }
 
 async fn lists_filter_paginate_and_count(pg: bool) {

@@ -3,21 +3,19 @@
 use std::io;
 
 use actix_multipart::{Field, Multipart};
-use actix_web::body::SizedStream;
-use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, ListQuery, PackageName, PageRequest,
-    Platform, ValidationError, Version,
+    Activity, Arch, Checksum, Coordinates, Description, FileName, ListQuery, Package, PackageName,
+    PackagePatch, PageRequest, Platform, ValidationError, Version, VersionRequirement,
 };
 use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta, body_channel};
-use futures_util::{StreamExt, TryStreamExt};
-use serde::Deserialize;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 
+use super::download::{CHECKSUM_HEADER, serve};
 use crate::{Admin, ApiError, ApiState, Publisher, Viewer};
-
-/// Header a client may send with the SHA-256 it expects the upload to have.
-const CHECKSUM_HEADER: &str = "X-Checksum-Sha256";
 /// Room for the form's text fields and boundaries around the file itself.
 const FORM_OVERHEAD: u64 = 1024 * 1024;
 /// Largest text field: a 4096-character description in UTF-8, with margin.
@@ -25,13 +23,27 @@ const MAX_TEXT_FIELD: usize = 20 * 1024;
 /// Chunks of the file in flight between the HTTP connection and the storage upload.
 const BODY_CHANNEL_CHUNKS: usize = 16;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize, Default)]
 pub(crate) struct ListParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     platform: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     arch: Option<String>,
-    page: Option<u32>,
+    /// A SemVer requirement (`^1.4`); needs `name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    /// `true`: only active packages (the default); `false`: only yanked ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+    /// `true`: yanked packages too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    include_inactive: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     per_page: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<u32>,
 }
 
 /// `GET /api/v1/packages`: active packages, by name then newest version first.
@@ -43,50 +55,70 @@ pub(crate) async fn list(
     req: HttpRequest,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
+    let name = params.name.as_deref().map(PackageName::parse).transpose()?;
+    let version = params
+        .version
+        .as_deref()
+        .map(VersionRequirement::parse)
+        .transpose()?;
+    if version.is_some() && name.is_none() {
+        return Err(ValidationError::new("version", "a version requirement needs a name").into());
+    }
     let query = ListQuery {
-        name: params.name.as_deref().map(PackageName::parse).transpose()?,
+        name,
         platform: params.platform.as_deref().map(str::parse).transpose()?,
         arch: params.arch.as_deref().map(str::parse).transpose()?,
+        version,
+        activity: match (params.active, params.include_inactive) {
+            (Some(true), _) => Activity::ActiveOnly,
+            (Some(false), _) => Activity::InactiveOnly,
+            (None, Some(true)) => Activity::All,
+            (None, _) => Activity::ActiveOnly,
+        },
         page: PageRequest::new(params.page, params.per_page),
     };
     let page = state.packages.list(&query).await?;
     let mut response = HttpResponse::Ok();
     response.insert_header(("X-Total-Count", page.total.to_string()));
-    if let Some(link) = link_header(req.path(), &query, page.total) {
-        response.insert_header((header::LINK, link));
-    }
+    response.insert_header((
+        header::LINK,
+        link_header(req.path(), &params, &query, page.total)?,
+    ));
     Ok(response.json(page.items))
 }
 
-fn link_header(path: &str, q: &ListQuery, total: u64) -> Option<String> {
+/// RFC 8288 links to the first, previous, next and last pages, with the same filters.
+fn link_header(
+    path: &str,
+    params: &ListParams,
+    q: &ListQuery,
+    total: u64,
+) -> Result<String, ApiError> {
     let per_page = u64::from(q.page.per_page);
     let last = total.div_ceil(per_page).max(1);
     let current = u64::from(q.page.page);
-    // Filter values are validated names and closed sets: nothing to escape.
-    let mut base = format!("{path}?per_page={per_page}");
-    if let Some(n) = &q.name {
-        base.push_str(&format!("&name={}", n.as_str()));
-    }
-    if let Some(p) = q.platform {
-        base.push_str(&format!("&platform={p}"));
-    }
-    if let Some(a) = q.arch {
-        base.push_str(&format!("&arch={a}"));
-    }
-    let mut links = vec![
-        format!("<{base}&page=1>; rel=\"first\""),
-        format!("<{base}&page={last}>; rel=\"last\""),
-    ];
+    let link = |page: u64, rel: &str| -> Result<String, ApiError> {
+        let query = serde_urlencoded::to_string(ListParams {
+            per_page: Some(q.page.per_page),
+            page: Some(u32::try_from(page).unwrap_or(u32::MAX)),
+            name: params.name.clone(),
+            platform: params.platform.clone(),
+            arch: params.arch.clone(),
+            version: params.version.clone(),
+            active: params.active,
+            include_inactive: params.include_inactive,
+        })
+        .map_err(ApiError::internal)?;
+        Ok(format!("<{path}?{query}>; rel=\"{rel}\""))
+    };
+    let mut links = vec![link(1, "first")?, link(last, "last")?];
     if current > 1 {
-        links.push(format!(
-            "<{base}&page={}>; rel=\"prev\"",
-            (current - 1).min(last)
-        ));
+        links.push(link((current - 1).min(last), "prev")?);
     }
     if current < last {
-        links.push(format!("<{base}&page={}>; rel=\"next\"", current + 1));
+        links.push(link(current + 1, "next")?);
     }
-    Some(links.join(", "))
+    Ok(links.join(", "))
 }
 
 /// `GET /api/v1/packages/{id}`.
@@ -103,12 +135,14 @@ pub(crate) struct LatestParams {
     name: Option<String>,
     platform: Option<String>,
     arch: Option<String>,
+    /// A SemVer requirement the version must match (`^1.4`).
+    version: Option<String>,
     #[serde(default)]
     prerelease: bool,
 }
 
-/// `GET /api/v1/packages/latest?name=&platform=&arch=[&prerelease=true]`: the active
-/// package of highest SemVer precedence.
+/// `GET /api/v1/packages/latest?name=&platform=&arch=[&version=^1.4][&prerelease=true]`:
+/// the active package of highest SemVer precedence.
 pub(crate) async fn latest(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -117,11 +151,31 @@ pub(crate) async fn latest(
     let name = PackageName::parse(required(params.name.as_deref(), "name")?)?;
     let platform: Platform = required(params.platform.as_deref(), "platform")?.parse()?;
     let arch: Arch = required(params.arch.as_deref(), "arch")?.parse()?;
-    let package = state
-        .packages
-        .latest(&name, platform, arch, params.prerelease)
-        .await?;
+    let package = find_latest(
+        &state,
+        &name,
+        platform,
+        arch,
+        params.version.as_deref(),
+        params.prerelease,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(package))
+}
+
+async fn find_latest(
+    state: &ApiState,
+    name: &PackageName,
+    platform: Platform,
+    arch: Arch,
+    requirement: Option<&str>,
+    prerelease: bool,
+) -> Result<Package, ApiError> {
+    let requirement = requirement.map(VersionRequirement::parse).transpose()?;
+    Ok(state
+        .packages
+        .latest(name, platform, arch, requirement.as_ref(), prerelease)
+        .await?)
 }
 
 fn required<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, ApiError> {
@@ -135,23 +189,146 @@ fn missing(field: &'static str) -> ApiError {
     }
 }
 
-/// `GET /api/v1/packages/{id}/download`: the bytes, streamed from storage.
+#[derive(Deserialize)]
+pub(crate) struct DownloadParams {
+    /// `true`: answer with a redirect to object storage when it can; `false`: stream.
+    redirect: Option<bool>,
+}
+
+/// `GET /api/v1/packages/{id}/download`: the bytes, streamed from storage (ranges,
+/// conditional requests and redirects as in [`serve`]). Yanked packages stay downloadable.
 pub(crate) async fn download(
     _viewer: Viewer,
     state: web::Data<ApiState>,
+    req: HttpRequest,
     id: web::Path<i64>,
+    params: web::Query<DownloadParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let download = state.packages.download(id.into_inner()).await?;
-    let p = &download.package;
-    Ok(HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .insert_header(ContentDisposition {
-            disposition: DispositionType::Attachment,
-            parameters: vec![DispositionParam::Filename(p.filename.clone())],
-        })
-        .insert_header((header::ETAG, format!("\"{}\"", p.checksum)))
-        .insert_header((CHECKSUM_HEADER, p.checksum.clone()))
-        .body(SizedStream::new(p.file_size, download.body)))
+    let package = state.packages.get(id.into_inner()).await?;
+    serve(&req, &state, package, params.redirect).await
+}
+
+fn coordinates(
+    name: &str,
+    version: &str,
+    platform: &str,
+    arch: &str,
+) -> Result<Coordinates, ApiError> {
+    Ok(Coordinates {
+        name: PackageName::parse(name)?,
+        version: Version::parse(version)?,
+        platform: platform.parse()?,
+        arch: arch.parse()?,
+    })
+}
+
+/// `GET /api/v1/packages/{name}/{version}/{platform}/{arch}/download`: an exact version,
+/// active or yanked, so an agent's URL never needs a database id.
+pub(crate) async fn download_by_coordinates(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String, String)>,
+    params: web::Query<DownloadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, version, platform, arch) = path.into_inner();
+    let package = state
+        .packages
+        .find(&coordinates(&name, &version, &platform, &arch)?)
+        .await?;
+    serve(&req, &state, package, params.redirect).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LatestDownloadParams {
+    version: Option<String>,
+    #[serde(default)]
+    prerelease: bool,
+    redirect: Option<bool>,
+}
+
+/// `GET /api/v1/packages/{name}/latest/{platform}/{arch}/download[?version=^1.4][&prerelease=true]`.
+pub(crate) async fn download_latest(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String)>,
+    params: web::Query<LatestDownloadParams>,
+) -> Result<HttpResponse, ApiError> {
+    let (name, platform, arch) = path.into_inner();
+    let name = PackageName::parse(&name)?;
+    let package = find_latest(
+        &state,
+        &name,
+        platform.parse()?,
+        arch.parse()?,
+        params.version.as_deref(),
+        params.prerelease,
+    )
+    .await?;
+    serve(&req, &state, package, params.redirect).await
+}
+
+/// One version of a package and its builds, for `GET /packages/{name}/versions`.
+#[derive(Serialize)]
+struct VersionEntry {
+    version: String,
+    prerelease: bool,
+    packages: Vec<Package>,
+}
+
+/// `GET /api/v1/packages/{name}/versions`: every version of a package (yanked ones
+/// included, marked by `is_active`), newest first, with its builds per platform.
+pub(crate) async fn versions(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = PackageName::parse(&name)?;
+    let mut entries: Vec<VersionEntry> = Vec::new();
+    for package in state.packages.versions(&name).await? {
+        let version = Version::parse(&package.version).map_err(ApiError::internal)?;
+        let same = entries.last().is_some_and(|e| {
+            Version::parse(&e.version).is_ok_and(|v| v.precedence(&version).is_eq())
+        });
+        if same && let Some(entry) = entries.last_mut() {
+            entry.packages.push(package);
+        } else {
+            entries.push(VersionEntry {
+                version: package.version.clone(),
+                prerelease: version.is_prerelease(),
+                packages: vec![package],
+            });
+        }
+    }
+    Ok(HttpResponse::Ok().json(entries))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchBody {
+    is_active: Option<bool>,
+    description: Option<String>,
+}
+
+/// `PATCH /api/v1/packages/{id}` (publisher): `{"is_active": false}` yanks a package,
+/// `true` restores it; `description` edits it.
+pub(crate) async fn patch(
+    _publisher: Publisher,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+    body: web::Json<PatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let patch = PackagePatch {
+        is_active: body.is_active,
+        description: body
+            .description
+            .as_deref()
+            .map(Description::parse)
+            .transpose()?,
+    };
+    Ok(HttpResponse::Ok().json(state.packages.update(id.into_inner(), patch).await?))
 }
 
 /// `DELETE /api/v1/packages/{id}` (admin).
@@ -195,27 +372,14 @@ pub(crate) async fn upload(
     {
         return Err(ApiError::too_large(limit));
     }
-    let header_sha256 = req
-        .headers()
-        .get(CHECKSUM_HEADER)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ValidationError::new("sha256", "is not valid text"))
-                .and_then(Checksum::parse)
-        })
-        .transpose()?;
+    let header_sha256 = checksum_header(&req)?;
 
     let mut form = Form::default();
     let read = form.read(&state.packages, &mut multipart).await;
     let meta = read.and_then(|()| form.meta(header_sha256));
     let staged = form.staged.take();
     match (meta, staged) {
-        (Ok(meta), Some(staged)) => {
-            let package = state.packages.publish(staged, meta).await?;
-            Ok(HttpResponse::Created()
-                .insert_header((header::LOCATION, format!("/api/v1/packages/{}", package.id)))
-                .json(package))
-        }
+        (Ok(meta), Some(staged)) => created(state.packages.publish(staged, meta).await?),
         (Ok(_), None) => Err(missing("file")),
         (Err(e), staged) => {
             if let Some(staged) = staged {
@@ -224,6 +388,68 @@ pub(crate) async fn upload(
             Err(e)
         }
     }
+}
+
+fn checksum_header(req: &HttpRequest) -> Result<Option<Checksum>, ApiError> {
+    Ok(req
+        .headers()
+        .get(CHECKSUM_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ValidationError::new("sha256", "is not valid text"))
+                .and_then(Checksum::parse)
+        })
+        .transpose()?)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct PutParams {
+    filename: Option<String>,
+    description: Option<String>,
+}
+
+/// `PUT /api/v1/packages/{name}/{version}/{platform}/{arch}` (publisher): the request body
+/// is the file (`curl -T file URL`). `X-Checksum-Sha256` is verified when sent;
+/// `?filename=` and `?description=` are optional. Same guarantees as the form upload: a
+/// duplicate is refused before the body is read, and any failure leaves nothing behind.
+pub(crate) async fn put(
+    _publisher: Publisher,
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<(String, String, String, String)>,
+    params: web::Query<PutParams>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (name, version, platform, arch) = path.into_inner();
+    let coordinates = coordinates(&name, &version, &platform, &arch)?;
+    let limit = state.packages.config().max_upload_bytes;
+    if content_length(&req).is_some_and(|length| length > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    let meta = UploadMeta {
+        filename: params
+            .filename
+            .as_deref()
+            .map(FileName::parse)
+            .transpose()?,
+        description: params
+            .description
+            .as_deref()
+            .map(Description::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        expected_sha256: checksum_header(&req)?,
+        coordinates,
+    };
+    state.packages.ensure_absent(&meta.coordinates).await?;
+    let staged = stream_into_storage(&state.packages, body).await?;
+    created(state.packages.publish(staged, meta).await?)
+}
+
+fn created(package: Package) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/packages/{}", package.id)))
+        .json(package))
 }
 
 fn content_length(req: &HttpRequest) -> Option<u64> {
@@ -270,7 +496,7 @@ impl Form {
                     if let Some(coordinates) = self.coordinates() {
                         mgr.ensure_absent(&coordinates).await?;
                     }
-                    self.staged = Some(stream_file(mgr, field).await?);
+                    self.staged = Some(stream_into_storage(mgr, field).await?);
                 }
                 "name" => set(
                     &mut self.name,
@@ -395,15 +621,23 @@ async fn text(mut field: Field, name: &'static str) -> Result<String, ApiError> 
     String::from_utf8(buf).map_err(|_| ValidationError::new(name, "is not valid UTF-8").into())
 }
 
-/// Streams the file field into storage through the package manager.
+/// Streams a body (a form's file field, or a raw request body) into storage through the
+/// package manager.
 ///
 /// The connection's chunks are passed through a bounded channel to the upload, which runs
-/// in a task of its own; the channel is only closed cleanly at the field's real end, so a
+/// in a task of its own; the channel is only closed cleanly at the body's real end, so a
 /// client that disconnects mid-file leaves a failed upload, never a truncated package.
-async fn stream_file(mgr: &PackageManager, mut field: Field) -> Result<StagedUpload, ApiError> {
+async fn stream_into_storage<S, E>(
+    mgr: &PackageManager,
+    mut body: S,
+) -> Result<StagedUpload, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let (tx, rx) = body_channel(BODY_CHANNEL_CHUNKS);
     let pump = async move {
-        while let Some(chunk) = field.next().await {
+        while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(bytes) => {
                     if tx.send(bytes).await.is_err() {

@@ -4,5 +4,6 @@
 mod auth;
 mod cli;
 mod common;
+mod distribution;
 mod packages;
 mod rollback;

@@ -1,0 +1,162 @@
+//! Serving a package's bytes: whole, as a single range (`206`), conditionally (`304`), or
+//! as a redirect to a presigned object-storage URL (`307`).
+
+use std::time::Duration;
+
+use actix_web::body::SizedStream;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{
+    self, ByteRangeSpec, ContentDisposition, DispositionParam, DispositionType, EntityTag,
+    IfNoneMatch, IfRange, Range,
+};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use agentpkg_model::Package;
+
+use crate::{ApiError, ApiState};
+
+pub(crate) const CHECKSUM_HEADER: &str = "X-Checksum-Sha256";
+
+/// How downloads are answered.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// Answer S3-backed downloads with a `307` to a presigned URL instead of streaming
+    /// through the server (a request can ask with `?redirect=true|false`).
+    pub redirect: bool,
+    /// Lifetime of a presigned URL.
+    pub presign_ttl: Duration,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        Self {
+            redirect: false,
+            presign_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Answers a download of `package` as the request's headers and `redirect` ask.
+pub(crate) async fn serve(
+    req: &HttpRequest,
+    state: &ApiState,
+    package: Package,
+    redirect: Option<bool>,
+) -> Result<HttpResponse, ApiError> {
+    let etag = EntityTag::new_strong(package.checksum.clone());
+
+    if let Some(condition) = req.get_header::<IfNoneMatch>() {
+        let matched = match condition {
+            IfNoneMatch::Any => true,
+            IfNoneMatch::Items(tags) => tags.iter().any(|t| t.weak_eq(&etag)),
+        };
+        if matched {
+            return Ok(identity(HttpResponse::NotModified(), &package, &etag).finish());
+        }
+    }
+
+    if redirect.unwrap_or(state.downloads.redirect)
+        && let Some(url) = state
+            .packages
+            .presigned_url(&package, state.downloads.presign_ttl)
+            .await?
+    {
+        return Ok(identity(HttpResponse::TemporaryRedirect(), &package, &etag)
+            .insert_header((header::LOCATION, url))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish());
+    }
+
+    let size = package.file_size;
+    match requested_range(req, &package, &etag) {
+        RangeAsk::None => {
+            let body = state.packages.open(&package, None).await?;
+            Ok(identity(HttpResponse::Ok(), &package, &etag)
+                .content_type("application/octet-stream")
+                .insert_header(disposition(&package))
+                .body(SizedStream::new(size, body)))
+        }
+        RangeAsk::Satisfiable(start, end) => {
+            let body = state.packages.open(&package, Some((start, end))).await?;
+            Ok(identity(HttpResponse::PartialContent(), &package, &etag)
+                .content_type("application/octet-stream")
+                .insert_header(disposition(&package))
+                .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")))
+                .body(SizedStream::new(end - start + 1, body)))
+        }
+        RangeAsk::Unsatisfiable => {
+            let error = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the range is outside the package's {size} bytes"),
+            );
+            let mut response = error.error_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header::HeaderValue::from_str(&format!("bytes */{size}"))
+                    .map_err(ApiError::internal)?,
+            );
+            Ok(response)
+        }
+    }
+}
+
+/// Headers every answer about a package carries: its checksum, twice, and range support.
+fn identity(
+    mut builder: HttpResponseBuilder,
+    package: &Package,
+    etag: &EntityTag,
+) -> HttpResponseBuilder {
+    builder
+        .insert_header((header::ETAG, etag.to_string()))
+        .insert_header((CHECKSUM_HEADER, package.checksum.clone()))
+        .insert_header((header::ACCEPT_RANGES, "bytes"));
+    builder
+}
+
+fn disposition(package: &Package) -> ContentDisposition {
+    ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters: vec![DispositionParam::Filename(package.filename.clone())],
+    }
+}
+
+enum RangeAsk {
+    /// Serve everything with 200: no Range, an unparsable one, several ranges, or an
+    /// If-Range that no longer holds.
+    None,
+    Satisfiable(u64, u64),
+    Unsatisfiable,
+}
+
+fn requested_range(req: &HttpRequest, package: &Package, etag: &EntityTag) -> RangeAsk {
+    if !req.headers().contains_key(header::RANGE) {
+        return RangeAsk::None;
+    }
+    let Some(Range::Bytes(specs)) = req.get_header::<Range>() else {
+        return RangeAsk::None;
+    };
+    if let Some(condition) = req.get_header::<IfRange>() {
+        let still_valid = match condition {
+            IfRange::EntityTag(tag) => tag.strong_eq(etag),
+            // A package's bytes never change, so any date since its creation is current.
+            IfRange::Date(date) => {
+                let since: std::time::SystemTime = date.into();
+                since >= std::time::SystemTime::from(package.created_at) - Duration::from_secs(1)
+            }
+        };
+        if !still_valid {
+            return RangeAsk::None;
+        }
+    }
+    let [spec] = specs.as_slice() else {
+        return RangeAsk::None;
+    };
+    match spec_range(spec, package.file_size) {
+        Some((start, end)) => RangeAsk::Satisfiable(start, end),
+        None => RangeAsk::Unsatisfiable,
+    }
+}
+
+fn spec_range(spec: &ByteRangeSpec, size: u64) -> Option<(u64, u64)> {
+    spec.to_satisfiable_range(size)
+}
