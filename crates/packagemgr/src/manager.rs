@@ -182,8 +182,15 @@ impl PackageManager {
                 }
             };
             match store.insert_package(new).await {
-                Ok(package) => {
-                    staged.guard.disarm();
+                Ok(inserted) => {
+                    let package = inserted.package;
+                    if inserted.reused_object {
+                        // The same bytes were already stored: the package shares that
+                        // object, and this upload's copy goes.
+                        staged.discard().await;
+                    } else {
+                        staged.guard.disarm();
+                    }
                     tracing::info!(
                         package_id = package.id,
                         name = %package.name,
@@ -192,6 +199,7 @@ impl PackageManager {
                         arch = %package.arch,
                         size = package.file_size,
                         sha256 = %package.checksum,
+                        deduplicated = inserted.reused_object,
                         "package published"
                     );
                     Ok(package)
@@ -317,25 +325,38 @@ impl PackageManager {
             .await?)
     }
 
-    /// Deletes a package: the row first, then the object.
+    /// Deletes a package: the row first, then the object — unless another package has the
+    /// same bytes.
     ///
     /// NOTE: the order is deliberate. Once the row is gone nobody can be handed the
     /// package, so a crash or storage failure before the object is deleted leaves only an
     /// unreferenced object, which reconciliation can remove. The other order could leave a
     /// row pointing at nothing: a package that lists but cannot be downloaded.
     pub async fn delete(&self, id: i64) -> Result<Package, Error> {
-        let package = self
+        let deleted = self
             .store
             .delete_package(id)
             .await?
             .ok_or(Error::NotFound)?;
-        match ObjectKey::parse(&package.storage_path) {
-            Ok(key) => delete_logged(&self.storage, &key).await,
-            Err(e) => {
-                tracing::error!(package_id = id, error = %e, "deleted row had an invalid object key")
+        let package = deleted.package;
+        // Other packages with the same bytes keep the object.
+        if deleted.object_released {
+            match object_key(&package) {
+                Ok(key) => delete_logged(&self.storage, &key).await,
+                Err(e) => tracing::error!(
+                    package_id = id,
+                    error = %e,
+                    "deleted row had an invalid object key"
+                ),
             }
         }
-        tracing::info!(package_id = id, name = %package.name, version = %package.version, "package deleted");
+        tracing::info!(
+            package_id = id,
+            name = %package.name,
+            version = %package.version,
+            object_deleted = deleted.object_released,
+            "package deleted"
+        );
         Ok(package)
     }
 

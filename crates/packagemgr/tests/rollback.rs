@@ -14,7 +14,9 @@ use agentpkg_packagemgr::{
     Accounts, Error, ManagerConfig, PackageManager, UploadMeta, body_channel,
 };
 use agentpkg_storage::{Fault, MemoryStore, ObjectStore};
-use agentpkg_store::{DatabaseUrl, DieselStore, MetadataStore, PoolOptions, StoreError};
+use agentpkg_store::{
+    DatabaseUrl, Deleted, DieselStore, Inserted, MetadataStore, PoolOptions, StoreError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -27,7 +29,7 @@ struct FlakyStore {
 
 #[async_trait]
 impl MetadataStore for FlakyStore {
-    async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError> {
+    async fn insert_package(&self, new: NewPackage) -> Result<Inserted, StoreError> {
         if self.fail_insert.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected fault".into()));
         }
@@ -65,7 +67,7 @@ impl MetadataStore for FlakyStore {
     ) -> Result<Option<Package>, StoreError> {
         self.inner.latest_package(n, p, a, r, pre).await
     }
-    async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
+    async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
         self.inner.delete_package(id).await
     }
     async fn create_user(&self, u: &Username, h: String, r: Role) -> Result<User, StoreError> {

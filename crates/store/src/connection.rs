@@ -99,6 +99,26 @@ impl ManageConnection for Manager {
     }
 }
 
+/// A transaction that holds the write lock from its first statement.
+///
+/// NOTE: on SQLite, a transaction that reads and then writes fails at once (it cannot
+/// upgrade a stale snapshot) if another writer committed in between. A write first takes
+/// the lock up front, so writers queue under `busy_timeout` instead. PostgreSQL needs
+/// nothing: its row locks and constraints serialise the writers that conflict.
+pub(crate) fn write_transaction<T, F>(conn: &mut DbConnection, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+{
+    use diesel::RunQueryDsl;
+    conn.transaction(|conn| {
+        if matches!(conn, DbConnection::Sqlite(_)) {
+            diesel::sql_query("UPDATE blobs SET file_size = file_size WHERE 0 = 1")
+                .execute(conn)?;
+        }
+        f(conn)
+    })
+}
+
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {

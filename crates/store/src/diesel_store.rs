@@ -5,11 +5,11 @@ use agentpkg_model::{
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
-use crate::{DieselStore, MetadataStore, StoreError, packages, users};
+use crate::{Deleted, DieselStore, Inserted, MetadataStore, StoreError, packages, users};
 
 #[async_trait]
 impl MetadataStore for DieselStore {
-    async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError> {
+    async fn insert_package(&self, new: NewPackage) -> Result<Inserted, StoreError> {
         self.with_conn(move |c| packages::insert(c, &new)).await
     }
 
@@ -71,7 +71,7 @@ impl MetadataStore for DieselStore {
         .await
     }
 
-    async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
+    async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
         self.with_conn(move |c| packages::delete(c, id)).await
     }
 

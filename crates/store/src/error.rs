@@ -19,6 +19,9 @@ pub enum StoreError {
     Migration(String),
     #[error("database task failed: {0}")]
     Task(String),
+    /// Concurrent writers kept invalidating the operation; it was retried and gave up.
+    #[error("too much contention: {0}")]
+    Contention(&'static str),
 }
 
 impl From<DieselError> for StoreError {

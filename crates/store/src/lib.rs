@@ -30,8 +30,9 @@ pub use error::StoreError;
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Records a package. A package with the same coordinates (by SemVer precedence) is a
-    /// [`StoreError::Conflict`].
-    async fn insert_package(&self, new: NewPackage) -> Result<Package, StoreError>;
+    /// [`StoreError::Conflict`]. When another package already has the same bytes, the new
+    /// one shares that object ([`Inserted::reused_object`]) and the caller's copy is spare.
+    async fn insert_package(&self, new: NewPackage) -> Result<Inserted, StoreError>;
     async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError>;
     async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError>;
     /// The package at exactly these coordinates (by precedence), active or not.
@@ -56,7 +57,9 @@ pub trait MetadataStore: Send + Sync + 'static {
         include_prerelease: bool,
     ) -> Result<Option<Package>, StoreError>;
     /// Deletes the row and returns it, or `None` when there was none.
-    async fn delete_package(&self, id: i64) -> Result<Option<Package>, StoreError>;
+    /// [`Deleted::object_released`] says whether it was the last package with its bytes, so
+    /// that the object is now the caller's to delete.
+    async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError>;
 
     async fn create_user(
         &self,
@@ -72,6 +75,23 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A recorded package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    pub package: Package,
+    /// The bytes were already stored for another package: the package points at that
+    /// object, and the object stored for this upload is not referenced.
+    pub reused_object: bool,
+}
+
+/// A deleted package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub package: Package,
+    /// No package refers to the object any more: delete it.
+    pub object_released: bool,
 }
 
 /// Shared handle to a metadata store.

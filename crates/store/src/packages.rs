@@ -8,8 +8,11 @@ use agentpkg_model::{
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use crate::schema::packages;
-use crate::{DbConnection, StoreError};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use crate::connection::write_transaction;
+use crate::schema::{blobs, packages};
+use crate::{DbConnection, Deleted, Inserted, StoreError};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = packages)]
@@ -89,11 +92,60 @@ impl TruncateNanos for NaiveDateTime {
     }
 }
 
-pub(crate) fn insert(conn: &mut DbConnection, new: &NewPackage) -> Result<Package, StoreError> {
+/// Attempts of an insert that concurrent writers invalidated (see [`insert_once`]).
+const RACE_ATTEMPTS: usize = 8;
+
+pub(crate) fn insert(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, StoreError> {
+    for _ in 0..RACE_ATTEMPTS {
+        match write_transaction(conn, |conn| insert_once(conn, new)) {
+            Err(StoreError::Contention(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(StoreError::Contention(
+        "package insert kept racing blob changes",
+    ))
+}
+
+/// One attempt: find or create the blob for these bytes, then the package row.
+///
+/// Two races end an attempt with [`StoreError::Contention`] (rolling it back) so that the
+/// next attempt sees the winner:
+/// - another upload of the same bytes created the blob first (unique violation on
+///   `blobs`): the next attempt shares their blob;
+/// - a delete removed the blob after it was read (foreign-key violation on `packages`):
+///   the next attempt creates a blob from this upload's own object.
+fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, StoreError> {
     let c = &new.coordinates;
     let file_size = i64::try_from(new.file_size)
         .map_err(|_| StoreError::Corrupt("file size exceeds i64".into()))?;
     let at = now();
+    let existing: Option<String> = blobs::table
+        .find(new.checksum.as_str())
+        .select(blobs::storage_path)
+        .first(conn)
+        .optional()?;
+    let reused_object = existing.is_some();
+    let storage_path = match existing {
+        Some(path) => path,
+        None => {
+            let created = diesel::insert_into(blobs::table)
+                .values((
+                    blobs::checksum.eq(new.checksum.as_str()),
+                    blobs::storage_path.eq(new.storage_key.as_str()),
+                    blobs::file_size.eq(file_size),
+                    blobs::created_at.eq(at),
+                ))
+                .execute(conn);
+            match created {
+                Ok(_) => new.storage_key.as_str().to_owned(),
+                Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {
+                    return Err(StoreError::Contention("blob created concurrently"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     let row = NewPackageRow {
         name: c.name.as_str(),
         version: c.version.to_string(),
@@ -103,24 +155,30 @@ pub(crate) fn insert(conn: &mut DbConnection, new: &NewPackage) -> Result<Packag
         arch: c.arch.as_str(),
         file_size,
         checksum: new.checksum.as_str(),
-        storage_path: new.storage_key.as_str(),
+        storage_path: &storage_path,
         filename: new.filename.as_str(),
         description: new.description.as_str(),
         is_active: true,
         created_at: at,
         updated_at: at,
     };
+    match diesel::insert_into(packages::table)
+        .values(&row)
+        .execute(conn)
+    {
+        Ok(_) => {}
+        Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
+            return Err(StoreError::Contention("blob deleted concurrently"));
+        }
+        Err(e) => return Err(e.into()),
+    }
     // NOTE: Diesel's MultiConnection cannot map RETURNING onto a Selectable, so the row is
-    // read back by its unique storage_path inside the same transaction.
-    conn.transaction(|conn| {
-        diesel::insert_into(packages::table)
-            .values(&row)
-            .execute(conn)?;
-        let inserted = packages::table
-            .filter(packages::storage_path.eq(row.storage_path))
-            .select(PackageRow::as_select())
-            .first(conn)?;
-        Package::try_from(inserted)
+    // read back by its coordinates inside the same transaction.
+    let package =
+        find(conn, c)?.ok_or_else(|| StoreError::Corrupt("inserted package not found".into()))?;
+    Ok(Inserted {
+        package,
+        reused_object,
     })
 }
 
@@ -173,7 +231,7 @@ pub(crate) fn update(
     id: i64,
     patch: &PackagePatch,
 ) -> Result<Option<Package>, StoreError> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
         if get(conn, id)?.is_none() {
             return Ok(None);
         }
@@ -353,12 +411,34 @@ pub(crate) fn latest(
     }
 }
 
-pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Package>, StoreError> {
-    conn.transaction(|conn| {
-        let Some(found) = get(conn, id)? else {
+/// Deletes a package, and its blob when no other package has the same bytes.
+pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Deleted>, StoreError> {
+    write_transaction(conn, |conn| {
+        let Some(package) = get(conn, id)? else {
             return Ok(None);
         };
         diesel::delete(packages::table.find(id)).execute(conn)?;
-        Ok(Some(found))
+        let others: i64 = packages::table
+            .filter(packages::checksum.eq(&package.checksum))
+            .count()
+            .get_result(conn)?;
+        let mut object_released = false;
+        if others == 0 {
+            // In a savepoint: an upload of the same bytes may have just referenced this blob
+            // (not yet visible to the count). Then the foreign key refuses the delete, and
+            // the blob — and its object — stay for that upload.
+            let removed = conn.transaction(|conn| {
+                diesel::delete(blobs::table.find(&package.checksum)).execute(conn)
+            });
+            match removed {
+                Ok(n) => object_released = n > 0,
+                Err(DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(Deleted {
+            package,
+            object_released,
+        }))
     })
 }

@@ -28,3 +28,12 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    blobs (checksum) {
+        checksum -> Text,
+        storage_path -> Text,
+        file_size -> BigInt,
+        created_at -> Timestamp,
+    }
+}

@@ -39,9 +39,17 @@ fn new_package(name: &str, version: &str, platform: Platform, arch: Arch) -> New
         filename: FileName::parse("agent").unwrap(),
         description: Description::parse("test").unwrap(),
         file_size: 3,
-        checksum: Checksum::from_digest(&[7; 32]),
+        checksum: distinct_checksum(),
         storage_key: ObjectKey::for_new_package(rand_id()),
     }
+}
+
+/// A checksum no other package in the test has (as if each had other bytes).
+fn distinct_checksum() -> Checksum {
+    let mut digest = [0u8; 32];
+    digest[..16].copy_from_slice(&rand_id());
+    digest[16..].copy_from_slice(&rand_id());
+    Checksum::from_digest(&digest)
 }
 
 fn rand_id() -> [u8; 16] {
@@ -67,6 +75,9 @@ on_both_backends!(
     lists_filter_paginate_and_count,
     delete_returns_the_row_once,
     users_are_unique_and_listed_without_hashes,
+    identical_bytes_share_one_object_until_the_last_package_goes,
+    concurrent_uploads_of_the_same_bytes_agree_on_one_object,
+    a_delete_racing_an_upload_of_the_same_bytes_never_strands_it,
 );
 
 async fn migrations_revert_and_reapply(pg: bool) {
@@ -88,7 +99,9 @@ async fn migrations_revert_and_reapply(pg: bool) {
 async fn an_inserted_package_reads_back(pg: bool) {
     let (store, _b) = open(pg).await;
     let new = new_package("opamp-agent", "1.0.0+build.7", Platform::Linux, Arch::Amd64);
-    let stored = store.insert_package(new.clone()).await.unwrap();
+    let inserted = store.insert_package(new.clone()).await.unwrap();
+    assert!(!inserted.reused_object);
+    let stored = inserted.package;
     assert_eq!(stored.name, "opamp-agent");
     assert_eq!(stored.version, "1.0.0+build.7");
     assert_eq!(stored.storage_path, new.storage_key.as_str());
@@ -225,8 +238,11 @@ async fn delete_returns_the_row_once(pg: bool) {
     let p = store
         .insert_package(new_package("x", "1.0.0", Platform::Linux, Arch::I386))
         .await
-        .unwrap();
-    assert_eq!(store.delete_package(p.id).await.unwrap(), Some(p.clone()));
+        .unwrap()
+        .package;
+    let deleted = store.delete_package(p.id).await.unwrap().unwrap();
+    assert_eq!(deleted.package, p);
+    assert!(deleted.object_released);
     assert_eq!(store.delete_package(p.id).await.unwrap(), None);
     assert_eq!(store.get_package(p.id).await.unwrap(), None);
 }
@@ -251,4 +267,126 @@ async fn users_are_unique_and_listed_without_hashes(pg: bool) {
     assert_eq!(store.count_users().await.unwrap(), 1);
     assert!(store.delete_user(user.id).await.unwrap());
     assert!(!store.delete_user(user.id).await.unwrap());
+}
+
+fn with_checksum(mut p: NewPackage, checksum: &Checksum) -> NewPackage {
+    p.checksum = checksum.clone();
+    p
+}
+
+async fn identical_bytes_share_one_object_until_the_last_package_goes(pg: bool) {
+    let (store, _b) = open(pg).await;
+    let sum = distinct_checksum();
+    let first = store
+        .insert_package(with_checksum(
+            new_package("a", "1.0.0", Platform::Linux, Arch::Amd64),
+            &sum,
+        ))
+        .await
+        .unwrap();
+    let second = store
+        .insert_package(with_checksum(
+            new_package("b", "2.0.0", Platform::Darwin, Arch::Arm64),
+            &sum,
+        ))
+        .await
+        .unwrap();
+    assert!(!first.reused_object);
+    assert!(second.reused_object);
+    assert_eq!(second.package.storage_path, first.package.storage_path);
+    let gone = store
+        .delete_package(first.package.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !gone.object_released,
+        "the second package still uses the bytes"
+    );
+    let gone = store
+        .delete_package(second.package.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gone.object_released);
+    // The bytes can come back under a new object afterwards.
+    let again = store
+        .insert_package(with_checksum(
+            new_package("c", "1.0.0", Platform::Linux, Arch::Amd64),
+            &sum,
+        ))
+        .await
+        .unwrap();
+    assert!(!again.reused_object);
+}
+
+async fn concurrent_uploads_of_the_same_bytes_agree_on_one_object(pg: bool) {
+    let (store, _b) = open(pg).await;
+    let sum = distinct_checksum();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            let new = with_checksum(
+                new_package(&format!("pkg-{i}"), "1.0.0", Platform::Linux, Arch::Amd64),
+                &sum,
+            );
+            tokio::spawn(async move { store.insert_package(new).await })
+        })
+        .collect();
+    let mut owners = 0;
+    let mut paths = std::collections::BTreeSet::new();
+    for t in tasks {
+        let inserted = t.await.unwrap().expect("every upload succeeds");
+        owners += usize::from(!inserted.reused_object);
+        paths.insert(inserted.package.storage_path);
+    }
+    assert_eq!(owners, 1, "exactly one upload's object is kept");
+    assert_eq!(
+        paths.len(),
+        1,
+        "every package points at that object: {paths:?}"
+    );
+}
+
+async fn a_delete_racing_an_upload_of_the_same_bytes_never_strands_it(pg: bool) {
+    let (store, _b) = open(pg).await;
+    for round in 0..15 {
+        let sum = distinct_checksum();
+        let old = store
+            .insert_package(with_checksum(
+                new_package("old", &format!("1.0.{round}"), Platform::Linux, Arch::Amd64),
+                &sum,
+            ))
+            .await
+            .unwrap()
+            .package;
+        let new = with_checksum(
+            new_package("new", &format!("1.0.{round}"), Platform::Linux, Arch::Amd64),
+            &sum,
+        );
+        let (deleted, inserted) = tokio::join!(
+            {
+                let store = store.clone();
+                async move { store.delete_package(old.id).await }
+            },
+            {
+                let store = store.clone();
+                async move { store.insert_package(new).await }
+            }
+        );
+        let deleted = deleted.unwrap().unwrap();
+        let inserted = inserted.unwrap();
+        // The invariant: the object the new package points at is never the one the delete
+        // released.
+        if deleted.object_released {
+            assert_ne!(
+                inserted.package.storage_path, deleted.package.storage_path,
+                "round {round}: the new package points at a released object"
+            );
+            assert!(!inserted.reused_object);
+        } else {
+            assert_eq!(inserted.package.storage_path, deleted.package.storage_path);
+            assert!(inserted.reused_object);
+        }
+    }
 }

@@ -1,4 +1,13 @@
 -- Package metadata. The bytes live in object storage under `storage_path`.
+-- Package bytes, content-addressed: one object per distinct SHA-256, shared by every
+-- package with those bytes. A blob row exists exactly while packages refer to it.
+CREATE TABLE blobs (
+    checksum     TEXT      PRIMARY KEY,
+    storage_path TEXT      NOT NULL UNIQUE,
+    file_size    BIGINT    NOT NULL CHECK (file_size >= 0),
+    created_at   TIMESTAMP NOT NULL
+);
+
 CREATE TABLE packages (
     id           BIGSERIAL PRIMARY KEY,
     name         TEXT      NOT NULL,
@@ -10,8 +19,10 @@ CREATE TABLE packages (
     platform     TEXT      NOT NULL,
     arch         TEXT      NOT NULL,
     file_size    BIGINT    NOT NULL CHECK (file_size >= 0),
-    checksum     TEXT      NOT NULL,
-    storage_path TEXT      NOT NULL UNIQUE,
+    -- The blob holding the bytes; a blob cannot go while a package refers to it.
+    checksum     TEXT      NOT NULL REFERENCES blobs (checksum),
+    -- The blob's object key, copied: a blob's key never changes.
+    storage_path TEXT      NOT NULL,
     filename     TEXT      NOT NULL,
     description  TEXT      NOT NULL DEFAULT '',
     is_active    BOOLEAN   NOT NULL DEFAULT TRUE,
@@ -26,6 +37,9 @@ CREATE UNIQUE INDEX packages_coordinates_key
 -- Listing across names, newest version first.
 CREATE INDEX packages_active_name_version_idx
     ON packages (is_active, name, version_sort DESC);
+
+-- "Does any other package use these bytes?" on delete.
+CREATE INDEX packages_checksum_idx ON packages (checksum);
 
 CREATE TABLE users (
     id            BIGSERIAL PRIMARY KEY,

@@ -16,15 +16,23 @@ on_both_backends!(
     yanked_packages_leave_lists_and_latest_but_stay_downloadable,
     version_history_and_requirement_filters,
     redirects_go_to_object_storage_when_it_can_serve,
+    identical_bytes_are_stored_once,
+    concurrent_uploads_and_deletes_of_the_same_bytes_never_lose_or_orphan_them,
+    concurrent_uploads_of_the_same_coordinates_publish_exactly_one,
 );
 
 fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
-async fn put(app: &TestApp, token: &str, path: &str, body: Vec<u8>) -> reqwest::Response {
+async fn put(
+    app: &TestApp,
+    token: &str,
+    path: impl AsRef<str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
     app.client
-        .put(app.url(&format!("/api/v1/packages/{path}")))
+        .put(app.url(&format!("/api/v1/packages/{}", path.as_ref())))
         .bearer_auth(token)
         .body(body)
         .send()
@@ -574,4 +582,141 @@ async fn redirects_go_to_object_storage_when_it_can_serve(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+async fn identical_bytes_are_stored_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("admin").await;
+    let bytes = data(9 * 1024 * 1024);
+    let mut ids = Vec::new();
+    for path in [
+        "a/1.0.0/linux/amd64",
+        "a/1.0.0/linux/arm64",
+        "b/0.1.0/darwin/arm64",
+    ] {
+        let res = put(&app, &token, path, bytes.clone()).await;
+        assert_eq!(res.status(), 201, "{path}");
+        ids.push(res.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
+    }
+    let (keys, rows) = app.stored().await;
+    assert_eq!((keys.len(), rows), (1, 3), "one object for three packages");
+    for id in &ids[..2] {
+        let res = app
+            .client
+            .delete(app.url(&format!("/api/v1/packages/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+    }
+    assert_eq!(
+        app.stored().await,
+        (keys.clone(), 1),
+        "the last package keeps the object"
+    );
+    let res = app
+        .client
+        .get(app.url(&format!("/api/v1/packages/{}/download", ids[2])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/packages/{}", ids[2])))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    app.assert_nothing_stored().await;
+}
+
+async fn concurrent_uploads_and_deletes_of_the_same_bytes_never_lose_or_orphan_them(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("admin").await;
+    let bytes = data(64 * 1024);
+    let sha = hex::encode(Sha256::digest(&bytes));
+    // Ten uploads of the same bytes at once.
+    let uploads = (0..10).map(|i| {
+        put(
+            &app,
+            &token,
+            format!("first-{i}/1.0.0/linux/amd64"),
+            bytes.clone(),
+        )
+    });
+    let mut ids = Vec::new();
+    for res in futures_util::future::join_all(uploads).await {
+        assert_eq!(res.status(), 201);
+        ids.push(res.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
+    }
+    assert_eq!(app.stored().await.0.len(), 1);
+    // Delete them all while ten more uploads of the same bytes arrive.
+    let deletes = ids.iter().map(|id| {
+        app.client
+            .delete(app.url(&format!("/api/v1/packages/{id}")))
+            .bearer_auth(&token)
+            .send()
+    });
+    let uploads = (0..10).map(|i| {
+        put(
+            &app,
+            &token,
+            format!("second-{i}/1.0.0/linux/amd64"),
+            bytes.clone(),
+        )
+    });
+    let (deleted, uploaded) = futures_util::future::join(
+        futures_util::future::join_all(deletes),
+        futures_util::future::join_all(uploads),
+    )
+    .await;
+    assert!(deleted.iter().all(|r| r.as_ref().unwrap().status() == 204));
+    let mut survivors = Vec::new();
+    for res in uploaded {
+        assert_eq!(res.status(), 201);
+        survivors.push(res.json::<Value>().await.unwrap()["id"].as_i64().unwrap());
+    }
+    // Every surviving package serves its bytes, and exactly one object backs them all.
+    for id in &survivors {
+        let res = app
+            .client
+            .get(app.url(&format!("/api/v1/packages/{id}/download")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "package {id} lost its bytes");
+        assert_eq!(hex::encode(Sha256::digest(res.bytes().await.unwrap())), sha);
+    }
+    let (keys, rows) = app.stored().await;
+    assert_eq!((keys.len(), rows), (1, 10), "objects {keys:?}");
+}
+
+async fn concurrent_uploads_of_the_same_coordinates_publish_exactly_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let uploads = (0..20u8).map(|i| put(&app, &token, "race/1.0.0/linux/amd64", vec![i; 300_000]));
+    let statuses: Vec<u16> = futures_util::future::join_all(uploads)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        19,
+        "{statuses:?}"
+    );
+    let (keys, rows) = app.stored().await;
+    assert_eq!((keys.len(), rows), (1, 1), "objects {keys:?}");
 }
