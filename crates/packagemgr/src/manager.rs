@@ -76,8 +76,8 @@ pub struct Download {
 /// The package manager. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct PackageManager {
-    store: DynStore,
-    storage: DynObjectStore,
+    pub(crate) store: DynStore,
+    pub(crate) storage: DynObjectStore,
     config: ManagerConfig,
 }
 

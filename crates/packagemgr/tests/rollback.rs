@@ -70,6 +70,12 @@ impl MetadataStore for FlakyStore {
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
         self.inner.delete_package(id).await
     }
+    async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.blob_keys().await
+    }
+    async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError> {
+        self.inner.packages_with_object(key).await
+    }
     async fn create_user(&self, u: &Username, h: String, r: Role) -> Result<User, StoreError> {
         self.inner.create_user(u, h, r).await
     }
@@ -439,4 +445,57 @@ async fn a_configured_admin_password_must_be_strong() {
         .login("admin", "a long configured secret".into())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn reconciliation_removes_old_orphans_and_reports_missing_objects() {
+    let f = fixture(1 << 20).await;
+    let kept = f
+        .mgr
+        .upload(meta("1.0.0"), &b"referenced"[..])
+        .await
+        .unwrap();
+    let lost = f
+        .mgr
+        .upload(meta("1.0.1"), &b"will vanish"[..])
+        .await
+        .unwrap();
+    // As if the server died after storing two uploads and before recording them: one an
+    // hour ago, one just now.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old = agentpkg_model::ObjectKey::for_new_package([1; 16]);
+    let young = agentpkg_model::ObjectKey::for_new_package([2; 16]);
+    f.storage.insert_at(&old, b"orphan", hour_ago);
+    f.storage
+        .insert_at(&young, b"in flight", std::time::SystemTime::now());
+    // And one package's object vanished.
+    f.storage
+        .delete(&agentpkg_model::ObjectKey::parse(&lost.storage_path).unwrap())
+        .await
+        .unwrap();
+    let grace = std::time::Duration::from_secs(600);
+
+    let dry = f.mgr.reconcile(grace, true).await.unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.orphans_removed, vec![old.to_string()]);
+    assert_eq!(dry.orphans_in_grace, vec![young.to_string()]);
+    assert_eq!(dry.missing_objects.len(), 1);
+    assert_eq!(dry.missing_objects[0].key, lost.storage_path);
+    assert_eq!(dry.missing_objects[0].package_ids, vec![lost.id]);
+    assert!(
+        f.storage.exists(&old).await.unwrap(),
+        "a dry run deletes nothing"
+    );
+
+    let real = f.mgr.reconcile(grace, false).await.unwrap();
+    assert_eq!(real.orphans_removed, vec![old.to_string()]);
+    assert!(!f.storage.exists(&old).await.unwrap());
+    assert!(f.storage.exists(&young).await.unwrap());
+    let kept_key = agentpkg_model::ObjectKey::parse(&kept.storage_path).unwrap();
+    assert!(
+        f.storage.exists(&kept_key).await.unwrap(),
+        "referenced objects stay"
+    );
+    // The row without its object is reported, not deleted.
+    assert!(f.mgr.get(lost.id).await.is_ok());
 }

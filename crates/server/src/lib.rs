@@ -7,4 +7,4 @@ pub mod settings;
 mod wiring;
 
 pub use settings::Settings;
-pub use wiring::{Application, BuildError, Components, connect, migrate_only};
+pub use wiring::{Application, BuildError, Components, connect, migrate_only, reconcile_once};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use agentpkg_model::{Password, Role, Username};
 use agentpkg_packagemgr::Accounts;
 use agentpkg_server::settings::LogFormat;
-use agentpkg_server::{Application, Settings, connect, migrate_only};
+use agentpkg_server::{Application, Settings, connect, migrate_only, reconcile_once};
 use clap::{Parser, Subcommand};
 use rand::distr::{Alphanumeric, SampleString};
 use tracing_subscriber::EnvFilter;
@@ -31,6 +31,17 @@ enum Command {
         /// Revert every migration instead (drops all data).
         #[arg(long)]
         revert_all: bool,
+    },
+    /// Reconcile storage with the database once: delete orphaned objects older than the
+    /// grace period, report packages whose object is missing. Prints a JSON report.
+    Gc {
+        /// Report only; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds an unreferenced object must be old to count as orphaned
+        /// (default: gc.grace_secs).
+        #[arg(long)]
+        grace_secs: Option<u64>,
     },
     /// Create a user. The password is read from standard input with --password-stdin,
     /// or generated and printed once.
@@ -78,6 +89,25 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
             let verb = if revert_all { "reverted" } else { "applied" };
             tracing::info!("{n} migration(s) {verb}");
         }
+        Command::Gc {
+            dry_run,
+            grace_secs,
+        } => {
+            let grace =
+                std::time::Duration::from_secs(grace_secs.unwrap_or(settings.gc.grace_secs));
+            let report = reconcile_once(&settings, grace, dry_run).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            if !report.missing_objects.is_empty() {
+                return Err(format!(
+                    "{} object(s) referenced by packages are missing from storage",
+                    report.missing_objects.len()
+                )
+                .into());
+            }
+        }
         Command::CreateUser {
             name,
             role,
@@ -123,7 +153,12 @@ fn init_logging(settings: &Settings) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        // Logs go to stderr, so that a command's output on stdout (gc's report) stays clean.
+        .with_writer(std::io::stderr)
+        // NOTE: when stderr is gone (a closed pipe), dropping log lines is right; the
+        // default reports the failure with eprintln!, which panics and kills the server.
+        .log_internal_errors(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match settings.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -19,6 +19,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub upload: UploadSettings,
     pub download: DownloadSettings,
+    pub gc: GcSettings,
     pub log: LogSettings,
 }
 
@@ -174,6 +175,26 @@ impl Default for DownloadSettings {
         Self {
             redirect: false,
             presign_ttl_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcSettings {
+    /// Seconds between reconciliation passes (orphaned objects removed, missing objects
+    /// reported); 0 turns the periodic pass off (`agentpkg-server gc` still works).
+    pub interval_secs: u64,
+    /// Unreferenced objects younger than this are left alone: they may belong to an upload
+    /// that is committing right now.
+    pub grace_secs: u64,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+            grace_secs: 900,
         }
     }
 }

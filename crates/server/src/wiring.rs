@@ -176,6 +176,60 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<SecretString> {
 pub struct Application {
     port: u16,
     server: Server,
+    reconciler: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn manager(
+    settings: &Settings,
+    store: Arc<DieselStore>,
+    storage: DynObjectStore,
+) -> PackageManager {
+    PackageManager::new(
+        store,
+        storage,
+        ManagerConfig {
+            max_upload_bytes: settings.upload.max_size_bytes,
+        },
+    )
+}
+
+/// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
+/// Replicas may all run it: deleting an orphan twice is harmless.
+fn spawn_reconciler(
+    settings: &Settings,
+    packages: PackageManager,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = Duration::from_secs(settings.gc.interval_secs);
+    if every.is_zero() {
+        return None;
+    }
+    let grace = Duration::from_secs(settings.gc.grace_secs);
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match packages.reconcile(grace, false).await {
+                Ok(report) => tracing::info!(
+                    orphans_removed = report.orphans_removed.len(),
+                    missing_objects = report.missing_objects.len(),
+                    "reconciliation pass"
+                ),
+                Err(e) => tracing::warn!(error = %e, "reconciliation pass failed; will retry"),
+            }
+        }
+    }))
+}
+
+/// `agentpkg-server gc`: one reconciliation pass.
+pub async fn reconcile_once(
+    settings: &Settings,
+    grace: Duration,
+    dry_run: bool,
+) -> Result<agentpkg_packagemgr::ReconcileReport, BuildError> {
+    let components = connect(settings).await?;
+    let packages = manager(settings, Arc::new(components.store), components.storage);
+    Ok(packages.reconcile(grace, dry_run).await?)
 }
 
 impl Application {
@@ -201,13 +255,8 @@ impl Application {
                 None => tracing::info!("created user 'admin' with the configured password"),
             }
         }
-        let packages = PackageManager::new(
-            store,
-            components.storage,
-            ManagerConfig {
-                max_upload_bytes: settings.upload.max_size_bytes,
-            },
-        );
+        let packages = manager(&settings, store, components.storage);
+        let reconciler = spawn_reconciler(&settings, packages.clone());
         let state = ApiState {
             packages,
             accounts,
@@ -235,7 +284,11 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         tracing::info!(addr = %settings.server.bind, port, "listening");
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            reconciler,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -244,7 +297,11 @@ impl Application {
 
     /// Serves until the process is told to stop (SIGINT/SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if let Some(reconciler) = self.reconciler {
+            reconciler.abort();
+        }
+        result
     }
 
     /// A handle to stop the server.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use crate::{Body, ByteStream, ObjectStore, StorageError};
+use crate::{Body, ByteStream, ObjectInfo, ObjectStore, StorageError};
 
 const BUF_SIZE: usize = 256 * 1024;
 const TMP_DIR: &str = ".tmp";
@@ -147,12 +147,9 @@ impl ObjectStore for FsStore {
         Ok(tokio::fs::try_exists(self.path_of(key)).await?)
     }
 
-    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
-        let mut keys = Vec::new();
-        let mut dirs = match tokio::fs::read_dir(&self.root).await {
-            Ok(d) => d,
-            Err(e) => return Err(e.into()),
-        };
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut objects = Vec::new();
+        let mut dirs = tokio::fs::read_dir(&self.root).await?;
         while let Some(dir) = dirs.next_entry().await? {
             let name = dir.file_name().to_string_lossy().into_owned();
             if name == TMP_DIR || !dir.file_type().await?.is_dir() {
@@ -160,11 +157,15 @@ impl ObjectStore for FsStore {
             }
             let mut files = tokio::fs::read_dir(dir.path()).await?;
             while let Some(f) = files.next_entry().await? {
-                keys.push(format!("{name}/{}", f.file_name().to_string_lossy()));
+                let meta = f.metadata().await?;
+                objects.push(ObjectInfo {
+                    key: format!("{name}/{}", f.file_name().to_string_lossy()),
+                    size: meta.len(),
+                    last_modified: meta.modified()?,
+                });
             }
         }
-        keys.sort();
-        Ok(keys)
+        Ok(objects)
     }
 
     async fn check(&self) -> Result<(), StorageError> {

@@ -60,12 +60,31 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Removes an object. Removing a missing object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError>;
-    /// Every object key the registry owns in this store (for reconciliation and tests).
-    async fn list_keys(&self) -> Result<Vec<String>, StorageError>;
+    /// Every object in this store, with its age (for reconciliation and tests).
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// Every object key in this store, sorted.
+    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+        let mut keys: Vec<String> = self
+            .list_objects()
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
     /// Whether the store can be used right now (for readiness checks).
     async fn check(&self) -> Result<(), StorageError>;
     /// A short name for logs: `fs`, `s3` or `memory`.
     fn kind(&self) -> &'static str;
+}
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: std::time::SystemTime,
 }
 
 /// Shared handle to an object store.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use crate::{Body, ByteStream, ObjectStore, StorageError};
+use crate::{Body, ByteStream, ObjectInfo, ObjectStore, StorageError};
 
 /// What the next calls of a [`MemoryStore`] should get wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,13 +27,19 @@ pub struct Fault {
 
 #[derive(Default)]
 pub struct MemoryStore {
-    objects: Mutex<BTreeMap<String, Bytes>>,
+    objects: Mutex<BTreeMap<String, (Bytes, std::time::SystemTime)>>,
     fault: Mutex<Fault>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Puts an object as if written at `at` (to test what happens to old objects).
+    pub fn insert_at(&self, key: &ObjectKey, data: &[u8], at: std::time::SystemTime) {
+        self.objects()
+            .insert(key.to_string(), (Bytes::copy_from_slice(data), at));
     }
 
     pub fn set_fault(&self, fault: Fault) {
@@ -44,7 +50,9 @@ impl MemoryStore {
         *self.fault.lock().expect("fault lock")
     }
 
-    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+    fn objects(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Bytes, std::time::SystemTime)>> {
         self.objects.lock().expect("objects lock")
     }
 
@@ -67,7 +75,10 @@ impl ObjectStore for MemoryStore {
             return Err(Self::unavailable());
         }
         let n = data.len() as u64;
-        self.objects().insert(key.to_string(), Bytes::from(data));
+        self.objects().insert(
+            key.to_string(),
+            (Bytes::from(data), std::time::SystemTime::now()),
+        );
         Ok(n)
     }
 
@@ -75,7 +86,7 @@ impl ObjectStore for MemoryStore {
         if self.fault().read {
             return Err(Self::unavailable());
         }
-        let data = self
+        let (data, _) = self
             .objects()
             .get(key.as_str())
             .cloned()
@@ -92,7 +103,7 @@ impl ObjectStore for MemoryStore {
         if self.fault().read {
             return Err(Self::unavailable());
         }
-        let data = self
+        let (data, _) = self
             .objects()
             .get(key.as_str())
             .cloned()
@@ -130,11 +141,19 @@ impl ObjectStore for MemoryStore {
         Ok(self.objects().contains_key(key.as_str()))
     }
 
-    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, StorageError> {
         if self.fault().read {
             return Err(Self::unavailable());
         }
-        Ok(self.objects().keys().cloned().collect())
+        Ok(self
+            .objects()
+            .iter()
+            .map(|(key, (data, at))| ObjectInfo {
+                key: key.clone(),
+                size: data.len() as u64,
+                last_modified: *at,
+            })
+            .collect())
     }
 
     async fn check(&self) -> Result<(), StorageError> {

@@ -19,7 +19,7 @@ use s3::request::tokio_backend::ReqwestRequest;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{Body, ByteStream, ObjectStore, StorageError};
+use crate::{Body, ByteStream, ObjectInfo, ObjectStore, StorageError};
 
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
@@ -254,18 +254,29 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
+    async fn list_objects(&self) -> Result<Vec<ObjectInfo>, StorageError> {
         let pages = self
             .bucket
             .list(String::new(), None)
             .await
             .map_err(unavailable)?;
-        let mut keys: Vec<String> = pages
+        pages
             .into_iter()
-            .flat_map(|page| page.contents.into_iter().map(|o| o.key))
-            .collect();
-        keys.sort();
-        Ok(keys)
+            .flat_map(|page| page.contents)
+            .map(|o| {
+                let at = chrono::DateTime::parse_from_rfc3339(&o.last_modified).map_err(|e| {
+                    StorageError::Unavailable(format!(
+                        "unreadable LastModified {:?}: {e}",
+                        o.last_modified
+                    ))
+                })?;
+                Ok(ObjectInfo {
+                    key: o.key,
+                    size: o.size,
+                    last_modified: std::time::SystemTime::from(at.with_timezone(&chrono::Utc)),
+                })
+            })
+            .collect()
     }
 
     async fn check(&self) -> Result<(), StorageError> {

@@ -75,6 +75,16 @@ impl MetadataStore for DieselStore {
         self.with_conn(move |c| packages::delete(c, id)).await
     }
 
+    async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.with_conn(packages::blob_keys).await
+    }
+
+    async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError> {
+        let key = key.to_owned();
+        self.with_conn(move |c| packages::with_object(c, &key))
+            .await
+    }
+
     async fn create_user(
         &self,
         username: &Username,

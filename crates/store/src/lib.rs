@@ -61,6 +61,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// that the object is now the caller's to delete.
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError>;
 
+    /// The object key of every blob: the objects that packages refer to.
+    async fn blob_keys(&self) -> Result<Vec<String>, StoreError>;
+    /// Ids of the packages whose bytes are the object at `key`.
+    async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError>;
+
     async fn create_user(
         &self,
         username: &Username,

@@ -442,3 +442,15 @@ pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Deleted>
         }))
     })
 }
+
+pub(crate) fn blob_keys(conn: &mut DbConnection) -> Result<Vec<String>, StoreError> {
+    Ok(blobs::table.select(blobs::storage_path).load(conn)?)
+}
+
+pub(crate) fn with_object(conn: &mut DbConnection, key: &str) -> Result<Vec<i64>, StoreError> {
+    Ok(packages::table
+        .filter(packages::storage_path.eq(key))
+        .select(packages::id)
+        .order(packages::id.asc())
+        .load(conn)?)
+}

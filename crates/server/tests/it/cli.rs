@@ -37,7 +37,7 @@ impl Drop for Running {
     }
 }
 
-/// Starts the server and reads its log until it says where it listens.
+/// Starts the server and reads its log (on stderr) until it says where it listens.
 fn start(mut cmd: Command) -> Running {
     let child = cmd
         .stdout(Stdio::piped())
@@ -50,13 +50,13 @@ fn start(mut cmd: Command) -> Running {
         port: 0,
         log: Vec::new(),
     };
-    let stdout = server.child.stdout.take().unwrap();
+    let stderr = server.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+        // Keep draining after the test stops listening: a closed pipe would fail the
+        // server's log writes.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -297,4 +297,50 @@ fn start_up_errors_say_what_to_fix() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.s3."));
+}
+
+#[tokio::test]
+async fn the_server_survives_its_log_pipe_closing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(dir.path())
+        .env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // Read up to the "listening" line, then close the pipe, as a log collector that
+    // restarts would.
+    let port = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(port) = line.split("port=").nth(1) {
+                return port.split_whitespace().next()?.parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .join()
+    .unwrap();
+    let mut server = Running {
+        child,
+        port: port.expect("the server started"),
+        log: Vec::new(),
+    };
+    // A login writes a log line into the closed pipe.
+    assert_eq!(
+        login(server.port, "admin", "a long admin password")
+            .await
+            .status(),
+        200
+    );
+    for _ in 0..3 {
+        let res = reqwest::get(format!("http://127.0.0.1:{}/healthz", server.port))
+            .await
+            .expect("the server still answers after its log pipe closed");
+        assert_eq!(res.status(), 200);
+    }
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited"
+    );
 }

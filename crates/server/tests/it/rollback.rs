@@ -25,6 +25,7 @@ on_both_backends!(
     a_body_cut_short_leaves_nothing,
     a_storage_failure_is_a_503_and_leaves_nothing,
     a_database_failure_is_a_500_without_internals_and_leaves_nothing,
+    after_a_crash_gc_removes_the_orphan_and_reports_missing_objects,
 );
 
 async fn a_duplicate_is_a_409_and_leaves_only_the_first(backend: Backend) {
@@ -288,4 +289,90 @@ fn res_has_no_internals(body: &Value) -> bool {
     ]
     .iter()
     .all(|needle| !text.contains(needle))
+}
+
+/// Runs `agentpkg-server gc` against the test's database and storage.
+fn gc(app: &TestApp, args: &[&str]) -> (bool, Value) {
+    use agentpkg_server::settings::StorageBackend;
+    let s = &app.settings;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agentpkg-server"));
+    cmd.arg("gc")
+        .args(args)
+        .env("AGENTPKG__DATABASE__URL", app.db_url());
+    match s.storage.backend {
+        StorageBackend::Fs => {
+            cmd.env("AGENTPKG__STORAGE__BACKEND", "fs")
+                .env("AGENTPKG__STORAGE__FS__ROOT", &s.storage.fs.root);
+        }
+        StorageBackend::S3 => {
+            let s3 = &s.storage.s3;
+            cmd.env("AGENTPKG__STORAGE__BACKEND", "s3")
+                .env("AGENTPKG__STORAGE__S3__ENDPOINT", &s3.endpoint)
+                .env("AGENTPKG__STORAGE__S3__REGION", &s3.region)
+                .env("AGENTPKG__STORAGE__S3__BUCKET", &s3.bucket)
+                .env("AGENTPKG__STORAGE__S3__ACCESS_KEY", &s3.access_key)
+                .env(
+                    "AGENTPKG__STORAGE__S3__SECRET_KEY",
+                    secrecy::ExposeSecret::expose_secret(s3.secret_key.as_ref().unwrap()),
+                );
+        }
+    }
+    let out = cmd.output().unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), report)
+}
+
+async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("admin").await;
+    let res = app.upload(&token, b"kept".to_vec(), &FIELDS).await;
+    let kept: Value = res.json().await.unwrap();
+    // What a SIGKILL between storing an upload's bytes and committing its row leaves: an
+    // object that no row names.
+    let orphan = agentpkg_model::ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
+    app.storage
+        .put(&orphan, &mut &b"orphaned bytes"[..])
+        .await
+        .unwrap();
+
+    // Within the grace period (default 15 minutes) it may be an upload still committing.
+    let (ok, report) = gc(&app, &[]);
+    assert!(ok);
+    assert_eq!(
+        report["orphans_in_grace"],
+        serde_json::json!([orphan.as_str()])
+    );
+    assert_eq!(report["orphans_removed"], serde_json::json!([]));
+    // A dry run says what it would remove.
+    let (ok, report) = gc(&app, &["--dry-run", "--grace-secs", "0"]);
+    assert!(ok);
+    assert_eq!(
+        report["orphans_removed"],
+        serde_json::json!([orphan.as_str()])
+    );
+    assert!(app.storage.exists(&orphan).await.unwrap());
+    // The real pass removes it and nothing else.
+    let (ok, report) = gc(&app, &["--grace-secs", "0"]);
+    assert!(ok);
+    assert_eq!(
+        report["orphans_removed"],
+        serde_json::json!([orphan.as_str()])
+    );
+    assert_eq!(
+        app.stored().await,
+        (vec![kept["storage_path"].as_str().unwrap().to_owned()], 1)
+    );
+    // A package whose object vanished is reported (and gc fails), never silently dropped.
+    let kept_key =
+        agentpkg_model::ObjectKey::parse(kept["storage_path"].as_str().unwrap()).unwrap();
+    app.storage.delete(&kept_key).await.unwrap();
+    let (ok, report) = gc(&app, &["--grace-secs", "0"]);
+    assert!(!ok);
+    assert_eq!(report["missing_objects"][0]["key"], kept["storage_path"]);
+    assert_eq!(
+        report["missing_objects"][0]["package_ids"],
+        serde_json::json!([kept["id"]])
+    );
+    assert_eq!(app.stored().await.1, 1);
 }
