@@ -21,6 +21,14 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets --locked -- -D warnings
 
+# Benchmarks: the release server on PostgreSQL + Garage versus direct S3 (upload, download,
+# memory, metadata latency, 200 concurrent downloads). `just bench --quick` for a short run.
+# Writes target/bench/results.json; docs/performance.md records the latest figures.
+bench *ARGS:
+    ./scripts/s3-up.sh
+    cargo build --release --locked -p agentpkg-server --bins --examples
+    ./target/release/examples/bench {{ARGS}}
+
 # Start a local single-node Garage (S3) in .garage/; its settings land in .garage/env.
 s3-up:
     ./scripts/s3-up.sh

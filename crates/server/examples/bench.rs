@@ -1,0 +1,673 @@
+//! `just bench`: the release server on PostgreSQL + Garage, measured side by side with
+//! direct S3 in one run, so that ratios hold on a noisy machine.
+//!
+//! - upload and download of 1 MiB, 100 MiB and 1 GiB through the API versus rust-s3
+//!   directly (and versus the presigned redirect), with the server's peak resident memory;
+//! - metadata latency (`get`, `latest`, a filtered list) at N packages with 1, 8 and 64
+//!   concurrent clients;
+//! - 200 concurrent downloads of a 10 MiB package versus 200 direct S3 GETs.
+//!
+//! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
+//! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
+//! `--out PATH` (JSON, default target/bench/results.json).
+
+// A benchmark reports on standard output.
+#![allow(clippy::print_stdout)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use agentpkg_store::testing::TestDatabase;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const MIB: u64 = 1024 * 1024;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory now, and the process's peak since it started, in bytes.
+    fn memory(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+/// Samples the server's resident memory until stopped; returns the highest sample.
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kb) = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+                {
+                    p.fetch_max(kb * 1024, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Self {
+            peak,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+fn s3_env(root: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(root.join(".garage/env"))
+        .map_err(|e| format!(".garage/env: {e}; run scripts/s3-up.sh first"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
+
+fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+fn start_server(bin: &Path, db_url: &str, s3: &[(String, String)], bucket: &str) -> Result<Server> {
+    let mut child = Command::new(bin)
+        .env("AGENTPKG__SERVER__BIND", "127.0.0.1:0")
+        .env("AGENTPKG__DATABASE__URL", db_url)
+        .env("AGENTPKG__DATABASE__MAX_CONNECTIONS", "32")
+        .env("AGENTPKG__STORAGE__BACKEND", "s3")
+        .env(
+            "AGENTPKG__STORAGE__S3__ENDPOINT",
+            get(s3, "AGENTPKG_TEST_S3_ENDPOINT"),
+        )
+        .env(
+            "AGENTPKG__STORAGE__S3__REGION",
+            get(s3, "AGENTPKG_TEST_S3_REGION"),
+        )
+        .env(
+            "AGENTPKG__STORAGE__S3__ACCESS_KEY",
+            get(s3, "AGENTPKG_TEST_S3_ACCESS_KEY"),
+        )
+        .env(
+            "AGENTPKG__STORAGE__S3__SECRET_KEY",
+            get(s3, "AGENTPKG_TEST_S3_SECRET_KEY"),
+        )
+        .env("AGENTPKG__STORAGE__S3__BUCKET", bucket)
+        .env(
+            "AGENTPKG__AUTH__JWT_SECRET",
+            "bench-signing-secret-of-at-least-32-bytes",
+        )
+        .env("AGENTPKG__AUTH__ADMIN_PASSWORD", "bench-admin-password")
+        .env(
+            "AGENTPKG__UPLOAD__MAX_SIZE_BYTES",
+            (2 * 1024 * MIB).to_string(),
+        )
+        .env("AGENTPKG__LOG__LEVEL", "warn,agentpkg_server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && let Some(port) = line
+                .split("port=")
+                .nth(1)
+                .and_then(|p| p.split_whitespace().next())
+        {
+            return Ok(Server {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+            });
+        }
+    }
+    let _ = child.kill();
+    Err("the server did not start".into())
+}
+
+/// A file of `size` bytes that does not compress or deduplicate.
+fn make_file(dir: &Path, size: u64, seed: u8) -> Result<PathBuf> {
+    let path = dir.join(format!("pkg-{size}-{seed}"));
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let mut block = vec![0u8; MIB as usize];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(seed) ^ size;
+    let mut written = 0;
+    while written < size {
+        for chunk in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = (size - written).min(MIB) as usize;
+        file.write_all(&block[..n])?;
+        written += n as u64;
+    }
+    file.flush()?;
+    Ok(path)
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+async fn file_body(path: &Path) -> Result<reqwest::Body> {
+    let file = tokio::fs::File::open(path).await?;
+    Ok(reqwest::Body::wrap_stream(
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+    ))
+}
+
+async fn drain(res: reqwest::Response) -> Result<u64> {
+    let status = res.status();
+    if !status.is_success() {
+        return Err(format!("status {status}").into());
+    }
+    let mut n = 0;
+    let mut stream = res.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        n += chunk?.len() as u64;
+    }
+    Ok(n)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let packages: u64 = flag("--packages").map_or(if quick { 2_000 } else { 100_000 }, |v| {
+        v.parse().unwrap_or(10_000)
+    });
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = flag("--out").map_or_else(|| root.join("target/bench/results.json"), PathBuf::from);
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("agentpkg-server"))
+        .ok_or("cannot find agentpkg-server next to the bench")?;
+    let sizes: Vec<u64> = if quick {
+        vec![MIB, 20 * MIB]
+    } else {
+        vec![MIB, 100 * MIB, 1024 * MIB]
+    };
+
+    let s3env = s3_env(&root)?;
+    let db = TestDatabase::create();
+    let bucket_name = format!(
+        "agentpkg-bench-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let server = start_server(&bin, db.url(), &s3env, &bucket_name)?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&json!({"username": "admin", "password": "bench-admin-password"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["token"].as_str().ok_or("login failed")?.to_owned();
+    let bucket = {
+        let region = s3::Region::Custom {
+            region: get(&s3env, "AGENTPKG_TEST_S3_REGION").to_owned(),
+            endpoint: get(&s3env, "AGENTPKG_TEST_S3_ENDPOINT").to_owned(),
+        };
+        let creds = s3::creds::Credentials::new(
+            Some(get(&s3env, "AGENTPKG_TEST_S3_ACCESS_KEY")),
+            Some(get(&s3env, "AGENTPKG_TEST_S3_SECRET_KEY")),
+            None,
+            None,
+            None,
+        )?;
+        s3::Bucket::new(&bucket_name, region, creds)?.with_path_style()
+    };
+    let tmp = tempfile::tempdir()?;
+    let (_, hwm_start) = server.memory();
+    println!(
+        "server pid {} on {}; resident at start {:.1} MiB",
+        server.pid(),
+        server.base,
+        hwm_start as f64 / MIB as f64
+    );
+    let mut results = json!({ "transfers": [], "metadata": [], "concurrent_downloads": {} });
+
+    // --- uploads and downloads ------------------------------------------------------------
+    println!(
+        "\n{:<8} {:>12} {:>12} {:>7} {:>12} {:>12} {:>12} {:>7} {:>14} {:>14}",
+        "size",
+        "API up MB/s",
+        "S3 up MB/s",
+        "ratio",
+        "API dn MB/s",
+        "S3 dn MB/s",
+        "redir MB/s",
+        "ratio",
+        "peak RSS up",
+        "peak RSS dn"
+    );
+    for (i, &size) in sizes.iter().enumerate() {
+        let rounds = match size {
+            s if s <= MIB => 10,
+            s if s <= 100 * MIB => 2,
+            _ => 1,
+        };
+        let path = make_file(tmp.path(), size, i as u8)?;
+        let (mut api_up, mut s3_up, mut api_dn, mut s3_dn, mut redir_dn) = (
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        let (mut rss_up, mut rss_dn) = (0u64, 0u64);
+        for r in 0..rounds {
+            // Alternate who goes first, so neither always gets the warmer cache.
+            let version = format!("{}.{}.{r}", i + 1, size / MIB);
+            let url = format!(
+                "{}/api/v1/packages/bench/{version}/linux/amd64",
+                server.base
+            );
+            let direct_key = format!("direct/{size}-{r}");
+            for api_first in [r % 2 == 0, r % 2 != 0] {
+                if api_first {
+                    // Each round uploads other bytes: the registry deduplicates identical ones.
+                    let sampler = RssSampler::start(server.pid());
+                    let started = Instant::now();
+                    let res = client
+                        .put(&url)
+                        .bearer_auth(&token)
+                        .body(file_body(&path).await?)
+                        .send()
+                        .await?;
+                    api_up += started.elapsed();
+                    rss_up = rss_up.max(sampler.finish());
+                    if res.status() != 201 {
+                        return Err(format!(
+                            "upload answered {}: {}",
+                            res.status(),
+                            res.text().await?
+                        )
+                        .into());
+                    }
+                    let id = res.json::<Value>().await?["id"].as_i64().ok_or("no id")?;
+                    // Make the next round's bytes differ.
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(&[r as u8 + 1; 8]))?;
+                    let sampler = RssSampler::start(server.pid());
+                    let started = Instant::now();
+                    let n = drain(
+                        client
+                            .get(format!("{}/api/v1/packages/{id}/download", server.base))
+                            .bearer_auth(&token)
+                            .send()
+                            .await?,
+                    )
+                    .await?;
+                    api_dn += started.elapsed();
+                    rss_dn = rss_dn.max(sampler.finish());
+                    assert_eq!(n, size);
+                    let started = Instant::now();
+                    let res = client
+                        .get(format!(
+                            "{}/api/v1/packages/{id}/download?redirect=true",
+                            server.base
+                        ))
+                        .bearer_auth(&token)
+                        .send()
+                        .await?;
+                    let location = res
+                        .headers()
+                        .get("location")
+                        .and_then(|l| l.to_str().ok())
+                        .ok_or("no redirect")?
+                        .to_owned();
+                    let n = drain(client.get(location).send().await?).await?;
+                    redir_dn += started.elapsed();
+                    assert_eq!(n, size);
+                } else {
+                    let mut file = tokio::fs::File::open(&path).await?;
+                    let started = Instant::now();
+                    bucket
+                        .put_object_stream_builder(&direct_key)
+                        .with_max_concurrent_chunks(2)
+                        .execute_stream(&mut file)
+                        .await?;
+                    s3_up += started.elapsed();
+                    let started = Instant::now();
+                    let mut stream = bucket.get_object_stream(&direct_key).await?;
+                    let mut n = 0u64;
+                    while let Some(chunk) = stream.bytes().next().await {
+                        n += chunk?.len() as u64;
+                    }
+                    s3_dn += started.elapsed();
+                    assert_eq!(n, size);
+                    bucket.delete_object(&direct_key).await?;
+                }
+            }
+        }
+        let total = size * rounds;
+        let row = json!({
+            "size_bytes": size,
+            "rounds": rounds,
+            "api_upload_mb_s": mb_per_s(total, api_up),
+            "s3_upload_mb_s": mb_per_s(total, s3_up),
+            "upload_ratio": s3_up.as_secs_f64() / api_up.as_secs_f64(),
+            "api_download_mb_s": mb_per_s(total, api_dn),
+            "s3_download_mb_s": mb_per_s(total, s3_dn),
+            "redirect_download_mb_s": mb_per_s(total, redir_dn),
+            "download_ratio": s3_dn.as_secs_f64() / api_dn.as_secs_f64(),
+            "server_peak_rss_upload_bytes": rss_up,
+            "server_peak_rss_download_bytes": rss_dn,
+        });
+        println!(
+            "{:<8} {:>12.1} {:>12.1} {:>7.2} {:>12.1} {:>12.1} {:>12.1} {:>7.2} {:>11.1} MiB {:>11.1} MiB",
+            format!("{} MiB", size / MIB),
+            row["api_upload_mb_s"].as_f64().unwrap_or(0.0),
+            row["s3_upload_mb_s"].as_f64().unwrap_or(0.0),
+            row["upload_ratio"].as_f64().unwrap_or(0.0),
+            row["api_download_mb_s"].as_f64().unwrap_or(0.0),
+            row["s3_download_mb_s"].as_f64().unwrap_or(0.0),
+            row["redirect_download_mb_s"].as_f64().unwrap_or(0.0),
+            row["download_ratio"].as_f64().unwrap_or(0.0),
+            rss_up as f64 / MIB as f64,
+            rss_dn as f64 / MIB as f64,
+        );
+        results["transfers"].as_array_mut().ok_or("json")?.push(row);
+        std::fs::remove_file(&path)?;
+    }
+
+    // --- 200 concurrent downloads of 10 MiB -----------------------------------------------
+    let path = make_file(tmp.path(), 10 * MIB, 200)?;
+    let res = client
+        .put(format!(
+            "{}/api/v1/packages/concurrent/1.0.0/linux/amd64",
+            server.base
+        ))
+        .bearer_auth(&token)
+        .body(file_body(&path).await?)
+        .send()
+        .await?;
+    let id = res.json::<Value>().await?["id"].as_i64().ok_or("no id")?;
+    let mut file = tokio::fs::File::open(&path).await?;
+    bucket
+        .put_object_stream_builder("direct/concurrent")
+        .execute_stream(&mut file)
+        .await?;
+    let sampler = RssSampler::start(server.pid());
+    let started = Instant::now();
+    let api = futures_util::future::join_all((0..200).map(|_| {
+        let req = client
+            .get(format!("{}/api/v1/packages/{id}/download", server.base))
+            .bearer_auth(&token);
+        async move { drain(req.send().await?).await }
+    }))
+    .await;
+    let api_time = started.elapsed();
+    let rss_concurrent = sampler.finish();
+    let api_errors = api
+        .iter()
+        .filter(|r| !matches!(r, Ok(n) if *n == 10 * MIB))
+        .count();
+    let started = Instant::now();
+    let direct = futures_util::future::join_all((0..200).map(|_| {
+        let bucket = bucket.clone();
+        async move {
+            let mut stream = bucket.get_object_stream("direct/concurrent").await?;
+            let mut n = 0u64;
+            while let Some(chunk) = stream.bytes().next().await {
+                n += chunk?.len() as u64;
+            }
+            Ok::<u64, Box<dyn std::error::Error + Send + Sync>>(n)
+        }
+    }))
+    .await;
+    let direct_time = started.elapsed();
+    let direct_errors = direct
+        .iter()
+        .filter(|r| !matches!(r, Ok(n) if *n == 10 * MIB))
+        .count();
+    results["concurrent_downloads"] = json!({
+        "clients": 200, "size_bytes": 10 * MIB,
+        "api_aggregate_mb_s": mb_per_s(200 * 10 * MIB, api_time),
+        "s3_aggregate_mb_s": mb_per_s(200 * 10 * MIB, direct_time),
+        "api_errors": api_errors, "s3_errors": direct_errors,
+        "server_peak_rss_bytes": rss_concurrent,
+    });
+    println!(
+        "\n200 concurrent downloads of 10 MiB: API {:.1} MB/s ({} errors, peak RSS {:.1} MiB), direct S3 {:.1} MB/s ({} errors)",
+        mb_per_s(200 * 10 * MIB, api_time),
+        api_errors,
+        rss_concurrent as f64 / MIB as f64,
+        mb_per_s(200 * 10 * MIB, direct_time),
+        direct_errors
+    );
+
+    // --- metadata at scale ------------------------------------------------------------------
+    let started = Instant::now();
+    populate(db.url(), packages)?;
+    println!(
+        "\ninserted {packages} packages in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<10} {:>8} {:>10} {:>10} {:>10}",
+        "query", "clients", "p50 ms", "p99 ms", "req/s"
+    );
+    let names = (packages / 10).max(1);
+    for (label, make_url) in [
+        (
+            "get",
+            Box::new(move |i: u64| format!("/api/v1/packages/{}", 1 + i % packages))
+                as Box<dyn Fn(u64) -> String + Send + Sync>,
+        ),
+        (
+            "latest",
+            Box::new(move |i: u64| {
+                format!(
+                    "/api/v1/packages/latest?name=pkg-{}&platform=linux&arch=amd64",
+                    i % names
+                )
+            }),
+        ),
+        (
+            "list",
+            Box::new(move |i: u64| {
+                format!(
+                    "/api/v1/packages?name=pkg-{}&platform=linux&per_page=20",
+                    i % names
+                )
+            }),
+        ),
+    ] {
+        let make_url = Arc::new(make_url);
+        for clients in [1u64, 8, 64] {
+            let deadline = Instant::now() + Duration::from_secs(if quick { 2 } else { 4 });
+            let workers = (0..clients).map(|c| {
+                let client = client.clone();
+                let token = token.clone();
+                let base = server.base.clone();
+                let make_url = make_url.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    let mut errors = 0u64;
+                    let mut i = c * 7919;
+                    while Instant::now() < deadline && latencies.len() < 200_000 {
+                        i += 1;
+                        let started = Instant::now();
+                        match client
+                            .get(format!("{base}{}", make_url(i)))
+                            .bearer_auth(&token)
+                            .send()
+                            .await
+                        {
+                            Ok(res) if res.status().is_success() => {
+                                let _ = res.bytes().await;
+                                latencies.push(started.elapsed());
+                            }
+                            _ => errors += 1,
+                        }
+                    }
+                    (latencies, errors)
+                })
+            });
+            let mut all = Vec::new();
+            let mut errors = 0;
+            let started = Instant::now();
+            for w in futures_util::future::join_all(workers).await {
+                let (l, e) = w?;
+                all.extend(l);
+                errors += e;
+            }
+            let elapsed = started.elapsed();
+            all.sort();
+            let row = json!({
+                "query": label, "packages": packages, "clients": clients,
+                "p50_ms": percentile(&all, 0.50), "p99_ms": percentile(&all, 0.99),
+                "requests_per_s": all.len() as f64 / elapsed.as_secs_f64(), "errors": errors,
+            });
+            println!(
+                "{:<10} {:>8} {:>10.2} {:>10.2} {:>10.0}{}",
+                label,
+                clients,
+                percentile(&all, 0.5),
+                percentile(&all, 0.99),
+                all.len() as f64 / elapsed.as_secs_f64(),
+                if errors > 0 {
+                    format!("  ({errors} errors)")
+                } else {
+                    String::new()
+                }
+            );
+            results["metadata"].as_array_mut().ok_or("json")?.push(row);
+        }
+    }
+
+    let (_, hwm) = server.memory();
+    results["server_peak_rss_bytes"] = json!(hwm);
+    results["packages"] = json!(packages);
+    println!(
+        "\nserver peak resident memory over the whole run: {:.1} MiB",
+        hwm as f64 / MIB as f64
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    println!("results written to {}", out.display());
+
+    // Empty and remove the bucket.
+    drop(server);
+    for page in bucket.list(String::new(), None).await? {
+        for object in page.contents {
+            bucket.delete_object(&object.key).await?;
+        }
+    }
+    bucket.delete().await?;
+    Ok(())
+}
+
+/// Inserts `n` packages (10 versions of n/10 names) straight into PostgreSQL.
+fn populate(url: &str, n: u64) -> Result<()> {
+    let mut conn = PgConnection::establish(url)?;
+    // Every row needs a blob; these name objects that do not exist, which metadata reads
+    // never touch.
+    diesel::sql_query(format!(
+        "INSERT INTO blobs (checksum, storage_path, file_size, created_at)
+         SELECT lpad(to_hex(g), 64, '0'), 'packages/' || lpad(to_hex(g), 32, '0'), 1, now()
+         FROM generate_series(1, {n}) AS g"
+    ))
+    .execute(&mut conn)?;
+    diesel::sql_query(format!(
+        "INSERT INTO packages (name, version, version_sort, prerelease, platform, arch, file_size,
+                               checksum, storage_path, filename, description, is_active, created_at, updated_at)
+         SELECT 'pkg-' || (g / 10), '1.' || (g % 10) || '.0',
+                lpad('1', 20, '0') || '.' || lpad((g % 10)::text, 20, '0') || '.' || lpad('0', 20, '0') || '~',
+                false, 'linux', 'amd64', 1, lpad(to_hex(g), 64, '0'), 'packages/' || lpad(to_hex(g), 32, '0'),
+                'agent', '', true, now(), now()
+         FROM generate_series(1, {n}) AS g"
+    ))
+    .execute(&mut conn)?;
+    diesel::sql_query("ANALYZE").execute(&mut conn)?;
+    Ok(())
+}
