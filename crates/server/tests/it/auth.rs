@@ -133,13 +133,7 @@ async fn bad_tokens_are_401_with_a_stable_code(backend: Backend) {
     // A genuine token made with the same secret works: the cases above fail for their
     // own reason, not for the secret.
     let good = token_with(&ours, |_| {});
-    let res = app
-        .client
-        .get(app.url("/api/v1/packages"))
-        .bearer_auth(good)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/packages", &good).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -280,16 +274,7 @@ async fn admins_manage_users(backend: Backend) {
     .unwrap();
     assert_eq!(res.status(), 400);
 
-    let list: Vec<Value> = app
-        .client
-        .get(app.url("/api/v1/users"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = app.get("/api/v1/users", &admin).await.json().await.unwrap();
     let names: Vec<_> = list
         .iter()
         .map(|u| u["username"].as_str().unwrap())

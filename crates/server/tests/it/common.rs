@@ -160,6 +160,26 @@ impl TestApp {
         secrecy::ExposeSecret::expose_secret(&self.settings.database.url).to_owned()
     }
 
+    /// `GET path` with a bearer token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE path` with a bearer token.
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
         self.client
             .post(self.url("/api/v1/auth/login"))

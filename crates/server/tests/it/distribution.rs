@@ -259,12 +259,11 @@ async fn pipelines_upload_with_a_raw_put(backend: Backend) {
     assert_eq!(p["checksum"], sha);
     assert_eq!(p["file_size"], bytes.len() as u64);
     let res = app
-        .client
-        .get(app.url("/api/v1/packages/ci-agent/3.2.1/windows/386/download"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            "/api/v1/packages/ci-agent/3.2.1/windows/386/download",
+            &token,
+        )
+        .await;
     assert_eq!(
         res.headers()["content-disposition"],
         "attachment; filename=\"agent.exe\""
@@ -364,12 +363,11 @@ async fn yanked_packages_leave_lists_and_latest_but_stay_downloadable(backend: B
     }
     let latest = || async {
         let res = app
-            .client
-            .get(app.url("/api/v1/packages/latest?name=agent&platform=linux&arch=amd64"))
-            .bearer_auth(&publisher)
-            .send()
-            .await
-            .unwrap();
+            .get(
+                "/api/v1/packages/latest?name=agent&platform=linux&arch=amd64",
+                &publisher,
+            )
+            .await;
         res.json::<Value>().await.unwrap()
     };
     let newest = latest().await;
@@ -408,13 +406,7 @@ async fn yanked_packages_leave_lists_and_latest_but_stay_downloadable(backend: B
         format!("/api/v1/packages/{id}/download"),
         "/api/v1/packages/agent/1.1.0/linux/amd64/download".into(),
     ] {
-        let res = app
-            .client
-            .get(app.url(&path))
-            .bearer_auth(&publisher)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get(&path, &publisher).await;
         assert_eq!(res.status(), 200, "{path}");
         assert_eq!(res.bytes().await.unwrap().as_ref(), b"1.1.0");
     }
@@ -475,13 +467,7 @@ async fn version_history_and_requirement_filters(backend: Backend) {
             201
         );
     }
-    let res = app
-        .client
-        .get(app.url("/api/v1/packages/agent/versions"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/packages/agent/versions", &token).await;
     assert_eq!(res.status(), 200);
     let history: Vec<Value> = res.json().await.unwrap();
     let summary: Vec<(String, usize)> = history
@@ -503,34 +489,23 @@ async fn version_history_and_requirement_filters(backend: Backend) {
     );
     assert_eq!(history[0]["prerelease"], true);
     let res = app
-        .client
-        .get(app.url("/api/v1/packages/nothing-here/versions"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get("/api/v1/packages/nothing-here/versions", &token)
+        .await;
     assert_eq!(res.status(), 404);
 
     let res = app
-        .client
-        .get(app.url("/api/v1/packages?name=agent&version=%3E%3D1.10&per_page=1"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            "/api/v1/packages?name=agent&version=%3E%3D1.10&per_page=1",
+            &token,
+        )
+        .await;
     assert_eq!(res.headers()["x-total-count"], "3");
     let link = res.headers()["link"].to_str().unwrap().to_owned();
     assert!(link.contains("version=%3E%3D1.10"), "{link}");
     assert!(link.contains("rel=\"next\""), "{link}");
     let page: Vec<Value> = res.json().await.unwrap();
     assert_eq!(page[0]["version"], "2.0.0-rc.1");
-    let res = app
-        .client
-        .get(app.url("/api/v1/packages?version=%5E1"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/packages?version=%5E1", &token).await;
     assert_eq!(res.status(), 400, "a requirement needs a name");
 }
 
@@ -546,12 +521,11 @@ async fn redirects_go_to_object_storage_when_it_can_serve(backend: Backend) {
         201
     );
     let res = app
-        .client
-        .get(app.url("/api/v1/packages/agent/1.0.0/linux/amd64/download?redirect=true"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            "/api/v1/packages/agent/1.0.0/linux/amd64/download?redirect=true",
+            &token,
+        )
+        .await;
     match backend {
         Backend::PgS3 => {
             assert_eq!(res.status(), 307);
@@ -575,12 +549,8 @@ async fn redirects_go_to_object_storage_when_it_can_serve(backend: Backend) {
     }
     // Without asking, it streams.
     let res = app
-        .client
-        .get(app.url("/api/v1/packages/agent/1.0.0/linux/amd64/download"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get("/api/v1/packages/agent/1.0.0/linux/amd64/download", &token)
+        .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -601,13 +571,7 @@ async fn identical_bytes_are_stored_once(backend: Backend) {
     let (keys, rows) = app.stored().await;
     assert_eq!((keys.len(), rows), (1, 3), "one object for three packages");
     for id in &ids[..2] {
-        let res = app
-            .client
-            .delete(app.url(&format!("/api/v1/packages/{id}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let res = app.delete(&format!("/api/v1/packages/{id}"), &token).await;
         assert_eq!(res.status(), 204);
     }
     assert_eq!(
@@ -616,20 +580,12 @@ async fn identical_bytes_are_stored_once(backend: Backend) {
         "the last package keeps the object"
     );
     let res = app
-        .client
-        .get(app.url(&format!("/api/v1/packages/{}/download", ids[2])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/api/v1/packages/{}/download", ids[2]), &token)
+        .await;
     assert_eq!(res.bytes().await.unwrap().as_ref(), bytes.as_slice());
     let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/packages/{}", ids[2])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/api/v1/packages/{}", ids[2]), &token)
+        .await;
     assert_eq!(res.status(), 204);
     app.assert_nothing_stored().await;
 }
@@ -685,12 +641,8 @@ async fn concurrent_uploads_and_deletes_of_the_same_bytes_never_lose_or_orphan_t
     // Every surviving package serves its bytes, and exactly one object backs them all.
     for id in &survivors {
         let res = app
-            .client
-            .get(app.url(&format!("/api/v1/packages/{id}/download")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("/api/v1/packages/{id}/download"), &token)
+            .await;
         assert_eq!(res.status(), 200, "package {id} lost its bytes");
         assert_eq!(hex::encode(Sha256::digest(res.bytes().await.unwrap())), sha);
     }

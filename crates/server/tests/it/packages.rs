@@ -59,37 +59,21 @@ async fn the_seed_scenario_works_end_to_end(backend: Backend) {
     }
 
     // list
-    let res = app
-        .client
-        .get(app.url("/api/v1/packages"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/packages", &token).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-total-count"], "1");
     let list: Vec<Value> = res.json().await.unwrap();
     assert_eq!(list, vec![created.clone()]);
 
     // get
-    let res = app
-        .client
-        .get(app.url(&format!("/api/v1/packages/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get(&format!("/api/v1/packages/{id}"), &token).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap(), created);
 
     // download: identical bytes, the right headers
     let res = app
-        .client
-        .get(app.url(&format!("/api/v1/packages/{id}/download")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/api/v1/packages/{id}/download"), &token)
+        .await;
     assert_eq!(res.status(), 200);
     let h = res.headers().clone();
     assert_eq!(h["content-type"], "application/octet-stream");
@@ -105,25 +89,13 @@ async fn the_seed_scenario_works_end_to_end(backend: Backend) {
     assert_eq!(body.as_ref(), data.as_slice());
 
     // delete, then 404 — and the bytes are gone too
-    let res = app
-        .client
-        .delete(app.url(&format!("/api/v1/packages/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&format!("/api/v1/packages/{id}"), &token).await;
     assert_eq!(res.status(), 204);
     for path in [
         format!("/api/v1/packages/{id}"),
         format!("/api/v1/packages/{id}/download"),
     ] {
-        let res = app
-            .client
-            .get(app.url(&path))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get(&path, &token).await;
         assert_eq!(res.status(), 404);
         assert_eq!(
             res.json::<Value>().await.unwrap()["error"]["code"],
@@ -248,12 +220,11 @@ async fn lists_filter_paginate_and_link(backend: Backend) {
     assert_eq!(app.upload(&token, vec![2; 10], &other).await.status(), 201);
 
     let res = app
-        .client
-        .get(app.url("/api/v1/packages?name=opamp-agent&per_page=2&page=1"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            "/api/v1/packages?name=opamp-agent&per_page=2&page=1",
+            &token,
+        )
+        .await;
     assert_eq!(res.headers()["x-total-count"], "3");
     let link = res.headers()["link"].to_str().unwrap().to_owned();
     assert!(link.contains("page=2>; rel=\"next\""), "{link}");
@@ -266,23 +237,13 @@ async fn lists_filter_paginate_and_link(backend: Backend) {
     assert_eq!(versions, ["1.2.0", "1.1.0"]);
 
     let res = app
-        .client
-        .get(app.url("/api/v1/packages?platform=windows&arch=386"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get("/api/v1/packages?platform=windows&arch=386", &token)
+        .await;
     let page: Vec<Value> = res.json().await.unwrap();
     assert_eq!(page.len(), 1);
     assert_eq!(page[0]["name"], "other");
 
-    let res = app
-        .client
-        .get(app.url("/api/v1/packages?arch=sparc"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/packages?arch=sparc", &token).await;
     assert_eq!(res.status(), 400);
     assert_eq!(
         res.json::<Value>().await.unwrap()["error"]["code"],
@@ -454,13 +415,7 @@ async fn invalid_input_is_a_400_with_a_stable_code(backend: Backend) {
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"]["field"], "file");
     // Non-numeric ids.
-    let res = app
-        .client
-        .get(app.url("/api/v1/packages/abc"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/api/v1/packages/abc", &token).await;
     assert_eq!(res.status(), 400);
     app.assert_nothing_stored().await;
 }
@@ -507,25 +462,13 @@ async fn unknown_routes_and_ids_are_json_404s(backend: Backend) {
         "/api/v1/packages/999999",
         "/api/v1/packages/999999/download",
     ] {
-        let res = app
-            .client
-            .get(app.url(path))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let res = app.get(path, &token).await;
         assert_eq!(res.status(), 404, "{path}");
         assert_eq!(
             res.json::<Value>().await.unwrap()["error"]["code"],
             "not_found"
         );
     }
-    let res = app
-        .client
-        .delete(app.url("/api/v1/packages/999999"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete("/api/v1/packages/999999", &token).await;
     assert_eq!(res.status(), 404);
 }

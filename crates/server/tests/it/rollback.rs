@@ -51,12 +51,11 @@ async fn a_duplicate_is_a_409_and_leaves_only_the_first(backend: Backend) {
     assert_eq!(rows, 1);
     // Never an overwrite: the first package's bytes are intact.
     let res = app
-        .client
-        .get(app.url(&format!("/api/v1/packages/{}/download", first["id"])))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get(
+            &format!("/api/v1/packages/{}/download", first["id"]),
+            &token,
+        )
+        .await;
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"first");
 }
 
