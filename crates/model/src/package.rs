@@ -171,10 +171,14 @@ impl FileName {
                 format!("must be 1 to {} bytes long", Self::MAX_BYTES),
             ));
         }
-        if s.contains(['/', '\\']) || s.contains("..") || s.chars().any(char::is_control) {
+        if s == "."
+            || s.contains(['/', '\\'])
+            || s.contains("..")
+            || s.chars().any(char::is_control)
+        {
             return Err(ValidationError::new(
                 field,
-                "must be a plain file name: no '/', '\\', '..' or control characters",
+                "must be a plain file name: not '.', and no '/', '\\', '..' or control characters",
             ));
         }
         Ok(Self(s.to_owned()))

@@ -653,7 +653,7 @@ async fn concurrent_uploads_and_deletes_of_the_same_bytes_never_lose_or_orphan_t
 async fn concurrent_uploads_of_the_same_coordinates_publish_exactly_one(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token_for("publisher").await;
-    let uploads = (0..20u8).map(|i| put(&app, &token, "race/1.0.0/linux/amd64", vec![i; 300_000]));
+    let uploads = (0..50u8).map(|i| put(&app, &token, "race/1.0.0/linux/amd64", vec![i; 300_000]));
     let statuses: Vec<u16> = futures_util::future::join_all(uploads)
         .await
         .iter()
@@ -666,7 +666,7 @@ async fn concurrent_uploads_of_the_same_coordinates_publish_exactly_one(backend:
     );
     assert_eq!(
         statuses.iter().filter(|s| **s == 409).count(),
-        19,
+        49,
         "{statuses:?}"
     );
     let (keys, rows) = app.stored().await;

@@ -15,6 +15,7 @@ on_both_backends!(
     a_filename_that_names_a_path_is_refused,
     health_and_readiness_answer,
     unknown_routes_and_ids_are_json_404s,
+    hostile_requests_are_refused_and_the_server_keeps_serving,
 );
 
 fn coords(version: &str) -> Vec<(&'static str, String)> {
@@ -423,7 +424,7 @@ async fn invalid_input_is_a_400_with_a_stable_code(backend: Backend) {
 async fn a_filename_that_names_a_path_is_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token_for("publisher").await;
-    for name in ["../../etc/passwd", "/etc/passwd", "a\\b", "..", "x/y"] {
+    for name in ["../../etc/passwd", "/etc/passwd", "a\\b", "..", ".", "x/y"] {
         let mut form = reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(b"x".to_vec()).file_name(name.to_owned()),
@@ -471,4 +472,90 @@ async fn unknown_routes_and_ids_are_json_404s(backend: Backend) {
     }
     let res = app.delete("/api/v1/packages/999999", &token).await;
     assert_eq!(res.status(), 404);
+}
+
+async fn hostile_requests_are_refused_and_the_server_keeps_serving(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let long = "x".repeat(10_000);
+    let hostile: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("name", "%2e%2e"),
+            ("version", "1.0.0"),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", "a'; DROP TABLE packages; --"),
+            ("version", "1.0.0"),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", "a"),
+            ("version", "1.0.0' OR '1'='1"),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", "a"),
+            ("version", "1.0.0\0"),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", "a"),
+            ("version", "1.0.0"),
+            ("platform", "linux\0"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", &long),
+            ("version", "1.0.0"),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", "a"),
+            ("version", &long),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+        ],
+        vec![
+            ("name", "a"),
+            ("version", "1.0.0"),
+            ("platform", "linux"),
+            ("arch", "amd64"),
+            ("description", "nul\0byte"),
+        ],
+    ];
+    for fields in &hostile {
+        let res = app.upload(&token, b"x".to_vec(), fields).await;
+        assert_eq!(res.status(), 400, "{:?}", &fields[..2]);
+        assert!(res.json::<Value>().await.unwrap()["error"]["code"].is_string());
+    }
+    // Paths that try to climb out, encoded or not, never reach a file.
+    for path in [
+        "/api/v1/packages/%2e%2e/%2e%2e/etc/passwd/download",
+        "/api/v1/packages/..%2F..%2Fetc/1.0.0/linux/amd64/download",
+        "/api/v1/packages/a/1.0.0/linux/amd64%00/download",
+    ] {
+        let res = app.get(path, &token).await;
+        assert!(res.status().is_client_error(), "{path}: {}", res.status());
+    }
+    // A header flood is refused by the HTTP layer.
+    let mut req = app
+        .client
+        .get(app.url("/api/v1/packages"))
+        .bearer_auth(&token);
+    for i in 0..200 {
+        req = req.header(format!("x-flood-{i}"), "y".repeat(100));
+    }
+    if let Ok(res) = req.send().await {
+        assert!(res.status().is_client_error(), "{}", res.status());
+    }
+    // Nothing stored, and the server still serves.
+    app.assert_nothing_stored().await;
+    let res = app.get("/api/v1/packages", &token).await;
+    assert_eq!(res.status(), 200);
 }

@@ -375,3 +375,46 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
     );
     assert_eq!(app.stored().await.1, 1);
 }
+
+/// PostgreSQL only: its connections can be killed from outside, as a failover or an
+/// administrator would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_s3_the_server_recovers_by_itself_when_database_connections_are_killed() {
+    let app = TestApp::spawn(Backend::PgS3).await;
+    let token = app.token_for("publisher").await;
+    assert_eq!(
+        app.upload(&token, b"before".to_vec(), &FIELDS)
+            .await
+            .status(),
+        201
+    );
+    let url = app.db_url();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let killed = tokio::task::spawn_blocking(move || {
+        let admin = agentpkg_store::testing::admin_url();
+        let mut c = diesel::PgConnection::establish(&admin).unwrap();
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+        ))
+        .execute(&mut c)
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(killed > 0, "no connection was killed");
+    // Broken connections are found on check-out and replaced: no request fails for it.
+    for _ in 0..5 {
+        assert_eq!(app.get("/api/v1/packages", &token).await.status(), 200);
+    }
+    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut fields = FIELDS.to_vec();
+    fields[1] = ("version", "1.0.1");
+    assert_eq!(
+        app.upload(&token, b"after".to_vec(), &fields)
+            .await
+            .status(),
+        201
+    );
+}
