@@ -172,6 +172,29 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<SecretString> {
     }
 }
 
+/// Returns the id of the request's log span as `X-Request-Id`, so a client's report can be
+/// matched with the server's log lines.
+async fn request_id_header(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::HttpMessage;
+    let id = req
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .copied();
+    let mut res = next.call(req).await?;
+    if let Some(id) = id
+        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.to_string())
+    {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    Ok(res)
+}
+
 /// A built server, bound and ready to run.
 pub struct Application {
     port: u16,
@@ -275,6 +298,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(request_id_header))
+                // Outermost: opens the request's span and gives it its id.
                 .wrap(TracingLogger::default())
                 .configure(agentpkg_api::configure(state.clone()))
         })

@@ -28,6 +28,40 @@ struct Running {
     child: Child,
     port: u16,
     log: Vec<String>,
+    /// Log lines after start-up.
+    later: Option<std::sync::mpsc::Receiver<String>>,
+}
+
+impl Running {
+    /// Every log line so far.
+    fn all_log(&mut self) -> Vec<String> {
+        if let Some(rx) = &self.later {
+            self.log.extend(rx.try_iter());
+        }
+        self.log.clone()
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 impl Drop for Running {
@@ -49,6 +83,7 @@ fn start(mut cmd: Command) -> Running {
         child,
         port: 0,
         log: Vec::new(),
+        later: None,
     };
     let stderr = server.child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -68,10 +103,13 @@ fn start(mut cmd: Command) -> Running {
             continue;
         };
         server.log.push(line.clone());
+        // Text logs say port=N; JSON logs "port":N.
         if line.contains("listening")
-            && let Some(port) = line.split("port=").nth(1)
+            && let Some(port) = line.split("port=").nth(1).or_else(|| line.split("\"port\":").nth(1))
         {
-            server.port = port.split_whitespace().next().unwrap().parse().unwrap();
+            let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
+            server.port = digits.parse().unwrap();
+            server.later = Some(rx);
             return server;
         }
     }
@@ -325,6 +363,7 @@ async fn the_server_survives_its_log_pipe_closing() {
         child,
         port: port.expect("the server started"),
         log: Vec::new(),
+        later: None,
     };
     // A login writes a log line into the closed pipe.
     assert_eq!(
@@ -343,4 +382,208 @@ async fn the_server_survives_its_log_pipe_closing() {
         server.child.try_wait().unwrap().is_none(),
         "the server exited"
     );
+}
+
+#[tokio::test]
+async fn no_secret_token_or_password_ever_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin_password = "admin-secret-password-123";
+    let jwt_secret = "jwt-secret-value-which-is-long-enough-1234";
+    let mut cmd = command(dir.path());
+    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", admin_password)
+        .env("AGENTPKG__AUTH__JWT_SECRET", jwt_secret)
+        .env("AGENTPKG__LOG__LEVEL", "trace")
+        .env("AGENTPKG__LOG__FORMAT", "json");
+    let mut server = start(cmd);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let client = reqwest::Client::new();
+    let admin_token = login(server.port, "admin", admin_password)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user_password = "user-secret-password-456";
+    let res = client
+        .post(format!("{base}/api/v1/users"))
+        .bearer_auth(&admin_token)
+        .json(
+            &serde_json::json!({"username": "ci", "password": user_password, "role": "publisher"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let user_token = login(server.port, "ci", user_password)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        login(server.port, "ci", "wrong-secret-password-789")
+            .await
+            .status(),
+        401
+    );
+    let res = client
+        .put(format!("{base}/api/v1/packages/a/1.0.0/linux/amd64"))
+        .bearer_auth(&user_token)
+        .body("bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = client
+        .get(format!("{base}/api/v1/packages"))
+        .header("Authorization", format!("Bearer {admin_token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    server.signal("TERM");
+    server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server stops");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.all_log().join("\n");
+    assert!(
+        log.contains("package published"),
+        "the log was captured: {log}"
+    );
+    for secret in [
+        admin_password,
+        jwt_secret,
+        user_password,
+        "wrong-secret-password-789",
+        &admin_token,
+        &user_token,
+    ] {
+        assert!(
+            !log.contains(secret),
+            "the log contains a secret ({}…)",
+            &secret[..8]
+        );
+    }
+    // Nor the signature part of a token on its own.
+    for token in [&admin_token, &user_token] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!log.contains(signature));
+    }
+}
+
+/// Sends the head and the first half of a raw PUT upload of `total` bytes.
+async fn start_slow_upload(port: u16, token: &str, total: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /api/v1/packages/slow/1.0.0/linux/amd64 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![7u8; total / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password")
+        .env("AGENTPKG__SERVER__SHUTDOWN_TIMEOUT_SECS", "20");
+    let mut server = start(cmd);
+    let token = login(server.port, "admin", "a long admin password")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let total = 4 * 1024 * 1024;
+    let mut upload = start_slow_upload(server.port, &token, total).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .is_err(),
+        "a stopping server still accepts connections"
+    );
+    upload
+        .write_all(&vec![7u8; total - total / 2])
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    upload.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let status = server
+        .wait_exit(Duration::from_secs(20))
+        .expect("the server stops");
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn an_upload_cut_off_by_shutdown_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(dir.path());
+    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password")
+        .env("AGENTPKG__SERVER__SHUTDOWN_TIMEOUT_SECS", "1");
+    let mut server = start(cmd);
+    let token = login(server.port, "admin", "a long admin password")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Half an upload, then the client stalls past the grace period.
+    let _stalled = start_slow_upload(server.port, &token, 4 * 1024 * 1024).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    server
+        .wait_exit(Duration::from_secs(15))
+        .expect("the server stops after its grace period");
+    let packages = dir.path().join("data/packages");
+    let mut left = Vec::new();
+    for sub in ["packages", ".tmp"] {
+        if let Ok(entries) = std::fs::read_dir(packages.join(sub)) {
+            left.extend(entries.map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // And no row: a restarted server lists nothing.
+    let mut cmd = command(dir.path());
+    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password");
+    let server = start(cmd);
+    let res = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/api/v1/packages", server.port))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Vec<Value>>().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn the_example_configuration_starts_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/agentpkg.toml");
+    let mut cmd = command(dir.path());
+    // Every key in the file must be a real one (unknown keys stop the server).
+    cmd.arg("--config").arg(&example);
+    let server = start(cmd);
+    let res = reqwest::get(format!("http://127.0.0.1:{}/readyz", server.port)).await.unwrap();
+    assert_eq!(res.status(), 200);
 }

@@ -449,10 +449,26 @@ async fn a_filename_that_names_a_path_is_refused(backend: Backend) {
 
 async fn health_and_readiness_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    for path in ["/healthz", "/readyz", "/api/v1/healthz", "/api/v1/readyz"] {
+    let mut ids = std::collections::HashSet::new();
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/api/v1/healthz",
+        "/api/v1/readyz",
+        "/nope",
+    ] {
         let res = app.client.get(app.url(path)).send().await.unwrap();
-        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(
+            res.status(),
+            if path == "/nope" { 404 } else { 200 },
+            "{path}"
+        );
+        // Every answer names its request, for matching with the server's log.
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        ids.insert(id);
     }
+    assert_eq!(ids.len(), 5, "request ids repeat");
 }
 
 async fn unknown_routes_and_ids_are_json_404s(backend: Backend) {
