@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod handlers;
+mod metrics;
 
 use actix_web::web;
 use agentpkg_packagemgr::{Accounts, PackageManager};
@@ -11,6 +12,7 @@ use agentpkg_packagemgr::{Accounts, PackageManager};
 pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
 pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
+pub use metrics::{ApiMetrics, track_requests};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -19,6 +21,17 @@ pub struct ApiState {
     pub accounts: Accounts,
     pub tokens: TokenIssuer,
     pub downloads: DownloadOptions,
+    pub metrics: std::sync::Arc<ApiMetrics>,
+}
+
+/// Mounts only `GET /metrics`, without authentication, for a separate listener
+/// (`metrics.bind`) that only the scraper can reach.
+pub fn configure_metrics_only(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(state))
+            .route("/metrics", web::get().to(metrics::metrics_unauthenticated))
+            .default_service(web::to(handlers::not_found));
+    }
 }
 
 /// Mounts the API (and its health endpoints) on an actix-web app.
@@ -30,6 +43,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(error::path_config())
             .route("/healthz", web::get().to(handlers::health::healthz))
             .route("/readyz", web::get().to(handlers::health::readyz))
+            .route("/metrics", web::get().to(metrics::metrics))
             .service(
                 web::scope("/api/v1")
                     .route("/healthz", web::get().to(handlers::health::healthz))

@@ -4,18 +4,22 @@
 use agentpkg_model::ObjectKey;
 use agentpkg_storage::DynObjectStore;
 
+use crate::ManagerMetrics;
+
 /// Deletes the object when dropped, unless [`ObjectGuard::disarm`] was called. Error paths
 /// call [`ObjectGuard::discard`] to delete and wait; `Drop` covers the paths nobody
 /// wrote (a cancelled future, a panic).
 pub(crate) struct ObjectGuard {
     storage: DynObjectStore,
+    metrics: ManagerMetrics,
     key: Option<ObjectKey>,
 }
 
 impl ObjectGuard {
-    pub(crate) fn new(storage: DynObjectStore, key: ObjectKey) -> Self {
+    pub(crate) fn new(storage: DynObjectStore, metrics: ManagerMetrics, key: ObjectKey) -> Self {
         Self {
             storage,
+            metrics,
             key: Some(key),
         }
     }
@@ -35,19 +39,35 @@ impl ObjectGuard {
     /// reconciler to remove it: it is never silently dropped.
     pub(crate) async fn discard(mut self) {
         if let Some(key) = self.key.take() {
-            delete_logged(&self.storage, &key).await;
+            rollback(&self.storage, &self.metrics, &key).await;
         }
     }
 }
 
-pub(crate) async fn delete_logged(storage: &DynObjectStore, key: &ObjectKey) {
+/// Deletes the object of a failed upload, counting the outcome.
+async fn rollback(storage: &DynObjectStore, metrics: &ManagerMetrics, key: &ObjectKey) {
+    if delete_logged(storage, key).await {
+        metrics.rollback_cleanups.inc();
+    } else {
+        metrics.rollback_cleanup_failures.inc();
+    }
+}
+
+/// Deletes an object; a failure is logged with the key. Returns whether it went.
+pub(crate) async fn delete_logged(storage: &DynObjectStore, key: &ObjectKey) -> bool {
     match storage.delete(key).await {
-        Ok(()) => tracing::debug!(object_key = %key, "rolled back stored object"),
-        Err(e) => tracing::error!(
-            object_key = %key,
-            error = %e,
-            "rollback could not delete the stored object; it is orphaned until removed"
-        ),
+        Ok(()) => {
+            tracing::debug!(object_key = %key, "deleted stored object");
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                object_key = %key,
+                error = %e,
+                "could not delete the stored object; it is orphaned until reconciliation removes it"
+            );
+            false
+        }
     }
 }
 
@@ -57,7 +77,8 @@ impl Drop for ObjectGuard {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let storage = self.storage.clone();
-                handle.spawn(async move { delete_logged(&storage, &key).await });
+                let metrics = self.metrics.clone();
+                handle.spawn(async move { rollback(&storage, &metrics, &key).await });
             }
             Err(_) => tracing::error!(
                 object_key = %key,

@@ -11,12 +11,14 @@ mod error;
 mod guard;
 mod hashing;
 mod manager;
+mod metrics;
 mod reconcile;
 
 pub use accounts::{Accounts, FirstAdmin};
 pub use body::{BodyReader, BodySender, body_channel};
 pub use error::Error;
 pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};
+pub use metrics::ManagerMetrics;
 pub use reconcile::{MissingObject, ReconcileReport};
 
 pub use agentpkg_model as model;

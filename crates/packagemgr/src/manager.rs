@@ -10,9 +10,9 @@ use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
 use agentpkg_store::{DynStore, StoreError};
 use tokio::io::AsyncRead;
 
-use crate::Error;
 use crate::guard::{ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
+use crate::{Error, ManagerMetrics};
 
 /// Limits of the package manager.
 #[derive(Debug, Clone)]
@@ -79,6 +79,7 @@ pub struct PackageManager {
     pub(crate) store: DynStore,
     pub(crate) storage: DynObjectStore,
     config: ManagerConfig,
+    pub(crate) metrics: ManagerMetrics,
 }
 
 impl PackageManager {
@@ -87,11 +88,17 @@ impl PackageManager {
             store,
             storage,
             config,
+            metrics: ManagerMetrics::default(),
         }
     }
 
     pub fn config(&self) -> &ManagerConfig {
         &self.config
+    }
+
+    /// Counters of rollbacks and reconciliation, to register with a metrics registry.
+    pub fn metrics(&self) -> &ManagerMetrics {
+        &self.metrics
     }
 
     /// Uploads one package: refuses known coordinates before reading the body, streams the
@@ -127,13 +134,14 @@ impl PackageManager {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let storage = self.storage.clone();
+        let metrics = self.metrics.clone();
         let limit = self.config.max_upload_bytes;
         let task = tokio::spawn(async move {
             let key = ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
             let mut reader = HashingReader::new(body, limit);
             let stored = storage.put(&key, &mut reader).await;
             // From here the object may exist: the guard owns its fate.
-            let guard = ObjectGuard::new(storage, key);
+            let guard = ObjectGuard::new(storage, metrics, key);
             let exceeded = reader.exceeded();
             let (size, checksum) = reader.finish();
             match stored {
@@ -342,7 +350,9 @@ impl PackageManager {
         // Other packages with the same bytes keep the object.
         if deleted.object_released {
             match object_key(&package) {
-                Ok(key) => delete_logged(&self.storage, &key).await,
+                Ok(key) => {
+                    delete_logged(&self.storage, &key).await;
+                }
                 Err(e) => tracing::error!(
                     package_id = id,
                     error = %e,

@@ -72,6 +72,9 @@ impl PackageManager {
                 report.delete_failures.push(object.key);
                 continue;
             }
+            if !dry_run {
+                self.metrics.orphans_removed.inc();
+            }
             tracing::warn!(object_key = %key, dry_run, "orphaned object removed");
             report.orphans_removed.push(object.key);
         }

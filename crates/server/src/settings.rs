@@ -20,6 +20,7 @@ pub struct Settings {
     pub upload: UploadSettings,
     pub download: DownloadSettings,
     pub gc: GcSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
 
@@ -197,6 +198,14 @@ impl Default for GcSettings {
             grace_secs: 900,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A separate address serving `GET /metrics` without authentication, for a scraper
+    /// (e.g. `127.0.0.1:9100`). Empty: only the API port serves `/metrics`, to admins.
+    pub bind: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
-use agentpkg_api::{ApiState, DownloadOptions, JwtSecret, TokenIssuer};
+use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
 use agentpkg_packagemgr::{Accounts, ManagerConfig, PackageManager};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
@@ -200,6 +200,33 @@ pub struct Application {
     port: u16,
     server: Server,
     reconciler: Option<tokio::task::JoinHandle<()>>,
+    /// The separate `/metrics` listener and its port, when `metrics.bind` is set.
+    metrics_server: Option<(Server, u16)>,
+}
+
+fn metrics_listener(
+    settings: &Settings,
+    state: &ApiState,
+) -> Result<Option<(Server, u16)>, BuildError> {
+    if settings.metrics.bind.is_empty() {
+        return Ok(None);
+    }
+    let listener =
+        TcpListener::bind(&settings.metrics.bind).map_err(|source| BuildError::Bind {
+            addr: settings.metrics.bind.clone(),
+            source,
+        })?;
+    let port = listener.local_addr()?.port();
+    let state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new().configure(agentpkg_api::configure_metrics_only(state.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    tracing::info!(addr = %settings.metrics.bind, port, "metrics listening");
+    Ok(Some((server, port)))
 }
 
 fn manager(
@@ -280,7 +307,9 @@ impl Application {
         }
         let packages = manager(&settings, store, components.storage);
         let reconciler = spawn_reconciler(&settings, packages.clone());
+        let metrics = Arc::new(ApiMetrics::new(packages.metrics()));
         let state = ApiState {
+            metrics,
             packages,
             accounts,
             tokens: TokenIssuer::new(&secret, settings.auth.token_ttl_secs),
@@ -296,8 +325,10 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr()?.port();
+        let metrics_server = metrics_listener(&settings, &state)?;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(agentpkg_api::track_requests))
                 .wrap(actix_web::middleware::from_fn(request_id_header))
                 // Outermost: opens the request's span and gives it its id.
                 .wrap(TracingLogger::default())
@@ -313,6 +344,7 @@ impl Application {
             port,
             server,
             reconciler,
+            metrics_server,
         })
     }
 
@@ -321,8 +353,21 @@ impl Application {
     }
 
     /// Serves until the process is told to stop (SIGINT/SIGTERM).
+    /// The port of the separate `/metrics` listener, when configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            (tokio::spawn(server), handle)
+        });
         let result = self.server.await;
+        if let Some((task, handle)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         if let Some(reconciler) = self.reconciler {
             reconciler.abort();
         }

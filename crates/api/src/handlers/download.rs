@@ -70,6 +70,7 @@ pub(crate) async fn serve(
     match requested_range(req, &package, &etag) {
         RangeAsk::None => {
             let body = state.packages.open(&package, None).await?;
+            state.metrics.downloaded(size);
             Ok(identity(HttpResponse::Ok(), &package, &etag)
                 .content_type("application/octet-stream")
                 .insert_header(disposition(&package))
@@ -77,6 +78,7 @@ pub(crate) async fn serve(
         }
         RangeAsk::Satisfiable(start, end) => {
             let body = state.packages.open(&package, Some((start, end))).await?;
+            state.metrics.downloaded(end - start + 1);
             Ok(identity(HttpResponse::PartialContent(), &package, &etag)
                 .content_type("application/octet-stream")
                 .insert_header(disposition(&package))

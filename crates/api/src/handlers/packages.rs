@@ -352,8 +352,31 @@ pub(crate) async fn upload(
     _publisher: Publisher,
     state: web::Data<ApiState>,
     req: HttpRequest,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> Result<HttpResponse, ApiError> {
+    counted(&state, upload_form(&state, &req, multipart).await)
+}
+
+/// Counts an upload's outcome: bytes published, or the reason it was refused.
+fn counted(state: &ApiState, result: Result<Package, ApiError>) -> Result<HttpResponse, ApiError> {
+    match result {
+        Ok(package) => {
+            state.metrics.uploaded(package.file_size);
+            created(package)
+        }
+        Err(e) => {
+            state.metrics.rejected(e.code);
+            tracing::info!(code = e.code, status = e.status.as_u16(), "upload refused");
+            Err(e)
+        }
+    }
+}
+
+async fn upload_form(
+    state: &ApiState,
+    req: &HttpRequest,
+    mut multipart: Multipart,
+) -> Result<Package, ApiError> {
     let limit = state.packages.config().max_upload_bytes;
     let is_form = req
         .headers()
@@ -367,19 +390,19 @@ pub(crate) async fn upload(
             "the upload must be multipart/form-data",
         ));
     }
-    if let Some(length) = content_length(&req)
+    if let Some(length) = content_length(req)
         && length > limit.saturating_add(FORM_OVERHEAD)
     {
         return Err(ApiError::too_large(limit));
     }
-    let header_sha256 = checksum_header(&req)?;
+    let header_sha256 = checksum_header(req)?;
 
     let mut form = Form::default();
     let read = form.read(&state.packages, &mut multipart).await;
     let meta = read.and_then(|()| form.meta(header_sha256));
     let staged = form.staged.take();
     match (meta, staged) {
-        (Ok(meta), Some(staged)) => created(state.packages.publish(staged, meta).await?),
+        (Ok(meta), Some(staged)) => Ok(state.packages.publish(staged, meta).await?),
         (Ok(_), None) => Err(missing("file")),
         (Err(e), staged) => {
             if let Some(staged) = staged {
@@ -420,10 +443,22 @@ pub(crate) async fn put(
     params: web::Query<PutParams>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (name, version, platform, arch) = path.into_inner();
+    counted(
+        &state,
+        put_body(&state, &req, path.into_inner(), &params, body).await,
+    )
+}
+
+async fn put_body(
+    state: &ApiState,
+    req: &HttpRequest,
+    (name, version, platform, arch): (String, String, String, String),
+    params: &PutParams,
+    body: web::Payload,
+) -> Result<Package, ApiError> {
     let coordinates = coordinates(&name, &version, &platform, &arch)?;
     let limit = state.packages.config().max_upload_bytes;
-    if content_length(&req).is_some_and(|length| length > limit) {
+    if content_length(req).is_some_and(|length| length > limit) {
         return Err(ApiError::too_large(limit));
     }
     let meta = UploadMeta {
@@ -438,12 +473,12 @@ pub(crate) async fn put(
             .map(Description::parse)
             .transpose()?
             .unwrap_or_default(),
-        expected_sha256: checksum_header(&req)?,
+        expected_sha256: checksum_header(req)?,
         coordinates,
     };
     state.packages.ensure_absent(&meta.coordinates).await?;
     let staged = stream_into_storage(&state.packages, body).await?;
-    created(state.packages.publish(staged, meta).await?)
+    Ok(state.packages.publish(staged, meta).await?)
 }
 
 fn created(package: Package) -> Result<HttpResponse, ApiError> {

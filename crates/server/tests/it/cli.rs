@@ -105,7 +105,10 @@ fn start(mut cmd: Command) -> Running {
         server.log.push(line.clone());
         // Text logs say port=N; JSON logs "port":N.
         if line.contains("listening")
-            && let Some(port) = line.split("port=").nth(1).or_else(|| line.split("\"port\":").nth(1))
+            && let Some(port) = line
+                .split("port=")
+                .nth(1)
+                .or_else(|| line.split("\"port\":").nth(1))
         {
             let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
             server.port = digits.parse().unwrap();
@@ -584,6 +587,8 @@ async fn the_example_configuration_starts_the_server() {
     // Every key in the file must be a real one (unknown keys stop the server).
     cmd.arg("--config").arg(&example);
     let server = start(cmd);
-    let res = reqwest::get(format!("http://127.0.0.1:{}/readyz", server.port)).await.unwrap();
+    let res = reqwest::get(format!("http://127.0.0.1:{}/readyz", server.port))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 }

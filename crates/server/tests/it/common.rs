@@ -78,6 +78,8 @@ pub struct TestApp {
     /// The same store and storage the server uses, opened separately to inspect them.
     pub store: DieselStore,
     pub storage: DynObjectStore,
+    /// The separate metrics listener's port, when `metrics.bind` was set.
+    pub metrics_port: Option<u16>,
     handle: ServerHandle,
     bucket: Option<String>,
     db: Option<TestDatabase>,
@@ -126,6 +128,7 @@ impl TestApp {
             .await
             .expect("the server starts");
         let port = app.port();
+        let metrics_port = app.metrics_port();
         let handle = app.handle();
         tokio::spawn(app.run_until_stopped());
 
@@ -145,6 +148,7 @@ impl TestApp {
             settings,
             store,
             storage,
+            metrics_port,
             handle,
             bucket,
             db,

@@ -16,6 +16,7 @@ on_both_backends!(
     health_and_readiness_answer,
     unknown_routes_and_ids_are_json_404s,
     hostile_requests_are_refused_and_the_server_keeps_serving,
+    metrics_count_requests_bytes_rejections_and_rollbacks,
 );
 
 fn coords(version: &str) -> Vec<(&'static str, String)> {
@@ -574,4 +575,96 @@ async fn hostile_requests_are_refused_and_the_server_keeps_serving(backend: Back
     app.assert_nothing_stored().await;
     let res = app.get("/api/v1/packages", &token).await;
     assert_eq!(res.status(), 200);
+}
+
+async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.metrics.bind = "127.0.0.1:0".into()).await;
+    let admin = app.admin_token().await;
+    let fields = coords("1.0.0");
+    assert_eq!(
+        app.upload(&admin, b"12345".to_vec(), &as_refs(&fields))
+            .await
+            .status(),
+        201
+    );
+    // File first: stored, then refused as a duplicate and rolled back.
+    assert_eq!(
+        app.upload(&admin, b"other".to_vec(), &as_refs(&fields))
+            .await
+            .status(),
+        409
+    );
+    let list: Vec<Value> = app
+        .get("/api/v1/packages", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = list[0]["id"].as_i64().unwrap();
+    let res = app
+        .get(&format!("/api/v1/packages/{id}/download"), &admin)
+        .await;
+    assert_eq!(res.bytes().await.unwrap().len(), 5);
+
+    // On the API port, for admins only.
+    assert_eq!(
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let viewer = app.token_for("viewer").await;
+    assert_eq!(app.get("/metrics", &viewer).await.status(), 403);
+    let res = app.get("/metrics", &admin).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = res.text().await.unwrap();
+    for line in [
+        "http_requests_total{method=\"POST\",route=\"/api/v1/packages\",status=\"201\"} 1",
+        "http_requests_total{method=\"POST\",route=\"/api/v1/packages\",status=\"409\"} 1",
+        "http_requests_total{method=\"GET\",route=\"/api/v1/packages/{id}/download\",status=\"200\"} 1",
+        "agentpkg_uploaded_bytes_total 5",
+        "agentpkg_downloaded_bytes_total 5",
+        "agentpkg_uploads_rejected_total{reason=\"conflict\"} 1",
+        "agentpkg_rollback_cleanups_total 1",
+        "agentpkg_rollback_cleanup_failures_total 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+
+    // The separate listener serves the same, without a token.
+    let port = app.metrics_port.expect("metrics listener");
+    let res = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("agentpkg_uploaded_bytes_total 5")
+    );
+    let res = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/packages"))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        404,
+        "the metrics listener serves nothing else"
+    );
 }
