@@ -126,6 +126,29 @@ fn generated_password(log: &[String]) -> Option<String> {
     })
 }
 
+/// A token for `user`, or a panic.
+async fn token(port: u16, user: &str, password: &str) -> String {
+    let res = login(port, user, password).await;
+    assert_eq!(res.status(), 200, "login as {user}");
+    res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Starts the server with a known admin password and a shutdown grace period, and logs in.
+async fn start_for_shutdown(dir: &Path, grace_secs: u64) -> (Running, String) {
+    let mut cmd = command(dir);
+    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password")
+        .env(
+            "AGENTPKG__SERVER__SHUTDOWN_TIMEOUT_SECS",
+            grace_secs.to_string(),
+        );
+    let server = start(cmd);
+    let token = token(server.port, "admin", "a long admin password").await;
+    (server, token)
+}
+
 async fn login(port: u16, user: &str, password: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/api/v1/auth/login"))
@@ -400,14 +423,7 @@ async fn no_secret_token_or_password_ever_reaches_the_log() {
     let mut server = start(cmd);
     let base = format!("http://127.0.0.1:{}", server.port);
     let client = reqwest::Client::new();
-    let admin_token = login(server.port, "admin", admin_password)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let admin_token = token(server.port, "admin", admin_password).await;
     let user_password = "user-secret-password-456";
     let res = client
         .post(format!("{base}/api/v1/users"))
@@ -419,14 +435,7 @@ async fn no_secret_token_or_password_ever_reaches_the_log() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let user_token = login(server.port, "ci", user_password)
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let user_token = token(server.port, "ci", user_password).await;
     assert_eq!(
         login(server.port, "ci", "wrong-secret-password-789")
             .await
@@ -499,18 +508,7 @@ async fn start_slow_upload(port: u16, token: &str, total: usize) -> tokio::net::
 async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = command(dir.path());
-    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password")
-        .env("AGENTPKG__SERVER__SHUTDOWN_TIMEOUT_SECS", "20");
-    let mut server = start(cmd);
-    let token = login(server.port, "admin", "a long admin password")
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (mut server, token) = start_for_shutdown(dir.path(), 20).await;
     let total = 4 * 1024 * 1024;
     let mut upload = start_slow_upload(server.port, &token, total).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -539,18 +537,7 @@ async fn sigterm_lets_an_upload_in_flight_finish_and_refuses_new_connections() {
 #[tokio::test]
 async fn an_upload_cut_off_by_shutdown_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = command(dir.path());
-    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", "a long admin password")
-        .env("AGENTPKG__SERVER__SHUTDOWN_TIMEOUT_SECS", "1");
-    let mut server = start(cmd);
-    let token = login(server.port, "admin", "a long admin password")
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (mut server, token) = start_for_shutdown(dir.path(), 1).await;
     // Half an upload, then the client stalls past the grace period.
     let _stalled = start_slow_upload(server.port, &token, 4 * 1024 * 1024).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
