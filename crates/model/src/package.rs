@@ -331,6 +331,7 @@ mod tests {
         }
         for bad in [
             "",
+            ".",
             "../etc/passwd",
             "a/b",
             "a\\b",

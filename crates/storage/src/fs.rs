@@ -253,4 +253,45 @@ mod tests {
         let tmp_entries = std::fs::read_dir(dir.path().join(TMP_DIR)).unwrap().count();
         assert_eq!(tmp_entries, 0);
     }
+
+    #[tokio::test]
+    async fn ranges_read_exactly_the_asked_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let data: Vec<u8> = (0..=255u8).cycle().take(1_000_000).collect();
+        store.put(&key(4), &mut data.as_slice()).await.unwrap();
+        for (start, end) in [
+            (0u64, 0u64),
+            (10, 19),
+            (999_990, 999_999),
+            (300_000, 700_000),
+        ] {
+            let got: Vec<u8> = store
+                .get_range(&key(4), start, end)
+                .await
+                .unwrap()
+                .map_ok(|b| b.to_vec())
+                .try_concat()
+                .await
+                .unwrap();
+            assert_eq!(got, data[start as usize..=end as usize], "{start}-{end}");
+        }
+        assert!(matches!(
+            store.get_range(&key(5), 0, 1).await,
+            Err(StorageError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn listing_reports_sizes_and_ages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+        store.put(&key(6), &mut &b"six bytes"[..]).await.unwrap();
+        let objects = store.list_objects().await.unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].key, key(6).to_string());
+        assert_eq!(objects[0].size, 9);
+        assert!(objects[0].last_modified >= before);
+    }
 }
