@@ -49,7 +49,15 @@ fi
 
 g() { garage -c "$CFG" "$@"; }
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 if ! g status >/dev/null 2>&1; then
+  for port in "$S3_PORT" "$RPC_PORT"; do
+    if port_in_use "$port"; then
+      log "port $port is taken by another process (another checkout's Garage?): stop it, or set AGENTPKG_GARAGE_S3_PORT and AGENTPKG_GARAGE_RPC_PORT"
+      exit 1
+    fi
+  done
   log "starting garage (S3 on 127.0.0.1:$S3_PORT, log in $DIR/garage.log)"
   nohup garage -c "$CFG" server >"$DIR/garage.log" 2>&1 &
   for _ in $(seq 1 100); do

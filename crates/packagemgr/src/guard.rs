@@ -35,6 +35,14 @@ impl ObjectGuard {
         self.key.take().expect("guard holds its key until consumed")
     }
 
+    /// Deletes a spare copy: the bytes are already stored under another key. Not a
+    /// rollback, so not counted as one; a failure is still logged with the key.
+    pub(crate) async fn delete_spare_copy(mut self) {
+        if let Some(key) = self.key.take() {
+            delete_logged(&self.storage, &key).await;
+        }
+    }
+
     /// Deletes the object now. A failure is logged with the key, for an operator or the
     /// reconciler to remove it: it is never silently dropped.
     pub(crate) async fn discard(mut self) {

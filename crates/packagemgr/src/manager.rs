@@ -195,7 +195,7 @@ impl PackageManager {
                     if inserted.reused_object {
                         // The same bytes were already stored: the package shares that
                         // object, and this upload's copy goes.
-                        staged.discard().await;
+                        staged.guard.delete_spare_copy().await;
                     } else {
                         staged.guard.disarm();
                     }

@@ -587,6 +587,15 @@ async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend)
             .status(),
         201
     );
+    // The same bytes again under other coordinates: stored once, and the spare copy's
+    // deletion is not a rollback.
+    let again = coords("2.0.0");
+    assert_eq!(
+        app.upload(&admin, b"12345".to_vec(), &as_refs(&again))
+            .await
+            .status(),
+        201
+    );
     // File first: stored, then refused as a duplicate and rolled back.
     assert_eq!(
         app.upload(&admin, b"other".to_vec(), &as_refs(&fields))
@@ -628,10 +637,10 @@ async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend)
     );
     let text = res.text().await.unwrap();
     for line in [
-        "http_requests_total{method=\"POST\",route=\"/api/v1/packages\",status=\"201\"} 1",
+        "http_requests_total{method=\"POST\",route=\"/api/v1/packages\",status=\"201\"} 2",
         "http_requests_total{method=\"POST\",route=\"/api/v1/packages\",status=\"409\"} 1",
         "http_requests_total{method=\"GET\",route=\"/api/v1/packages/{id}/download\",status=\"200\"} 1",
-        "agentpkg_uploaded_bytes_total 5",
+        "agentpkg_uploaded_bytes_total 10",
         "agentpkg_downloaded_bytes_total 5",
         "agentpkg_uploads_rejected_total{reason=\"conflict\"} 1",
         "agentpkg_rollback_cleanups_total 1",
@@ -657,7 +666,7 @@ async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend)
         res.text()
             .await
             .unwrap()
-            .contains("agentpkg_uploaded_bytes_total 5")
+            .contains("agentpkg_uploaded_bytes_total 10")
     );
     let res = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/packages"))
         .await
