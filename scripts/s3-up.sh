@@ -74,12 +74,26 @@ if g layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
   log "layout applied"
 fi
 
+# Right after a layout change Garage answers "Layout not ready" for a moment: retry.
+retry() {
+  local out
+  for _ in $(seq 1 60); do
+    if out=$("$@" 2>&1); then
+      printf '%s\n' "$out"
+      return 0
+    fi
+    sleep 0.5
+  done
+  printf '%s\n' "$out" >&2
+  return 1
+}
+
 if [ ! -f "$DIR/env" ]; then
-  out=$(g key create agentpkg-dev)
+  out=$(retry g key create agentpkg-dev)
   key_id=$(printf '%s\n' "$out" | awk -F': *' '/Key ID/ {print $2; exit}')
   secret_key=$(printf '%s\n' "$out" | awk -F': *' '/Secret key/ {print $2; exit}')
   [ -n "$key_id" ] && [ -n "$secret_key" ] || { log "could not read the new key:"; printf '%s\n' "$out" >&2; exit 1; }
-  g key allow --create-bucket agentpkg-dev >/dev/null
+  retry g key allow --create-bucket agentpkg-dev >/dev/null
   umask 077
   cat >"$DIR/env" <<ENV
 AGENTPKG_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
