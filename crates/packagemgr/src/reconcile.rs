@@ -28,6 +28,9 @@ pub struct ReconcileReport {
     pub missing_objects: Vec<MissingObject>,
     /// Orphans whose deletion failed (logged with their key).
     pub delete_failures: Vec<String>,
+    /// Leftovers of writes that never finished (a killed process), older than the grace
+    /// period: removed (or, on a dry run, to be).
+    pub incomplete_removed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -77,6 +80,14 @@ impl PackageManager {
             }
             tracing::warn!(object_key = %key, dry_run, "orphaned object removed");
             report.orphans_removed.push(object.key);
+        }
+        report.incomplete_removed = self.storage.sweep_incomplete(cutoff, dry_run).await?;
+        if !report.incomplete_removed.is_empty() {
+            tracing::warn!(
+                count = report.incomplete_removed.len(),
+                dry_run,
+                "unfinished writes removed"
+            );
         }
         for key in referenced.difference(&present) {
             let package_ids = self.store.packages_with_object(key).await?;

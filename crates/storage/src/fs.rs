@@ -168,6 +168,31 @@ impl ObjectStore for FsStore {
         Ok(objects)
     }
 
+    async fn sweep_incomplete(
+        &self,
+        older_than: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut removed = Vec::new();
+        let mut entries = tokio::fs::read_dir(self.root.join(TMP_DIR)).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let modified = entry.metadata().await?.modified()?;
+            if modified >= older_than {
+                continue;
+            }
+            if !dry_run {
+                match tokio::fs::remove_file(entry.path()).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            removed.push(format!("{TMP_DIR}/{}", entry.file_name().to_string_lossy()));
+        }
+        removed.sort();
+        Ok(removed)
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         let meta = tokio::fs::metadata(&self.root).await?;
         if meta.is_dir() {
@@ -293,5 +318,41 @@ mod tests {
         assert_eq!(objects[0].key, key(6).to_string());
         assert_eq!(objects[0].size, 9);
         assert!(objects[0].last_modified >= before);
+    }
+
+    #[tokio::test]
+    async fn sweeping_removes_only_old_unfinished_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).await.unwrap();
+        store.put(&key(7), &mut &b"finished"[..]).await.unwrap();
+        // What a process killed mid-upload leaves.
+        std::fs::write(dir.path().join(TMP_DIR).join("crashed"), b"partial").unwrap();
+        let now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert!(
+            store
+                .sweep_incomplete(long_ago, false)
+                .await
+                .unwrap()
+                .is_empty(),
+            "too young"
+        );
+        assert_eq!(
+            store.sweep_incomplete(now, true).await.unwrap(),
+            vec![".tmp/crashed"]
+        );
+        assert!(
+            dir.path().join(TMP_DIR).join("crashed").exists(),
+            "a dry run removes nothing"
+        );
+        assert_eq!(
+            store.sweep_incomplete(now, false).await.unwrap(),
+            vec![".tmp/crashed"]
+        );
+        assert!(!dir.path().join(TMP_DIR).join("crashed").exists());
+        assert!(
+            store.exists(&key(7)).await.unwrap(),
+            "finished objects stay"
+        );
     }
 }

@@ -73,6 +73,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         keys.sort();
         Ok(keys)
     }
+    /// Removes the leftovers of writes that never finished (a process killed mid-upload)
+    /// last touched before `older_than`, and returns what went. Stores whose failed writes
+    /// leave nothing visible (S3 aborts or expires multipart uploads) have nothing to do.
+    async fn sweep_incomplete(
+        &self,
+        older_than: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StorageError> {
+        let _ = (older_than, dry_run);
+        Ok(Vec::new())
+    }
+
     /// Whether the store can be used right now (for readiness checks).
     async fn check(&self) -> Result<(), StorageError>;
     /// A short name for logs: `fs`, `s3` or `memory`.

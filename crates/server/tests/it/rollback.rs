@@ -343,6 +343,14 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
         serde_json::json!([orphan.as_str()])
     );
     assert_eq!(report["orphans_removed"], serde_json::json!([]));
+    // On the directory backend, a process killed mid-write also leaves a temporary file.
+    let expected_incomplete = match backend {
+        Backend::SqliteFs => {
+            std::fs::write(app.fs_root().join(".tmp/leftover"), b"partial").unwrap();
+            serde_json::json!([".tmp/leftover"])
+        }
+        Backend::PgS3 => serde_json::json!([]),
+    };
     // A dry run says what it would remove.
     let (ok, report) = gc(&app, &["--dry-run", "--grace-secs", "0"]);
     assert!(ok);
@@ -351,13 +359,16 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
         serde_json::json!([orphan.as_str()])
     );
     assert!(app.storage.exists(&orphan).await.unwrap());
-    // The real pass removes it and nothing else.
+    assert_eq!(report["incomplete_removed"], expected_incomplete);
+    // The real pass removes them and nothing else.
     let (ok, report) = gc(&app, &["--grace-secs", "0"]);
     assert!(ok);
     assert_eq!(
         report["orphans_removed"],
         serde_json::json!([orphan.as_str()])
     );
+    assert_eq!(report["incomplete_removed"], expected_incomplete);
+    assert!(!app.fs_root().join(".tmp/leftover").exists());
     assert_eq!(
         app.stored().await,
         (vec![kept["storage_path"].as_str().unwrap().to_owned()], 1)
