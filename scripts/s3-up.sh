@@ -67,14 +67,8 @@ if ! g status >/dev/null 2>&1; then
   g status >/dev/null 2>&1 || { log "garage did not start:"; tail -20 "$DIR/garage.log" >&2; exit 1; }
 fi
 
-if g layout show 2>/dev/null | grep -q "No nodes currently have a role"; then
-  node=$(g node id -q 2>/dev/null | cut -d@ -f1)
-  g layout assign -z dc1 -c 1G "$node" >/dev/null
-  g layout apply --version 1 >/dev/null
-  log "layout applied"
-fi
-
-# Right after a layout change Garage answers "Layout not ready" for a moment: retry.
+# A Garage that has just started, or just changed its layout, may refuse a request for a
+# moment ("Layout not ready", connection refused): retry, bounded.
 retry() {
   local out
   for _ in $(seq 1 60); do
@@ -87,6 +81,25 @@ retry() {
   printf '%s\n' "$out" >&2
   return 1
 }
+
+# A new node has no role yet: give it one. (Asked with retries: a command that failed
+# because the daemon was still starting must not be read as "already has a role".)
+layout_version() {
+  g layout show 2>/dev/null | sed -n 's/^Current cluster layout version: \([0-9][0-9]*\).*/\1/p'
+}
+version=""
+for _ in $(seq 1 60); do
+  version=$(layout_version)
+  [ -n "$version" ] && break
+  sleep 0.5
+done
+[ -n "$version" ] || { log "cannot read the cluster layout:"; g layout show >&2; exit 1; }
+if [ "$version" = 0 ]; then
+  node=$(retry g node id -q | cut -d@ -f1)
+  retry g layout assign -z dc1 -c 1G "$node" >/dev/null
+  retry g layout apply --version 1 >/dev/null
+  log "layout applied"
+fi
 
 if [ ! -f "$DIR/env" ]; then
   out=$(retry g key create agentpkg-dev)
@@ -110,4 +123,6 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || { log "S3 API is not answering"; exit 1; }
+# And the metadata tables answer (they wait for the layout too).
+retry g bucket list >/dev/null || { log "garage's bucket table is not answering"; exit 1; }
 log "garage is up; S3 settings in $DIR/env"
