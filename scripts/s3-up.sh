@@ -125,4 +125,25 @@ done
 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || { log "S3 API is not answering"; exit 1; }
 # And the metadata tables answer (they wait for the layout too).
 retry g bucket list >/dev/null || { log "garage's bucket table is not answering"; exit 1; }
+# Finally, a write must show in a listing: right after a layout change Garage may accept
+# writes before its listings see them, and the tests compare listings with the database.
+# shellcheck source=/dev/null
+. "$DIR/env"
+sig=(--aws-sigv4 "aws:amz:garage:s3" --user "$AGENTPKG_TEST_S3_ACCESS_KEY:$AGENTPKG_TEST_S3_SECRET_KEY"
+     -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+probe="http://127.0.0.1:$S3_PORT/s3-up-probe"
+s3() { curl -s -o /dev/null -w '%{http_code}' "${sig[@]}" "$@"; }
+listed=""
+for _ in $(seq 1 60); do
+  s3 -X PUT "$probe" >/dev/null
+  if [ "$(s3 -X PUT --data-binary probe "$probe/probe")" = 200 ] \
+     && curl -s "${sig[@]}" "$probe?list-type=2" | grep -q "<Key>probe</Key>"; then
+    listed=yes
+    break
+  fi
+  sleep 0.5
+done
+s3 -X DELETE "$probe/probe" >/dev/null
+s3 -X DELETE "$probe" >/dev/null
+[ -n "$listed" ] || { log "garage does not list what it stores yet"; exit 1; }
 log "garage is up; S3 settings in $DIR/env"

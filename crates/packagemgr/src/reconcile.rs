@@ -90,6 +90,13 @@ impl PackageManager {
             );
         }
         for key in referenced.difference(&present) {
+            // A listing may lag behind a write that just finished (eventually consistent
+            // stores): ask for the object itself before calling it missing.
+            if let Ok(object) = ObjectKey::parse(key)
+                && self.storage.exists(&object).await?
+            {
+                continue;
+            }
             let package_ids = self.store.packages_with_object(key).await?;
             tracing::error!(object_key = %key, ?package_ids, "packages refer to an object that storage does not have");
             report.missing_objects.push(MissingObject {

@@ -337,7 +337,7 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
 
     // Within the grace period (default 15 minutes) it may be an upload still committing.
     let (ok, report) = gc(&app, &[]);
-    assert!(ok);
+    assert!(ok, "{report}");
     assert_eq!(
         report["orphans_in_grace"],
         serde_json::json!([orphan.as_str()])
@@ -353,7 +353,7 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
     };
     // A dry run says what it would remove.
     let (ok, report) = gc(&app, &["--dry-run", "--grace-secs", "0"]);
-    assert!(ok);
+    assert!(ok, "{report}");
     assert_eq!(
         report["orphans_removed"],
         serde_json::json!([orphan.as_str()])
@@ -362,7 +362,7 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
     assert_eq!(report["incomplete_removed"], expected_incomplete);
     // The real pass removes them and nothing else.
     let (ok, report) = gc(&app, &["--grace-secs", "0"]);
-    assert!(ok);
+    assert!(ok, "{report}");
     assert_eq!(
         report["orphans_removed"],
         serde_json::json!([orphan.as_str()])
