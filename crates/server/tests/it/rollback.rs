@@ -73,42 +73,36 @@ async fn a_checksum_mismatch_is_a_422_and_leaves_nothing(backend: Backend) {
     assert!(body["error"]["message"].as_str().unwrap().contains(&wrong));
     app.assert_nothing_stored().await;
     // ...or in the header.
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(vec![1u8; 100_000]))
-        .text("name", "opamp-agent")
-        .text("version", "1.0.0")
-        .text("platform", "linux")
-        .text("arch", "amd64");
-    let res = app
-        .client
-        .post(app.url("/api/v1/packages"))
-        .bearer_auth(&token)
-        .header("X-Checksum-Sha256", &wrong)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = upload_announcing(&app, &token, vec![1u8; 100_000], &wrong).await;
     assert_eq!(res.status(), 422);
     app.assert_nothing_stored().await;
     // The right checksum in the header is accepted.
     let data = vec![1u8; 100_000];
     let right = hex::encode(Sha256::digest(&data));
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(data))
-        .text("name", "opamp-agent")
-        .text("version", "1.0.0")
-        .text("platform", "linux")
-        .text("arch", "amd64");
-    let res = app
-        .client
+    let res = upload_announcing(&app, &token, data, &right).await;
+    assert_eq!(res.status(), 201);
+}
+
+/// A form upload (file first) whose SHA-256 is announced in `X-Checksum-Sha256`.
+async fn upload_announcing(
+    app: &TestApp,
+    token: &str,
+    data: Vec<u8>,
+    sha256: &str,
+) -> reqwest::Response {
+    let mut form =
+        reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(data));
+    for (k, v) in FIELDS {
+        form = form.text(k, v);
+    }
+    app.client
         .post(app.url("/api/v1/packages"))
-        .bearer_auth(&token)
-        .header("X-Checksum-Sha256", &right)
+        .bearer_auth(token)
+        .header("X-Checksum-Sha256", sha256)
         .multipart(form)
         .send()
         .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+        .unwrap()
 }
 
 /// Sends a raw HTTP request and returns the status line's code, if the server answered
