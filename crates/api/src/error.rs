@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 use agentpkg_model::ValidationError;
 use agentpkg_packagemgr::Error as MgrError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -18,15 +19,25 @@ pub struct ApiError {
     pub field: Option<&'static str>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// Stable machine-readable code: `invalid_field`, `missing_field`, `duplicate_field`,
+    /// `unknown_field`, `invalid_json`, `invalid_query`, `invalid_path`,
+    /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
+    /// `token_expired`, `invalid_credentials`, `forbidden`, `not_found`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `checksum_mismatch`,
+    /// `range_not_satisfiable`, `database_unavailable`, `storage_unavailable`, `internal`.
+    #[schema(example = "invalid_field")]
     code: &'a str,
+    /// What went wrong, for a person.
     message: &'a str,
+    /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }
@@ -141,8 +152,8 @@ impl ApiError {
     }
 
     fn body(&self) -> serde_json::Value {
-        serde_json::to_value(Body {
-            error: Detail {
+        serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field,

@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod handlers;
 mod metrics;
+mod openapi;
 
 use actix_web::web;
 use agentpkg_packagemgr::{Accounts, PackageManager};
@@ -13,6 +14,7 @@ pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
 pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
 pub use metrics::{ApiMetrics, track_requests};
+pub use openapi::{ApiDoc, OPENAPI_PATH};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,9 +43,11 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(error::json_config())
             .app_data(error::query_config())
             .app_data(error::path_config())
-            .route("/healthz", web::get().to(handlers::health::healthz))
-            .route("/readyz", web::get().to(handlers::health::readyz))
+            .route("/healthz", web::get().to(handlers::health::healthz_root))
+            .route("/readyz", web::get().to(handlers::health::readyz_root))
             .route("/metrics", web::get().to(metrics::metrics))
+            // Before the /api/v1 scope, which would otherwise claim the document's path.
+            .configure(openapi::configure)
             .service(
                 web::scope("/api/v1")
                     .route("/healthz", web::get().to(handlers::health::healthz))

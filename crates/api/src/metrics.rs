@@ -168,7 +168,20 @@ fn exposition(state: &ApiState) -> Result<HttpResponse, ApiError> {
         .body(body))
 }
 
-/// `GET /metrics` on the API port: admins only.
+/// Prometheus metrics
+///
+/// OpenMetrics text: requests and latency by route and status, bytes uploaded and
+/// downloaded, rejected uploads by reason, rollbacks, storage and database latency, pool
+/// usage. On the API port it needs the admin role; `metrics.bind` serves it without
+/// authentication on an address of its own.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+    ),
+)]
 pub(crate) async fn metrics(
     _admin: Admin,
     state: web::Data<ApiState>,

@@ -47,6 +47,7 @@ macro_rules! closed_set {
     ($(#[$meta:meta])* $ty:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $ty { $(#[serde(rename = $text)] $variant),+ }
 
         impl $ty {
@@ -237,17 +238,28 @@ impl PackagePatch {
 
 /// A stored package, as the API shows it (the seed system's fields plus `filename`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Package {
     pub id: i64,
+    #[cfg_attr(feature = "openapi", schema(example = "opamp-agent"))]
     pub name: String,
+    /// SemVer 2.0 version, as uploaded.
+    #[cfg_attr(feature = "openapi", schema(example = "1.4.2"))]
     pub version: String,
     pub platform: Platform,
     pub arch: Arch,
+    /// Size in bytes.
     pub file_size: u64,
+    /// SHA-256 of the bytes, 64 lowercase hexadecimal characters; also the download's ETag.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub checksum: String,
+    /// Key of the object holding the bytes, inside the registry's bucket or directory.
     pub storage_path: String,
+    /// File name given to downloads (`Content-Disposition`).
     pub filename: String,
     pub description: String,
+    /// `false` once yanked: hidden from lists and `latest`, still downloadable by id or
+    /// exact version.
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -10,6 +10,7 @@ use crate::ValidationError;
 /// `viewer` lists, reads and downloads; `publisher` also uploads and edits;
 /// `admin` also deletes and manages users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -115,6 +116,7 @@ impl fmt::Debug for Password {
 
 /// A user account as the API shows it (never with its password hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     pub id: i64,
     pub username: String,

@@ -2,22 +2,41 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use crate::error::ErrorBody;
 use crate::{ApiError, ApiState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
+    #[schema(example = "admin")]
     username: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
-#[derive(Serialize)]
-struct LoginResponse {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LoginResponse {
+    /// A bearer token for the `Authorization` header.
     token: String,
     expires_at: DateTime<Utc>,
 }
 
-/// `POST /api/v1/auth/login`: a token for a username and password.
+/// Log in
+///
+/// A bearer token for a username and password.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A token", body = LoginResponse),
+        (status = 400, description = "Invalid JSON body", body = ErrorBody),
+        (status = 401, description = "Invalid username or password", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn login(
     state: web::Data<ApiState>,
     body: web::Json<LoginRequest>,

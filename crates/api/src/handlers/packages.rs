@@ -13,8 +13,10 @@ use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta, body_channel
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::download::{CHECKSUM_HEADER, serve};
+use crate::error::ErrorBody;
 use crate::{Admin, ApiError, ApiState, Publisher, Viewer};
 /// Room for the form's text fields and boundaries around the file itself.
 const FORM_OVERHEAD: u64 = 1024 * 1024;
@@ -23,16 +25,24 @@ const MAX_TEXT_FIELD: usize = 20 * 1024;
 /// Chunks of the file in flight between the HTTP connection and the storage upload.
 const BODY_CHANNEL_CHUNKS: usize = 16;
 
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
+    /// Only packages of this name.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(example = "opamp-agent")]
     name: Option<String>,
+    /// Only packages for this platform.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<Platform>)]
     platform: Option<String>,
+    /// Only packages for this architecture.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<Arch>)]
     arch: Option<String>,
     /// A SemVer requirement (`^1.4`); needs `name`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[param(example = "^1.4")]
     version: Option<String>,
     /// `true`: only active packages (the default); `false`: only yanked ones.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,15 +50,32 @@ pub(crate) struct ListParams {
     /// `true`: yanked packages too.
     #[serde(skip_serializing_if = "Option::is_none")]
     include_inactive: Option<bool>,
+    /// Packages per page, 1 to 100 (default 20; out-of-range values are clamped).
     #[serde(skip_serializing_if = "Option::is_none")]
     per_page: Option<u32>,
+    /// Page number, from 1 (default 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     page: Option<u32>,
 }
 
-/// `GET /api/v1/packages`: active packages, by name then newest version first.
-/// The body is the array of packages (as in the system this one replaces); the total is
-/// in `X-Total-Count` and the neighbouring pages in an RFC 8288 `Link` header.
+/// List packages
+///
+/// Active packages, by name then newest version first. The body is the array of packages
+/// (as in the system this one replaces); the total is in `X-Total-Count` and the
+/// neighbouring pages in an RFC 8288 `Link` header. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages",
+    tag = "packages",
+    params(ListParams),
+    responses(
+        (status = 200, description = "One page of packages", body = Vec<Package>, headers(
+            ("X-Total-Count" = u64, description = "Packages matching the filters, on all pages"),
+            ("Link" = String, description = "RFC 8288 links to the first, last, previous and next pages"),
+        )),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn list(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -121,7 +148,20 @@ fn link_header(
     Ok(links.join(", "))
 }
 
-/// `GET /api/v1/packages/{id}`.
+/// Get a package
+///
+/// Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{id}",
+    tag = "packages",
+    params(("id" = i64, Path, description = "Package id")),
+    responses(
+        (status = 200, description = "The package", body = Package),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn get(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -130,19 +170,40 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(state.packages.get(id.into_inner()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LatestParams {
+    /// Package name.
+    #[param(required = true, value_type = String, example = "opamp-agent")]
     name: Option<String>,
+    #[param(required = true, value_type = Platform)]
     platform: Option<String>,
+    #[param(required = true, value_type = Arch)]
     arch: Option<String>,
     /// A SemVer requirement the version must match (`^1.4`).
+    #[param(example = "^1.4")]
     version: Option<String>,
+    /// Whether pre-release versions (`2.0.0-rc.1`) may be chosen.
     #[serde(default)]
     prerelease: bool,
 }
 
-/// `GET /api/v1/packages/latest?name=&platform=&arch=[&version=^1.4][&prerelease=true]`:
-/// the active package of highest SemVer precedence.
+/// Latest version of a package
+///
+/// The active package of highest SemVer precedence for one name, platform and
+/// architecture, optionally among the versions matching a requirement. Needs the viewer
+/// role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/latest",
+    tag = "packages",
+    params(LatestParams),
+    responses(
+        (status = 200, description = "The latest package", body = Package),
+        (status = 400, description = "A parameter is missing or invalid", body = ErrorBody),
+        (status = 404, description = "No active package matches", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn latest(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -189,14 +250,41 @@ fn missing(field: &'static str) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DownloadParams {
     /// `true`: answer with a redirect to object storage when it can; `false`: stream.
+    /// Default: the server's `download.redirect` setting.
     redirect: Option<bool>,
 }
 
-/// `GET /api/v1/packages/{id}/download`: the bytes, streamed from storage (ranges,
-/// conditional requests and redirects as in [`serve`]). Yanked packages stay downloadable.
+/// Download a package by id
+///
+/// The bytes, streamed from storage, with single byte ranges (`Range`, `If-Range`),
+/// conditional requests (`If-None-Match` against the checksum ETag) and, for S3 storage,
+/// a redirect to a presigned URL. Yanked packages stay downloadable. Needs the viewer
+/// role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{id}/download",
+    tag = "downloads",
+    params(("id" = i64, Path, description = "Package id"), DownloadParams),
+    responses(
+        (status = 200, description = "The package's bytes", content_type = "application/octet-stream", body = Vec<u8>, headers(
+            ("ETag" = String, description = "The SHA-256 checksum, quoted"),
+            ("X-Checksum-Sha256" = String, description = "The SHA-256 checksum"),
+            ("Content-Disposition" = String, description = "attachment; filename=…"),
+        )),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified: If-None-Match matched the checksum"),
+        (status = 307, description = "Redirect to a presigned object-storage URL", headers(
+            ("Location" = String, description = "The presigned URL"),
+        )),
+        (status = 400, description = "Invalid id or parameter", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+        (status = 416, description = "The range is outside the package", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn download(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -222,8 +310,31 @@ fn coordinates(
     })
 }
 
-/// `GET /api/v1/packages/{name}/{version}/{platform}/{arch}/download`: an exact version,
-/// active or yanked, so an agent's URL never needs a database id.
+/// Download an exact version
+///
+/// By name, version, platform and architecture, active or yanked, so an agent's URL never
+/// needs a database id. Answers as the download by id does. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{name}/{version}/{platform}/{arch}/download",
+    tag = "downloads",
+    params(
+        ("name" = String, Path, description = "Package name", example = "opamp-agent"),
+        ("version" = String, Path, description = "SemVer version", example = "1.4.2"),
+        ("platform" = Platform, Path),
+        ("arch" = Arch, Path),
+        DownloadParams,
+    ),
+    responses(
+        (status = 200, description = "The package's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified: If-None-Match matched the checksum"),
+        (status = 307, description = "Redirect to a presigned object-storage URL"),
+        (status = 400, description = "Invalid coordinates", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+        (status = 416, description = "The range is outside the package", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn download_by_coordinates(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -239,15 +350,44 @@ pub(crate) async fn download_by_coordinates(
     serve(&req, &state, package, params.redirect).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LatestDownloadParams {
+    /// A SemVer requirement the version must match (`^1.4`).
+    #[param(example = "^1.4")]
     version: Option<String>,
+    /// Whether pre-release versions may be chosen.
     #[serde(default)]
     prerelease: bool,
+    /// `true`: answer with a redirect to object storage when it can; `false`: stream.
     redirect: Option<bool>,
 }
 
-/// `GET /api/v1/packages/{name}/latest/{platform}/{arch}/download[?version=^1.4][&prerelease=true]`.
+/// Download the latest version
+///
+/// The active package of highest SemVer precedence for one name, platform and
+/// architecture (optionally matching a requirement): the URL an agent can always fetch.
+/// Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{name}/latest/{platform}/{arch}/download",
+    tag = "downloads",
+    params(
+        ("name" = String, Path, description = "Package name", example = "opamp-agent"),
+        ("platform" = Platform, Path),
+        ("arch" = Arch, Path),
+        LatestDownloadParams,
+    ),
+    responses(
+        (status = 200, description = "The package's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified: If-None-Match matched the checksum"),
+        (status = 307, description = "Redirect to a presigned object-storage URL"),
+        (status = 400, description = "Invalid name, platform, arch or requirement", body = ErrorBody),
+        (status = 404, description = "No active package matches", body = ErrorBody),
+        (status = 416, description = "The range is outside the package", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn download_latest(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -270,15 +410,30 @@ pub(crate) async fn download_latest(
 }
 
 /// One version of a package and its builds, for `GET /packages/{name}/versions`.
-#[derive(Serialize)]
-struct VersionEntry {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionEntry {
+    #[schema(example = "1.4.2")]
     version: String,
     prerelease: bool,
+    /// The builds of this version, one per platform and architecture.
     packages: Vec<Package>,
 }
 
-/// `GET /api/v1/packages/{name}/versions`: every version of a package (yanked ones
-/// included, marked by `is_active`), newest first, with its builds per platform.
+/// Versions of a package
+///
+/// Every version of a package (yanked ones included, marked by `is_active`), newest
+/// first, with its builds per platform. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{name}/versions",
+    tag = "packages",
+    params(("name" = String, Path, description = "Package name", example = "opamp-agent")),
+    responses(
+        (status = 200, description = "Versions, newest first (empty when the name is unknown)", body = Vec<VersionEntry>),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 404, description = "No such route (a name with '/')", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn versions(
     _viewer: Viewer,
     state: web::Data<ApiState>,
@@ -304,15 +459,33 @@ pub(crate) async fn versions(
     Ok(HttpResponse::Ok().json(entries))
 }
 
-#[derive(Deserialize)]
+/// A change to a package; absent fields are left as they are.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchBody {
+    /// `false` yanks the package, `true` restores it.
     is_active: Option<bool>,
+    /// A new description, at most 4096 characters.
+    #[schema(max_length = 4096)]
     description: Option<String>,
 }
 
-/// `PATCH /api/v1/packages/{id}` (publisher): `{"is_active": false}` yanks a package,
-/// `true` restores it; `description` edits it.
+/// Yank, restore or describe a package
+///
+/// `{"is_active": false}` yanks a package, `true` restores it; `description` edits it.
+/// Needs the publisher role.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/packages/{id}",
+    tag = "packages",
+    params(("id" = i64, Path, description = "Package id")),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The updated package", body = Package),
+        (status = 400, description = "Invalid body or id", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn patch(
     _publisher: Publisher,
     state: web::Data<ApiState>,
@@ -331,7 +504,21 @@ pub(crate) async fn patch(
     Ok(HttpResponse::Ok().json(state.packages.update(id.into_inner(), patch).await?))
 }
 
-/// `DELETE /api/v1/packages/{id}` (admin).
+/// Delete a package
+///
+/// Removes the package and, when no other package shares them, its bytes. Needs the admin
+/// role.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/packages/{id}",
+    tag = "packages",
+    params(("id" = i64, Path, description = "Package id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn delete(
     _admin: Admin,
     state: web::Data<ApiState>,
@@ -341,13 +528,52 @@ pub(crate) async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `POST /api/v1/packages` (publisher): a `multipart/form-data` upload with the fields
-/// `file`, `name`, `version`, `platform`, `arch`, and optionally `description` and
-/// `sha256`, in any order.
+/// The fields of an upload form (`multipart/form-data`), in any order.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Documentation only: the form is read field by field as it streams.
+pub(crate) struct UploadForm {
+    /// The package file. Its form file name becomes the download's file name.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,127}$", example = "opamp-agent")]
+    name: String,
+    /// SemVer 2.0 version.
+    #[schema(example = "1.4.2")]
+    version: String,
+    platform: Platform,
+    arch: Arch,
+    /// At most 4096 characters.
+    #[schema(max_length = 4096)]
+    description: Option<String>,
+    /// Expected SHA-256 of the file; the upload is refused when the bytes differ.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    sha256: Option<String>,
+}
+
+/// Upload a package (form)
 ///
-/// The file streams to storage as it arrives. Text fields are checked as soon as they
-/// arrive; if all coordinates come before the file, a duplicate is refused before the file
-/// is read. Whatever fails, the staged bytes are deleted.
+/// A `multipart/form-data` upload with the fields `file`, `name`, `version`, `platform`,
+/// `arch`, and optionally `description` and `sha256`, in any order. The file streams to
+/// storage as it arrives. Text fields are checked as soon as they arrive; if all
+/// coordinates come before the file, a duplicate is refused before the file is read.
+/// Whatever fails, nothing is stored. Needs the publisher role.
+#[utoipa::path(
+    post,
+    path = "/api/v1/packages",
+    tag = "packages",
+    params(("X-Checksum-Sha256" = Option<String>, Header, description = "Expected SHA-256 of the file (as the sha256 field)")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Stored", body = Package, headers(
+            ("Location" = String, description = "The new package's URL"),
+        )),
+        (status = 400, description = "A field is missing, duplicated, unknown or invalid, or the body is malformed or truncated", body = ErrorBody),
+        (status = 409, description = "A package with these coordinates exists", body = ErrorBody),
+        (status = 413, description = "The package is larger than the limit", body = ErrorBody),
+        (status = 415, description = "The body is not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "The bytes do not match the announced SHA-256", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn upload(
     _publisher: Publisher,
     state: web::Data<ApiState>,
@@ -425,16 +651,44 @@ fn checksum_header(req: &HttpRequest) -> Result<Option<Checksum>, ApiError> {
         .transpose()?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PutParams {
+    /// File name for downloads (default: the package name).
     filename: Option<String>,
+    /// At most 4096 characters.
     description: Option<String>,
 }
 
-/// `PUT /api/v1/packages/{name}/{version}/{platform}/{arch}` (publisher): the request body
-/// is the file (`curl -T file URL`). `X-Checksum-Sha256` is verified when sent;
-/// `?filename=` and `?description=` are optional. Same guarantees as the form upload: a
-/// duplicate is refused before the body is read, and any failure leaves nothing behind.
+/// Upload a package (raw body)
+///
+/// The request body is the file (`curl -T file URL`). `X-Checksum-Sha256` is verified
+/// when sent. Same guarantees as the form upload: a duplicate is refused before the body
+/// is read, and any failure leaves nothing behind. Needs the publisher role.
+#[utoipa::path(
+    put,
+    path = "/api/v1/packages/{name}/{version}/{platform}/{arch}",
+    tag = "packages",
+    params(
+        ("name" = String, Path, description = "Package name", example = "opamp-agent"),
+        ("version" = String, Path, description = "SemVer version", example = "1.4.2"),
+        ("platform" = Platform, Path),
+        ("arch" = Arch, Path),
+        PutParams,
+        ("X-Checksum-Sha256" = Option<String>, Header, description = "Expected SHA-256 of the body"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Stored", body = Package, headers(
+            ("Location" = String, description = "The new package's URL"),
+        )),
+        (status = 400, description = "Invalid coordinates or parameters, or a truncated body", body = ErrorBody),
+        (status = 404, description = "No such route (a coordinate with '/')", body = ErrorBody),
+        (status = 409, description = "A package with these coordinates exists", body = ErrorBody),
+        (status = 413, description = "The package is larger than the limit", body = ErrorBody),
+        (status = 422, description = "The bytes do not match the announced SHA-256", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn put(
     _publisher: Publisher,
     state: web::Data<ApiState>,

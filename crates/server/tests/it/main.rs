@@ -5,5 +5,6 @@ mod auth;
 mod cli;
 mod common;
 mod distribution;
+mod docs;
 mod packages;
 mod rollback;

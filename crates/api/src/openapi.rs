@@ -1,0 +1,265 @@
+//! The OpenAPI 3.1 description of the API, generated from the handlers' annotations, and
+//! Swagger UI (its assets compiled into the binary, so it works offline).
+
+use std::sync::LazyLock;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::handlers;
+
+/// Where the document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "agentpkg",
+        description = "Registry of OpAMP agent packages: one file per name, version, platform \
+and architecture. Log in with `POST /api/v1/auth/login` and send the token as \
+`Authorization: Bearer <token>`. Roles: `viewer` reads and downloads, `publisher` also \
+uploads and edits, `admin` also deletes and manages users. Every error is \
+`{\"error\":{\"code\",\"message\",\"field\"?}}` with a stable `code`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        handlers::login::login,
+        handlers::packages::list,
+        handlers::packages::upload,
+        handlers::packages::latest,
+        handlers::packages::get,
+        handlers::packages::patch,
+        handlers::packages::delete,
+        handlers::packages::versions,
+        handlers::packages::put,
+        handlers::packages::download,
+        handlers::packages::download_by_coordinates,
+        handlers::packages::download_latest,
+        handlers::users::list,
+        handlers::users::create,
+        handlers::users::delete,
+        handlers::health::healthz,
+        handlers::health::readyz,
+        handlers::health::healthz_root,
+        handlers::health::readyz_root,
+        crate::metrics::metrics,
+    ),
+    modifiers(&CommonResponses),
+    security(("bearer" = [])),
+    tags(
+        (name = "auth", description = "Tokens"),
+        (name = "packages", description = "Upload, list, inspect, yank and delete packages"),
+        (name = "downloads", description = "Package bytes, by id, exact version or latest version"),
+        (name = "users", description = "Accounts and roles (admin)"),
+        (name = "health", description = "Liveness and readiness probes"),
+        (name = "operations", description = "Metrics"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Adds what every operation shares, so the handlers' annotations list only their own
+/// answers: the bearer scheme; `401` and `403` wherever a token is needed; `503` wherever
+/// the database or object storage is used.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .into()
+        };
+        for (path, item) in &mut doc.paths.paths {
+            let uses_backends = !path.ends_with("/healthz") && !path.ends_with("/readyz");
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                // `security(())` marks the public operations.
+                let public = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|s| s.iter().all(is_empty_requirement));
+                let responses = &mut operation.responses.responses;
+                if !public {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        error("Missing, malformed, forged or expired bearer token")
+                    });
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| error("The token's role is too small"));
+                }
+                if uses_backends && path != "/metrics" {
+                    responses.entry("503".into()).or_insert_with(|| {
+                        error("The database or object storage is unavailable; retry later")
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn is_empty_requirement(requirement: &utoipa::openapi::security::SecurityRequirement) -> bool {
+    serde_json::to_value(requirement).is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+}
+
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+});
+
+/// The OpenAPI document.
+pub(crate) async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.as_str())
+}
+
+/// Swagger UI at `/swagger-ui/`, reading [`OPENAPI_PATH`]; nothing is fetched from the
+/// internet (the validator badge, which would, is off).
+pub(crate) fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new("/swagger-ui/{_:.*}").config(
+        Config::new([OPENAPI_PATH])
+            .validator_url("none")
+            .try_it_out_enabled(true)
+            .persist_authorization(true),
+    )
+}
+
+/// `/swagger-ui` → `/swagger-ui/`.
+pub(crate) async fn swagger_ui_redirect() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/swagger-ui/"))
+        .finish()
+}
+
+/// Mounts the document, Swagger UI, and the redirect to it. Public: the description of the
+/// API holds no data.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(OPENAPI_PATH, web::get().to(document))
+        .route("/swagger-ui", web::get().to(swagger_ui_redirect))
+        .service(swagger_ui());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> serde_json::Value {
+        serde_json::from_str(&DOCUMENT).unwrap()
+    }
+
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                out.push((method.to_uppercase(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_a_bearer_jwt_scheme() {
+        let doc = document();
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3.1."),
+            "{}",
+            doc["openapi"]
+        );
+        let scheme = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert_eq!(scheme["bearerFormat"], "JWT");
+        assert_eq!(doc["security"], serde_json::json!([{ "bearer": [] }]));
+    }
+
+    #[test]
+    fn only_login_and_the_probes_are_public_and_every_other_operation_documents_401_and_403() {
+        let doc = document();
+        let mut public = Vec::new();
+        for (method, path, op) in operations(&doc) {
+            if op["security"] == serde_json::json!([{}]) {
+                public.push(format!("{method} {path}"));
+                continue;
+            }
+            for status in ["401", "403"] {
+                assert!(
+                    op["responses"][status].is_object(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+        public.sort();
+        assert_eq!(
+            public,
+            [
+                "GET /api/v1/healthz",
+                "GET /api/v1/readyz",
+                "GET /healthz",
+                "GET /readyz",
+                "POST /api/v1/auth/login",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_error_response_is_the_error_body() {
+        let doc = document();
+        for (method, path, op) in operations(&doc) {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert_eq!(
+                        response["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_operation_has_a_summary_a_tag_and_a_success_response() {
+        for (method, path, op) in operations(&document()) {
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path}"
+            );
+            assert!(
+                op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{method} {path}"
+            );
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{method} {path}"
+            );
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The API describes itself: the OpenAPI document and Swagger UI, served by the binary.
+
+use serde_json::Value;
+
+use crate::common::{Backend, TestApp};
+
+/// A value for each path or required query parameter, naming the package uploaded first.
+fn sample(param: &str, id: i64) -> String {
+    match param {
+        "id" => id.to_string(),
+        "name" => "opamp-agent".into(),
+        "version" => "1.0.0".into(),
+        "platform" => "linux".into(),
+        "arch" => "amd64".into(),
+        other => panic!("no sample value for parameter {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_read_operation_exists_and_answers_a_documented_status() {
+    let app = TestApp::spawn(Backend::SqliteFs).await;
+    let admin = app.admin_token().await;
+    let res = app
+        .upload(
+            &admin,
+            b"agent bytes".to_vec(),
+            &[
+                ("name", "opamp-agent"),
+                ("version", "1.0.0"),
+                ("platform", "linux"),
+                ("arch", "amd64"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+
+    // Public: no token needed to read the description of the API.
+    let res = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let doc: Value = res.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
+
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(op) = item.get("get") else { continue };
+        let mut url = path.clone();
+        let mut query = Vec::new();
+        for param in op["parameters"].as_array().into_iter().flatten() {
+            let name = param["name"].as_str().unwrap();
+            match param["in"].as_str().unwrap() {
+                "path" => url = url.replace(&format!("{{{name}}}"), &sample(name, id)),
+                "query" if param["required"] == true => {
+                    query.push(format!("{name}={}", sample(name, id)));
+                }
+                _ => {}
+            }
+        }
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let res = app.get(&url, &admin).await;
+        let status = res.status().as_u16().to_string();
+        assert!(
+            op["responses"].get(&status).is_some(),
+            "GET {url} answered {status}, which {path} does not document"
+        );
+        assert!(
+            res.status().is_success(),
+            "GET {url} answered {status}: {}",
+            res.text().await.unwrap()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} read operations documented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_is_served_from_the_binary_and_fetches_nothing_from_elsewhere() {
+    let app = TestApp::spawn(Backend::SqliteFs).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client.get(app.url("/swagger-ui")).send().await.unwrap();
+    assert_eq!(res.status(), 308);
+    assert_eq!(res.headers()["location"], "/swagger-ui/");
+
+    let res = client.get(app.url("/swagger-ui/")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let index = res.text().await.unwrap();
+    assert!(
+        !index.contains("http://") && !index.contains("https://"),
+        "{index}"
+    );
+
+    // Every stylesheet, icon and script the page names comes from the server itself.
+    let mut assets = Vec::new();
+    for attr in ["href=\"", "src=\""] {
+        for part in index.split(attr).skip(1) {
+            let target = part.split('"').next().unwrap();
+            assets.push(target.trim_start_matches("./").to_owned());
+        }
+    }
+    assert!(
+        assets.iter().any(|a| a == "swagger-ui-bundle.js"),
+        "{assets:?}"
+    );
+    for asset in &assets {
+        let res = client
+            .get(app.url(&format!("/swagger-ui/{asset}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{asset}");
+        assert!(!res.bytes().await.unwrap().is_empty(), "{asset}");
+    }
+
+    let init = client
+        .get(app.url("/swagger-ui/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("\"/api/v1/openapi.json\""), "{init}");
+    assert!(
+        !init.contains("http://") && !init.contains("https://"),
+        "{init}"
+    );
+}
