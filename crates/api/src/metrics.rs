@@ -162,6 +162,7 @@ pub async fn track_requests(
 }
 
 fn exposition(state: &ApiState) -> Result<HttpResponse, ApiError> {
+    state.packages.refresh_metrics();
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

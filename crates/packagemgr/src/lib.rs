@@ -10,6 +10,7 @@ mod body;
 mod error;
 mod guard;
 mod hashing;
+mod instrumented;
 mod manager;
 mod metrics;
 mod reconcile;

@@ -1,5 +1,6 @@
 //! Packages: upload, list, get, latest, download, delete.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
@@ -12,6 +13,7 @@ use tokio::io::AsyncRead;
 
 use crate::guard::{ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
+use crate::instrumented::{TimedObjects, TimedStore};
 use crate::{Error, ManagerMetrics};
 
 /// Limits of the package manager.
@@ -83,12 +85,35 @@ pub struct PackageManager {
 }
 
 impl PackageManager {
+    /// A package manager over `store` and `storage`. Every call into either is timed in
+    /// [`PackageManager::metrics`].
     pub fn new(store: DynStore, storage: DynObjectStore, config: ManagerConfig) -> Self {
+        let metrics = ManagerMetrics::default();
         Self {
-            store,
-            storage,
+            store: Arc::new(TimedStore {
+                inner: store,
+                latencies: metrics.db_latency.clone(),
+            }),
+            storage: Arc::new(TimedObjects {
+                inner: storage,
+                latencies: metrics.storage_latency.clone(),
+            }),
             config,
-            metrics: ManagerMetrics::default(),
+            metrics,
+        }
+    }
+
+    /// The metadata store, with its calls timed: give it to [`crate::Accounts`] so that
+    /// account queries show in the same metrics.
+    pub fn store(&self) -> DynStore {
+        self.store.clone()
+    }
+
+    /// Takes a snapshot of the database pool into the metrics; call it before exporting
+    /// them.
+    pub fn refresh_metrics(&self) {
+        if let Some(status) = self.store.pool_status() {
+            self.metrics.set_pool(status);
         }
     }
 

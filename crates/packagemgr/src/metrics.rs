@@ -1,11 +1,15 @@
-//! What the package manager counts, for an embedding service to export. Counters are
-//! cheap shared handles; register them in a `prometheus_client` registry with
+//! What the package manager counts and times, for an embedding service to export. Metrics
+//! are cheap shared handles; register them in a `prometheus_client` registry with
 //! [`ManagerMetrics::register`].
 
+use agentpkg_store::PoolStatus;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Default)]
+use crate::instrumented::{Latencies, latencies};
+
+#[derive(Clone, Debug)]
 pub struct ManagerMetrics {
     /// Stored objects deleted again because their upload failed.
     pub rollback_cleanups: Counter,
@@ -13,6 +17,26 @@ pub struct ManagerMetrics {
     pub rollback_cleanup_failures: Counter,
     /// Orphaned objects removed by reconciliation.
     pub orphans_removed: Counter,
+    pub(crate) db_latency: Latencies,
+    pub(crate) storage_latency: Latencies,
+    db_pool_connections: Gauge,
+    db_pool_idle: Gauge,
+    db_pool_max: Gauge,
+}
+
+impl Default for ManagerMetrics {
+    fn default() -> Self {
+        Self {
+            rollback_cleanups: Counter::default(),
+            rollback_cleanup_failures: Counter::default(),
+            orphans_removed: Counter::default(),
+            db_latency: latencies(),
+            storage_latency: latencies(),
+            db_pool_connections: Gauge::default(),
+            db_pool_idle: Gauge::default(),
+            db_pool_max: Gauge::default(),
+        }
+    }
 }
 
 impl ManagerMetrics {
@@ -32,5 +56,37 @@ impl ManagerMetrics {
             "Orphaned objects removed by reconciliation",
             self.orphans_removed.clone(),
         );
+        registry.register(
+            "agentpkg_db_operation_duration_seconds",
+            "Metadata-store calls by operation and outcome (including the wait for a pooled connection)",
+            self.db_latency.clone(),
+        );
+        registry.register(
+            "agentpkg_storage_operation_duration_seconds",
+            "Object-store calls by operation and outcome (a put includes streaming its body; a get ends when the stream opens)",
+            self.storage_latency.clone(),
+        );
+        registry.register(
+            "agentpkg_db_pool_connections",
+            "Open database connections, in use or idle",
+            self.db_pool_connections.clone(),
+        );
+        registry.register(
+            "agentpkg_db_pool_idle_connections",
+            "Open database connections not in use",
+            self.db_pool_idle.clone(),
+        );
+        registry.register(
+            "agentpkg_db_pool_max_connections",
+            "Most database connections the pool opens",
+            self.db_pool_max.clone(),
+        );
+    }
+
+    /// Records a snapshot of the connection pool (taken just before each scrape).
+    pub(crate) fn set_pool(&self, status: PoolStatus) {
+        self.db_pool_connections.set(i64::from(status.connections));
+        self.db_pool_idle.set(i64::from(status.idle));
+        self.db_pool_max.set(i64::from(status.max));
     }
 }

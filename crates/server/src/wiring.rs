@@ -288,8 +288,8 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
         let secret = jwt_secret(&settings)?;
         let components = connect(&settings).await?;
-        let store = Arc::new(components.store);
-        let accounts = Accounts::new(store.clone());
+        let packages = manager(&settings, Arc::new(components.store), components.storage);
+        let accounts = Accounts::new(packages.store());
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
             .await?
@@ -305,7 +305,6 @@ impl Application {
                 None => tracing::info!("created user 'admin' with the configured password"),
             }
         }
-        let packages = manager(&settings, store, components.storage);
         let reconciler = spawn_reconciler(&settings, packages.clone());
         let metrics = Arc::new(ApiMetrics::new(packages.metrics()));
         let state = ApiState {

@@ -171,6 +171,16 @@ impl DieselStore {
         self.backend
     }
 
+    /// How busy the pool is.
+    pub fn pool_status(&self) -> crate::PoolStatus {
+        let state = self.pool.state();
+        crate::PoolStatus {
+            connections: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
+    }
+
     /// Applies every pending migration; returns how many ran.
     pub async fn run_migrations(&self) -> Result<usize, StoreError> {
         self.with_conn(|conn| {

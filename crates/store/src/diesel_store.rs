@@ -5,7 +5,9 @@ use agentpkg_model::{
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
-use crate::{Deleted, DieselStore, Inserted, MetadataStore, StoreError, packages, users};
+use crate::{
+    Deleted, DieselStore, Inserted, MetadataStore, PoolStatus, StoreError, packages, users,
+};
 
 #[async_trait]
 impl MetadataStore for DieselStore {
@@ -116,5 +118,9 @@ impl MetadataStore for DieselStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.with_conn(|c| c.ping().map_err(StoreError::from)).await
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        Some(DieselStore::pool_status(self))
     }
 }

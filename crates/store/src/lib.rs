@@ -80,6 +80,22 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How busy the connection pool is, for metrics; `None` for a store without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// A snapshot of a connection pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open, in use or idle.
+    pub connections: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
 }
 
 /// A recorded package.

@@ -645,6 +645,10 @@ async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend)
         "agentpkg_uploads_rejected_total{reason=\"conflict\"} 1",
         "agentpkg_rollback_cleanups_total 1",
         "agentpkg_rollback_cleanup_failures_total 0",
+        // Three files were stored (one then refused), two rows inserted, three logins.
+        "agentpkg_storage_operation_duration_seconds_count{operation=\"put\",outcome=\"ok\"} 3",
+        "agentpkg_db_operation_duration_seconds_count{operation=\"insert_package\",outcome=\"ok\"} 2",
+        "agentpkg_db_operation_duration_seconds_count{operation=\"user_credentials\",outcome=\"ok\"} 3",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -655,6 +659,21 @@ async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend)
         text.contains("http_request_duration_seconds_bucket{"),
         "{text}"
     );
+    let gauge = |name: &str| -> i64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let (open, idle, max) = (
+        gauge("agentpkg_db_pool_connections"),
+        gauge("agentpkg_db_pool_idle_connections"),
+        gauge("agentpkg_db_pool_max_connections"),
+    );
+    assert!(
+        1 <= open && idle <= open && open <= max,
+        "{open} {idle} {max}"
+    );
+    assert_eq!(max, i64::from(app.settings.database.max_connections));
 
     // The separate listener serves the same, without a token.
     let port = app.metrics_port.expect("metrics listener");
