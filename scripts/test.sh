@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: starts Garage (installing it once per machine) and
 # uses the PostgreSQL listening on 127.0.0.1:5432 (trust auth; override the admin URL
-# with AGENTPKG_TEST_PG_URL). Extra arguments go to `cargo test`.
+# with AGENTPKG_TEST_PG_URL). Then checks the deployment files and runs schemathesis
+# against the server (both install their pinned tools into .tools/ once). Extra
+# arguments go to `cargo test` and skip the last two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -19,3 +21,9 @@ set -a
 set +a
 
 cargo test --workspace --locked "$@"
+
+# With arguments (a filter), only the selected Rust tests run.
+if [ "$#" -eq 0 ]; then
+  ./scripts/check-deploy.sh
+  ./scripts/api-contract.sh
+fi

@@ -48,6 +48,14 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         handlers::health::readyz_root,
         crate::metrics::metrics,
     ),
+    components(schemas(
+        agentpkg_model::PackageName,
+        agentpkg_model::Version,
+        agentpkg_model::VersionRequirement,
+        agentpkg_model::Checksum,
+        agentpkg_model::Description,
+        agentpkg_model::FileName,
+    )),
     modifiers(&CommonResponses),
     security(("bearer" = [])),
     tags(

@@ -6,6 +6,8 @@
 
 mod error;
 mod key;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod package;
 mod query;
 mod user;

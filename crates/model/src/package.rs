@@ -47,7 +47,6 @@ macro_rules! closed_set {
     ($(#[$meta:meta])* $ty:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $ty { $(#[serde(rename = $text)] $variant),+ }
 
         impl $ty {

@@ -30,7 +30,7 @@ const BODY_CHANNEL_CHUNKS: usize = 16;
 pub(crate) struct ListParams {
     /// Only packages of this name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[param(example = "opamp-agent")]
+    #[param(value_type = Option<PackageName>)]
     name: Option<String>,
     /// Only packages for this platform.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,7 +42,7 @@ pub(crate) struct ListParams {
     arch: Option<String>,
     /// A SemVer requirement (`^1.4`); needs `name`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[param(example = "^1.4")]
+    #[param(value_type = Option<VersionRequirement>)]
     version: Option<String>,
     /// `true`: only active packages (the default); `false`: only yanked ones.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,14 +174,14 @@ pub(crate) async fn get(
 #[into_params(parameter_in = Query)]
 pub(crate) struct LatestParams {
     /// Package name.
-    #[param(required = true, value_type = String, example = "opamp-agent")]
+    #[param(required = true, value_type = PackageName)]
     name: Option<String>,
     #[param(required = true, value_type = Platform)]
     platform: Option<String>,
     #[param(required = true, value_type = Arch)]
     arch: Option<String>,
     /// A SemVer requirement the version must match (`^1.4`).
-    #[param(example = "^1.4")]
+    #[param(value_type = Option<VersionRequirement>)]
     version: Option<String>,
     /// Whether pre-release versions (`2.0.0-rc.1`) may be chosen.
     #[serde(default)]
@@ -319,8 +319,8 @@ fn coordinates(
     path = "/api/v1/packages/{name}/{version}/{platform}/{arch}/download",
     tag = "downloads",
     params(
-        ("name" = String, Path, description = "Package name", example = "opamp-agent"),
-        ("version" = String, Path, description = "SemVer version", example = "1.4.2"),
+        ("name" = PackageName, Path, description = "Package name"),
+        ("version" = Version, Path, description = "SemVer version"),
         ("platform" = Platform, Path),
         ("arch" = Arch, Path),
         DownloadParams,
@@ -354,7 +354,7 @@ pub(crate) async fn download_by_coordinates(
 #[into_params(parameter_in = Query)]
 pub(crate) struct LatestDownloadParams {
     /// A SemVer requirement the version must match (`^1.4`).
-    #[param(example = "^1.4")]
+    #[param(value_type = Option<VersionRequirement>)]
     version: Option<String>,
     /// Whether pre-release versions may be chosen.
     #[serde(default)]
@@ -373,7 +373,7 @@ pub(crate) struct LatestDownloadParams {
     path = "/api/v1/packages/{name}/latest/{platform}/{arch}/download",
     tag = "downloads",
     params(
-        ("name" = String, Path, description = "Package name", example = "opamp-agent"),
+        ("name" = PackageName, Path, description = "Package name"),
         ("platform" = Platform, Path),
         ("arch" = Arch, Path),
         LatestDownloadParams,
@@ -427,7 +427,7 @@ pub(crate) struct VersionEntry {
     get,
     path = "/api/v1/packages/{name}/versions",
     tag = "packages",
-    params(("name" = String, Path, description = "Package name", example = "opamp-agent")),
+    params(("name" = PackageName, Path, description = "Package name")),
     responses(
         (status = 200, description = "Versions, newest first (empty when the name is unknown)", body = Vec<VersionEntry>),
         (status = 400, description = "Invalid name", body = ErrorBody),
@@ -465,8 +465,8 @@ pub(crate) async fn versions(
 pub(crate) struct PatchBody {
     /// `false` yanks the package, `true` restores it.
     is_active: Option<bool>,
-    /// A new description, at most 4096 characters.
-    #[schema(max_length = 4096)]
+    /// A new description.
+    #[schema(value_type = Option<Description>)]
     description: Option<String>,
 }
 
@@ -535,19 +535,13 @@ pub(crate) struct UploadForm {
     /// The package file. Its form file name becomes the download's file name.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
-    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,127}$", example = "opamp-agent")]
-    name: String,
-    /// SemVer 2.0 version.
-    #[schema(example = "1.4.2")]
-    version: String,
+    name: PackageName,
+    version: Version,
     platform: Platform,
     arch: Arch,
-    /// At most 4096 characters.
-    #[schema(max_length = 4096)]
-    description: Option<String>,
+    description: Option<Description>,
     /// Expected SHA-256 of the file; the upload is refused when the bytes differ.
-    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
-    sha256: Option<String>,
+    sha256: Option<Checksum>,
 }
 
 /// Upload a package (form)
@@ -561,7 +555,7 @@ pub(crate) struct UploadForm {
     post,
     path = "/api/v1/packages",
     tag = "packages",
-    params(("X-Checksum-Sha256" = Option<String>, Header, description = "Expected SHA-256 of the file (as the sha256 field)")),
+    params(("X-Checksum-Sha256" = Option<Checksum>, Header, description = "Expected SHA-256 of the file (as the sha256 field)")),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Stored", body = Package, headers(
@@ -655,8 +649,9 @@ fn checksum_header(req: &HttpRequest) -> Result<Option<Checksum>, ApiError> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct PutParams {
     /// File name for downloads (default: the package name).
+    #[param(value_type = Option<FileName>)]
     filename: Option<String>,
-    /// At most 4096 characters.
+    #[param(value_type = Option<Description>)]
     description: Option<String>,
 }
 
@@ -670,12 +665,12 @@ pub(crate) struct PutParams {
     path = "/api/v1/packages/{name}/{version}/{platform}/{arch}",
     tag = "packages",
     params(
-        ("name" = String, Path, description = "Package name", example = "opamp-agent"),
-        ("version" = String, Path, description = "SemVer version", example = "1.4.2"),
+        ("name" = PackageName, Path, description = "Package name"),
+        ("version" = Version, Path, description = "SemVer version"),
         ("platform" = Platform, Path),
         ("arch" = Arch, Path),
         PutParams,
-        ("X-Checksum-Sha256" = Option<String>, Header, description = "Expected SHA-256 of the body"),
+        ("X-Checksum-Sha256" = Option<Checksum>, Header, description = "Expected SHA-256 of the body"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
