@@ -13,6 +13,9 @@ pub struct ObjectKey(String);
 const PACKAGE_PREFIX: &str = "packages/";
 
 impl ObjectKey {
+    /// What every package key starts with: a listing under it sees only agentpkg's objects.
+    pub const PREFIX: &'static str = PACKAGE_PREFIX;
+
     /// A key for a new package object, named by a fresh random id.
     pub fn for_new_package(id: [u8; 16]) -> Self {
         let mut s = String::with_capacity(PACKAGE_PREFIX.len() + 32);

@@ -279,6 +279,43 @@ impl ObjectStore for S3Store {
             .collect()
     }
 
+    /// Aborts the multipart uploads that were never completed nor aborted (a process
+    /// killed mid-upload, or an abort that failed because S3 was away): their parts are
+    /// invisible to listings but still take space.
+    async fn sweep_incomplete(
+        &self,
+        older_than: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<Vec<String>, StorageError> {
+        let pages = self
+            .bucket
+            .list_multiparts_uploads(Some(ObjectKey::PREFIX), None)
+            .await
+            .map_err(unavailable)?;
+        let mut swept = Vec::new();
+        for upload in pages.into_iter().flat_map(|page| page.uploads) {
+            let initiated = chrono::DateTime::parse_from_rfc3339(&upload.initiated)
+                .map(|at| std::time::SystemTime::from(at.with_timezone(&chrono::Utc)))
+                .map_err(|e| {
+                    StorageError::Unavailable(format!(
+                        "unreadable Initiated {:?}: {e}",
+                        upload.initiated
+                    ))
+                })?;
+            if initiated >= older_than {
+                continue;
+            }
+            if !dry_run {
+                self.bucket
+                    .abort_upload(&upload.key, &upload.id)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            swept.push(format!("{} (multipart upload {})", upload.key, upload.id));
+        }
+        Ok(swept)
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         match self
             .bucket

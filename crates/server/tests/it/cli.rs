@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentpkg-server");
 
-fn command(dir: &Path) -> Command {
+pub(crate) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("RUST_LOG")
@@ -24,9 +24,9 @@ fn command(dir: &Path) -> Command {
     cmd
 }
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: Vec<String>,
     /// Log lines after start-up.
     later: Option<std::sync::mpsc::Receiver<String>>,
@@ -41,7 +41,7 @@ impl Running {
         self.log.clone()
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -52,7 +52,7 @@ impl Running {
     }
 
     /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -72,7 +72,7 @@ impl Drop for Running {
 }
 
 /// Starts the server and reads its log (on stderr) until it says where it listens.
-fn start(mut cmd: Command) -> Running {
+pub(crate) fn start(mut cmd: Command) -> Running {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,7 +127,7 @@ fn generated_password(log: &[String]) -> Option<String> {
 }
 
 /// A token for `user`, or a panic.
-async fn token(port: u16, user: &str, password: &str) -> String {
+pub(crate) async fn token(port: u16, user: &str, password: &str) -> String {
     let res = login(port, user, password).await;
     assert_eq!(res.status(), 200, "login as {user}");
     res.json::<Value>().await.unwrap()["token"]

@@ -6,5 +6,6 @@ mod cli;
 mod common;
 mod distribution;
 mod docs;
+mod faults;
 mod packages;
 mod rollback;

@@ -284,32 +284,42 @@ fn res_has_no_internals(body: &Value) -> bool {
     .all(|needle| !text.contains(needle))
 }
 
-/// Runs `agentpkg-server gc` against the test's database and storage.
-fn gc(app: &TestApp, args: &[&str]) -> (bool, Value) {
+/// The environment that points the binary at the test's database and storage.
+pub(crate) fn backend_env(app: &TestApp) -> Vec<(&'static str, String)> {
     use agentpkg_server::settings::StorageBackend;
     let s = &app.settings;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agentpkg-server"));
-    cmd.arg("gc")
-        .args(args)
-        .env("AGENTPKG__DATABASE__URL", app.db_url());
+    let mut env = vec![("AGENTPKG__DATABASE__URL", app.db_url())];
     match s.storage.backend {
         StorageBackend::Fs => {
-            cmd.env("AGENTPKG__STORAGE__BACKEND", "fs")
-                .env("AGENTPKG__STORAGE__FS__ROOT", &s.storage.fs.root);
+            env.push(("AGENTPKG__STORAGE__BACKEND", "fs".into()));
+            env.push((
+                "AGENTPKG__STORAGE__FS__ROOT",
+                s.storage.fs.root.display().to_string(),
+            ));
         }
         StorageBackend::S3 => {
             let s3 = &s.storage.s3;
-            cmd.env("AGENTPKG__STORAGE__BACKEND", "s3")
-                .env("AGENTPKG__STORAGE__S3__ENDPOINT", &s3.endpoint)
-                .env("AGENTPKG__STORAGE__S3__REGION", &s3.region)
-                .env("AGENTPKG__STORAGE__S3__BUCKET", &s3.bucket)
-                .env("AGENTPKG__STORAGE__S3__ACCESS_KEY", &s3.access_key)
-                .env(
+            env.extend([
+                ("AGENTPKG__STORAGE__BACKEND", "s3".into()),
+                ("AGENTPKG__STORAGE__S3__ENDPOINT", s3.endpoint.clone()),
+                ("AGENTPKG__STORAGE__S3__REGION", s3.region.clone()),
+                ("AGENTPKG__STORAGE__S3__BUCKET", s3.bucket.clone()),
+                ("AGENTPKG__STORAGE__S3__ACCESS_KEY", s3.access_key.clone()),
+                (
                     "AGENTPKG__STORAGE__S3__SECRET_KEY",
-                    secrecy::ExposeSecret::expose_secret(s3.secret_key.as_ref().unwrap()),
-                );
+                    secrecy::ExposeSecret::expose_secret(s3.secret_key.as_ref().unwrap())
+                        .to_owned(),
+                ),
+            ]);
         }
     }
+    env
+}
+
+/// Runs `agentpkg-server gc` against the test's database and storage.
+pub(crate) fn gc(app: &TestApp, args: &[&str]) -> (bool, Value) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_agentpkg-server"));
+    cmd.arg("gc").args(args).envs(backend_env(app));
     let out = cmd.output().unwrap();
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));

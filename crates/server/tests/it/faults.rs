@@ -1,0 +1,323 @@
+//! Faults injected into the real parts while uploads are in flight: S3 or PostgreSQL
+//! going away (a TCP proxy in front of each that the test can cut), database connections
+//! killed with `pg_terminate_backend`, and the server itself killed with SIGKILL. After
+//! each, the bucket and the table agree.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use diesel::{Connection, RunQueryDsl};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::common::{Backend, TestApp};
+
+/// A TCP proxy to a real server that the test can cut (every open connection closed, new
+/// ones dropped as soon as they are accepted) and restore.
+struct FaultProxy {
+    addr: String,
+    up: Arc<AtomicBool>,
+    cuts: watch::Sender<u64>,
+}
+
+impl FaultProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cuts, _) = watch::channel(0u64);
+        let (accept_up, accept_cuts) = (up.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees its connection closed
+                }
+                let mut cut = accept_cuts.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up, cuts }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn pg_host_port(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap()
+}
+
+/// What the server answered: status and JSON body, if it answered at all.
+type Answer = Option<(u16, Value)>;
+
+/// A raw `PUT` upload of `total` bytes: sends `before` bytes, injects `fault`, then sends
+/// up to `after` more (ignoring write errors: the server may stop reading) and reads the
+/// answer.
+async fn put_with_fault(
+    app: &TestApp,
+    token: &str,
+    version: &str,
+    (total, before, after): (usize, usize, usize),
+    fault: impl std::future::Future<Output = ()>,
+) -> Answer {
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/packages/opamp-agent/{version}/linux/amd64 HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {total}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![7u8; 1024 * 1024];
+    let mut sent = 0;
+    while sent < before {
+        stream.write_all(&chunk).await.unwrap();
+        sent += chunk.len();
+    }
+    // Let the server push what it has to storage before the fault.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fault.await;
+    let rest = async {
+        let mut more = 0;
+        while more < after && sent + more < total {
+            if stream.write_all(&chunk).await.is_err() {
+                break;
+            }
+            more += chunk.len();
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), rest).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+async fn rows(app: &TestApp) -> u64 {
+    use agentpkg_store::MetadataStore;
+    app.store
+        .list_packages(&agentpkg_model::ListQuery::default())
+        .await
+        .unwrap()
+        .total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stopped_mid_upload_is_a_503_with_no_row_and_no_object_once_it_is_back() {
+    let s3 = FaultProxy::start(
+        crate::common::s3_env()
+            .endpoint
+            .trim_start_matches("http://")
+            .to_owned(),
+    )
+    .await;
+    let endpoint = format!("http://{}", s3.addr);
+    let app = TestApp::spawn_with(Backend::PgS3, |s| s.storage.s3.endpoint = endpoint).await;
+    let token = app.token_for("publisher").await;
+
+    // 24 MiB reach storage as three 8 MiB parts; then S3 goes away mid-upload.
+    let answer = put_with_fault(
+        &app,
+        &token,
+        "1.0.0",
+        (64 << 20, 24 << 20, 24 << 20),
+        async { s3.cut() },
+    )
+    .await;
+    let (status, body) = answer.expect("the server answers");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "storage_unavailable");
+    assert_eq!(rows(&app).await, 0, "no row");
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    // S3 is back: there is no object, and the parts of the multipart upload that could not
+    // be aborted while it was away are swept by reconciliation.
+    s3.restore();
+    app.assert_nothing_stored().await;
+    let (ok, report) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["orphans_removed"], serde_json::json!([]));
+    let swept = report["incomplete_removed"].as_array().unwrap();
+    assert_eq!(swept.len(), 1, "{report}");
+    let (_, again) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
+    assert_eq!(again["incomplete_removed"], serde_json::json!([]));
+
+    // And the server recovered by itself.
+    let res = app
+        .upload(
+            &token,
+            b"after".to_vec(),
+            &[
+                ("name", "opamp-agent"),
+                ("version", "1.0.0"),
+                ("platform", "linux"),
+                ("arch", "amd64"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+}
+
+/// Kills every connection of the test's database from outside, as a failover or an
+/// administrator would.
+async fn terminate_backends(app: &TestApp) -> usize {
+    let db = app.db_url().rsplit('/').next().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let admin = agentpkg_store::testing::admin_url();
+        let mut c = diesel::PgConnection::establish(&admin).unwrap();
+        diesel::sql_query(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+        ))
+        .execute(&mut c)
+        .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn spawn_behind_pg_proxy() -> (TestApp, FaultProxy) {
+    let admin = agentpkg_store::testing::admin_url();
+    let pg = FaultProxy::start(pg_host_port(&admin).to_owned()).await;
+    let proxy = pg.addr.clone();
+    let app = TestApp::spawn_with(Backend::PgS3, |s| {
+        let url = secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned();
+        let direct = pg_host_port(&url).to_owned();
+        s.database.url = secrecy::SecretString::from(url.replacen(&direct, &proxy, 1));
+        s.database.acquire_timeout_secs = 1;
+    })
+    .await;
+    (app, pg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_killed_mid_upload_leave_no_object() {
+    let (app, pg) = spawn_behind_pg_proxy().await;
+    let token = app.token_for("publisher").await;
+
+    // Mid-body, every database connection is killed and new ones are refused: the bytes
+    // are stored, the row cannot be written, and the stored bytes are deleted again.
+    let answer = put_with_fault(&app, &token, "1.0.0", (12 << 20, 6 << 20, 6 << 20), async {
+        assert!(
+            terminate_backends(&app).await > 0,
+            "no connection was killed"
+        );
+        pg.cut();
+    })
+    .await;
+    let (status, body) = answer.expect("the server answers");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    let keys = app.storage.list_keys().await.unwrap();
+    assert!(keys.is_empty(), "objects left behind: {keys:?}");
+
+    // Back: no row was written, the same upload goes through, and the server never
+    // needed a restart.
+    pg.restore();
+    app.assert_nothing_stored().await;
+    let res = app
+        .upload(
+            &token,
+            vec![7u8; 3 << 20],
+            &[
+                ("name", "opamp-agent"),
+                ("version", "1.0.0"),
+                ("platform", "linux"),
+                ("arch", "amd64"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(app.stored().await.0.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover_by_themselves() {
+    let s3 = FaultProxy::start(
+        crate::common::s3_env()
+            .endpoint
+            .trim_start_matches("http://")
+            .to_owned(),
+    )
+    .await;
+    let admin = agentpkg_store::testing::admin_url();
+    let pg = FaultProxy::start(pg_host_port(&admin).to_owned()).await;
+    let (s3_proxy, pg_proxy) = (s3.addr.clone(), pg.addr.clone());
+    let app = TestApp::spawn_with(Backend::PgS3, |s| {
+        s.storage.s3.endpoint = format!("http://{s3_proxy}");
+        let url = secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned();
+        let direct = pg_host_port(&url).to_owned();
+        s.database.url = secrecy::SecretString::from(url.replacen(&direct, &pg_proxy, 1));
+        s.database.acquire_timeout_secs = 1;
+    })
+    .await;
+    let token = app.token_for("viewer").await;
+    let admin_token = app.admin_token().await;
+    let res = app
+        .upload(
+            &admin_token,
+            b"bytes".to_vec(),
+            &[
+                ("name", "opamp-agent"),
+                ("version", "1.0.0"),
+                ("platform", "linux"),
+                ("arch", "amd64"),
+            ],
+        )
+        .await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let download = format!("/api/v1/packages/{id}/download");
+    let ready = || async { app.client.get(app.url("/readyz")).send().await.unwrap() };
+
+    for (proxy, code, read) in [
+        (&s3, "storage_unavailable", download.as_str()),
+        (&pg, "database_unavailable", "/api/v1/packages"),
+    ] {
+        proxy.cut();
+        let res = ready().await;
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], code);
+        let res = app.get(read, &token).await;
+        assert_eq!(res.status(), 503, "{read}");
+        assert_eq!(res.headers()["retry-after"], "5");
+        assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], code);
+
+        proxy.restore();
+        assert_eq!(ready().await.status(), 200);
+        let res = app.get(read, &token).await;
+        assert_eq!(res.status(), 200, "{read}");
+    }
+    let res = app.get(&download, &token).await;
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"bytes");
+}
