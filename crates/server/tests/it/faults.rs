@@ -321,3 +321,125 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
     let res = app.get(&download, &token).await;
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"bytes");
 }
+
+/// Holds `LOCK TABLE packages, blobs` in an open transaction until dropped, so that a
+/// server's insert waits after the package's bytes are stored.
+struct TableLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    done: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TableLock {
+    fn take(db_url: &str) -> Self {
+        let url = db_url.to_owned();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let done = std::thread::spawn(move || {
+            let mut c = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+            diesel::sql_query("LOCK TABLE packages, blobs IN ACCESS EXCLUSIVE MODE")
+                .execute(&mut c)
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            diesel::sql_query("ROLLBACK").execute(&mut c).unwrap();
+        });
+        locked_rx.recv().unwrap();
+        Self {
+            release: Some(release_tx),
+            done: Some(done),
+        }
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(done) = self.done.take() {
+            let _ = done.join();
+        }
+    }
+}
+
+fn server_binary(app: &TestApp, dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = crate::cli::command(dir);
+    cmd.envs(crate::rollback::backend_env(app))
+        .env("AGENTPKG__AUTH__JWT_SECRET", crate::common::JWT_SECRET)
+        .env("AGENTPKG__GC__INTERVAL_SECS", "0");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_reconciliation_removes()
+ {
+    // The test's database and bucket; the server under test is the real binary.
+    let app = TestApp::spawn(Backend::PgS3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = crate::cli::start(server_binary(&app, dir.path()));
+    let token = crate::cli::token(server.port, "admin", crate::common::ADMIN_PASSWORD).await;
+
+    // The insert will wait on the lock once the bytes are stored: kill the server there.
+    let lock = TableLock::take(&app.db_url());
+    let port = server.port;
+    let upload = tokio::spawn(async move {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(vec![9u8; 10 << 20]).file_name("agent"),
+            )
+            .text("name", "opamp-agent")
+            .text("version", "1.0.0")
+            .text("platform", "linux")
+            .text("arch", "amd64");
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/api/v1/packages"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+    });
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        keys = app.storage.list_keys().await.unwrap();
+        if !keys.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(keys.len(), 1, "the bytes were stored");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("KILL");
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the client saw the server die"
+    );
+    drop(lock);
+
+    // What the crash left: an object that no row names.
+    assert_eq!(rows(&app).await, 0);
+    let (ok, report) = crate::rollback::gc(&app, &["--dry-run", "--grace-secs", "0"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["orphans_removed"], serde_json::json!(keys));
+    assert_eq!(
+        app.storage.list_keys().await.unwrap(),
+        keys,
+        "a dry run deletes nothing"
+    );
+
+    // After a restart, the periodic reconciliation removes it by itself.
+    let mut cmd = server_binary(&app, dir.path());
+    cmd.env("AGENTPKG__GC__INTERVAL_SECS", "1")
+        .env("AGENTPKG__GC__GRACE_SECS", "0");
+    let _restarted = crate::cli::start(cmd);
+    let mut left = keys.clone();
+    for _ in 0..100 {
+        left = app.storage.list_keys().await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "the orphan is still there: {left:?}");
+    assert_eq!(rows(&app).await, 0);
+}
