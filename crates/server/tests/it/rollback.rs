@@ -23,6 +23,7 @@ on_both_backends!(
     a_checksum_mismatch_is_a_422_and_leaves_nothing,
     an_upload_over_the_limit_is_a_413_and_leaves_nothing,
     a_body_cut_short_leaves_nothing,
+    a_form_without_its_closing_boundary_is_a_400_not_a_request_that_never_ends,
     a_storage_failure_is_a_503_and_leaves_nothing,
     a_database_failure_is_a_500_without_internals_and_leaves_nothing,
     after_a_crash_gc_removes_the_orphan_and_reports_missing_objects,
@@ -194,6 +195,28 @@ async fn a_body_cut_short_leaves_nothing(backend: Backend) {
     // The server keeps serving.
     let res = app.upload(&token, b"complete".to_vec(), &FIELDS).await;
     assert_eq!(res.status(), 201);
+}
+
+/// Found by the fuzz test: actix-multipart 0.7 waited forever on a body that ends, at its
+/// declared length, right after a part's data and its CRLF, with no boundary to follow.
+async fn a_form_without_its_closing_boundary_is_a_400_not_a_request_that_never_ends(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let boundary = "S";
+    let mut body = form_prefix(boundary);
+    body.extend_from_slice(&vec![9u8; 64 * 1024]);
+    body.extend_from_slice(b"\r\n");
+    // The whole declared body arrives, and the connection stays open.
+    let head = multipart_head(&app, &token, boundary, body.len());
+    let status = raw_request(&app, &head, &body, false).await;
+    assert_eq!(
+        status,
+        Some(400),
+        "no answer within 10 s means the request hangs"
+    );
+    app.assert_nothing_stored().await;
 }
 
 async fn a_storage_failure_is_a_503_and_leaves_nothing(backend: Backend) {
