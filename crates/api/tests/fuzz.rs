@@ -375,7 +375,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
     eprintln!("fuzz: {cases} cases, seed {seed}, answers by status: {statuses:?}");
     // Some requests got through to storage, and some were refused.
     assert!(
-        statuses.get(&201).is_some() && statuses.keys().any(|s| (400..500).contains(s)),
+        statuses.contains_key(&201) && statuses.keys().any(|s| (400..500).contains(s)),
         "seed {seed}: {statuses:?}"
     );
     let report = packages.reconcile(Duration::ZERO, true).await.unwrap();
