@@ -2,8 +2,8 @@
 # Runs every test on a fresh machine: starts Garage (installing it once per machine) and
 # uses the PostgreSQL listening on 127.0.0.1:5432 (trust auth; override the admin URL
 # with AGENTPKG_TEST_PG_URL). Then checks the deployment files and runs schemathesis
-# against the server (both install their pinned tools into .tools/ once). Extra
-# arguments go to `cargo test` and skip the last two.
+# against the server (both install their pinned tools into .tools/ once), and a 20-second
+# soak. Extra arguments go to `cargo test` and skip the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -26,4 +26,6 @@ cargo test --workspace --locked "$@"
 if [ "$#" -eq 0 ]; then
   ./scripts/check-deploy.sh
   ./scripts/api-contract.sh
+  # A short soak with the debug build (`just soak` runs the full one, in release).
+  ./target/debug/examples/soak --secs 20
 fi

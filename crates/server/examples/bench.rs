@@ -14,9 +14,8 @@
 // A benchmark reports on standard output.
 #![allow(clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,42 +25,9 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+mod support;
 
-const MIB: u64 = 1024 * 1024;
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Resident memory now, and the process's peak since it started, in bytes.
-    fn memory(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
+use support::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 
 /// Samples the server's resident memory until stopped; returns the highest sample.
 struct RssSampler {
@@ -104,87 +70,6 @@ impl RssSampler {
         }
         self.peak.load(Ordering::Relaxed)
     }
-}
-
-fn s3_env(root: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(root.join(".garage/env"))
-        .map_err(|e| format!(".garage/env: {e}; run scripts/s3-up.sh first"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect())
-}
-
-fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
-    env.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
-fn start_server(bin: &Path, db_url: &str, s3: &[(String, String)], bucket: &str) -> Result<Server> {
-    let mut child = Command::new(bin)
-        .env("AGENTPKG__SERVER__BIND", "127.0.0.1:0")
-        .env("AGENTPKG__DATABASE__URL", db_url)
-        .env("AGENTPKG__DATABASE__MAX_CONNECTIONS", "32")
-        .env("AGENTPKG__STORAGE__BACKEND", "s3")
-        .env(
-            "AGENTPKG__STORAGE__S3__ENDPOINT",
-            get(s3, "AGENTPKG_TEST_S3_ENDPOINT"),
-        )
-        .env(
-            "AGENTPKG__STORAGE__S3__REGION",
-            get(s3, "AGENTPKG_TEST_S3_REGION"),
-        )
-        .env(
-            "AGENTPKG__STORAGE__S3__ACCESS_KEY",
-            get(s3, "AGENTPKG_TEST_S3_ACCESS_KEY"),
-        )
-        .env(
-            "AGENTPKG__STORAGE__S3__SECRET_KEY",
-            get(s3, "AGENTPKG_TEST_S3_SECRET_KEY"),
-        )
-        .env("AGENTPKG__STORAGE__S3__BUCKET", bucket)
-        .env(
-            "AGENTPKG__AUTH__JWT_SECRET",
-            "bench-signing-secret-of-at-least-32-bytes",
-        )
-        .env("AGENTPKG__AUTH__ADMIN_PASSWORD", "bench-admin-password")
-        .env(
-            "AGENTPKG__UPLOAD__MAX_SIZE_BYTES",
-            (2 * 1024 * MIB).to_string(),
-        )
-        .env("AGENTPKG__LOG__LEVEL", "warn,agentpkg_server=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().ok_or("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr)
-            .lines()
-            .map_while(std::result::Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
-            && let Some(port) = line
-                .split("port=")
-                .nth(1)
-                .and_then(|p| p.split_whitespace().next())
-        {
-            return Ok(Server {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-            });
-        }
-    }
-    let _ = child.kill();
-    Err("the server did not start".into())
 }
 
 /// A file of `size` bytes that does not compress or deduplicate.
@@ -273,7 +158,7 @@ async fn main() -> Result<()> {
         "agentpkg-bench-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let server = start_server(&bin, db.url(), &s3env, &bucket_name)?;
+    let server = start_server(&bin, db.url(), &s3env, &bucket_name, &[])?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(256)
@@ -286,20 +171,7 @@ async fn main() -> Result<()> {
         .json()
         .await?;
     let token = login["token"].as_str().ok_or("login failed")?.to_owned();
-    let bucket = {
-        let region = s3::Region::Custom {
-            region: get(&s3env, "AGENTPKG_TEST_S3_REGION").to_owned(),
-            endpoint: get(&s3env, "AGENTPKG_TEST_S3_ENDPOINT").to_owned(),
-        };
-        let creds = s3::creds::Credentials::new(
-            Some(get(&s3env, "AGENTPKG_TEST_S3_ACCESS_KEY")),
-            Some(get(&s3env, "AGENTPKG_TEST_S3_SECRET_KEY")),
-            None,
-            None,
-            None,
-        )?;
-        s3::Bucket::new(&bucket_name, region, creds)?.with_path_style()
-    };
+    let bucket = raw_bucket(&s3env, &bucket_name)?;
     let tmp = tempfile::tempdir()?;
     let (_, hwm_start) = server.memory();
     println!(
@@ -638,12 +510,7 @@ async fn main() -> Result<()> {
 
     // Empty and remove the bucket.
     drop(server);
-    for page in bucket.list(String::new(), None).await? {
-        for object in page.contents {
-            bucket.delete_object(&object.key).await?;
-        }
-    }
-    bucket.delete().await?;
+    remove_bucket(&bucket).await?;
     Ok(())
 }
 
