@@ -207,9 +207,23 @@ impl PackageManager {
         let store = self.store.clone();
         let task = tokio::spawn(async move {
             let coordinates = meta.coordinates.clone();
+            let (size, checksum) = (staged.size, staged.checksum.clone());
+            let refused = |error: &Error| {
+                tracing::info!(
+                    name = coordinates.name.as_str(),
+                    version = %coordinates.version,
+                    platform = %coordinates.platform,
+                    arch = %coordinates.arch,
+                    size,
+                    sha256 = %checksum,
+                    outcome = %error,
+                    "package refused; its bytes are deleted"
+                );
+            };
             let new = match prepare_row(&staged, meta) {
                 Ok(new) => new,
                 Err(e) => {
+                    refused(&e);
                     staged.discard().await;
                     return Err(e);
                 }
@@ -238,11 +252,13 @@ impl PackageManager {
                     Ok(package)
                 }
                 Err(e) => {
-                    staged.discard().await;
-                    Err(match e {
+                    let e = match e {
                         StoreError::Conflict => conflict(&coordinates),
                         other => other.into(),
-                    })
+                    };
+                    refused(&e);
+                    staged.discard().await;
+                    Err(e)
                 }
             }
         });

@@ -9,6 +9,7 @@
 //!
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
+//! `--sizes 1,1024` (package sizes in MiB),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -146,10 +147,15 @@ async fn main() -> Result<()> {
         .and_then(Path::parent)
         .map(|d| d.join("agentpkg-server"))
         .ok_or("cannot find agentpkg-server next to the bench")?;
-    let sizes: Vec<u64> = if quick {
-        vec![MIB, 20 * MIB]
-    } else {
-        vec![MIB, 100 * MIB, 1024 * MIB]
+    let sizes: Vec<u64> = match flag("--sizes") {
+        // `--sizes 1,1024`: package sizes in MiB.
+        Some(list) => list
+            .split(',')
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .map(|m| m * MIB)
+            .collect(),
+        None if quick => vec![MIB, 20 * MIB],
+        None => vec![MIB, 100 * MIB, 1024 * MIB],
     };
 
     let s3env = s3_env(&root)?;

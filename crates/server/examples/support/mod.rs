@@ -100,6 +100,8 @@ pub fn start_server(
             (2 * 1024 * MIB).to_string(),
         )
         .env("AGENTPKG__LOG__LEVEL", "warn,agentpkg_server=info")
+        // As deploy/ runs it: see docs/performance.md on peak memory.
+        .env("MALLOC_MMAP_THRESHOLD_", "1048576")
         .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -450,6 +450,24 @@ async fn no_secret_token_or_password_ever_reaches_the_log() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
+    // The same coordinates again, file first: stored, then refused and deleted.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"other bytes".to_vec()).file_name("a"),
+        )
+        .text("name", "a")
+        .text("version", "1.0.0")
+        .text("platform", "linux")
+        .text("arch", "amd64");
+    let res = client
+        .post(format!("{base}/api/v1/packages"))
+        .bearer_auth(&user_token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
     let res = client
         .get(format!("{base}/api/v1/packages"))
         .header("Authorization", format!("Bearer {admin_token}x"))
@@ -466,6 +484,33 @@ async fn no_secret_token_or_password_ever_reaches_the_log() {
     assert!(
         log.contains("package published"),
         "the log was captured: {log}"
+    );
+    // Every upload's coordinates, size, checksum and outcome are in the log.
+    let events: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let event = |message: &str| {
+        events
+            .iter()
+            .find(|e| e["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in {log}"))["fields"]
+            .clone()
+    };
+    let published = event("package published");
+    assert_eq!(
+        (published["name"].as_str(), published["version"].as_str()),
+        (Some("a"), Some("1.0.0"))
+    );
+    assert_eq!(published["size"], 5);
+    assert_eq!(published["sha256"], sha256_hex(b"bytes"));
+    let refused = event("package refused; its bytes are deleted");
+    assert_eq!(refused["platform"], "linux");
+    assert_eq!(refused["size"], 11);
+    assert_eq!(refused["sha256"], sha256_hex(b"other bytes"));
+    assert!(
+        refused["outcome"].as_str().unwrap().contains("exists"),
+        "{refused}"
     );
     for secret in [
         admin_password,
@@ -486,6 +531,14 @@ async fn no_secret_token_or_password_ever_reaches_the_log() {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!log.contains(signature));
     }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Sends the head and the first half of a raw PUT upload of `total` bytes.
