@@ -117,21 +117,30 @@ pub fn start_server(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
     while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
-            && let Some(port) = line
-                .split("port=")
-                .nth(1)
-                .and_then(|p| p.split_whitespace().next())
-        {
-            return Ok(Server {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-            });
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(port) = line
+                    .split("port=")
+                    .nth(1)
+                    .and_then(|p| p.split_whitespace().next())
+                {
+                    return Ok(Server {
+                        child,
+                        base: format!("http://127.0.0.1:{port}"),
+                    });
+                }
+                log.push(line);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // Its log closed: the server exited.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let _ = child.kill();
-    Err("the server did not start".into())
+    let _ = child.wait();
+    Err(format!("the server did not start:\n{}", log.join("\n")).into())
 }
 
 /// A rust-s3 handle on `name`, with the local Garage's credentials.
