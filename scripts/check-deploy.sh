@@ -30,6 +30,10 @@ fi
 "$VENV/bin/check-jsonschema" --schemafile "$schema" deploy/docker-compose.yml
 log "docker-compose.yml conforms to the Compose Specification"
 
+if ! command -v systemd-analyze >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  log "installing systemd (for systemd-analyze)"
+  apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+fi
 command -v systemd-analyze >/dev/null || { log "systemd-analyze is missing (apt-get install systemd)"; exit 1; }
 [ -x "$BIN" ] || { log "no server binary at $BIN (cargo build -p agentpkg-server)"; exit 1; }
 unit_dir=$(mktemp -d)
