@@ -109,7 +109,11 @@ fn mostly_valid_parts() -> impl Strategy<Value = Vec<Part>> {
     (
         (
             0u32..100_000,
-            proptest::collection::vec(any::<u8>(), 0..4096),
+            // Some files cross the 64 KiB limit set below.
+            prop_oneof![
+                9 => proptest::collection::vec(any::<u8>(), 0..4096),
+                1 => proptest::collection::vec(any::<u8>(), 60_000..80_000),
+            ],
         ),
         proptest::option::weighted(0.5, (0usize..5, random_part())),
     )
