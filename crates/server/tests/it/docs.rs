@@ -21,16 +21,7 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
     let app = TestApp::spawn(Backend::SqliteFs).await;
     let admin = app.admin_token().await;
     let res = app
-        .upload(
-            &admin,
-            b"agent bytes".to_vec(),
-            &[
-                ("name", "opamp-agent"),
-                ("version", "1.0.0"),
-                ("platform", "linux"),
-                ("arch", "amd64"),
-            ],
-        )
+        .upload(&admin, b"agent bytes".to_vec(), &crate::rollback::FIELDS)
         .await;
     assert_eq!(res.status(), 201);
     let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();

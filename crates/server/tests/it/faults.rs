@@ -51,6 +51,17 @@ impl FaultProxy {
         Self { addr, up, cuts }
     }
 
+    /// In front of the local Garage.
+    async fn to_s3() -> Self {
+        let endpoint = crate::common::s3_env().endpoint;
+        Self::start(endpoint.trim_start_matches("http://").to_owned()).await
+    }
+
+    /// In front of the PostgreSQL server that test databases are made on.
+    async fn to_postgres() -> Self {
+        Self::start(pg_host_port(&agentpkg_store::testing::admin_url()).to_owned()).await
+    }
+
     fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         self.cuts.send_modify(|n| *n += 1);
@@ -127,13 +138,7 @@ async fn rows(app: &TestApp) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stopped_mid_upload_is_a_503_with_no_row_and_no_object_once_it_is_back() {
-    let s3 = FaultProxy::start(
-        crate::common::s3_env()
-            .endpoint
-            .trim_start_matches("http://")
-            .to_owned(),
-    )
-    .await;
+    let s3 = FaultProxy::to_s3().await;
     let endpoint = format!("http://{}", s3.addr);
     let app = TestApp::spawn_with(Backend::PgS3, |s| s.storage.s3.endpoint = endpoint).await;
     let token = app.token_for("publisher").await;
@@ -175,23 +180,14 @@ async fn s3_stopped_mid_upload_is_a_503_with_no_row_and_no_object_once_it_is_bac
 
     // And the server recovered by itself.
     let res = app
-        .upload(
-            &token,
-            b"after".to_vec(),
-            &[
-                ("name", "opamp-agent"),
-                ("version", "1.0.0"),
-                ("platform", "linux"),
-                ("arch", "amd64"),
-            ],
-        )
+        .upload(&token, b"after".to_vec(), &crate::rollback::FIELDS)
         .await;
     assert_eq!(res.status(), 201);
 }
 
 /// Kills every connection of the test's database from outside, as a failover or an
 /// administrator would.
-async fn terminate_backends(app: &TestApp) -> usize {
+pub(crate) async fn terminate_backends(app: &TestApp) -> usize {
     let db = app.db_url().rsplit('/').next().unwrap().to_owned();
     tokio::task::spawn_blocking(move || {
         let admin = agentpkg_store::testing::admin_url();
@@ -208,8 +204,7 @@ async fn terminate_backends(app: &TestApp) -> usize {
 }
 
 async fn spawn_behind_pg_proxy() -> (TestApp, FaultProxy) {
-    let admin = agentpkg_store::testing::admin_url();
-    let pg = FaultProxy::start(pg_host_port(&admin).to_owned()).await;
+    let pg = FaultProxy::to_postgres().await;
     let proxy = pg.addr.clone();
     let app = TestApp::spawn_with(Backend::PgS3, |s| {
         let url = secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned();
@@ -247,16 +242,7 @@ async fn database_connections_killed_mid_upload_leave_no_object() {
     pg.restore();
     app.assert_nothing_stored().await;
     let res = app
-        .upload(
-            &token,
-            vec![7u8; 3 << 20],
-            &[
-                ("name", "opamp-agent"),
-                ("version", "1.0.0"),
-                ("platform", "linux"),
-                ("arch", "amd64"),
-            ],
-        )
+        .upload(&token, vec![7u8; 3 << 20], &crate::rollback::FIELDS)
         .await;
     assert_eq!(res.status(), 201);
     assert_eq!(app.stored().await.0.len(), 1);
@@ -264,15 +250,8 @@ async fn database_connections_killed_mid_upload_leave_no_object() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover_by_themselves() {
-    let s3 = FaultProxy::start(
-        crate::common::s3_env()
-            .endpoint
-            .trim_start_matches("http://")
-            .to_owned(),
-    )
-    .await;
-    let admin = agentpkg_store::testing::admin_url();
-    let pg = FaultProxy::start(pg_host_port(&admin).to_owned()).await;
+    let s3 = FaultProxy::to_s3().await;
+    let pg = FaultProxy::to_postgres().await;
     let (s3_proxy, pg_proxy) = (s3.addr.clone(), pg.addr.clone());
     let app = TestApp::spawn_with(Backend::PgS3, |s| {
         s.storage.s3.endpoint = format!("http://{s3_proxy}");
@@ -285,16 +264,7 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
     let token = app.token_for("viewer").await;
     let admin_token = app.admin_token().await;
     let res = app
-        .upload(
-            &admin_token,
-            b"bytes".to_vec(),
-            &[
-                ("name", "opamp-agent"),
-                ("version", "1.0.0"),
-                ("platform", "linux"),
-                ("arch", "amd64"),
-            ],
-        )
+        .upload(&admin_token, b"bytes".to_vec(), &crate::rollback::FIELDS)
         .await;
     let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let download = format!("/api/v1/packages/{id}/download");

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
 
-const FIELDS: [(&str, &str); 4] = [
+pub(crate) const FIELDS: [(&str, &str); 4] = [
     ("name", "opamp-agent"),
     ("version", "1.0.0"),
     ("platform", "linux"),
@@ -426,20 +426,7 @@ async fn pg_s3_the_server_recovers_by_itself_when_database_connections_are_kille
             .status(),
         201
     );
-    let url = app.db_url();
-    let db = url.rsplit('/').next().unwrap().to_owned();
-    let killed = tokio::task::spawn_blocking(move || {
-        let admin = agentpkg_store::testing::admin_url();
-        let mut c = diesel::PgConnection::establish(&admin).unwrap();
-        diesel::sql_query(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = '{db}' AND pid <> pg_backend_pid()"
-        ))
-        .execute(&mut c)
-        .unwrap()
-    })
-    .await
-    .unwrap();
+    let killed = crate::faults::terminate_backends(&app).await;
     assert!(killed > 0, "no connection was killed");
     // Broken connections are found on check-out and replaced: no request fails for it.
     for _ in 0..5 {
