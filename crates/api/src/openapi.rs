@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
@@ -111,7 +111,7 @@ impl Modify for CommonResponses {
                 let public = operation
                     .security
                     .as_ref()
-                    .is_some_and(|s| s.iter().all(is_empty_requirement));
+                    .is_some_and(|s| s.iter().all(|r| *r == SecurityRequirement::default()));
                 let responses = &mut operation.responses.responses;
                 if !public {
                     responses.entry("401".into()).or_insert_with(|| {
@@ -129,10 +129,6 @@ impl Modify for CommonResponses {
             }
         }
     }
-}
-
-fn is_empty_requirement(requirement: &utoipa::openapi::security::SecurityRequirement) -> bool {
-    serde_json::to_value(requirement).is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
 }
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
