@@ -249,6 +249,39 @@ mod tests {
     }
 
     #[test]
+    fn package_bytes_are_documented_as_binary_with_their_checksum_headers() {
+        let doc = document();
+        let binary = serde_json::json!({ "type": "string", "format": "binary" });
+        let resolve = |schema: &serde_json::Value| match schema["$ref"].as_str() {
+            Some(r) => doc["components"]["schemas"][r.rsplit('/').next().unwrap()].clone(),
+            None => schema.clone(),
+        };
+        let mut downloads = 0;
+        for (method, path, op) in operations(&doc) {
+            if path.ends_with("/download") {
+                downloads += 1;
+                for status in ["200", "206"] {
+                    let content = &op["responses"][status]["content"]["application/octet-stream"];
+                    assert_eq!(
+                        resolve(&content["schema"]),
+                        binary,
+                        "{method} {path} {status}"
+                    );
+                }
+                let headers = &op["responses"]["200"]["headers"];
+                for header in ["ETag", "X-Checksum-Sha256", "Content-Disposition"] {
+                    assert!(headers[header].is_object(), "{method} {path} {header}");
+                }
+            }
+            if method == "PUT" {
+                let body = &op["requestBody"]["content"]["application/octet-stream"];
+                assert_eq!(resolve(&body["schema"]), binary, "{method} {path}");
+            }
+        }
+        assert_eq!(downloads, 3);
+    }
+
+    #[test]
     fn every_operation_has_a_summary_a_tag_and_a_success_response() {
         for (method, path, op) in operations(&document()) {
             assert!(

@@ -16,6 +16,58 @@ use crate::{ApiError, ApiState};
 
 pub(crate) const CHECKSUM_HEADER: &str = "X-Checksum-Sha256";
 
+/// A package's bytes, as the API description shows them (the bytes themselves stream).
+pub(crate) struct PackageBytes;
+
+impl utoipa::PartialSchema for PackageBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PackageBytes {}
+
+/// What every download route answers besides its own 400 and 404, as [`serve`] does.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Documentation only.
+pub(crate) enum DownloadAnswers {
+    #[response(
+        status = 200,
+        description = "The package's bytes",
+        content_type = "application/octet-stream",
+        headers(
+            ("ETag" = String, description = "The SHA-256 checksum, quoted"),
+            ("X-Checksum-Sha256" = String, description = "The SHA-256 checksum"),
+            ("Content-Disposition" = String, description = "attachment; filename=…"),
+        )
+    )]
+    Whole(#[to_schema] PackageBytes),
+    #[response(
+        status = 206,
+        description = "The requested byte range",
+        content_type = "application/octet-stream",
+        headers(("Content-Range" = String, description = "bytes START-END/SIZE"))
+    )]
+    Range(#[to_schema] PackageBytes),
+    #[response(
+        status = 304,
+        description = "Not modified: If-None-Match matched the checksum"
+    )]
+    NotModified,
+    #[response(
+        status = 307,
+        description = "Redirect to a presigned object-storage URL",
+        headers(("Location" = String, description = "The presigned URL"))
+    )]
+    Redirect,
+    #[response(status = 416, description = "The range is outside the package")]
+    RangeNotSatisfiable(crate::error::ErrorBody<'static>),
+}
+
 /// How downloads are answered.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {

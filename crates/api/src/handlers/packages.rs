@@ -15,7 +15,7 @@ use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::download::{CHECKSUM_HEADER, serve};
+use super::download::{CHECKSUM_HEADER, DownloadAnswers, PackageBytes, serve};
 use crate::error::ErrorBody;
 use crate::{Admin, ApiError, ApiState, Publisher, Viewer};
 /// Room for the form's text fields and boundaries around the file itself.
@@ -270,19 +270,9 @@ pub(crate) struct DownloadParams {
     tag = "downloads",
     params(("id" = i64, Path, description = "Package id"), DownloadParams),
     responses(
-        (status = 200, description = "The package's bytes", content_type = "application/octet-stream", body = Vec<u8>, headers(
-            ("ETag" = String, description = "The SHA-256 checksum, quoted"),
-            ("X-Checksum-Sha256" = String, description = "The SHA-256 checksum"),
-            ("Content-Disposition" = String, description = "attachment; filename=…"),
-        )),
-        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 304, description = "Not modified: If-None-Match matched the checksum"),
-        (status = 307, description = "Redirect to a presigned object-storage URL", headers(
-            ("Location" = String, description = "The presigned URL"),
-        )),
+        DownloadAnswers,
         (status = 400, description = "Invalid id or parameter", body = ErrorBody),
         (status = 404, description = "No such package", body = ErrorBody),
-        (status = 416, description = "The range is outside the package", body = ErrorBody),
     ),
 )]
 pub(crate) async fn download(
@@ -326,13 +316,9 @@ fn coordinates(
         DownloadParams,
     ),
     responses(
-        (status = 200, description = "The package's bytes", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 304, description = "Not modified: If-None-Match matched the checksum"),
-        (status = 307, description = "Redirect to a presigned object-storage URL"),
+        DownloadAnswers,
         (status = 400, description = "Invalid coordinates", body = ErrorBody),
         (status = 404, description = "No such package", body = ErrorBody),
-        (status = 416, description = "The range is outside the package", body = ErrorBody),
     ),
 )]
 pub(crate) async fn download_by_coordinates(
@@ -379,13 +365,9 @@ pub(crate) struct LatestDownloadParams {
         LatestDownloadParams,
     ),
     responses(
-        (status = 200, description = "The package's bytes", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The requested byte range", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 304, description = "Not modified: If-None-Match matched the checksum"),
-        (status = 307, description = "Redirect to a presigned object-storage URL"),
+        DownloadAnswers,
         (status = 400, description = "Invalid name, platform, arch or requirement", body = ErrorBody),
         (status = 404, description = "No active package matches", body = ErrorBody),
-        (status = 416, description = "The range is outside the package", body = ErrorBody),
     ),
 )]
 pub(crate) async fn download_latest(
@@ -672,7 +654,7 @@ pub(crate) struct PutParams {
         PutParams,
         ("X-Checksum-Sha256" = Option<Checksum>, Header, description = "Expected SHA-256 of the body"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content = PackageBytes, content_type = "application/octet-stream"),
     responses(
         (status = 201, description = "Stored", body = Package, headers(
             ("Location" = String, description = "The new package's URL"),
