@@ -149,6 +149,31 @@ async fn start_for_shutdown(dir: &Path, grace_secs: u64) -> (Running, String) {
     (server, token)
 }
 
+/// A form upload of `name` 1.0.0 for linux/amd64, the file field first (as the seed's
+/// client sends it).
+pub(crate) async fn upload_file_first(
+    port: u16,
+    token: &str,
+    name: &str,
+    file: Vec<u8>,
+) -> reqwest::Result<reqwest::Response> {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(file).file_name("agent"),
+        )
+        .text("name", name.to_owned())
+        .text("version", "1.0.0")
+        .text("platform", "linux")
+        .text("arch", "amd64");
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/packages"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+}
+
 async fn login(port: u16, user: &str, password: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/api/v1/auth/login"))
@@ -172,20 +197,7 @@ async fn with_no_configuration_it_runs_on_sqlite_and_a_directory_and_survives_a_
         .to_owned();
 
     let client = reqwest::Client::new();
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"agent".to_vec()).file_name("agent"),
-        )
-        .text("name", "opamp-agent")
-        .text("version", "1.0.0")
-        .text("platform", "linux")
-        .text("arch", "amd64");
-    let res = client
-        .post(format!("http://127.0.0.1:{}/api/v1/packages", server.port))
-        .bearer_auth(&token)
-        .multipart(form)
-        .send()
+    let res = upload_file_first(server.port, &token, "opamp-agent", b"agent".to_vec())
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
@@ -451,20 +463,7 @@ async fn no_secret_token_or_password_ever_reaches_the_log() {
         .unwrap();
     assert_eq!(res.status(), 201);
     // The same coordinates again, file first: stored, then refused and deleted.
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"other bytes".to_vec()).file_name("a"),
-        )
-        .text("name", "a")
-        .text("version", "1.0.0")
-        .text("platform", "linux")
-        .text("arch", "amd64");
-    let res = client
-        .post(format!("{base}/api/v1/packages"))
-        .bearer_auth(&user_token)
-        .multipart(form)
-        .send()
+    let res = upload_file_first(server.port, &user_token, "a", b"other bytes".to_vec())
         .await
         .unwrap();
     assert_eq!(res.status(), 409);

@@ -352,21 +352,7 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
     let lock = TableLock::take(&app.db_url());
     let port = server.port;
     let upload = tokio::spawn(async move {
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(vec![9u8; 10 << 20]).file_name("agent"),
-            )
-            .text("name", "opamp-agent")
-            .text("version", "1.0.0")
-            .text("platform", "linux")
-            .text("arch", "amd64");
-        reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{port}/api/v1/packages"))
-            .bearer_auth(token)
-            .multipart(form)
-            .send()
-            .await
+        crate::cli::upload_file_first(port, &token, "opamp-agent", vec![9u8; 10 << 20]).await
     });
     let mut keys = Vec::new();
     for _ in 0..100 {
