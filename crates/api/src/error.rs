@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<&'static str>,
+    /// Sent as `Retry-After`; a 503 without one says 5 seconds.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// The body of every error response.
@@ -32,7 +34,7 @@ pub(crate) struct ErrorDetail<'a> {
     /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
     /// `token_expired`, `invalid_credentials`, `forbidden`, `not_found`, `conflict`,
     /// `payload_too_large`, `unsupported_media_type`, `checksum_mismatch`,
-    /// `range_not_satisfiable`, `database_unavailable`, `storage_unavailable`, `internal`.
+    /// `range_not_satisfiable`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
     #[schema(example = "invalid_field")]
     code: &'a str,
     /// What went wrong, for a person.
@@ -49,6 +51,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after_secs: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl From<ValidationError> for ApiError {
             code: "invalid_field",
             message: e.to_string(),
             field: Some(e.field),
+            retry_after_secs: None,
         }
     }
 }
@@ -118,6 +122,14 @@ impl From<MgrError> for ApiError {
             MgrError::BadCredentials => {
                 Self::unauthorized("invalid_credentials", "invalid username or password")
             }
+            MgrError::Busy => Self {
+                retry_after_secs: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many logins are being checked at once; try again in a second",
+                )
+            },
             MgrError::DatabaseUnavailable(source) => {
                 tracing::error!(error = %source, "database unavailable");
                 Self::new(
@@ -145,8 +157,14 @@ impl ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, "5"));
+        match self.retry_after_secs {
+            Some(secs) => {
+                response.insert_header((header::RETRY_AFTER, secs.to_string()));
+            }
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((header::RETRY_AFTER, "5"));
+            }
+            None => {}
         }
         response
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use actix_web::{App, test};
 use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
 use agentpkg_model::{Password, Role, Username};
-use agentpkg_packagemgr::{Accounts, ManagerConfig, PackageManager};
+use agentpkg_packagemgr::{Accounts, HashingLimits, ManagerConfig, PackageManager};
 use agentpkg_storage::MemoryStore;
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
 use proptest::prelude::*;
@@ -263,7 +263,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
             max_upload_bytes: 64 * 1024,
         },
     );
-    let accounts = Accounts::new(packages.store());
+    let accounts = Accounts::new(packages.store(), HashingLimits::default());
     let publisher = accounts
         .create_user(
             &Username::parse("fuzzer").unwrap(),

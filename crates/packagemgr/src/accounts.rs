@@ -1,54 +1,42 @@
 //! User accounts: password hashing (Argon2id), login, user management, first admin.
 
-use std::sync::OnceLock;
-
 use agentpkg_model::{Password, Role, User, Username};
 use agentpkg_store::{DynStore, StoreError};
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::Error;
-
-/// Verified against when the username is unknown, so that a login takes as long for a
-/// missing user as for a wrong password. Made on first use, on the blocking pool.
-static DECOY_HASH: OnceLock<Option<String>> = OnceLock::new();
+use crate::passwords::{HashingLimits, PasswordHasher};
 
 /// Accounts and their credentials.
 #[derive(Clone)]
 pub struct Accounts {
     store: DynStore,
+    hasher: PasswordHasher,
 }
 
 impl Accounts {
-    pub fn new(store: DynStore) -> Self {
-        Self { store }
+    /// Starts the password hashing threads (`limits`); they stop when the last clone of
+    /// these accounts is dropped.
+    pub fn new(store: DynStore, limits: HashingLimits) -> Self {
+        Self {
+            store,
+            hasher: PasswordHasher::start(limits),
+        }
     }
 
-    /// The user with this username and password, or [`Error::BadCredentials`].
+    /// The user with this username and password, or [`Error::BadCredentials`]; or
+    /// [`Error::Busy`] when too many passwords are being checked already.
     pub async fn login(&self, username: &str, password: SecretString) -> Result<User, Error> {
         let found = self.store.user_credentials(username).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), Some(hash)),
+            // An unknown username costs the same work as a wrong password.
             None => (None, None),
         };
-        let verified = tokio::task::spawn_blocking(move || {
-            let hash = match hash {
-                Some(h) => h,
-                None => DECOY_HASH
-                    .get_or_init(|| hash_blocking("decoy password never used to log in").ok())
-                    .clone()?,
-            };
-            let parsed = PasswordHash::new(&hash).ok()?;
-            Argon2::default()
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .ok()
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("password check failed: {e}")))?;
+        let verified = self.hasher.verify(password, hash).await?;
         match (user, verified) {
-            (Some(user), Some(())) => Ok(user),
+            (Some(user), true) => Ok(user),
             _ => Err(Error::BadCredentials),
         }
     }
@@ -59,10 +47,10 @@ impl Accounts {
         password: &Password,
         role: Role,
     ) -> Result<User, Error> {
-        let secret = password.expose().to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_blocking(&secret))
-            .await
-            .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))??;
+        let hash = self
+            .hasher
+            .hash(SecretString::from(password.expose().to_owned()))
+            .await?;
         match self.store.create_user(username, hash, role).await {
             Ok(user) => {
                 tracing::info!(username = %user.username, role = %user.role, "user created");
@@ -125,14 +113,4 @@ pub struct FirstAdmin {
     pub user: User,
     /// Set when no password was configured and one was generated.
     pub generated_password: Option<SecretString>,
-}
-
-fn hash_blocking(password: &str) -> Result<String, Error> {
-    let salt_bytes: [u8; 16] = rand::random();
-    let salt = SaltString::encode_b64(&salt_bytes)
-        .map_err(|e| Error::Internal(format!("salt encoding failed: {e}")))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
 }

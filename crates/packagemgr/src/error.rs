@@ -28,6 +28,9 @@ pub enum Error {
     Body(#[source] io::Error),
     #[error("invalid username or password")]
     BadCredentials,
+    /// Too many passwords are being checked at once; try again shortly.
+    #[error("too many logins are being checked at once")]
+    Busy,
     #[error("database unavailable")]
     DatabaseUnavailable(#[source] StoreError),
     #[error("object storage unavailable")]

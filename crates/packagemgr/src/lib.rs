@@ -13,6 +13,7 @@ mod hashing;
 mod instrumented;
 mod manager;
 mod metrics;
+mod passwords;
 mod reconcile;
 
 pub use accounts::{Accounts, FirstAdmin};
@@ -20,6 +21,7 @@ pub use body::{BodyReader, BodySender, body_channel};
 pub use error::Error;
 pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};
 pub use metrics::ManagerMetrics;
+pub use passwords::HashingLimits;
 pub use reconcile::{MissingObject, ReconcileReport};
 
 pub use agentpkg_model as model;

@@ -11,7 +11,7 @@ use agentpkg_model::{
     PackageName, PackagePatch, Page, Platform, Role, User, Username, Version, VersionRequirement,
 };
 use agentpkg_packagemgr::{
-    Accounts, Error, ManagerConfig, PackageManager, UploadMeta, body_channel,
+    Accounts, Error, HashingLimits, ManagerConfig, PackageManager, UploadMeta, body_channel,
 };
 use agentpkg_storage::{Fault, MemoryStore, ObjectStore};
 use agentpkg_store::{
@@ -410,7 +410,7 @@ async fn latest_ignores_prereleases_unless_asked() {
 #[tokio::test]
 async fn first_start_creates_an_admin_with_a_generated_password_once() {
     let f = fixture(1 << 20).await;
-    let accounts = Accounts::new(f.store.clone());
+    let accounts = Accounts::new(f.store.clone(), HashingLimits::default());
     let first = accounts
         .ensure_admin(None)
         .await
@@ -429,7 +429,7 @@ async fn first_start_creates_an_admin_with_a_generated_password_once() {
 #[tokio::test]
 async fn a_configured_admin_password_must_be_strong() {
     let f = fixture(1 << 20).await;
-    let accounts = Accounts::new(f.store.clone());
+    let accounts = Accounts::new(f.store.clone(), HashingLimits::default());
     let weak = accounts.ensure_admin(Some(&"admin123".into())).await;
     assert!(
         matches!(weak, Err(Error::Invalid(_))),

@@ -129,7 +129,10 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
                 )
             };
             let components = connect(&settings).await?;
-            let accounts = Accounts::new(std::sync::Arc::new(components.store));
+            let accounts = Accounts::new(
+                std::sync::Arc::new(components.store),
+                settings.auth.hashing_limits(),
+            );
             let user = accounts.create_user(&username, &password, role).await?;
             #[allow(clippy::print_stdout)]
             if generated {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use agentpkg_packagemgr::HashingLimits;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -135,6 +136,11 @@ pub struct AuthSettings {
     /// Password of the `admin` user created on first start. When unset, a random one is
     /// generated and printed once to the log.
     pub admin_password: Option<SecretString>,
+    /// Password hashes computed at once (each holds about 19 MiB); 0 means one per core.
+    pub password_hash_workers: usize,
+    /// Logins that may wait for a hashing thread; one more is answered `503` `busy` at
+    /// once. 0 means 16 per worker.
+    pub password_hash_queue: usize,
 }
 
 impl Default for AuthSettings {
@@ -143,6 +149,26 @@ impl Default for AuthSettings {
             jwt_secret: None,
             token_ttl_secs: 3600,
             admin_password: None,
+            password_hash_workers: 0,
+            password_hash_queue: 0,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// The hashing bound, with 0s replaced by the defaults.
+    pub fn hashing_limits(&self) -> HashingLimits {
+        let default = HashingLimits::default();
+        let workers = match self.password_hash_workers {
+            0 => default.workers,
+            n => n,
+        };
+        HashingLimits {
+            workers,
+            queue: match self.password_hash_queue {
+                0 => workers * 16,
+                n => n,
+            },
         }
     }
 }

@@ -289,7 +289,7 @@ impl Application {
         let secret = jwt_secret(&settings)?;
         let components = connect(&settings).await?;
         let packages = manager(&settings, Arc::new(components.store), components.storage);
-        let accounts = Accounts::new(packages.store());
+        let accounts = Accounts::new(packages.store(), settings.auth.hashing_limits());
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
             .await?

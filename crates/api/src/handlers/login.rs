@@ -35,6 +35,8 @@ pub(crate) struct LoginResponse {
         (status = 200, description = "A token", body = LoginResponse),
         (status = 400, description = "Invalid JSON body", body = ErrorBody),
         (status = 401, description = "Invalid username or password", body = ErrorBody),
+        (status = 503, description = "Too many logins are being checked at once (`busy`, \
+            `Retry-After: 1`), or the database is unavailable", body = ErrorBody),
     ),
 )]
 pub(crate) async fn login(

@@ -7,5 +7,6 @@ mod common;
 mod distribution;
 mod docs;
 mod faults;
+mod flood;
 mod packages;
 mod rollback;
