@@ -6,6 +6,7 @@ mod error;
 mod handlers;
 mod metrics;
 mod openapi;
+mod views;
 
 use actix_web::web;
 use agentpkg_packagemgr::{Accounts, PackageManager};
@@ -55,40 +56,40 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/auth/login", web::post().to(handlers::login::login))
                     .service(
                         web::resource("/packages")
-                            .route(web::get().to(handlers::packages::list))
-                            .route(web::post().to(handlers::packages::upload)),
+                            .route(web::get().to(handlers::packages::list::list))
+                            .route(web::post().to(handlers::packages::upload::upload)),
                     )
                     // Before /packages/{id}, which would otherwise claim "latest".
                     .route(
                         "/packages/latest",
-                        web::get().to(handlers::packages::latest),
+                        web::get().to(handlers::packages::read::latest),
                     )
                     .service(
                         web::resource("/packages/{id}")
-                            .route(web::get().to(handlers::packages::get))
-                            .route(web::patch().to(handlers::packages::patch))
-                            .route(web::delete().to(handlers::packages::delete)),
+                            .route(web::get().to(handlers::packages::read::get))
+                            .route(web::patch().to(handlers::packages::change::patch))
+                            .route(web::delete().to(handlers::packages::change::delete)),
                     )
                     .route(
                         "/packages/{id}/download",
-                        web::get().to(handlers::packages::download),
+                        web::get().to(handlers::packages::downloads::download),
                     )
                     .route(
                         "/packages/{name}/versions",
-                        web::get().to(handlers::packages::versions),
+                        web::get().to(handlers::packages::read::versions),
                     )
                     // Before the exact-version route: "latest" is never a SemVer version.
                     .route(
                         "/packages/{name}/latest/{platform}/{arch}/download",
-                        web::get().to(handlers::packages::download_latest),
+                        web::get().to(handlers::packages::downloads::download_latest),
                     )
                     .route(
                         "/packages/{name}/{version}/{platform}/{arch}/download",
-                        web::get().to(handlers::packages::download_by_coordinates),
+                        web::get().to(handlers::packages::downloads::download_by_coordinates),
                     )
                     .route(
                         "/packages/{name}/{version}/{platform}/{arch}",
-                        web::put().to(handlers::packages::put),
+                        web::put().to(handlers::packages::upload::put),
                     )
                     .service(
                         web::resource("/users")

@@ -253,17 +253,17 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
 
     let dir = tempfile::tempdir().unwrap();
     let db = DatabaseUrl::Sqlite(dir.path().join("fuzz.db"));
-    let store = DieselStore::connect(&db, &PoolOptions::default()).unwrap();
+    let store = Arc::new(DieselStore::connect(&db, &PoolOptions::default()).unwrap());
     store.run_migrations().await.unwrap();
     let storage = Arc::new(MemoryStore::new());
     let packages = PackageManager::new(
-        Arc::new(store),
+        store.clone(),
         storage,
         ManagerConfig {
             max_upload_bytes: 64 * 1024,
         },
     );
-    let accounts = Accounts::new(packages.store(), HashingLimits::default());
+    let accounts = Accounts::new(store, HashingLimits::default());
     let publisher = accounts
         .create_user(
             &Username::parse("fuzzer").unwrap(),

@@ -17,8 +17,8 @@ pub use error::ValidationError;
 pub use key::ObjectKey;
 pub use package::{
     Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
-    PackagePatch, Platform,
+    PackagePatch, Platform, VersionBuilds,
 };
-pub use query::{Activity, ListQuery, Page, PageRequest};
+pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest};
 pub use user::{Password, Role, User, Username};
 pub use version::{Version, VersionRequirement};

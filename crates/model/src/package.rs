@@ -43,6 +43,12 @@ impl PackageName {
     }
 }
 
+impl fmt::Display for PackageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 macro_rules! closed_set {
     ($(#[$meta:meta])* $ty:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -189,6 +195,12 @@ impl FileName {
     }
 }
 
+impl fmt::Display for FileName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What identifies one package file: one name, version, platform and architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coordinates {
@@ -235,33 +247,68 @@ impl PackagePatch {
     }
 }
 
-/// A stored package, as the API shows it (the seed system's fields plus `filename`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+/// A stored package: its row's values, each of its validated type. The API shows it through
+/// a view of its own; this type knows nothing of JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
     pub id: i64,
-    #[cfg_attr(feature = "openapi", schema(example = "opamp-agent"))]
-    pub name: String,
-    /// SemVer 2.0 version, as uploaded.
-    #[cfg_attr(feature = "openapi", schema(example = "1.4.2"))]
-    pub version: String,
+    pub name: PackageName,
+    /// As uploaded (build metadata included).
+    pub version: Version,
     pub platform: Platform,
     pub arch: Arch,
     /// Size in bytes.
     pub file_size: u64,
-    /// SHA-256 of the bytes, 64 lowercase hexadecimal characters; also the download's ETag.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
-    pub checksum: String,
-    /// Key of the object holding the bytes, inside the registry's bucket or directory.
-    pub storage_path: String,
+    pub checksum: Checksum,
+    /// The object holding the bytes, inside the registry's bucket or directory.
+    pub storage_key: ObjectKey,
     /// File name given to downloads (`Content-Disposition`).
-    pub filename: String,
-    pub description: String,
+    pub filename: FileName,
+    pub description: Description,
     /// `false` once yanked: hidden from lists and `latest`, still downloadable by id or
     /// exact version.
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Package {
+    pub fn coordinates(&self) -> Coordinates {
+        Coordinates {
+            name: self.name.clone(),
+            version: self.version.clone(),
+            platform: self.platform,
+            arch: self.arch,
+        }
+    }
+}
+
+/// One version of a package and its builds (one per platform and architecture).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionBuilds {
+    /// The version as the first of its builds was uploaded.
+    pub version: Version,
+    pub packages: Vec<Package>,
+}
+
+impl VersionBuilds {
+    /// Groups packages sorted newest version first into one entry per version (by SemVer
+    /// precedence, so `1.0.0+a` and `1.0.0+b` are one version).
+    pub fn group(packages: Vec<Package>) -> Vec<VersionBuilds> {
+        let mut entries: Vec<VersionBuilds> = Vec::new();
+        for package in packages {
+            match entries.last_mut() {
+                Some(entry) if entry.version.precedence(&package.version).is_eq() => {
+                    entry.packages.push(package);
+                }
+                _ => entries.push(VersionBuilds {
+                    version: package.version.clone(),
+                    packages: vec![package],
+                }),
+            }
+        }
+        entries
+    }
 }
 
 #[cfg(test)]

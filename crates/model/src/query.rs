@@ -49,13 +49,45 @@ pub enum Activity {
 /// version (SemVer precedence) first.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
-    pub name: Option<PackageName>,
+    /// Only one package name, and optionally only its versions matching a requirement.
+    pub name: Option<NameFilter>,
     pub platform: Option<Platform>,
     pub arch: Option<Arch>,
-    /// Only versions matching this requirement (pre-releases included).
-    pub version: Option<VersionRequirement>,
     pub activity: Activity,
     pub page: PageRequest,
+}
+
+/// One package name, and optionally a version requirement.
+///
+/// NOTE: a requirement cannot be matched in SQL, so the store reads the rows of the other
+/// filters and matches them itself. It exists only beside a name, which keeps that to one
+/// package's versions: a requirement over every package cannot be asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameFilter {
+    pub name: PackageName,
+    /// Only versions matching this requirement (pre-releases included).
+    pub version: Option<VersionRequirement>,
+}
+
+impl NameFilter {
+    pub fn new(name: PackageName) -> Self {
+        Self {
+            name,
+            version: None,
+        }
+    }
+}
+
+/// Which package `latest` looks for: the active one of highest SemVer precedence for one
+/// name, platform and architecture, optionally among the versions matching a requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestQuery {
+    pub name: PackageName,
+    pub platform: Platform,
+    pub arch: Arch,
+    pub requirement: Option<VersionRequirement>,
+    /// Whether a pre-release may be chosen.
+    pub include_prerelease: bool,
 }
 
 /// One page of results and the total across all pages.

@@ -1,7 +1,7 @@
 //! User accounts: password hashing (Argon2id), login, user management, first admin.
 
 use agentpkg_model::{Password, Role, User, Username};
-use agentpkg_store::{DynStore, StoreError};
+use agentpkg_store::{DynAccountStore, StoreError};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -11,14 +11,14 @@ use crate::passwords::{HashingLimits, PasswordHasher};
 /// Accounts and their credentials.
 #[derive(Clone)]
 pub struct Accounts {
-    store: DynStore,
+    store: DynAccountStore,
     hasher: PasswordHasher,
 }
 
 impl Accounts {
     /// Starts the password hashing threads (`limits`); they stop when the last clone of
     /// these accounts is dropped.
-    pub fn new(store: DynStore, limits: HashingLimits) -> Self {
+    pub fn new(store: DynAccountStore, limits: HashingLimits) -> Self {
         Self {
             store,
             hasher: PasswordHasher::start(limits),
@@ -68,7 +68,12 @@ impl Accounts {
         Ok(self.store.list_users().await?)
     }
 
-    pub async fn delete_user(&self, id: i64) -> Result<(), Error> {
+    /// Deletes user `id` on behalf of user `actor`. Nobody deletes their own account, so
+    /// the last admin cannot lock everyone out by accident.
+    pub async fn delete_user(&self, actor: i64, id: i64) -> Result<(), Error> {
+        if actor == id {
+            return Err(Error::Conflict("you cannot delete your own account".into()));
+        }
         if self.store.delete_user(id).await? {
             tracing::info!(user_id = id, "user deleted");
             Ok(())
@@ -89,10 +94,7 @@ impl Accounts {
         }
         let (password, generated) = match configured {
             Some(p) => (Password::parse(p.expose_secret())?, false),
-            None => (
-                Password::parse(&Alphanumeric.sample_string(&mut rand::rng(), 24))?,
-                true,
-            ),
+            None => (generate_password()?, true),
         };
         let username = Username::parse("admin")?;
         let user = match self.create_user(&username, &password, Role::Admin).await {
@@ -113,4 +115,12 @@ pub struct FirstAdmin {
     pub user: User,
     /// Set when no password was configured and one was generated.
     pub generated_password: Option<SecretString>,
+}
+
+/// A random password of 24 letters and digits (about 143 bits), for accounts created
+/// without one.
+pub fn generate_password() -> Result<Password, Error> {
+    Ok(Password::parse(
+        &Alphanumeric.sample_string(&mut rand::rng(), 24),
+    )?)
 }

@@ -1,6 +1,10 @@
-//! Timing of every call into the metadata store and the object store: decorators that
-//! forward each call and record how long it took, by operation and outcome, in
-//! [`crate::ManagerMetrics`].
+//! Timing of every call into the object store and the metadata store, by operation and
+//! outcome, in [`crate::ManagerMetrics`].
+//!
+//! The object store is wrapped in a decorator ([`TimedObjects`]). The metadata store times
+//! its own calls, in the one function they all pass through, and reports them to
+//! [`DatabaseLatencies`]: a decorator there would need a forwarding method for every
+//! operation of every store trait.
 //!
 //! A `put` is timed to its end, so it includes streaming the body; a `get` is timed until
 //! the stream opens (the bytes then flow at the client's pace).
@@ -8,12 +12,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use agentpkg_model::{
-    Arch, Coordinates, ListQuery, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page,
-    Platform, Role, User, Username, VersionRequirement,
-};
+use agentpkg_model::ObjectKey;
 use agentpkg_storage::{Body, ByteStream, DynObjectStore, ObjectInfo, ObjectStore, StorageError};
-use agentpkg_store::{Deleted, DynStore, Inserted, MetadataStore, PoolStatus, StoreError};
+use agentpkg_store::CallObserver;
 use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -53,139 +54,13 @@ fn record(latencies: &Latencies, operation: &'static str, ok: bool, elapsed: Dur
         .observe(elapsed.as_secs_f64());
 }
 
-/// A metadata store whose every call is timed.
-pub(crate) struct TimedStore {
-    pub(crate) inner: DynStore,
-    pub(crate) latencies: Latencies,
-}
+/// Records the database calls that the store times itself (see
+/// [`agentpkg_store::CallObserver`]).
+pub(crate) struct DatabaseLatencies(pub(crate) Latencies);
 
-#[async_trait]
-impl MetadataStore for TimedStore {
-    async fn insert_package(&self, new: NewPackage) -> Result<Inserted, StoreError> {
-        timed(
-            &self.latencies,
-            "insert_package",
-            self.inner.insert_package(new),
-        )
-        .await
-    }
-    async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError> {
-        timed(
-            &self.latencies,
-            "package_exists",
-            self.inner.package_exists(coordinates),
-        )
-        .await
-    }
-    async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
-        timed(&self.latencies, "get_package", self.inner.get_package(id)).await
-    }
-    async fn find_package(&self, coordinates: &Coordinates) -> Result<Option<Package>, StoreError> {
-        timed(
-            &self.latencies,
-            "find_package",
-            self.inner.find_package(coordinates),
-        )
-        .await
-    }
-    async fn package_versions(&self, name: &PackageName) -> Result<Vec<Package>, StoreError> {
-        timed(
-            &self.latencies,
-            "package_versions",
-            self.inner.package_versions(name),
-        )
-        .await
-    }
-    async fn update_package(
-        &self,
-        id: i64,
-        patch: PackagePatch,
-    ) -> Result<Option<Package>, StoreError> {
-        timed(
-            &self.latencies,
-            "update_package",
-            self.inner.update_package(id, patch),
-        )
-        .await
-    }
-    async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
-        timed(
-            &self.latencies,
-            "list_packages",
-            self.inner.list_packages(query),
-        )
-        .await
-    }
-    async fn latest_package(
-        &self,
-        name: &PackageName,
-        platform: Platform,
-        arch: Arch,
-        requirement: Option<&VersionRequirement>,
-        include_prerelease: bool,
-    ) -> Result<Option<Package>, StoreError> {
-        timed(
-            &self.latencies,
-            "latest_package",
-            self.inner
-                .latest_package(name, platform, arch, requirement, include_prerelease),
-        )
-        .await
-    }
-    async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
-        timed(
-            &self.latencies,
-            "delete_package",
-            self.inner.delete_package(id),
-        )
-        .await
-    }
-    async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
-        timed(&self.latencies, "blob_keys", self.inner.blob_keys()).await
-    }
-    async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError> {
-        timed(
-            &self.latencies,
-            "packages_with_object",
-            self.inner.packages_with_object(key),
-        )
-        .await
-    }
-    async fn create_user(
-        &self,
-        username: &Username,
-        password_hash: String,
-        role: Role,
-    ) -> Result<User, StoreError> {
-        timed(
-            &self.latencies,
-            "create_user",
-            self.inner.create_user(username, password_hash, role),
-        )
-        .await
-    }
-    async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
-        timed(
-            &self.latencies,
-            "user_credentials",
-            self.inner.user_credentials(username),
-        )
-        .await
-    }
-    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        timed(&self.latencies, "list_users", self.inner.list_users()).await
-    }
-    async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
-        timed(&self.latencies, "delete_user", self.inner.delete_user(id)).await
-    }
-    async fn count_users(&self) -> Result<u64, StoreError> {
-        timed(&self.latencies, "count_users", self.inner.count_users()).await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        timed(&self.latencies, "ping", self.inner.ping()).await
-    }
-    fn pool_status(&self) -> Option<PoolStatus> {
-        self.inner.pool_status()
+impl CallObserver for DatabaseLatencies {
+    fn observe(&self, operation: &'static str, ok: bool, elapsed: Duration) {
+        record(&self.0, operation, ok, elapsed);
     }
 }
 

@@ -2,8 +2,10 @@
 //! failure, versions, downloads, deletion and accounts.
 //!
 //! This crate has no HTTP dependency: the REST API is one user of it, and any service
-//! can embed it with its own [`agentpkg_store::MetadataStore`] and
-//! [`agentpkg_storage::ObjectStore`].
+//! can embed it with its own [`agentpkg_store::PackageStore`],
+//! [`agentpkg_store::AccountStore`] and [`agentpkg_storage::ObjectStore`]. Its default
+//! features bring the real backends (`diesel`: PostgreSQL and SQLite; `s3`); with
+//! `default-features = false` it compiles neither (see `examples/embed.rs`).
 
 mod accounts;
 mod body;
@@ -16,7 +18,7 @@ mod metrics;
 mod passwords;
 mod reconcile;
 
-pub use accounts::{Accounts, FirstAdmin};
+pub use accounts::{Accounts, FirstAdmin, generate_password};
 pub use body::{BodyReader, BodySender, body_channel};
 pub use error::Error;
 pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};

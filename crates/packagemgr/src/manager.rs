@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, ListQuery, NewPackage, ObjectKey, Package,
-    PackageName, PackagePatch, Page, Platform, ValidationError, VersionRequirement,
+    Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage, ObjectKey,
+    Package, PackageName, PackagePatch, Page, ValidationError, VersionBuilds,
 };
 use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
-use agentpkg_store::{DynStore, StoreError};
+use agentpkg_store::{DynPackageStore, StoreError};
 use tokio::io::AsyncRead;
 
 use crate::guard::{ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
-use crate::instrumented::{TimedObjects, TimedStore};
+use crate::instrumented::TimedObjects;
 use crate::{Error, ManagerMetrics};
 
 /// Limits of the package manager.
@@ -78,22 +78,29 @@ pub struct Download {
 /// The package manager. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct PackageManager {
-    pub(crate) store: DynStore,
+    pub(crate) store: DynPackageStore,
     pub(crate) storage: DynObjectStore,
     config: ManagerConfig,
     pub(crate) metrics: ManagerMetrics,
 }
 
 impl PackageManager {
-    /// A package manager over `store` and `storage`. Every call into either is timed in
-    /// [`PackageManager::metrics`].
-    pub fn new(store: DynStore, storage: DynObjectStore, config: ManagerConfig) -> Self {
-        let metrics = ManagerMetrics::default();
+    /// A package manager over `store` and `storage`, with metrics of its own.
+    pub fn new(store: DynPackageStore, storage: DynObjectStore, config: ManagerConfig) -> Self {
+        Self::with_metrics(store, storage, config, ManagerMetrics::default())
+    }
+
+    /// A package manager that counts into `metrics`. Every object-store call is timed
+    /// there; database calls are timed by the store itself, for the observer that
+    /// [`ManagerMetrics::database_observer`] gives (`DieselStore::observed_by`).
+    pub fn with_metrics(
+        store: DynPackageStore,
+        storage: DynObjectStore,
+        config: ManagerConfig,
+        metrics: ManagerMetrics,
+    ) -> Self {
         Self {
-            store: Arc::new(TimedStore {
-                inner: store,
-                latencies: metrics.db_latency.clone(),
-            }),
+            store,
             storage: Arc::new(TimedObjects {
                 inner: storage,
                 latencies: metrics.storage_latency.clone(),
@@ -101,12 +108,6 @@ impl PackageManager {
             config,
             metrics,
         }
-    }
-
-    /// The metadata store, with its calls timed: give it to [`crate::Accounts`] so that
-    /// account queries show in the same metrics.
-    pub fn store(&self) -> DynStore {
-        self.store.clone()
     }
 
     /// Takes a snapshot of the database pool into the metrics; call it before exporting
@@ -126,9 +127,11 @@ impl PackageManager {
         &self.metrics
     }
 
-    /// Uploads one package: refuses known coordinates before reading the body, streams the
-    /// body into storage while hashing it, then records it. On any failure nothing stays
-    /// behind: no object, no row.
+    /// Uploads one package whose metadata is known before its body (a raw `PUT`, a
+    /// message with headers): refuses known coordinates before reading the body, streams
+    /// the body into storage while hashing it, then records it. On any failure nothing
+    /// stays behind: no object, no row. When the metadata may come after the bytes (a
+    /// multipart form), use [`PackageManager::stage`] and [`PackageManager::publish`].
     pub async fn upload<R>(&self, meta: UploadMeta, body: R) -> Result<Package, Error>
     where
         R: AsyncRead + Send + Unpin + 'static,
@@ -283,27 +286,21 @@ impl PackageManager {
             .ok_or(Error::NotFound)
     }
 
-    /// Every version of one package, across platforms, newest first.
-    pub async fn versions(&self, name: &PackageName) -> Result<Vec<Package>, Error> {
-        let versions = self.store.package_versions(name).await?;
-        if versions.is_empty() {
+    /// The history of one package: every version (yanked ones included), newest first,
+    /// each with its builds across platforms; [`Error::NotFound`] for an unknown name.
+    pub async fn history(&self, name: &PackageName) -> Result<Vec<VersionBuilds>, Error> {
+        let packages = self.store.package_versions(name).await?;
+        if packages.is_empty() {
             return Err(Error::NotFound);
         }
-        Ok(versions)
+        Ok(VersionBuilds::group(packages))
     }
 
     /// The active package of highest SemVer precedence, optionally among the versions that
-    /// match `requirement`; pre-releases only when asked.
-    pub async fn latest(
-        &self,
-        name: &PackageName,
-        platform: Platform,
-        arch: Arch,
-        requirement: Option<&VersionRequirement>,
-        include_prerelease: bool,
-    ) -> Result<Package, Error> {
+    /// match a requirement; pre-releases only when asked.
+    pub async fn latest(&self, query: &LatestQuery) -> Result<Package, Error> {
         self.store
-            .latest_package(name, platform, arch, requirement, include_prerelease)
+            .latest_package(query)
             .await?
             .ok_or(Error::NotFound)
     }
@@ -345,10 +342,10 @@ impl PackageManager {
         package: &Package,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream, Error> {
-        let key = object_key(package)?;
+        let key = &package.storage_key;
         let opened = match range {
-            None => self.storage.get(&key).await,
-            Some((start, end)) => self.storage.get_range(&key, start, end).await,
+            None => self.storage.get(key).await,
+            Some((start, end)) => self.storage.get_range(key, start, end).await,
         };
         match opened {
             Ok(body) => Ok(body),
@@ -367,10 +364,9 @@ impl PackageManager {
         package: &Package,
         ttl: Duration,
     ) -> Result<Option<String>, Error> {
-        let key = object_key(package)?;
         Ok(self
             .storage
-            .presigned_get(&key, ttl, &package.filename)
+            .presigned_get(&package.storage_key, ttl, package.filename.as_str())
             .await?)
     }
 
@@ -390,16 +386,7 @@ impl PackageManager {
         let package = deleted.package;
         // Other packages with the same bytes keep the object.
         if deleted.object_released {
-            match object_key(&package) {
-                Ok(key) => {
-                    delete_logged(&self.storage, &key).await;
-                }
-                Err(e) => tracing::error!(
-                    package_id = id,
-                    error = %e,
-                    "deleted row had an invalid object key"
-                ),
-            }
+            delete_logged(&self.storage, &package.storage_key).await;
         }
         tracing::info!(
             package_id = id,
@@ -425,11 +412,6 @@ impl PackageManager {
             .map_err(Error::StorageUnavailable)?;
         Ok(())
     }
-}
-
-fn object_key(package: &Package) -> Result<ObjectKey, Error> {
-    ObjectKey::parse(&package.storage_path)
-        .map_err(|e| Error::Internal(format!("package {}: {e}", package.id)))
 }
 
 /// Checks what only the finished upload can tell, and builds the row.

@@ -2,12 +2,14 @@
 //! are cheap shared handles; register them in a `prometheus_client` registry with
 //! [`ManagerMetrics::register`].
 
-use agentpkg_store::PoolStatus;
+use std::sync::Arc;
+
+use agentpkg_store::{CallObserver, PoolStatus};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::instrumented::{Latencies, latencies};
+use crate::instrumented::{DatabaseLatencies, Latencies, latencies};
 
 #[derive(Clone, Debug)]
 pub struct ManagerMetrics {
@@ -81,6 +83,13 @@ impl ManagerMetrics {
             "Most database connections the pool opens",
             self.db_pool_max.clone(),
         );
+    }
+
+    /// What the metadata store reports the duration of its calls to
+    /// (`DieselStore::observed_by`), so that they show in
+    /// `agentpkg_db_operation_duration_seconds`.
+    pub fn database_observer(&self) -> Arc<dyn CallObserver> {
+        Arc::new(DatabaseLatencies(self.db_latency.clone()))
     }
 
     /// Records a snapshot of the connection pool (taken just before each scrape).

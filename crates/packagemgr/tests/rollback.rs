@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Coordinates as C, Description, ListQuery, NewPackage, Package,
-    PackageName, PackagePatch, Page, Platform, Role, User, Username, Version, VersionRequirement,
+    Arch, Checksum, Coordinates, Coordinates as C, Description, LatestQuery, ListQuery, NewPackage,
+    Package, PackageName, PackagePatch, Page, Platform, Role, Version, VersionRequirement,
 };
 use agentpkg_packagemgr::{
     Accounts, Error, HashingLimits, ManagerConfig, PackageManager, UploadMeta, body_channel,
 };
 use agentpkg_storage::{Fault, MemoryStore, ObjectStore};
 use agentpkg_store::{
-    DatabaseUrl, Deleted, DieselStore, Inserted, MetadataStore, PoolOptions, StoreError,
+    DatabaseUrl, Deleted, DieselStore, Health, Inserted, PackageStore, PoolOptions, StoreError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,7 +28,14 @@ struct FlakyStore {
 }
 
 #[async_trait]
-impl MetadataStore for FlakyStore {
+impl Health for FlakyStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[async_trait]
+impl PackageStore for FlakyStore {
     async fn insert_package(&self, new: NewPackage) -> Result<Inserted, StoreError> {
         if self.fail_insert.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected fault".into()));
@@ -57,15 +64,8 @@ impl MetadataStore for FlakyStore {
     async fn list_packages(&self, q: &ListQuery) -> Result<Page<Package>, StoreError> {
         self.inner.list_packages(q).await
     }
-    async fn latest_package(
-        &self,
-        n: &PackageName,
-        p: Platform,
-        a: Arch,
-        r: Option<&VersionRequirement>,
-        pre: bool,
-    ) -> Result<Option<Package>, StoreError> {
-        self.inner.latest_package(n, p, a, r, pre).await
+    async fn latest_package(&self, q: &LatestQuery) -> Result<Option<Package>, StoreError> {
+        self.inner.latest_package(q).await
     }
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
         self.inner.delete_package(id).await
@@ -75,24 +75,6 @@ impl MetadataStore for FlakyStore {
     }
     async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError> {
         self.inner.packages_with_object(key).await
-    }
-    async fn create_user(&self, u: &Username, h: String, r: Role) -> Result<User, StoreError> {
-        self.inner.create_user(u, h, r).await
-    }
-    async fn user_credentials(&self, u: &str) -> Result<Option<(User, String)>, StoreError> {
-        self.inner.user_credentials(u).await
-    }
-    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        self.inner.list_users().await
-    }
-    async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
-        self.inner.delete_user(id).await
-    }
-    async fn count_users(&self) -> Result<u64, StoreError> {
-        self.inner.count_users().await
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
     }
 }
 
@@ -176,12 +158,12 @@ async fn a_good_upload_stores_bytes_and_row_with_their_checksum() {
         .upload(m, std::io::Cursor::new(data.clone()))
         .await
         .unwrap();
-    assert_eq!(p.checksum, sha256(&data).as_str());
+    assert_eq!(p.checksum.as_str(), sha256(&data).as_str());
     assert_eq!(p.file_size, data.len() as u64);
-    assert_eq!(p.filename, "opamp-agent");
+    assert_eq!(p.filename.as_str(), "opamp-agent");
     assert_eq!(
         f.storage.list_keys().await.unwrap(),
-        vec![p.storage_path.clone()]
+        vec![p.storage_key.to_string()]
     );
 }
 
@@ -300,10 +282,10 @@ async fn a_duplicate_is_a_conflict_never_an_overwrite() {
     assert!(matches!(err, Error::Conflict(_)), "{err:?}");
     assert_eq!(
         f.storage.list_keys().await.unwrap(),
-        vec![first.storage_path.clone()]
+        vec![first.storage_key.to_string()]
     );
     assert_eq!(
-        f.mgr.get(first.id).await.unwrap().checksum,
+        f.mgr.get(first.id).await.unwrap().checksum.as_str(),
         sha256(b"one").as_str()
     );
 }
@@ -326,7 +308,7 @@ async fn racing_duplicates_publish_one_and_roll_back_the_other() {
     assert!(matches!(loser, Error::Conflict(_)), "{loser:?}");
     assert_eq!(
         f.storage.list_keys().await.unwrap(),
-        vec![winner.storage_path]
+        vec![winner.storage_key.to_string()]
     );
 }
 
@@ -359,7 +341,7 @@ async fn delete_removes_row_then_object_and_survives_a_storage_failure() {
     assert!(matches!(f.mgr.get(p.id).await, Err(Error::NotFound)));
     assert_eq!(
         f.storage.list_keys().await.unwrap(),
-        vec![p.storage_path.clone()]
+        vec![p.storage_key.to_string()]
     );
     f.storage.set_fault(Fault::default());
     let q = f.mgr.upload(meta("1.0.1"), &b"y"[..]).await.unwrap();
@@ -369,7 +351,7 @@ async fn delete_removes_row_then_object_and_survives_a_storage_failure() {
             .list_keys()
             .await
             .unwrap()
-            .contains(&q.storage_path)
+            .contains(&q.storage_key.to_string())
     );
     assert!(matches!(f.mgr.delete(q.id).await, Err(Error::NotFound)));
 }
@@ -380,37 +362,39 @@ async fn latest_ignores_prereleases_unless_asked() {
     for v in ["1.9.0", "1.10.0", "2.0.0-rc.1"] {
         f.mgr.upload(meta(v), &b"x"[..]).await.unwrap();
     }
-    let name = PackageName::parse("opamp-agent").unwrap();
+    let query = |platform, requirement: Option<&str>, include_prerelease| LatestQuery {
+        name: PackageName::parse("opamp-agent").unwrap(),
+        platform,
+        arch: Arch::Amd64,
+        requirement: requirement.map(|r| VersionRequirement::parse(r).unwrap()),
+        include_prerelease,
+    };
     let stable = f
         .mgr
-        .latest(&name, Platform::Linux, Arch::Amd64, None, false)
+        .latest(&query(Platform::Linux, None, false))
         .await
         .unwrap();
-    assert_eq!(stable.version, "1.10.0");
+    assert_eq!(stable.version.to_string(), "1.10.0");
     let pre = f
         .mgr
-        .latest(&name, Platform::Linux, Arch::Amd64, None, true)
+        .latest(&query(Platform::Linux, None, true))
         .await
         .unwrap();
-    assert_eq!(pre.version, "2.0.0-rc.1");
-    let req = VersionRequirement::parse("~1.9").unwrap();
+    assert_eq!(pre.version.to_string(), "2.0.0-rc.1");
     let pinned = f
         .mgr
-        .latest(&name, Platform::Linux, Arch::Amd64, Some(&req), true)
+        .latest(&query(Platform::Linux, Some("~1.9"), true))
         .await
         .unwrap();
-    assert_eq!(pinned.version, "1.9.0");
-    let none = f
-        .mgr
-        .latest(&name, Platform::Darwin, Arch::Amd64, None, true)
-        .await;
+    assert_eq!(pinned.version.to_string(), "1.9.0");
+    let none = f.mgr.latest(&query(Platform::Darwin, None, true)).await;
     assert!(matches!(none, Err(Error::NotFound)));
 }
 
 #[tokio::test]
 async fn first_start_creates_an_admin_with_a_generated_password_once() {
     let f = fixture(1 << 20).await;
-    let accounts = Accounts::new(f.store.clone(), HashingLimits::default());
+    let accounts = Accounts::new(Arc::new(f.store.inner.clone()), HashingLimits::default());
     let first = accounts
         .ensure_admin(None)
         .await
@@ -429,7 +413,7 @@ async fn first_start_creates_an_admin_with_a_generated_password_once() {
 #[tokio::test]
 async fn a_configured_admin_password_must_be_strong() {
     let f = fixture(1 << 20).await;
-    let accounts = Accounts::new(f.store.clone(), HashingLimits::default());
+    let accounts = Accounts::new(Arc::new(f.store.inner.clone()), HashingLimits::default());
     let weak = accounts.ensure_admin(Some(&"admin123".into())).await;
     assert!(
         matches!(weak, Err(Error::Invalid(_))),
@@ -469,10 +453,7 @@ async fn reconciliation_removes_old_orphans_and_reports_missing_objects() {
     f.storage
         .insert_at(&young, b"in flight", std::time::SystemTime::now());
     // And one package's object vanished.
-    f.storage
-        .delete(&agentpkg_model::ObjectKey::parse(&lost.storage_path).unwrap())
-        .await
-        .unwrap();
+    f.storage.delete(&lost.storage_key).await.unwrap();
     let grace = std::time::Duration::from_secs(600);
 
     let dry = f.mgr.reconcile(grace, true).await.unwrap();
@@ -480,7 +461,7 @@ async fn reconciliation_removes_old_orphans_and_reports_missing_objects() {
     assert_eq!(dry.orphans_removed, vec![old.to_string()]);
     assert_eq!(dry.orphans_in_grace, vec![young.to_string()]);
     assert_eq!(dry.missing_objects.len(), 1);
-    assert_eq!(dry.missing_objects[0].key, lost.storage_path);
+    assert_eq!(dry.missing_objects[0].key, lost.storage_key.to_string());
     assert_eq!(dry.missing_objects[0].package_ids, vec![lost.id]);
     assert!(
         f.storage.exists(&old).await.unwrap(),
@@ -491,7 +472,7 @@ async fn reconciliation_removes_old_orphans_and_reports_missing_objects() {
     assert_eq!(real.orphans_removed, vec![old.to_string()]);
     assert!(!f.storage.exists(&old).await.unwrap());
     assert!(f.storage.exists(&young).await.unwrap());
-    let kept_key = agentpkg_model::ObjectKey::parse(&kept.storage_path).unwrap();
+    let kept_key = kept.storage_key.clone();
     assert!(
         f.storage.exists(&kept_key).await.unwrap(),
         "referenced objects stay"

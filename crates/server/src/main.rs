@@ -9,7 +9,6 @@ use agentpkg_packagemgr::Accounts;
 use agentpkg_server::settings::LogFormat;
 use agentpkg_server::{Application, Settings, connect, migrate_only, reconcile_once};
 use clap::{Parser, Subcommand};
-use rand::distr::{Alphanumeric, SampleString};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -123,10 +122,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
                     false,
                 )
             } else {
-                (
-                    Password::parse(&Alphanumeric.sample_string(&mut rand::rng(), 24))?,
-                    true,
-                )
+                (agentpkg_packagemgr::generate_password()?, true)
             };
             let components = connect(&settings).await?;
             let accounts = Accounts::new(

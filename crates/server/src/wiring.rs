@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
-use agentpkg_packagemgr::{Accounts, ManagerConfig, PackageManager};
+use agentpkg_packagemgr::{Accounts, ManagerConfig, ManagerMetrics, PackageManager};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
 use rand::distr::{Alphanumeric, SampleString};
@@ -229,17 +229,22 @@ fn metrics_listener(
     Ok(Some((server, port)))
 }
 
-fn manager(
-    settings: &Settings,
-    store: Arc<DieselStore>,
-    storage: DynObjectStore,
-) -> PackageManager {
-    PackageManager::new(
-        store,
-        storage,
+/// The package manager and the accounts over one store, whose calls are timed in the
+/// manager's metrics.
+fn manager(settings: &Settings, components: Components) -> (PackageManager, Accounts) {
+    let metrics = ManagerMetrics::default();
+    let store = Arc::new(components.store.observed_by(metrics.database_observer()));
+    let packages = PackageManager::with_metrics(
+        store.clone(),
+        components.storage,
         ManagerConfig {
             max_upload_bytes: settings.upload.max_size_bytes,
         },
+        metrics,
+    );
+    (
+        packages,
+        Accounts::new(store, settings.auth.hashing_limits()),
     )
 }
 
@@ -277,8 +282,7 @@ pub async fn reconcile_once(
     grace: Duration,
     dry_run: bool,
 ) -> Result<agentpkg_packagemgr::ReconcileReport, BuildError> {
-    let components = connect(settings).await?;
-    let packages = manager(settings, Arc::new(components.store), components.storage);
+    let (packages, _) = manager(settings, connect(settings).await?);
     Ok(packages.reconcile(grace, dry_run).await?)
 }
 
@@ -287,9 +291,7 @@ impl Application {
     /// listener and builds the HTTP server.
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
         let secret = jwt_secret(&settings)?;
-        let components = connect(&settings).await?;
-        let packages = manager(&settings, Arc::new(components.store), components.storage);
-        let accounts = Accounts::new(packages.store(), settings.auth.hashing_limits());
+        let (packages, accounts) = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
             .await?

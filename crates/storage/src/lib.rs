@@ -1,10 +1,12 @@
 //! Package bytes: a small streaming storage trait and its backends — a local directory
-//! (the embedded default) and S3-compatible object storage (MinIO, Garage, AWS).
+//! (the embedded default) and S3-compatible object storage (MinIO, Garage, AWS; feature
+//! `s3`, on by default).
 
 mod error;
 mod fs;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
+#[cfg(feature = "s3")]
 mod s3;
 
 use std::io;
@@ -21,6 +23,7 @@ pub use error::StorageError;
 pub use fs::FsStore;
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::{FailingReader, Fault, MemoryStore};
+#[cfg(feature = "s3")]
 pub use s3::{S3Config, S3Store};
 
 /// An object's bytes, as they arrive.
@@ -74,8 +77,9 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(keys)
     }
     /// Removes the leftovers of writes that never finished (a process killed mid-upload)
-    /// last touched before `older_than`, and returns what went. Stores whose failed writes
-    /// leave nothing visible (S3 aborts or expires multipart uploads) have nothing to do.
+    /// last touched before `older_than`, and returns what went: [`FsStore`] its temporary
+    /// files, `S3Store` the multipart uploads never completed. This default does nothing,
+    /// for stores whose failed writes leave nothing behind.
     async fn sweep_incomplete(
         &self,
         older_than: std::time::SystemTime,

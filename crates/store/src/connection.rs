@@ -1,12 +1,13 @@
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::StoreError;
+use crate::{CallObserver, StoreError};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
@@ -136,11 +137,12 @@ impl Default for PoolOptions {
     }
 }
 
-/// The Diesel-backed [`crate::MetadataStore`].
+/// The Diesel-backed [`crate::PackageStore`] and [`crate::AccountStore`].
 #[derive(Clone)]
 pub struct DieselStore {
     pool: r2d2::Pool<Manager>,
     backend: &'static str,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl DieselStore {
@@ -163,7 +165,15 @@ impl DieselStore {
         Ok(Self {
             pool,
             backend: url.backend_name(),
+            observer: None,
         })
+    }
+
+    /// The same store, telling `observer` how long each call took (the wait for a pooled
+    /// connection included).
+    pub fn observed_by(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// `postgres` or `sqlite`.
@@ -183,7 +193,7 @@ impl DieselStore {
 
     /// Applies every pending migration; returns how many ran.
     pub async fn run_migrations(&self) -> Result<usize, StoreError> {
-        self.with_conn(|conn| {
+        self.with_conn("run_migrations", |conn| {
             let applied = match conn {
                 DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS),
                 DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
@@ -196,7 +206,7 @@ impl DieselStore {
 
     /// Reverts every applied migration (used by `migrate --revert-all` and tests).
     pub async fn revert_all_migrations(&self) -> Result<usize, StoreError> {
-        self.with_conn(|conn| {
+        self.with_conn("revert_all_migrations", |conn| {
             let reverted = match conn {
                 DbConnection::Pg(c) => c.revert_all_migrations(PG_MIGRATIONS),
                 DbConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS),
@@ -207,18 +217,29 @@ impl DieselStore {
         .await
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
-    pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` with a pooled connection on the blocking thread pool, and tells the
+    /// observer how long `operation` took and whether it succeeded.
+    pub(crate) async fn with_conn<T, F>(
+        &self,
+        operation: &'static str,
+        f: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
+        let started = Instant::now();
         let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let mut conn = pool.get()?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        .map_err(|e| StoreError::Task(e.to_string()))
+        .and_then(|r| r);
+        if let Some(observer) = &self.observer {
+            observer.observe(operation, result.is_ok(), started.elapsed());
+        }
+        result
     }
 }

@@ -1,39 +1,58 @@
+//! [`DieselStore`] implements each store trait by running one query function of
+//! `packages` or `users` on a pooled connection, named for the timing.
+
 use agentpkg_model::{
-    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page, Platform,
-    Role, User, Username, VersionRequirement,
+    Coordinates, LatestQuery, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page,
+    Role, User, Username,
 };
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
 use crate::{
-    Deleted, DieselStore, Inserted, MetadataStore, PoolStatus, StoreError, packages, users,
+    AccountStore, Deleted, DieselStore, Health, Inserted, PackageStore, PoolStatus, StoreError,
+    packages, users,
 };
 
 #[async_trait]
-impl MetadataStore for DieselStore {
+impl Health for DieselStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn("ping", |c| c.ping().map_err(StoreError::from))
+            .await
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        Some(DieselStore::pool_status(self))
+    }
+}
+
+#[async_trait]
+impl PackageStore for DieselStore {
     async fn insert_package(&self, new: NewPackage) -> Result<Inserted, StoreError> {
-        self.with_conn(move |c| packages::insert(c, &new)).await
+        self.with_conn("insert_package", move |c| packages::insert(c, &new))
+            .await
     }
 
     async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError> {
         let coordinates = coordinates.clone();
-        self.with_conn(move |c| packages::exists(c, &coordinates))
+        self.with_conn("package_exists", move |c| packages::exists(c, &coordinates))
             .await
     }
 
     async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
-        self.with_conn(move |c| packages::get(c, id)).await
+        self.with_conn("get_package", move |c| packages::get(c, id))
+            .await
     }
 
     async fn find_package(&self, coordinates: &Coordinates) -> Result<Option<Package>, StoreError> {
         let coordinates = coordinates.clone();
-        self.with_conn(move |c| packages::find(c, &coordinates))
+        self.with_conn("find_package", move |c| packages::find(c, &coordinates))
             .await
     }
 
     async fn package_versions(&self, name: &PackageName) -> Result<Vec<Package>, StoreError> {
         let name = name.clone();
-        self.with_conn(move |c| packages::versions(c, &name)).await
+        self.with_conn("package_versions", move |c| packages::versions(c, &name))
+            .await
     }
 
     async fn update_package(
@@ -41,52 +60,42 @@ impl MetadataStore for DieselStore {
         id: i64,
         patch: PackagePatch,
     ) -> Result<Option<Package>, StoreError> {
-        self.with_conn(move |c| packages::update(c, id, &patch))
+        self.with_conn("update_package", move |c| packages::update(c, id, &patch))
             .await
     }
 
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
         let query = query.clone();
-        self.with_conn(move |c| packages::list(c, &query)).await
+        self.with_conn("list_packages", move |c| packages::list(c, &query))
+            .await
     }
 
-    async fn latest_package(
-        &self,
-        name: &PackageName,
-        platform: Platform,
-        arch: Arch,
-        requirement: Option<&VersionRequirement>,
-        include_prerelease: bool,
-    ) -> Result<Option<Package>, StoreError> {
-        let name = name.clone();
-        let requirement = requirement.cloned();
-        self.with_conn(move |c| {
-            packages::latest(
-                c,
-                &name,
-                platform,
-                arch,
-                requirement.as_ref(),
-                include_prerelease,
-            )
-        })
-        .await
+    async fn latest_package(&self, query: &LatestQuery) -> Result<Option<Package>, StoreError> {
+        let query = query.clone();
+        self.with_conn("latest_package", move |c| packages::latest(c, &query))
+            .await
     }
 
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
-        self.with_conn(move |c| packages::delete(c, id)).await
+        self.with_conn("delete_package", move |c| packages::delete(c, id))
+            .await
     }
 
     async fn blob_keys(&self) -> Result<Vec<String>, StoreError> {
-        self.with_conn(packages::blob_keys).await
+        self.with_conn("blob_keys", packages::blob_keys).await
     }
 
     async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |c| packages::with_object(c, &key))
-            .await
+        self.with_conn("packages_with_object", move |c| {
+            packages::with_object(c, &key)
+        })
+        .await
     }
+}
 
+#[async_trait]
+impl AccountStore for DieselStore {
     async fn create_user(
         &self,
         username: &Username,
@@ -94,33 +103,30 @@ impl MetadataStore for DieselStore {
         role: Role,
     ) -> Result<User, StoreError> {
         let username = username.clone();
-        self.with_conn(move |c| users::create(c, &username, &password_hash, role))
-            .await
+        self.with_conn("create_user", move |c| {
+            users::create(c, &username, &password_hash, role)
+        })
+        .await
     }
 
     async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         let username = username.to_owned();
-        self.with_conn(move |c| users::credentials(c, &username))
-            .await
+        self.with_conn("user_credentials", move |c| {
+            users::credentials(c, &username)
+        })
+        .await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        self.with_conn(users::list).await
+        self.with_conn("list_users", users::list).await
     }
 
     async fn delete_user(&self, id: i64) -> Result<bool, StoreError> {
-        self.with_conn(move |c| users::delete(c, id)).await
+        self.with_conn("delete_user", move |c| users::delete(c, id))
+            .await
     }
 
     async fn count_users(&self) -> Result<u64, StoreError> {
-        self.with_conn(users::count).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|c| c.ping().map_err(StoreError::from)).await
-    }
-
-    fn pool_status(&self) -> Option<PoolStatus> {
-        Some(DieselStore::pool_status(self))
+        self.with_conn("count_users", users::count).await
     }
 }

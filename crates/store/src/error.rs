@@ -1,3 +1,4 @@
+#[cfg(feature = "diesel")]
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// Errors of the metadata store.
@@ -11,7 +12,7 @@ pub enum StoreError {
     Unavailable(String),
     /// Any other database error. Its text is for the log, never for a client.
     #[error("database error: {0}")]
-    Query(DieselError),
+    Query(String),
     /// A row that the code cannot read back (edited by hand, or a bug).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -24,6 +25,7 @@ pub enum StoreError {
     Contention(&'static str),
 }
 
+#[cfg(feature = "diesel")]
 impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         match e {
@@ -34,11 +36,12 @@ impl From<DieselError> for StoreError {
             DieselError::BrokenTransactionManager => {
                 Self::Unavailable("broken transaction manager".into())
             }
-            other => Self::Query(other),
+            other => Self::Query(other.to_string()),
         }
     }
 }
 
+#[cfg(feature = "diesel")]
 impl From<diesel::r2d2::PoolError> for StoreError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
         Self::Unavailable(e.to_string())

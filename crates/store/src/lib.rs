@@ -1,34 +1,57 @@
 //! Package and user metadata, in PostgreSQL (production) or SQLite (the embedded
 //! default), through one Diesel code path.
 //!
+//! The traits say what the business logic needs, one per concern: [`PackageStore`],
+//! [`AccountStore`], and [`Health`] beneath both. [`DieselStore`] (feature `diesel`, on by
+//! default) implements them all; a service embedding `agentpkg-packagemgr` with a store of
+//! its own can turn the feature off and compile neither libpq nor SQLite.
+//!
 //! Every database call is blocking, so [`DieselStore`] runs each one on Tokio's blocking
-//! pool: the async executor's threads never wait on the database.
+//! pool: the async executor's threads never wait on the database. Each call is timed there,
+//! by operation and outcome, for whichever [`CallObserver`] the store was given.
 
+#[cfg(feature = "diesel")]
 mod connection;
+#[cfg(feature = "diesel")]
 mod diesel_store;
 mod error;
+#[cfg(feature = "diesel")]
 mod packages;
+#[cfg(feature = "diesel")]
 mod schema;
+#[cfg(feature = "diesel")]
 mod users;
 
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentpkg_model::{
-    Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page, Role, User,
-    Username, VersionRequirement,
+    Coordinates, LatestQuery, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page,
+    Role, User, Username,
 };
 use async_trait::async_trait;
 
+#[cfg(feature = "diesel")]
 pub use connection::{DatabaseUrl, DbConnection, DieselStore, MultiBackend, PoolOptions};
 pub use error::StoreError;
 
-/// What the business logic needs from the metadata store. [`DieselStore`] is the real
-/// one; tests of failure paths may bring their own.
+/// Whether the database answers, and how busy its pool is.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait Health: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How busy the connection pool is, for metrics; `None` for a store without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// Packages and the blobs (distinct contents) they refer to.
+#[async_trait]
+pub trait PackageStore: Health {
     /// Records a package. A package with the same coordinates (by SemVer precedence) is a
     /// [`StoreError::Conflict`]. When another package already has the same bytes, the new
     /// one shares that object ([`Inserted::reused_object`]) and the caller's copy is spare.
@@ -46,16 +69,8 @@ pub trait MetadataStore: Send + Sync + 'static {
         patch: PackagePatch,
     ) -> Result<Option<Package>, StoreError>;
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError>;
-    /// The active package of highest SemVer precedence for one name, platform and arch,
-    /// optionally among the versions matching a requirement.
-    async fn latest_package(
-        &self,
-        name: &PackageName,
-        platform: agentpkg_model::Platform,
-        arch: Arch,
-        requirement: Option<&VersionRequirement>,
-        include_prerelease: bool,
-    ) -> Result<Option<Package>, StoreError>;
+    /// The active package of highest SemVer precedence that the query allows.
+    async fn latest_package(&self, query: &LatestQuery) -> Result<Option<Package>, StoreError>;
     /// Deletes the row and returns it, or `None` when there was none.
     /// [`Deleted::object_released`] says whether it was the last package with its bytes, so
     /// that the object is now the caller's to delete.
@@ -65,7 +80,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn blob_keys(&self) -> Result<Vec<String>, StoreError>;
     /// Ids of the packages whose bytes are the object at `key`.
     async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError>;
+}
 
+/// User accounts and their password hashes.
+#[async_trait]
+pub trait AccountStore: Health {
     async fn create_user(
         &self,
         username: &Username,
@@ -77,14 +96,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
     async fn delete_user(&self, id: i64) -> Result<bool, StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
+}
 
-    /// Whether the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// How busy the connection pool is, for metrics; `None` for a store without one.
-    fn pool_status(&self) -> Option<PoolStatus> {
-        None
-    }
+/// Told how long each database call took. `agentpkg-packagemgr`'s metrics implement it;
+/// [`DieselStore::observed_by`] hands it to the store, which times every call in the one
+/// place they all pass through.
+pub trait CallObserver: Send + Sync + 'static {
+    fn observe(&self, operation: &'static str, ok: bool, elapsed: Duration);
 }
 
 /// A snapshot of a connection pool.
@@ -115,5 +133,7 @@ pub struct Deleted {
     pub object_released: bool,
 }
 
-/// Shared handle to a metadata store.
-pub type DynStore = Arc<dyn MetadataStore>;
+/// Shared handle to a package store.
+pub type DynPackageStore = Arc<dyn PackageStore>;
+/// Shared handle to an account store.
+pub type DynAccountStore = Arc<dyn AccountStore>;

@@ -2,8 +2,8 @@
 //! transaction.
 
 use agentpkg_model::{
-    Activity, Arch, Coordinates, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page,
-    Platform, Version, VersionRequirement,
+    Activity, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage,
+    ObjectKey, Package, PackageName, PackagePatch, Page, Version,
 };
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -39,15 +39,19 @@ impl TryFrom<PackageRow> for Package {
         let corrupt = |what: &str| StoreError::Corrupt(format!("package {}: {what}", row.id));
         Ok(Package {
             id: row.id,
+            name: PackageName::parse(&row.name).map_err(|_| corrupt("name"))?,
+            version: Version::parse(&row.version).map_err(|_| corrupt("version"))?,
             platform: row.platform.parse().map_err(|_| corrupt("platform"))?,
             arch: row.arch.parse().map_err(|_| corrupt("arch"))?,
             file_size: u64::try_from(row.file_size).map_err(|_| corrupt("file_size"))?,
-            name: row.name,
-            version: row.version,
-            checksum: row.checksum,
-            storage_path: row.storage_path,
-            filename: row.filename,
-            description: row.description,
+            checksum: Checksum::parse(&row.checksum).map_err(|_| corrupt("checksum"))?,
+            // NOTE: a key this registry did not make is refused here, so a tampered row
+            // cannot name an arbitrary path.
+            storage_key: ObjectKey::parse(&row.storage_path)
+                .map_err(|_| corrupt("storage_path"))?,
+            filename: FileName::parse(&row.filename).map_err(|_| corrupt("filename"))?,
+            description: Description::parse(&row.description)
+                .map_err(|_| corrupt("description"))?,
             is_active: row.is_active,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
@@ -272,8 +276,8 @@ fn filtered(q: &ListQuery) -> Boxed<'_> {
         Activity::InactiveOnly => query.filter(packages::is_active.eq(false)),
         Activity::All => query,
     };
-    if let Some(name) = &q.name {
-        query = query.filter(packages::name.eq(name.as_str()));
+    if let Some(filter) = &q.name {
+        query = query.filter(packages::name.eq(filter.name.as_str()));
     }
     if let Some(platform) = q.platform {
         query = query.filter(packages::platform.eq(platform.as_str()));
@@ -301,21 +305,11 @@ fn list_order() -> ListOrder {
     )
 }
 
-fn matches(
-    p: &Package,
-    requirement: &VersionRequirement,
-    include_prerelease: bool,
-) -> Result<bool, StoreError> {
-    let version = Version::parse(&p.version)
-        .map_err(|_| StoreError::Corrupt(format!("package {}: version", p.id)))?;
-    Ok(requirement.matches(&version, include_prerelease))
-}
-
 pub(crate) fn list(conn: &mut DbConnection, q: &ListQuery) -> Result<Page<Package>, StoreError> {
-    if let Some(requirement) = &q.version {
+    if let Some(requirement) = q.name.as_ref().and_then(|f| f.version.as_ref()) {
         // NOTE: a requirement cannot be expressed on version_sort in SQL, so the rows of the
-        // other filters are read and matched here. The API only accepts a requirement
-        // together with a name, which keeps this to one package's versions.
+        // other filters are read and matched here. A requirement only comes with a name
+        // (`NameFilter`), which keeps this to one package's versions.
         let mut matching = Vec::new();
         for row in filtered(q)
             .order(list_order())
@@ -323,7 +317,7 @@ pub(crate) fn list(conn: &mut DbConnection, q: &ListQuery) -> Result<Page<Packag
             .load(conn)?
         {
             let package = Package::try_from(row)?;
-            if matches(&package, requirement, true)? {
+            if requirement.matches(&package.version, true) {
                 matching.push(package);
             }
         }
@@ -362,25 +356,21 @@ pub(crate) fn list(conn: &mut DbConnection, q: &ListQuery) -> Result<Page<Packag
 
 pub(crate) fn latest(
     conn: &mut DbConnection,
-    name: &PackageName,
-    platform: Platform,
-    arch: Arch,
-    requirement: Option<&VersionRequirement>,
-    include_prerelease: bool,
+    q: &LatestQuery,
 ) -> Result<Option<Package>, StoreError> {
     let candidates = || {
         let mut query = packages::table
-            .filter(packages::name.eq(name.as_str()))
-            .filter(packages::platform.eq(platform.as_str()))
-            .filter(packages::arch.eq(arch.as_str()))
+            .filter(packages::name.eq(q.name.as_str()))
+            .filter(packages::platform.eq(q.platform.as_str()))
+            .filter(packages::arch.eq(q.arch.as_str()))
             .filter(packages::is_active.eq(true))
             .into_boxed::<crate::connection::MultiBackend>();
-        if !include_prerelease {
+        if !q.include_prerelease {
             query = query.filter(packages::prerelease.eq(false));
         }
         query.order(packages::version_sort.desc())
     };
-    let Some(requirement) = requirement else {
+    let Some(requirement) = &q.requirement else {
         return candidates()
             .select(PackageRow::as_select())
             .first(conn)
@@ -400,7 +390,7 @@ pub(crate) fn latest(
         let fetched = rows.len() as i64;
         for row in rows {
             let package = Package::try_from(row)?;
-            if matches(&package, requirement, include_prerelease)? {
+            if requirement.matches(&package.version, q.include_prerelease) {
                 return Ok(Some(package));
             }
         }
@@ -419,7 +409,7 @@ pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Deleted>
         };
         diesel::delete(packages::table.find(id)).execute(conn)?;
         let others: i64 = packages::table
-            .filter(packages::checksum.eq(&package.checksum))
+            .filter(packages::checksum.eq(package.checksum.as_str()))
             .count()
             .get_result(conn)?;
         let mut object_released = false;
@@ -428,7 +418,7 @@ pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Deleted>
             // (not yet visible to the count). Then the foreign key refuses the delete, and
             // the blob — and its object — stay for that upload.
             let removed = conn.transaction(|conn| {
-                diesel::delete(blobs::table.find(&package.checksum)).execute(conn)
+                diesel::delete(blobs::table.find(package.checksum.as_str())).execute(conn)
             });
             match removed {
                 Ok(n) => object_released = n > 0,

@@ -1,11 +1,14 @@
 //! The store against real PostgreSQL and a real SQLite file: the same scenarios on both.
 
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, ListQuery, NewPackage, ObjectKey,
-    PackageName, PageRequest, Platform, Role, Username, Version,
+    Arch, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NameFilter,
+    NewPackage, ObjectKey, PackageName, PageRequest, Platform, Role, Username, Version,
+    VersionRequirement,
 };
 use agentpkg_store::testing::TestDatabase;
-use agentpkg_store::{DatabaseUrl, DieselStore, MetadataStore, PoolOptions, StoreError};
+use agentpkg_store::{
+    AccountStore, DatabaseUrl, DieselStore, PackageStore, PoolOptions, StoreError,
+};
 
 // Held only for its Drop: the database or directory goes away with the test.
 #[allow(dead_code)]
@@ -102,10 +105,10 @@ async fn an_inserted_package_reads_back(pg: bool) {
     let inserted = store.insert_package(new.clone()).await.unwrap();
     assert!(!inserted.reused_object);
     let stored = inserted.package;
-    assert_eq!(stored.name, "opamp-agent");
-    assert_eq!(stored.version, "1.0.0+build.7");
-    assert_eq!(stored.storage_path, new.storage_key.as_str());
-    assert_eq!(stored.checksum, new.checksum.as_str());
+    assert_eq!(stored.name.as_str(), "opamp-agent");
+    assert_eq!(stored.version.to_string(), "1.0.0+build.7");
+    assert_eq!(stored.storage_key.as_str(), new.storage_key.as_str());
+    assert_eq!(stored.checksum.as_str(), new.checksum.as_str());
     assert!(stored.is_active);
     assert_eq!(
         store.get_package(stored.id).await.unwrap(),
@@ -162,20 +165,30 @@ async fn latest_follows_semver_and_skips_prereleases_unless_asked(pg: bool) {
         .await
         .unwrap();
     let name = PackageName::parse("agent").unwrap();
-    let latest = |pre| store.latest_package(&name, Platform::Linux, Arch::Amd64, None, pre);
-    assert_eq!(latest(false).await.unwrap().unwrap().version, "1.10.0");
-    assert_eq!(latest(true).await.unwrap().unwrap().version, "1.11.0-rc.10");
+    let query = |platform, requirement: Option<&str>, include_prerelease| LatestQuery {
+        name: name.clone(),
+        platform,
+        arch: Arch::Amd64,
+        requirement: requirement.map(|r| VersionRequirement::parse(r).unwrap()),
+        include_prerelease,
+    };
+    let latest = async |pre| {
+        let q = query(Platform::Linux, None, pre);
+        let found = store.latest_package(&q).await.unwrap();
+        found.unwrap().version.to_string()
+    };
+    assert_eq!(latest(false).await, "1.10.0");
+    assert_eq!(latest(true).await, "1.11.0-rc.10");
     let none = store
-        .latest_package(&name, Platform::Darwin, Arch::Amd64, None, true)
+        .latest_package(&query(Platform::Darwin, None, true))
         .await
         .unwrap();
     assert!(none.is_none());
-    let req = agentpkg_model::VersionRequirement::parse(">=1.2, <1.10").unwrap();
     let pinned = store
-        .latest_package(&name, Platform::Linux, Arch::Amd64, Some(&req), false)
+        .latest_package(&query(Platform::Linux, Some(">=1.2, <1.10"), false))
         .await
         .unwrap();
-    assert_eq!(pinned.unwrap().version, "1.9.0");
+    assert_eq!(pinned.unwrap().version.to_string(), "1.9.0");
 }
 
 async fn lists_filter_paginate_and_count(pg: bool) {
@@ -201,27 +214,27 @@ async fn lists_filter_paginate_and_count(pg: bool) {
     let order: Vec<_> = all
         .items
         .iter()
-        .map(|p| (p.name.as_str(), p.version.as_str()))
+        .map(|p| format!("{} {}", p.name, p.version))
         .collect();
     assert_eq!(
         order,
         [
-            ("a-agent", "0.1.0"),
-            ("b-agent", "1.10.0"),
-            ("b-agent", "1.9.0"),
-            ("b-agent", "1.0.0")
+            "a-agent 0.1.0",
+            "b-agent 1.10.0",
+            "b-agent 1.9.0",
+            "b-agent 1.0.0"
         ]
     );
 
     let q = ListQuery {
-        name: Some(PackageName::parse("b-agent").unwrap()),
+        name: Some(NameFilter::new(PackageName::parse("b-agent").unwrap())),
         page: PageRequest::new(Some(2), Some(2)),
         ..ListQuery::default()
     };
     let page = store.list_packages(&q).await.unwrap();
     assert_eq!(page.total, 3);
     assert_eq!(page.items.len(), 1);
-    assert_eq!(page.items[0].version, "1.0.0");
+    assert_eq!(page.items[0].version.to_string(), "1.0.0");
 
     let q = ListQuery {
         platform: Some(Platform::Darwin),
@@ -230,7 +243,7 @@ async fn lists_filter_paginate_and_count(pg: bool) {
     };
     let page = store.list_packages(&q).await.unwrap();
     assert_eq!(page.items.len(), 1);
-    assert_eq!(page.items[0].name, "a-agent");
+    assert_eq!(page.items[0].name.as_str(), "a-agent");
 }
 
 async fn delete_returns_the_row_once(pg: bool) {
@@ -293,7 +306,7 @@ async fn identical_bytes_share_one_object_until_the_last_package_goes(pg: bool) 
         .unwrap();
     assert!(!first.reused_object);
     assert!(second.reused_object);
-    assert_eq!(second.package.storage_path, first.package.storage_path);
+    assert_eq!(second.package.storage_key, first.package.storage_key);
     let gone = store
         .delete_package(first.package.id)
         .await
@@ -338,7 +351,7 @@ async fn concurrent_uploads_of_the_same_bytes_agree_on_one_object(pg: bool) {
     for t in tasks {
         let inserted = t.await.unwrap().expect("every upload succeeds");
         owners += usize::from(!inserted.reused_object);
-        paths.insert(inserted.package.storage_path);
+        paths.insert(inserted.package.storage_key.to_string());
     }
     assert_eq!(owners, 1, "exactly one upload's object is kept");
     assert_eq!(
@@ -380,12 +393,12 @@ async fn a_delete_racing_an_upload_of_the_same_bytes_never_strands_it(pg: bool) 
         // released.
         if deleted.object_released {
             assert_ne!(
-                inserted.package.storage_path, deleted.package.storage_path,
+                inserted.package.storage_key, deleted.package.storage_key,
                 "round {round}: the new package points at a released object"
             );
             assert!(!inserted.reused_object);
         } else {
-            assert_eq!(inserted.package.storage_path, deleted.package.storage_path);
+            assert_eq!(inserted.package.storage_key, deleted.package.storage_key);
             assert!(inserted.reused_object);
         }
     }

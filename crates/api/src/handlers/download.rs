@@ -94,7 +94,7 @@ pub(crate) async fn serve(
     package: Package,
     redirect: Option<bool>,
 ) -> Result<HttpResponse, ApiError> {
-    let etag = EntityTag::new_strong(package.checksum.clone());
+    let etag = EntityTag::new_strong(package.checksum.to_string());
 
     if let Some(condition) = req.get_header::<IfNoneMatch>() {
         let matched = match condition {
@@ -162,7 +162,7 @@ fn identity(
 ) -> HttpResponseBuilder {
     builder
         .insert_header((header::ETAG, etag.to_string()))
-        .insert_header((CHECKSUM_HEADER, package.checksum.clone()))
+        .insert_header((CHECKSUM_HEADER, package.checksum.as_str()))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
     builder
 }
@@ -170,7 +170,7 @@ fn identity(
 fn disposition(package: &Package) -> ContentDisposition {
     ContentDisposition {
         disposition: DispositionType::Attachment,
-        parameters: vec![DispositionParam::Filename(package.filename.clone())],
+        parameters: vec![DispositionParam::Filename(package.filename.to_string())],
     }
 }
 

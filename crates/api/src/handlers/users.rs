@@ -1,4 +1,3 @@
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{Password, Role, User, Username};
 use secrecy::{ExposeSecret, SecretString};
@@ -93,14 +92,9 @@ pub(crate) async fn delete(
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    if id == admin.principal.user_id {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "you cannot delete your own account",
-        ));
-    }
-    state.accounts.delete_user(id).await?;
+    state
+        .accounts
+        .delete_user(admin.principal.user_id, id.into_inner())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,7 +14,7 @@ use agentpkg_server::Settings;
 use agentpkg_server::settings::StorageBackend;
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::testing::TestDatabase;
-use agentpkg_store::{DatabaseUrl, DieselStore, MetadataStore, PoolOptions};
+use agentpkg_store::{DatabaseUrl, DieselStore, PackageStore, PoolOptions};
 use reqwest::multipart::{Form, Part};
 use secrecy::SecretString;
 use serde_json::Value;

@@ -128,7 +128,7 @@ async fn put_with_fault(
 }
 
 async fn rows(app: &TestApp) -> u64 {
-    use agentpkg_store::MetadataStore;
+    use agentpkg_store::PackageStore;
     app.store
         .list_packages(&agentpkg_model::ListQuery::default())
         .await

@@ -1,0 +1,178 @@
+//! The upload form, read field by field as it streams: text fields are checked as they
+//! arrive, and the file goes to storage as it arrives.
+
+use actix_multipart::{Field, Multipart};
+use agentpkg_model::{
+    Arch, Checksum, Coordinates, Description, FileName, PackageName, Platform, ValidationError,
+    Version,
+};
+use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta};
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::body::stage_stream;
+use super::missing;
+use crate::ApiError;
+use crate::handlers::download::CHECKSUM_HEADER;
+
+/// Largest text field: a 4096-character description in UTF-8, with margin.
+const MAX_TEXT_FIELD: usize = 20 * 1024;
+
+/// The fields of an upload form, each checked as it arrives.
+#[derive(Default)]
+pub(super) struct Form {
+    name: Option<PackageName>,
+    version: Option<Version>,
+    platform: Option<Platform>,
+    arch: Option<Arch>,
+    description: Option<Description>,
+    sha256: Option<Checksum>,
+    filename: Option<FileName>,
+    pub(super) staged: Option<StagedUpload>,
+}
+
+impl Form {
+    pub(super) async fn read(
+        &mut self,
+        mgr: &PackageManager,
+        multipart: &mut Multipart,
+    ) -> Result<(), ApiError> {
+        while let Some(field) = multipart.try_next().await.map_err(malformed)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "file" => {
+                    if self.staged.is_some() {
+                        return Err(duplicate("file"));
+                    }
+                    self.filename = field
+                        .content_disposition()
+                        .and_then(|cd| cd.get_filename())
+                        .filter(|f| !f.is_empty())
+                        .map(FileName::parse)
+                        .transpose()?;
+                    if let Some(coordinates) = self.coordinates() {
+                        mgr.ensure_absent(&coordinates).await?;
+                    }
+                    self.staged = Some(stage_stream(mgr, field).await?);
+                }
+                "name" => set(
+                    &mut self.name,
+                    "name",
+                    PackageName::parse(&text(field, "name").await?)?,
+                )?,
+                "version" => set(
+                    &mut self.version,
+                    "version",
+                    Version::parse(&text(field, "version").await?)?,
+                )?,
+                "platform" => set(
+                    &mut self.platform,
+                    "platform",
+                    text(field, "platform").await?.parse()?,
+                )?,
+                "arch" => set(&mut self.arch, "arch", text(field, "arch").await?.parse()?)?,
+                "description" => set(
+                    &mut self.description,
+                    "description",
+                    Description::parse(&text(field, "description").await?)?,
+                )?,
+                "sha256" => set(
+                    &mut self.sha256,
+                    "sha256",
+                    Checksum::parse(text(field, "sha256").await?.trim())?,
+                )?,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "unknown_field",
+                        format!(
+                            "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256",
+                            truncate(&name, 64)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn coordinates(&self) -> Option<Coordinates> {
+        Some(Coordinates {
+            name: self.name.clone()?,
+            version: self.version.clone()?,
+            platform: self.platform?,
+            arch: self.arch?,
+        })
+    }
+
+    pub(super) fn meta(&mut self, header_sha256: Option<Checksum>) -> Result<UploadMeta, ApiError> {
+        let expected_sha256 = match (self.sha256.take(), header_sha256) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ValidationError::new(
+                    "sha256",
+                    format!("the sha256 field and the {CHECKSUM_HEADER} header disagree"),
+                )
+                .into());
+            }
+            (a, b) => a.or(b),
+        };
+        Ok(UploadMeta {
+            coordinates: Coordinates {
+                name: self.name.take().ok_or_else(|| missing("name"))?,
+                version: self.version.take().ok_or_else(|| missing("version"))?,
+                platform: self.platform.take().ok_or_else(|| missing("platform"))?,
+                arch: self.arch.take().ok_or_else(|| missing("arch"))?,
+            },
+            filename: self.filename.take(),
+            description: self.description.take().unwrap_or_default(),
+            expected_sha256,
+        })
+    }
+}
+
+fn set<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), ApiError> {
+    if slot.is_some() {
+        return Err(duplicate(field));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn duplicate(field: &'static str) -> ApiError {
+    ApiError {
+        field: Some(field),
+        ..ApiError::bad_request(
+            "duplicate_field",
+            format!("{field} was sent more than once"),
+        )
+    }
+}
+
+fn malformed(e: actix_multipart::MultipartError) -> ApiError {
+    ApiError::bad_request(
+        "invalid_multipart",
+        format!("malformed multipart body: {e}"),
+    )
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Reads a small text field, refusing more than [`MAX_TEXT_FIELD`] bytes.
+async fn text(mut field: Field, name: &'static str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(malformed)?;
+        if buf.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(ValidationError::new(
+                name,
+                format!("is longer than {MAX_TEXT_FIELD} bytes"),
+            )
+            .into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| ValidationError::new(name, "is not valid UTF-8").into())
+}

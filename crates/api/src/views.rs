@@ -1,0 +1,82 @@
+//! What the API shows of the domain's types: JSON views, kept apart from the model (as
+//! crates.io keeps its database model apart from its JSON), so that the model knows
+//! nothing of JSON and the JSON changes only here.
+
+use agentpkg_model::{Arch, Package, Platform, VersionBuilds};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A stored package, as the API shows it (the earlier registry's fields, plus `filename`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Package)]
+pub(crate) struct PackageView<'a> {
+    id: i64,
+    #[schema(example = "opamp-agent")]
+    name: &'a str,
+    /// SemVer 2.0 version, as uploaded.
+    #[schema(example = "1.4.2")]
+    version: String,
+    platform: Platform,
+    arch: Arch,
+    /// Size in bytes.
+    file_size: u64,
+    /// SHA-256 of the bytes, 64 lowercase hexadecimal characters; also the download's ETag.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    checksum: &'a str,
+    /// Key of the object holding the bytes, inside the registry's bucket or directory.
+    storage_path: &'a str,
+    /// File name given to downloads (`Content-Disposition`).
+    filename: &'a str,
+    description: &'a str,
+    /// `false` once yanked: hidden from lists and `latest`, still downloadable by id or
+    /// exact version.
+    is_active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<'a> From<&'a Package> for PackageView<'a> {
+    fn from(p: &'a Package) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.as_str(),
+            version: p.version.to_string(),
+            platform: p.platform,
+            arch: p.arch,
+            file_size: p.file_size,
+            checksum: p.checksum.as_str(),
+            storage_path: p.storage_key.as_str(),
+            filename: p.filename.as_str(),
+            description: p.description.as_str(),
+            is_active: p.is_active,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// Views of many packages, in order.
+pub(crate) fn packages(items: &[Package]) -> Vec<PackageView<'_>> {
+    items.iter().map(PackageView::from).collect()
+}
+
+/// One version of a package and its builds, for `GET /packages/{name}/versions`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionEntry<'a> {
+    #[schema(example = "1.4.2")]
+    version: String,
+    prerelease: bool,
+    /// The builds of this version, one per platform and architecture.
+    packages: Vec<PackageView<'a>>,
+}
+
+impl<'a> From<&'a VersionBuilds> for VersionEntry<'a> {
+    fn from(v: &'a VersionBuilds) -> Self {
+        Self {
+            version: v.version.to_string(),
+            prerelease: v.version.is_prerelease(),
+            packages: packages(&v.packages),
+        }
+    }
+}
