@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: starts Garage (installing it once per machine) and
 # uses the PostgreSQL listening on 127.0.0.1:5432 (trust auth; override the admin URL
-# with AGENTPKG_TEST_PG_URL). Then checks the deployment files and runs schemathesis
+# with AGENTPKG_TEST_PG_URL). Then builds and runs packagemgr's embedding example without
+# the backends, checks the deployment files and runs schemathesis
 # against the server (both install their pinned tools into .tools/ once), and a 20-second
 # soak. Extra arguments go to `cargo test` and skip the rest.
 set -euo pipefail
@@ -24,6 +25,14 @@ cargo test --workspace --locked "$@"
 
 # With arguments (a filter), only the selected Rust tests run.
 if [ "$#" -eq 0 ]; then
+  # A service embedding packagemgr with its own store compiles none of the server's
+  # backends: the example builds and runs without them, and they are not in its tree.
+  cargo run --locked --quiet -p agentpkg-packagemgr --no-default-features --example embed
+  if cargo tree --locked -p agentpkg-packagemgr --no-default-features -e normal,build \
+    | grep -E ' (diesel|diesel_migrations|rust-s3|pq-sys|libsqlite3-sys) v'; then
+    echo "test: packagemgr without default features still depends on a backend" >&2
+    exit 1
+  fi
   ./scripts/check-deploy.sh
   ./scripts/api-contract.sh
   # A short soak with the debug build (`just soak` runs the full one, in release).

@@ -382,6 +382,53 @@ mod tests {
         assert!(Description::parse("nul\0inside").is_err());
     }
 
+    fn package(id: i64, version: &str, arch: Arch) -> Package {
+        Package {
+            id,
+            name: PackageName::parse("agent").unwrap(),
+            version: Version::parse(version).unwrap(),
+            platform: Platform::Linux,
+            arch,
+            file_size: 1,
+            checksum: Checksum::from_digest(&[0; 32]),
+            storage_key: ObjectKey::for_new_package([0; 16]),
+            filename: FileName::parse("agent").unwrap(),
+            description: Description::default(),
+            is_active: true,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            updated_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn builds_are_grouped_by_version_precedence_in_order() {
+        let grouped = VersionBuilds::group(vec![
+            package(1, "2.0.0", Arch::Amd64),
+            package(2, "2.0.0", Arch::Arm64),
+            package(3, "1.0.0+a", Arch::Amd64),
+            package(4, "1.0.0+b", Arch::Arm64),
+            package(5, "1.0.0-rc.1", Arch::Amd64),
+        ]);
+        let shape: Vec<(String, Vec<i64>)> = grouped
+            .iter()
+            .map(|v| {
+                (
+                    v.version.to_string(),
+                    v.packages.iter().map(|p| p.id).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("2.0.0".to_owned(), vec![1, 2]),
+                ("1.0.0+a".to_owned(), vec![3, 4]),
+                ("1.0.0-rc.1".to_owned(), vec![5]),
+            ]
+        );
+        assert!(VersionBuilds::group(Vec::new()).is_empty());
+    }
+
     #[test]
     fn filenames_are_plain_names() {
         for ok in ["agent", "agent-1.0.0.tar.gz", "otelcol.exe", "agent v1"] {

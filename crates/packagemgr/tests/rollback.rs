@@ -211,9 +211,13 @@ async fn a_failed_cleanup_is_reported_not_swallowed() {
         .upload(meta("1.0.0"), &b"bytes"[..])
         .await
         .unwrap_err();
-    // The caller still learns the original failure; the orphan is logged with its key.
+    // The caller still learns the original failure; the failed cleanup is counted (and
+    // logged with its key) and the orphan stays for reconciliation.
     assert!(matches!(err, Error::DatabaseUnavailable(_)), "{err:?}");
     assert_eq!(f.storage.list_keys().await.unwrap().len(), 1);
+    let metrics = f.mgr.metrics();
+    assert_eq!(metrics.rollback_cleanup_failures.get(), 1);
+    assert_eq!(metrics.rollback_cleanups.get(), 0);
 }
 
 #[tokio::test]
@@ -389,6 +393,42 @@ async fn latest_ignores_prereleases_unless_asked() {
     assert_eq!(pinned.version.to_string(), "1.9.0");
     let none = f.mgr.latest(&query(Platform::Darwin, None, true)).await;
     assert!(matches!(none, Err(Error::NotFound)));
+}
+
+#[tokio::test]
+async fn history_groups_builds_by_version_newest_first_and_an_unknown_name_is_not_found() {
+    let f = fixture(1 << 20).await;
+    for (version, arch) in [
+        ("1.0.0", Arch::Amd64),
+        ("1.1.0", Arch::Amd64),
+        ("1.0.0", Arch::Arm64),
+    ] {
+        let mut m = meta(version);
+        m.coordinates.arch = arch;
+        f.mgr.upload(m, &b"x"[..]).await.unwrap();
+    }
+    let history = f
+        .mgr
+        .history(&PackageName::parse("opamp-agent").unwrap())
+        .await
+        .unwrap();
+    let shape: Vec<(String, usize)> = history
+        .iter()
+        .map(|v| (v.version.to_string(), v.packages.len()))
+        .collect();
+    assert_eq!(shape, [("1.1.0".to_owned(), 1), ("1.0.0".to_owned(), 2)]);
+    let unknown = f.mgr.history(&PackageName::parse("nobody").unwrap()).await;
+    assert!(matches!(unknown, Err(Error::NotFound)), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn nobody_deletes_their_own_account_through_the_manager_either() {
+    let f = fixture(1 << 20).await;
+    let accounts = Accounts::new(Arc::new(f.store.inner.clone()), HashingLimits::default());
+    let admin = accounts.ensure_admin(None).await.unwrap().unwrap().user;
+    let err = accounts.delete_user(admin.id, admin.id).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert_eq!(accounts.list_users().await.unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use agentpkg_packagemgr::HashingLimits;
+use agentpkg_packagemgr::{HashingLimits, ManagerConfig};
+use agentpkg_store::PoolOptions;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -49,7 +50,8 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// A SQLite file path, or a `postgres://user:password@host:port/db` URL.
+    /// A SQLite file path (or `sqlite://path`), or a
+    /// `postgres://user:password@host:port/db` URL. Any other scheme stops the server.
     pub url: SecretString,
     pub max_connections: u32,
     /// Seconds to wait for a pooled connection before answering 503.
@@ -58,10 +60,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
+        let pool = PoolOptions::default();
         Self {
             url: SecretString::from("./data/agentpkg.db"),
-            max_connections: 16,
-            acquire_timeout_secs: 5,
+            max_connections: pool.max_connections,
+            acquire_timeout_secs: pool.acquire_timeout.as_secs(),
         }
     }
 }
@@ -182,7 +185,7 @@ pub struct UploadSettings {
 impl Default for UploadSettings {
     fn default() -> Self {
         Self {
-            max_size_bytes: 2 * 1024 * 1024 * 1024,
+            max_size_bytes: ManagerConfig::default().max_upload_bytes,
         }
     }
 }

@@ -55,8 +55,14 @@ pub async fn connect(settings: &Settings) -> Result<Components, BuildError> {
     Ok(Components { store, storage })
 }
 
+/// The configured database URL, or an error naming the key.
+fn database_url(settings: &Settings) -> Result<DatabaseUrl, BuildError> {
+    DatabaseUrl::parse(settings.database.url.expose_secret())
+        .map_err(|e| BuildError::Config(format!("database.url: {e}")))
+}
+
 async fn open_store(settings: &Settings) -> Result<DieselStore, BuildError> {
-    let url = DatabaseUrl::parse(settings.database.url.expose_secret());
+    let url = database_url(settings)?;
     let options = PoolOptions {
         max_connections: settings.database.max_connections.max(1),
         acquire_timeout: Duration::from_secs(settings.database.acquire_timeout_secs.max(1)),
@@ -123,7 +129,7 @@ fn jwt_secret(settings: &Settings) -> Result<JwtSecret, BuildError> {
     if let Some(secret) = &settings.auth.jwt_secret {
         return JwtSecret::new(secret.clone()).map_err(BuildError::Config);
     }
-    match DatabaseUrl::parse(settings.database.url.expose_secret()) {
+    match database_url(settings)? {
         DatabaseUrl::Postgres(_) => Err(BuildError::Config(
             "auth.jwt_secret is required with PostgreSQL: every replica must share it \
              (set AGENTPKG__AUTH__JWT_SECRET to at least 32 random bytes)"
@@ -353,12 +359,12 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT/SIGTERM).
     /// The port of the separate `/metrics` listener, when configured.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
+    /// Serves until the process is told to stop (SIGINT/SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let metrics = self.metrics_server.map(|(server, _)| {
             let handle = server.handle();

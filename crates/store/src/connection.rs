@@ -27,13 +27,17 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    /// A `postgres://` or `postgresql://` URL selects PostgreSQL; anything else is a SQLite
-    /// path (an optional `sqlite://` prefix is dropped).
-    pub fn parse(s: &str) -> Self {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-            Self::Postgres(s.to_owned())
-        } else {
-            Self::Sqlite(PathBuf::from(s.strip_prefix("sqlite://").unwrap_or(s)))
+    /// A `postgres://` or `postgresql://` URL selects PostgreSQL; a `sqlite://` URL or a
+    /// plain path (no scheme) selects a SQLite file. Any other scheme is an error, not a
+    /// file of that name: `postgress://…` or `mysql://…` is a mistake to report.
+    pub fn parse(s: &str) -> Result<Self, UnsupportedDatabaseUrl> {
+        match s.split_once("://") {
+            Some(("postgres" | "postgresql", _)) => Ok(Self::Postgres(s.to_owned())),
+            Some(("sqlite", path)) => Ok(Self::Sqlite(PathBuf::from(path))),
+            Some((scheme, _)) => Err(UnsupportedDatabaseUrl {
+                scheme: scheme.chars().take(32).collect(),
+            }),
+            None => Ok(Self::Sqlite(PathBuf::from(s))),
         }
     }
 
@@ -43,6 +47,16 @@ impl DatabaseUrl {
             Self::Sqlite(_) => "sqlite",
         }
     }
+}
+
+/// A database URL whose scheme is none of `postgres`, `postgresql` and `sqlite`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unsupported scheme {scheme:?}: use postgres://, postgresql://, sqlite:// or a SQLite file path"
+)]
+pub struct UnsupportedDatabaseUrl {
+    /// Only the scheme: the rest may hold a password.
+    pub scheme: String,
 }
 
 // NOTE: the URL may carry a password, so Debug shows the backend only.
@@ -241,5 +255,35 @@ impl DieselStore {
             observer.observe(operation, result.is_ok(), started.elapsed());
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_schemes_and_plain_paths_are_database_urls() {
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:p@db/agentpkg"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(matches!(
+            DatabaseUrl::parse("postgresql://db/agentpkg"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://./data/a.db"),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("./data/a.db")))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("./data/agentpkg.db"),
+            Ok(DatabaseUrl::Sqlite(PathBuf::from("./data/agentpkg.db")))
+        );
+        for bad in ["postgress://u:secret@db/x", "mysql://db/x", "file://x.db"] {
+            let err = DatabaseUrl::parse(bad).unwrap_err();
+            assert!(!err.to_string().contains("secret"), "{err}");
+            assert_eq!(err.scheme, bad.split("://").next().unwrap());
+        }
     }
 }

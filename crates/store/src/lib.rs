@@ -35,7 +35,9 @@ use agentpkg_model::{
 use async_trait::async_trait;
 
 #[cfg(feature = "diesel")]
-pub use connection::{DatabaseUrl, DbConnection, DieselStore, MultiBackend, PoolOptions};
+pub use connection::{
+    DatabaseUrl, DbConnection, DieselStore, MultiBackend, PoolOptions, UnsupportedDatabaseUrl,
+};
 pub use error::StoreError;
 
 /// Whether the database answers, and how busy its pool is.

@@ -1,4 +1,5 @@
-//! Test support: a PostgreSQL database of its own for each test, dropped afterwards.
+//! Test support: a PostgreSQL database of its own for each test, dropped afterwards, and
+//! the one macro that runs a scenario on both backends.
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
@@ -51,4 +52,29 @@ impl Drop for TestDatabase {
             Err(e) => eprintln!("could not drop test database {}: {e}", self.name),
         }
     }
+}
+
+/// The two ways agentpkg runs, which every scenario is tested on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (and, where bytes are involved, a real S3 server): production's parts.
+    Production,
+    /// SQLite (and a local directory): the embedded default.
+    Embedded,
+}
+
+/// Runs each named scenario — an `async fn(Backend)` in scope — once per [`Backend`], as
+/// `production::name` and `embedded::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod production {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::testing::Backend::Production).await })+
+        }
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::testing::Backend::Embedded).await })+
+        }
+    };
 }

@@ -5,7 +5,7 @@ use agentpkg_model::{
     NewPackage, ObjectKey, PackageName, PageRequest, Platform, Role, Username, Version,
     VersionRequirement,
 };
-use agentpkg_store::testing::TestDatabase;
+use agentpkg_store::testing::{Backend, TestDatabase};
 use agentpkg_store::{
     AccountStore, DatabaseUrl, DieselStore, PackageStore, PoolOptions, StoreError,
 };
@@ -17,10 +17,10 @@ enum Backing {
     Sqlite(tempfile::TempDir),
 }
 
-async fn open(pg: bool) -> (DieselStore, Backing) {
-    let (url, backing) = if pg {
+async fn open(backend: Backend) -> (DieselStore, Backing) {
+    let (url, backing) = if backend == Backend::Production {
         let db = TestDatabase::create();
-        (DatabaseUrl::parse(db.url()), Backing::Pg(db))
+        (DatabaseUrl::parse(db.url()).unwrap(), Backing::Pg(db))
     } else {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/agentpkg.db");
@@ -59,18 +59,7 @@ fn rand_id() -> [u8; 16] {
     *uuid::Uuid::new_v4().as_bytes()
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(true).await })+
-        }
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(false).await })+
-        }
-    };
-}
-
-on_both_backends!(
+agentpkg_store::on_both_backends!(
     migrations_revert_and_reapply,
     an_inserted_package_reads_back,
     the_same_coordinates_are_a_conflict_even_with_other_build_metadata,
@@ -83,8 +72,8 @@ on_both_backends!(
     a_delete_racing_an_upload_of_the_same_bytes_never_strands_it,
 );
 
-async fn migrations_revert_and_reapply(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn migrations_revert_and_reapply(backend: Backend) {
+    let (store, _b) = open(backend).await;
     assert_eq!(
         store.run_migrations().await.unwrap(),
         0,
@@ -99,8 +88,8 @@ async fn migrations_revert_and_reapply(pg: bool) {
     assert_eq!(store.count_users().await.unwrap(), 0);
 }
 
-async fn an_inserted_package_reads_back(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn an_inserted_package_reads_back(backend: Backend) {
+    let (store, _b) = open(backend).await;
     let new = new_package("opamp-agent", "1.0.0+build.7", Platform::Linux, Arch::Amd64);
     let inserted = store.insert_package(new.clone()).await.unwrap();
     assert!(!inserted.reused_object);
@@ -118,8 +107,8 @@ async fn an_inserted_package_reads_back(pg: bool) {
     assert_eq!(store.get_package(stored.id + 1000).await.unwrap(), None);
 }
 
-async fn the_same_coordinates_are_a_conflict_even_with_other_build_metadata(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn the_same_coordinates_are_a_conflict_even_with_other_build_metadata(backend: Backend) {
+    let (store, _b) = open(backend).await;
     store
         .insert_package(new_package("a", "1.0.0+one", Platform::Linux, Arch::Amd64))
         .await
@@ -140,8 +129,8 @@ async fn the_same_coordinates_are_a_conflict_even_with_other_build_metadata(pg: 
         .unwrap();
 }
 
-async fn latest_follows_semver_and_skips_prereleases_unless_asked(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn latest_follows_semver_and_skips_prereleases_unless_asked(backend: Backend) {
+    let (store, _b) = open(backend).await;
     for v in [
         "1.9.0",
         "1.10.0",
@@ -191,8 +180,8 @@ async fn latest_follows_semver_and_skips_prereleases_unless_asked(pg: bool) {
     assert_eq!(pinned.unwrap().version.to_string(), "1.9.0");
 }
 
-async fn lists_filter_paginate_and_count(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn lists_filter_paginate_and_count(backend: Backend) {
+    let (store, _b) = open(backend).await;
     for v in ["1.0.0", "1.10.0", "1.9.0"] {
         store
             .insert_package(new_package("b-agent", v, Platform::Linux, Arch::Amd64))
@@ -246,8 +235,8 @@ async fn lists_filter_paginate_and_count(pg: bool) {
     assert_eq!(page.items[0].name.as_str(), "a-agent");
 }
 
-async fn delete_returns_the_row_once(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn delete_returns_the_row_once(backend: Backend) {
+    let (store, _b) = open(backend).await;
     let p = store
         .insert_package(new_package("x", "1.0.0", Platform::Linux, Arch::I386))
         .await
@@ -260,8 +249,8 @@ async fn delete_returns_the_row_once(pg: bool) {
     assert_eq!(store.get_package(p.id).await.unwrap(), None);
 }
 
-async fn users_are_unique_and_listed_without_hashes(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn users_are_unique_and_listed_without_hashes(backend: Backend) {
+    let (store, _b) = open(backend).await;
     let name = Username::parse("ci-bot").unwrap();
     let user = store
         .create_user(&name, "$argon2id$fake".into(), Role::Publisher)
@@ -287,8 +276,8 @@ fn with_checksum(mut p: NewPackage, checksum: &Checksum) -> NewPackage {
     p
 }
 
-async fn identical_bytes_share_one_object_until_the_last_package_goes(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn identical_bytes_share_one_object_until_the_last_package_goes(backend: Backend) {
+    let (store, _b) = open(backend).await;
     let sum = distinct_checksum();
     let first = store
         .insert_package(with_checksum(
@@ -333,8 +322,8 @@ async fn identical_bytes_share_one_object_until_the_last_package_goes(pg: bool) 
     assert!(!again.reused_object);
 }
 
-async fn concurrent_uploads_of_the_same_bytes_agree_on_one_object(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn concurrent_uploads_of_the_same_bytes_agree_on_one_object(backend: Backend) {
+    let (store, _b) = open(backend).await;
     let sum = distinct_checksum();
     let tasks: Vec<_> = (0..12)
         .map(|i| {
@@ -361,8 +350,8 @@ async fn concurrent_uploads_of_the_same_bytes_agree_on_one_object(pg: bool) {
     );
 }
 
-async fn a_delete_racing_an_upload_of_the_same_bytes_never_strands_it(pg: bool) {
-    let (store, _b) = open(pg).await;
+async fn a_delete_racing_an_upload_of_the_same_bytes_never_strands_it(backend: Backend) {
+    let (store, _b) = open(backend).await;
     for round in 0..15 {
         let sum = distinct_checksum();
         let old = store

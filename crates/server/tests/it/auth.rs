@@ -5,8 +5,8 @@
 use jwt_simple::prelude::*;
 use serde_json::Value;
 
-use crate::common::{ADMIN_PASSWORD, Backend, JWT_SECRET, TestApp};
-use crate::on_both_backends;
+use crate::common::{ADMIN_PASSWORD, Backend, JWT_SECRET, TestApp, expect_error};
+use agentpkg_store::on_both_backends;
 
 on_both_backends!(
     bad_tokens_are_401_with_a_stable_code,
@@ -184,11 +184,7 @@ async fn each_role_reaches_exactly_its_routes(backend: Backend) {
                 .await
                 .unwrap();
             if rank(role) < rank(least) {
-                assert_eq!(res.status(), 403, "{role} on {method} {path}");
-                assert_eq!(
-                    res.json::<Value>().await.unwrap()["error"]["code"],
-                    "forbidden"
-                );
+                expect_error(res, 403, "forbidden").await;
             } else {
                 assert!(
                     ![401, 403].contains(&res.status().as_u16()),
@@ -208,9 +204,7 @@ async fn login_refuses_wrong_passwords_and_unknown_users_alike(backend: Backend)
         ("admin", ""),
     ] {
         let res = app.login(user, password).await;
-        assert_eq!(res.status(), 401);
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "invalid_credentials");
+        let body = expect_error(res, 401, "invalid_credentials").await;
         assert_eq!(body["error"]["message"], "invalid username or password");
     }
     let res = app
@@ -221,11 +215,7 @@ async fn login_refuses_wrong_passwords_and_unknown_users_alike(backend: Backend)
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 400);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "invalid_json"
-    );
+    expect_error(res, 400, "invalid_json").await;
     let res = app.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();

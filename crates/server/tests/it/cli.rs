@@ -377,6 +377,25 @@ fn start_up_errors_say_what_to_fix() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_bytes"));
     std::fs::remove_file(dir.path().join("agentpkg.toml")).unwrap();
 
+    for url in ["postgress://u:hunter2@db/agentpkg", "mysql://db/agentpkg"] {
+        let out = command(dir.path())
+            .env("AGENTPKG__DATABASE__URL", url)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("database.url: unsupported scheme"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        let name = url.split("://").nth(1).unwrap().rsplit('/').next().unwrap();
+        assert!(
+            !dir.path().join(url).exists() && !dir.path().join(name).exists(),
+            "{url} became a SQLite file"
+        );
+    }
+
     let out = command(dir.path())
         .env("AGENTPKG__STORAGE__BACKEND", "s3")
         .output()

@@ -22,13 +22,8 @@ use serde_json::Value;
 pub const ADMIN_PASSWORD: &str = "test-admin-password-1234";
 pub const JWT_SECRET: &str = "test-signing-secret-of-at-least-32-bytes!";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// PostgreSQL + S3 (Garage): production's parts.
-    PgS3,
-    /// SQLite + a directory: the embedded default.
-    SqliteFs,
-}
+/// `Production`: PostgreSQL + S3 (Garage); `Embedded`: SQLite + a directory.
+pub use agentpkg_store::testing::Backend;
 
 /// S3 settings of the test server, from `AGENTPKG_TEST_S3_*` or the file that
 /// `scripts/s3-up.sh` writes.
@@ -100,7 +95,7 @@ impl TestApp {
         settings.auth.jwt_secret = Some(SecretString::from(JWT_SECRET));
         settings.auth.admin_password = Some(SecretString::from(ADMIN_PASSWORD));
         let (db, bucket) = match backend {
-            Backend::PgS3 => {
+            Backend::Production => {
                 let db = TestDatabase::create();
                 settings.database.url = SecretString::from(db.url().to_owned());
                 let s3 = s3_env();
@@ -114,7 +109,7 @@ impl TestApp {
                 settings.storage.s3.request_timeout_secs = 10;
                 (Some(db), Some(bucket))
             }
-            Backend::SqliteFs => {
+            Backend::Embedded => {
                 settings.database.url =
                     SecretString::from(dir.path().join("agentpkg.db").display().to_string());
                 settings.storage.backend = StorageBackend::Fs;
@@ -133,7 +128,8 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped());
 
         let store = DieselStore::connect(
-            &DatabaseUrl::parse(secrecy::ExposeSecret::expose_secret(&settings.database.url)),
+            &DatabaseUrl::parse(secrecy::ExposeSecret::expose_secret(&settings.database.url))
+                .unwrap(),
             &PoolOptions::default(),
         )
         .unwrap();
@@ -351,17 +347,15 @@ impl Drop for TestApp {
     }
 }
 
-/// Runs each named scenario on both backends.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {
-        mod pg_s3 {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name($crate::common::Backend::PgS3).await })+
-        }
-        mod sqlite_fs {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name($crate::common::Backend::SqliteFs).await })+
-        }
-    };
+/// Asserts an error answer's status and stable code, and returns its body for further
+/// checks.
+pub async fn expect_error(res: reqwest::Response, status: u16, code: &str) -> Value {
+    let got = res.status().as_u16();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+    body
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::common::{Backend, TestApp};
-use crate::on_both_backends;
+use agentpkg_store::on_both_backends;
 
 on_both_backends!(
     ranges_resume_downloads_and_conditions_save_them,
@@ -527,7 +527,7 @@ async fn redirects_go_to_object_storage_when_it_can_serve(backend: Backend) {
         )
         .await;
     match backend {
-        Backend::PgS3 => {
+        Backend::Production => {
             assert_eq!(res.status(), 307);
             assert_eq!(res.headers()["x-checksum-sha256"], sha.as_str());
             assert_eq!(res.headers()["etag"], format!("\"{sha}\"").as_str());
@@ -542,7 +542,7 @@ async fn redirects_go_to_object_storage_when_it_can_serve(backend: Backend) {
             );
         }
         // A directory cannot presign: the server streams.
-        Backend::SqliteFs => {
+        Backend::Embedded => {
             assert_eq!(res.status(), 200);
             assert_eq!(res.bytes().await.unwrap().as_ref(), bytes.as_slice());
         }

@@ -18,7 +18,7 @@ fn sample(param: &str, id: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_read_operation_exists_and_answers_a_documented_status() {
-    let app = TestApp::spawn(Backend::SqliteFs).await;
+    let app = TestApp::spawn(Backend::Embedded).await;
     let admin = app.admin_token().await;
     let res = app
         .upload(&admin, b"agent bytes".to_vec(), &crate::rollback::FIELDS)
@@ -68,7 +68,7 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_ui_is_served_from_the_binary_and_fetches_nothing_from_elsewhere() {
-    let app = TestApp::spawn(Backend::SqliteFs).await;
+    let app = TestApp::spawn(Backend::Embedded).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, expect_error};
 
 /// A TCP proxy to a real server that the test can cut (every open connection closed, new
 /// ones dropped as soon as they are accepted) and restore.
@@ -140,7 +140,7 @@ async fn rows(app: &TestApp) -> u64 {
 async fn s3_stopped_mid_upload_is_a_503_with_no_row_and_no_object_once_it_is_back() {
     let s3 = FaultProxy::to_s3().await;
     let endpoint = format!("http://{}", s3.addr);
-    let app = TestApp::spawn_with(Backend::PgS3, |s| s.storage.s3.endpoint = endpoint).await;
+    let app = TestApp::spawn_with(Backend::Production, |s| s.storage.s3.endpoint = endpoint).await;
     let token = app.token_for("publisher").await;
 
     // 24 MiB reach storage as three 8 MiB parts; then S3 goes away mid-upload.
@@ -206,7 +206,7 @@ pub(crate) async fn terminate_backends(app: &TestApp) -> usize {
 async fn spawn_behind_pg_proxy() -> (TestApp, FaultProxy) {
     let pg = FaultProxy::to_postgres().await;
     let proxy = pg.addr.clone();
-    let app = TestApp::spawn_with(Backend::PgS3, |s| {
+    let app = TestApp::spawn_with(Backend::Production, |s| {
         let url = secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned();
         let direct = pg_host_port(&url).to_owned();
         s.database.url = secrecy::SecretString::from(url.replacen(&direct, &proxy, 1));
@@ -253,7 +253,7 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
     let s3 = FaultProxy::to_s3().await;
     let pg = FaultProxy::to_postgres().await;
     let (s3_proxy, pg_proxy) = (s3.addr.clone(), pg.addr.clone());
-    let app = TestApp::spawn_with(Backend::PgS3, |s| {
+    let app = TestApp::spawn_with(Backend::Production, |s| {
         s.storage.s3.endpoint = format!("http://{s3_proxy}");
         let url = secrecy::ExposeSecret::expose_secret(&s.database.url).to_owned();
         let direct = pg_host_port(&url).to_owned();
@@ -276,8 +276,7 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
     ] {
         proxy.cut();
         let res = ready().await;
-        assert_eq!(res.status(), 503);
-        assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], code);
+        expect_error(res, 503, code).await;
         let res = app.get(read, &token).await;
         assert_eq!(res.status(), 503, "{read}");
         assert_eq!(res.headers()["retry-after"], "5");
@@ -343,7 +342,7 @@ fn server_binary(app: &TestApp, dir: &std::path::Path) -> std::process::Command 
 async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_reconciliation_removes()
  {
     // The test's database and bucket; the server under test is the real binary.
-    let app = TestApp::spawn(Backend::PgS3).await;
+    let app = TestApp::spawn(Backend::Production).await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = crate::cli::start(server_binary(&app, dir.path()));
     let token = crate::cli::token(server.port, "admin", crate::common::ADMIN_PASSWORD).await;

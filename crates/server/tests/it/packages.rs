@@ -1,10 +1,11 @@
-//! The seed system's contract, end to end, and the package routes around it.
+//! The seed system's contract (the registry agentpkg replaces, whose report is
+//! `shared/seed/phase-4.1-report.md`), end to end, and the package routes around it.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::common::{Backend, TestApp};
-use crate::on_both_backends;
+use crate::common::{Backend, TestApp, expect_error};
+use agentpkg_store::on_both_backends;
 
 on_both_backends!(
     the_seed_scenario_works_end_to_end,
@@ -98,11 +99,7 @@ async fn the_seed_scenario_works_end_to_end(backend: Backend) {
         format!("/api/v1/packages/{id}/download"),
     ] {
         let res = app.get(&path, &token).await;
-        assert_eq!(res.status(), 404);
-        assert_eq!(
-            res.json::<Value>().await.unwrap()["error"]["code"],
-            "not_found"
-        );
+        expect_error(res, 404, "not_found").await;
     }
     app.assert_nothing_stored().await;
 }
@@ -155,11 +152,7 @@ async fn fields_may_come_in_any_order_and_a_known_duplicate_is_refused_before_th
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 409);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "conflict"
-    );
+    expect_error(res, 409, "conflict").await;
     let (keys, rows) = app.stored().await;
     assert_eq!(keys, vec![p["storage_path"].as_str().unwrap().to_owned()]);
     assert_eq!(rows, 1);
@@ -190,9 +183,7 @@ async fn latest_follows_semver_and_prereleases_only_on_request(backend: Backend)
     let res = latest("name=opamp-agent&platform=windows&arch=amd64").await;
     assert_eq!(res.status(), 404);
     let res = latest("name=opamp-agent&platform=linux").await;
-    assert_eq!(res.status(), 400);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "missing_field");
+    let body = expect_error(res, 400, "missing_field").await;
     assert_eq!(body["error"]["field"], "arch");
     let res = latest("name=opamp-agent&platform=plan9&arch=amd64").await;
     assert_eq!(res.status(), 400);
@@ -246,11 +237,7 @@ async fn lists_filter_paginate_and_link(backend: Backend) {
     assert_eq!(page[0]["name"], "other");
 
     let res = app.get("/api/v1/packages?arch=sparc", &token).await;
-    assert_eq!(res.status(), 400);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "invalid_field"
-    );
+    expect_error(res, 400, "invalid_field").await;
 }
 
 async fn invalid_input_is_a_400_with_a_stable_code(backend: Backend) {
@@ -380,11 +367,7 @@ async fn invalid_input_is_a_400_with_a_stable_code(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 415);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "unsupported_media_type"
-    );
+    expect_error(res, 415, "unsupported_media_type").await;
     // A broken multipart body.
     let res = app
         .client
@@ -395,11 +378,7 @@ async fn invalid_input_is_a_400_with_a_stable_code(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 400);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "invalid_multipart"
-    );
+    expect_error(res, 400, "invalid_multipart").await;
     // A form without a file.
     let form = reqwest::multipart::Form::new()
         .text("name", "a")
@@ -481,11 +460,7 @@ async fn unknown_routes_and_ids_are_json_404s(backend: Backend) {
         "/api/v1/packages/999999/download",
     ] {
         let res = app.get(path, &token).await;
-        assert_eq!(res.status(), 404, "{path}");
-        assert_eq!(
-            res.json::<Value>().await.unwrap()["error"]["code"],
-            "not_found"
-        );
+        expect_error(res, 404, "not_found").await;
     }
     let res = app.delete("/api/v1/packages/999999", &token).await;
     assert_eq!(res.status(), 404);

@@ -8,8 +8,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Backend, TestApp};
-use crate::on_both_backends;
+use crate::common::{Backend, TestApp, expect_error};
+use agentpkg_store::on_both_backends;
 
 pub(crate) const FIELDS: [(&str, &str); 4] = [
     ("name", "opamp-agent"),
@@ -39,11 +39,7 @@ async fn a_duplicate_is_a_409_and_leaves_only_the_first(backend: Backend) {
     let res = app
         .upload(&token, vec![7u8; 3 * 1024 * 1024], &FIELDS)
         .await;
-    assert_eq!(res.status(), 409);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "conflict"
-    );
+    expect_error(res, 409, "conflict").await;
     let (keys, rows) = app.stored().await;
     assert_eq!(
         keys,
@@ -68,9 +64,7 @@ async fn a_checksum_mismatch_is_a_422_and_leaves_nothing(backend: Backend) {
     let mut fields = FIELDS.to_vec();
     fields.push(("sha256", &wrong));
     let res = app.upload(&token, vec![1u8; 100_000], &fields).await;
-    assert_eq!(res.status(), 422);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "checksum_mismatch");
+    let body = expect_error(res, 422, "checksum_mismatch").await;
     assert!(body["error"]["message"].as_str().unwrap().contains(&wrong));
     app.assert_nothing_stored().await;
     // ...or in the header.
@@ -161,11 +155,7 @@ async fn an_upload_over_the_limit_is_a_413_and_leaves_nothing(backend: Backend) 
     let token = app.token_for("publisher").await;
     // Just over the limit: found while streaming.
     let res = app.upload(&token, vec![3u8; 256 * 1024 + 1], &FIELDS).await;
-    assert_eq!(res.status(), 413);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"]["code"],
-        "payload_too_large"
-    );
+    expect_error(res, 413, "payload_too_large").await;
     app.assert_nothing_stored().await;
     // Far over: refused from Content-Length, before any of the body is read.
     let boundary = "agentpkgboundary";
@@ -224,11 +214,11 @@ async fn a_storage_failure_is_a_503_and_leaves_nothing(backend: Backend) {
     let token = app.token_for("publisher").await;
     // Take the storage away under the running server.
     match backend {
-        Backend::PgS3 => {
+        Backend::Production => {
             let bucket = crate::common::raw_bucket(&app.settings);
             bucket.delete().await.expect("delete the (empty) bucket");
         }
-        Backend::SqliteFs => std::fs::remove_dir_all(app.fs_root()).unwrap(),
+        Backend::Embedded => std::fs::remove_dir_all(app.fs_root()).unwrap(),
     }
     let res = app
         .upload(&token, vec![5u8; 10 * 1024 * 1024], &FIELDS)
@@ -242,12 +232,12 @@ async fn a_storage_failure_is_a_503_and_leaves_nothing(backend: Backend) {
     assert_eq!(readiness.status(), 503);
     // Bring the storage back: it holds nothing, and no row was written.
     match backend {
-        Backend::PgS3 => {
+        Backend::Production => {
             agentpkg_storage::S3Store::connect(&crate::common::s3_config(&app.settings))
                 .await
                 .expect("recreate the bucket");
         }
-        Backend::SqliteFs => std::fs::create_dir_all(app.fs_root().join(".tmp")).unwrap(),
+        Backend::Embedded => std::fs::create_dir_all(app.fs_root().join(".tmp")).unwrap(),
     }
     app.assert_nothing_stored().await;
     let res = app
@@ -264,7 +254,7 @@ async fn a_database_failure_is_a_500_without_internals_and_leaves_nothing(backen
     let db_url = app.db_url();
     let sql = |statement: &'static str| {
         let url = db_url.clone();
-        move || match agentpkg_store::DatabaseUrl::parse(&url) {
+        move || match agentpkg_store::DatabaseUrl::parse(&url).unwrap() {
             agentpkg_store::DatabaseUrl::Postgres(u) => {
                 let mut c = diesel::PgConnection::establish(&u).unwrap();
                 diesel::sql_query(statement).execute(&mut c).unwrap();
@@ -281,9 +271,7 @@ async fn a_database_failure_is_a_500_without_internals_and_leaves_nothing(backen
     let res = app
         .upload(&token, vec![4u8; 9 * 1024 * 1024], &FIELDS)
         .await;
-    assert_eq!(res.status(), 500);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "internal");
+    let body = expect_error(res, 500, "internal").await;
     assert_eq!(body["error"]["message"], "internal error");
     assert!(res_has_no_internals(&body));
     tokio::task::spawn_blocking(sql("ALTER TABLE packages_moved RENAME TO packages"))
@@ -372,11 +360,11 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
     assert_eq!(report["orphans_removed"], serde_json::json!([]));
     // On the directory backend, a process killed mid-write also leaves a temporary file.
     let expected_incomplete = match backend {
-        Backend::SqliteFs => {
+        Backend::Embedded => {
             std::fs::write(app.fs_root().join(".tmp/leftover"), b"partial").unwrap();
             serde_json::json!([".tmp/leftover"])
         }
-        Backend::PgS3 => serde_json::json!([]),
+        Backend::Production => serde_json::json!([]),
     };
     // A dry run says what it would remove.
     let (ok, report) = gc(&app, &["--dry-run", "--grace-secs", "0"]);
@@ -418,7 +406,7 @@ async fn after_a_crash_gc_removes_the_orphan_and_reports_missing_objects(backend
 /// administrator would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_s3_the_server_recovers_by_itself_when_database_connections_are_killed() {
-    let app = TestApp::spawn(Backend::PgS3).await;
+    let app = TestApp::spawn(Backend::Production).await;
     let token = app.token_for("publisher").await;
     assert_eq!(
         app.upload(&token, b"before".to_vec(), &FIELDS)
