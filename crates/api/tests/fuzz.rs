@@ -261,6 +261,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
         storage,
         ManagerConfig {
             max_upload_bytes: 64 * 1024,
+            ..ManagerConfig::default()
         },
     );
     let accounts = Accounts::new(store, HashingLimits::default());

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use agentpkg_packagemgr::model::{
     Activity, Arch, Checksum, Coordinates, Description, LatestQuery, ListQuery, NewPackage,
@@ -21,7 +22,7 @@ use agentpkg_packagemgr::model::{
 };
 use agentpkg_packagemgr::{Error, ManagerConfig, PackageManager, UploadMeta};
 use agentpkg_storage::FsStore;
-use agentpkg_store::{Deleted, Health, Inserted, PackageStore, StoreError};
+use agentpkg_store::{Deleted, Health, Inserted, PackageStore, StoreError, UploadInFlight};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 
@@ -38,6 +39,8 @@ struct State {
     packages: Vec<Package>,
     /// Checksum → the object holding those bytes.
     blobs: HashMap<Checksum, ObjectKey>,
+    /// Uploads in flight: key → when last touched.
+    markers: HashMap<String, Instant>,
 }
 
 fn same(p: &Package, c: &Coordinates) -> bool {
@@ -69,6 +72,7 @@ impl PackageStore for MemoryPackages {
         if s.packages.iter().any(|p| same(p, &new.coordinates)) {
             return Err(StoreError::Conflict);
         }
+        s.markers.remove(new.storage_key.as_str());
         let reused_object = s.blobs.contains_key(&new.checksum);
         let storage_key = s
             .blobs
@@ -234,6 +238,44 @@ impl PackageStore for MemoryPackages {
             .filter(|p| p.storage_key.as_str() == key)
             .map(|p| p.id)
             .collect())
+    }
+
+    async fn begin_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        s.markers.insert(key.to_string(), Instant::now());
+        Ok(())
+    }
+
+    async fn touch_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        if let Some(at) = self.state()?.markers.get_mut(key.as_str()) {
+            *at = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn end_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.state()?.markers.remove(key.as_str());
+        Ok(())
+    }
+
+    async fn uploads_in_flight(&self) -> Result<Vec<UploadInFlight>, StoreError> {
+        Ok(self
+            .state()?
+            .markers
+            .iter()
+            .map(|(key, at)| UploadInFlight {
+                key: key.clone(),
+                idle: at.elapsed(),
+            })
+            .collect())
+    }
+
+    async fn object_in_use(&self, key: &str, stale_after: Duration) -> Result<bool, StoreError> {
+        let s = self.state()?;
+        Ok(s.blobs.values().any(|k| k.as_str() == key)
+            || s.markers
+                .get(key)
+                .is_some_and(|at| at.elapsed() < stale_after))
     }
 }
 

@@ -46,9 +46,10 @@ impl From<StoreError> for Error {
             StoreError::Conflict => {
                 Error::Conflict("a record with the same key already exists".into())
             }
-            StoreError::Unavailable(_) | StoreError::Task(_) | StoreError::Contention(_) => {
-                Error::DatabaseUnavailable(e)
-            }
+            StoreError::Unavailable(_)
+            | StoreError::Task(_)
+            | StoreError::Contention(_)
+            | StoreError::CommitUncertain(_) => Error::DatabaseUnavailable(e),
             StoreError::Query(_) | StoreError::Corrupt(_) | StoreError::Migration(_) => {
                 Error::Internal(e.to_string())
             }

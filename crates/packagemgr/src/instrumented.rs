@@ -120,11 +120,12 @@ impl ObjectStore for TimedObjects {
         &self,
         older_than: SystemTime,
         dry_run: bool,
+        in_flight: &std::collections::HashSet<String>,
     ) -> Result<Vec<String>, StorageError> {
         timed(
             &self.latencies,
             "sweep_incomplete",
-            self.inner.sweep_incomplete(older_than, dry_run),
+            self.inner.sweep_incomplete(older_than, dry_run, in_flight),
         )
         .await
     }

@@ -24,6 +24,6 @@ pub use error::Error;
 pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};
 pub use metrics::ManagerMetrics;
 pub use passwords::HashingLimits;
-pub use reconcile::{MissingObject, ReconcileReport};
+pub use reconcile::{MissingObject, ReconcileOptions, ReconcileReport};
 
 pub use agentpkg_model as model;

@@ -11,7 +11,7 @@ use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
 use agentpkg_store::{DynPackageStore, StoreError};
 use tokio::io::AsyncRead;
 
-use crate::guard::{ObjectGuard, delete_logged};
+use crate::guard::{Keepalive, ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
 use crate::instrumented::TimedObjects;
 use crate::{Error, ManagerMetrics};
@@ -21,12 +21,17 @@ use crate::{Error, ManagerMetrics};
 pub struct ManagerConfig {
     /// Largest accepted package, in bytes.
     pub max_upload_bytes: u64,
+    /// An upload whose in-flight marker has not been touched for this long is taken for
+    /// abandoned (its process died) by reconciliation. Uploads touch theirs four times as
+    /// often.
+    pub stale_upload_after: Duration,
 }
 
 impl Default for ManagerConfig {
     fn default() -> Self {
         Self {
             max_upload_bytes: 2 * 1024 * 1024 * 1024,
+            stale_upload_after: Duration::from_secs(900),
         }
     }
 }
@@ -162,14 +167,20 @@ impl PackageManager {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let storage = self.storage.clone();
+        let store = self.store.clone();
         let metrics = self.metrics.clone();
         let limit = self.config.max_upload_bytes;
+        let touch_every = self.config.stale_upload_after / 4;
         let task = tokio::spawn(async move {
             let key = ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
+            // Marked in flight before the first byte is stored, so that reconciliation
+            // never takes it for an orphan, however long the upload or its commit takes.
+            store.begin_upload(&key).await?;
+            let keepalive = Keepalive::start(store.clone(), key.clone(), touch_every);
             let mut reader = HashingReader::new(body, limit);
             let stored = storage.put(&key, &mut reader).await;
             // From here the object may exist: the guard owns its fate.
-            let guard = ObjectGuard::new(storage, metrics, key);
+            let guard = ObjectGuard::new(storage, store, metrics, key, keepalive);
             let exceeded = reader.exceeded();
             let (size, checksum) = reader.finish();
             match stored {
@@ -253,6 +264,29 @@ impl PackageManager {
                         "package published"
                     );
                     Ok(package)
+                }
+                Err(StoreError::CommitUncertain(detail)) => {
+                    // The row may have committed: find out before undoing anything.
+                    match committed(&store, &coordinates, &checksum).await {
+                        Some(package) => {
+                            if package.storage_key == *staged.key() {
+                                staged.guard.disarm();
+                            } else {
+                                staged.guard.delete_spare_copy().await;
+                            }
+                            tracing::info!(
+                                package_id = package.id,
+                                "package published (its commit was confirmed after the connection broke)"
+                            );
+                            Ok(package)
+                        }
+                        None => {
+                            let e = Error::from(StoreError::CommitUncertain(detail));
+                            refused(&e);
+                            staged.guard.abandon();
+                            Err(e)
+                        }
+                    }
                 }
                 Err(e) => {
                     let e = match e {
@@ -412,6 +446,30 @@ impl PackageManager {
             .map_err(Error::StorageUnavailable)?;
         Ok(())
     }
+}
+
+/// After a commit whose answer was lost: the package at `coordinates`, if the database
+/// (asked again, a few times) shows that it committed with these bytes. `None` when it did
+/// not, or when the database cannot tell; the caller then leaves the object to
+/// reconciliation, which decides once the upload's marker is stale.
+async fn committed(
+    store: &DynPackageStore,
+    coordinates: &Coordinates,
+    checksum: &Checksum,
+) -> Option<Package> {
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        }
+        match store.find_package(coordinates).await {
+            Ok(Some(package)) if package.checksum == *checksum => return Some(package),
+            // Absent, or someone else's bytes: not (yet) ours. A commit still in flight on
+            // the lost connection could land later, so nothing is deleted here.
+            Ok(_) => return None,
+            Err(e) => tracing::warn!(error = %e, "cannot confirm the lost commit yet"),
+        }
+    }
+    None
 }
 
 /// Checks what only the finished upload can tell, and builds the row.

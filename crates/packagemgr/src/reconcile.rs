@@ -2,11 +2,17 @@
 //!
 //! Every failure path deletes what it stored, but a process killed between storing an
 //! upload's bytes and committing its row (SIGKILL, power loss) cannot. Such objects are
-//! orphans: no blob row names them. Reconciliation deletes orphans older than a grace
-//! period — younger ones may belong to an upload that is committing right now — and reports
-//! the opposite, worse case: rows whose object is missing, which it never "fixes" by itself.
+//! orphans: no blob row names them. Every upload is marked in flight in the database from
+//! before its first byte until its row commits, and touches its marker while it works, so
+//! reconciliation never deletes an object whose marker is fresh, however slow the upload or
+//! its commit; markers and their ages are read by the database's clock. A marker left
+//! untouched for `stale_uploads` belonged to a process that died: its object goes (unless a
+//! row names it). An object without a marker (a spare copy whose delete failed, or written
+//! by a version without markers) goes once older than the grace period. Just before each
+//! delete, the database is asked again. Reconciliation also reports the opposite, worse
+//! case: rows whose object is missing, which it never "fixes" by itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use agentpkg_model::ObjectKey;
@@ -22,6 +28,8 @@ pub struct ReconcileReport {
     pub orphans_removed: Vec<String>,
     /// Unreferenced objects younger than the grace period: left for a later pass.
     pub orphans_in_grace: Vec<String>,
+    /// Objects of uploads in flight (their marker is fresh): never touched.
+    pub uploads_in_flight: Vec<String>,
     /// Objects the registry did not name (another tenant of the bucket?): never touched.
     pub foreign_objects: Vec<String>,
     /// Objects that packages refer to but storage does not have.
@@ -39,19 +47,63 @@ pub struct MissingObject {
     pub package_ids: Vec<i64>,
 }
 
+/// How a reconciliation pass judges age.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileOptions {
+    /// Objects without an in-flight marker are left alone until this old.
+    pub grace: Duration,
+    /// A marker untouched for this long belongs to an upload that is gone.
+    pub stale_uploads: Duration,
+    pub dry_run: bool,
+    /// The local clock, for the grace period of unmarked objects (injectable for tests of
+    /// skew; markers are judged by the database's clock).
+    pub now: SystemTime,
+}
+
 impl PackageManager {
-    /// One reconciliation pass. Objects are listed before the table is read, so an upload
-    /// that commits in between is seen as referenced, never as an orphan.
+    /// One reconciliation pass with the configured staleness and the local clock.
     pub async fn reconcile(
         &self,
         grace: Duration,
         dry_run: bool,
     ) -> Result<ReconcileReport, Error> {
+        self.reconcile_with(ReconcileOptions {
+            grace,
+            stale_uploads: self.config().stale_upload_after,
+            dry_run,
+            now: SystemTime::now(),
+        })
+        .await
+    }
+
+    /// One reconciliation pass. Objects are listed before the markers and the table are
+    /// read, in that order, so an upload that starts or commits in between is seen as in
+    /// flight or referenced, never as an orphan.
+    pub async fn reconcile_with(
+        &self,
+        options: ReconcileOptions,
+    ) -> Result<ReconcileReport, Error> {
+        let ReconcileOptions {
+            grace,
+            stale_uploads,
+            dry_run,
+            now,
+        } = options;
         let objects = self.storage.list_objects().await?;
+        let markers: HashMap<String, Duration> = self
+            .store
+            .uploads_in_flight()
+            .await?
+            .into_iter()
+            .map(|m| (m.key, m.idle))
+            .collect();
         let referenced: HashSet<String> = self.store.blob_keys().await?.into_iter().collect();
-        let cutoff = SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let fresh: HashSet<String> = markers
+            .iter()
+            .filter(|(_, idle)| **idle < stale_uploads)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let cutoff = now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = ReconcileReport {
             dry_run,
             ..ReconcileReport::default()
@@ -66,8 +118,23 @@ impl PackageManager {
                 report.foreign_objects.push(object.key);
                 continue;
             };
-            if object.last_modified > cutoff {
+            if fresh.contains(&object.key) {
+                report.uploads_in_flight.push(object.key);
+                continue;
+            }
+            let marked = markers.contains_key(&object.key);
+            if !marked && object.last_modified > cutoff {
                 report.orphans_in_grace.push(object.key);
+                continue;
+            }
+            // Asked again just before the delete: an upload may have committed, or touched
+            // its marker, since the lists were read.
+            if self
+                .store
+                .object_in_use(key.as_str(), stale_uploads)
+                .await?
+            {
+                report.uploads_in_flight.push(object.key);
                 continue;
             }
             if !dry_run && let Err(e) = self.storage.delete(&key).await {
@@ -77,11 +144,32 @@ impl PackageManager {
             }
             if !dry_run {
                 self.metrics.orphans_removed.inc();
+                if marked {
+                    self.store.end_upload(&key).await?;
+                }
             }
-            tracing::warn!(object_key = %key, dry_run, "orphaned object removed");
+            tracing::warn!(object_key = %key, dry_run, abandoned_upload = marked, "orphaned object removed");
             report.orphans_removed.push(object.key);
         }
-        report.incomplete_removed = self.storage.sweep_incomplete(cutoff, dry_run).await?;
+        // Stale markers of uploads that left no object: nothing to delete but the marker.
+        if !dry_run {
+            for (key, idle) in &markers {
+                if *idle >= stale_uploads
+                    && !present.contains(key)
+                    && let Ok(key) = ObjectKey::parse(key)
+                    && !self
+                        .store
+                        .object_in_use(key.as_str(), stale_uploads)
+                        .await?
+                {
+                    self.store.end_upload(&key).await?;
+                }
+            }
+        }
+        report.incomplete_removed = self
+            .storage
+            .sweep_incomplete(cutoff, dry_run, &fresh)
+            .await?;
         if !report.incomplete_removed.is_empty() {
             tracing::warn!(
                 count = report.incomplete_removed.len(),
@@ -107,6 +195,7 @@ impl PackageManager {
         for list in [
             &mut report.orphans_removed,
             &mut report.orphans_in_grace,
+            &mut report.uploads_in_flight,
             &mut report.foreign_objects,
             &mut report.delete_failures,
         ] {

@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use agentpkg_model::{
     Arch, Checksum, Coordinates, Coordinates as C, Description, LatestQuery, ListQuery, NewPackage,
-    Package, PackageName, PackagePatch, Page, Platform, Role, Version, VersionRequirement,
+    ObjectKey, Package, PackageName, PackagePatch, Page, Platform, Role, Version,
+    VersionRequirement,
 };
 use agentpkg_packagemgr::{
     Accounts, Error, HashingLimits, ManagerConfig, PackageManager, UploadMeta, body_channel,
@@ -16,6 +18,7 @@ use agentpkg_packagemgr::{
 use agentpkg_storage::{Fault, MemoryStore, ObjectStore};
 use agentpkg_store::{
     DatabaseUrl, Deleted, DieselStore, Health, Inserted, PackageStore, PoolOptions, StoreError,
+    UploadInFlight,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -76,6 +79,21 @@ impl PackageStore for FlakyStore {
     async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError> {
         self.inner.packages_with_object(key).await
     }
+    async fn begin_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.inner.begin_upload(key).await
+    }
+    async fn touch_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.inner.touch_upload(key).await
+    }
+    async fn end_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        self.inner.end_upload(key).await
+    }
+    async fn uploads_in_flight(&self) -> Result<Vec<UploadInFlight>, StoreError> {
+        self.inner.uploads_in_flight().await
+    }
+    async fn object_in_use(&self, key: &str, stale: Duration) -> Result<bool, StoreError> {
+        self.inner.object_in_use(key, stale).await
+    }
 }
 
 struct Fixture {
@@ -101,7 +119,10 @@ async fn fixture(max_upload_bytes: u64) -> Fixture {
     let mgr = PackageManager::new(
         store.clone(),
         storage.clone(),
-        ManagerConfig { max_upload_bytes },
+        ManagerConfig {
+            max_upload_bytes,
+            ..ManagerConfig::default()
+        },
     );
     Fixture {
         mgr,

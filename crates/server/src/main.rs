@@ -37,10 +37,15 @@ enum Command {
         /// Report only; delete nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Seconds an unreferenced object must be old to count as orphaned
-        /// (default: gc.grace_secs).
+        /// Seconds an unreferenced object without an in-flight marker must be old to count
+        /// as orphaned (default: gc.grace_secs).
         #[arg(long)]
         grace_secs: Option<u64>,
+        /// Seconds an upload's in-flight marker must be untouched for its upload to count
+        /// as abandoned (default: gc.stale_upload_secs). Lower it only when no server can
+        /// be uploading, e.g. all are stopped.
+        #[arg(long)]
+        stale_upload_secs: Option<u64>,
     },
     /// Create a user. The password is read from standard input with --password-stdin,
     /// or generated and printed once.
@@ -91,10 +96,16 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
         Command::Gc {
             dry_run,
             grace_secs,
+            stale_upload_secs,
         } => {
-            let grace =
-                std::time::Duration::from_secs(grace_secs.unwrap_or(settings.gc.grace_secs));
-            let report = reconcile_once(&settings, grace, dry_run).await?;
+            let secs = std::time::Duration::from_secs;
+            let options = agentpkg_packagemgr::ReconcileOptions {
+                grace: secs(grace_secs.unwrap_or(settings.gc.grace_secs)),
+                stale_uploads: secs(stale_upload_secs.unwrap_or(settings.gc.stale_upload_secs)),
+                dry_run,
+                now: std::time::SystemTime::now(),
+            };
+            let report = reconcile_once(&settings, options).await?;
             #[allow(clippy::print_stdout)]
             {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -56,6 +56,11 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Seconds to wait for a pooled connection before answering 503.
     pub acquire_timeout_secs: u64,
+    /// PostgreSQL: seconds a statement waits for a lock before it fails (and the request
+    /// with it, rolled back), so that nothing waits forever.
+    pub lock_timeout_secs: u64,
+    /// PostgreSQL: seconds a statement may run before it is cancelled.
+    pub statement_timeout_secs: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -65,6 +70,8 @@ impl Default for DatabaseSettings {
             url: SecretString::from("./data/agentpkg.db"),
             max_connections: pool.max_connections,
             acquire_timeout_secs: pool.acquire_timeout.as_secs(),
+            lock_timeout_secs: pool.lock_timeout.as_secs(),
+            statement_timeout_secs: pool.statement_timeout.as_secs(),
         }
     }
 }
@@ -215,9 +222,13 @@ pub struct GcSettings {
     /// Seconds between reconciliation passes (orphaned objects removed, missing objects
     /// reported); 0 turns the periodic pass off (`agentpkg-server gc` still works).
     pub interval_secs: u64,
-    /// Unreferenced objects younger than this are left alone: they may belong to an upload
-    /// that is committing right now.
+    /// Unreferenced objects without an in-flight marker younger than this are left alone
+    /// (written by a server without markers, or a spare copy whose delete is pending). At
+    /// least 60.
     pub grace_secs: u64,
+    /// An upload's in-flight marker untouched for this long (uploads touch theirs every
+    /// quarter of it) belongs to a process that died: its object may go. At least 60.
+    pub stale_upload_secs: u64,
 }
 
 impl Default for GcSettings {
@@ -225,8 +236,15 @@ impl Default for GcSettings {
         Self {
             interval_secs: 3600,
             grace_secs: 900,
+            stale_upload_secs: ManagerConfig::default().stale_upload_after.as_secs(),
         }
     }
+}
+
+impl GcSettings {
+    /// The least a configured grace or staleness may be: below it a slow database or a
+    /// paused client could see its upload taken for abandoned.
+    pub const MIN_SECS: u64 = 60;
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -260,6 +278,25 @@ impl Default for LogSettings {
             format: LogFormat::Text,
             level: "info".into(),
         }
+    }
+}
+
+impl Settings {
+    /// What deserialising cannot check: limits with a safe minimum.
+    pub fn check(&self) -> Result<(), String> {
+        for (value, key) in [
+            (self.gc.grace_secs, "gc.grace_secs"),
+            (self.gc.stale_upload_secs, "gc.stale_upload_secs"),
+        ] {
+            if value < GcSettings::MIN_SECS {
+                return Err(format!(
+                    "{key} must be at least {} seconds (is {value}): shorter, reconciliation \
+                     could delete the bytes of an upload still in flight",
+                    GcSettings::MIN_SECS
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

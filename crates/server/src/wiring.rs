@@ -63,9 +63,12 @@ fn database_url(settings: &Settings) -> Result<DatabaseUrl, BuildError> {
 
 async fn open_store(settings: &Settings) -> Result<DieselStore, BuildError> {
     let url = database_url(settings)?;
+    let db = &settings.database;
     let options = PoolOptions {
-        max_connections: settings.database.max_connections.max(1),
-        acquire_timeout: Duration::from_secs(settings.database.acquire_timeout_secs.max(1)),
+        max_connections: db.max_connections.max(1),
+        acquire_timeout: Duration::from_secs(db.acquire_timeout_secs.max(1)),
+        lock_timeout: Duration::from_secs(db.lock_timeout_secs.max(1)),
+        statement_timeout: Duration::from_secs(db.statement_timeout_secs.max(1)),
     };
     // r2d2 connects eagerly and blocks: keep that off the async threads.
     let store = tokio::task::spawn_blocking(move || DieselStore::connect(&url, &options))
@@ -245,6 +248,7 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         components.storage,
         ManagerConfig {
             max_upload_bytes: settings.upload.max_size_bytes,
+            stale_upload_after: Duration::from_secs(settings.gc.stale_upload_secs),
         },
         metrics,
     );
@@ -282,20 +286,21 @@ fn spawn_reconciler(
     }))
 }
 
-/// `agentpkg-server gc`: one reconciliation pass.
+/// `agentpkg-server gc`: one reconciliation pass. The operator may pass limits below the
+/// configured minimums (say, when no server is running, so that nothing can be in flight).
 pub async fn reconcile_once(
     settings: &Settings,
-    grace: Duration,
-    dry_run: bool,
+    options: agentpkg_packagemgr::ReconcileOptions,
 ) -> Result<agentpkg_packagemgr::ReconcileReport, BuildError> {
     let (packages, _) = manager(settings, connect(settings).await?);
-    Ok(packages.reconcile(grace, dry_run).await?)
+    Ok(packages.reconcile_with(options).await?)
 }
 
 impl Application {
     /// Connects every layer, creates the first admin when there are no users, binds the
     /// listener and builds the HTTP server.
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
+        settings.check().map_err(BuildError::Config)?;
         let secret = jwt_secret(&settings)?;
         let (packages, accounts) = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts

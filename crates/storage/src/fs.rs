@@ -60,10 +60,7 @@ impl ObjectStore for FsStore {
             return Err(StorageError::AlreadyExists);
         }
         let tmp = TempFile {
-            path: self
-                .root
-                .join(TMP_DIR)
-                .join(uuid::Uuid::new_v4().simple().to_string()),
+            path: self.root.join(TMP_DIR).join(temp_name(key)),
             armed: true,
         };
         let mut file = tokio::fs::OpenOptions::new()
@@ -148,16 +145,23 @@ impl ObjectStore for FsStore {
     }
 
     async fn list_objects(&self) -> Result<Vec<ObjectInfo>, StorageError> {
+        // NOTE: uploads and deletes go on while this lists: an entry may vanish between
+        // being listed and being looked at. That is not an error; it is no object.
         let mut objects = Vec::new();
         let mut dirs = tokio::fs::read_dir(&self.root).await?;
         while let Some(dir) = dirs.next_entry().await? {
             let name = dir.file_name().to_string_lossy().into_owned();
-            if name == TMP_DIR || !dir.file_type().await?.is_dir() {
+            if name == TMP_DIR || !gone_is_none(dir.file_type().await)?.is_some_and(|t| t.is_dir())
+            {
                 continue;
             }
-            let mut files = tokio::fs::read_dir(dir.path()).await?;
+            let Some(mut files) = gone_is_none(tokio::fs::read_dir(dir.path()).await)? else {
+                continue;
+            };
             while let Some(f) = files.next_entry().await? {
-                let meta = f.metadata().await?;
+                let Some(meta) = gone_is_none(f.metadata().await)? else {
+                    continue;
+                };
                 objects.push(ObjectInfo {
                     key: format!("{name}/{}", f.file_name().to_string_lossy()),
                     size: meta.len(),
@@ -172,12 +176,19 @@ impl ObjectStore for FsStore {
         &self,
         older_than: std::time::SystemTime,
         dry_run: bool,
+        in_flight: &std::collections::HashSet<String>,
     ) -> Result<Vec<String>, StorageError> {
         let mut removed = Vec::new();
         let mut entries = tokio::fs::read_dir(self.root.join(TMP_DIR)).await?;
         while let Some(entry) = entries.next_entry().await? {
-            let modified = entry.metadata().await?.modified()?;
-            if modified >= older_than {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if key_of_temp(&name).is_some_and(|key| in_flight.contains(&key)) {
+                continue;
+            }
+            let Some(meta) = gone_is_none(entry.metadata().await)? else {
+                continue;
+            };
+            if meta.modified()? >= older_than {
                 continue;
             }
             if !dry_run {
@@ -207,6 +218,28 @@ impl ObjectStore for FsStore {
 
     fn kind(&self) -> &'static str {
         "fs"
+    }
+}
+
+/// A temporary file's name: the key's id, then a random part (a retried write of the same
+/// key never collides), so that a sweep can tell which upload it belongs to.
+fn temp_name(key: &ObjectKey) -> String {
+    let id = key.as_str().trim_start_matches(ObjectKey::PREFIX);
+    format!("{id}.{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The key a temporary file was written for, from its name.
+fn key_of_temp(name: &str) -> Option<String> {
+    let (id, _) = name.split_once('.')?;
+    Some(format!("{}{id}", ObjectKey::PREFIX))
+}
+
+/// `Ok(None)` for a file that vanished under the caller's feet.
+fn gone_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -327,18 +360,22 @@ mod tests {
         store.put(&key(7), &mut &b"finished"[..]).await.unwrap();
         // What a process killed mid-upload leaves.
         std::fs::write(dir.path().join(TMP_DIR).join("crashed"), b"partial").unwrap();
+        // And an upload still in flight, however old its file looks.
+        let slow = temp_name(&key(8));
+        std::fs::write(dir.path().join(TMP_DIR).join(&slow), b"half").unwrap();
+        let in_flight = std::collections::HashSet::from([key(8).to_string()]);
         let now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
         let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         assert!(
             store
-                .sweep_incomplete(long_ago, false)
+                .sweep_incomplete(long_ago, false, &in_flight)
                 .await
                 .unwrap()
                 .is_empty(),
             "too young"
         );
         assert_eq!(
-            store.sweep_incomplete(now, true).await.unwrap(),
+            store.sweep_incomplete(now, true, &in_flight).await.unwrap(),
             vec![".tmp/crashed"]
         );
         assert!(
@@ -346,8 +383,15 @@ mod tests {
             "a dry run removes nothing"
         );
         assert_eq!(
-            store.sweep_incomplete(now, false).await.unwrap(),
+            store
+                .sweep_incomplete(now, false, &in_flight)
+                .await
+                .unwrap(),
             vec![".tmp/crashed"]
+        );
+        assert!(
+            dir.path().join(TMP_DIR).join(&slow).exists(),
+            "an upload in flight keeps its file"
         );
         assert!(!dir.path().join(TMP_DIR).join("crashed").exists());
         assert!(

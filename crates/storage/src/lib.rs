@@ -77,15 +77,17 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(keys)
     }
     /// Removes the leftovers of writes that never finished (a process killed mid-upload)
-    /// last touched before `older_than`, and returns what went: [`FsStore`] its temporary
-    /// files, `S3Store` the multipart uploads never completed. This default does nothing,
-    /// for stores whose failed writes leave nothing behind.
+    /// begun before `older_than`, except writes to the keys in `in_flight` (uploads still
+    /// being worked on, however long ago they began), and returns what went: [`FsStore`]
+    /// its temporary files, `S3Store` the multipart uploads never completed. This default
+    /// does nothing, for stores whose failed writes leave nothing behind.
     async fn sweep_incomplete(
         &self,
         older_than: std::time::SystemTime,
         dry_run: bool,
+        in_flight: &std::collections::HashSet<String>,
     ) -> Result<Vec<String>, StorageError> {
-        let _ = (older_than, dry_run);
+        let _ = (older_than, dry_run, in_flight);
         Ok(Vec::new())
     }
 

@@ -286,6 +286,7 @@ impl ObjectStore for S3Store {
         &self,
         older_than: std::time::SystemTime,
         dry_run: bool,
+        in_flight: &std::collections::HashSet<String>,
     ) -> Result<Vec<String>, StorageError> {
         let pages = self
             .bucket
@@ -302,7 +303,7 @@ impl ObjectStore for S3Store {
                         upload.initiated
                     ))
                 })?;
-            if initiated >= older_than {
+            if initiated >= older_than || in_flight.contains(&upload.key) {
                 continue;
             }
             if !dry_run {

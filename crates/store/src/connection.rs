@@ -74,6 +74,8 @@ impl std::fmt::Debug for DatabaseUrl {
 /// silently create a file named after the URL.)
 struct Manager {
     url: DatabaseUrl,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
 }
 
 impl ManageConnection for Manager {
@@ -82,9 +84,20 @@ impl ManageConnection for Manager {
 
     fn connect(&self) -> Result<DbConnection, r2d2::Error> {
         match &self.url {
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
-                .map(DbConnection::Pg)
-                .map_err(r2d2::Error::ConnectionError),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn =
+                    PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                // UTC, so that timestamps the database makes (upload markers) read the same
+                // in every session; and no statement waits forever on a lock or runs without
+                // end: a waiting insert fails (503, rolled back) instead of hanging.
+                conn.batch_execute(&format!(
+                    "SET TIME ZONE 'UTC'; SET lock_timeout = {}; SET statement_timeout = {};",
+                    self.lock_timeout.as_millis().max(1),
+                    self.statement_timeout.as_millis().max(1),
+                ))
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Pg(conn))
+            }
             DatabaseUrl::Sqlite(path) => {
                 let path = path.to_str().ok_or_else(|| {
                     r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(
@@ -95,8 +108,11 @@ impl ManageConnection for Manager {
                     SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets readers run beside the one writer; busy_timeout makes writers
                 // queue instead of failing with SQLITE_BUSY.
+                // NOTE: synchronous = FULL, not NORMAL: with NORMAL a power loss may undo a
+                // committed transaction, and a package delete commits the row's removal
+                // before deleting the object — undone, the row would point at nothing.
                 conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
@@ -114,6 +130,30 @@ impl ManageConnection for Manager {
     }
 }
 
+/// The advisory lock key under which PostgreSQL migrations run ("agentpkg" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6167_656e_7470_6b67;
+
+/// Runs `f` holding the migration lock; the lock is released however `f` ends.
+fn with_migration_lock<T>(
+    conn: &mut PgConnection,
+    statement_timeout: Duration,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    // NOTE: the statement timeout would cancel a replica waiting its turn behind a long
+    // migration; waiting here is what it is for.
+    conn.batch_execute(&format!(
+        "SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK});"
+    ))?;
+    let result = f(conn);
+    let unlocked = conn.batch_execute(&format!(
+        "SELECT pg_advisory_unlock({MIGRATION_LOCK}); SET statement_timeout = {};",
+        statement_timeout.as_millis().max(1)
+    ));
+    let value = result?;
+    unlocked?;
+    Ok(value)
+}
+
 /// A transaction that holds the write lock from its first statement.
 ///
 /// NOTE: on SQLite, a transaction that reads and then writes fails at once (it cannot
@@ -125,13 +165,21 @@ where
     F: FnOnce(&mut DbConnection) -> Result<T, StoreError>,
 {
     use diesel::RunQueryDsl;
-    conn.transaction(|conn| {
+    let mut body_succeeded = false;
+    let result = conn.transaction(|conn| {
         if matches!(conn, DbConnection::Sqlite(_)) {
             diesel::sql_query("UPDATE blobs SET file_size = file_size WHERE 0 = 1")
                 .execute(conn)?;
         }
-        f(conn)
-    })
+        let result = f(conn);
+        body_succeeded = result.is_ok();
+        result
+    });
+    match result {
+        // Everything ran and only the commit failed: it may have landed all the same.
+        Err(e) if body_succeeded => Err(StoreError::CommitUncertain(e.to_string())),
+        other => other,
+    }
 }
 
 /// Pool settings.
@@ -140,6 +188,10 @@ pub struct PoolOptions {
     pub max_connections: u32,
     /// How long a request waits for a connection before the database counts as unavailable.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: how long a statement waits for a lock before it fails.
+    pub lock_timeout: Duration,
+    /// PostgreSQL: how long a statement may run before it is cancelled.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -147,6 +199,8 @@ impl Default for PoolOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -156,6 +210,7 @@ impl Default for PoolOptions {
 pub struct DieselStore {
     pool: r2d2::Pool<Manager>,
     backend: &'static str,
+    statement_timeout: Duration,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
@@ -174,11 +229,16 @@ impl DieselStore {
             .min_idle(Some(1))
             .connection_timeout(options.acquire_timeout)
             .test_on_check_out(true)
-            .build(Manager { url: url.clone() })
+            .build(Manager {
+                url: url.clone(),
+                lock_timeout: options.lock_timeout,
+                statement_timeout: options.statement_timeout,
+            })
             .map_err(StoreError::from)?;
         Ok(Self {
             pool,
             backend: url.backend_name(),
+            statement_timeout: options.statement_timeout,
             observer: None,
         })
     }
@@ -206,14 +266,26 @@ impl DieselStore {
     }
 
     /// Applies every pending migration; returns how many ran.
+    ///
+    /// Replicas started together would race their migrations on PostgreSQL (and one would
+    /// fail on a duplicate type), so they take turns under an advisory lock: the first
+    /// migrates, the others wait, then find nothing left to do. SQLite's write lock does
+    /// the same for the embedded default.
     pub async fn run_migrations(&self) -> Result<usize, StoreError> {
-        self.with_conn("run_migrations", |conn| {
+        let statement_timeout = self.statement_timeout;
+        self.with_conn("run_migrations", move |conn| {
             let applied = match conn {
-                DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS),
-                DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
-            }
-            .map_err(|e| StoreError::Migration(e.to_string()))?;
-            Ok(applied.len())
+                DbConnection::Pg(c) => with_migration_lock(c, statement_timeout, |c| {
+                    c.run_pending_migrations(PG_MIGRATIONS)
+                        .map(|v| v.len())
+                        .map_err(|e| StoreError::Migration(e.to_string()))
+                })?,
+                DbConnection::Sqlite(c) => c
+                    .run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| StoreError::Migration(e.to_string()))?,
+            };
+            Ok(applied)
         })
         .await
     }

@@ -1,16 +1,18 @@
 //! [`DieselStore`] implements each store trait by running one query function of
 //! `packages` or `users` on a pooled connection, named for the timing.
 
+use std::time::Duration;
+
 use agentpkg_model::{
-    Coordinates, LatestQuery, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page,
-    Role, User, Username,
+    Coordinates, LatestQuery, ListQuery, NewPackage, ObjectKey, Package, PackageName, PackagePatch,
+    Page, Role, User, Username,
 };
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
 use crate::{
     AccountStore, Deleted, DieselStore, Health, Inserted, PackageStore, PoolStatus, StoreError,
-    packages, users,
+    UploadInFlight, packages, uploads, users,
 };
 
 #[async_trait]
@@ -89,6 +91,36 @@ impl PackageStore for DieselStore {
         let key = key.to_owned();
         self.with_conn("packages_with_object", move |c| {
             packages::with_object(c, &key)
+        })
+        .await
+    }
+
+    async fn begin_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.with_conn("begin_upload", move |c| uploads::begin(c, &key))
+            .await
+    }
+
+    async fn touch_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.with_conn("touch_upload", move |c| uploads::touch(c, &key))
+            .await
+    }
+
+    async fn end_upload(&self, key: &ObjectKey) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.with_conn("end_upload", move |c| uploads::end(c, &key))
+            .await
+    }
+
+    async fn uploads_in_flight(&self) -> Result<Vec<UploadInFlight>, StoreError> {
+        self.with_conn("uploads_in_flight", uploads::list).await
+    }
+
+    async fn object_in_use(&self, key: &str, stale_after: Duration) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.with_conn("object_in_use", move |c| {
+            uploads::in_use(c, &key, stale_after)
         })
         .await
     }

@@ -20,6 +20,10 @@ pub enum StoreError {
     Migration(String),
     #[error("database task failed: {0}")]
     Task(String),
+    /// The commit was sent but its answer was lost (the connection broke): the transaction
+    /// may or may not have committed. Ask again before undoing anything it did.
+    #[error("commit outcome unknown: {0}")]
+    CommitUncertain(String),
     /// Concurrent writers kept invalidating the operation; it was retried and gave up.
     #[error("too much contention: {0}")]
     Contention(&'static str),

@@ -20,6 +20,8 @@ mod packages;
 #[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
+mod uploads;
+#[cfg(feature = "diesel")]
 mod users;
 
 #[cfg(feature = "test-util")]
@@ -29,8 +31,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    Coordinates, LatestQuery, ListQuery, NewPackage, Package, PackageName, PackagePatch, Page,
-    Role, User, Username,
+    Coordinates, LatestQuery, ListQuery, NewPackage, ObjectKey, Package, PackageName, PackagePatch,
+    Page, Role, User, Username,
 };
 use async_trait::async_trait;
 
@@ -82,6 +84,28 @@ pub trait PackageStore: Health {
     async fn blob_keys(&self) -> Result<Vec<String>, StoreError>;
     /// Ids of the packages whose bytes are the object at `key`.
     async fn packages_with_object(&self, key: &str) -> Result<Vec<i64>, StoreError>;
+
+    /// Marks an upload to `key` as in flight, before its first byte is stored.
+    /// [`PackageStore::insert_package`] removes the marker of its `storage_key` in the same
+    /// transaction as the row.
+    async fn begin_upload(&self, key: &ObjectKey) -> Result<(), StoreError>;
+    /// Tells reconciliation that the upload to `key` is still being worked on.
+    async fn touch_upload(&self, key: &ObjectKey) -> Result<(), StoreError>;
+    /// Removes the marker (the upload's object was discarded).
+    async fn end_upload(&self, key: &ObjectKey) -> Result<(), StoreError>;
+    /// Every marker, with how long since it was last touched (by the database's clock).
+    async fn uploads_in_flight(&self) -> Result<Vec<UploadInFlight>, StoreError>;
+    /// Whether a blob names `key`, or an upload to it was touched within `stale_after`:
+    /// asked again just before reconciliation deletes an object.
+    async fn object_in_use(&self, key: &str, stale_after: Duration) -> Result<bool, StoreError>;
+}
+
+/// An upload that has not finished, as its marker tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInFlight {
+    pub key: String,
+    /// Time since the uploader last touched the marker.
+    pub idle: Duration,
 }
 
 /// User accounts and their password hashes.

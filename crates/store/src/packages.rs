@@ -176,6 +176,9 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
         }
         Err(e) => return Err(e.into()),
     }
+    // The upload is no longer in flight: its object is now a blob's, or a spare copy that
+    // the caller deletes.
+    crate::uploads::end(conn, new.storage_key.as_str())?;
     // NOTE: Diesel's MultiConnection cannot map RETURNING onto a Selectable, so the row is
     // read back by its coordinates inside the same transaction.
     let package =

@@ -37,3 +37,11 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    uploads_in_flight (storage_path) {
+        storage_path -> Text,
+        started_at -> Timestamp,
+        touched_at -> Timestamp,
+    }
+}

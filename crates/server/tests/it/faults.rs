@@ -371,9 +371,18 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
     );
     drop(lock);
 
-    // What the crash left: an object that no row names.
+    // What the crash left: an object that no row names, and its upload's in-flight marker,
+    // which the dead process no longer touches.
     assert_eq!(rows(&app).await, 0);
     let (ok, report) = crate::rollback::gc(&app, &["--dry-run", "--grace-secs", "0"]);
+    assert!(ok, "{report}");
+    assert_eq!(
+        report["uploads_in_flight"],
+        serde_json::json!(keys),
+        "until the marker is stale, the upload may be another replica's, still committing"
+    );
+    let stale = ["--dry-run", "--grace-secs", "0", "--stale-upload-secs", "0"];
+    let (ok, report) = crate::rollback::gc(&app, &stale);
     assert!(ok, "{report}");
     assert_eq!(report["orphans_removed"], serde_json::json!(keys));
     assert_eq!(
@@ -382,19 +391,19 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
         "a dry run deletes nothing"
     );
 
-    // After a restart, the periodic reconciliation removes it by itself.
+    // After a restart, the periodic reconciliation leaves it while its marker is fresh…
     let mut cmd = server_binary(&app, dir.path());
-    cmd.env("AGENTPKG__GC__INTERVAL_SECS", "1")
-        .env("AGENTPKG__GC__GRACE_SECS", "0");
+    cmd.env("AGENTPKG__GC__INTERVAL_SECS", "1");
     let _restarted = crate::cli::start(cmd);
-    let mut left = keys.clone();
-    for _ in 0..100 {
-        left = app.storage.list_keys().await.unwrap();
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(left.is_empty(), "the orphan is still there: {left:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app.storage.list_keys().await.unwrap(), keys);
+    // …and once it is stale (here: told so), the object and the marker go.
+    let (ok, report) =
+        crate::rollback::gc(&app, &["--grace-secs", "0", "--stale-upload-secs", "0"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["orphans_removed"], serde_json::json!(keys));
+    assert!(app.storage.list_keys().await.unwrap().is_empty());
+    let (_, again) = crate::rollback::gc(&app, &["--dry-run", "--grace-secs", "0"]);
+    assert_eq!(again["uploads_in_flight"], serde_json::json!([]), "{again}");
     assert_eq!(rows(&app).await, 0);
 }

@@ -1,0 +1,1 @@
+DROP TABLE uploads_in_flight;
