@@ -19,8 +19,6 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::{ApiError, ApiState};
 
 const ISSUER: &str = "agentpkg";
-/// Clock skew allowed between replicas when checking `exp`, `nbf` and `iat`.
-const CLOCK_TOLERANCE_SECS: u64 = 5;
 
 /// The signing secret: at least 32 bytes, never printed.
 #[derive(Clone)]
@@ -51,13 +49,18 @@ struct Extra {
 pub struct TokenIssuer {
     key: HS256Key,
     ttl_secs: u64,
+    clock_skew: Duration,
 }
 
 impl TokenIssuer {
-    pub fn new(secret: &JwtSecret, ttl_secs: u64) -> Self {
+    /// Tokens valid for `ttl_secs`, checked with `clock_skew_secs` of tolerance on `exp`,
+    /// `nbf` and `iat`: replicas whose clocks differ by that much accept each other's
+    /// tokens.
+    pub fn new(secret: &JwtSecret, ttl_secs: u64, clock_skew_secs: u64) -> Self {
         Self {
             key: HS256Key::from_bytes(secret.0.expose_secret().as_bytes()),
             ttl_secs: ttl_secs.max(1),
+            clock_skew: Duration::from_secs(clock_skew_secs),
         }
     }
 
@@ -84,7 +87,7 @@ impl TokenIssuer {
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
-            time_tolerance: Some(Duration::from_secs(CLOCK_TOLERANCE_SECS)),
+            time_tolerance: Some(self.clock_skew),
             accept_future: false,
             ..Default::default()
         };

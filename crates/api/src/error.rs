@@ -102,6 +102,34 @@ impl From<ValidationError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to `e`, without the log line that [`From`] writes for an unavailable
+    /// backend: for callers whose failures are logged elsewhere, once.
+    pub(crate) fn quiet(e: MgrError) -> Self {
+        match e {
+            MgrError::DatabaseUnavailable(_) => Self::database_unavailable(),
+            MgrError::StorageUnavailable(_) => Self::storage_unavailable(),
+            other => other.into(),
+        }
+    }
+
+    fn database_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable; try again later",
+        )
+    }
+
+    fn storage_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "object storage is unavailable; try again later",
+        )
+    }
+}
+
 impl From<MgrError> for ApiError {
     fn from(e: MgrError) -> Self {
         match e {
@@ -132,19 +160,11 @@ impl From<MgrError> for ApiError {
             },
             MgrError::DatabaseUnavailable(source) => {
                 tracing::error!(error = %source, "database unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable; try again later",
-                )
+                Self::database_unavailable()
             }
             MgrError::StorageUnavailable(source) => {
                 tracing::error!(error = %source, "object storage unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "object storage is unavailable; try again later",
-                )
+                Self::storage_unavailable()
             }
             MgrError::Internal(detail) => Self::internal(detail),
         }

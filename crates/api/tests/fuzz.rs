@@ -277,7 +277,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
         "fuzzing-secret-of-at-least-32-bytes!".to_owned(),
     ))
     .unwrap();
-    let tokens = TokenIssuer::new(&secret, 3600);
+    let tokens = TokenIssuer::new(&secret, 3600, 60);
     let (token, _) = tokens.issue(&publisher).unwrap();
     let state = ApiState {
         metrics: Arc::new(ApiMetrics::new(packages.metrics())),

@@ -187,7 +187,40 @@ impl FileName {
                 "must be a plain file name: not '.', and no '/', '\\', '..' or control characters",
             ));
         }
+        if s.chars().any(is_invisible_format) {
+            return Err(ValidationError::new(
+                field,
+                "must not contain invisible or direction-changing characters (U+200B-U+200F, \
+                 U+202A-U+202E, U+2066-U+2069 and the like), which make a name read as another",
+            ));
+        }
         Ok(Self(s.to_owned()))
+    }
+
+    /// The value of a `Content-Disposition: attachment` header naming this file
+    /// (RFC 6266): a quoted ASCII `filename`, in which any other character reads `_`, and
+    /// when the name is not plain ASCII, the real name as `filename*` in percent-encoded
+    /// UTF-8 (RFC 8187), which clients prefer.
+    pub fn content_disposition(&self) -> String {
+        let plain = |c: char| c.is_ascii() && c != '"' && c != '%';
+        let fallback: String = self
+            .0
+            .chars()
+            .map(|c| if plain(c) { c } else { '_' })
+            .collect();
+        if self.0.chars().all(plain) {
+            return format!("attachment; filename=\"{fallback}\"");
+        }
+        let mut encoded = String::with_capacity(self.0.len() * 3);
+        for b in self.0.bytes() {
+            // RFC 8187 attr-char; everything else is percent-encoded.
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                encoded.push(char::from(b));
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
     }
 
     pub fn as_str(&self) -> &str {
@@ -199,6 +232,20 @@ impl fmt::Display for FileName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Characters that change how text around them reads without showing themselves:
+/// zero-width characters and marks, bidirectional embeddings, overrides and isolates, the
+/// byte-order mark. In a file name they make `exe.gpj` read as `gpj.exe`.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{FEFF}'
+    )
 }
 
 /// What identifies one package file: one name, version, platform and architecture.
@@ -427,6 +474,43 @@ mod tests {
             ]
         );
         assert!(VersionBuilds::group(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn filenames_that_read_as_another_are_refused() {
+        for bad in [
+            "inv\u{202E}gpj.exe",
+            "a\u{200B}b",
+            "x\u{2066}y\u{2069}",
+            "\u{FEFF}agent",
+            "a\u{200F}.tgz",
+        ] {
+            assert_eq!(
+                FileName::parse(bad).unwrap_err().field,
+                "filename",
+                "{bad:?}"
+            );
+        }
+        assert!(FileName::parse("агент.tgz").is_ok());
+    }
+
+    #[test]
+    fn content_disposition_names_the_file_in_ascii_and_in_utf8() {
+        let name = |s: &str| FileName::parse(s).unwrap().content_disposition();
+        assert_eq!(
+            name("agent-1.0.tgz"),
+            "attachment; filename=\"agent-1.0.tgz\""
+        );
+        assert_eq!(
+            name("агент.tgz"),
+            "attachment; filename=\"_____.tgz\"; \
+             filename*=UTF-8''%D0%B0%D0%B3%D0%B5%D0%BD%D1%82.tgz"
+        );
+        assert_eq!(
+            name("say \"hi\" 100%.tgz"),
+            "attachment; filename=\"say _hi_ 100_.tgz\"; \
+             filename*=UTF-8''say%20%22hi%22%20100%25.tgz"
+        );
     }
 
     #[test]

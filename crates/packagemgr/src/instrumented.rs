@@ -95,12 +95,12 @@ impl ObjectStore for TimedObjects {
         &self,
         key: &ObjectKey,
         ttl: Duration,
-        filename: &str,
+        content_disposition: &str,
     ) -> Result<Option<String>, StorageError> {
         timed(
             &self.latencies,
             "presigned_get",
-            self.inner.presigned_get(key, ttl, filename),
+            self.inner.presigned_get(key, ttl, content_disposition),
         )
         .await
     }

@@ -1,7 +1,7 @@
 //! Packages: upload, list, get, latest, download, delete.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentpkg_model::{
     Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage, ObjectKey,
@@ -87,6 +87,33 @@ pub struct PackageManager {
     pub(crate) storage: DynObjectStore,
     config: ManagerConfig,
     pub(crate) metrics: ManagerMetrics,
+    readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
+}
+
+/// How long a readiness answer is reused: probes, and floods of them, cost at most one
+/// database ping and one storage check per interval.
+const READINESS_TTL: Duration = Duration::from_secs(1);
+
+/// The outcome of a readiness check, kept to answer the next ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    DatabaseDown(String),
+    StorageDown(String),
+}
+
+impl Readiness {
+    fn to_result(&self) -> Result<(), Error> {
+        match self {
+            Self::Ready => Ok(()),
+            Self::DatabaseDown(why) => Err(Error::DatabaseUnavailable(StoreError::Unavailable(
+                why.clone(),
+            ))),
+            Self::StorageDown(why) => Err(Error::StorageUnavailable(StorageError::Unavailable(
+                why.clone(),
+            ))),
+        }
+    }
 }
 
 impl PackageManager {
@@ -112,6 +139,7 @@ impl PackageManager {
             }),
             config,
             metrics,
+            readiness: Arc::default(),
         }
     }
 
@@ -400,7 +428,11 @@ impl PackageManager {
     ) -> Result<Option<String>, Error> {
         Ok(self
             .storage
-            .presigned_get(&package.storage_key, ttl, package.filename.as_str())
+            .presigned_get(
+                &package.storage_key,
+                ttl,
+                &package.filename.content_disposition(),
+            )
             .await?)
     }
 
@@ -432,19 +464,40 @@ impl PackageManager {
         Ok(package)
     }
 
-    /// Whether the database and the object store both answer.
+    /// Whether the database and the object store both answer, as checked at most
+    /// [`READINESS_TTL`] ago: concurrent callers share one check. A change of state is
+    /// logged once, not once per caller.
     pub async fn ready(&self) -> Result<(), Error> {
+        let mut last = self.readiness.lock().await;
+        if let Some((at, readiness)) = last.as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return readiness.to_result();
+        }
         // Any failure here means "not ready", whatever its kind: a missing bucket is an
         // unavailable store, not a missing package.
-        self.store
-            .ping()
-            .await
-            .map_err(Error::DatabaseUnavailable)?;
-        self.storage
-            .check()
-            .await
-            .map_err(Error::StorageUnavailable)?;
-        Ok(())
+        let now = match self.store.ping().await {
+            Err(e) => Readiness::DatabaseDown(e.to_string()),
+            Ok(()) => match self.storage.check().await {
+                Err(e) => Readiness::StorageDown(e.to_string()),
+                Ok(()) => Readiness::Ready,
+            },
+        };
+        let before = last.as_ref().map(|(_, r)| r);
+        if before != Some(&now) {
+            match &now {
+                Readiness::Ready => tracing::info!("ready: the database and object storage answer"),
+                Readiness::DatabaseDown(why) => {
+                    tracing::warn!(error = %why, "not ready: the database does not answer")
+                }
+                Readiness::StorageDown(why) => {
+                    tracing::warn!(error = %why, "not ready: object storage does not answer")
+                }
+            }
+        }
+        let result = now.to_result();
+        *last = Some((Instant::now(), now));
+        result
     }
 }
 

@@ -143,6 +143,9 @@ pub struct AuthSettings {
     /// it); with SQLite it defaults to a secret generated once into the data directory.
     pub jwt_secret: Option<SecretString>,
     pub token_ttl_secs: u64,
+    /// Seconds of clock difference tolerated when checking a token's times, so that a
+    /// replica whose clock is behind accepts a token another has just issued.
+    pub clock_skew_secs: u64,
     /// Password of the `admin` user created on first start. When unset, a random one is
     /// generated and printed once to the log.
     pub admin_password: Option<SecretString>,
@@ -158,6 +161,7 @@ impl Default for AuthSettings {
         Self {
             jwt_secret: None,
             token_ttl_secs: 3600,
+            clock_skew_secs: 60,
             admin_password: None,
             password_hash_workers: 0,
             password_hash_queue: 0,

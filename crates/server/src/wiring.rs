@@ -324,7 +324,11 @@ impl Application {
             metrics,
             packages,
             accounts,
-            tokens: TokenIssuer::new(&secret, settings.auth.token_ttl_secs),
+            tokens: TokenIssuer::new(
+                &secret,
+                settings.auth.token_ttl_secs,
+                settings.auth.clock_skew_secs,
+            ),
             downloads: DownloadOptions {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),

@@ -51,14 +51,14 @@ pub trait ObjectStore: Send + Sync + 'static {
         start: u64,
         end: u64,
     ) -> Result<ByteStream, StorageError>;
-    /// A URL that serves the object to anyone holding it until it expires, with
-    /// `Content-Disposition: attachment; filename=…`; `None` when the backend cannot make
-    /// one (a local directory).
+    /// A URL that serves the object to anyone holding it until it expires, with the given
+    /// `Content-Disposition` header value; `None` when the backend cannot make one (a
+    /// local directory).
     async fn presigned_get(
         &self,
         key: &ObjectKey,
         ttl: std::time::Duration,
-        filename: &str,
+        content_disposition: &str,
     ) -> Result<Option<String>, StorageError>;
     /// Removes an object. Removing a missing object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;

@@ -121,7 +121,7 @@ impl ObjectStore for MemoryStore {
         &self,
         _key: &ObjectKey,
         _ttl: std::time::Duration,
-        _filename: &str,
+        _content_disposition: &str,
     ) -> Result<Option<String>, StorageError> {
         Ok(None)
     }

@@ -220,13 +220,13 @@ impl ObjectStore for S3Store {
         &self,
         key: &ObjectKey,
         ttl: Duration,
-        filename: &str,
+        content_disposition: &str,
     ) -> Result<Option<String>, StorageError> {
         let secs = u32::try_from(ttl.as_secs().clamp(1, 604_800)).unwrap_or(604_800);
         let mut queries = std::collections::HashMap::new();
         queries.insert(
             "response-content-disposition".to_owned(),
-            format!("attachment; filename=\"{}\"", filename.replace('"', "")),
+            content_disposition.to_owned(),
         );
         let url = self
             .bucket

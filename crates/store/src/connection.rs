@@ -334,6 +334,29 @@ impl DieselStore {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn sqlite_commits_survive_power_loss() {
+        // With synchronous=NORMAL in WAL mode a power loss may undo a committed delete
+        // whose object is already gone; FULL syncs the log at every commit.
+        use diesel::QueryableByName;
+        #[derive(QueryableByName)]
+        struct Sync {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            synchronous: i32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store = DieselStore::connect(&url, &PoolOptions::default()).unwrap();
+        let level = store
+            .with_conn("pragma", |c| {
+                use diesel::RunQueryDsl;
+                Ok(diesel::sql_query("PRAGMA synchronous").get_result::<Sync>(c)?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(level.synchronous, 2, "FULL");
+    }
+
     #[test]
     fn only_known_schemes_and_plain_paths_are_database_urls() {
         assert!(matches!(

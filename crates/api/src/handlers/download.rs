@@ -5,10 +5,7 @@ use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{
-    self, ByteRangeSpec, ContentDisposition, DispositionParam, DispositionType, EntityTag,
-    IfNoneMatch, IfRange, Range,
-};
+use actix_web::http::header::{self, ByteRangeSpec, EntityTag, IfNoneMatch, IfRange, Range};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use agentpkg_model::Package;
 
@@ -167,11 +164,11 @@ fn identity(
     builder
 }
 
-fn disposition(package: &Package) -> ContentDisposition {
-    ContentDisposition {
-        disposition: DispositionType::Attachment,
-        parameters: vec![DispositionParam::Filename(package.filename.to_string())],
-    }
+fn disposition(package: &Package) -> (header::HeaderName, String) {
+    (
+        header::CONTENT_DISPOSITION,
+        package.filename.content_disposition(),
+    )
 }
 
 enum RangeAsk {

@@ -40,7 +40,9 @@ pub(crate) async fn healthz() -> HttpResponse {
     ),
 )]
 pub(crate) async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    state.packages.ready().await?;
+    // NOTE: the manager logs a change of readiness once; a probe (or a flood of them)
+    // must not write a line per request.
+    state.packages.ready().await.map_err(ApiError::quiet)?;
     Ok(HttpResponse::Ok().json(Status { status: "ready" }))
 }
 

@@ -135,6 +135,13 @@ async fn bad_tokens_are_401_with_a_stable_code(backend: Backend) {
     let good = token_with(&ours, |_| {});
     let res = app.get("/api/v1/packages", &good).await;
     assert_eq!(res.status(), 200);
+    // Issued by a replica whose clock runs 10 s ahead: within auth.clock_skew_secs.
+    let ahead = token_with(&ours, |c| {
+        c.issued_at = Some(now + Duration::from_secs(10));
+        c.invalid_before = Some(now + Duration::from_secs(10));
+    });
+    let res = app.get("/api/v1/packages", &ahead).await;
+    assert_eq!(res.status(), 200, "a token from a replica 10 s ahead");
 }
 
 async fn each_role_reaches_exactly_its_routes(backend: Backend) {

@@ -73,7 +73,7 @@ impl FaultProxy {
 }
 
 /// `host:port` of a `postgres://user@host:port/db` URL.
-fn pg_host_port(url: &str) -> &str {
+pub(crate) fn pg_host_port(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split('/').next().unwrap()
@@ -275,7 +275,15 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
         (&pg, "database_unavailable", "/api/v1/packages"),
     ] {
         proxy.cut();
-        let res = ready().await;
+        // Readiness is checked at most once a second; the next check sees the cut.
+        let mut res = ready().await;
+        for _ in 0..30 {
+            if res.status() == 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            res = ready().await;
+        }
         expect_error(res, 503, code).await;
         let res = app.get(read, &token).await;
         assert_eq!(res.status(), 503, "{read}");
@@ -283,7 +291,15 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
         assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], code);
 
         proxy.restore();
-        assert_eq!(ready().await.status(), 200);
+        let mut status = ready().await.status();
+        for _ in 0..30 {
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            status = ready().await.status();
+        }
+        assert_eq!(status, 200);
         let res = app.get(read, &token).await;
         assert_eq!(res.status(), 200, "{read}");
     }

@@ -8,5 +8,6 @@ mod distribution;
 mod docs;
 mod faults;
 mod flood;
+mod hardening;
 mod packages;
 mod rollback;
