@@ -52,3 +52,37 @@ exposure=$(printf '%s\n' "$report" |
   sed -n 's/.*Overall exposure level for agentpkg.service: \([0-9.]*\).*/\1/p')
 [ -n "$exposure" ] || { log "systemd-analyze security gave no exposure level"; exit 1; }
 log "agentpkg.service verifies; systemd security exposure $exposure (threshold 2.0)"
+
+# What the schema cannot say: the compose file is safe by default.
+"$VENV/bin/python" - deploy/docker-compose.yml <<'PY'
+import re, sys
+from ruamel.yaml import YAML
+
+doc = YAML(typ="safe").load(open(sys.argv[1]))
+problems = []
+for name, svc in doc["services"].items():
+    image = svc.get("image")
+    if image is not None and not re.search(r"@sha256:[0-9a-f]{64}$", image):
+        problems.append(f"{name}: image {image!r} is not pinned by digest")
+    for port in svc.get("ports", []):
+        if not str(port).startswith("127.0.0.1:"):
+            problems.append(f"{name}: port {port!r} is published beyond loopback")
+    for key, value in (svc.get("environment") or {}).items():
+        if re.search(r"PASSWORD|SECRET", key) and not key.endswith("_FILE"):
+            problems.append(f"{name}: {key} holds a secret in the environment")
+    if svc.get("restart") != "no":
+        for needed in ("healthcheck", "mem_limit"):
+            if needed not in svc:
+                problems.append(f"{name}: no {needed}")
+agentpkg = doc["services"]["agentpkg"]
+if any("root" in s for s in agentpkg.get("secrets", [])) or "ROOT" in str(agentpkg.get("environment")):
+    problems.append("agentpkg: is given MinIO's root credentials")
+for p in problems:
+    print(f"check-deploy: {p}", file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+log "docker-compose.yml: images pinned by digest, loopback only, secrets from files, health checks and memory limits"
+grep -q '^VOLUME ' deploy/Dockerfile && grep -q '^HEALTHCHECK ' deploy/Dockerfile \
+  || { log "deploy/Dockerfile declares no data volume or no health check"; exit 1; }
+grep -q '^LimitNOFILE=' deploy/agentpkg.service \
+  || { log "deploy/agentpkg.service sets no open-file limit"; exit 1; }

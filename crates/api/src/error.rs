@@ -33,7 +33,7 @@ pub(crate) struct ErrorDetail<'a> {
     /// `unknown_field`, `invalid_json`, `invalid_query`, `invalid_path`,
     /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
     /// `token_expired`, `invalid_credentials`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `unsupported_media_type`, `checksum_mismatch`,
+    /// `payload_too_large`, `body_timeout`, `too_many_uploads`, `unsupported_media_type`, `checksum_mismatch`,
     /// `range_not_satisfiable`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
     #[schema(example = "invalid_field")]
     code: &'a str,
@@ -77,6 +77,11 @@ impl ApiError {
             "payload_too_large",
             format!("the package is larger than the limit of {limit} bytes"),
         )
+    }
+
+    /// The request body missed its deadline (see `deadlines`).
+    pub fn body_timeout(why: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", why)
     }
 
     /// A 500 that tells the client nothing about internals; `detail` goes to the log.
@@ -143,6 +148,9 @@ impl From<MgrError> for ApiError {
                 "checksum_mismatch",
                 e.to_string(),
             ),
+            MgrError::Body(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                Self::body_timeout(io.to_string())
+            }
             MgrError::Body(io) => Self::bad_request(
                 "incomplete_body",
                 format!("the upload body could not be read to its end: {io}"),
@@ -150,6 +158,11 @@ impl From<MgrError> for ApiError {
             MgrError::BadCredentials => {
                 Self::unauthorized("invalid_credentials", "invalid username or password")
             }
+            MgrError::TooManyUploads => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_uploads",
+                "too many uploads are in progress; try again shortly",
+            ),
             MgrError::Busy => Self {
                 retry_after_secs: Some(1),
                 ..Self::new(
@@ -215,6 +228,11 @@ pub(crate) fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(64 * 1024)
         .error_handler(|err, _| {
+            if let actix_web::error::JsonPayloadError::Payload(p) = &err
+                && let Some(why) = crate::deadlines::timed_out(p)
+            {
+                return ApiError::body_timeout(why).into();
+            }
             ApiError::bad_request("invalid_json", format!("invalid JSON body: {err}")).into()
         })
 }

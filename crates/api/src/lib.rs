@@ -2,6 +2,7 @@
 //! call [`agentpkg_packagemgr`], and map the result.
 
 mod auth;
+mod deadlines;
 mod error;
 mod handlers;
 mod metrics;
@@ -12,6 +13,7 @@ use actix_web::web;
 use agentpkg_packagemgr::{Accounts, PackageManager};
 
 pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
+pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
 pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
 pub use metrics::{ApiMetrics, track_requests};
@@ -25,6 +27,8 @@ pub struct ApiState {
     pub tokens: TokenIssuer,
     pub downloads: DownloadOptions,
     pub metrics: std::sync::Arc<ApiMetrics>,
+    /// The limits every request body is read under.
+    pub body_deadlines: BodyDeadlines,
 }
 
 /// Mounts only `GET /metrics`, without authentication, for a separate listener

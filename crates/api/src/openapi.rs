@@ -121,9 +121,14 @@ impl Modify for CommonResponses {
                         .entry("403".into())
                         .or_insert_with(|| error("The token's role is too small"));
                 }
+                if operation.request_body.is_some() {
+                    responses.entry("408".into()).or_insert_with(|| {
+                        error("The request body stalled or came too slowly (`body_timeout`)")
+                    });
+                }
                 if uses_backends && path != "/metrics" {
                     responses.entry("503".into()).or_insert_with(|| {
-                        error("The database or object storage is unavailable; retry later")
+                        error("The database or object storage is unavailable, or a limit is reached (`too_many_uploads`, `busy`); retry later")
                     });
                 }
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, test};
-use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
+use agentpkg_api::{ApiMetrics, ApiState, BodyDeadlines, DownloadOptions, JwtSecret, TokenIssuer};
 use agentpkg_model::{Password, Role, Username};
 use agentpkg_packagemgr::{Accounts, HashingLimits, ManagerConfig, PackageManager};
 use agentpkg_storage::MemoryStore;
@@ -285,6 +285,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
         accounts,
         tokens,
         downloads: DownloadOptions::default(),
+        body_deadlines: BodyDeadlines::default(),
     };
     let app = test::init_service(App::new().configure(agentpkg_api::configure(state))).await;
 

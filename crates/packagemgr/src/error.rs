@@ -28,6 +28,9 @@ pub enum Error {
     Body(#[source] io::Error),
     #[error("invalid username or password")]
     BadCredentials,
+    /// Too many uploads are streaming at once; try again shortly.
+    #[error("too many uploads are in progress")]
+    TooManyUploads,
     /// Too many passwords are being checked at once; try again shortly.
     #[error("too many logins are being checked at once")]
     Busy,

@@ -25,6 +25,11 @@ pub struct ManagerConfig {
     /// abandoned (its process died) by reconciliation. Uploads touch theirs four times as
     /// often.
     pub stale_upload_after: Duration,
+    /// Uploads streaming at once; one more is refused with [`Error::TooManyUploads`].
+    pub max_concurrent_uploads: usize,
+    /// Longest wait for object storage to deliver the next chunk of a download (or to
+    /// start it): a stalled store fails the download instead of holding it for ever.
+    pub storage_read_timeout: Duration,
 }
 
 impl Default for ManagerConfig {
@@ -32,6 +37,8 @@ impl Default for ManagerConfig {
         Self {
             max_upload_bytes: 2 * 1024 * 1024 * 1024,
             stale_upload_after: Duration::from_secs(900),
+            max_concurrent_uploads: 64,
+            storage_read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -53,6 +60,9 @@ pub struct StagedUpload {
     guard: ObjectGuard,
     size: u64,
     checksum: Checksum,
+    /// One of the [`ManagerConfig::max_concurrent_uploads`] places, held until published
+    /// or discarded.
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl StagedUpload {
@@ -88,6 +98,7 @@ pub struct PackageManager {
     config: ManagerConfig,
     pub(crate) metrics: ManagerMetrics,
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 /// How long a readiness answer is reused: probes, and floods of them, cost at most one
@@ -137,6 +148,9 @@ impl PackageManager {
                 inner: storage,
                 latencies: metrics.storage_latency.clone(),
             }),
+            uploads: Arc::new(tokio::sync::Semaphore::new(
+                config.max_concurrent_uploads.max(1),
+            )),
             config,
             metrics,
             readiness: Arc::default(),
@@ -194,6 +208,11 @@ impl PackageManager {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        let place = self
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyUploads)?;
         let storage = self.storage.clone();
         let store = self.store.clone();
         let metrics = self.metrics.clone();
@@ -237,6 +256,7 @@ impl PackageManager {
                 guard,
                 size,
                 checksum,
+                _place: place,
             })
         });
         task.await
@@ -405,12 +425,23 @@ impl PackageManager {
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream, Error> {
         let key = &package.storage_key;
-        let opened = match range {
-            None => self.storage.get(key).await,
-            Some((start, end)) => self.storage.get_range(key, start, end).await,
+        let timeout = self.config.storage_read_timeout;
+        let opening = async {
+            match range {
+                None => self.storage.get(key).await,
+                Some((start, end)) => self.storage.get_range(key, start, end).await,
+            }
         };
+        let opened = tokio::time::timeout(timeout, opening)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::Unavailable(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )))
+            });
         match opened {
-            Ok(body) => Ok(body),
+            Ok(body) => Ok(stalls_fail(body, timeout)),
             Err(StorageError::NotFound) => {
                 tracing::error!(package_id = package.id, object_key = %key, "package row has no object");
                 Err(Error::NotFound)
@@ -499,6 +530,30 @@ impl PackageManager {
         *last = Some((Instant::now(), now));
         result
     }
+}
+
+/// The same stream, failing with `TimedOut` when storage delivers nothing for `idle`. The
+/// timer only runs while a chunk is awaited, so a slow client (which reads late) is not
+/// charged for it.
+fn stalls_fail(body: ByteStream, idle: Duration) -> ByteStream {
+    use futures_util::StreamExt;
+    Box::pin(futures_util::stream::unfold(
+        Some(body),
+        move |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(item)) => Some((item, Some(body))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("object storage delivered nothing for {} s", idle.as_secs()),
+                    )),
+                    None,
+                )),
+            }
+        },
+    ))
 }
 
 /// After a commit whose answer was lost: the package at `coordinates`, if the database

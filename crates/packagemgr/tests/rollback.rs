@@ -22,6 +22,7 @@ use agentpkg_store::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 /// The real store, with an insert that can be made to fail like a lost database.
@@ -414,6 +415,37 @@ async fn latest_ignores_prereleases_unless_asked() {
     assert_eq!(pinned.version.to_string(), "1.9.0");
     let none = f.mgr.latest(&query(Platform::Darwin, None, true)).await;
     assert!(matches!(none, Err(Error::NotFound)));
+}
+
+#[tokio::test]
+async fn a_stalled_store_fails_the_download_instead_of_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = DieselStore::connect(
+        &DatabaseUrl::Sqlite(dir.path().join("t.db")),
+        &PoolOptions::default(),
+    )
+    .unwrap();
+    db.run_migrations().await.unwrap();
+    let storage = Arc::new(MemoryStore::new());
+    let mgr = PackageManager::new(
+        Arc::new(db),
+        storage.clone(),
+        ManagerConfig {
+            storage_read_timeout: Duration::from_millis(200),
+            ..ManagerConfig::default()
+        },
+    );
+    let p = mgr.upload(meta("1.0.0"), &b"bytes"[..]).await.unwrap();
+    storage.set_fault(Fault {
+        stall: true,
+        ..Fault::default()
+    });
+    let mut download = mgr.download(p.id).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), download.body.next())
+        .await
+        .expect("the download was held past the storage read timeout");
+    let err = first.expect("an error, not the end").unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
 }
 
 #[tokio::test]

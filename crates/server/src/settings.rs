@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use agentpkg_api::BodyDeadlines;
 use agentpkg_packagemgr::{HashingLimits, ManagerConfig};
 use agentpkg_store::PoolOptions;
 use secrecy::SecretString;
@@ -35,14 +38,38 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Connections open at once, over all workers; past it new ones wait in the backlog.
+    pub max_connections: usize,
+    /// Longest gap, in seconds, between two chunks of a request body: past it the request
+    /// ends with 408 `body_timeout` (and an upload stores nothing).
+    pub body_idle_timeout_secs: u64,
+    /// Least average rate of a request body, in bytes a second, once
+    /// `body_rate_grace_secs` have passed since it started (0: no minimum).
+    pub body_min_rate_bytes: u64,
+    pub body_rate_grace_secs: u64,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
+        let body = BodyDeadlines::default();
         Self {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            max_connections: 10_000,
+            body_idle_timeout_secs: body.idle.as_secs(),
+            body_min_rate_bytes: body.min_rate,
+            body_rate_grace_secs: body.grace.as_secs(),
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn body_deadlines(&self) -> BodyDeadlines {
+        BodyDeadlines {
+            idle: Duration::from_secs(self.body_idle_timeout_secs.max(1)),
+            min_rate: self.body_min_rate_bytes,
+            grace: Duration::from_secs(self.body_rate_grace_secs),
         }
     }
 }
@@ -84,12 +111,25 @@ pub enum StorageBackend {
     S3,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageSettings {
     pub backend: StorageBackend,
+    /// Longest wait, in seconds, for storage to start a download or deliver its next chunk.
+    pub read_timeout_secs: u64,
     pub fs: FsSettings,
     pub s3: S3Settings,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::default(),
+            read_timeout_secs: ManagerConfig::default().storage_read_timeout.as_secs(),
+            fs: FsSettings::default(),
+            s3: S3Settings::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -191,12 +231,16 @@ impl AuthSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct UploadSettings {
     pub max_size_bytes: u64,
+    /// Uploads streaming at once; one more is answered 503 `too_many_uploads`.
+    pub max_concurrent: usize,
 }
 
 impl Default for UploadSettings {
     fn default() -> Self {
+        let manager = ManagerConfig::default();
         Self {
-            max_size_bytes: ManagerConfig::default().max_upload_bytes,
+            max_size_bytes: manager.max_upload_bytes,
+            max_concurrent: manager.max_concurrent_uploads,
         }
     }
 }
@@ -310,23 +354,52 @@ pub const DEFAULT_CONFIG_FILE: &str = "agentpkg.toml";
 impl Settings {
     /// Loads defaults, then `file` (required when given; else `agentpkg.toml` if present),
     /// then the environment.
+    ///
+    /// Any variable may instead name a file holding its value, with `_FILE` appended
+    /// (`AGENTPKG__AUTH__JWT_SECRET_FILE=/run/secrets/jwt`), so that secrets need not sit
+    /// in the environment: the file's content, less a trailing line break, is the value.
     pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
-        Self::load_from(file, config::Environment::with_prefix("AGENTPKG"))
+        Self::load_from(file, std::env::vars().collect())
     }
 
     fn load_from(
         file: Option<&Path>,
-        env: config::Environment,
+        vars: std::collections::HashMap<String, String>,
     ) -> Result<Self, config::ConfigError> {
+        const PREFIX: &str = "AGENTPKG__";
         let file_source = match file {
             Some(path) => config::File::from(path).required(true),
             None => config::File::with_name(DEFAULT_CONFIG_FILE).required(false),
         };
-        config::Config::builder()
+        let (from_files, plain): (Vec<_>, Vec<_>) = vars
+            .into_iter()
+            .partition(|(k, _)| k.starts_with(PREFIX) && k.ends_with("_FILE"));
+        let plain: std::collections::HashMap<String, String> = plain.into_iter().collect();
+        let mut builder = config::Config::builder()
             .add_source(file_source.format(config::FileFormat::Toml))
-            .add_source(env.prefix_separator("__").separator("__").try_parsing(true))
-            .build()?
-            .try_deserialize()
+            .add_source(
+                config::Environment::with_prefix("AGENTPKG")
+                    .source(Some(plain.clone()))
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        for (var, path) in from_files {
+            let direct = var.trim_end_matches("_FILE");
+            if plain.contains_key(direct) {
+                return Err(config::ConfigError::Message(format!(
+                    "{direct} and {var} are both set: choose one"
+                )));
+            }
+            let key = direct[PREFIX.len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let value = std::fs::read_to_string(&path).map_err(|e| {
+                config::ConfigError::Message(format!("{var}: cannot read {path}: {e}"))
+            })?;
+            builder = builder.set_override(key, value.trim_end_matches(['\r', '\n']))?;
+        }
+        builder.build()?.try_deserialize()
     }
 }
 
@@ -338,12 +411,35 @@ mod tests {
 
     use super::*;
 
-    fn env(vars: &[(&str, &str)]) -> config::Environment {
-        let map: HashMap<String, String> = vars
-            .iter()
+    fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
+        vars.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        config::Environment::with_prefix("AGENTPKG").source(Some(map))
+            .collect()
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwt = dir.path().join("jwt");
+        std::fs::write(&jwt, "a-signing-secret-read-from-a-file-000\n").unwrap();
+        let path = jwt.display().to_string();
+        let s =
+            Settings::load_from(None, env(&[("AGENTPKG__AUTH__JWT_SECRET_FILE", &path)])).unwrap();
+        assert_eq!(
+            s.auth
+                .jwt_secret
+                .as_ref()
+                .map(|v| v.expose_secret().to_owned()),
+            Some("a-signing-secret-read-from-a-file-000".to_owned())
+        );
+        let both = env(&[
+            ("AGENTPKG__AUTH__JWT_SECRET_FILE", &path),
+            ("AGENTPKG__AUTH__JWT_SECRET", "another"),
+        ]);
+        assert!(Settings::load_from(None, both).is_err());
+        let missing = env(&[("AGENTPKG__AUTH__JWT_SECRET_FILE", "/nonexistent/jwt")]);
+        let err = Settings::load_from(None, missing).unwrap_err().to_string();
+        assert!(err.contains("AGENTPKG__AUTH__JWT_SECRET_FILE"), "{err}");
     }
 
     #[test]

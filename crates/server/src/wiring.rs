@@ -249,6 +249,8 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         ManagerConfig {
             max_upload_bytes: settings.upload.max_size_bytes,
             stale_upload_after: Duration::from_secs(settings.gc.stale_upload_secs),
+            max_concurrent_uploads: settings.upload.max_concurrent.max(1),
+            storage_read_timeout: Duration::from_secs(settings.storage.read_timeout_secs.max(1)),
         },
         metrics,
     );
@@ -329,6 +331,7 @@ impl Application {
                 settings.auth.token_ttl_secs,
                 settings.auth.clock_skew_secs,
             ),
+            body_deadlines: settings.server.body_deadlines(),
             downloads: DownloadOptions {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),
@@ -344,6 +347,9 @@ impl Application {
         let metrics_server = metrics_listener(&settings, &state)?;
         let mut server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    agentpkg_api::enforce_body_deadlines,
+                ))
                 .wrap(actix_web::middleware::from_fn(agentpkg_api::track_requests))
                 .wrap(actix_web::middleware::from_fn(request_id_header))
                 // Outermost: opens the request's span and gives it its id.
@@ -351,9 +357,13 @@ impl Application {
                 .configure(agentpkg_api::configure(state.clone()))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        server = server
+            .workers(workers)
+            .max_connections(settings.server.max_connections.div_ceil(workers).max(1));
         let server = server.listen(listener)?.run();
         tracing::info!(addr = %settings.server.bind, port, "listening");
         Ok(Self {

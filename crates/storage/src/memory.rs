@@ -23,6 +23,8 @@ pub struct Fault {
     pub delete: bool,
     /// `get`, `exists`, `list_keys` and `check` fail.
     pub read: bool,
+    /// `get` opens a stream that never delivers a byte (a stalled store).
+    pub stall: bool,
 }
 
 #[derive(Default)]
@@ -91,6 +93,9 @@ impl ObjectStore for MemoryStore {
             .get(key.as_str())
             .cloned()
             .ok_or(StorageError::NotFound)?;
+        if self.fault().stall {
+            return Ok(Box::pin(futures_util::stream::pending()));
+        }
         Ok(Box::pin(futures_util::stream::iter([Ok(data)])))
     }
 

@@ -566,3 +566,179 @@ async fn replicas_started_together_on_a_fresh_database_all_become_ready() {
         assert_eq!(res.status(), 200);
     }
 }
+
+/// Sends a request head and then the body `trickle` at a time, `every` apart, until the
+/// server answers or `total` is sent; returns the status line's code and the body.
+async fn trickle(addr: String, head: String, first: Vec<u8>, every: Duration) -> (u16, Value) {
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&first).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let feeding = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut response)).await;
+    feeding.abort();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trickling_and_stalled_clients_time_out_while_others_are_served() {
+    let app = TestApp::spawn_with(Backend::Production, |s| {
+        s.server.body_idle_timeout_secs = 2;
+        s.server.body_min_rate_bytes = 64;
+        s.server.body_rate_grace_secs = 2;
+        s.upload.max_concurrent = 100;
+    })
+    .await;
+    let token = app.token_for("admin").await;
+    let res = app
+        .upload(&token, vec![1u8; 64 * 1024], &crate::rollback::FIELDS)
+        .await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    // 500 logins whose bodies come a byte every 3 seconds, and 50 uploads that stall
+    // part-way.
+    let logins: Vec<_> = (0..500)
+        .map(|_| {
+            let head = format!(
+                "POST /api/v1/auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+                 Content-Length: 200\r\n\r\n"
+            );
+            tokio::spawn(trickle(addr.clone(), head, b"{".to_vec(), Duration::from_secs(3)))
+        })
+        .collect();
+    let uploads: Vec<_> = (0..50)
+        .map(|n| {
+            let head = format!(
+                "PUT /api/v1/packages/stalled/1.0.{n}/linux/amd64 HTTP/1.1\r\nHost: {addr}\r\n\
+                 Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: {}\r\n\r\n",
+                4 << 20
+            );
+            tokio::spawn(trickle(
+                addr.clone(),
+                head,
+                vec![2u8; 256 * 1024],
+                Duration::from_secs(3600),
+            ))
+        })
+        .collect();
+
+    // Meanwhile (once they are all connected) an ordinary client lists and downloads, each
+    // within a second.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut served = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        for path in [
+            "/api/v1/packages".to_owned(),
+            format!("/api/v1/packages/{id}/download?redirect=false"),
+        ] {
+            let res = quick
+                .get(app.url(&path))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{path} did not answer within a second (at {:?}): {e:?}",
+                        started.elapsed()
+                    )
+                });
+            assert_eq!(res.status(), 200, "{path}");
+            res.bytes().await.unwrap();
+            served += 1;
+        }
+    }
+    assert!(served > 4);
+
+    for login in logins {
+        let (status, body) = login.await.unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (408, Some("body_timeout")),
+            "{body}"
+        );
+    }
+    for upload in uploads {
+        let (status, body) = upload.await.unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (408, Some("body_timeout")),
+            "{body}"
+        );
+    }
+    // Nothing of the stalled uploads stays: the one package and its object only.
+    let mut stored = app.stored().await;
+    for _ in 0..50 {
+        if stored.0.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stored = app.stored().await;
+    }
+    assert_eq!((stored.0.len(), stored.1), (1, 1), "{stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_the_concurrency_cap_are_refused_with_retry_after() {
+    let app = TestApp::spawn_with(Backend::Embedded, |s| {
+        s.upload.max_concurrent = 1;
+        s.server.body_idle_timeout_secs = 5;
+    })
+    .await;
+    let token = app.token_for("publisher").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "PUT /api/v1/packages/slow/1.0.0/linux/amd64 HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: 1000000\r\n\r\n"
+    );
+    let first = tokio::spawn(trickle(
+        addr.clone(),
+        head,
+        vec![0u8; 1000],
+        Duration::from_secs(3600),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = app
+        .client
+        .put(app.url("/api/v1/packages/other/1.0.0/linux/amd64"))
+        .bearer_auth(&token)
+        .body(vec![1u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["retry-after"], "5");
+    expect_error(res, 503, "too_many_uploads").await;
+    let (status, _) = first.await.unwrap();
+    assert_eq!(status, 408);
+    // The place is free again.
+    let res = app
+        .client
+        .put(app.url("/api/v1/packages/other/1.0.0/linux/amd64"))
+        .bearer_auth(&token)
+        .body(vec![1u8; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}

@@ -12,6 +12,28 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use crate::ApiError;
+use crate::deadlines::into_io;
+
+/// A request body's error, as the `io::Error` the upload fails with; a missed body
+/// deadline stays `TimedOut`, anything else is `InvalidData`.
+pub(super) trait BodyError {
+    fn into_io(self) -> io::Error;
+}
+
+impl BodyError for actix_web::error::PayloadError {
+    fn into_io(self) -> io::Error {
+        into_io(self)
+    }
+}
+
+impl BodyError for actix_multipart::MultipartError {
+    fn into_io(self) -> io::Error {
+        match self {
+            Self::Payload(e) => into_io(e),
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        }
+    }
+}
 
 /// Chunks of the file in flight between the HTTP connection and the storage upload.
 const BODY_CHANNEL_CHUNKS: usize = 16;
@@ -24,7 +46,7 @@ pub(super) async fn stage_stream<S, E>(
 ) -> Result<StagedUpload, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: BodyError,
 {
     let (tx, rx) = body_channel(BODY_CHANNEL_CHUNKS);
     let ((), staged) = futures_util::future::join(pump(body, tx), mgr.stage(rx)).await;
@@ -39,7 +61,7 @@ pub(super) async fn upload_stream<S, E>(
 ) -> Result<Package, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: BodyError,
 {
     let (tx, rx) = body_channel(BODY_CHANNEL_CHUNKS);
     let ((), package) = futures_util::future::join(pump(body, tx), mgr.upload(meta, rx)).await;
@@ -51,7 +73,7 @@ where
 async fn pump<S, E>(mut body: S, tx: BodySender)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: BodyError,
 {
     while let Some(chunk) = body.next().await {
         match chunk {
@@ -62,8 +84,7 @@ where
                 }
             }
             Err(e) => {
-                tx.fail(io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
-                    .await;
+                tx.fail(e.into_io()).await;
                 return;
             }
         }

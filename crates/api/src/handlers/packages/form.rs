@@ -147,6 +147,11 @@ fn duplicate(field: &'static str) -> ApiError {
 }
 
 fn malformed(e: actix_multipart::MultipartError) -> ApiError {
+    if let actix_multipart::MultipartError::Payload(p) = &e
+        && let Some(why) = crate::deadlines::timed_out(p)
+    {
+        return ApiError::body_timeout(why);
+    }
     ApiError::bad_request(
         "invalid_multipart",
         format!("malformed multipart body: {e}"),
