@@ -377,6 +377,14 @@ fn start_up_errors_say_what_to_fix() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_bytes"));
     std::fs::remove_file(dir.path().join("agentpkg.toml")).unwrap();
 
+    // A grace below the safe minimum would let gc take an upload's bytes.
+    let out = command(dir.path())
+        .env("AGENTPKG__GC__GRACE_SECS", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gc.grace_secs must be at least 60"));
+
     for url in ["postgress://u:hunter2@db/agentpkg", "mysql://db/agentpkg"] {
         let out = command(dir.path())
             .env("AGENTPKG__DATABASE__URL", url)
