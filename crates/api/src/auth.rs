@@ -1,17 +1,23 @@
-//! Bearer tokens (JWT, HS256 via jwt-simple) and the role extractors.
+//! Bearer credentials and the role extractors. A bearer is either a session token (a JWT,
+//! HS256 via jwt-simple, issued at login) or an API token (`apk_…`, made by a user for a
+//! machine). Both are checked against the current state of their user (and token) through
+//! [`Accounts`], which trusts what it read for at most a second: a deleted user, a changed
+//! role or password, or a revoked token stops working on every replica within that.
 //!
 //! A handler that needs a publisher takes a [`Publisher`] parameter; the extractor answers
-//! 401 for a missing, malformed, forged or expired token and 403 for a role too small.
+//! 401 for a missing, malformed, forged, expired or revoked credential and 403 for a role
+//! too small.
 
 use std::collections::HashSet;
-use std::future::{Ready, ready};
 use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use agentpkg_model::{Role, User};
+use agentpkg_model::{NameScope, PackageName, Role, User};
+use agentpkg_packagemgr::{Credential, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
+use futures_util::future::LocalBoxFuture;
 use jwt_simple::JWTError;
 use jwt_simple::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
@@ -42,6 +48,8 @@ impl JwtSecret {
 struct Extra {
     uid: i64,
     role: Role,
+    /// The user's credentials version when the token was issued.
+    ver: i64,
 }
 
 /// Issues and checks tokens.
@@ -64,12 +72,13 @@ impl TokenIssuer {
         }
     }
 
-    /// A token for `user` and when it expires.
-    pub fn issue(&self, user: &User) -> Result<(String, DateTime<Utc>), ApiError> {
+    /// A token for `user`, whose credentials are at `version`, and when it expires.
+    pub fn issue(&self, user: &User, version: i64) -> Result<(String, DateTime<Utc>), ApiError> {
         let claims = Claims::with_custom_claims(
             Extra {
                 uid: user.id,
                 role: user.role,
+                ver: version,
             },
             Duration::from_secs(self.ttl_secs),
         )
@@ -83,8 +92,9 @@ impl TokenIssuer {
         Ok((token, expires))
     }
 
-    /// The principal a token names, if the token is genuine, current and ours.
-    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+    /// The user id and credentials version a token names, if it is genuine, current and
+    /// ours.
+    pub fn verify(&self, token: &str) -> Result<(i64, i64), ApiError> {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
             time_tolerance: Some(self.clock_skew),
@@ -107,20 +117,44 @@ impl TokenIssuer {
                 "the token is not valid",
             ));
         }
-        Ok(Principal {
-            user_id: claims.custom.uid,
-            username: claims.subject.unwrap_or_default(),
-            role: claims.custom.role,
-        })
+        Ok((claims.custom.uid, claims.custom.ver))
     }
 }
 
 /// Who is calling.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: i64,
-    pub username: String,
-    pub role: Role,
+pub struct Principal(pub Credential);
+
+impl Principal {
+    pub fn user_id(&self) -> i64 {
+        self.0.user_id
+    }
+
+    /// Reads of a package the credential may not touch are "not found": a token limited
+    /// to some names learns nothing of the others.
+    pub fn may_read(&self, name: &PackageName) -> Result<(), ApiError> {
+        if self.0.may_touch(name) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("package not found"))
+        }
+    }
+
+    /// Writes to a package the credential may not touch are forbidden.
+    pub fn may_write(&self, name: &PackageName) -> Result<(), ApiError> {
+        if self.0.may_touch(name) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this token may not touch the package {name}"
+            )))
+        }
+    }
+
+    /// Which names the caller may see, for lists.
+    pub fn names(&self) -> &NameScope {
+        &self.0.names
+    }
 }
 
 /// A role a route requires.
@@ -154,24 +188,42 @@ pub type Admin = Authorized<AdminRole>;
 
 impl<R: RequiredRole> FromRequest for Authorized<R> {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authorize::<R>(req))
+        let state = req.app_data::<web::Data<ApiState>>().cloned();
+        let bearer = bearer(req);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal("API state missing"))?;
+            let credential = authenticate(&state, &bearer?).await?;
+            if !credential.role.includes(R::ROLE) {
+                return Err(ApiError::forbidden(format!(
+                    "this needs the {} role; {} has {}",
+                    R::ROLE,
+                    credential.token.as_ref().map_or_else(
+                        || credential.username.clone(),
+                        |(_, name)| format!("the token {name:?}")
+                    ),
+                    credential.role
+                )));
+            }
+            Ok(Authorized {
+                principal: Principal(credential),
+                _role: PhantomData,
+            })
+        })
     }
 }
 
-fn authorize<R: RequiredRole>(req: &HttpRequest) -> Result<Authorized<R>, ApiError> {
-    let state = req
-        .app_data::<web::Data<ApiState>>()
-        .ok_or_else(|| ApiError::internal("API state missing"))?;
+/// The bearer credential of a request.
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized(
             "missing_token",
             "an Authorization: Bearer token is required",
         )
     })?;
-    let token = value
+    value
         .to_str()
         .ok()
         .and_then(|v| {
@@ -179,23 +231,21 @@ fn authorize<R: RequiredRole>(req: &HttpRequest) -> Result<Authorized<R>, ApiErr
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::unauthorized(
                 "invalid_token",
                 "the Authorization header must be 'Bearer <token>'",
             )
-        })?;
-    let principal = state.tokens.verify(token)?;
-    if !principal.role.includes(R::ROLE) {
-        return Err(ApiError::forbidden(format!(
-            "this needs the {} role; {} has {}",
-            R::ROLE,
-            principal.username,
-            principal.role
-        )));
-    }
-    Ok(Authorized {
-        principal,
-        _role: PhantomData,
-    })
+        })
+}
+
+async fn authenticate(state: &ApiState, bearer: &str) -> Result<Credential, ApiError> {
+    let checked = if bearer.starts_with(TOKEN_PREFIX) {
+        state.accounts.authenticate_token(bearer).await
+    } else {
+        let (user_id, version) = state.tokens.verify(bearer)?;
+        state.accounts.session(user_id, version).await
+    };
+    Ok(checked?)
 }

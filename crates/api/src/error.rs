@@ -32,7 +32,7 @@ pub(crate) struct ErrorDetail<'a> {
     /// Stable machine-readable code: `invalid_field`, `missing_field`, `duplicate_field`,
     /// `unknown_field`, `invalid_json`, `invalid_query`, `invalid_path`,
     /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
-    /// `token_expired`, `invalid_credentials`, `forbidden`, `not_found`, `conflict`,
+    /// `token_expired`, `token_revoked`, `invalid_credentials`, `forbidden`, `not_found`, `conflict`,
     /// `payload_too_large`, `body_timeout`, `too_many_uploads`, `unsupported_media_type`, `checksum_mismatch`,
     /// `range_not_satisfiable`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
     #[schema(example = "invalid_field")]
@@ -155,6 +155,13 @@ impl From<MgrError> for ApiError {
                 "incomplete_body",
                 format!("the upload body could not be read to its end: {io}"),
             ),
+            MgrError::Revoked => Self::unauthorized(
+                "token_revoked",
+                "this token is no longer valid (revoked, or its user changed); sign in again",
+            ),
+            MgrError::TokenExpired => Self::unauthorized("token_expired", "the token has expired"),
+            MgrError::TokenNotFound => Self::not_found("token not found"),
+            MgrError::Forbidden(m) => Self::forbidden(m),
             MgrError::BadCredentials => {
                 Self::unauthorized("invalid_credentials", "invalid username or password")
             }

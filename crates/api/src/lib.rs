@@ -100,7 +100,26 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                             .route(web::get().to(handlers::users::list))
                             .route(web::post().to(handlers::users::create)),
                     )
-                    .route("/users/{id}", web::delete().to(handlers::users::delete)),
+                    // Before /users/{id}/password, which would otherwise claim "me".
+                    .route(
+                        "/users/me/password",
+                        web::put().to(handlers::users::change_own_password),
+                    )
+                    .service(
+                        web::resource("/users/{id}")
+                            .route(web::delete().to(handlers::users::delete))
+                            .route(web::patch().to(handlers::users::patch)),
+                    )
+                    .route(
+                        "/users/{id}/password",
+                        web::put().to(handlers::users::reset_password),
+                    )
+                    .service(
+                        web::resource("/tokens")
+                            .route(web::get().to(handlers::tokens::list))
+                            .route(web::post().to(handlers::tokens::create)),
+                    )
+                    .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke)),
             )
             .default_service(web::to(handlers::not_found));
     }

@@ -21,7 +21,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         title = "agentpkg",
         description = "Registry of OpAMP agent packages: one file per name, version, platform \
 and architecture. Log in with `POST /api/v1/auth/login` and send the token as \
-`Authorization: Bearer <token>`. Roles: `viewer` reads and downloads, `publisher` also \
+`Authorization: Bearer <token>`, or make an API token (`POST /api/v1/tokens`) for a \
+machine and send that the same way. Roles: `viewer` reads and downloads, `publisher` also \
 uploads and edits, `admin` also deletes and manages users. Every error is \
 `{\"error\":{\"code\",\"message\",\"field\"?}}` with a stable `code`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -42,6 +43,12 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         handlers::users::list,
         handlers::users::create,
         handlers::users::delete,
+        handlers::users::patch,
+        handlers::users::change_own_password,
+        handlers::users::reset_password,
+        handlers::tokens::create,
+        handlers::tokens::list,
+        handlers::tokens::revoke,
         handlers::health::healthz,
         handlers::health::readyz,
         handlers::health::healthz_root,
@@ -62,7 +69,8 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         (name = "auth", description = "Tokens"),
         (name = "packages", description = "Upload, list, inspect, yank and delete packages"),
         (name = "downloads", description = "Package bytes, by id, exact version or latest version"),
-        (name = "users", description = "Accounts and roles (admin)"),
+        (name = "users", description = "Accounts, roles and passwords"),
+        (name = "tokens", description = "API tokens for machines"),
         (name = "health", description = "Liveness and readiness probes"),
         (name = "operations", description = "Metrics"),
     ),
@@ -278,7 +286,7 @@ mod tests {
                     assert!(headers[header].is_object(), "{method} {path} {header}");
                 }
             }
-            if method == "PUT" {
+            if method == "PUT" && path.starts_with("/api/v1/packages/") {
                 let body = &op["requestBody"]["content"]["application/octet-stream"];
                 assert_eq!(resolve(&body["schema"]), binary, "{method} {path}");
             }

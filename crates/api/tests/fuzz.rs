@@ -278,7 +278,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
     ))
     .unwrap();
     let tokens = TokenIssuer::new(&secret, 3600, 60);
-    let (token, _) = tokens.issue(&publisher).unwrap();
+    let (token, _) = tokens.issue(&publisher, 0).unwrap();
     let state = ApiState {
         metrics: Arc::new(ApiMetrics::new(packages.metrics())),
         packages: packages.clone(),

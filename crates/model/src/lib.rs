@@ -10,6 +10,7 @@ mod key;
 mod openapi;
 mod package;
 mod query;
+mod token;
 mod user;
 mod version;
 
@@ -20,5 +21,6 @@ pub use package::{
     PackagePatch, Platform, VersionBuilds,
 };
 pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest};
+pub use token::{ApiToken, NamePattern, NameScope, TokenScope};
 pub use user::{Password, Role, User, Username};
 pub use version::{Version, VersionRequirement};

@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use crate::{Arch, PackageName, Platform, VersionRequirement};
+use crate::{Arch, NameScope, PackageName, Platform, VersionRequirement};
 
 /// Which page of a list to show. `page` counts from 1; `per_page` is at most
 /// [`PageRequest::MAX_PER_PAGE`].
@@ -54,6 +54,8 @@ pub struct ListQuery {
     pub platform: Option<Platform>,
     pub arch: Option<Arch>,
     pub activity: Activity,
+    /// Only names the caller may see (a token limited to name patterns).
+    pub names: NameScope,
     pub page: PageRequest,
 }
 

@@ -1,18 +1,36 @@
 //! User accounts: password hashing (Argon2id), login, user management, first admin.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use agentpkg_model::{Password, Role, User, Username};
-use agentpkg_store::{DynAccountStore, StoreError};
+use agentpkg_store::{DynAccountStore, DynTokenStore, StoreError};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::Error;
+use crate::credentials::CredentialCache;
 use crate::passwords::{HashingLimits, PasswordHasher};
+
+/// How long a replica trusts what it read of a user or a token: a revoked or changed
+/// credential stops working everywhere within this.
+pub const DEFAULT_FRESHNESS: Duration = Duration::from_secs(1);
 
 /// Accounts and their credentials.
 #[derive(Clone)]
 pub struct Accounts {
-    store: DynAccountStore,
+    pub(crate) store: DynAccountStore,
+    pub(crate) tokens: Option<DynTokenStore>,
     hasher: PasswordHasher,
+    pub(crate) cache: Arc<CredentialCache>,
+}
+
+/// A successful password check: the user, and the version of their credentials that a
+/// session token must name.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: User,
+    pub credentials_version: i64,
 }
 
 impl Accounts {
@@ -21,13 +39,23 @@ impl Accounts {
     pub fn new(store: DynAccountStore, limits: HashingLimits) -> Self {
         Self {
             store,
+            tokens: None,
             hasher: PasswordHasher::start(limits),
+            cache: CredentialCache::new(DEFAULT_FRESHNESS),
         }
+    }
+
+    /// The same accounts with API tokens from `tokens`, and credential checks trusted for
+    /// `freshness` (see [`DEFAULT_FRESHNESS`]).
+    pub fn with_tokens(mut self, tokens: DynTokenStore, freshness: Duration) -> Self {
+        self.tokens = Some(tokens);
+        self.cache = CredentialCache::new(freshness);
+        self
     }
 
     /// The user with this username and password, or [`Error::BadCredentials`]; or
     /// [`Error::Busy`] when too many passwords are being checked already.
-    pub async fn login(&self, username: &str, password: SecretString) -> Result<User, Error> {
+    pub async fn login(&self, username: &str, password: SecretString) -> Result<SignedIn, Error> {
         let found = self.store.user_credentials(username).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), Some(hash)),
@@ -35,10 +63,85 @@ impl Accounts {
             None => (None, None),
         };
         let verified = self.hasher.verify(password, hash).await?;
-        match (user, verified) {
-            (Some(user), true) => Ok(user),
-            _ => Err(Error::BadCredentials),
+        let user = match (user, verified) {
+            (Some(user), true) => user,
+            _ => return Err(Error::BadCredentials),
+        };
+        let state = self
+            .store
+            .user_state(user.id)
+            .await?
+            .ok_or(Error::BadCredentials)?;
+        Ok(SignedIn {
+            user,
+            credentials_version: state.credentials_version,
+        })
+    }
+
+    /// Changes user `id`'s role, on behalf of `actor`. Nobody changes their own role (the
+    /// last admin cannot demote themselves by accident). Every session of the user ends.
+    pub async fn change_role(&self, actor: i64, id: i64, role: Role) -> Result<User, Error> {
+        if actor == id {
+            return Err(Error::Conflict("you cannot change your own role".into()));
         }
+        let user = self
+            .store
+            .set_role(id, role)
+            .await?
+            .ok_or(Error::UserNotFound)?;
+        self.forget_user(id);
+        tracing::info!(user_id = id, role = %role, by = actor, "role changed");
+        Ok(user)
+    }
+
+    /// Changes user `id`'s password. Users changing their own must give the current one;
+    /// an admin may reset another's without it. Every session of the user ends (their API
+    /// tokens stay: they are revoked one by one).
+    pub async fn change_password(
+        &self,
+        actor: &crate::Credential,
+        id: i64,
+        current: Option<SecretString>,
+        new: &Password,
+    ) -> Result<(), Error> {
+        if actor.user_id == id {
+            let current = current.ok_or_else(|| {
+                agentpkg_model::ValidationError::new(
+                    "current_password",
+                    "is required to change your own password",
+                )
+            })?;
+            let state = self
+                .store
+                .user_state(id)
+                .await?
+                .ok_or(Error::UserNotFound)?;
+            match self.login(&state.username, current).await {
+                Ok(_) => {}
+                Err(Error::BadCredentials) => {
+                    return Err(agentpkg_model::ValidationError::new(
+                        "current_password",
+                        "is not your current password",
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e),
+            }
+        } else if actor.role != Role::Admin {
+            return Err(Error::Forbidden(
+                "only an admin changes another user's password".into(),
+            ));
+        }
+        let hash = self
+            .hasher
+            .hash(SecretString::from(new.expose().to_owned()))
+            .await?;
+        if !self.store.set_password(id, hash).await? {
+            return Err(Error::UserNotFound);
+        }
+        self.forget_user(id);
+        tracing::info!(user_id = id, by = actor.user_id, "password changed");
+        Ok(())
     }
 
     pub async fn create_user(
@@ -75,6 +178,7 @@ impl Accounts {
             return Err(Error::Conflict("you cannot delete your own account".into()));
         }
         if self.store.delete_user(id).await? {
+            self.forget_user(id);
             tracing::info!(user_id = id, "user deleted");
             Ok(())
         } else {

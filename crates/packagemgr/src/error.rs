@@ -28,6 +28,17 @@ pub enum Error {
     Body(#[source] io::Error),
     #[error("invalid username or password")]
     BadCredentials,
+    /// The credential was valid once: its token was revoked, its user deleted, or the
+    /// user's role or password changed since it was issued.
+    #[error("this credential is no longer valid")]
+    Revoked,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("no such token")]
+    TokenNotFound,
+    /// Authenticated, but not allowed this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Too many uploads are streaming at once; try again shortly.
     #[error("too many uploads are in progress")]
     TooManyUploads,

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod body;
+mod credentials;
 mod error;
 mod guard;
 mod hashing;
@@ -18,8 +19,9 @@ mod metrics;
 mod passwords;
 mod reconcile;
 
-pub use accounts::{Accounts, FirstAdmin, generate_password};
+pub use accounts::{Accounts, DEFAULT_FRESHNESS, FirstAdmin, SignedIn, generate_password};
 pub use body::{BodyReader, BodySender, body_channel};
+pub use credentials::{Credential, TOKEN_PREFIX, TokenRequest};
 pub use error::Error;
 pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};
 pub use metrics::ManagerMetrics;

@@ -7,4 +7,6 @@ pub mod settings;
 mod wiring;
 
 pub use settings::Settings;
-pub use wiring::{Application, BuildError, Components, connect, migrate_only, reconcile_once};
+pub use wiring::{
+    Application, BuildError, Components, connect, create_token, migrate_only, reconcile_once,
+};

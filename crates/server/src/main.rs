@@ -56,6 +56,24 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Create an API token for a user (bootstrap: a pipeline's first token). The secret is
+    /// printed once on standard output.
+    CreateToken {
+        /// The user the token acts for.
+        user: String,
+        /// `read`, `publish` or `admin`, at most the user's role.
+        #[arg(long)]
+        scope: String,
+        /// Name patterns the token is limited to, comma-separated (`otelcol*,opamp-*`).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// What the token is for.
+        #[arg(long, default_value = "bootstrap")]
+        name: String,
+        /// Days until the token expires; without it, never.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +135,37 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
                 )
                 .into());
             }
+        }
+        Command::CreateToken {
+            user,
+            scope,
+            packages,
+            name,
+            expires_in_days,
+        } => {
+            let packages = if packages.is_empty() {
+                agentpkg_model::NameScope::All
+            } else {
+                agentpkg_model::NameScope::Matching(
+                    packages
+                        .iter()
+                        .map(|p| agentpkg_model::NamePattern::parse(p))
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+            let request = agentpkg_packagemgr::TokenRequest {
+                name,
+                scope: scope.parse()?,
+                packages,
+                expires_at: expires_in_days
+                    .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d))),
+            };
+            let (token, secret) = agentpkg_server::create_token(&settings, &user, request).await?;
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", secrecy::ExposeSecret::expose_secret(&secret));
+            }
+            tracing::info!(token_id = token.id, user = %user, scope = %token.scope, "API token created");
         }
         Command::CreateUser {
             name,

@@ -186,6 +186,10 @@ pub struct AuthSettings {
     /// Seconds of clock difference tolerated when checking a token's times, so that a
     /// replica whose clock is behind accepts a token another has just issued.
     pub clock_skew_secs: u64,
+    /// How long, in milliseconds, a replica trusts what it read of a user or an API token:
+    /// a deleted user, a changed role or password, or a revoked token stops working on
+    /// every replica within this.
+    pub credential_freshness_ms: u64,
     /// Password of the `admin` user created on first start. When unset, a random one is
     /// generated and printed once to the log.
     pub admin_password: Option<SecretString>,
@@ -202,6 +206,7 @@ impl Default for AuthSettings {
             jwt_secret: None,
             token_ttl_secs: 3600,
             clock_skew_secs: 60,
+            credential_freshness_ms: 1000,
             admin_password: None,
             password_hash_workers: 0,
             password_hash_queue: 0,

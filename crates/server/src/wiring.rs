@@ -254,10 +254,11 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         },
         metrics,
     );
-    (
-        packages,
-        Accounts::new(store, settings.auth.hashing_limits()),
-    )
+    let accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
+        store,
+        Duration::from_millis(settings.auth.credential_freshness_ms),
+    );
+    (packages, accounts)
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -286,6 +287,26 @@ fn spawn_reconciler(
             }
         }
     }))
+}
+
+/// `agentpkg-server create-token`: a token for `username`, made without signing in.
+pub async fn create_token(
+    settings: &Settings,
+    username: &str,
+    request: agentpkg_packagemgr::TokenRequest,
+) -> Result<(agentpkg_model::ApiToken, SecretString), BuildError> {
+    use agentpkg_store::AccountStore;
+    let components = connect(settings).await?;
+    let store = Arc::new(components.store);
+    let (user, _) = store
+        .user_credentials(username)
+        .await?
+        .ok_or_else(|| BuildError::Config(format!("no user named {username}")))?;
+    let accounts = Accounts::new(store.clone(), settings.auth.hashing_limits())
+        .with_tokens(store, agentpkg_packagemgr::DEFAULT_FRESHNESS);
+    Ok(accounts
+        .create_token_for(user.id, user.role, false, request)
+        .await?)
 }
 
 /// `agentpkg-server gc`: one reconciliation pass. The operator may pass limits below the

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use agentpkg_model::{
-    Coordinates, LatestQuery, ListQuery, NewPackage, ObjectKey, Package, PackageName, PackagePatch,
-    Page, Role, User, Username,
+    ApiToken, Coordinates, LatestQuery, ListQuery, NewPackage, ObjectKey, Package, PackageName,
+    PackagePatch, Page, Role, User, Username,
 };
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
 use crate::{
-    AccountStore, Deleted, DieselStore, Health, Inserted, PackageStore, PoolStatus, StoreError,
-    UploadInFlight, packages, uploads, users,
+    AccountStore, Deleted, DieselStore, Health, Inserted, NewToken, PackageStore, PoolStatus,
+    StoreError, TokenStore, UploadInFlight, UserState, packages, tokens, uploads, users,
 };
 
 #[async_trait]
@@ -160,5 +160,61 @@ impl AccountStore for DieselStore {
 
     async fn count_users(&self) -> Result<u64, StoreError> {
         self.with_conn("count_users", users::count).await
+    }
+
+    async fn user_state(&self, id: i64) -> Result<Option<UserState>, StoreError> {
+        self.with_conn("user_state", move |c| users::state(c, id))
+            .await
+    }
+
+    async fn set_role(&self, id: i64, role: Role) -> Result<Option<User>, StoreError> {
+        self.with_conn("set_role", move |c| users::set_role(c, id, role))
+            .await
+    }
+
+    async fn set_password(&self, id: i64, password_hash: String) -> Result<bool, StoreError> {
+        self.with_conn("set_password", move |c| {
+            users::set_password(c, id, &password_hash)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for DieselStore {
+    async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError> {
+        self.with_conn("create_token", move |c| tokens::create(c, &new))
+            .await
+    }
+
+    async fn list_tokens(&self, user_id: Option<i64>) -> Result<Vec<ApiToken>, StoreError> {
+        self.with_conn("list_tokens", move |c| tokens::list(c, user_id))
+            .await
+    }
+
+    async fn get_token(&self, id: i64) -> Result<Option<ApiToken>, StoreError> {
+        self.with_conn("get_token", move |c| tokens::get(c, id))
+            .await
+    }
+
+    async fn delete_token(&self, id: i64) -> Result<bool, StoreError> {
+        self.with_conn("delete_token", move |c| tokens::delete(c, id))
+            .await
+    }
+
+    async fn token_by_secret_hash(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<(ApiToken, UserState)>, StoreError> {
+        let hash = secret_hash.to_owned();
+        self.with_conn("token_by_secret_hash", move |c| {
+            tokens::by_secret_hash(c, &hash)
+        })
+        .await
+    }
+
+    async fn touch_token(&self, id: i64) -> Result<(), StoreError> {
+        self.with_conn("touch_token", move |c| tokens::touch(c, id))
+            .await
     }
 }

@@ -20,6 +20,8 @@ mod packages;
 #[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
+mod tokens;
+#[cfg(feature = "diesel")]
 mod uploads;
 #[cfg(feature = "diesel")]
 mod users;
@@ -31,8 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    Coordinates, LatestQuery, ListQuery, NewPackage, ObjectKey, Package, PackageName, PackagePatch,
-    Page, Role, User, Username,
+    ApiToken, Coordinates, LatestQuery, ListQuery, NameScope, NewPackage, ObjectKey, Package,
+    PackageName, PackagePatch, Page, Role, TokenScope, User, Username,
 };
 use async_trait::async_trait;
 
@@ -122,6 +124,53 @@ pub trait AccountStore: Health {
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
     async fn delete_user(&self, id: i64) -> Result<bool, StoreError>;
     async fn count_users(&self) -> Result<u64, StoreError>;
+    /// What a credential check needs of a user: `None` once the user is deleted.
+    async fn user_state(&self, id: i64) -> Result<Option<UserState>, StoreError>;
+    /// Changes a role; every credential that names the user's version stops working.
+    async fn set_role(&self, id: i64, role: Role) -> Result<Option<User>, StoreError>;
+    /// Changes a password hash; every credential that names the user's version stops
+    /// working. `false` when there is no such user.
+    async fn set_password(&self, id: i64, password_hash: String) -> Result<bool, StoreError>;
+}
+
+/// A user as every request's credential check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserState {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    /// Changes whenever the user's role or password does: a session token naming another
+    /// version is no longer valid.
+    pub credentials_version: i64,
+}
+
+/// API tokens, stored by the hash of their secret.
+#[async_trait]
+pub trait TokenStore: Health {
+    async fn create_token(&self, new: NewToken) -> Result<ApiToken, StoreError>;
+    /// Every token, or one user's.
+    async fn list_tokens(&self, user_id: Option<i64>) -> Result<Vec<ApiToken>, StoreError>;
+    async fn get_token(&self, id: i64) -> Result<Option<ApiToken>, StoreError>;
+    /// Revokes a token; `false` when there was none.
+    async fn delete_token(&self, id: i64) -> Result<bool, StoreError>;
+    /// The token whose secret hashes to `secret_hash`, and its owner.
+    async fn token_by_secret_hash(
+        &self,
+        secret_hash: &str,
+    ) -> Result<Option<(ApiToken, UserState)>, StoreError>;
+    /// Records that the token was just used.
+    async fn touch_token(&self, id: i64) -> Result<(), StoreError>;
+}
+
+/// A token to record: its secret only as a hash.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub user_id: i64,
+    pub name: String,
+    pub scope: TokenScope,
+    pub packages: NameScope,
+    pub secret_hash: String,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Told how long each database call took. `agentpkg-packagemgr`'s metrics implement it;
@@ -163,3 +212,5 @@ pub struct Deleted {
 pub type DynPackageStore = Arc<dyn PackageStore>;
 /// Shared handle to an account store.
 pub type DynAccountStore = Arc<dyn AccountStore>;
+/// Shared handle to a token store.
+pub type DynTokenStore = Arc<dyn TokenStore>;

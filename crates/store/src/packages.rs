@@ -2,13 +2,16 @@
 //! transaction.
 
 use agentpkg_model::{
-    Activity, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage,
-    ObjectKey, Package, PackageName, PackagePatch, Page, Version,
+    Activity, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NameScope,
+    NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Version,
 };
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::Bool;
+
+use crate::connection::MultiBackend;
 
 use crate::connection::write_transaction;
 use crate::schema::{blobs, packages};
@@ -287,6 +290,30 @@ fn filtered(q: &ListQuery) -> Boxed<'_> {
     }
     if let Some(arch) = q.arch {
         query = query.filter(packages::arch.eq(arch.as_str()));
+    }
+    if let NameScope::Matching(patterns) = &q.names {
+        // Any pattern, as LIKE with `*` as `%`; `_` and `%` in a pattern are themselves.
+        let mut any: Option<
+            Box<dyn BoxableExpression<packages::table, MultiBackend, SqlType = Bool>>,
+        > = None;
+        for pattern in patterns {
+            let like = pattern
+                .as_str()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+                .replace('*', "%");
+            let this = packages::name.like(like).escape('\\');
+            any = Some(match any {
+                None => Box::new(this),
+                Some(before) => Box::new(before.or(this)),
+            });
+        }
+        // No pattern at all matches nothing.
+        query = match any {
+            Some(any) => query.filter(any),
+            None => query.filter(packages::id.lt(0)),
+        };
     }
     query
 }

@@ -26,6 +26,7 @@ diesel::table! {
         password_hash -> Text,
         role -> Text,
         created_at -> Timestamp,
+        credentials_version -> BigInt,
     }
 }
 
@@ -45,3 +46,20 @@ diesel::table! {
         touched_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    api_tokens (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        name -> Text,
+        scope -> Text,
+        packages -> Text,
+        secret_hash -> Text,
+        created_at -> Timestamp,
+        expires_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(api_tokens -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(api_tokens, users);

@@ -5,19 +5,32 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::schema::users;
-use crate::{DbConnection, StoreError};
+use crate::{DbConnection, StoreError, UserState};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = users)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: i64,
     username: String,
     password_hash: String,
     role: String,
     created_at: NaiveDateTime,
+    credentials_version: i64,
 }
 
 impl UserRow {
+    pub(crate) fn state(&self) -> Result<UserState, StoreError> {
+        Ok(UserState {
+            id: self.id,
+            username: self.username.clone(),
+            role: self
+                .role
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("user {}: role", self.id)))?,
+            credentials_version: self.credentials_version,
+        })
+    }
+
     fn into_user(self) -> Result<(User, String), StoreError> {
         let role: Role = self
             .role
@@ -86,4 +99,53 @@ pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<bool, StoreErro
 pub(crate) fn count(conn: &mut DbConnection) -> Result<u64, StoreError> {
     let n: i64 = users::table.count().get_result(conn)?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub(crate) fn state(conn: &mut DbConnection, id: i64) -> Result<Option<UserState>, StoreError> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(|row| row.state())
+        .transpose()
+}
+
+/// Changes a role and every credential's version with it.
+pub(crate) fn set_role(
+    conn: &mut DbConnection,
+    id: i64,
+    role: Role,
+) -> Result<Option<User>, StoreError> {
+    let changed = diesel::update(users::table.find(id))
+        .set((
+            users::role.eq(role.as_str()),
+            users::credentials_version.eq(users::credentials_version + 1),
+        ))
+        .execute(conn)?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(|row| row.into_user().map(|(user, _)| user))
+        .transpose()
+}
+
+/// Changes a password hash and every credential's version with it.
+pub(crate) fn set_password(
+    conn: &mut DbConnection,
+    id: i64,
+    hash: &str,
+) -> Result<bool, StoreError> {
+    Ok(diesel::update(users::table.find(id))
+        .set((
+            users::password_hash.eq(hash),
+            users::credentials_version.eq(users::credentials_version + 1),
+        ))
+        .execute(conn)?
+        > 0)
 }

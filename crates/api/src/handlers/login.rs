@@ -44,8 +44,10 @@ pub(crate) async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.into_inner();
-    let user = state.accounts.login(&username, password).await?;
-    let (token, expires_at) = state.tokens.issue(&user)?;
-    tracing::info!(username = %user.username, "login");
+    let signed_in = state.accounts.login(&username, password).await?;
+    let (token, expires_at) = state
+        .tokens
+        .issue(&signed_in.user, signed_in.credentials_version)?;
+    tracing::info!(username = %signed_in.user.username, "login");
     Ok(HttpResponse::Ok().json(LoginResponse { token, expires_at }))
 }

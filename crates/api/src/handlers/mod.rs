@@ -2,6 +2,7 @@ pub(crate) mod download;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod packages;
+pub(crate) mod tokens;
 pub(crate) mod users;
 
 use crate::ApiError;

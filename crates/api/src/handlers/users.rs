@@ -5,7 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
-use crate::{Admin, ApiError, ApiState};
+use crate::{Admin, ApiError, ApiState, Viewer};
 
 /// A new account.
 #[derive(Deserialize, ToSchema)]
@@ -94,7 +94,125 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     state
         .accounts
-        .delete_user(admin.principal.user_id, id.into_inner())
+        .delete_user(admin.principal.user_id(), id.into_inner())
         .await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A change to a user.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserPatch {
+    #[schema(value_type = Role)]
+    role: String,
+}
+
+/// Change a user's role
+///
+/// Every session of the user ends at once (on every replica within a second); their API
+/// tokens act with at most the new role. Nobody changes their own role. Needs the admin
+/// role.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = UserPatch,
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "Invalid role or id", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 409, description = "That is your own account", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn patch(
+    admin: Admin,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+    body: web::Json<UserPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let role: Role = body.role.parse()?;
+    let user = state
+        .accounts
+        .change_role(admin.principal.user_id(), id.into_inner(), role)
+        .await?;
+    Ok(HttpResponse::Ok().json(user))
+}
+
+/// A new password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordChange {
+    /// Required to change your own password.
+    #[schema(value_type = Option<String>, format = Password)]
+    current_password: Option<SecretString>,
+    /// At least 12 characters.
+    #[schema(value_type = String, format = Password, min_length = 12)]
+    new_password: SecretString,
+}
+
+async fn set_password(
+    caller: &crate::Principal,
+    state: &ApiState,
+    id: i64,
+    body: PasswordChange,
+) -> Result<HttpResponse, ApiError> {
+    let new = Password::parse(body.new_password.expose_secret())?;
+    state
+        .accounts
+        .change_password(&caller.0, id, body.current_password, &new)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Change your password
+///
+/// The current password is required. Every session of yours ends (sign in again); your
+/// API tokens stay.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/me/password",
+    tag = "users",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "Missing or wrong current password, or a weak new one", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn change_own_password(
+    caller: Viewer,
+    state: web::Data<ApiState>,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    if caller.principal.0.token.is_some() {
+        return Err(ApiError::forbidden(
+            "a password is changed by a signed-in user, not with an API token",
+        ));
+    }
+    let id = caller.principal.user_id();
+    set_password(&caller.principal, &state, id, body.into_inner()).await
+}
+
+/// Reset a user's password
+///
+/// Every session of the user ends. Needs the admin role.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}/password",
+    tag = "users",
+    params(("id" = i64, Path, description = "User id")),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "A weak new password, or an invalid id", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn reset_password(
+    admin: Admin,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    set_password(&admin.principal, &state, id.into_inner(), body.into_inner()).await
 }

@@ -19,6 +19,8 @@ on_both_backends!(
 struct Extra {
     uid: i64,
     role: String,
+    /// The credentials version the token was issued at (a new user's is 0).
+    ver: i64,
 }
 
 fn token_with(key: &HS256Key, tweak: impl FnOnce(&mut JWTClaims<Extra>)) -> String {
@@ -26,6 +28,7 @@ fn token_with(key: &HS256Key, tweak: impl FnOnce(&mut JWTClaims<Extra>)) -> Stri
         Extra {
             uid: 1,
             role: "admin".into(),
+            ver: 0,
         },
         Duration::from_secs(600),
     )
@@ -54,6 +57,7 @@ async fn bad_tokens_are_401_with_a_stable_code(backend: Backend) {
                 Extra {
                     uid: 1,
                     role: "admin".into(),
+                    ver: 0,
                 },
                 Duration::from_secs(600),
             )

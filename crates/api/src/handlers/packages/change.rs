@@ -37,11 +37,15 @@ pub(crate) struct PatchBody {
     ),
 )]
 pub(crate) async fn patch(
-    _publisher: Publisher,
+    publisher: Publisher,
     state: web::Data<ApiState>,
     id: web::Path<i64>,
     body: web::Json<PatchBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    publisher
+        .principal
+        .may_write(&state.packages.get(id).await?.name)?;
     let body = body.into_inner();
     let patch = PackagePatch {
         is_active: body.is_active,
@@ -51,7 +55,7 @@ pub(crate) async fn patch(
             .map(Description::parse)
             .transpose()?,
     };
-    let package = state.packages.update(id.into_inner(), patch).await?;
+    let package = state.packages.update(id, patch).await?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -71,10 +75,14 @@ pub(crate) async fn patch(
     ),
 )]
 pub(crate) async fn delete(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    state.packages.delete(id.into_inner()).await?;
+    let id = id.into_inner();
+    admin
+        .principal
+        .may_write(&state.packages.get(id).await?.name)?;
+    state.packages.delete(id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

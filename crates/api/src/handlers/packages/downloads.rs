@@ -37,13 +37,14 @@ pub(crate) struct DownloadParams {
     ),
 )]
 pub(crate) async fn download(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     req: HttpRequest,
     id: web::Path<i64>,
     params: web::Query<DownloadParams>,
 ) -> Result<HttpResponse, ApiError> {
     let package = state.packages.get(id.into_inner()).await?;
+    viewer.principal.may_read(&package.name)?;
     serve(&req, &state, package, params.redirect).await
 }
 
@@ -63,13 +64,15 @@ pub(crate) async fn download(
     ),
 )]
 pub(crate) async fn download_by_coordinates(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     req: HttpRequest,
     path: web::Path<CoordinatesPath>,
     params: web::Query<DownloadParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let package = state.packages.find(&path.parse()?).await?;
+    let coordinates = path.parse()?;
+    viewer.principal.may_read(&coordinates.name)?;
+    let package = state.packages.find(&coordinates).await?;
     serve(&req, &state, package, params.redirect).await
 }
 
@@ -103,7 +106,7 @@ pub(crate) struct LatestDownloadParams {
     ),
 )]
 pub(crate) async fn download_latest(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     req: HttpRequest,
     path: web::Path<LatestPath>,
@@ -116,6 +119,7 @@ pub(crate) async fn download_latest(
         params.version.as_deref(),
         params.prerelease,
     )?;
+    viewer.principal.may_read(&query.name)?;
     let package = state.packages.latest(&query).await?;
     serve(&req, &state, package, params.redirect).await
 }

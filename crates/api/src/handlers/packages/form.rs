@@ -3,8 +3,8 @@
 
 use actix_multipart::{Field, Multipart};
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, PackageName, Platform, ValidationError,
-    Version,
+    Arch, Checksum, Coordinates, Description, FileName, NameScope, PackageName, Platform,
+    ValidationError, Version,
 };
 use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta};
 use futures_util::{StreamExt, TryStreamExt};
@@ -31,9 +31,11 @@ pub(super) struct Form {
 }
 
 impl Form {
+    /// Reads the form; a name outside `names` is refused as soon as it arrives.
     pub(super) async fn read(
         &mut self,
         mgr: &PackageManager,
+        names: &NameScope,
         multipart: &mut Multipart,
     ) -> Result<(), ApiError> {
         while let Some(field) = multipart.try_next().await.map_err(malformed)? {
@@ -54,11 +56,15 @@ impl Form {
                     }
                     self.staged = Some(stage_stream(mgr, field).await?);
                 }
-                "name" => set(
-                    &mut self.name,
-                    "name",
-                    PackageName::parse(&text(field, "name").await?)?,
-                )?,
+                "name" => {
+                    let name = PackageName::parse(&text(field, "name").await?)?;
+                    if !names.allows(&name) {
+                        return Err(ApiError::forbidden(format!(
+                            "this token may not touch the package {name}"
+                        )));
+                    }
+                    set(&mut self.name, "name", name)?;
+                }
                 "version" => set(
                     &mut self.version,
                     "version",

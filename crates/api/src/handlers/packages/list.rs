@@ -65,7 +65,7 @@ pub(crate) struct ListParams {
     ),
 )]
 pub(crate) async fn list(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     req: HttpRequest,
     params: web::Query<ListParams>,
@@ -95,6 +95,7 @@ pub(crate) async fn list(
             (None, Some(true)) => Activity::All,
             (None, _) => Activity::ActiveOnly,
         },
+        names: viewer.principal.names().clone(),
         page: PageRequest::new(params.page, params.per_page),
     };
     let page = state.packages.list(&query).await?;

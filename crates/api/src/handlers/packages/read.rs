@@ -25,11 +25,12 @@ use crate::{ApiError, ApiState, Viewer};
     ),
 )]
 pub(crate) async fn get(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let package = state.packages.get(id.into_inner()).await?;
+    viewer.principal.may_read(&package.name)?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -68,7 +69,7 @@ pub(crate) struct LatestParams {
     ),
 )]
 pub(crate) async fn latest(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     params: web::Query<LatestParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -79,6 +80,7 @@ pub(crate) async fn latest(
         params.version.as_deref(),
         params.prerelease,
     )?;
+    viewer.principal.may_read(&query.name)?;
     let package = state.packages.latest(&query).await?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
@@ -99,11 +101,13 @@ pub(crate) async fn latest(
     ),
 )]
 pub(crate) async fn versions(
-    _viewer: Viewer,
+    viewer: Viewer,
     state: web::Data<ApiState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let history = state.packages.history(&PackageName::parse(&name)?).await?;
+    let name = PackageName::parse(&name)?;
+    viewer.principal.may_read(&name)?;
+    let history = state.packages.history(&name).await?;
     let entries: Vec<VersionEntry> = history.iter().map(VersionEntry::from).collect();
     Ok(HttpResponse::Ok().json(entries))
 }

@@ -17,7 +17,7 @@ use super::{CoordinatesPath, checksum_header, content_length, missing};
 use crate::error::ErrorBody;
 use crate::handlers::download::PackageBytes;
 use crate::views::PackageView;
-use crate::{ApiError, ApiState, Publisher};
+use crate::{ApiError, ApiState, Principal, Publisher};
 
 /// Room for the form's text fields and boundaries around the file itself.
 const FORM_OVERHEAD: u64 = 1024 * 1024;
@@ -63,12 +63,15 @@ pub(crate) struct UploadForm {
     ),
 )]
 pub(crate) async fn upload(
-    _publisher: Publisher,
+    publisher: Publisher,
     state: web::Data<ApiState>,
     req: HttpRequest,
     multipart: Multipart,
 ) -> Result<HttpResponse, ApiError> {
-    counted(&state, upload_form(&state, &req, multipart).await)
+    counted(
+        &state,
+        upload_form(&state, &publisher.principal, &req, multipart).await,
+    )
 }
 
 /// Counts an upload's outcome: bytes published, or the reason it was refused.
@@ -88,6 +91,7 @@ fn counted(state: &ApiState, result: Result<Package, ApiError>) -> Result<HttpRe
 
 async fn upload_form(
     state: &ApiState,
+    principal: &Principal,
     req: &HttpRequest,
     mut multipart: Multipart,
 ) -> Result<Package, ApiError> {
@@ -112,7 +116,9 @@ async fn upload_form(
     let header_sha256 = checksum_header(req)?;
 
     let mut form = Form::default();
-    let read = form.read(&state.packages, &mut multipart).await;
+    let read = form
+        .read(&state.packages, principal.names(), &mut multipart)
+        .await;
     let meta = read.and_then(|()| form.meta(header_sha256));
     let staged = form.staged.take();
     match (meta, staged) {
@@ -164,24 +170,27 @@ pub(crate) struct PutParams {
     ),
 )]
 pub(crate) async fn put(
-    _publisher: Publisher,
+    publisher: Publisher,
     state: web::Data<ApiState>,
     req: HttpRequest,
     path: web::Path<CoordinatesPath>,
     params: web::Query<PutParams>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    counted(&state, put_body(&state, &req, &path, &params, body).await)
+    let put = put_body(&state, &publisher.principal, &req, &path, &params, body);
+    counted(&state, put.await)
 }
 
 async fn put_body(
     state: &ApiState,
+    principal: &Principal,
     req: &HttpRequest,
     path: &CoordinatesPath,
     params: &PutParams,
     body: web::Payload,
 ) -> Result<Package, ApiError> {
     let coordinates = path.parse()?;
+    principal.may_write(&coordinates.name)?;
     let limit = state.packages.config().max_upload_bytes;
     if content_length(req).is_some_and(|length| length > limit) {
         return Err(ApiError::too_large(limit));

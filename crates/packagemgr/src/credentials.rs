@@ -1,0 +1,278 @@
+//! Who is calling: session tokens checked against the user's current state, and API tokens
+//! for machines. Both are looked up in the database at most once a `freshness` interval per
+//! replica (a small cache), so a revoked or changed credential stops working everywhere
+//! within that interval, without a query on every request.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentpkg_model::{ApiToken, NameScope, PackageName, Role, TokenScope, ValidationError};
+use agentpkg_store::{DynTokenStore, NewToken, UserState};
+use chrono::{DateTime, Utc};
+use rand::distr::{Alphanumeric, SampleString};
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use crate::{Accounts, Error};
+
+/// What every API token's secret starts with, so that secret scanners recognise one.
+pub const TOKEN_PREFIX: &str = "apk_";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub user_id: i64,
+    pub username: String,
+    /// What the caller may do: the user's role, or for a token, the lesser of its scope and
+    /// its owner's role.
+    pub role: Role,
+    /// Which package names the caller may touch.
+    pub names: NameScope,
+    /// The API token used, if any: its id and name.
+    pub token: Option<(i64, String)>,
+}
+
+impl Credential {
+    pub fn may_touch(&self, name: &PackageName) -> bool {
+        self.names.allows(name)
+    }
+}
+
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub name: String,
+    pub scope: TokenScope,
+    pub packages: NameScope,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A bounded map whose entries are trusted for `ttl`.
+pub(crate) struct FreshCache<K, V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+const CACHE_ENTRIES: usize = 10_000;
+
+impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().ok()?;
+        let (at, value) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CACHE_ENTRIES {
+                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+                if entries.len() >= CACHE_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(key, (Instant::now(), value));
+        }
+    }
+
+    fn forget(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+}
+
+/// The caches behind credential checks, shared by an [`Accounts`]'s clones.
+pub(crate) struct CredentialCache {
+    pub(crate) users: FreshCache<i64, Option<UserState>>,
+    pub(crate) tokens: FreshCache<String, Option<(ApiToken, UserState)>>,
+}
+
+impl CredentialCache {
+    pub(crate) fn new(freshness: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            users: FreshCache::new(freshness),
+            tokens: FreshCache::new(freshness),
+        })
+    }
+}
+
+fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+impl Accounts {
+    fn tokens(&self) -> Result<&DynTokenStore, Error> {
+        self.tokens
+            .as_ref()
+            .ok_or_else(|| Error::Internal("no token store configured".into()))
+    }
+
+    async fn user_state(&self, user_id: i64) -> Result<Option<UserState>, Error> {
+        if let Some(state) = self.cache.users.get(&user_id) {
+            return Ok(state);
+        }
+        let state = self.store.user_state(user_id).await?;
+        self.cache.users.put(user_id, state.clone());
+        Ok(state)
+    }
+
+    /// The caller a session token names, if its user still exists and its credentials have
+    /// not changed since it was issued (`version`).
+    pub async fn session(&self, user_id: i64, version: i64) -> Result<Credential, Error> {
+        match self.user_state(user_id).await? {
+            Some(user) if user.credentials_version == version => Ok(Credential {
+                user_id,
+                username: user.username,
+                role: user.role,
+                names: NameScope::All,
+                token: None,
+            }),
+            _ => Err(Error::Revoked),
+        }
+    }
+
+    /// The caller an API token's secret names.
+    pub async fn authenticate_token(&self, secret: &str) -> Result<Credential, Error> {
+        let hash = secret_hash(secret);
+        let found = match self.cache.tokens.get(&hash) {
+            Some(found) => found,
+            None => {
+                let tokens = self.tokens()?;
+                let found = tokens.token_by_secret_hash(&hash).await?;
+                if let Some((token, _)) = &found {
+                    // At most once a freshness interval per replica: cheap, and enough to
+                    // tell which tokens are still in use.
+                    if let Err(e) = tokens.touch_token(token.id).await {
+                        tracing::warn!(token_id = token.id, error = %e, "could not record the token's use");
+                    }
+                }
+                self.cache.tokens.put(hash, found.clone());
+                found
+            }
+        };
+        let Some((token, owner)) = found else {
+            return Err(Error::Revoked);
+        };
+        if token.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(Error::TokenExpired);
+        }
+        Ok(Credential {
+            user_id: owner.id,
+            username: owner.username,
+            role: token.scope.role().min(owner.role),
+            names: token.packages.clone(),
+            token: Some((token.id, token.name)),
+        })
+    }
+
+    /// Creates a token for the caller. Its scope may not exceed the caller's role, and a
+    /// caller signed in with a token cannot make more (a limited token could otherwise
+    /// make an unlimited one). Returns the token and its secret, shown this once.
+    pub async fn create_token(
+        &self,
+        caller: &Credential,
+        request: TokenRequest,
+    ) -> Result<(ApiToken, SecretString), Error> {
+        self.create_token_for(caller.user_id, caller.role, caller.token.is_some(), request)
+            .await
+    }
+
+    /// Creates a token for `user_id`, whose role is `role` (bootstrap: `create-token`).
+    pub async fn create_token_for(
+        &self,
+        user_id: i64,
+        role: Role,
+        by_token: bool,
+        request: TokenRequest,
+    ) -> Result<(ApiToken, SecretString), Error> {
+        if by_token {
+            return Err(Error::Forbidden(
+                "API tokens are created by signing in, not with another token".into(),
+            ));
+        }
+        if !role.includes(request.scope.role()) {
+            return Err(Error::Forbidden(format!(
+                "a {} token needs the {} role; you have {role}",
+                request.scope,
+                request.scope.role()
+            )));
+        }
+        let name = request.name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "name",
+                "must be 1 to 100 characters, without control characters",
+            )
+            .into());
+        }
+        if request.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(ValidationError::new("expires_at", "must be in the future").into());
+        }
+        let secret = format!(
+            "{TOKEN_PREFIX}{}",
+            Alphanumeric.sample_string(&mut rand::rng(), 32)
+        );
+        let token = self
+            .tokens()?
+            .create_token(NewToken {
+                user_id,
+                name: name.to_owned(),
+                scope: request.scope,
+                packages: request.packages,
+                secret_hash: secret_hash(&secret),
+                expires_at: request.expires_at,
+            })
+            .await?;
+        tracing::info!(user_id, token_id = token.id, token_name = %token.name, scope = %token.scope, "API token created");
+        Ok((token, SecretString::from(secret)))
+    }
+
+    /// The caller's tokens; an admin's `everyone` lists every user's.
+    pub async fn list_tokens(
+        &self,
+        caller: &Credential,
+        everyone: bool,
+    ) -> Result<Vec<ApiToken>, Error> {
+        let user = if everyone && caller.role == Role::Admin {
+            None
+        } else {
+            Some(caller.user_id)
+        };
+        Ok(self.tokens()?.list_tokens(user).await?)
+    }
+
+    /// Revokes a token of the caller's (any, for an admin). Someone else's token is "not
+    /// found", so that ids reveal nothing.
+    pub async fn revoke_token(&self, caller: &Credential, id: i64) -> Result<(), Error> {
+        let tokens = self.tokens()?;
+        let token = tokens.get_token(id).await?.ok_or(Error::TokenNotFound)?;
+        if token.user_id != caller.user_id && caller.role != Role::Admin {
+            return Err(Error::TokenNotFound);
+        }
+        if !tokens.delete_token(id).await? {
+            return Err(Error::TokenNotFound);
+        }
+        tracing::info!(
+            token_id = id,
+            owner = token.user_id,
+            by = caller.user_id,
+            "API token revoked"
+        );
+        Ok(())
+    }
+
+    /// Forgets what this replica knows of a user, after changing them here (other replicas
+    /// forget within the freshness interval).
+    pub(crate) fn forget_user(&self, user_id: i64) {
+        self.cache.users.forget(&user_id);
+    }
+}
