@@ -494,7 +494,11 @@ async fn first_start_creates_an_admin_with_a_generated_password_once() {
         .unwrap()
         .expect("admin created");
     let password = first.generated_password.expect("a password was generated");
-    let user = accounts.login("admin", password.clone()).await.unwrap().user;
+    let user = accounts
+        .login("admin", password.clone())
+        .await
+        .unwrap()
+        .user;
     assert_eq!(user.role, Role::Admin);
     assert!(accounts.ensure_admin(None).await.unwrap().is_none());
     let wrong = accounts.login("admin", "not the password".into()).await;

@@ -11,3 +11,4 @@ mod flood;
 mod hardening;
 mod packages;
 mod rollback;
+mod tokens;

@@ -1,0 +1,628 @@
+//! Access for machines: API tokens by scope and name pattern, on every route of the API
+//! document; revocation that reaches a second replica within a second; expiry; password
+//! and role changes that end sessions.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use agentpkg_server::Application;
+use agentpkg_store::on_both_backends;
+use serde_json::{Value, json};
+
+use crate::common::{Backend, TestApp, expect_error};
+
+on_both_backends!(
+    every_route_admits_exactly_the_roles_and_scopes_it_should,
+    name_patterns_limit_what_a_token_sees_and_publishes,
+    tokens_are_shown_once_listed_without_secrets_and_expire,
+    password_and_role_changes_end_sessions_but_not_the_account,
+);
+
+/// Creates a token with `body` as `session`, asserting 201; returns (id, secret).
+async fn create_token(app: &TestApp, session: &str, body: Value) -> (i64, String) {
+    let res = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .bearer_auth(session)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("apk_") && secret.len() == 36, "{secret}");
+    (created["id"].as_i64().unwrap(), secret)
+}
+
+async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> reqwest::Response {
+    let method: reqwest::Method = method.parse().unwrap();
+    let mut req = app.client.request(method.clone(), app.url(path));
+    if let Some(bearer) = bearer {
+        req = req.bearer_auth(bearer);
+    }
+    // Bodies that pass the JSON extractors, so that what answers is authorisation.
+    req = match (method.as_str(), path) {
+        ("POST", "/api/v1/tokens") => req.json(&json!({"name": "x", "scope": "read"})),
+        ("POST", "/api/v1/users") => req.json(
+            &json!({"username": "x", "password": "a long enough password", "role": "viewer"}),
+        ),
+        ("PATCH", p) if p.starts_with("/api/v1/users/") => req.json(&json!({"role": "viewer"})),
+        ("PATCH", _) => req.json(&json!({"is_active": true})),
+        ("PUT", p) if p.contains("password") => {
+            req.json(&json!({"new_password": "another long password"}))
+        }
+        _ => req,
+    };
+    req.send().await.unwrap()
+}
+
+async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.token_for("admin").await;
+    let mut credentials = vec![
+        ("viewer session", 0, app.token_for("viewer").await, false),
+        (
+            "publisher session",
+            1,
+            app.token_for("publisher").await,
+            false,
+        ),
+        ("admin session", 2, admin.clone(), false),
+    ];
+    // An admin's tokens of each scope: a read token cannot do what its owner can.
+    for (scope, rank) in [("read", 0), ("publish", 1), ("admin", 2)] {
+        let (_, secret) = create_token(&app, &admin, json!({"name": scope, "scope": scope})).await;
+        credentials.push((scope, rank, secret, true));
+    }
+    // (method, path template, a concrete path, least role, sessions only). Ids that do not
+    // exist are fine: authorisation comes first.
+    let routes: Vec<(&str, &str, &str, Option<usize>, bool)> = vec![
+        ("POST", "/api/v1/auth/login", "", None, false),
+        ("GET", "/api/v1/healthz", "/api/v1/healthz", None, false),
+        ("GET", "/api/v1/readyz", "/api/v1/readyz", None, false),
+        ("GET", "/healthz", "/healthz", None, false),
+        ("GET", "/readyz", "/readyz", None, false),
+        (
+            "GET",
+            "/api/v1/packages",
+            "/api/v1/packages",
+            Some(0),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/packages",
+            "/api/v1/packages",
+            Some(1),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/latest",
+            "/api/v1/packages/latest?name=a&platform=linux&arch=amd64",
+            Some(0),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{id}",
+            "/api/v1/packages/424242",
+            Some(0),
+            false,
+        ),
+        (
+            "PATCH",
+            "/api/v1/packages/{id}",
+            "/api/v1/packages/424242",
+            Some(1),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/packages/{id}",
+            "/api/v1/packages/424242",
+            Some(2),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{id}/download",
+            "/api/v1/packages/424242/download",
+            Some(0),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{name}/versions",
+            "/api/v1/packages/a/versions",
+            Some(0),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{name}/latest/{platform}/{arch}/download",
+            "/api/v1/packages/a/latest/linux/amd64/download",
+            Some(0),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{name}/{version}/{platform}/{arch}/download",
+            "/api/v1/packages/a/1.0.0/linux/amd64/download",
+            Some(0),
+            false,
+        ),
+        (
+            "PUT",
+            "/api/v1/packages/{name}/{version}/{platform}/{arch}",
+            "/api/v1/packages/a/1.0.0/linux/amd64",
+            Some(1),
+            false,
+        ),
+        ("GET", "/api/v1/tokens", "/api/v1/tokens", Some(0), false),
+        ("POST", "/api/v1/tokens", "/api/v1/tokens", Some(0), true),
+        (
+            "DELETE",
+            "/api/v1/tokens/{id}",
+            "/api/v1/tokens/424242",
+            Some(0),
+            false,
+        ),
+        ("GET", "/api/v1/users", "/api/v1/users", Some(2), false),
+        ("POST", "/api/v1/users", "/api/v1/users", Some(2), false),
+        (
+            "PATCH",
+            "/api/v1/users/{id}",
+            "/api/v1/users/424242",
+            Some(2),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/users/{id}",
+            "/api/v1/users/424242",
+            Some(2),
+            false,
+        ),
+        (
+            "PUT",
+            "/api/v1/users/me/password",
+            "/api/v1/users/me/password",
+            Some(0),
+            true,
+        ),
+        (
+            "PUT",
+            "/api/v1/users/{id}/password",
+            "/api/v1/users/424242/password",
+            Some(2),
+            false,
+        ),
+        ("GET", "/metrics", "/metrics", Some(2), false),
+    ];
+    // Every operation of the document has an entry: a new route needs one.
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let covered: BTreeSet<(String, String)> = routes
+        .iter()
+        .map(|(m, t, ..)| ((*m).to_owned(), (*t).to_owned()))
+        .collect();
+    assert_eq!(
+        documented, covered,
+        "every documented route needs an entry here"
+    );
+
+    for (method, template, path, least, sessions_only) in routes {
+        let Some(least) = least else { continue };
+        let res = call(&app, method, path, None).await;
+        assert_eq!(
+            res.status(),
+            401,
+            "{method} {template} without a credential"
+        );
+        for (who, rank, bearer, is_token) in &credentials {
+            let res = call(&app, method, path, Some(bearer)).await;
+            let status = res.status().as_u16();
+            if *rank < least || (sessions_only && *is_token) {
+                assert_eq!(status, 403, "{who} on {method} {template}");
+            } else {
+                assert!(
+                    ![401, 403].contains(&status),
+                    "{who} on {method} {template} got {status}"
+                );
+            }
+        }
+    }
+}
+
+async fn name_patterns_limit_what_a_token_sees_and_publishes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let publisher = app.token_for("publisher").await;
+    let put = |token: String, name: &'static str| {
+        let url = app.url(&format!("/api/v1/packages/{name}/1.0.0/linux/amd64"));
+        let client = app.client.clone();
+        async move {
+            client
+                .put(url)
+                .bearer_auth(token)
+                .body(format!("{name} bytes"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // One package outside the pattern, published with the session.
+    let res = put(publisher.clone(), "opamp-agent").await;
+    assert_eq!(res.status(), 201);
+    let other_id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+
+    let (_, limited) = create_token(
+        &app,
+        &publisher,
+        json!({"name": "ci", "scope": "publish", "packages": ["otelcol*"]}),
+    )
+    .await;
+    let res = put(limited.clone(), "otelcol-contrib").await;
+    assert_eq!(res.status(), 201);
+    let own_id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    // Writes outside the patterns are forbidden, and store nothing.
+    expect_error(put(limited.clone(), "nginx-agent").await, 403, "forbidden").await;
+    let fields = [
+        ("name", "nginx-agent"),
+        ("version", "1.0.0"),
+        ("platform", "linux"),
+        ("arch", "amd64"),
+    ];
+    let res = app.upload(&limited, b"x".to_vec(), &fields).await;
+    expect_error(res, 403, "forbidden").await;
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/packages/{other_id}")))
+        .bearer_auth(&limited)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 403, "forbidden").await;
+    // Reads outside them are "not found"; lists hold only matching names.
+    for path in [
+        format!("/api/v1/packages/{other_id}"),
+        format!("/api/v1/packages/{other_id}/download"),
+        "/api/v1/packages/opamp-agent/versions".to_owned(),
+        "/api/v1/packages/opamp-agent/1.0.0/linux/amd64/download".to_owned(),
+        "/api/v1/packages/opamp-agent/latest/linux/amd64/download".to_owned(),
+        "/api/v1/packages/latest?name=opamp-agent&platform=linux&arch=amd64".to_owned(),
+    ] {
+        expect_error(app.get(&path, &limited).await, 404, "not_found").await;
+    }
+    let res = app
+        .get(&format!("/api/v1/packages/{own_id}"), &limited)
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app.get("/api/v1/packages", &limited).await;
+    assert_eq!(res.headers()["x-total-count"], "1");
+    let names: Vec<String> = res
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["otelcol-contrib"]);
+    let all = app.get("/api/v1/packages", &publisher).await;
+    assert_eq!(all.headers()["x-total-count"], "2");
+    let (keys, rows) = app.stored().await;
+    assert_eq!(
+        (keys.len(), rows),
+        (2, 2),
+        "nothing of the refused uploads stays"
+    );
+}
+
+async fn tokens_are_shown_once_listed_without_secrets_and_expire(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let viewer = app.token_for("viewer").await;
+    // A token's scope never exceeds its owner's role.
+    let res = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .bearer_auth(&viewer)
+        .json(&json!({"name": "too big", "scope": "publish"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 403, "forbidden").await;
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (id, secret) = create_token(
+        &app,
+        &viewer,
+        json!({"name": "short-lived", "scope": "read", "expires_at": soon}),
+    )
+    .await;
+    let listed: Vec<Value> = app
+        .get("/api/v1/tokens", &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], id);
+    assert_eq!(listed[0]["last_used_at"], Value::Null);
+    assert!(!listed[0].to_string().contains(&secret), "{}", listed[0]);
+    assert!(listed[0].get("secret").is_none());
+    // Used once: recorded.
+    assert_eq!(app.get("/api/v1/packages", &secret).await.status(), 200);
+    let listed: Vec<Value> = app
+        .get("/api/v1/tokens", &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed[0]["last_used_at"].is_string(), "{}", listed[0]);
+    // A token cannot make another.
+    let res = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .bearer_auth(&secret)
+        .json(&json!({"name": "child", "scope": "read"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 403, "forbidden").await;
+    // Someone else's token does not exist for them.
+    let other = app.token_for("viewer").await;
+    let res = app.delete(&format!("/api/v1/tokens/{id}"), &other).await;
+    expect_error(res, 404, "not_found").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    expect_error(
+        app.get("/api/v1/packages", &secret).await,
+        401,
+        "token_expired",
+    )
+    .await;
+    // Revoked by its owner: gone.
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{id}"), &viewer)
+            .await
+            .status(),
+        204
+    );
+    let listed: Vec<Value> = app
+        .get("/api/v1/tokens", &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+}
+
+async fn password_and_role_changes_end_sessions_but_not_the_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(&admin)
+        .json(&json!({"username": "ops", "password": "the first password", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let app = &app;
+    let login = |password: &'static str| async move {
+        let res = app.login("ops", password).await;
+        let status = res.status();
+        (
+            status,
+            res.json::<Value>().await.unwrap()["token"]
+                .as_str()
+                .map(str::to_owned),
+        )
+    };
+    let (_, session) = login("the first password").await;
+    let session = session.unwrap();
+    let change = |body: Value, bearer: String, path: String| {
+        let req = app
+            .client
+            .put(app.url(&path))
+            .bearer_auth(bearer)
+            .json(&body);
+        async move { req.send().await.unwrap() }
+    };
+    // Your own password needs the current one.
+    let res = change(
+        json!({"new_password": "the second password"}),
+        session.clone(),
+        "/api/v1/users/me/password".into(),
+    )
+    .await;
+    expect_error(res, 400, "invalid_field").await;
+    let res = change(
+        json!({"current_password": "wrong wrong wrong", "new_password": "the second password"}),
+        session.clone(),
+        "/api/v1/users/me/password".into(),
+    )
+    .await;
+    expect_error(res, 400, "invalid_field").await;
+    let res = change(
+        json!({"current_password": "the first password", "new_password": "the second password"}),
+        session.clone(),
+        "/api/v1/users/me/password".into(),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    expect_error(
+        app.get("/api/v1/packages", &session).await,
+        401,
+        "token_revoked",
+    )
+    .await;
+    assert_eq!(login("the first password").await.0, 401);
+    let (_, session) = login("the second password").await;
+    let session = session.unwrap();
+    // An admin resets it without the current one.
+    let res = change(
+        json!({"new_password": "the third password"}),
+        admin.clone(),
+        format!("/api/v1/users/{id}/password"),
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    expect_error(
+        app.get("/api/v1/packages", &session).await,
+        401,
+        "token_revoked",
+    )
+    .await;
+    let (_, session) = login("the third password").await;
+    let session = session.unwrap();
+    // Demoted: the admin session ends; a new one has the new role.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["role"], "viewer");
+    expect_error(
+        app.get("/api/v1/users", &session).await,
+        401,
+        "token_revoked",
+    )
+    .await;
+    let (_, session) = login("the third password").await;
+    expect_error(
+        app.get("/api/v1/users", &session.unwrap()).await,
+        403,
+        "forbidden",
+    )
+    .await;
+}
+
+/// Waits (bounded) until `path` answers `status` with `bearer`; returns how long it took.
+async fn until(app_base: &str, path: &str, bearer: &str, status: u16) -> Duration {
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    loop {
+        let res = client
+            .get(format!("{app_base}{path}"))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        if res.status().as_u16() == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} still answers {} after 5 s",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_reach_a_second_replica_within_a_second() {
+    let app = TestApp::spawn(Backend::Production).await;
+    // A second replica over the same database and bucket.
+    let second = Application::build(app.settings.clone()).await.unwrap();
+    let other = format!("http://127.0.0.1:{}", second.port());
+    let handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+
+    let admin = app.admin_token().await;
+    let publisher = app.token_for("publisher").await;
+    let (token_id, secret) =
+        create_token(&app, &publisher, json!({"name": "agent", "scope": "read"})).await;
+    let make_admin = async |name: &str| {
+        let res = app
+            .client
+            .post(app.url("/api/v1/users"))
+            .bearer_auth(&admin)
+            .json(&json!({"username": name, "password": "a long enough password", "role": "admin"}))
+            .send()
+            .await
+            .unwrap();
+        let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let res = app.login(name, "a long enough password").await;
+        let token = res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (id, token)
+    };
+    let (doomed_id, doomed) = make_admin("doomed").await;
+    let (demoted_id, demoted) = make_admin("demoted").await;
+    // All work on the second replica first (and are cached there).
+    for bearer in [&secret, &doomed, &demoted] {
+        until(&other, "/api/v1/packages", bearer, 200).await;
+    }
+    until(&other, "/api/v1/users", &demoted, 200).await;
+
+    // Changed on the first replica…
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{token_id}"), &publisher)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/users/{doomed_id}"), &admin)
+            .await
+            .status(),
+        204
+    );
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/{demoted_id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // …refused on the first at once, and on the second within the freshness interval.
+    for bearer in [&secret, &doomed] {
+        expect_error(
+            app.get("/api/v1/packages", bearer).await,
+            401,
+            "token_revoked",
+        )
+        .await;
+    }
+    let mut slowest = Duration::ZERO;
+    for (bearer, path) in [
+        (&secret, "/api/v1/packages"),
+        (&doomed, "/api/v1/packages"),
+        (&demoted, "/api/v1/users"),
+    ] {
+        let took = until(&other, path, bearer, 401).await;
+        slowest = slowest.max(took);
+    }
+    eprintln!("revocation reached the second replica within {slowest:?}");
+    assert!(slowest <= Duration::from_millis(1500), "took {slowest:?}");
+    handle.stop(false).await;
+}
