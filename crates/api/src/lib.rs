@@ -2,6 +2,7 @@
 //! call [`agentpkg_packagemgr`], and map the result.
 
 mod auth;
+mod context;
 mod deadlines;
 mod error;
 mod handlers;
@@ -10,9 +11,10 @@ mod openapi;
 mod views;
 
 use actix_web::web;
-use agentpkg_packagemgr::{Accounts, PackageManager};
+use agentpkg_packagemgr::{Accounts, AuditLog, PackageManager};
 
 pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
+pub use context::{RequestContext, TrustedProxies};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
 pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
@@ -29,6 +31,8 @@ pub struct ApiState {
     pub metrics: std::sync::Arc<ApiMetrics>,
     /// The limits every request body is read under.
     pub body_deadlines: BodyDeadlines,
+    pub audit: AuditLog,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Mounts only `GET /metrics`, without authentication, for a separate listener
@@ -119,7 +123,8 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                             .route(web::get().to(handlers::tokens::list))
                             .route(web::post().to(handlers::tokens::create)),
                     )
-                    .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke)),
+                    .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke))
+                    .route("/audit", web::get().to(handlers::audit::list)),
             )
             .default_service(web::to(handlers::not_found));
     }

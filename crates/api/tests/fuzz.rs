@@ -264,7 +264,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
             ..ManagerConfig::default()
         },
     );
-    let accounts = Accounts::new(store, HashingLimits::default());
+    let accounts = Accounts::new(store.clone(), HashingLimits::default());
     let publisher = accounts
         .create_user(
             &Username::parse("fuzzer").unwrap(),
@@ -286,6 +286,8 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
         tokens,
         downloads: DownloadOptions::default(),
         body_deadlines: BodyDeadlines::default(),
+        audit: agentpkg_packagemgr::AuditLog::new(store.clone()),
+        trusted_proxies: Default::default(),
     };
     let app = test::init_service(App::new().configure(agentpkg_api::configure(state))).await;
 

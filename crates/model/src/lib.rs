@@ -4,6 +4,7 @@
 //! validates its input, so a value that exists past the edge of the system is valid.
 //! This crate does no I/O.
 
+mod audit;
 mod error;
 mod key;
 #[cfg(feature = "openapi")]
@@ -14,6 +15,7 @@ mod token;
 mod user;
 mod version;
 
+pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
 pub use error::ValidationError;
 pub use key::ObjectKey;
 pub use package::{

@@ -8,6 +8,7 @@
 //! `default-features = false` it compiles neither (see `examples/embed.rs`).
 
 mod accounts;
+mod audit;
 mod body;
 mod credentials;
 mod error;
@@ -20,6 +21,7 @@ mod passwords;
 mod reconcile;
 
 pub use accounts::{Accounts, DEFAULT_FRESHNESS, FirstAdmin, SignedIn, generate_password};
+pub use audit::AuditLog;
 pub use body::{BodyReader, BodySender, body_channel};
 pub use credentials::{Credential, TOKEN_PREFIX, TokenRequest};
 pub use error::Error;

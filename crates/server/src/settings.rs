@@ -47,6 +47,9 @@ pub struct ServerSettings {
     /// `body_rate_grace_secs` have passed since it started (0: no minimum).
     pub body_min_rate_bytes: u64,
     pub body_rate_grace_secs: u64,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` names the client (for the
+    /// audit log and login throttling); from any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -60,11 +63,23 @@ impl Default for ServerSettings {
             body_idle_timeout_secs: body.idle.as_secs(),
             body_min_rate_bytes: body.min_rate,
             body_rate_grace_secs: body.grace.as_secs(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl ServerSettings {
+    pub fn trusted_proxies(&self) -> Result<agentpkg_api::TrustedProxies, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|_| format!("server.trusted_proxies: {a:?} is not an IP address"))
+            })
+            .collect::<Result<_, _>>()
+            .map(agentpkg_api::TrustedProxies)
+    }
+
     pub fn body_deadlines(&self) -> BodyDeadlines {
         BodyDeadlines {
             idle: Duration::from_secs(self.body_idle_timeout_secs.max(1)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
-use agentpkg_packagemgr::{Accounts, ManagerConfig, ManagerMetrics, PackageManager};
+use agentpkg_packagemgr::{Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
 use rand::distr::{Alphanumeric, SampleString};
@@ -240,7 +240,7 @@ fn metrics_listener(
 
 /// The package manager and the accounts over one store, whose calls are timed in the
 /// manager's metrics.
-fn manager(settings: &Settings, components: Components) -> (PackageManager, Accounts) {
+fn manager(settings: &Settings, components: Components) -> (PackageManager, Accounts, AuditLog) {
     let metrics = ManagerMetrics::default();
     let store = Arc::new(components.store.observed_by(metrics.database_observer()));
     let packages = PackageManager::with_metrics(
@@ -255,10 +255,10 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         metrics,
     );
     let accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
-        store,
+        store.clone(),
         Duration::from_millis(settings.auth.credential_freshness_ms),
     );
-    (packages, accounts)
+    (packages, accounts, AuditLog::new(store))
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -315,7 +315,7 @@ pub async fn reconcile_once(
     settings: &Settings,
     options: agentpkg_packagemgr::ReconcileOptions,
 ) -> Result<agentpkg_packagemgr::ReconcileReport, BuildError> {
-    let (packages, _) = manager(settings, connect(settings).await?);
+    let (packages, ..) = manager(settings, connect(settings).await?);
     Ok(packages.reconcile_with(options).await?)
 }
 
@@ -325,7 +325,11 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, BuildError> {
         settings.check().map_err(BuildError::Config)?;
         let secret = jwt_secret(&settings)?;
-        let (packages, accounts) = manager(&settings, connect(&settings).await?);
+        let trusted_proxies = settings
+            .server
+            .trusted_proxies()
+            .map_err(BuildError::Config)?;
+        let (packages, accounts, audit) = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
             .await?
@@ -353,6 +357,8 @@ impl Application {
                 settings.auth.clock_skew_secs,
             ),
             body_deadlines: settings.server.body_deadlines(),
+            audit,
+            trusted_proxies,
             downloads: DownloadOptions {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),

@@ -4,15 +4,16 @@
 use std::time::Duration;
 
 use agentpkg_model::{
-    ApiToken, Coordinates, LatestQuery, ListQuery, NewPackage, ObjectKey, Package, PackageName,
-    PackagePatch, Page, Role, User, Username,
+    ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NewAuditEvent,
+    NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Role, User, Username,
 };
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
 use crate::{
-    AccountStore, Deleted, DieselStore, Health, Inserted, NewToken, PackageStore, PoolStatus,
-    StoreError, TokenStore, UploadInFlight, UserState, packages, tokens, uploads, users,
+    AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, NewToken, PackageStore,
+    PoolStatus, StoreError, TokenStore, UploadInFlight, UserState, audit, packages, tokens,
+    uploads, users,
 };
 
 #[async_trait]
@@ -215,6 +216,20 @@ impl TokenStore for DieselStore {
 
     async fn touch_token(&self, id: i64) -> Result<(), StoreError> {
         self.with_conn("touch_token", move |c| tokens::touch(c, id))
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for DieselStore {
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<(), StoreError> {
+        self.with_conn("append_audit", move |c| audit::append(c, &event))
+            .await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEvent>, StoreError> {
+        let query = query.clone();
+        self.with_conn("list_audit", move |c| audit::list(c, &query))
             .await
     }
 }

@@ -11,6 +11,8 @@
 //! by operation and outcome, for whichever [`CallObserver`] the store was given.
 
 #[cfg(feature = "diesel")]
+mod audit;
+#[cfg(feature = "diesel")]
 mod connection;
 #[cfg(feature = "diesel")]
 mod diesel_store;
@@ -33,8 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    ApiToken, Coordinates, LatestQuery, ListQuery, NameScope, NewPackage, ObjectKey, Package,
-    PackageName, PackagePatch, Page, Role, TokenScope, User, Username,
+    ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NameScope,
+    NewAuditEvent, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Role,
+    TokenScope, User, Username,
 };
 use async_trait::async_trait;
 
@@ -161,6 +164,16 @@ pub trait TokenStore: Health {
     /// Records that the token was just used.
     async fn touch_token(&self, id: i64) -> Result<(), StoreError>;
 }
+
+/// The audit log: appended to, read, never changed.
+#[async_trait]
+pub trait AuditStore: Health {
+    async fn append_audit(&self, event: NewAuditEvent) -> Result<(), StoreError>;
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEvent>, StoreError>;
+}
+
+/// Shared handle to an audit store.
+pub type DynAuditStore = Arc<dyn AuditStore>;
 
 /// A token to record: its secret only as a hash.
 #[derive(Debug, Clone)]

@@ -63,3 +63,20 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(api_tokens, users);
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        actor_id -> Nullable<BigInt>,
+        actor -> Nullable<Text>,
+        token_name -> Nullable<Text>,
+        action -> Text,
+        package -> Nullable<Text>,
+        package_id -> Nullable<BigInt>,
+        subject -> Nullable<Text>,
+        address -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        detail -> Text,
+    }
+}

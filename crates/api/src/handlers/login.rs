@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState};
+use crate::{ApiError, ApiState, RequestContext};
+use agentpkg_model::AuditAction;
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
@@ -41,10 +42,22 @@ pub(crate) struct LoginResponse {
 )]
 pub(crate) async fn login(
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.into_inner();
-    let signed_in = state.accounts.login(&username, password).await?;
+    let signed_in = match state.accounts.login(&username, password).await {
+        Ok(signed_in) => signed_in,
+        Err(e) => {
+            if matches!(e, agentpkg_packagemgr::Error::BadCredentials) {
+                // The name tried, never the password.
+                let mut event = ctx.event(AuditAction::LoginFailed, None);
+                event.actor = Some(username.chars().take(64).collect());
+                state.audit.record(event).await;
+            }
+            return Err(e.into());
+        }
+    };
     let (token, expires_at) = state
         .tokens
         .issue(&signed_in.user, signed_in.credentials_version)?;

@@ -1,3 +1,4 @@
+pub(crate) mod audit;
 pub(crate) mod download;
 pub(crate) mod health;
 pub(crate) mod login;

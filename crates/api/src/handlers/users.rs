@@ -1,11 +1,11 @@
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{Password, Role, User, Username};
+use agentpkg_model::{AuditAction, Password, Role, User, Username};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
-use crate::{Admin, ApiError, ApiState, Viewer};
+use crate::{Admin, ApiError, ApiState, RequestContext, Viewer};
 
 /// A new account.
 #[derive(Deserialize, ToSchema)]
@@ -38,8 +38,9 @@ pub(crate) struct NewUser {
     ),
 )]
 pub(crate) async fn create(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     let username = Username::parse(&body.username)?;
@@ -49,6 +50,10 @@ pub(crate) async fn create(
         .accounts
         .create_user(&username, &password, role)
         .await?;
+    let mut event = ctx.event(AuditAction::UserCreate, Some(&admin.principal));
+    event.subject = Some(user.username.clone());
+    event.detail = user.role.to_string();
+    state.audit.record(event).await;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
         .json(user))
@@ -90,12 +95,17 @@ pub(crate) async fn list(
 pub(crate) async fn delete(
     admin: Admin,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
     state
         .accounts
-        .delete_user(admin.principal.user_id(), id.into_inner())
+        .delete_user(admin.principal.user_id(), id)
         .await?;
+    let mut event = ctx.event(AuditAction::UserDelete, Some(&admin.principal));
+    event.subject = Some(format!("user {id}"));
+    state.audit.record(event).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -128,6 +138,7 @@ pub(crate) struct UserPatch {
 pub(crate) async fn patch(
     admin: Admin,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     id: web::Path<i64>,
     body: web::Json<UserPatch>,
 ) -> Result<HttpResponse, ApiError> {
@@ -136,6 +147,10 @@ pub(crate) async fn patch(
         .accounts
         .change_role(admin.principal.user_id(), id.into_inner(), role)
         .await?;
+    let mut event = ctx.event(AuditAction::RoleChange, Some(&admin.principal));
+    event.subject = Some(user.username.clone());
+    event.detail = role.to_string();
+    state.audit.record(event).await;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -154,6 +169,7 @@ pub(crate) struct PasswordChange {
 async fn set_password(
     caller: &crate::Principal,
     state: &ApiState,
+    ctx: &RequestContext,
     id: i64,
     body: PasswordChange,
 ) -> Result<HttpResponse, ApiError> {
@@ -162,6 +178,9 @@ async fn set_password(
         .accounts
         .change_password(&caller.0, id, body.current_password, &new)
         .await?;
+    let mut event = ctx.event(AuditAction::PasswordChange, Some(caller));
+    event.subject = Some(format!("user {id}"));
+    state.audit.record(event).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -182,6 +201,7 @@ async fn set_password(
 pub(crate) async fn change_own_password(
     caller: Viewer,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
     if caller.principal.0.token.is_some() {
@@ -190,7 +210,7 @@ pub(crate) async fn change_own_password(
         ));
     }
     let id = caller.principal.user_id();
-    set_password(&caller.principal, &state, id, body.into_inner()).await
+    set_password(&caller.principal, &state, &ctx, id, body.into_inner()).await
 }
 
 /// Reset a user's password
@@ -211,8 +231,10 @@ pub(crate) async fn change_own_password(
 pub(crate) async fn reset_password(
     admin: Admin,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     id: web::Path<i64>,
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
-    set_password(&admin.principal, &state, id.into_inner(), body.into_inner()).await
+    let id = id.into_inner();
+    set_password(&admin.principal, &state, &ctx, id, body.into_inner()).await
 }

@@ -611,7 +611,7 @@ async fn trickling_and_stalled_clients_time_out_while_others_are_served() {
     let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let addr = app.base.trim_start_matches("http://").to_owned();
 
-    // 500 logins whose bodies come a byte every 3 seconds, and 50 uploads that stall
+    // 500 logins whose bodies come a byte every 6 seconds, and 50 uploads that stall
     // part-way.
     let logins: Vec<_> = (0..500)
         .map(|_| {
@@ -619,7 +619,7 @@ async fn trickling_and_stalled_clients_time_out_while_others_are_served() {
                 "POST /api/v1/auth/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
                  Content-Length: 200\r\n\r\n"
             );
-            tokio::spawn(trickle(addr.clone(), head, b"{".to_vec(), Duration::from_secs(3)))
+            tokio::spawn(trickle(addr.clone(), head, b"{".to_vec(), Duration::from_secs(6)))
         })
         .collect();
     let uploads: Vec<_> = (0..50)

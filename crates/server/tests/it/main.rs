@@ -1,6 +1,7 @@
 //! Integration tests: the real server over HTTP, on PostgreSQL + S3 (Garage) and on the
 //! embedded default (SQLite + directory). One binary, so the suite links once.
 
+mod audit;
 mod auth;
 mod cli;
 mod common;

@@ -201,6 +201,7 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             false,
         ),
         ("GET", "/metrics", "/metrics", Some(2), false),
+        ("GET", "/api/v1/audit", "/api/v1/audit", Some(2), false),
     ];
     // Every operation of the document has an entry: a new route needs one.
     let doc: Value = app

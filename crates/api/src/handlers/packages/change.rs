@@ -1,13 +1,13 @@
 //! Yank, restore, describe and delete.
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{Description, PackagePatch};
+use agentpkg_model::{AuditAction, Description, PackagePatch};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
 use crate::views::PackageView;
-use crate::{Admin, ApiError, ApiState, Publisher};
+use crate::{Admin, ApiError, ApiState, Publisher, RequestContext};
 
 /// A change to a package; absent fields are left as they are.
 #[derive(Deserialize, ToSchema)]
@@ -39,6 +39,7 @@ pub(crate) struct PatchBody {
 pub(crate) async fn patch(
     publisher: Publisher,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     id: web::Path<i64>,
     body: web::Json<PatchBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -55,7 +56,24 @@ pub(crate) async fn patch(
             .map(Description::parse)
             .transpose()?,
     };
+    let changes = [
+        patch.is_active.map(|active| {
+            if active {
+                AuditAction::Restore
+            } else {
+                AuditAction::Yank
+            }
+        }),
+        patch.description.as_ref().map(|_| AuditAction::Describe),
+    ];
     let package = state.packages.update(id, patch).await?;
+    for action in changes.into_iter().flatten() {
+        let mut event = ctx.event(action, Some(&publisher.principal));
+        event.package = Some(package.name.to_string());
+        event.package_id = Some(package.id);
+        event.detail = format!("{} {}/{}", package.version, package.platform, package.arch);
+        state.audit.record(event).await;
+    }
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -77,12 +95,21 @@ pub(crate) async fn patch(
 pub(crate) async fn delete(
     admin: Admin,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     admin
         .principal
         .may_write(&state.packages.get(id).await?.name)?;
-    state.packages.delete(id).await?;
+    let package = state.packages.delete(id).await?;
+    let mut event = ctx.event(AuditAction::Delete, Some(&admin.principal));
+    event.package = Some(package.name.to_string());
+    event.package_id = Some(package.id);
+    event.detail = format!(
+        "{} {}/{} sha256:{}",
+        package.version, package.platform, package.arch, package.checksum
+    );
+    state.audit.record(event).await;
     Ok(HttpResponse::NoContent().finish())
 }

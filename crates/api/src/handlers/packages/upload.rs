@@ -5,7 +5,7 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    Arch, Checksum, Description, FileName, Package, PackageName, Platform, Version,
+    Arch, AuditAction, Checksum, Description, FileName, Package, PackageName, Platform, Version,
 };
 use agentpkg_packagemgr::UploadMeta;
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use super::{CoordinatesPath, checksum_header, content_length, missing};
 use crate::error::ErrorBody;
 use crate::handlers::download::PackageBytes;
 use crate::views::PackageView;
-use crate::{ApiError, ApiState, Principal, Publisher};
+use crate::{ApiError, ApiState, Principal, Publisher, RequestContext};
 
 /// Room for the form's text fields and boundaries around the file itself.
 const FORM_OVERHEAD: u64 = 1024 * 1024;
@@ -65,25 +65,41 @@ pub(crate) struct UploadForm {
 pub(crate) async fn upload(
     publisher: Publisher,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     req: HttpRequest,
     multipart: Multipart,
 ) -> Result<HttpResponse, ApiError> {
-    counted(
-        &state,
-        upload_form(&state, &publisher.principal, &req, multipart).await,
-    )
+    let result = upload_form(&state, &publisher.principal, &req, multipart).await;
+    counted(&state, &ctx, &publisher.principal, result).await
 }
 
 /// Counts an upload's outcome: bytes published, or the reason it was refused.
-fn counted(state: &ApiState, result: Result<Package, ApiError>) -> Result<HttpResponse, ApiError> {
+/// Counts and audits an upload's outcome: bytes published, or the reason it was refused.
+async fn counted(
+    state: &ApiState,
+    ctx: &RequestContext,
+    principal: &Principal,
+    result: Result<Package, ApiError>,
+) -> Result<HttpResponse, ApiError> {
     match result {
         Ok(package) => {
             state.metrics.uploaded(package.file_size);
+            let mut event = ctx.event(AuditAction::Publish, Some(principal));
+            event.package = Some(package.name.to_string());
+            event.package_id = Some(package.id);
+            event.detail = format!(
+                "{} {}/{} sha256:{}",
+                package.version, package.platform, package.arch, package.checksum
+            );
+            state.audit.record(event).await;
             created(package)
         }
         Err(e) => {
             state.metrics.rejected(e.code);
             tracing::info!(code = e.code, status = e.status.as_u16(), "upload refused");
+            let mut event = ctx.event(AuditAction::UploadRefused, Some(principal));
+            event.detail = e.code.to_owned();
+            state.audit.record(event).await;
             Err(e)
         }
     }
@@ -172,13 +188,14 @@ pub(crate) struct PutParams {
 pub(crate) async fn put(
     publisher: Publisher,
     state: web::Data<ApiState>,
+    ctx: RequestContext,
     req: HttpRequest,
     path: web::Path<CoordinatesPath>,
     params: web::Query<PutParams>,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let put = put_body(&state, &publisher.principal, &req, &path, &params, body);
-    counted(&state, put.await)
+    counted(&state, &ctx, &publisher.principal, put.await).await
 }
 
 async fn put_body(

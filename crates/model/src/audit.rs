@@ -1,0 +1,129 @@
+//! The audit log: who did what, to which package or user, when and from where.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{PageRequest, ValidationError};
+
+macro_rules! actions {
+    ($($variant:ident => $text:literal),+ $(,)?) => {
+        /// What happened.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum AuditAction { $(#[serde(rename = $text)] $variant),+ }
+
+        impl AuditAction {
+            pub const ALL: &'static [AuditAction] = &[$(AuditAction::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(AuditAction::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for AuditAction {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(AuditAction::$variant),)+
+                    _ => Err(ValidationError::new(
+                        "action",
+                        format!("must be one of: {}", [$($text),+].join(", ")),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    Publish => "publish",
+    Yank => "yank",
+    Restore => "restore",
+    Describe => "describe",
+    Delete => "delete",
+    UploadRefused => "upload_refused",
+    LoginFailed => "login_failed",
+    LoginThrottled => "login_throttled",
+    UserCreate => "user_create",
+    UserDelete => "user_delete",
+    RoleChange => "role_change",
+    PasswordChange => "password_change",
+    TokenCreate => "token_create",
+    TokenRevoke => "token_revoke",
+    OwnerAdd => "owner_add",
+    OwnerRemove => "owner_remove",
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One event to record. Never holds a secret: no password, no token secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub actor_id: Option<i64>,
+    pub actor: Option<String>,
+    pub token_name: Option<String>,
+    pub action: AuditAction,
+    pub package: Option<String>,
+    pub package_id: Option<i64>,
+    pub subject: Option<String>,
+    pub address: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: String,
+}
+
+impl NewAuditEvent {
+    pub fn new(action: AuditAction) -> Self {
+        Self {
+            actor_id: None,
+            actor: None,
+            token_name: None,
+            action,
+            package: None,
+            package_id: None,
+            subject: None,
+            address: None,
+            request_id: None,
+            detail: String::new(),
+        }
+    }
+}
+
+/// A recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The user who acted, when known (a failed login names the username tried).
+    pub actor_id: Option<i64>,
+    pub actor: Option<String>,
+    /// The API token used, by name.
+    pub token_name: Option<String>,
+    pub action: AuditAction,
+    pub package: Option<String>,
+    pub package_id: Option<i64>,
+    /// The user acted upon.
+    pub subject: Option<String>,
+    /// The client's address.
+    pub address: Option<String>,
+    pub request_id: Option<String>,
+    pub detail: String,
+}
+
+/// Filters of the audit log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub action: Option<AuditAction>,
+    pub package: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub page: PageRequest,
+}
