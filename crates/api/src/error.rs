@@ -32,7 +32,7 @@ pub(crate) struct ErrorDetail<'a> {
     /// Stable machine-readable code: `invalid_field`, `missing_field`, `duplicate_field`,
     /// `unknown_field`, `invalid_json`, `invalid_query`, `invalid_path`,
     /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
-    /// `token_expired`, `token_revoked`, `invalid_credentials`, `forbidden`, `not_found`, `conflict`,
+    /// `token_expired`, `token_revoked`, `invalid_credentials`, `too_many_attempts`, `forbidden`, `not_found`, `conflict`,
     /// `payload_too_large`, `body_timeout`, `too_many_uploads`, `unsupported_media_type`, `checksum_mismatch`,
     /// `range_not_satisfiable`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
     #[schema(example = "invalid_field")]
@@ -165,6 +165,14 @@ impl From<MgrError> for ApiError {
             MgrError::BadCredentials => {
                 Self::unauthorized("invalid_credentials", "invalid username or password")
             }
+            MgrError::Throttled { retry_after_secs } => Self {
+                retry_after_secs: Some(retry_after_secs),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    format!("too many failed logins; try again in {retry_after_secs} seconds"),
+                )
+            },
             MgrError::TooManyUploads => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_uploads",

@@ -46,7 +46,6 @@ actions! {
     Delete => "delete",
     UploadRefused => "upload_refused",
     LoginFailed => "login_failed",
-    LoginThrottled => "login_throttled",
     UserCreate => "user_create",
     UserDelete => "user_delete",
     RoleChange => "role_change",

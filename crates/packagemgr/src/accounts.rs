@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{Password, Role, User, Username};
-use agentpkg_store::{DynAccountStore, DynTokenStore, StoreError};
+use std::net::IpAddr;
+
+use agentpkg_store::{DynAccountStore, DynTokenStore, LoginLimit, StoreError};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -23,6 +25,16 @@ pub struct Accounts {
     pub(crate) tokens: Option<DynTokenStore>,
     hasher: PasswordHasher,
     pub(crate) cache: Arc<CredentialCache>,
+    throttle: Option<LoginThrottle>,
+}
+
+/// Failed logins allowed per username from one address, and per address whatever the
+/// username, before further attempts are refused for a while (`429`). Keyed by address,
+/// so a guesser elsewhere never locks the real user out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    pub per_user: LoginLimit,
+    pub per_address: LoginLimit,
 }
 
 /// A successful password check: the user, and the version of their credentials that a
@@ -42,7 +54,14 @@ impl Accounts {
             tokens: None,
             hasher: PasswordHasher::start(limits),
             cache: CredentialCache::new(DEFAULT_FRESHNESS),
+            throttle: None,
         }
+    }
+
+    /// The same accounts, throttling failed logins.
+    pub fn with_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// The same accounts with API tokens from `tokens`, and credential checks trusted for
@@ -56,6 +75,57 @@ impl Accounts {
     /// The user with this username and password, or [`Error::BadCredentials`]; or
     /// [`Error::Busy`] when too many passwords are being checked already.
     pub async fn login(&self, username: &str, password: SecretString) -> Result<SignedIn, Error> {
+        self.login_from(username, password, None).await
+    }
+
+    /// [`Accounts::login`] from a client address, throttled: once too many attempts
+    /// failed, [`Error::Throttled`] until the block ends, before any password is checked.
+    pub async fn login_from(
+        &self,
+        username: &str,
+        password: SecretString,
+        from: Option<IpAddr>,
+    ) -> Result<SignedIn, Error> {
+        let address = from.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let user_key = format!(
+            "user:{}@{address}",
+            username.chars().take(64).collect::<String>()
+        );
+        let address_key = format!("address:{address}");
+        if let Some(throttle) = &self.throttle {
+            let keys = [user_key.clone(), address_key.clone()];
+            if let Some(until) = self.store.login_blocked(&keys).await? {
+                return Err(Error::Throttled {
+                    retry_after_secs: seconds_until(until),
+                });
+            }
+            return match self.check_password(username, password).await {
+                Err(Error::BadCredentials) => {
+                    for (key, limit) in [
+                        (&user_key, &throttle.per_user),
+                        (&address_key, &throttle.per_address),
+                    ] {
+                        if let Some(until) = self.store.login_failed(key, limit).await? {
+                            tracing::warn!(key = %key, seconds = seconds_until(until), "failed logins: further attempts refused for a while");
+                        }
+                    }
+                    Err(Error::BadCredentials)
+                }
+                Ok(signed_in) => {
+                    self.store.login_succeeded(&user_key).await?;
+                    Ok(signed_in)
+                }
+                Err(e) => Err(e),
+            };
+        }
+        self.check_password(username, password).await
+    }
+
+    async fn check_password(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> Result<SignedIn, Error> {
         let found = self.store.user_credentials(username).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), Some(hash)),
@@ -227,4 +297,11 @@ pub fn generate_password() -> Result<Password, Error> {
     Ok(Password::parse(
         &Alphanumeric.sample_string(&mut rand::rng(), 24),
     )?)
+}
+
+/// Whole seconds from now until `until`, at least 1.
+fn seconds_until(until: chrono::DateTime<chrono::Utc>) -> u64 {
+    u64::try_from((until - chrono::Utc::now()).num_seconds())
+        .unwrap_or(0)
+        .max(1)
 }

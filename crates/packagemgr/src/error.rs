@@ -39,6 +39,10 @@ pub enum Error {
     /// Authenticated, but not allowed this.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many failed logins from this address (for this username): try again after
+    /// `retry_after_secs`.
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
     /// Too many uploads are streaming at once; try again shortly.
     #[error("too many uploads are in progress")]
     TooManyUploads,

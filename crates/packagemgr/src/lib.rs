@@ -20,7 +20,10 @@ mod metrics;
 mod passwords;
 mod reconcile;
 
-pub use accounts::{Accounts, DEFAULT_FRESHNESS, FirstAdmin, SignedIn, generate_password};
+pub use accounts::{
+    Accounts, DEFAULT_FRESHNESS, FirstAdmin, LoginThrottle, SignedIn, generate_password,
+};
+pub use agentpkg_store::LoginLimit;
 pub use audit::AuditLog;
 pub use body::{BodyReader, BodySender, body_channel};
 pub use credentials::{Credential, TOKEN_PREFIX, TokenRequest};

@@ -205,6 +205,14 @@ pub struct AuthSettings {
     /// a deleted user, a changed role or password, or a revoked token stops working on
     /// every replica within this.
     pub credential_freshness_ms: u64,
+    /// Failed logins allowed per username from one address within `login_window_secs`
+    /// before further attempts are answered 429 (0: no throttling).
+    pub login_attempts: u32,
+    /// Failed logins allowed per address, whatever the username, within the window.
+    pub login_attempts_per_address: u32,
+    pub login_window_secs: u64,
+    /// The first block's length in seconds; each further failure doubles it, up to an hour.
+    pub login_backoff_secs: u64,
     /// Password of the `admin` user created on first start. When unset, a random one is
     /// generated and printed once to the log.
     pub admin_password: Option<SecretString>,
@@ -222,6 +230,10 @@ impl Default for AuthSettings {
             token_ttl_secs: 3600,
             clock_skew_secs: 60,
             credential_freshness_ms: 1000,
+            login_attempts: 5,
+            login_attempts_per_address: 20,
+            login_window_secs: 60,
+            login_backoff_secs: 30,
             admin_password: None,
             password_hash_workers: 0,
             password_hash_queue: 0,
@@ -230,6 +242,20 @@ impl Default for AuthSettings {
 }
 
 impl AuthSettings {
+    /// The login throttle, unless turned off (`login_attempts = 0`).
+    pub fn login_throttle(&self) -> Option<agentpkg_packagemgr::LoginThrottle> {
+        use agentpkg_packagemgr::LoginLimit;
+        let limit = |attempts: u32| LoginLimit {
+            attempts: attempts.max(1),
+            window: Duration::from_secs(self.login_window_secs.max(1)),
+            backoff: Duration::from_secs(self.login_backoff_secs.max(1)),
+        };
+        (self.login_attempts > 0).then(|| agentpkg_packagemgr::LoginThrottle {
+            per_user: limit(self.login_attempts),
+            per_address: limit(self.login_attempts_per_address.max(self.login_attempts)),
+        })
+    }
+
     /// The hashing bound, with 0s replaced by the defaults.
     pub fn hashing_limits(&self) -> HashingLimits {
         let default = HashingLimits::default();

@@ -254,10 +254,13 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         },
         metrics,
     );
-    let accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
+    let mut accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
         store.clone(),
         Duration::from_millis(settings.auth.credential_freshness_ms),
     );
+    if let Some(throttle) = settings.auth.login_throttle() {
+        accounts = accounts.with_throttle(throttle);
+    }
     (packages, accounts, AuditLog::new(store))
 }
 

@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
 use crate::{
-    AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, NewToken, PackageStore,
-    PoolStatus, StoreError, TokenStore, UploadInFlight, UserState, audit, packages, tokens,
-    uploads, users,
+    AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, LoginLimit, NewToken,
+    PackageStore, PoolStatus, StoreError, TokenStore, UploadInFlight, UserState, audit, packages,
+    throttle, tokens, uploads, users,
 };
 
 #[async_trait]
@@ -178,6 +178,31 @@ impl AccountStore for DieselStore {
             users::set_password(c, id, &password_hash)
         })
         .await
+    }
+
+    async fn login_blocked(
+        &self,
+        keys: &[String],
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let keys = keys.to_vec();
+        self.with_conn("login_blocked", move |c| throttle::blocked(c, &keys))
+            .await
+    }
+
+    async fn login_failed(
+        &self,
+        key: &str,
+        limit: &LoginLimit,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        let (key, limit) = (key.to_owned(), *limit);
+        self.with_conn("login_failed", move |c| throttle::failed(c, &key, &limit))
+            .await
+    }
+
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.with_conn("login_succeeded", move |c| throttle::succeeded(c, &key))
+            .await
     }
 }
 

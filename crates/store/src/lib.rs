@@ -22,6 +22,8 @@ mod packages;
 #[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
+mod throttle;
+#[cfg(feature = "diesel")]
 mod tokens;
 #[cfg(feature = "diesel")]
 mod uploads;
@@ -134,6 +136,30 @@ pub trait AccountStore: Health {
     /// Changes a password hash; every credential that names the user's version stops
     /// working. `false` when there is no such user.
     async fn set_password(&self, id: i64, password_hash: String) -> Result<bool, StoreError>;
+
+    /// The latest time until which any of `keys` is blocked from logging in, if one is.
+    async fn login_blocked(
+        &self,
+        keys: &[String],
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
+    /// Counts a failed login under `key`; returns the time it is blocked until, once the
+    /// failures in the window reach the limit.
+    async fn login_failed(
+        &self,
+        key: &str,
+        limit: &LoginLimit,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
+    /// Clears the failures counted under `key`.
+    async fn login_succeeded(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// How many failed logins a key may make in a window before it is blocked, and the first
+/// block's length (each further failure doubles it, up to an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimit {
+    pub attempts: u32,
+    pub window: Duration,
+    pub backoff: Duration,
 }
 
 /// A user as every request's credential check sees it.

@@ -80,3 +80,12 @@ diesel::table! {
         detail -> Text,
     }
 }
+
+diesel::table! {
+    login_failures (key) {
+        key -> Text,
+        failures -> BigInt,
+        first_at -> Timestamp,
+        blocked_until -> Nullable<Timestamp>,
+    }
+}

@@ -36,6 +36,8 @@ pub(crate) struct LoginResponse {
         (status = 200, description = "A token", body = LoginResponse),
         (status = 400, description = "Invalid JSON body", body = ErrorBody),
         (status = 401, description = "Invalid username or password", body = ErrorBody),
+        (status = 429, description = "Too many failed logins from this address (for this \
+            username); `Retry-After` says when to try again", body = ErrorBody),
         (status = 503, description = "Too many logins are being checked at once (`busy`, \
             `Retry-After: 1`), or the database is unavailable", body = ErrorBody),
     ),
@@ -46,7 +48,11 @@ pub(crate) async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.into_inner();
-    let signed_in = match state.accounts.login(&username, password).await {
+    let signed_in = match state
+        .accounts
+        .login_from(&username, password, ctx.address)
+        .await
+    {
         Ok(signed_in) => signed_in,
         Err(e) => {
             if matches!(e, agentpkg_packagemgr::Error::BadCredentials) {

@@ -627,3 +627,70 @@ async fn revocations_reach_a_second_replica_within_a_second() {
     assert!(slowest <= Duration::from_millis(1500), "took {slowest:?}");
     handle.stop(false).await;
 }
+
+/// A login from `address`, through the test server (trusted as a proxy for it).
+async fn login_as(base: &str, user: &str, password: &str, address: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/login"))
+        .header("X-Forwarded-For", address)
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled_per_address_on_every_replica() {
+    let app = TestApp::spawn_with(Backend::Production, |s| {
+        s.server.trusted_proxies = vec!["127.0.0.1".into()];
+        s.auth.login_attempts = 3;
+        s.auth.login_backoff_secs = 30;
+    })
+    .await;
+    let second = Application::build(app.settings.clone()).await.unwrap();
+    let other = format!("http://127.0.0.1:{}", second.port());
+    let handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+    let password = crate::common::ADMIN_PASSWORD;
+    let guesser = "203.0.113.7";
+
+    for _ in 0..3 {
+        let res = login_as(&app.base, "admin", "a wrong guess of a password", guesser).await;
+        expect_error(res, 401, "invalid_credentials").await;
+    }
+    // Blocked now, even with the right password, on either replica.
+    for base in [&app.base, &other] {
+        let res = login_as(base, "admin", password, guesser).await;
+        assert_eq!(res.status(), 429);
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&wait), "Retry-After: {wait}");
+        expect_error(res, 429, "too_many_attempts").await;
+    }
+    // The real user, elsewhere, is not locked out.
+    let res = login_as(&other, "admin", password, "198.51.100.20").await;
+    assert_eq!(res.status(), 200);
+    // X-Forwarded-For from a peer that is not a trusted proxy is not believed: without
+    // trust, every request is the peer's own.
+    let untrusted = TestApp::spawn_with(Backend::Embedded, |s| s.auth.login_attempts = 2).await;
+    for _ in 0..2 {
+        let res = login_as(
+            &untrusted.base,
+            "admin",
+            "a wrong guess of a password",
+            "192.0.2.1",
+        )
+        .await;
+        assert_eq!(res.status(), 401);
+    }
+    let res = login_as(&untrusted.base, "admin", password, "192.0.2.99").await;
+    assert_eq!(
+        res.status(),
+        429,
+        "a forged X-Forwarded-For escaped the throttle"
+    );
+    handle.stop(false).await;
+}
