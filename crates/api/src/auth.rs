@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use agentpkg_model::{NameScope, PackageName, Role, User};
+use agentpkg_model::{Actor, NameScope, PackageName, Role, User};
 use agentpkg_packagemgr::{Credential, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
 use futures_util::future::LocalBoxFuture;
@@ -148,6 +148,14 @@ impl Principal {
             Err(ApiError::forbidden(format!(
                 "this token may not touch the package {name}"
             )))
+        }
+    }
+
+    /// The caller as an actor on packages (for ownership).
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.0.user_id,
+            admin: self.0.role == Role::Admin,
         }
     }
 

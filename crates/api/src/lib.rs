@@ -83,6 +83,15 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         web::get().to(handlers::packages::downloads::download),
                     )
                     .route(
+                        "/packages/{name}/owners",
+                        web::get().to(handlers::packages::owners::list),
+                    )
+                    .service(
+                        web::resource("/packages/{name}/owners/{username}")
+                            .route(web::put().to(handlers::packages::owners::add))
+                            .route(web::delete().to(handlers::packages::owners::remove)),
+                    )
+                    .route(
                         "/packages/{name}/versions",
                         web::get().to(handlers::packages::read::versions),
                     )

@@ -36,6 +36,9 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         handlers::packages::change::patch,
         handlers::packages::change::delete,
         handlers::packages::read::versions,
+        handlers::packages::owners::list,
+        handlers::packages::owners::add,
+        handlers::packages::owners::remove,
         handlers::packages::upload::put,
         handlers::packages::downloads::download,
         handlers::packages::downloads::download_by_coordinates,
@@ -288,7 +291,7 @@ mod tests {
                     assert!(headers[header].is_object(), "{method} {path} {header}");
                 }
             }
-            if method == "PUT" && path.starts_with("/api/v1/packages/") {
+            if method == "PUT" && path.contains("{version}") {
                 let body = &op["requestBody"]["content"]["application/octet-stream"];
                 assert_eq!(resolve(&body["schema"]), binary, "{method} {path}");
             }

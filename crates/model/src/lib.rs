@@ -19,7 +19,7 @@ pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
 pub use error::ValidationError;
 pub use key::ObjectKey;
 pub use package::{
-    Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
+    Actor, Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
     PackagePatch, Platform, VersionBuilds,
 };
 pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest};

@@ -279,6 +279,17 @@ pub struct NewPackage {
     pub file_size: u64,
     pub checksum: Checksum,
     pub storage_key: ObjectKey,
+    /// Who publishes it, for package ownership; `None` where there are no users (a service
+    /// embedding the package manager without accounts).
+    pub publisher: Option<Actor>,
+}
+
+/// A user acting on packages: their id, and whether they are an admin (who may act on any
+/// name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: i64,
+    pub admin: bool,
 }
 
 /// A change to a stored package: yank or restore it, or edit its description.

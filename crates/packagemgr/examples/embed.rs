@@ -290,6 +290,7 @@ fn meta(version: &str) -> Result<UploadMeta, Error> {
         filename: None,
         description: Description::parse("built by the embedding service")?,
         expected_sha256: None,
+        publisher: None,
     })
 }
 

@@ -237,6 +237,16 @@ impl Accounts {
         }
     }
 
+    /// The user with this username.
+    pub async fn find_user(&self, username: &str) -> Result<User, Error> {
+        Ok(self
+            .store
+            .user_credentials(username)
+            .await?
+            .ok_or(Error::UserNotFound)?
+            .0)
+    }
+
     pub async fn list_users(&self) -> Result<Vec<User>, Error> {
         Ok(self.store.list_users().await?)
     }

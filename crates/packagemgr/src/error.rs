@@ -68,6 +68,9 @@ impl From<StoreError> for Error {
             | StoreError::Task(_)
             | StoreError::Contention(_)
             | StoreError::CommitUncertain(_) => Error::DatabaseUnavailable(e),
+            StoreError::NotOwner => Error::Forbidden(
+                "only the package's owners (or an admin) may publish to or change it".into(),
+            ),
             StoreError::Query(_) | StoreError::Corrupt(_) | StoreError::Migration(_) => {
                 Error::Internal(e.to_string())
             }

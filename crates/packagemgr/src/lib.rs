@@ -23,7 +23,7 @@ mod reconcile;
 pub use accounts::{
     Accounts, DEFAULT_FRESHNESS, FirstAdmin, LoginThrottle, SignedIn, generate_password,
 };
-pub use agentpkg_store::LoginLimit;
+pub use agentpkg_store::{LoginLimit, Owner};
 pub use audit::AuditLog;
 pub use body::{BodyReader, BodySender, body_channel};
 pub use credentials::{Credential, TOKEN_PREFIX, TokenRequest};

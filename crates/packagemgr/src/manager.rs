@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpkg_model::{
-    Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage, ObjectKey,
-    Package, PackageName, PackagePatch, Page, ValidationError, VersionBuilds,
+    Actor, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage,
+    ObjectKey, Package, PackageName, PackagePatch, Page, ValidationError, VersionBuilds,
 };
 use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
-use agentpkg_store::{DynPackageStore, StoreError};
+use agentpkg_store::{DynOwnershipStore, DynPackageStore, Owner, StoreError};
 use tokio::io::AsyncRead;
 
 use crate::guard::{Keepalive, ObjectGuard, delete_logged};
@@ -52,6 +52,9 @@ pub struct UploadMeta {
     pub description: Description,
     /// A SHA-256 announced by the client; the upload is refused when the bytes differ.
     pub expected_sha256: Option<Checksum>,
+    /// Who publishes: the first publisher of a name owns it, and only its owners (and
+    /// admins) publish more. `None` where there are no users.
+    pub publisher: Option<Actor>,
 }
 
 /// Bytes that are stored but not yet published. Until [`PackageManager::publish`] commits
@@ -99,6 +102,7 @@ pub struct PackageManager {
     pub(crate) metrics: ManagerMetrics,
     readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
     uploads: Arc<tokio::sync::Semaphore>,
+    ownership: Option<DynOwnershipStore>,
 }
 
 /// How long a readiness answer is reused: probes, and floods of them, cost at most one
@@ -154,7 +158,20 @@ impl PackageManager {
             config,
             metrics,
             readiness: Arc::default(),
+            ownership: None,
         }
+    }
+
+    /// The same manager with package ownership: the first publisher of a name owns it, and
+    /// only its owners (and admins) publish to or change it. Without it, every publisher
+    /// may act on every name (a service without users).
+    pub fn with_ownership(mut self, ownership: DynOwnershipStore) -> Self {
+        self.ownership = Some(ownership);
+        self
+    }
+
+    fn ownership(&self) -> Result<&DynOwnershipStore, Error> {
+        self.ownership.as_ref().ok_or(Error::NotFound)
     }
 
     /// Takes a snapshot of the database pool into the metrics; call it before exporting
@@ -183,9 +200,73 @@ impl PackageManager {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        if let Some(publisher) = &meta.publisher {
+            self.ensure_may_act(&meta.coordinates.name, publisher)
+                .await?;
+        }
         self.ensure_absent(&meta.coordinates).await?;
         let staged = self.stage(body).await?;
         self.publish(staged, meta).await
+    }
+
+    /// Fails with [`Error::Forbidden`] unless `actor` may publish to or change `name`: an
+    /// admin, anyone while the name is unclaimed, otherwise its owners.
+    pub async fn ensure_may_act(&self, name: &PackageName, actor: &Actor) -> Result<(), Error> {
+        let Some(ownership) = &self.ownership else {
+            return Ok(());
+        };
+        if ownership.may_act(name, actor).await? {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "{name} belongs to its owners: only they (or an admin) may publish to or change it"
+            )))
+        }
+    }
+
+    /// The owners of a package name; [`Error::NotFound`] while nobody has claimed it.
+    pub async fn owners(&self, name: &PackageName) -> Result<Vec<Owner>, Error> {
+        self.ownership()?.owners(name).await?.ok_or(Error::NotFound)
+    }
+
+    /// Makes user `user_id` an owner of `name`, on behalf of `actor` (an owner or an admin).
+    pub async fn add_owner(
+        &self,
+        actor: &Actor,
+        name: &PackageName,
+        user_id: i64,
+    ) -> Result<(), Error> {
+        self.owners(name).await?;
+        self.ensure_may_act(name, actor).await?;
+        if !self.ownership()?.add_owner(name, user_id).await? {
+            return Err(Error::NotFound);
+        }
+        tracing::info!(name = %name, user_id, by = actor.user_id, "package owner added");
+        Ok(())
+    }
+
+    /// Removes user `user_id` from the owners of `name`, on behalf of `actor` (an owner or
+    /// an admin). The last owner stays: a name always has one. An admin transfers a name
+    /// by adding the new owner, then removing the old.
+    pub async fn remove_owner(
+        &self,
+        actor: &Actor,
+        name: &PackageName,
+        user_id: i64,
+    ) -> Result<(), Error> {
+        self.owners(name).await?;
+        self.ensure_may_act(name, actor).await?;
+        match self.ownership()?.remove_owner(name, user_id).await {
+            Ok(true) => {
+                tracing::info!(name = %name, user_id, by = actor.user_id, "package owner removed");
+                Ok(())
+            }
+            Ok(false) => Err(Error::UserNotFound),
+            Err(StoreError::Conflict) => Err(Error::Conflict(format!(
+                "{name} must keep at least one owner: add another first"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Fails with a conflict when a package with these coordinates exists. Lets callers
@@ -389,7 +470,16 @@ impl PackageManager {
 
     /// Yanks or restores a package (`is_active`), or edits its description. A yanked
     /// package leaves lists and `latest` but stays downloadable by id and coordinates.
-    pub async fn update(&self, id: i64, patch: PackagePatch) -> Result<Package, Error> {
+    pub async fn update(
+        &self,
+        id: i64,
+        patch: PackagePatch,
+        actor: Option<&Actor>,
+    ) -> Result<Package, Error> {
+        if let Some(actor) = actor {
+            let package = self.get(id).await?;
+            self.ensure_may_act(&package.name, actor).await?;
+        }
         if patch.is_empty() {
             return Err(ValidationError::new(
                 "body",
@@ -601,6 +691,7 @@ fn prepare_row(staged: &StagedUpload, meta: UploadMeta) -> Result<NewPackage, Er
         file_size: staged.size,
         checksum: staged.checksum.clone(),
         storage_key: staged.key().clone(),
+        publisher: meta.publisher,
     })
 }
 

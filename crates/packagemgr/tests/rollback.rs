@@ -162,6 +162,7 @@ fn meta(version: &str) -> UploadMeta {
         filename: None,
         description: Description::parse("test agent").unwrap(),
         expected_sha256: None,
+        publisher: None,
     }
 }
 

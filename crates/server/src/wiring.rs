@@ -253,7 +253,8 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
             storage_read_timeout: Duration::from_secs(settings.storage.read_timeout_secs.max(1)),
         },
         metrics,
-    );
+    )
+    .with_ownership(store.clone());
     let mut accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
         store.clone(),
         Duration::from_millis(settings.auth.credential_freshness_ms),

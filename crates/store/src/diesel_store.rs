@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use agentpkg_model::{
-    ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NewAuditEvent,
+    Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NewAuditEvent,
     NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Role, User, Username,
 };
 use async_trait::async_trait;
 use diesel::r2d2::R2D2Connection;
 
 use crate::{
-    AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, LoginLimit, NewToken,
-    PackageStore, PoolStatus, StoreError, TokenStore, UploadInFlight, UserState, audit, packages,
-    throttle, tokens, uploads, users,
+    AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, LoginLimit, NewToken, Owner,
+    OwnershipStore, PackageStore, PoolStatus, StoreError, TokenStore, UploadInFlight, UserState,
+    audit, owners, packages, throttle, tokens, uploads, users,
 };
 
 #[async_trait]
@@ -255,6 +255,33 @@ impl AuditStore for DieselStore {
     async fn list_audit(&self, query: &AuditQuery) -> Result<Page<AuditEvent>, StoreError> {
         let query = query.clone();
         self.with_conn("list_audit", move |c| audit::list(c, &query))
+            .await
+    }
+}
+
+#[async_trait]
+impl OwnershipStore for DieselStore {
+    async fn may_act(&self, name: &PackageName, actor: &Actor) -> Result<bool, StoreError> {
+        let (name, actor) = (name.to_string(), *actor);
+        self.with_conn("may_act", move |c| owners::may_act(c, &name, &actor))
+            .await
+    }
+
+    async fn owners(&self, name: &PackageName) -> Result<Option<Vec<Owner>>, StoreError> {
+        let name = name.to_string();
+        self.with_conn("owners", move |c| owners::list(c, &name))
+            .await
+    }
+
+    async fn add_owner(&self, name: &PackageName, user_id: i64) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with_conn("add_owner", move |c| owners::add(c, &name, user_id))
+            .await
+    }
+
+    async fn remove_owner(&self, name: &PackageName, user_id: i64) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with_conn("remove_owner", move |c| owners::remove(c, &name, user_id))
             .await
     }
 }

@@ -13,6 +13,9 @@ pub enum StoreError {
     /// Any other database error. Its text is for the log, never for a client.
     #[error("database error: {0}")]
     Query(String),
+    /// The package name is someone else's: only its owners (and admins) may publish to it.
+    #[error("not an owner of the package")]
+    NotOwner,
     /// A row that the code cannot read back (edited by hand, or a bug).
     #[error("corrupt row: {0}")]
     Corrupt(String),

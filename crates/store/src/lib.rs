@@ -18,6 +18,8 @@ mod connection;
 mod diesel_store;
 mod error;
 #[cfg(feature = "diesel")]
+mod owners;
+#[cfg(feature = "diesel")]
 mod packages;
 #[cfg(feature = "diesel")]
 mod schema;
@@ -37,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NameScope,
+    Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NameScope,
     NewAuditEvent, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Role,
     TokenScope, User, Username,
 };
@@ -105,6 +107,33 @@ pub trait PackageStore: Health {
     /// Whether a blob names `key`, or an upload to it was touched within `stale_after`:
     /// asked again just before reconciliation deletes an object.
     async fn object_in_use(&self, key: &str, stale_after: Duration) -> Result<bool, StoreError>;
+}
+
+/// Who owns package names. The store's [`PackageStore::insert_package`] claims an
+/// unclaimed name for its [`NewPackage::publisher`], or refuses one who is not an owner
+/// ([`StoreError::NotOwner`]), in its own transaction.
+#[async_trait]
+pub trait OwnershipStore: Health {
+    /// Whether `actor` may publish to or change `name`: an admin always, anyone while the
+    /// name is unclaimed, otherwise its owners (the insert checks again).
+    async fn may_act(&self, name: &PackageName, actor: &Actor) -> Result<bool, StoreError>;
+    /// The owners of a claimed name, or `None` when nobody has claimed it.
+    async fn owners(&self, name: &PackageName) -> Result<Option<Vec<Owner>>, StoreError>;
+    /// Adds an owner to a claimed name; `false` when the name is unclaimed.
+    async fn add_owner(&self, name: &PackageName, user_id: i64) -> Result<bool, StoreError>;
+    /// Removes an owner ([`StoreError::Conflict`] for the last one); `false` when they were
+    /// not one.
+    async fn remove_owner(&self, name: &PackageName, user_id: i64) -> Result<bool, StoreError>;
+}
+
+/// Shared handle to an ownership store.
+pub type DynOwnershipStore = Arc<dyn OwnershipStore>;
+
+/// An owner of a package name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user_id: i64,
+    pub username: String,
 }
 
 /// An upload that has not finished, as its marker tells.

@@ -124,6 +124,9 @@ pub(crate) fn insert(conn: &mut DbConnection, new: &NewPackage) -> Result<Insert
 ///   the next attempt creates a blob from this upload's own object.
 fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, StoreError> {
     let c = &new.coordinates;
+    if let Some(publisher) = &new.publisher {
+        crate::owners::claim_or_check(conn, c.name.as_str(), publisher)?;
+    }
     let file_size = i64::try_from(new.file_size)
         .map_err(|_| StoreError::Corrupt("file size exceeds i64".into()))?;
     let at = now();

@@ -89,3 +89,20 @@ diesel::table! {
         blocked_until -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    package_names (name) {
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    package_owners (name, user_id) {
+        name -> Text,
+        user_id -> BigInt,
+    }
+}
+
+diesel::joinable!(package_owners -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(package_owners, users);

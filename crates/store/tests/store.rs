@@ -44,6 +44,7 @@ fn new_package(name: &str, version: &str, platform: Platform, arch: Arch) -> New
         file_size: 3,
         checksum: distinct_checksum(),
         storage_key: ObjectKey::for_new_package(rand_id()),
+        publisher: None,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::common::{Backend, TestApp, expect_error};
 
 on_both_backends!(
     every_route_admits_exactly_the_roles_and_scopes_it_should,
+    a_name_belongs_to_its_owners,
     name_patterns_limit_what_a_token_sees_and_publishes,
     tokens_are_shown_once_listed_without_secrets_and_expire,
     password_and_role_changes_end_sessions_but_not_the_account,
@@ -158,6 +159,27 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             "PUT",
             "/api/v1/packages/{name}/{version}/{platform}/{arch}",
             "/api/v1/packages/a/1.0.0/linux/amd64",
+            Some(1),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{name}/owners",
+            "/api/v1/packages/a/owners",
+            Some(0),
+            false,
+        ),
+        (
+            "PUT",
+            "/api/v1/packages/{name}/owners/{username}",
+            "/api/v1/packages/a/owners/admin",
+            Some(1),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/packages/{name}/owners/{username}",
+            "/api/v1/packages/a/owners/admin",
             Some(1),
             false,
         ),
@@ -693,4 +715,163 @@ async fn failed_logins_are_throttled_per_address_on_every_replica() {
         "a forged X-Forwarded-For escaped the throttle"
     );
     handle.stop(false).await;
+}
+
+/// Creates a user with `role` and returns (username, session token).
+async fn user(app: &TestApp, admin: &str, name: &str, role: &str) -> String {
+    let res = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(admin)
+        .json(&json!({"username": name, "password": "a long enough password", "role": role}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = app.login(name, "a long enough password").await;
+    res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn a_name_belongs_to_its_owners(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let alice = user(&app, &admin, "alice", "publisher").await;
+    let mallory = user(&app, &admin, "mallory", "publisher").await;
+    let put = |token: &str, version: &str| {
+        let req = app
+            .client
+            .put(app.url(&format!(
+                "/api/v1/packages/opamp-agent/{version}/linux/amd64"
+            )))
+            .bearer_auth(token)
+            .body(format!("agent {version}"));
+        async move { req.send().await.unwrap() }
+    };
+    let owners = || async {
+        let res = app.get("/api/v1/packages/opamp-agent/owners", &alice).await;
+        let list: Vec<Value> = res.json().await.unwrap();
+        list.iter()
+            .map(|o| o["username"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    expect_error(
+        app.get("/api/v1/packages/opamp-agent/owners", &alice).await,
+        404,
+        "not_found",
+    )
+    .await;
+    // The first publisher claims the name.
+    let res = put(&alice, "1.0.0").await;
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    assert_eq!(owners().await, ["alice"]);
+    // Another publisher may not publish, yank, describe, or make themselves an owner.
+    expect_error(put(&mallory, "99.0.0").await, 403, "forbidden").await;
+    let fields = [
+        ("name", "opamp-agent"),
+        ("version", "99.0.1"),
+        ("platform", "linux"),
+        ("arch", "amd64"),
+    ];
+    expect_error(
+        app.upload(&mallory, b"x".to_vec(), &fields).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    for body in [
+        json!({"is_active": false}),
+        json!({"description": "mine now"}),
+    ] {
+        let res = app
+            .client
+            .patch(app.url(&format!("/api/v1/packages/{id}")))
+            .bearer_auth(&mallory)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, 403, "forbidden").await;
+    }
+    let res = app
+        .client
+        .put(app.url("/api/v1/packages/opamp-agent/owners/mallory"))
+        .bearer_auth(&mallory)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 403, "forbidden").await;
+    // Nor may a token of theirs, whatever its patterns.
+    let (_, token) = create_token(
+        &app,
+        &mallory,
+        json!({"name": "ci", "scope": "publish", "packages": ["opamp-*"]}),
+    )
+    .await;
+    expect_error(put(&token, "99.0.2").await, 403, "forbidden").await;
+    let (keys, rows) = app.stored().await;
+    assert_eq!(
+        (keys.len(), rows),
+        (1, 1),
+        "nothing of the refused uploads stays"
+    );
+
+    // Added as a co-owner by alice, mallory may.
+    let res = app
+        .client
+        .put(app.url("/api/v1/packages/opamp-agent/owners/mallory"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(owners().await, ["alice", "mallory"]);
+    assert_eq!(put(&mallory, "1.1.0").await.status(), 201);
+    assert_eq!(put(&token, "1.2.0").await.status(), 201);
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/packages/{id}")))
+        .bearer_auth(&mallory)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // An admin transfers the name: adds the new owner, removes the old ones.
+    let bob = user(&app, &admin, "bob", "publisher").await;
+    for (method, who) in [("PUT", "bob"), ("DELETE", "alice"), ("DELETE", "mallory")] {
+        let res = app
+            .client
+            .request(
+                method.parse().unwrap(),
+                app.url(&format!("/api/v1/packages/opamp-agent/owners/{who}")),
+            )
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204, "{method} {who}");
+    }
+    assert_eq!(owners().await, ["bob"]);
+    expect_error(put(&alice, "2.0.0").await, 403, "forbidden").await;
+    assert_eq!(put(&bob, "2.0.0").await.status(), 201);
+    // The last owner stays.
+    let res = app
+        .client
+        .delete(app.url("/api/v1/packages/opamp-agent/owners/bob"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 409, "conflict").await;
+    let audit: Vec<Value> = app
+        .get("/api/v1/audit?action=owner_add", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2);
 }

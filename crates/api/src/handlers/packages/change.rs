@@ -66,7 +66,8 @@ pub(crate) async fn patch(
         }),
         patch.description.as_ref().map(|_| AuditAction::Describe),
     ];
-    let package = state.packages.update(id, patch).await?;
+    let actor = publisher.principal.actor();
+    let package = state.packages.update(id, patch, Some(&actor)).await?;
     for action in changes.into_iter().flatten() {
         let mut event = ctx.event(action, Some(&publisher.principal));
         event.package = Some(package.name.to_string());

@@ -3,7 +3,7 @@
 
 use actix_multipart::{Field, Multipart};
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, NameScope, PackageName, Platform,
+    Actor, Arch, Checksum, Coordinates, Description, FileName, NameScope, PackageName, Platform,
     ValidationError, Version,
 };
 use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta};
@@ -31,10 +31,13 @@ pub(super) struct Form {
 }
 
 impl Form {
-    /// Reads the form; a name outside `names` is refused as soon as it arrives.
+    /// Reads the form for `publisher`; a name outside `names` is refused as soon as it
+    /// arrives, and a name `publisher` does not own before the file is read when it comes
+    /// first.
     pub(super) async fn read(
         &mut self,
         mgr: &PackageManager,
+        publisher: &Actor,
         names: &NameScope,
         multipart: &mut Multipart,
     ) -> Result<(), ApiError> {
@@ -51,6 +54,9 @@ impl Form {
                         .filter(|f| !f.is_empty())
                         .map(FileName::parse)
                         .transpose()?;
+                    if let Some(name) = &self.name {
+                        mgr.ensure_may_act(name, publisher).await?;
+                    }
                     if let Some(coordinates) = self.coordinates() {
                         mgr.ensure_absent(&coordinates).await?;
                     }
@@ -109,7 +115,11 @@ impl Form {
         })
     }
 
-    pub(super) fn meta(&mut self, header_sha256: Option<Checksum>) -> Result<UploadMeta, ApiError> {
+    pub(super) fn meta(
+        &mut self,
+        header_sha256: Option<Checksum>,
+        publisher: Actor,
+    ) -> Result<UploadMeta, ApiError> {
         let expected_sha256 = match (self.sha256.take(), header_sha256) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ValidationError::new(
@@ -130,6 +140,7 @@ impl Form {
             filename: self.filename.take(),
             description: self.description.take().unwrap_or_default(),
             expected_sha256,
+            publisher: Some(publisher),
         })
     }
 }

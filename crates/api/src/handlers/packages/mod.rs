@@ -6,6 +6,7 @@ pub(crate) mod change;
 pub(crate) mod downloads;
 pub(crate) mod form;
 pub(crate) mod list;
+pub(crate) mod owners;
 pub(crate) mod read;
 pub(crate) mod upload;
 

@@ -132,10 +132,11 @@ async fn upload_form(
     let header_sha256 = checksum_header(req)?;
 
     let mut form = Form::default();
+    let actor = principal.actor();
     let read = form
-        .read(&state.packages, principal.names(), &mut multipart)
+        .read(&state.packages, &actor, principal.names(), &mut multipart)
         .await;
-    let meta = read.and_then(|()| form.meta(header_sha256));
+    let meta = read.and_then(|()| form.meta(header_sha256, actor));
     let staged = form.staged.take();
     match (meta, staged) {
         (Ok(meta), Some(staged)) => Ok(state.packages.publish(staged, meta).await?),
@@ -225,6 +226,7 @@ async fn put_body(
             .transpose()?
             .unwrap_or_default(),
         expected_sha256: checksum_header(req)?,
+        publisher: Some(principal.actor()),
         coordinates,
     };
     upload_stream(&state.packages, meta, body).await

@@ -1,0 +1,135 @@
+//! Who owns a package name: listed to readers, changed by its owners (and admins).
+
+use actix_web::{HttpResponse, web};
+use agentpkg_model::{AuditAction, PackageName};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ErrorBody;
+use crate::{ApiError, ApiState, Principal, Publisher, RequestContext, Viewer};
+
+/// An owner of a package name.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct OwnerView {
+    user_id: i64,
+    #[schema(example = "ci-bot")]
+    username: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct OwnerPath {
+    /// Package name.
+    #[param(value_type = PackageName)]
+    name: String,
+    /// The user to add or remove.
+    username: String,
+}
+
+/// Owners of a package name
+///
+/// The users who may publish new versions of the name, yank, restore or describe them, and
+/// change this list (admins may too). Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{name}/owners",
+    tag = "packages",
+    params(("name" = PackageName, Path, description = "Package name")),
+    responses(
+        (status = 200, description = "The owners, by username", body = Vec<OwnerView>),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 404, description = "Nobody has published this name", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list(
+    viewer: Viewer,
+    state: web::Data<ApiState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = PackageName::parse(&name)?;
+    viewer.principal.may_read(&name)?;
+    let owners: Vec<OwnerView> = state
+        .packages
+        .owners(&name)
+        .await?
+        .into_iter()
+        .map(|o| OwnerView {
+            user_id: o.user_id,
+            username: o.username,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(owners))
+}
+
+async fn change(
+    principal: &Principal,
+    state: &ApiState,
+    ctx: &RequestContext,
+    path: OwnerPath,
+    add: bool,
+) -> Result<HttpResponse, ApiError> {
+    let name = PackageName::parse(&path.name)?;
+    principal.may_write(&name)?;
+    let user = state.accounts.find_user(&path.username).await?;
+    let actor = principal.actor();
+    let action = if add {
+        state.packages.add_owner(&actor, &name, user.id).await?;
+        AuditAction::OwnerAdd
+    } else {
+        state.packages.remove_owner(&actor, &name, user.id).await?;
+        AuditAction::OwnerRemove
+    };
+    let mut event = ctx.event(action, Some(principal));
+    event.package = Some(name.to_string());
+    event.subject = Some(user.username);
+    state.audit.record(event).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Add an owner
+///
+/// Needs the publisher role, as an owner of the name, or the admin role.
+#[utoipa::path(
+    put,
+    path = "/api/v1/packages/{name}/owners/{username}",
+    tag = "packages",
+    params(OwnerPath),
+    responses(
+        (status = 204, description = "The user is an owner"),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 404, description = "No such user, or nobody has published this name", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn add(
+    publisher: Publisher,
+    state: web::Data<ApiState>,
+    ctx: RequestContext,
+    path: web::Path<OwnerPath>,
+) -> Result<HttpResponse, ApiError> {
+    change(&publisher.principal, &state, &ctx, path.into_inner(), true).await
+}
+
+/// Remove an owner
+///
+/// The last owner cannot be removed. Needs the publisher role, as an owner of the name, or
+/// the admin role (who transfers a name by adding the new owner, then removing the old).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/packages/{name}/owners/{username}",
+    tag = "packages",
+    params(OwnerPath),
+    responses(
+        (status = 204, description = "The user is no longer an owner"),
+        (status = 400, description = "Invalid name", body = ErrorBody),
+        (status = 404, description = "No such user or owner, or nobody has published this name", body = ErrorBody),
+        (status = 409, description = "That is the last owner", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn remove(
+    publisher: Publisher,
+    state: web::Data<ApiState>,
+    ctx: RequestContext,
+    path: web::Path<OwnerPath>,
+) -> Result<HttpResponse, ApiError> {
+    change(&publisher.principal, &state, &ctx, path.into_inner(), false).await
+}

@@ -1,0 +1,2 @@
+DROP TABLE package_owners;
+DROP TABLE package_names;
