@@ -141,6 +141,7 @@ impl From<MgrError> for ApiError {
             MgrError::Invalid(v) => v.into(),
             MgrError::NotFound => Self::not_found("package not found"),
             MgrError::UserNotFound => Self::not_found("user not found"),
+            MgrError::TeamNotFound => Self::not_found("team not found"),
             MgrError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             MgrError::TooLarge { limit } => Self::too_large(limit),
             MgrError::ChecksumMismatch { .. } => Self::new(

@@ -133,7 +133,17 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                             .route(web::post().to(handlers::tokens::create)),
                     )
                     .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke))
-                    .route("/audit", web::get().to(handlers::audit::list)),
+                    .route("/audit", web::get().to(handlers::audit::list))
+                    .service(
+                        web::resource("/teams")
+                            .route(web::get().to(handlers::teams::list))
+                            .route(web::post().to(handlers::teams::create)),
+                    )
+                    .service(
+                        web::resource("/teams/{team}/members/{username}")
+                            .route(web::put().to(handlers::teams::add_member))
+                            .route(web::delete().to(handlers::teams::remove_member)),
+                    ),
             )
             .default_service(web::to(handlers::not_found));
     }

@@ -14,6 +14,8 @@ pub enum Error {
     NotFound,
     #[error("user not found")]
     UserNotFound,
+    #[error("team not found")]
+    TeamNotFound,
     #[error("{0}")]
     Conflict(String),
     #[error("the upload is larger than the limit of {limit} bytes")]

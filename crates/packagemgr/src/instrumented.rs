@@ -13,7 +13,9 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 use agentpkg_model::ObjectKey;
-use agentpkg_storage::{Body, ByteStream, DynObjectStore, ObjectInfo, ObjectStore, StorageError};
+use agentpkg_storage::{
+    Body, ByteStream, DynObjectStore, IncompleteWrite, ObjectInfo, ObjectStore, StorageError,
+};
 use agentpkg_store::CallObserver;
 use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -116,16 +118,22 @@ impl ObjectStore for TimedObjects {
     async fn list_keys(&self) -> Result<Vec<String>, StorageError> {
         timed(&self.latencies, "list_keys", self.inner.list_keys()).await
     }
-    async fn sweep_incomplete(
+    async fn list_incomplete(
         &self,
         older_than: SystemTime,
-        dry_run: bool,
-        in_flight: &std::collections::HashSet<String>,
-    ) -> Result<Vec<String>, StorageError> {
+    ) -> Result<Vec<IncompleteWrite>, StorageError> {
         timed(
             &self.latencies,
-            "sweep_incomplete",
-            self.inner.sweep_incomplete(older_than, dry_run, in_flight),
+            "list_incomplete",
+            self.inner.list_incomplete(older_than),
+        )
+        .await
+    }
+    async fn remove_incomplete(&self, write: &IncompleteWrite) -> Result<(), StorageError> {
+        timed(
+            &self.latencies,
+            "remove_incomplete",
+            self.inner.remove_incomplete(write),
         )
         .await
     }

@@ -17,13 +17,15 @@ mod hashing;
 mod instrumented;
 mod manager;
 mod metrics;
+mod ownership;
 mod passwords;
+mod readiness;
 mod reconcile;
 
 pub use accounts::{
     Accounts, DEFAULT_FRESHNESS, FirstAdmin, LoginThrottle, SignedIn, generate_password,
 };
-pub use agentpkg_store::{LoginLimit, Owner};
+pub use agentpkg_store::{LoginLimit, Owner, Team};
 pub use audit::AuditLog;
 pub use body::{BodyReader, BodySender, body_channel};
 pub use credentials::{Credential, TOKEN_PREFIX, TokenRequest};

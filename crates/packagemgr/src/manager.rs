@@ -8,12 +8,13 @@ use agentpkg_model::{
     ObjectKey, Package, PackageName, PackagePatch, Page, ValidationError, VersionBuilds,
 };
 use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
-use agentpkg_store::{DynOwnershipStore, DynPackageStore, Owner, StoreError};
+use agentpkg_store::{DynOwnershipStore, DynPackageStore, StoreError};
 use tokio::io::AsyncRead;
 
 use crate::guard::{Keepalive, ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
 use crate::instrumented::TimedObjects;
+use crate::readiness::Readiness;
 use crate::{Error, ManagerMetrics};
 
 /// Limits of the package manager.
@@ -100,35 +101,9 @@ pub struct PackageManager {
     pub(crate) storage: DynObjectStore,
     config: ManagerConfig,
     pub(crate) metrics: ManagerMetrics,
-    readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
+    pub(crate) readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
     uploads: Arc<tokio::sync::Semaphore>,
-    ownership: Option<DynOwnershipStore>,
-}
-
-/// How long a readiness answer is reused: probes, and floods of them, cost at most one
-/// database ping and one storage check per interval.
-const READINESS_TTL: Duration = Duration::from_secs(1);
-
-/// The outcome of a readiness check, kept to answer the next ones.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Readiness {
-    Ready,
-    DatabaseDown(String),
-    StorageDown(String),
-}
-
-impl Readiness {
-    fn to_result(&self) -> Result<(), Error> {
-        match self {
-            Self::Ready => Ok(()),
-            Self::DatabaseDown(why) => Err(Error::DatabaseUnavailable(StoreError::Unavailable(
-                why.clone(),
-            ))),
-            Self::StorageDown(why) => Err(Error::StorageUnavailable(StorageError::Unavailable(
-                why.clone(),
-            ))),
-        }
-    }
+    pub(crate) ownership: Option<DynOwnershipStore>,
 }
 
 impl PackageManager {
@@ -170,7 +145,7 @@ impl PackageManager {
         self
     }
 
-    fn ownership(&self) -> Result<&DynOwnershipStore, Error> {
+    pub(crate) fn ownership(&self) -> Result<&DynOwnershipStore, Error> {
         self.ownership.as_ref().ok_or(Error::NotFound)
     }
 
@@ -207,66 +182,6 @@ impl PackageManager {
         self.ensure_absent(&meta.coordinates).await?;
         let staged = self.stage(body).await?;
         self.publish(staged, meta).await
-    }
-
-    /// Fails with [`Error::Forbidden`] unless `actor` may publish to or change `name`: an
-    /// admin, anyone while the name is unclaimed, otherwise its owners.
-    pub async fn ensure_may_act(&self, name: &PackageName, actor: &Actor) -> Result<(), Error> {
-        let Some(ownership) = &self.ownership else {
-            return Ok(());
-        };
-        if ownership.may_act(name, actor).await? {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!(
-                "{name} belongs to its owners: only they (or an admin) may publish to or change it"
-            )))
-        }
-    }
-
-    /// The owners of a package name; [`Error::NotFound`] while nobody has claimed it.
-    pub async fn owners(&self, name: &PackageName) -> Result<Vec<Owner>, Error> {
-        self.ownership()?.owners(name).await?.ok_or(Error::NotFound)
-    }
-
-    /// Makes user `user_id` an owner of `name`, on behalf of `actor` (an owner or an admin).
-    pub async fn add_owner(
-        &self,
-        actor: &Actor,
-        name: &PackageName,
-        user_id: i64,
-    ) -> Result<(), Error> {
-        self.owners(name).await?;
-        self.ensure_may_act(name, actor).await?;
-        if !self.ownership()?.add_owner(name, user_id).await? {
-            return Err(Error::NotFound);
-        }
-        tracing::info!(name = %name, user_id, by = actor.user_id, "package owner added");
-        Ok(())
-    }
-
-    /// Removes user `user_id` from the owners of `name`, on behalf of `actor` (an owner or
-    /// an admin). The last owner stays: a name always has one. An admin transfers a name
-    /// by adding the new owner, then removing the old.
-    pub async fn remove_owner(
-        &self,
-        actor: &Actor,
-        name: &PackageName,
-        user_id: i64,
-    ) -> Result<(), Error> {
-        self.owners(name).await?;
-        self.ensure_may_act(name, actor).await?;
-        match self.ownership()?.remove_owner(name, user_id).await {
-            Ok(true) => {
-                tracing::info!(name = %name, user_id, by = actor.user_id, "package owner removed");
-                Ok(())
-            }
-            Ok(false) => Err(Error::UserNotFound),
-            Err(StoreError::Conflict) => Err(Error::Conflict(format!(
-                "{name} must keep at least one owner: add another first"
-            ))),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Fails with a conflict when a package with these coordinates exists. Lets callers
@@ -583,42 +498,6 @@ impl PackageManager {
             "package deleted"
         );
         Ok(package)
-    }
-
-    /// Whether the database and the object store both answer, as checked at most
-    /// [`READINESS_TTL`] ago: concurrent callers share one check. A change of state is
-    /// logged once, not once per caller.
-    pub async fn ready(&self) -> Result<(), Error> {
-        let mut last = self.readiness.lock().await;
-        if let Some((at, readiness)) = last.as_ref()
-            && at.elapsed() < READINESS_TTL
-        {
-            return readiness.to_result();
-        }
-        // Any failure here means "not ready", whatever its kind: a missing bucket is an
-        // unavailable store, not a missing package.
-        let now = match self.store.ping().await {
-            Err(e) => Readiness::DatabaseDown(e.to_string()),
-            Ok(()) => match self.storage.check().await {
-                Err(e) => Readiness::StorageDown(e.to_string()),
-                Ok(()) => Readiness::Ready,
-            },
-        };
-        let before = last.as_ref().map(|(_, r)| r);
-        if before != Some(&now) {
-            match &now {
-                Readiness::Ready => tracing::info!("ready: the database and object storage answer"),
-                Readiness::DatabaseDown(why) => {
-                    tracing::warn!(error = %why, "not ready: the database does not answer")
-                }
-                Readiness::StorageDown(why) => {
-                    tracing::warn!(error = %why, "not ready: object storage does not answer")
-                }
-            }
-        }
-        let result = now.to_result();
-        *last = Some((Instant::now(), now));
-        result
     }
 }
 

@@ -166,10 +166,28 @@ impl PackageManager {
                 }
             }
         }
-        report.incomplete_removed = self
-            .storage
-            .sweep_incomplete(cutoff, dry_run, &fresh)
-            .await?;
+        // Unfinished writes are listed before the markers are read again: a write listed
+        // here began after its marker, so an upload in flight is always seen as one.
+        let incomplete = self.storage.list_incomplete(cutoff).await?;
+        if !incomplete.is_empty() {
+            let fresh: HashSet<String> = self
+                .store
+                .uploads_in_flight()
+                .await?
+                .into_iter()
+                .filter(|m| m.idle < stale_uploads)
+                .map(|m| m.key)
+                .collect();
+            for write in incomplete {
+                if write.key.as_ref().is_some_and(|k| fresh.contains(k)) {
+                    continue;
+                }
+                if !dry_run {
+                    self.storage.remove_incomplete(&write).await?;
+                }
+                report.incomplete_removed.push(write.description);
+            }
+        }
         if !report.incomplete_removed.is_empty() {
             tracing::warn!(
                 count = report.incomplete_removed.len(),

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use crate::{Body, ByteStream, ObjectInfo, ObjectStore, StorageError};
+use crate::{Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStore, StorageError};
 
 const BUF_SIZE: usize = 256 * 1024;
 const TMP_DIR: &str = ".tmp";
@@ -172,36 +172,43 @@ impl ObjectStore for FsStore {
         Ok(objects)
     }
 
-    async fn sweep_incomplete(
+    async fn list_incomplete(
         &self,
         older_than: std::time::SystemTime,
-        dry_run: bool,
-        in_flight: &std::collections::HashSet<String>,
-    ) -> Result<Vec<String>, StorageError> {
-        let mut removed = Vec::new();
+    ) -> Result<Vec<IncompleteWrite>, StorageError> {
+        let mut found = Vec::new();
         let mut entries = tokio::fs::read_dir(self.root.join(TMP_DIR)).await?;
         while let Some(entry) = entries.next_entry().await? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if key_of_temp(&name).is_some_and(|key| in_flight.contains(&key)) {
-                continue;
-            }
             let Some(meta) = gone_is_none(entry.metadata().await)? else {
                 continue;
             };
             if meta.modified()? >= older_than {
                 continue;
             }
-            if !dry_run {
-                match tokio::fs::remove_file(entry.path()).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            removed.push(format!("{TMP_DIR}/{}", entry.file_name().to_string_lossy()));
+            found.push(IncompleteWrite {
+                key: key_of_temp(&name),
+                description: format!("{TMP_DIR}/{name}"),
+                handle: name,
+            });
         }
-        removed.sort();
-        Ok(removed)
+        found.sort_by(|a, b| a.description.cmp(&b.description));
+        Ok(found)
+    }
+
+    async fn remove_incomplete(&self, write: &IncompleteWrite) -> Result<(), StorageError> {
+        // A name from list_incomplete only: a plain file name inside the temporary directory.
+        if write.handle.contains(['/', '\\']) || write.handle.starts_with('.') {
+            return Err(StorageError::Unavailable(format!(
+                "not a temporary file: {}",
+                write.handle
+            )));
+        }
+        match tokio::fs::remove_file(self.root.join(TMP_DIR).join(&write.handle)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn check(&self) -> Result<(), StorageError> {
@@ -354,46 +361,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sweeping_removes_only_old_unfinished_writes() {
+    async fn unfinished_writes_are_listed_when_old_and_removed_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsStore::open(dir.path()).await.unwrap();
         store.put(&key(7), &mut &b"finished"[..]).await.unwrap();
-        // What a process killed mid-upload leaves.
+        // What a process killed mid-upload leaves, and an upload's file named after its key.
         std::fs::write(dir.path().join(TMP_DIR).join("crashed"), b"partial").unwrap();
-        // And an upload still in flight, however old its file looks.
         let slow = temp_name(&key(8));
         std::fs::write(dir.path().join(TMP_DIR).join(&slow), b"half").unwrap();
-        let in_flight = std::collections::HashSet::from([key(8).to_string()]);
         let now = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
         let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         assert!(
-            store
-                .sweep_incomplete(long_ago, false, &in_flight)
-                .await
-                .unwrap()
-                .is_empty(),
+            store.list_incomplete(long_ago).await.unwrap().is_empty(),
             "too young"
         );
+        let found = store.list_incomplete(now).await.unwrap();
+        let described: Vec<&str> = found.iter().map(|w| w.description.as_str()).collect();
         assert_eq!(
-            store.sweep_incomplete(now, true, &in_flight).await.unwrap(),
-            vec![".tmp/crashed"]
+            described,
+            [".tmp/crashed".to_owned(), format!(".tmp/{slow}")]
         );
-        assert!(
-            dir.path().join(TMP_DIR).join("crashed").exists(),
-            "a dry run removes nothing"
-        );
-        assert_eq!(
-            store
-                .sweep_incomplete(now, false, &in_flight)
-                .await
-                .unwrap(),
-            vec![".tmp/crashed"]
-        );
-        assert!(
-            dir.path().join(TMP_DIR).join(&slow).exists(),
-            "an upload in flight keeps its file"
-        );
+        assert_eq!(found[0].key, None);
+        assert_eq!(found[1].key, Some(key(8).to_string()));
+        store.remove_incomplete(&found[0]).await.unwrap();
         assert!(!dir.path().join(TMP_DIR).join("crashed").exists());
+        assert!(dir.path().join(TMP_DIR).join(&slow).exists());
+        let escape = IncompleteWrite {
+            key: None,
+            handle: "../packages/x".into(),
+            description: String::new(),
+        };
+        assert!(store.remove_incomplete(&escape).await.is_err());
         assert!(
             store.exists(&key(7)).await.unwrap(),
             "finished objects stay"

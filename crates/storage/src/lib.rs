@@ -26,6 +26,17 @@ pub use memory::{FailingReader, Fault, MemoryStore};
 #[cfg(feature = "s3")]
 pub use s3::{S3Config, S3Store};
 
+/// A write that never finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncompleteWrite {
+    /// The object key it was writing, when the store can tell.
+    pub key: Option<String>,
+    /// What the store needs to remove it.
+    pub handle: String,
+    /// For reports and logs.
+    pub description: String,
+}
+
 /// An object's bytes, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -76,19 +87,23 @@ pub trait ObjectStore: Send + Sync + 'static {
         keys.sort();
         Ok(keys)
     }
-    /// Removes the leftovers of writes that never finished (a process killed mid-upload)
-    /// begun before `older_than`, except writes to the keys in `in_flight` (uploads still
-    /// being worked on, however long ago they began), and returns what went: [`FsStore`]
-    /// its temporary files, `S3Store` the multipart uploads never completed. This default
-    /// does nothing, for stores whose failed writes leave nothing behind.
-    async fn sweep_incomplete(
+    /// Writes that never finished (a process killed mid-upload, an abort that failed)
+    /// begun before `older_than`: [`FsStore`]'s temporary files, `S3Store`'s multipart
+    /// uploads never completed. The caller decides which to remove — a write may belong to
+    /// an upload still in flight — with [`ObjectStore::remove_incomplete`]. This default
+    /// lists none, for stores whose failed writes leave nothing behind.
+    async fn list_incomplete(
         &self,
         older_than: std::time::SystemTime,
-        dry_run: bool,
-        in_flight: &std::collections::HashSet<String>,
-    ) -> Result<Vec<String>, StorageError> {
-        let _ = (older_than, dry_run, in_flight);
+    ) -> Result<Vec<IncompleteWrite>, StorageError> {
+        let _ = older_than;
         Ok(Vec::new())
+    }
+
+    /// Removes a write that [`ObjectStore::list_incomplete`] listed.
+    async fn remove_incomplete(&self, write: &IncompleteWrite) -> Result<(), StorageError> {
+        let _ = write;
+        Ok(())
     }
 
     /// Whether the store can be used right now (for readiness checks).

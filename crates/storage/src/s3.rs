@@ -19,7 +19,7 @@ use s3::request::tokio_backend::ReqwestRequest;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{Body, ByteStream, ObjectInfo, ObjectStore, StorageError};
+use crate::{Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStore, StorageError};
 
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
@@ -282,18 +282,16 @@ impl ObjectStore for S3Store {
     /// Aborts the multipart uploads that were never completed nor aborted (a process
     /// killed mid-upload, or an abort that failed because S3 was away): their parts are
     /// invisible to listings but still take space.
-    async fn sweep_incomplete(
+    async fn list_incomplete(
         &self,
         older_than: std::time::SystemTime,
-        dry_run: bool,
-        in_flight: &std::collections::HashSet<String>,
-    ) -> Result<Vec<String>, StorageError> {
+    ) -> Result<Vec<IncompleteWrite>, StorageError> {
         let pages = self
             .bucket
             .list_multiparts_uploads(Some(ObjectKey::PREFIX), None)
             .await
             .map_err(unavailable)?;
-        let mut swept = Vec::new();
+        let mut found = Vec::new();
         for upload in pages.into_iter().flat_map(|page| page.uploads) {
             let initiated = chrono::DateTime::parse_from_rfc3339(&upload.initiated)
                 .map(|at| std::time::SystemTime::from(at.with_timezone(&chrono::Utc)))
@@ -303,18 +301,27 @@ impl ObjectStore for S3Store {
                         upload.initiated
                     ))
                 })?;
-            if initiated >= older_than || in_flight.contains(&upload.key) {
+            if initiated >= older_than {
                 continue;
             }
-            if !dry_run {
-                self.bucket
-                    .abort_upload(&upload.key, &upload.id)
-                    .await
-                    .map_err(unavailable)?;
-            }
-            swept.push(format!("{} (multipart upload {})", upload.key, upload.id));
+            found.push(IncompleteWrite {
+                description: format!("{} (multipart upload {})", upload.key, upload.id),
+                key: Some(upload.key),
+                handle: upload.id,
+            });
         }
-        Ok(swept)
+        Ok(found)
+    }
+
+    async fn remove_incomplete(&self, write: &IncompleteWrite) -> Result<(), StorageError> {
+        let key = write
+            .key
+            .as_deref()
+            .ok_or_else(|| StorageError::Unavailable("a multipart upload without a key".into()))?;
+        self.bucket
+            .abort_upload(key, &write.handle)
+            .await
+            .map_err(unavailable)
     }
 
     async fn check(&self) -> Result<(), StorageError> {

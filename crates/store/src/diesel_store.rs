@@ -12,8 +12,8 @@ use diesel::r2d2::R2D2Connection;
 
 use crate::{
     AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, LoginLimit, NewToken, Owner,
-    OwnershipStore, PackageStore, PoolStatus, StoreError, TokenStore, UploadInFlight, UserState,
-    audit, owners, packages, throttle, tokens, uploads, users,
+    OwnershipStore, PackageStore, PoolStatus, StoreError, Team, TokenStore, UploadInFlight,
+    UserState, audit, owners, packages, throttle, tokens, uploads, users,
 };
 
 #[async_trait]
@@ -283,5 +283,57 @@ impl OwnershipStore for DieselStore {
         let name = name.to_string();
         self.with_conn("remove_owner", move |c| owners::remove(c, &name, user_id))
             .await
+    }
+
+    async fn add_team_owner(&self, name: &PackageName, team_id: i64) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with_conn("add_team_owner", move |c| {
+            owners::add_team(c, &name, team_id)
+        })
+        .await
+    }
+
+    async fn remove_team_owner(
+        &self,
+        name: &PackageName,
+        team_id: i64,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with_conn("remove_team_owner", move |c| {
+            owners::remove_team(c, &name, team_id)
+        })
+        .await
+    }
+
+    async fn create_team(&self, name: &str, creator: i64) -> Result<Team, StoreError> {
+        let name = name.to_owned();
+        self.with_conn("create_team", move |c| {
+            owners::create_team(c, &name, creator)
+        })
+        .await
+    }
+
+    async fn team(&self, name: &str) -> Result<Option<Team>, StoreError> {
+        let name = name.to_owned();
+        self.with_conn("team", move |c| owners::team(c, &name))
+            .await
+    }
+
+    async fn teams(&self) -> Result<Vec<Team>, StoreError> {
+        self.with_conn("teams", owners::teams).await
+    }
+
+    async fn add_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError> {
+        self.with_conn("add_member", move |c| {
+            owners::add_member(c, team_id, user_id)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, team_id: i64, user_id: i64) -> Result<bool, StoreError> {
+        self.with_conn("remove_member", move |c| {
+            owners::remove_member(c, team_id, user_id)
+        })
+        .await
     }
 }

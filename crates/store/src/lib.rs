@@ -124,16 +124,38 @@ pub trait OwnershipStore: Health {
     /// Removes an owner ([`StoreError::Conflict`] for the last one); `false` when they were
     /// not one.
     async fn remove_owner(&self, name: &PackageName, user_id: i64) -> Result<bool, StoreError>;
+    /// Makes a team an owner of a claimed name; `false` when the name is unclaimed.
+    async fn add_team_owner(&self, name: &PackageName, team_id: i64) -> Result<bool, StoreError>;
+    /// Removes a team from the owners ([`StoreError::Conflict`] for the last owner).
+    async fn remove_team_owner(&self, name: &PackageName, team_id: i64)
+    -> Result<bool, StoreError>;
+    /// Creates a team with its creator as first member ([`StoreError::Conflict`] when the
+    /// name is taken).
+    async fn create_team(&self, name: &str, creator: i64) -> Result<Team, StoreError>;
+    async fn team(&self, name: &str) -> Result<Option<Team>, StoreError>;
+    async fn teams(&self) -> Result<Vec<Team>, StoreError>;
+    async fn add_member(&self, team_id: i64, user_id: i64) -> Result<(), StoreError>;
+    /// Removes a member ([`StoreError::Conflict`] for the last one).
+    async fn remove_member(&self, team_id: i64, user_id: i64) -> Result<bool, StoreError>;
 }
 
 /// Shared handle to an ownership store.
 pub type DynOwnershipStore = Arc<dyn OwnershipStore>;
 
-/// An owner of a package name.
+/// An owner of a package name: a user, or a team whose every member acts as an owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub user_id: i64,
-    pub username: String,
+pub enum Owner {
+    User { user_id: i64, username: String },
+    Team { team_id: i64, name: String },
+}
+
+/// A team of users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    pub id: i64,
+    pub name: String,
+    /// Members by id and username.
+    pub members: Vec<(i64, String)>,
 }
 
 /// An upload that has not finished, as its marker tells.

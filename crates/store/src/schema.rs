@@ -106,3 +106,30 @@ diesel::table! {
 
 diesel::joinable!(package_owners -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(package_owners, users);
+
+diesel::table! {
+    teams (id) {
+        id -> BigInt,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    team_members (team_id, user_id) {
+        team_id -> BigInt,
+        user_id -> BigInt,
+    }
+}
+
+diesel::table! {
+    package_team_owners (name, team_id) {
+        name -> Text,
+        team_id -> BigInt,
+    }
+}
+
+diesel::joinable!(team_members -> teams (team_id));
+diesel::joinable!(team_members -> users (user_id));
+diesel::joinable!(package_team_owners -> teams (team_id));
+diesel::allow_tables_to_appear_in_same_query!(team_members, teams, users, package_team_owners);

@@ -3,6 +3,7 @@ pub(crate) mod download;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod packages;
+pub(crate) mod teams;
 pub(crate) mod tokens;
 pub(crate) mod users;
 

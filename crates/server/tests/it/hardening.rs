@@ -351,8 +351,10 @@ async fn gc_on_a_busy_registry_never_fails_a_pass(backend: Backend) {
                 ("arch", "amd64"),
             ];
             let res = app.upload(&token, vec![n as u8; 64 * 1024], &fields).await;
-            assert_eq!(res.status(), 201);
-            let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+            let status = res.status();
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(status, 201, "{body}");
+            let id = body["id"].as_i64().unwrap();
             let res = app.delete(&format!("/api/v1/packages/{id}"), &token).await;
             assert_eq!(res.status(), 204);
         }

@@ -14,6 +14,7 @@ use crate::common::{Backend, TestApp, expect_error};
 on_both_backends!(
     every_route_admits_exactly_the_roles_and_scopes_it_should,
     a_name_belongs_to_its_owners,
+    a_team_owns_a_name_together,
     name_patterns_limit_what_a_token_sees_and_publishes,
     tokens_are_shown_once_listed_without_secrets_and_expire,
     password_and_role_changes_end_sessions_but_not_the_account,
@@ -46,6 +47,7 @@ async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> 
     // Bodies that pass the JSON extractors, so that what answers is authorisation.
     req = match (method.as_str(), path) {
         ("POST", "/api/v1/tokens") => req.json(&json!({"name": "x", "scope": "read"})),
+        ("POST", "/api/v1/teams") => req.json(&json!({"name": "t"})),
         ("POST", "/api/v1/users") => req.json(
             &json!({"username": "x", "password": "a long enough password", "role": "viewer"}),
         ),
@@ -180,6 +182,22 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             "DELETE",
             "/api/v1/packages/{name}/owners/{username}",
             "/api/v1/packages/a/owners/admin",
+            Some(1),
+            false,
+        ),
+        ("GET", "/api/v1/teams", "/api/v1/teams", Some(0), false),
+        ("POST", "/api/v1/teams", "/api/v1/teams", Some(1), false),
+        (
+            "PUT",
+            "/api/v1/teams/{team}/members/{username}",
+            "/api/v1/teams/nosuchteam/members/admin",
+            Some(1),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/teams/{team}/members/{username}",
+            "/api/v1/teams/nosuchteam/members/admin",
             Some(1),
             false,
         ),
@@ -874,4 +892,98 @@ async fn a_name_belongs_to_its_owners(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(audit.len(), 2);
+}
+
+async fn a_team_owns_a_name_together(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let alice = user(&app, &admin, "alice", "publisher").await;
+    let bob = user(&app, &admin, "bob", "publisher").await;
+    let carol = user(&app, &admin, "carol", "publisher").await;
+    let send = |method: &str, path: String, token: &str| {
+        let req = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(token);
+        async move { req.send().await.unwrap() }
+    };
+    let put = |token: &str, version: &str| {
+        let req = app
+            .client
+            .put(app.url(&format!("/api/v1/packages/otelcol/{version}/linux/amd64")))
+            .bearer_auth(token)
+            .body(format!("otelcol {version}"));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(put(&alice, "1.0.0").await.status(), 201);
+    let res = app
+        .client
+        .post(app.url("/api/v1/teams"))
+        .bearer_auth(&alice)
+        .json(&json!({"name": "platform"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // Only members change a team.
+    let res = send("PUT", "/api/v1/teams/platform/members/carol".into(), &carol).await;
+    expect_error(res, 403, "forbidden").await;
+    let res = send("PUT", "/api/v1/teams/platform/members/bob".into(), &alice).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["members"],
+        json!(["alice", "bob"])
+    );
+    // The team owns the name: its members publish, others do not.
+    expect_error(put(&bob, "1.1.0").await, 403, "forbidden").await;
+    let res = send(
+        "PUT",
+        "/api/v1/packages/otelcol/owners/team:platform".into(),
+        &alice,
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(put(&bob, "1.1.0").await.status(), 201);
+    expect_error(put(&carol, "1.2.0").await, 403, "forbidden").await;
+    // Alice may leave as a person: the team still owns it, and she is still in the team.
+    let res = send(
+        "DELETE",
+        "/api/v1/packages/otelcol/owners/alice".into(),
+        &alice,
+    )
+    .await;
+    assert_eq!(res.status(), 204);
+    let owners: Vec<Value> = app
+        .get("/api/v1/packages/otelcol/owners", &carol)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        owners,
+        [json!({"team_id": owners[0]["team_id"], "team": "platform"})]
+    );
+    assert_eq!(put(&alice, "1.3.0").await.status(), 201);
+    // The last owner, a team, stays; leaving the team removes the right.
+    let res = send(
+        "DELETE",
+        "/api/v1/packages/otelcol/owners/team:platform".into(),
+        &bob,
+    )
+    .await;
+    expect_error(res, 409, "conflict").await;
+    let res = send(
+        "DELETE",
+        "/api/v1/teams/platform/members/bob".into(),
+        &alice,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    expect_error(put(&bob, "1.4.0").await, 403, "forbidden").await;
+    let res = send(
+        "DELETE",
+        "/api/v1/teams/platform/members/alice".into(),
+        &alice,
+    )
+    .await;
+    expect_error(res, 409, "conflict").await;
 }

@@ -2,18 +2,45 @@
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{AuditAction, PackageName};
+use agentpkg_packagemgr::Owner;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
 use crate::{ApiError, ApiState, Principal, Publisher, RequestContext, Viewer};
 
-/// An owner of a package name.
+/// An owner of a package name: a user, or a team (every member acts as an owner).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct OwnerView {
-    user_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "ci-bot")]
-    username: String,
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    team_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "platform-team")]
+    team: Option<String>,
+}
+
+impl From<Owner> for OwnerView {
+    fn from(o: Owner) -> Self {
+        match o {
+            Owner::User { user_id, username } => Self {
+                user_id: Some(user_id),
+                username: Some(username),
+                team_id: None,
+                team: None,
+            },
+            Owner::Team { team_id, name } => Self {
+                user_id: None,
+                username: None,
+                team_id: Some(team_id),
+                team: Some(name),
+            },
+        }
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -22,7 +49,8 @@ pub(crate) struct OwnerPath {
     /// Package name.
     #[param(value_type = PackageName)]
     name: String,
-    /// The user to add or remove.
+    /// The user to add or remove, or `team:` and a team's name.
+    #[param(example = "team:platform")]
     username: String,
 }
 
@@ -53,10 +81,7 @@ pub(crate) async fn list(
         .owners(&name)
         .await?
         .into_iter()
-        .map(|o| OwnerView {
-            user_id: o.user_id,
-            username: o.username,
-        })
+        .map(OwnerView::from)
         .collect();
     Ok(HttpResponse::Ok().json(owners))
 }
@@ -70,25 +95,43 @@ async fn change(
 ) -> Result<HttpResponse, ApiError> {
     let name = PackageName::parse(&path.name)?;
     principal.may_write(&name)?;
-    let user = state.accounts.find_user(&path.username).await?;
     let actor = principal.actor();
+    let packages = &state.packages;
+    let subject = match path.username.strip_prefix("team:") {
+        Some(team) => {
+            if add {
+                packages.add_team_owner(&actor, &name, team).await?;
+            } else {
+                packages.remove_team_owner(&actor, &name, team).await?;
+            }
+            path.username.clone()
+        }
+        None => {
+            let user = state.accounts.find_user(&path.username).await?;
+            if add {
+                packages.add_owner(&actor, &name, user.id).await?;
+            } else {
+                packages.remove_owner(&actor, &name, user.id).await?;
+            }
+            user.username
+        }
+    };
     let action = if add {
-        state.packages.add_owner(&actor, &name, user.id).await?;
         AuditAction::OwnerAdd
     } else {
-        state.packages.remove_owner(&actor, &name, user.id).await?;
         AuditAction::OwnerRemove
     };
     let mut event = ctx.event(action, Some(principal));
     event.package = Some(name.to_string());
-    event.subject = Some(user.username);
+    event.subject = Some(subject);
     state.audit.record(event).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Add an owner
 ///
-/// Needs the publisher role, as an owner of the name, or the admin role.
+/// A user by username, or a team as `team:NAME`. Needs the publisher role, as an owner of
+/// the name, or the admin role.
 #[utoipa::path(
     put,
     path = "/api/v1/packages/{name}/owners/{username}",
