@@ -377,13 +377,14 @@ mod tests {
         );
         let found = store.list_incomplete(now).await.unwrap();
         let described: Vec<&str> = found.iter().map(|w| w.description.as_str()).collect();
+        // Sorted by description: hex ids before letters.
         assert_eq!(
             described,
-            [".tmp/crashed".to_owned(), format!(".tmp/{slow}")]
+            [format!(".tmp/{slow}"), ".tmp/crashed".to_owned()]
         );
-        assert_eq!(found[0].key, None);
-        assert_eq!(found[1].key, Some(key(8).to_string()));
-        store.remove_incomplete(&found[0]).await.unwrap();
+        assert_eq!(found[0].key, Some(key(8).to_string()));
+        assert_eq!(found[1].key, None);
+        store.remove_incomplete(&found[1]).await.unwrap();
         assert!(!dir.path().join(TMP_DIR).join("crashed").exists());
         assert!(dir.path().join(TMP_DIR).join(&slow).exists());
         let escape = IncompleteWrite {
