@@ -12,7 +12,6 @@ macro_rules! actions {
     ($($variant:ident => $text:literal),+ $(,)?) => {
         /// What happened.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum AuditAction { $(#[serde(rename = $text)] $variant),+ }
 
         impl AuditAction {

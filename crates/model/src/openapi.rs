@@ -8,7 +8,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::{
-    Arch, Checksum, Description, FileName, PackageName, Platform, Version, VersionRequirement,
+    Arch, AuditAction, Checksum, Description, FileName, PackageName, Platform, Version,
+    VersionRequirement,
 };
 
 /// SemVer 2.0 (semver.org's expression, with ASCII digits and numbers bounded to fit 64
@@ -146,6 +147,7 @@ closed_set_schema!(
     "The operating system a package is built for"
 );
 closed_set_schema!(Arch, "Arch", "The CPU architecture a package is built for");
+closed_set_schema!(AuditAction, "AuditAction", "What an audit event records");
 
 #[cfg(test)]
 mod tests {
@@ -170,6 +172,16 @@ mod tests {
         }
         let arch = json::<Arch>();
         assert_eq!(arch["enum"], serde_json::json!(["amd64", "arm64", "386"]));
+        let actions = json::<AuditAction>();
+        for a in AuditAction::ALL {
+            assert!(
+                actions["enum"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&serde_json::to_value(a).unwrap()),
+                "{a}"
+            );
+        }
         for a in Arch::ALL {
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
         }

@@ -73,9 +73,10 @@ impl Accounts {
     }
 
     /// The user with this username and password, or [`Error::BadCredentials`]; or
-    /// [`Error::Busy`] when too many passwords are being checked already.
+    /// [`Error::Busy`] when too many passwords are being checked already. Not throttled:
+    /// requests from clients go through [`Accounts::login_from`].
     pub async fn login(&self, username: &str, password: SecretString) -> Result<SignedIn, Error> {
-        self.login_from(username, password, None).await
+        self.check_password(username, password).await
     }
 
     /// [`Accounts::login`] from a client address, throttled: once too many attempts

@@ -177,6 +177,19 @@ async fn main() -> Result<()> {
         .json()
         .await?;
     let token = login["token"].as_str().ok_or("login failed")?.to_owned();
+    // An API token too, to compare the per-request cost of checking one with a session's.
+    let created: Value = client
+        .post(format!("{}/api/v1/tokens", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench", "scope": "read"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let api_token = created["secret"]
+        .as_str()
+        .ok_or("token creation failed")?
+        .to_owned();
     let bucket = raw_bucket(&s3env, &bucket_name)?;
     let tmp = tempfile::tempdir()?;
     let (_, hwm_start) = server.memory();
@@ -413,12 +426,14 @@ async fn main() -> Result<()> {
         "query", "clients", "p50 ms", "p99 ms", "req/s"
     );
     let names = (packages / 10).max(1);
-    for (label, make_url) in [
+    let get_url = move |i: u64| format!("/api/v1/packages/{}", 1 + i % packages);
+    for (label, make_url, bearer) in [
         (
             "get",
-            Box::new(move |i: u64| format!("/api/v1/packages/{}", 1 + i % packages))
-                as Box<dyn Fn(u64) -> String + Send + Sync>,
+            Box::new(get_url) as Box<dyn Fn(u64) -> String + Send + Sync>,
+            token.clone(),
         ),
+        ("get-apitok", Box::new(get_url), api_token.clone()),
         (
             "latest",
             Box::new(move |i: u64| {
@@ -427,6 +442,7 @@ async fn main() -> Result<()> {
                     i % names
                 )
             }),
+            token.clone(),
         ),
         (
             "list",
@@ -436,6 +452,7 @@ async fn main() -> Result<()> {
                     i % names
                 )
             }),
+            token.clone(),
         ),
     ] {
         let make_url = Arc::new(make_url);
@@ -443,7 +460,7 @@ async fn main() -> Result<()> {
             let deadline = Instant::now() + Duration::from_secs(if quick { 2 } else { 4 });
             let workers = (0..clients).map(|c| {
                 let client = client.clone();
-                let token = token.clone();
+                let token = bearer.clone();
                 let base = server.base.clone();
                 let make_url = make_url.clone();
                 tokio::spawn(async move {

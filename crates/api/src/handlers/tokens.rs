@@ -147,7 +147,10 @@ pub(crate) struct ListParams {
     path = "/api/v1/tokens",
     tag = "tokens",
     params(ListParams),
-    responses((status = 200, description = "Tokens", body = Vec<TokenView>)),
+    responses(
+        (status = 200, description = "Tokens", body = Vec<TokenView>),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+    ),
 )]
 pub(crate) async fn list(
     caller: Viewer,
