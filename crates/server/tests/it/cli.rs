@@ -337,6 +337,58 @@ async fn operators_migrate_and_create_users_from_a_config_file() {
         login(server.port, "fleet", &fleet_password).await.status(),
         200
     );
+
+    // A pipeline's first token, made without signing in; its secret alone on stdout.
+    let out = run(&["create-token", "ci-bot", "--scope", "admin"], None);
+    assert!(!out.status.success(), "a token above the user's role");
+    let out = run(
+        &[
+            "create-token",
+            "ci-bot",
+            "--scope",
+            "publish",
+            "--packages",
+            "opamp-*,otelcol",
+            "--name",
+            "pipeline",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(secret.starts_with("apk_") && secret.len() == 36, "{secret}");
+    let client = reqwest::Client::new();
+    let put = |name: &str| {
+        client
+            .put(format!(
+                "http://127.0.0.1:{}/api/v1/packages/{name}/1.0.0/linux/amd64",
+                server.port
+            ))
+            .bearer_auth(&secret)
+            .body("agent")
+            .send()
+    };
+    assert_eq!(put("opamp-agent").await.unwrap().status(), 201);
+    assert_eq!(put("nginx").await.unwrap().status(), 403);
+    let tokens: Vec<Value> = client
+        .get(format!("http://127.0.0.1:{}/api/v1/tokens", server.port))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0]["name"], "pipeline");
+    assert_eq!(
+        tokens[0]["packages"],
+        serde_json::json!(["opamp-*", "otelcol"])
+    );
     drop(server);
 
     let out = run(&["migrate", "--revert-all"], None);
