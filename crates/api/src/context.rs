@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use agentpkg_model::{AuditAction, NewAuditEvent};
+use agentpkg_model::{AuditAction, NewAuditEvent, Package};
 
 use crate::{ApiError, ApiState, Principal};
 
@@ -32,6 +32,28 @@ impl RequestContext {
             event.actor_id = Some(p.0.user_id);
             event.actor = Some(p.0.username.clone());
             event.token_name = p.0.token.as_ref().map(|(_, name)| name.clone());
+        }
+        event
+    }
+}
+
+impl RequestContext {
+    /// An audit event of `action` on `package`, naming its coordinates (and its bytes'
+    /// checksum when they came or went).
+    pub fn package_event(
+        &self,
+        action: AuditAction,
+        principal: &Principal,
+        package: &Package,
+    ) -> NewAuditEvent {
+        let mut event = self.event(action, Some(principal));
+        event.package = Some(package.name.to_string());
+        event.package_id = Some(package.id);
+        event.detail = format!("{} {}/{}", package.version, package.platform, package.arch);
+        if matches!(action, AuditAction::Publish | AuditAction::Delete) {
+            event
+                .detail
+                .push_str(&format!(" sha256:{}", package.checksum));
         }
         event
     }

@@ -51,6 +51,24 @@ fn is_user_owner(conn: &mut DbConnection, name: &str, user_id: i64) -> Result<bo
     Ok(found.is_some())
 }
 
+fn team_owns(conn: &mut DbConnection, name: &str, team_id: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = package_team_owners::table
+        .find((name, team_id))
+        .select(package_team_owners::team_id)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
+
+fn is_member(conn: &mut DbConnection, team_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    let found: Option<i64> = team_members::table
+        .find((team_id, user_id))
+        .select(team_members::user_id)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
+
 fn owner_count(conn: &mut DbConnection, name: &str) -> Result<i64, StoreError> {
     let users: i64 = package_owners::table
         .filter(package_owners::name.eq(name))
@@ -185,12 +203,7 @@ pub(crate) fn add_team(
         if !is_claimed(conn, name)? {
             return Ok(false);
         }
-        let present: Option<i64> = package_team_owners::table
-            .find((name, team_id))
-            .select(package_team_owners::team_id)
-            .first(conn)
-            .optional()?;
-        if present.is_none() {
+        if !team_owns(conn, name, team_id)? {
             diesel::insert_into(package_team_owners::table)
                 .values((
                     package_team_owners::name.eq(name),
@@ -209,12 +222,7 @@ pub(crate) fn remove_team(
     team_id: i64,
 ) -> Result<bool, StoreError> {
     write_transaction(conn, |conn| {
-        let present: Option<i64> = package_team_owners::table
-            .find((name, team_id))
-            .select(package_team_owners::team_id)
-            .first(conn)
-            .optional()?;
-        if present.is_none() {
+        if !team_owns(conn, name, team_id)? {
             return Ok(false);
         }
         if owner_count(conn, name)? <= 1 {
@@ -297,12 +305,7 @@ pub(crate) fn add_member(
     user_id: i64,
 ) -> Result<(), StoreError> {
     write_transaction(conn, |conn| {
-        let present: Option<i64> = team_members::table
-            .find((team_id, user_id))
-            .select(team_members::user_id)
-            .first(conn)
-            .optional()?;
-        if present.is_none() {
+        if !is_member(conn, team_id, user_id)? {
             diesel::insert_into(team_members::table)
                 .values((
                     team_members::team_id.eq(team_id),
@@ -322,12 +325,7 @@ pub(crate) fn remove_member(
     user_id: i64,
 ) -> Result<bool, StoreError> {
     write_transaction(conn, |conn| {
-        let present: Option<i64> = team_members::table
-            .find((team_id, user_id))
-            .select(team_members::user_id)
-            .first(conn)
-            .optional()?;
-        if present.is_none() {
+        if !is_member(conn, team_id, user_id)? {
             return Ok(false);
         }
         let members: i64 = team_members::table

@@ -69,10 +69,7 @@ pub(crate) async fn patch(
     let actor = publisher.principal.actor();
     let package = state.packages.update(id, patch, Some(&actor)).await?;
     for action in changes.into_iter().flatten() {
-        let mut event = ctx.event(action, Some(&publisher.principal));
-        event.package = Some(package.name.to_string());
-        event.package_id = Some(package.id);
-        event.detail = format!("{} {}/{}", package.version, package.platform, package.arch);
+        let event = ctx.package_event(action, &publisher.principal, &package);
         state.audit.record(event).await;
     }
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
@@ -104,13 +101,7 @@ pub(crate) async fn delete(
         .principal
         .may_write(&state.packages.get(id).await?.name)?;
     let package = state.packages.delete(id).await?;
-    let mut event = ctx.event(AuditAction::Delete, Some(&admin.principal));
-    event.package = Some(package.name.to_string());
-    event.package_id = Some(package.id);
-    event.detail = format!(
-        "{} {}/{} sha256:{}",
-        package.version, package.platform, package.arch, package.checksum
-    );
+    let event = ctx.package_event(AuditAction::Delete, &admin.principal, &package);
     state.audit.record(event).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -84,13 +84,7 @@ async fn counted(
     match result {
         Ok(package) => {
             state.metrics.uploaded(package.file_size);
-            let mut event = ctx.event(AuditAction::Publish, Some(principal));
-            event.package = Some(package.name.to_string());
-            event.package_id = Some(package.id);
-            event.detail = format!(
-                "{} {}/{} sha256:{}",
-                package.version, package.platform, package.arch, package.checksum
-            );
+            let event = ctx.package_event(AuditAction::Publish, principal, &package);
             state.audit.record(event).await;
             created(package)
         }
