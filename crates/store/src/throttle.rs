@@ -55,6 +55,19 @@ pub(crate) fn failed(
             Some((_, first)) if failures > 1 => first,
             _ => now.naive_utc(),
         };
+        // Counters whose window and block are over are forgotten, so that guessing many
+        // usernames from many addresses leaves at most a window's worth of rows.
+        let expired = (now - window).naive_utc();
+        diesel::delete(
+            login_failures::table
+                .filter(login_failures::first_at.lt(expired))
+                .filter(
+                    login_failures::blocked_until
+                        .is_null()
+                        .or(login_failures::blocked_until.lt(now.naive_utc())),
+                ),
+        )
+        .execute(conn)?;
         diesel::delete(login_failures::table.find(key)).execute(conn)?;
         diesel::insert_into(login_failures::table)
             .values((
