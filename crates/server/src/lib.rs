@@ -8,5 +8,6 @@ mod wiring;
 
 pub use settings::Settings;
 pub use wiring::{
-    Application, BuildError, Components, connect, create_token, migrate_only, reconcile_once,
+    Application, BuildError, Components, accounts, connect, create_token, migrate_only,
+    reconcile_once,
 };

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentpkg_model::{Password, Role, Username};
-use agentpkg_packagemgr::Accounts;
 use agentpkg_server::settings::LogFormat;
-use agentpkg_server::{Application, Settings, connect, migrate_only, reconcile_once};
+use agentpkg_server::{Application, Settings, migrate_only, reconcile_once};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -184,11 +183,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
             } else {
                 (agentpkg_packagemgr::generate_password()?, true)
             };
-            let components = connect(&settings).await?;
-            let accounts = Accounts::new(
-                std::sync::Arc::new(components.store),
-                settings.auth.hashing_limits(),
-            );
+            let accounts = agentpkg_server::accounts(&settings).await?;
             let user = accounts.create_user(&username, &password, role).await?;
             #[allow(clippy::print_stdout)]
             if generated {

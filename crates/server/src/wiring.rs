@@ -293,21 +293,21 @@ fn spawn_reconciler(
     }))
 }
 
+/// The accounts as the server wires them, for the commands that manage users and tokens
+/// without a running server (`create-user`, `create-token`).
+pub async fn accounts(settings: &Settings) -> Result<Accounts, BuildError> {
+    let (_, accounts, _) = manager(settings, connect(settings).await?);
+    Ok(accounts)
+}
+
 /// `agentpkg-server create-token`: a token for `username`, made without signing in.
 pub async fn create_token(
     settings: &Settings,
     username: &str,
     request: agentpkg_packagemgr::TokenRequest,
 ) -> Result<(agentpkg_model::ApiToken, SecretString), BuildError> {
-    use agentpkg_store::AccountStore;
-    let components = connect(settings).await?;
-    let store = Arc::new(components.store);
-    let (user, _) = store
-        .user_credentials(username)
-        .await?
-        .ok_or_else(|| BuildError::Config(format!("no user named {username}")))?;
-    let accounts = Accounts::new(store.clone(), settings.auth.hashing_limits())
-        .with_tokens(store, agentpkg_packagemgr::DEFAULT_FRESHNESS);
+    let accounts = accounts(settings).await?;
+    let user = accounts.find_user(username).await?;
     Ok(accounts
         .create_token_for(user.id, user.role, false, request)
         .await?)
