@@ -224,6 +224,12 @@ impl DieselStore {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        // libpq uses OpenSSL, which by default registers a cleanup that runs at process
+        // exit and frees what a pool thread still opening a TLS connection is using: a
+        // one-shot command (`gc`, `migrate`) then ends in SIGSEGV about one run in twenty.
+        // Initialising OpenSSL first, the way the openssl crate does, leaves that cleanup
+        // out (OPENSSL_INIT_NO_ATEXIT); the operating system reclaims the memory anyway.
+        openssl_sys::init();
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections)
             .min_idle(Some(1))
