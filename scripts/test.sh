@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: starts Garage (installing it once per machine) and
 # uses the PostgreSQL listening on 127.0.0.1:5432 (trust auth; override the admin URL
-# with AGENTPKG_TEST_PG_URL). Then builds and runs packagemgr's embedding example without
+# with AGENTPKG_TEST_PG_URL), and GnuPG (installed from Debian when missing). Then builds and runs packagemgr's embedding example without
 # the backends, checks the deployment files and runs schemathesis
 # against the server (both install their pinned tools into .tools/ once), and a 20-second
 # soak. Extra arguments go to `cargo test` and skip the rest.
@@ -13,6 +13,15 @@ pg_url=${AGENTPKG_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -d "$pg_url"; then
   echo "test: PostgreSQL does not answer at $pg_url (set AGENTPKG_TEST_PG_URL)" >&2
   exit 1
+fi
+
+# The signature tests sign with GnuPG and verify downloads with gpgv, as agents would.
+if ! command -v gpg >/dev/null 2>&1 || ! command -v gpgv >/dev/null 2>&1; then
+  echo "test: installing gnupg and gpgv (Debian)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq gnupg gpgv >/dev/null
 fi
 
 ./scripts/s3-up.sh

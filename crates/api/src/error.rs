@@ -149,6 +149,22 @@ impl From<MgrError> for ApiError {
                 "checksum_mismatch",
                 e.to_string(),
             ),
+            MgrError::SignatureRequired(m) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "signature_required", m)
+            }
+            MgrError::SignatureInvalid(m) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "signature_invalid", m)
+            }
+            MgrError::SignatureMalformed(m) => Self {
+                field: Some("signature"),
+                ..Self::bad_request("malformed_signature", m)
+            },
+            MgrError::NoSignature => Self::not_found("the package has no signature"),
+            MgrError::KeyNotFound => Self::not_found("signing key not found"),
+            MgrError::InvalidKey(m) => Self {
+                field: Some("key"),
+                ..Self::bad_request("invalid_key", m)
+            },
             MgrError::Body(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 Self::body_timeout(io.to_string())
             }

@@ -82,6 +82,11 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         "/packages/{id}/download",
                         web::get().to(handlers::packages::downloads::download),
                     )
+                    .service(
+                        web::resource("/packages/{id}/signature")
+                            .route(web::get().to(handlers::packages::signature::get))
+                            .route(web::put().to(handlers::packages::signature::attach)),
+                    )
                     .route(
                         "/packages/{name}/owners",
                         web::get().to(handlers::packages::owners::list),
@@ -105,8 +110,22 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         web::get().to(handlers::packages::downloads::download_by_coordinates),
                     )
                     .route(
+                        "/packages/{name}/{version}/{platform}/{arch}/signature",
+                        web::get().to(handlers::packages::signature::get_by_coordinates),
+                    )
+                    .route(
                         "/packages/{name}/{version}/{platform}/{arch}",
                         web::put().to(handlers::packages::upload::put),
+                    )
+                    .service(
+                        web::resource("/keys")
+                            .route(web::get().to(handlers::keys::list))
+                            .route(web::post().to(handlers::keys::add)),
+                    )
+                    .service(
+                        web::resource("/keys/{fingerprint}")
+                            .route(web::get().to(handlers::keys::get))
+                            .route(web::delete().to(handlers::keys::remove)),
                     )
                     .service(
                         web::resource("/users")

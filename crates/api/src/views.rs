@@ -2,7 +2,7 @@
 //! crates.io keeps its database model apart from its JSON), so that the model knows
 //! nothing of JSON and the JSON changes only here.
 
-use agentpkg_model::{Arch, Package, Platform, VersionBuilds};
+use agentpkg_model::{Arch, Package, Platform, SignatureFormat, SignatureInfo, VersionBuilds};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -32,8 +32,38 @@ pub(crate) struct PackageView<'a> {
     /// `false` once yanked: hidden from lists and `latest`, still downloadable by id or
     /// exact version.
     is_active: bool,
+    /// The package's detached signature, or null when it has none.
+    signature: Option<SignatureView<'a>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// What the registry knows of a package's signature (the bytes are at `…/signature`).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SignatureView<'a> {
+    format: SignatureFormat,
+    /// Whether a trusted key verified it over the package's bytes (OpenPGP only; other
+    /// formats are kept as sent, for agents to check).
+    verified: bool,
+    /// The verifying key's fingerprint (kept after the key is removed).
+    #[schema(value_type = Option<String>)]
+    key_fingerprint: Option<&'a str>,
+    /// The verifying key's primary user id at the time.
+    signer: Option<&'a str>,
+    verified_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a SignatureInfo> for SignatureView<'a> {
+    fn from(s: &'a SignatureInfo) -> Self {
+        let v = s.verified_by.as_ref();
+        Self {
+            format: s.format,
+            verified: v.is_some(),
+            key_fingerprint: v.map(|v| v.key.as_str()),
+            signer: v.map(|v| v.signer.as_str()),
+            verified_at: v.map(|v| v.verified_at),
+        }
+    }
 }
 
 impl<'a> From<&'a Package> for PackageView<'a> {
@@ -50,6 +80,7 @@ impl<'a> From<&'a Package> for PackageView<'a> {
             filename: p.filename.as_str(),
             description: p.description.as_str(),
             is_active: p.is_active,
+            signature: p.signature.as_ref().map(SignatureView::from),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }

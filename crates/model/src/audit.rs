@@ -53,6 +53,9 @@ actions! {
     TokenRevoke => "token_revoke",
     OwnerAdd => "owner_add",
     OwnerRemove => "owner_remove",
+    KeyAdd => "key_add",
+    KeyRemove => "key_remove",
+    SignatureAttach => "signature_attach",
 }
 
 impl fmt::Display for AuditAction {

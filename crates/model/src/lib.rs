@@ -11,6 +11,7 @@ mod key;
 mod openapi;
 mod package;
 mod query;
+mod signature;
 mod token;
 mod user;
 mod version;
@@ -23,6 +24,10 @@ pub use package::{
     PackagePatch, Platform, VersionBuilds,
 };
 pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest};
+pub use signature::{
+    DetachedSignature, KeyFingerprint, KeyPatterns, MAX_SIGNATURE_BYTES, NewSignature,
+    SignatureBytes, SignatureFormat, SignatureInfo, TrustedKey, Verification,
+};
 pub use token::{ApiToken, NamePattern, NameScope, TokenScope};
 pub use user::{Password, Role, User, Username};
 pub use version::{Version, VersionRequirement};

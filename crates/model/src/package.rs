@@ -282,6 +282,8 @@ pub struct NewPackage {
     /// Who publishes it, for package ownership; `None` where there are no users (a service
     /// embedding the package manager without accounts).
     pub publisher: Option<Actor>,
+    /// Recorded in the same transaction as the package.
+    pub signature: Option<crate::NewSignature>,
 }
 
 /// A user acting on packages: their id, and whether they are an admin (who may act on any
@@ -326,6 +328,8 @@ pub struct Package {
     /// `false` once yanked: hidden from lists and `latest`, still downloadable by id or
     /// exact version.
     pub is_active: bool,
+    /// Its detached signature, when one was attached (the bytes are fetched apart).
+    pub signature: Option<crate::SignatureInfo>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -453,6 +457,7 @@ mod tests {
             filename: FileName::parse("agent").unwrap(),
             description: Description::default(),
             is_active: true,
+            signature: None,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
         }

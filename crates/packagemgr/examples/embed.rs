@@ -93,6 +93,7 @@ impl PackageStore for MemoryPackages {
             filename: new.filename,
             description: new.description,
             is_active: true,
+            signature: new.signature.as_ref().map(|s| s.info()),
             created_at: now,
             updated_at: now,
         };
@@ -291,6 +292,7 @@ fn meta(version: &str) -> Result<UploadMeta, Error> {
         description: Description::parse("built by the embedding service")?,
         expected_sha256: None,
         publisher: None,
+        signature: None,
     })
 }
 

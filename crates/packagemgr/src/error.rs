@@ -28,6 +28,23 @@ pub enum Error {
     /// framing).
     #[error("the upload body could not be read to its end: {0}")]
     Body(#[source] io::Error),
+    /// The registry requires a (verifiable) signature and none came.
+    #[error("{0}")]
+    SignatureRequired(String),
+    /// The signature does not verify: wrong bytes, an untrusted, expired or revoked key.
+    #[error("{0}")]
+    SignatureInvalid(String),
+    /// The signature data cannot be read at all.
+    #[error("{0}")]
+    SignatureMalformed(String),
+    /// The package has no signature.
+    #[error("the package has no signature")]
+    NoSignature,
+    #[error("signing key not found")]
+    KeyNotFound,
+    /// A key that cannot be registered.
+    #[error("{0}")]
+    InvalidKey(String),
     #[error("invalid username or password")]
     BadCredentials,
     /// The credential was valid once: its token was revoked, its user deleted, or the

@@ -8,11 +8,16 @@ use agentpkg_model::Checksum;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::openpgp::Hasher;
+use crate::signing::StreamDigests;
+
 /// Wraps the body: every byte read is hashed and counted; crossing `limit` fails the read
 /// at once, so the rest of an oversize body is never read.
 pub(crate) struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    /// A second digest, for a signature that hashes with another algorithm.
+    extra: Option<Hasher>,
     bytes: u64,
     limit: u64,
     exceeded: bool,
@@ -23,19 +28,37 @@ impl<R> HashingReader<R> {
         Self {
             inner,
             hasher: Sha256::new(),
+            extra: None,
             bytes: 0,
             limit,
             exceeded: false,
         }
     }
 
+    /// Also feeds every byte to `extra`.
+    pub(crate) fn with_extra(mut self, extra: Option<Hasher>) -> Self {
+        self.extra = extra;
+        self
+    }
+
     pub(crate) fn exceeded(&self) -> bool {
         self.exceeded
     }
 
+    #[cfg(test)]
     pub(crate) fn finish(self) -> (u64, Checksum) {
+        let (bytes, checksum, _) = self.finish_with_digests();
+        (bytes, checksum)
+    }
+
+    /// The size and SHA-256, and the digests a signature can be completed from.
+    pub(crate) fn finish_with_digests(self) -> (u64, Checksum, StreamDigests) {
+        let digests = StreamDigests {
+            sha256: self.hasher.clone(),
+            extra: self.extra,
+        };
         let digest: [u8; 32] = self.hasher.finalize().into();
-        (self.bytes, Checksum::from_digest(&digest))
+        (self.bytes, Checksum::from_digest(&digest), digests)
     }
 }
 
@@ -61,6 +84,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
                     return Poll::Ready(Err(too_large()));
                 }
                 this.hasher.update(new);
+                if let Some(extra) = &mut this.extra {
+                    extra.update(new);
+                }
                 Poll::Ready(Ok(()))
             }
             other => other,

@@ -17,10 +17,12 @@ mod hashing;
 mod instrumented;
 mod manager;
 mod metrics;
+mod openpgp;
 mod ownership;
 mod passwords;
 mod readiness;
 mod reconcile;
+mod signing;
 
 pub use accounts::{
     Accounts, DEFAULT_FRESHNESS, FirstAdmin, LoginThrottle, SignedIn, generate_password,
@@ -34,5 +36,6 @@ pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadM
 pub use metrics::ManagerMetrics;
 pub use passwords::HashingLimits;
 pub use reconcile::{MissingObject, ReconcileOptions, ReconcileReport};
+pub use signing::{Keyring, MAX_KEY_BYTES, SigningPolicy};
 
 pub use agentpkg_model as model;

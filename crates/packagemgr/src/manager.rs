@@ -4,17 +4,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpkg_model::{
-    Actor, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NewPackage,
-    ObjectKey, Package, PackageName, PackagePatch, Page, ValidationError, VersionBuilds,
+    Actor, Checksum, Coordinates, Description, DetachedSignature, FileName, LatestQuery, ListQuery,
+    NewPackage, NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page, SignatureFormat,
+    ValidationError, VersionBuilds,
 };
 use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
-use agentpkg_store::{DynOwnershipStore, DynPackageStore, StoreError};
+use agentpkg_store::{Attached, DynOwnershipStore, DynPackageStore, DynSigningStore, StoreError};
 use tokio::io::AsyncRead;
 
 use crate::guard::{Keepalive, ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
 use crate::instrumented::TimedObjects;
 use crate::readiness::Readiness;
+use crate::signing::{self, Keyring, SigningPolicy, StreamDigests};
+
 use crate::{Error, ManagerMetrics};
 
 /// Limits of the package manager.
@@ -56,6 +59,9 @@ pub struct UploadMeta {
     /// Who publishes: the first publisher of a name owns it, and only its owners (and
     /// admins) publish more. `None` where there are no users.
     pub publisher: Option<Actor>,
+    /// A detached signature of the bytes, verified before the package becomes visible
+    /// when its format is OpenPGP.
+    pub signature: Option<DetachedSignature>,
 }
 
 /// Bytes that are stored but not yet published. Until [`PackageManager::publish`] commits
@@ -64,6 +70,8 @@ pub struct StagedUpload {
     guard: ObjectGuard,
     size: u64,
     checksum: Checksum,
+    /// Taken by the signature check, once.
+    digests: Option<StreamDigests>,
     /// One of the [`ManagerConfig::max_concurrent_uploads`] places, held until published
     /// or discarded.
     _place: tokio::sync::OwnedSemaphorePermit,
@@ -104,6 +112,9 @@ pub struct PackageManager {
     pub(crate) readiness: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
     uploads: Arc<tokio::sync::Semaphore>,
     pub(crate) ownership: Option<DynOwnershipStore>,
+    keyring: Option<Keyring>,
+    signing: SigningPolicy,
+    signatures: Option<DynSigningStore>,
 }
 
 impl PackageManager {
@@ -134,7 +145,30 @@ impl PackageManager {
             metrics,
             readiness: Arc::default(),
             ownership: None,
+            keyring: None,
+            signing: SigningPolicy::default(),
+            signatures: None,
         }
+    }
+
+    /// The same manager with signatures: OpenPGP signatures are verified against the
+    /// trusted keys in `store`, signatures of packages are kept there, and `policy` says
+    /// whether every upload needs one. Without it, an upload that brings a signature is
+    /// refused, and so is every upload when `policy.required`.
+    pub fn with_signing(mut self, store: DynSigningStore, policy: SigningPolicy) -> Self {
+        self.keyring = Some(Keyring::new(store.clone()));
+        self.signatures = Some(store);
+        self.signing = policy;
+        self
+    }
+
+    /// The trusted signing keys, when signatures are set up.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
+    pub fn signing_policy(&self) -> SigningPolicy {
+        self.signing
     }
 
     /// The same manager with package ownership: the first publisher of a name owns it, and
@@ -180,8 +214,22 @@ impl PackageManager {
                 .await?;
         }
         self.ensure_absent(&meta.coordinates).await?;
-        let staged = self.stage(body).await?;
+        // A missing, unreadable or untrusted signature is refused before the first byte.
+        self.judge_signature(&meta.coordinates.name, meta.signature.as_ref())
+            .await?;
+        let staged = self.stage_for(body, meta.signature.as_ref()).await?;
         self.publish(staged, meta).await
+    }
+
+    /// Checks what can be checked of an upload's signature before its bytes: that one is
+    /// there when required, that it parses, and that a trusted key for `name` made it.
+    pub async fn judge_signature(
+        &self,
+        name: &PackageName,
+        signature: Option<&DetachedSignature>,
+    ) -> Result<(), Error> {
+        signing::judge(self.keyring.as_ref(), self.signing, name, signature).await?;
+        Ok(())
     }
 
     /// Fails with a conflict when a package with these coordinates exists. Lets callers
@@ -204,6 +252,20 @@ impl PackageManager {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        self.stage_for(body, None).await
+    }
+
+    /// [`PackageManager::stage`] for bytes whose signature is already known: the digest it
+    /// needs is computed on the way, so checking it never reads the bytes again.
+    pub async fn stage_for<R>(
+        &self,
+        body: R,
+        signature: Option<&DetachedSignature>,
+    ) -> Result<StagedUpload, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let extra = signing::stream_hasher(signature)?;
         let place = self
             .uploads
             .clone()
@@ -220,12 +282,12 @@ impl PackageManager {
             // never takes it for an orphan, however long the upload or its commit takes.
             store.begin_upload(&key).await?;
             let keepalive = Keepalive::start(store.clone(), key.clone(), touch_every);
-            let mut reader = HashingReader::new(body, limit);
+            let mut reader = HashingReader::new(body, limit).with_extra(extra);
             let stored = storage.put(&key, &mut reader).await;
             // From here the object may exist: the guard owns its fate.
             let guard = ObjectGuard::new(storage, store, metrics, key, keepalive);
             let exceeded = reader.exceeded();
-            let (size, checksum) = reader.finish();
+            let (size, checksum, digests) = reader.finish_with_digests();
             match stored {
                 Ok(written) if written == size => {}
                 Ok(written) => {
@@ -252,6 +314,7 @@ impl PackageManager {
                 guard,
                 size,
                 checksum,
+                digests: Some(digests),
                 _place: place,
             })
         });
@@ -263,7 +326,11 @@ impl PackageManager {
     /// either commits the row or deletes the object, even if the caller goes away.
     pub async fn publish(&self, staged: StagedUpload, meta: UploadMeta) -> Result<Package, Error> {
         let store = self.store.clone();
+        let storage = self.storage.clone();
+        let keyring = self.keyring.clone();
+        let policy = self.signing;
         let task = tokio::spawn(async move {
+            let mut staged = staged;
             let coordinates = meta.coordinates.clone();
             let (size, checksum) = (staged.size, staged.checksum.clone());
             let refused = |error: &Error| {
@@ -278,7 +345,11 @@ impl PackageManager {
                     "package refused; its bytes are deleted"
                 );
             };
-            let new = match prepare_row(&staged, meta) {
+            let signed = verify_signature(&storage, keyring.as_ref(), policy, &mut staged, &meta);
+            let new = match signed
+                .await
+                .and_then(|signature| prepare_row(&staged, meta, signature))
+            {
                 Ok(new) => new,
                 Err(e) => {
                     refused(&e);
@@ -472,6 +543,68 @@ impl PackageManager {
             .await?)
     }
 
+    /// A package's signature: its format and bytes, as the publisher sent them.
+    pub async fn signature(&self, package: &Package) -> Result<(SignatureFormat, Vec<u8>), Error> {
+        if package.signature.is_none() {
+            return Err(Error::NoSignature);
+        }
+        let store = self.signatures.as_ref().ok_or(Error::NoSignature)?;
+        store
+            .signature_bytes(package.id)
+            .await?
+            .ok_or(Error::NoSignature)
+    }
+
+    /// Signs an existing package: the signature is judged and verified (over the stored
+    /// bytes, read once) exactly as at upload. Replacing a verified signature needs an
+    /// admin (`actor` `None` is a trusted caller).
+    pub async fn attach_signature(
+        &self,
+        id: i64,
+        signature: DetachedSignature,
+        actor: Option<&Actor>,
+    ) -> Result<Package, Error> {
+        let package = self.get(id).await?;
+        if let Some(actor) = actor {
+            self.ensure_may_act(&package.name, actor).await?;
+        }
+        let store = self.signatures.as_ref().ok_or_else(|| {
+            Error::SignatureInvalid("this registry does not keep signatures".into())
+        })?;
+        let pending = signing::judge(
+            self.keyring.as_ref(),
+            self.signing,
+            &package.name,
+            Some(&signature),
+        )
+        .await?
+        .ok_or_else(|| Error::Internal("a signature judged as absent".into()))?;
+        // The upload's digests are long gone: the stored bytes are read once to check.
+        let new = signing::complete(pending, None, (&self.storage, &package.storage_key)).await?;
+        let may_replace_verified = actor.is_none_or(|a| a.admin);
+        match store
+            .attach_signature(id, new, may_replace_verified)
+            .await?
+        {
+            Attached::Done { package, replaced } => {
+                tracing::info!(
+                    package_id = id,
+                    verified = package
+                        .signature
+                        .as_ref()
+                        .is_some_and(|s| s.verified_by.is_some()),
+                    replaced = replaced.is_some(),
+                    "package signature attached"
+                );
+                Ok(package)
+            }
+            Attached::NoPackage => Err(Error::NotFound),
+            Attached::VerifiedExists(_) => Err(Error::Forbidden(
+                "the package has a verified signature; only an admin may replace it".into(),
+            )),
+        }
+    }
+
     /// Deletes a package: the row first, then the object — unless another package has the
     /// same bytes.
     ///
@@ -549,16 +682,39 @@ async fn committed(
     None
 }
 
-/// Checks what only the finished upload can tell, and builds the row.
-fn prepare_row(staged: &StagedUpload, meta: UploadMeta) -> Result<NewPackage, Error> {
+/// Judges the upload's signature and completes it against the bytes it staged.
+async fn verify_signature(
+    storage: &DynObjectStore,
+    keyring: Option<&Keyring>,
+    policy: SigningPolicy,
+    staged: &mut StagedUpload,
+    meta: &UploadMeta,
+) -> Result<Option<NewSignature>, Error> {
     if let Some(expected) = &meta.expected_sha256
         && expected != &staged.checksum
     {
+        // The cheaper refusal first: the bytes are not the ones announced.
         return Err(Error::ChecksumMismatch {
             expected: expected.to_string(),
             actual: staged.checksum.to_string(),
         });
     }
+    let name = &meta.coordinates.name;
+    let Some(pending) = signing::judge(keyring, policy, name, meta.signature.as_ref()).await?
+    else {
+        return Ok(None);
+    };
+    let digests = staged.digests.take();
+    let signature = signing::complete(pending, digests, (storage, staged.key())).await?;
+    Ok(Some(signature))
+}
+
+/// Checks what only the finished upload can tell, and builds the row.
+fn prepare_row(
+    staged: &StagedUpload,
+    meta: UploadMeta,
+    signature: Option<NewSignature>,
+) -> Result<NewPackage, Error> {
     let filename = match meta.filename {
         Some(f) => f,
         None => FileName::parse(meta.coordinates.name.as_str())?,
@@ -571,6 +727,7 @@ fn prepare_row(staged: &StagedUpload, meta: UploadMeta) -> Result<NewPackage, Er
         checksum: staged.checksum.clone(),
         storage_key: staged.key().clone(),
         publisher: meta.publisher,
+        signature,
     })
 }
 

@@ -163,6 +163,7 @@ fn meta(version: &str) -> UploadMeta {
         description: Description::parse("test agent").unwrap(),
         expected_sha256: None,
         publisher: None,
+        signature: None,
     }
 }
 

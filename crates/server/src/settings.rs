@@ -24,6 +24,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub upload: UploadSettings,
     pub download: DownloadSettings,
+    pub signing: SigningSettings,
     pub gc: GcSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
@@ -308,6 +309,14 @@ impl Default for DownloadSettings {
             presign_ttl_secs: 300,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningSettings {
+    /// Every upload needs an OpenPGP signature by a trusted key (`POST /api/v1/keys`);
+    /// without one it is refused with 422 `signature_required`.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

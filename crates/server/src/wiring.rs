@@ -9,7 +9,9 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
-use agentpkg_packagemgr::{Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager};
+use agentpkg_packagemgr::{
+    Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager, SigningPolicy,
+};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
 use rand::distr::{Alphanumeric, SampleString};
@@ -254,7 +256,13 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         },
         metrics,
     )
-    .with_ownership(store.clone());
+    .with_ownership(store.clone())
+    .with_signing(
+        store.clone(),
+        SigningPolicy {
+            required: settings.signing.required,
+        },
+    );
     let mut accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
         store.clone(),
         Duration::from_millis(settings.auth.credential_freshness_ms),

@@ -13,8 +13,10 @@ use diesel::r2d2::R2D2Connection;
 use crate::{
     AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, LoginLimit, NewToken, Owner,
     OwnershipStore, PackageStore, PoolStatus, StoreError, Team, TokenStore, UploadInFlight,
-    UserState, audit, owners, packages, throttle, tokens, uploads, users,
+    UserState, audit, owners, packages, signing, throttle, tokens, uploads, users,
 };
+use crate::{Attached, NewSigningKey, SigningStore};
+use agentpkg_model::{KeyFingerprint, NewSignature, SignatureFormat, TrustedKey};
 
 #[async_trait]
 impl Health for DieselStore {
@@ -242,6 +244,55 @@ impl TokenStore for DieselStore {
     async fn touch_token(&self, id: i64) -> Result<(), StoreError> {
         self.with_conn("touch_token", move |c| tokens::touch(c, id))
             .await
+    }
+}
+
+#[async_trait]
+impl SigningStore for DieselStore {
+    async fn signature_bytes(
+        &self,
+        package_id: i64,
+    ) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError> {
+        self.with_conn("signature_bytes", move |c| signing::bytes(c, package_id))
+            .await
+    }
+
+    async fn attach_signature(
+        &self,
+        package_id: i64,
+        signature: NewSignature,
+        may_replace_verified: bool,
+    ) -> Result<Attached, StoreError> {
+        self.with_conn("attach_signature", move |c| {
+            signing::attach(c, package_id, &signature, may_replace_verified)
+        })
+        .await
+    }
+
+    async fn upsert_key(&self, key: NewSigningKey) -> Result<(TrustedKey, bool), StoreError> {
+        self.with_conn("upsert_key", move |c| signing::upsert_key(c, &key))
+            .await
+    }
+
+    async fn signing_key(
+        &self,
+        fingerprint: &KeyFingerprint,
+    ) -> Result<Option<TrustedKey>, StoreError> {
+        let fingerprint = fingerprint.clone();
+        self.with_conn("signing_key", move |c| signing::get_key(c, &fingerprint))
+            .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
+        self.with_conn("signing_keys", signing::list_keys).await
+    }
+
+    async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError> {
+        let fingerprint = fingerprint.clone();
+        self.with_conn("delete_signing_key", move |c| {
+            signing::delete_key(c, &fingerprint)
+        })
+        .await
     }
 }
 

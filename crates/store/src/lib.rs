@@ -24,6 +24,8 @@ mod packages;
 #[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
+mod signing;
+#[cfg(feature = "diesel")]
 mod throttle;
 #[cfg(feature = "diesel")]
 mod tokens;
@@ -39,9 +41,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, LatestQuery, ListQuery, NameScope,
-    NewAuditEvent, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Role,
-    TokenScope, User, Username,
+    Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, KeyFingerprint, KeyPatterns, LatestQuery,
+    ListQuery, NameScope, NewAuditEvent, NewPackage, NewSignature, ObjectKey, Package, PackageName,
+    PackagePatch, Page, Role, SignatureFormat, SignatureInfo, TokenScope, TrustedKey, User,
+    Username,
 };
 use async_trait::async_trait;
 
@@ -251,6 +254,61 @@ pub trait AuditStore: Health {
 
 /// Shared handle to an audit store.
 pub type DynAuditStore = Arc<dyn AuditStore>;
+
+/// Signatures of packages, and the keys trusted to make them.
+#[async_trait]
+pub trait SigningStore: Health {
+    /// A package's signature bytes and their format, when it has one.
+    async fn signature_bytes(
+        &self,
+        package_id: i64,
+    ) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError>;
+    /// Attaches a signature to a package, or replaces its signature; a verified one only
+    /// when `may_replace_verified`, decided in the same transaction.
+    async fn attach_signature(
+        &self,
+        package_id: i64,
+        signature: NewSignature,
+        may_replace_verified: bool,
+    ) -> Result<Attached, StoreError>;
+    /// Registers a key, or updates the key with the same fingerprint; `true` when new.
+    async fn upsert_key(&self, key: NewSigningKey) -> Result<(TrustedKey, bool), StoreError>;
+    async fn signing_key(
+        &self,
+        fingerprint: &KeyFingerprint,
+    ) -> Result<Option<TrustedKey>, StoreError>;
+    async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError>;
+    async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError>;
+}
+
+pub type DynSigningStore = Arc<dyn SigningStore>;
+
+/// What attaching a signature did.
+#[derive(Debug, Clone)]
+pub enum Attached {
+    Done {
+        package: Package,
+        /// The signature it replaced, if any.
+        replaced: Option<SignatureInfo>,
+    },
+    NoPackage,
+    /// The package has a verified signature, which only an admin may replace.
+    VerifiedExists(Package),
+}
+
+/// A key to register (already parsed and checked by the caller).
+#[derive(Debug, Clone)]
+pub struct NewSigningKey {
+    pub fingerprint: KeyFingerprint,
+    pub armored: String,
+    pub user_ids: Vec<String>,
+    pub algorithm: String,
+    pub key_created_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked: bool,
+    pub patterns: KeyPatterns,
+    pub added_by: Option<i64>,
+}
 
 /// A token to record: its secret only as a hash.
 #[derive(Debug, Clone)]

@@ -2,8 +2,9 @@
 //! transaction.
 
 use agentpkg_model::{
-    Activity, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NameScope,
-    NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Version,
+    Activity, Checksum, Coordinates, Description, FileName, KeyFingerprint, LatestQuery, ListQuery,
+    NameScope, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, SignatureInfo,
+    Verification, Version,
 };
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -33,6 +34,10 @@ struct PackageRow {
     is_active: bool,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    signature_format: Option<String>,
+    signature_key: Option<String>,
+    signature_signer: Option<String>,
+    signature_verified_at: Option<NaiveDateTime>,
 }
 
 impl TryFrom<PackageRow> for Package {
@@ -56,10 +61,40 @@ impl TryFrom<PackageRow> for Package {
             description: Description::parse(&row.description)
                 .map_err(|_| corrupt("description"))?,
             is_active: row.is_active,
+            signature: signature_info(
+                row.signature_format,
+                row.signature_key,
+                row.signature_signer,
+                row.signature_verified_at,
+            )
+            .map_err(|_| corrupt("signature"))?,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
         })
     }
+}
+
+fn signature_info(
+    format: Option<String>,
+    key: Option<String>,
+    signer: Option<String>,
+    verified_at: Option<NaiveDateTime>,
+) -> Result<Option<SignatureInfo>, agentpkg_model::ValidationError> {
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    let verified_by = match (key, signer, verified_at) {
+        (Some(key), Some(signer), Some(at)) => Some(Verification {
+            key: KeyFingerprint::parse(&key)?,
+            signer,
+            verified_at: at.and_utc(),
+        }),
+        _ => None,
+    };
+    Ok(Some(SignatureInfo {
+        format: format.parse()?,
+        verified_by,
+    }))
 }
 
 #[derive(Insertable)]
@@ -79,6 +114,10 @@ struct NewPackageRow<'a> {
     is_active: bool,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    signature_format: Option<&'a str>,
+    signature_key: Option<&'a str>,
+    signature_signer: Option<&'a str>,
+    signature_verified_at: Option<NaiveDateTime>,
 }
 
 fn now() -> NaiveDateTime {
@@ -156,6 +195,7 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
             }
         }
     };
+    let verified = new.signature.as_ref().and_then(|s| s.verified_by.as_ref());
     let row = NewPackageRow {
         name: c.name.as_str(),
         version: c.version.to_string(),
@@ -171,6 +211,10 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
         is_active: true,
         created_at: at,
         updated_at: at,
+        signature_format: new.signature.as_ref().map(|s| s.format.as_str()),
+        signature_key: verified.map(|v| v.key.as_str()),
+        signature_signer: verified.map(|v| v.signer.as_str()),
+        signature_verified_at: verified.map(|v| v.verified_at.naive_utc()),
     };
     match diesel::insert_into(packages::table)
         .values(&row)
@@ -189,6 +233,9 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
     // read back by its coordinates inside the same transaction.
     let package =
         find(conn, c)?.ok_or_else(|| StoreError::Corrupt("inserted package not found".into()))?;
+    if let Some(signature) = &new.signature {
+        crate::signing::insert_bytes(conn, package.id, &signature.bytes)?;
+    }
     Ok(Inserted {
         package,
         reused_object,

@@ -16,6 +16,10 @@ diesel::table! {
         is_active -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        signature_format -> Nullable<Text>,
+        signature_key -> Nullable<Text>,
+        signature_signer -> Nullable<Text>,
+        signature_verified_at -> Nullable<Timestamp>,
     }
 }
 
@@ -133,3 +137,29 @@ diesel::joinable!(team_members -> teams (team_id));
 diesel::joinable!(team_members -> users (user_id));
 diesel::joinable!(package_team_owners -> teams (team_id));
 diesel::allow_tables_to_appear_in_same_query!(team_members, teams, users, package_team_owners);
+
+diesel::table! {
+    package_signatures (package_id) {
+        package_id -> BigInt,
+        data -> Binary,
+    }
+}
+
+diesel::table! {
+    signing_keys (fingerprint) {
+        fingerprint -> Text,
+        armored -> Text,
+        user_ids -> Text,
+        algorithm -> Text,
+        key_created_at -> Nullable<Timestamp>,
+        expires_at -> Nullable<Timestamp>,
+        revoked -> Bool,
+        patterns -> Text,
+        added_by -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(package_signatures -> packages (package_id));
+diesel::allow_tables_to_appear_in_same_query!(package_signatures, packages);

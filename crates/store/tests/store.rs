@@ -45,6 +45,7 @@ fn new_package(name: &str, version: &str, platform: Platform, arch: Arch) -> New
         checksum: distinct_checksum(),
         storage_key: ObjectKey::for_new_package(rand_id()),
         publisher: None,
+        signature: None,
     }
 }
 

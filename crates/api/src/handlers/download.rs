@@ -12,6 +12,9 @@ use agentpkg_model::Package;
 use crate::{ApiError, ApiState};
 
 pub(crate) const CHECKSUM_HEADER: &str = "X-Checksum-Sha256";
+/// On downloads of a package whose signature a trusted key verified: that key's
+/// fingerprint.
+pub(crate) const SIGNATURE_KEY_HEADER: &str = "X-Signature-Key";
 
 /// A package's bytes, as the API description shows them (the bytes themselves stream).
 pub(crate) struct PackageBytes;
@@ -40,6 +43,7 @@ pub(crate) enum DownloadAnswers {
             ("ETag" = String, description = "The SHA-256 checksum, quoted"),
             ("X-Checksum-Sha256" = String, description = "The SHA-256 checksum"),
             ("Content-Disposition" = String, description = "attachment; filename=…"),
+            ("X-Signature-Key" = Option<String>, description = "Fingerprint of the trusted OpenPGP key that verified the package's signature, when one did"),
         )
     )]
     Whole(#[to_schema] PackageBytes),
@@ -161,6 +165,13 @@ fn identity(
         .insert_header((header::ETAG, etag.to_string()))
         .insert_header((CHECKSUM_HEADER, package.checksum.as_str()))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
+    if let Some(verified) = package
+        .signature
+        .as_ref()
+        .and_then(|s| s.verified_by.as_ref())
+    {
+        builder.insert_header((SIGNATURE_KEY_HEADER, verified.key.as_str()));
+    }
     builder
 }
 

@@ -1,6 +1,7 @@
 pub(crate) mod audit;
 pub(crate) mod download;
 pub(crate) mod health;
+pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod packages;
 pub(crate) mod teams;

@@ -5,9 +5,10 @@ use serde_json::Value;
 use crate::common::{Backend, TestApp};
 
 /// A value for each path or required query parameter, naming the package uploaded first.
-fn sample(param: &str, id: i64) -> String {
+fn sample(param: &str, id: i64, fingerprint: &str) -> String {
     match param {
         "id" => id.to_string(),
+        "fingerprint" => fingerprint.to_owned(),
         "name" => "opamp-agent".into(),
         "version" => "1.0.0".into(),
         "platform" => "linux".into(),
@@ -25,6 +26,20 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
         .await;
     assert_eq!(res.status(), 201);
     let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    // A trusted key, and a signature on the package, for the signing routes to find.
+    let gpg = crate::signing::Gpg::new();
+    let fingerprint = gpg.generate("Docs <docs@example.com>", "ed25519", "never", None);
+    let res = crate::signing::trust(&app, &admin, &gpg.export(&fingerprint), &["*"]).await;
+    assert_eq!(res.status(), 201);
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/packages/{id}/signature?format=cosign")))
+        .bearer_auth(&admin)
+        .body("cosign signature")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 
     // Public: no token needed to read the description of the API.
     let res = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap();
@@ -40,9 +55,11 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
         for param in op["parameters"].as_array().into_iter().flatten() {
             let name = param["name"].as_str().unwrap();
             match param["in"].as_str().unwrap() {
-                "path" => url = url.replace(&format!("{{{name}}}"), &sample(name, id)),
+                "path" => {
+                    url = url.replace(&format!("{{{name}}}"), &sample(name, id, &fingerprint))
+                }
                 "query" if param["required"] == true => {
-                    query.push(format!("{name}={}", sample(name, id)));
+                    query.push(format!("{name}={}", sample(name, id, &fingerprint)));
                 }
                 _ => {}
             }

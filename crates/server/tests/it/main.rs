@@ -12,4 +12,5 @@ mod flood;
 mod hardening;
 mod packages;
 mod rollback;
+mod signing;
 mod tokens;

@@ -335,11 +335,14 @@ pub(crate) fn gc(app: &TestApp, args: &[&str]) -> (bool, Value) {
     let report = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     // Shown with a failing test's output: a crash at exit is told apart from a report.
-    println!(
-        "gc {args:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "gc {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     (out.status.success(), report)
 }
 

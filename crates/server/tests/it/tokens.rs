@@ -48,6 +48,8 @@ async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> 
     req = match (method.as_str(), path) {
         ("POST", "/api/v1/tokens") => req.json(&json!({"name": "x", "scope": "read"})),
         ("POST", "/api/v1/teams") => req.json(&json!({"name": "t"})),
+        ("POST", "/api/v1/keys") => req.json(&json!({"key": "not a key", "patterns": ["*"]})),
+        ("PUT", p) if p.ends_with("/signature") => req.body("not a signature"),
         ("POST", "/api/v1/users") => req.json(
             &json!({"username": "x", "password": "a long enough password", "role": "viewer"}),
         ),
@@ -242,6 +244,43 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
         ),
         ("GET", "/metrics", "/metrics", Some(2), false),
         ("GET", "/api/v1/audit", "/api/v1/audit", Some(2), false),
+        (
+            "GET",
+            "/api/v1/packages/{id}/signature",
+            "/api/v1/packages/424242/signature",
+            Some(0),
+            false,
+        ),
+        (
+            "PUT",
+            "/api/v1/packages/{id}/signature",
+            "/api/v1/packages/424242/signature",
+            Some(1),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{name}/{version}/{platform}/{arch}/signature",
+            "/api/v1/packages/a/1.0.0/linux/amd64/signature",
+            Some(0),
+            false,
+        ),
+        ("GET", "/api/v1/keys", "/api/v1/keys", Some(0), false),
+        ("POST", "/api/v1/keys", "/api/v1/keys", Some(2), false),
+        (
+            "GET",
+            "/api/v1/keys/{fingerprint}",
+            "/api/v1/keys/69BEF1F11B6C5E2D0BC01157EEAA4D0602DF1AAA",
+            Some(0),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/keys/{fingerprint}",
+            "/api/v1/keys/69BEF1F11B6C5E2D0BC01157EEAA4D0602DF1AAA",
+            Some(2),
+            false,
+        ),
     ];
     // Every operation of the document has an entry: a new route needs one.
     let doc: Value = app

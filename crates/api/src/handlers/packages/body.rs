@@ -6,7 +6,7 @@
 
 use std::io;
 
-use agentpkg_model::Package;
+use agentpkg_model::{DetachedSignature, Package};
 use agentpkg_packagemgr::{BodySender, PackageManager, StagedUpload, UploadMeta, body_channel};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -43,13 +43,15 @@ const BODY_CHANNEL_CHUNKS: usize = 16;
 pub(super) async fn stage_stream<S, E>(
     mgr: &PackageManager,
     body: S,
+    signature: Option<&DetachedSignature>,
 ) -> Result<StagedUpload, ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: BodyError,
 {
     let (tx, rx) = body_channel(BODY_CHANNEL_CHUNKS);
-    let ((), staged) = futures_util::future::join(pump(body, tx), mgr.stage(rx)).await;
+    let ((), staged) =
+        futures_util::future::join(pump(body, tx), mgr.stage_for(rx, signature)).await;
     Ok(staged?)
 }
 

@@ -3,7 +3,8 @@
 
 use actix_multipart::{Field, Multipart};
 use agentpkg_model::{
-    Actor, Arch, Checksum, Coordinates, Description, FileName, NameScope, PackageName, Platform,
+    Actor, Arch, Checksum, Coordinates, Description, DetachedSignature, FileName,
+    MAX_SIGNATURE_BYTES, NameScope, PackageName, Platform, SignatureBytes, SignatureFormat,
     ValidationError, Version,
 };
 use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta};
@@ -27,6 +28,8 @@ pub(super) struct Form {
     description: Option<Description>,
     sha256: Option<Checksum>,
     filename: Option<FileName>,
+    signature: Option<SignatureBytes>,
+    signature_format: Option<SignatureFormat>,
     pub(super) staged: Option<StagedUpload>,
 }
 
@@ -60,7 +63,12 @@ impl Form {
                     if let Some(coordinates) = self.coordinates() {
                         mgr.ensure_absent(&coordinates).await?;
                     }
-                    self.staged = Some(stage_stream(mgr, field).await?);
+                    let signature = self.signature();
+                    if let (Some(name), Some(signature)) = (&self.name, &signature) {
+                        // A signature that cannot verify is refused before the file.
+                        mgr.judge_signature(name, Some(signature)).await?;
+                    }
+                    self.staged = Some(stage_stream(mgr, field, signature.as_ref()).await?);
                 }
                 "name" => {
                     let name = PackageName::parse(&text(field, "name").await?)?;
@@ -87,6 +95,15 @@ impl Form {
                     "description",
                     Description::parse(&text(field, "description").await?)?,
                 )?,
+                "signature" => {
+                    let bytes = signature_field(field).await?;
+                    set(&mut self.signature, "signature", bytes)?;
+                }
+                "signature_format" => set(
+                    &mut self.signature_format,
+                    "signature_format",
+                    text(field, "signature_format").await?.trim().parse()?,
+                )?,
                 "sha256" => set(
                     &mut self.sha256,
                     "sha256",
@@ -96,7 +113,7 @@ impl Form {
                     return Err(ApiError::bad_request(
                         "unknown_field",
                         format!(
-                            "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256",
+                            "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256, signature, signature_format",
                             truncate(&name, 64)
                         ),
                     ));
@@ -104,6 +121,14 @@ impl Form {
             }
         }
         Ok(())
+    }
+
+    /// The signature so far, with its format (OpenPGP unless said otherwise).
+    fn signature(&self) -> Option<DetachedSignature> {
+        Some(DetachedSignature {
+            format: self.signature_format.unwrap_or(SignatureFormat::Openpgp),
+            bytes: self.signature.clone()?,
+        })
     }
 
     fn coordinates(&self) -> Option<Coordinates> {
@@ -130,7 +155,12 @@ impl Form {
             }
             (a, b) => a.or(b),
         };
+        if self.signature_format.is_some() && self.signature.is_none() {
+            return Err(missing("signature"));
+        }
+        let signature = self.signature();
         Ok(UploadMeta {
+            signature,
             coordinates: Coordinates {
                 name: self.name.take().ok_or_else(|| missing("name"))?,
                 version: self.version.take().ok_or_else(|| missing("version"))?,
@@ -180,6 +210,19 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// Reads the signature field, refusing more than [`MAX_SIGNATURE_BYTES`] bytes.
+async fn signature_field(mut field: Field) -> Result<SignatureBytes, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.next().await {
+        let chunk = chunk.map_err(malformed)?;
+        if buf.len() + chunk.len() > MAX_SIGNATURE_BYTES {
+            return Err(super::signature::too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    super::signature::signature_bytes(buf)
 }
 
 /// Reads a small text field, refusing more than [`MAX_TEXT_FIELD`] bytes.

@@ -8,6 +8,7 @@ pub(crate) mod form;
 pub(crate) mod list;
 pub(crate) mod owners;
 pub(crate) mod read;
+pub(crate) mod signature;
 pub(crate) mod upload;
 
 use actix_web::HttpRequest;

@@ -5,7 +5,8 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    Arch, AuditAction, Checksum, Description, FileName, Package, PackageName, Platform, Version,
+    Arch, AuditAction, Checksum, Description, FileName, Package, PackageName, Platform,
+    SignatureFormat, Version,
 };
 use agentpkg_packagemgr::UploadMeta;
 use serde::Deserialize;
@@ -36,15 +37,25 @@ pub(crate) struct UploadForm {
     description: Option<Description>,
     /// Expected SHA-256 of the file; the upload is refused when the bytes differ.
     sha256: Option<Checksum>,
+    /// A detached signature of the file (armoured or binary, at most 64 KiB), verified
+    /// before the package becomes visible. Sent before `file`, it is checked before the
+    /// file is read.
+    #[schema(value_type = Option<String>, format = Binary)]
+    signature: Option<Vec<u8>>,
+    /// The signature's format: `openpgp` (default, verified), or `minisign`, `cosign`,
+    /// `sigstore-bundle` (kept unverified).
+    signature_format: Option<SignatureFormat>,
 }
 
 /// Upload a package (form)
 ///
 /// A `multipart/form-data` upload with the fields `file`, `name`, `version`, `platform`,
-/// `arch`, and optionally `description` and `sha256`, in any order. The file streams to
-/// storage as it arrives. Text fields are checked as soon as they arrive; if all
-/// coordinates come before the file, a duplicate is refused before the file is read.
-/// Whatever fails, nothing is stored. Needs the publisher role.
+/// `arch`, and optionally `description`, `sha256`, `signature` and `signature_format`, in
+/// any order. The file streams to storage as it arrives. Text fields are checked as soon
+/// as they arrive; if all coordinates come before the file, a duplicate is refused before
+/// the file is read, and so is a signature that cannot verify. An OpenPGP signature is
+/// verified before the package becomes visible. Whatever fails, nothing is stored. Needs
+/// the publisher role.
 #[utoipa::path(
     post,
     path = "/api/v1/packages",
@@ -59,7 +70,7 @@ pub(crate) struct UploadForm {
         (status = 409, description = "A package with these coordinates exists", body = ErrorBody),
         (status = 413, description = "The package is larger than the limit", body = ErrorBody),
         (status = 415, description = "The body is not multipart/form-data", body = ErrorBody),
-        (status = 422, description = "The bytes do not match the announced SHA-256", body = ErrorBody),
+        (status = 422, description = "The bytes do not match the announced SHA-256, the signature does not verify, or a required signature is missing", body = ErrorBody),
     ),
 )]
 pub(crate) async fn upload(
@@ -157,8 +168,10 @@ pub(crate) struct PutParams {
 /// Upload a package (raw body)
 ///
 /// The request body is the file (`curl -T file URL`). `X-Checksum-Sha256` is verified
-/// when sent. Same guarantees as the form upload: a duplicate is refused before the body
-/// is read, and any failure leaves nothing behind. Needs the publisher role.
+/// when sent; `X-Signature` (base64) carries a detached signature, checked against the
+/// trusted keys before the body is read and over the bytes before the package becomes
+/// visible. Same guarantees as the form upload: a duplicate is refused before the body is
+/// read, and any failure leaves nothing behind. Needs the publisher role.
 #[utoipa::path(
     put,
     path = "/api/v1/packages/{name}/{version}/{platform}/{arch}",
@@ -167,6 +180,8 @@ pub(crate) struct PutParams {
         CoordinatesPath,
         PutParams,
         ("X-Checksum-Sha256" = Option<Checksum>, Header, description = "Expected SHA-256 of the body"),
+        ("X-Signature" = Option<String>, Header, description = "A detached signature of the body, base64"),
+        ("X-Signature-Format" = Option<SignatureFormat>, Header, description = "The signature's format (default openpgp)"),
     ),
     request_body(content = PackageBytes, content_type = "application/octet-stream"),
     responses(
@@ -177,7 +192,7 @@ pub(crate) struct PutParams {
         (status = 404, description = "No such route (a coordinate with '/')", body = ErrorBody),
         (status = 409, description = "A package with these coordinates exists", body = ErrorBody),
         (status = 413, description = "The package is larger than the limit", body = ErrorBody),
-        (status = 422, description = "The bytes do not match the announced SHA-256", body = ErrorBody),
+        (status = 422, description = "The bytes do not match the announced SHA-256, the signature does not verify, or a required signature is missing", body = ErrorBody),
     ),
 )]
 pub(crate) async fn put(
@@ -221,6 +236,7 @@ async fn put_body(
             .unwrap_or_default(),
         expected_sha256: checksum_header(req)?,
         publisher: Some(principal.actor()),
+        signature: super::signature::from_headers(req)?,
         coordinates,
     };
     upload_stream(&state.packages, meta, body).await

@@ -1,0 +1,284 @@
+//! Signatures: the keys the registry trusts, and the policy an upload's signature meets
+//! before its package becomes visible.
+//!
+//! A signature is judged in two steps. Before the bytes (as soon as the signature and the
+//! package name are known): it must parse, name a trusted key whose patterns cover the
+//! name, and that key (or its signing subkey) must be valid now. After the bytes: the
+//! signature must match their digest, computed while they streamed. Either failure
+//! refuses the upload like a checksum mismatch: no row, no object.
+
+use agentpkg_model::{
+    DetachedSignature, KeyFingerprint, KeyPatterns, NewSignature, PackageName, SignatureFormat,
+    TrustedKey, Verification,
+};
+use agentpkg_storage::DynObjectStore;
+use agentpkg_store::{DynSigningStore, NewSigningKey};
+use chrono::Utc;
+use futures_util::StreamExt;
+use sha2::Sha256;
+
+use crate::Error;
+use crate::openpgp::{Hasher, ParsedKey, ParsedSignature};
+
+/// Largest key accepted for registration, in bytes of armour.
+pub const MAX_KEY_BYTES: usize = 256 * 1024;
+
+/// What uploads must bring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SigningPolicy {
+    /// Every package needs an OpenPGP signature by a trusted key (`signing.required`).
+    pub required: bool,
+}
+
+/// The trusted keys, kept in the database so that every replica trusts the same ones.
+#[derive(Clone)]
+pub struct Keyring {
+    store: DynSigningStore,
+}
+
+impl Keyring {
+    pub fn new(store: DynSigningStore) -> Self {
+        Self { store }
+    }
+
+    /// Registers an OpenPGP public key for the names `patterns` match, or updates the key
+    /// with the same fingerprint (a renewed expiry, a revocation, a new subkey, other
+    /// patterns). Returns the key and whether it is new.
+    pub async fn add(
+        &self,
+        material: &str,
+        patterns: KeyPatterns,
+        added_by: Option<i64>,
+    ) -> Result<(TrustedKey, bool), Error> {
+        if material.len() > MAX_KEY_BYTES {
+            return Err(Error::InvalidKey(format!(
+                "the key is larger than {MAX_KEY_BYTES} bytes"
+            )));
+        }
+        if material.contains("PRIVATE KEY BLOCK") {
+            return Err(Error::InvalidKey(
+                "this is a secret key: send the public key (gpg --armor --export)".into(),
+            ));
+        }
+        let parsed = ParsedKey::parse(material.as_bytes()).map_err(|e| Error::InvalidKey(e.0))?;
+        let new = NewSigningKey {
+            fingerprint: parsed.fingerprint.clone(),
+            armored: material.trim().to_owned(),
+            user_ids: parsed.user_ids.clone(),
+            algorithm: parsed.algorithm.clone(),
+            key_created_at: Some(parsed.created_at),
+            expires_at: parsed.expires_at,
+            revoked: parsed.revoked,
+            patterns,
+            added_by,
+        };
+        let (key, created) = self.store.upsert_key(new).await?;
+        tracing::info!(
+            fingerprint = %key.fingerprint,
+            created,
+            revoked = key.revoked,
+            "signing key registered"
+        );
+        Ok((key, created))
+    }
+
+    pub async fn list(&self) -> Result<Vec<TrustedKey>, Error> {
+        Ok(self.store.signing_keys().await?)
+    }
+
+    pub async fn get(&self, fingerprint: &KeyFingerprint) -> Result<TrustedKey, Error> {
+        self.store
+            .signing_key(fingerprint)
+            .await?
+            .ok_or(Error::KeyNotFound)
+    }
+
+    /// Removes a key: it verifies nothing new. Packages it verified keep the record.
+    pub async fn remove(&self, fingerprint: &KeyFingerprint) -> Result<(), Error> {
+        if !self.store.delete_signing_key(fingerprint).await? {
+            return Err(Error::KeyNotFound);
+        }
+        tracing::info!(fingerprint = %fingerprint, "signing key removed");
+        Ok(())
+    }
+
+    /// The trusted key that made `signature` and may sign `name`.
+    async fn signer(
+        &self,
+        name: &PackageName,
+        signature: &ParsedSignature,
+    ) -> Result<(TrustedKey, ParsedKey), Error> {
+        let mut untrusted_for_name = None;
+        for trusted in self.store.signing_keys().await? {
+            let parsed = match ParsedKey::parse(trusted.armored.as_bytes()) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    tracing::error!(fingerprint = %trusted.fingerprint, error = %e, "a stored signing key no longer parses");
+                    continue;
+                }
+            };
+            if !parsed.is_issuer_of(signature) {
+                continue;
+            }
+            if trusted.patterns.allows(name) {
+                return Ok((trusted, parsed));
+            }
+            untrusted_for_name = Some(parsed);
+        }
+        Err(Error::SignatureInvalid(match untrusted_for_name {
+            Some(key) => format!(
+                "key {} ({}) is not trusted to sign {name}",
+                key.fingerprint,
+                key.signer()
+            ),
+            None => format!(
+                "the signature was made by {}, which is not a trusted key",
+                signature.issuer()
+            ),
+        }))
+    }
+}
+
+/// A signature judged as far as it can be before the bytes.
+pub(crate) enum Pending {
+    /// An OpenPGP signature by a trusted key, waiting for the data's digest.
+    OpenPgp {
+        format: SignatureFormat,
+        bytes: agentpkg_model::SignatureBytes,
+        signature: ParsedSignature,
+        key: Box<ParsedKey>,
+    },
+    /// A format the registry keeps without verifying.
+    Unverified(DetachedSignature),
+}
+
+/// The digests an upload computed as it streamed, for a signature to complete.
+pub(crate) struct StreamDigests {
+    /// The upload's SHA-256 before finalising: the data digest of a v4 SHA-256 signature.
+    pub(crate) sha256: Sha256,
+    /// The digest for a signature known before the bytes whose algorithm is another.
+    pub(crate) extra: Option<Hasher>,
+}
+
+/// Parses a signature sent before the bytes, to know which digest to compute on the way;
+/// `None` when the upload's SHA-256 will do (or there is nothing to verify).
+pub(crate) fn stream_hasher(
+    signature: Option<&DetachedSignature>,
+) -> Result<Option<Hasher>, Error> {
+    let Some(signature) = signature.filter(|s| s.format == SignatureFormat::Openpgp) else {
+        return Ok(None);
+    };
+    let parsed = parse(signature)?;
+    if parsed.uses_plain_sha256() {
+        return Ok(None);
+    }
+    parsed
+        .data_hasher()
+        .map(Some)
+        .map_err(Error::SignatureInvalid)
+}
+
+fn parse(signature: &DetachedSignature) -> Result<ParsedSignature, Error> {
+    ParsedSignature::parse(signature.bytes.as_bytes()).map_err(|e| Error::SignatureMalformed(e.0))
+}
+
+/// The first step: policy, parsing, and the key, before any byte is read.
+pub(crate) async fn judge(
+    keyring: Option<&Keyring>,
+    policy: SigningPolicy,
+    name: &PackageName,
+    signature: Option<&DetachedSignature>,
+) -> Result<Option<Pending>, Error> {
+    let Some(signature) = signature else {
+        if policy.required {
+            return Err(Error::SignatureRequired(format!(
+                "this registry requires every package to be signed: attach an OpenPGP \
+                 signature of {name} by a trusted key"
+            )));
+        }
+        return Ok(None);
+    };
+    if signature.format != SignatureFormat::Openpgp {
+        if policy.required {
+            return Err(Error::SignatureRequired(format!(
+                "this registry requires an OpenPGP signature by a trusted key; {} signatures \
+                 are kept but not verified, so they do not meet the requirement",
+                signature.format
+            )));
+        }
+        return Ok(Some(Pending::Unverified(signature.clone())));
+    }
+    let parsed = parse(signature)?;
+    // A weak or unknown hash is refused before the bytes.
+    parsed.data_hasher().map_err(Error::SignatureInvalid)?;
+    let keyring = keyring.ok_or_else(|| {
+        Error::SignatureInvalid("this registry has no trusted keys to verify with".into())
+    })?;
+    let (_, key) = keyring.signer(name, &parsed).await?;
+    Ok(Some(Pending::OpenPgp {
+        format: signature.format,
+        bytes: signature.bytes.clone(),
+        signature: parsed,
+        key: Box::new(key),
+    }))
+}
+
+/// The second step: the signature against the digest of the bytes, streamed or (when the
+/// signature came after them with another hash algorithm) read back from storage once.
+pub(crate) async fn complete(
+    pending: Pending,
+    digests: Option<StreamDigests>,
+    stored: (&DynObjectStore, &agentpkg_model::ObjectKey),
+) -> Result<NewSignature, Error> {
+    let (format, bytes, signature, key) = match pending {
+        Pending::Unverified(s) => {
+            return Ok(NewSignature {
+                format: s.format,
+                bytes: s.bytes,
+                verified_by: None,
+            });
+        }
+        Pending::OpenPgp {
+            format,
+            bytes,
+            signature,
+            key,
+        } => (format, bytes, signature, key),
+    };
+    let hasher: Hasher = match digests {
+        Some(d) if signature.uses_plain_sha256() => Box::new(d.sha256),
+        Some(StreamDigests {
+            extra: Some(extra), ..
+        }) => extra,
+        _ => reread(stored.0, stored.1, &signature).await?,
+    };
+    let now = Utc::now();
+    key.verify(&signature, hasher, now)
+        .map_err(Error::SignatureInvalid)?;
+    Ok(NewSignature {
+        format,
+        bytes,
+        verified_by: Some(Verification {
+            key: key.fingerprint.clone(),
+            signer: key.signer(),
+            verified_at: now,
+        }),
+    })
+}
+
+/// Hashes a stored object for `signature`: the one case that reads bytes twice.
+async fn reread(
+    storage: &DynObjectStore,
+    key: &agentpkg_model::ObjectKey,
+    signature: &ParsedSignature,
+) -> Result<Hasher, Error> {
+    let mut hasher = signature.data_hasher().map_err(Error::SignatureInvalid)?;
+    let mut body = storage.get(key).await?;
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| Error::StorageUnavailable(agentpkg_storage::StorageError::Io(e)))?;
+        hasher.update(&chunk);
+    }
+    tracing::debug!(object_key = %key, "stored package read again to verify its signature");
+    Ok(hasher)
+}

@@ -1,0 +1,216 @@
+//! Signature bytes and trusted signing keys.
+
+use agentpkg_model::{
+    KeyFingerprint, KeyPatterns, NamePattern, NewSignature, Package, SignatureBytes,
+    SignatureFormat, TrustedKey,
+};
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use crate::connection::write_transaction;
+use crate::schema::{package_signatures, packages, signing_keys};
+use crate::{Attached, DbConnection, NewSigningKey, StoreError};
+
+pub(crate) fn insert_bytes(
+    conn: &mut DbConnection,
+    package_id: i64,
+    bytes: &SignatureBytes,
+) -> Result<(), StoreError> {
+    diesel::insert_into(package_signatures::table)
+        .values((
+            package_signatures::package_id.eq(package_id),
+            package_signatures::data.eq(bytes.as_bytes()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn bytes(
+    conn: &mut DbConnection,
+    package_id: i64,
+) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError> {
+    let found: Option<(Option<String>, Vec<u8>)> = package_signatures::table
+        .inner_join(packages::table)
+        .filter(package_signatures::package_id.eq(package_id))
+        .select((packages::signature_format, package_signatures::data))
+        .first(conn)
+        .optional()?;
+    let corrupt = || StoreError::Corrupt(format!("package {package_id}: signature"));
+    found
+        .map(|(format, data)| {
+            let format = format.ok_or_else(corrupt)?.parse().map_err(|_| corrupt())?;
+            Ok((format, data))
+        })
+        .transpose()
+}
+
+/// Attaches (or replaces) a package's signature, in one transaction with the check that
+/// decides whether a verified one may be replaced.
+pub(crate) fn attach(
+    conn: &mut DbConnection,
+    package_id: i64,
+    signature: &NewSignature,
+    may_replace_verified: bool,
+) -> Result<Attached, StoreError> {
+    write_transaction(conn, |conn| {
+        let Some(before) = crate::packages::get(conn, package_id)? else {
+            return Ok(Attached::NoPackage);
+        };
+        let verified_before = before
+            .signature
+            .as_ref()
+            .is_some_and(|s| s.verified_by.is_some());
+        if verified_before && !may_replace_verified {
+            return Ok(Attached::VerifiedExists(before));
+        }
+        let verified = signature.verified_by.as_ref();
+        diesel::update(packages::table.find(package_id))
+            .set((
+                packages::signature_format.eq(signature.format.as_str()),
+                packages::signature_key.eq(verified.map(|v| v.key.as_str())),
+                packages::signature_signer.eq(verified.map(|v| v.signer.as_str())),
+                packages::signature_verified_at.eq(verified.map(|v| v.verified_at.naive_utc())),
+                packages::updated_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(conn)?;
+        diesel::delete(package_signatures::table.find(package_id)).execute(conn)?;
+        insert_bytes(conn, package_id, &signature.bytes)?;
+        let after: Package = crate::packages::get(conn, package_id)?
+            .ok_or_else(|| StoreError::Corrupt("signed package vanished".into()))?;
+        Ok(Attached::Done {
+            package: after,
+            replaced: before.signature,
+        })
+    })
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = signing_keys)]
+struct KeyRow {
+    fingerprint: String,
+    armored: String,
+    user_ids: String,
+    algorithm: String,
+    key_created_at: Option<NaiveDateTime>,
+    expires_at: Option<NaiveDateTime>,
+    revoked: bool,
+    patterns: String,
+    added_by: Option<i64>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl TryFrom<KeyRow> for TrustedKey {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> Result<Self, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("signing key {}: {what}", row.fingerprint));
+        let patterns = row
+            .patterns
+            .lines()
+            .map(NamePattern::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(KeyPatterns::new)
+            .map_err(|_| corrupt("patterns"))?;
+        Ok(TrustedKey {
+            fingerprint: KeyFingerprint::parse(&row.fingerprint)
+                .map_err(|_| corrupt("fingerprint"))?,
+            user_ids: row.user_ids.lines().map(str::to_owned).collect(),
+            armored: row.armored,
+            algorithm: row.algorithm,
+            key_created_at: row.key_created_at.map(|t| t.and_utc()),
+            expires_at: row.expires_at.map(|t| t.and_utc()),
+            revoked: row.revoked,
+            patterns,
+            added_by: row.added_by,
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
+        })
+    }
+}
+
+fn patterns_text(patterns: &KeyPatterns) -> String {
+    patterns
+        .patterns()
+        .iter()
+        .map(NamePattern::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Registers a key, or replaces the material and patterns of the key with its
+/// fingerprint (a renewed expiry, a revocation, new subkeys). `true` when it is new.
+pub(crate) fn upsert_key(
+    conn: &mut DbConnection,
+    new: &NewSigningKey,
+) -> Result<(TrustedKey, bool), StoreError> {
+    conn.transaction(|conn| {
+        let at = Utc::now().naive_utc();
+        let fingerprint = new.fingerprint.as_str();
+        let exists = signing_keys::table
+            .find(fingerprint)
+            .select(signing_keys::fingerprint)
+            .first::<String>(conn)
+            .optional()?
+            .is_some();
+        let values = (
+            signing_keys::armored.eq(&new.armored),
+            signing_keys::user_ids.eq(new.user_ids.join("\n")),
+            signing_keys::algorithm.eq(&new.algorithm),
+            signing_keys::key_created_at.eq(new.key_created_at.map(|t| t.naive_utc())),
+            signing_keys::expires_at.eq(new.expires_at.map(|t| t.naive_utc())),
+            signing_keys::revoked.eq(new.revoked),
+            signing_keys::patterns.eq(patterns_text(&new.patterns)),
+            signing_keys::updated_at.eq(at),
+        );
+        if exists {
+            diesel::update(signing_keys::table.find(fingerprint))
+                .set(values)
+                .execute(conn)?;
+        } else {
+            diesel::insert_into(signing_keys::table)
+                .values((
+                    signing_keys::fingerprint.eq(fingerprint),
+                    signing_keys::added_by.eq(new.added_by),
+                    signing_keys::created_at.eq(at),
+                    values,
+                ))
+                .execute(conn)?;
+        }
+        let key = get_key(conn, &new.fingerprint)?
+            .ok_or_else(|| StoreError::Corrupt("signing key vanished".into()))?;
+        Ok((key, !exists))
+    })
+}
+
+pub(crate) fn get_key(
+    conn: &mut DbConnection,
+    fingerprint: &KeyFingerprint,
+) -> Result<Option<TrustedKey>, StoreError> {
+    signing_keys::table
+        .find(fingerprint.as_str())
+        .select(KeyRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(TrustedKey::try_from)
+        .transpose()
+}
+
+pub(crate) fn list_keys(conn: &mut DbConnection) -> Result<Vec<TrustedKey>, StoreError> {
+    signing_keys::table
+        .order(signing_keys::created_at.asc())
+        .select(KeyRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(TrustedKey::try_from)
+        .collect()
+}
+
+pub(crate) fn delete_key(
+    conn: &mut DbConnection,
+    fingerprint: &KeyFingerprint,
+) -> Result<bool, StoreError> {
+    let n = diesel::delete(signing_keys::table.find(fingerprint.as_str())).execute(conn)?;
+    Ok(n > 0)
+}
