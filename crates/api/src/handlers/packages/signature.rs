@@ -95,7 +95,12 @@ pub(super) fn too_large() -> ApiError {
     tag = "signing",
     params(("id" = i64, Path, description = "Package id")),
     responses(
-        (status = 200, description = "The signature", body = SignatureBody, content_type = "application/pgp-signature", headers(
+        (status = 200, description = "The signature: `application/pgp-signature` for OpenPGP, `text/plain` for minisign, `application/json` for a Sigstore bundle, `application/octet-stream` for cosign", content(
+            (SignatureBody = "application/pgp-signature"),
+            (SignatureBody = "text/plain"),
+            (SignatureBody = "application/json"),
+            (SignatureBody = "application/octet-stream"),
+        ), headers(
             ("X-Signature-Format" = SignatureFormat, description = "The signature's format"),
             ("X-Signature-Key" = Option<String>, description = "The verifying key's fingerprint"),
         )),
@@ -123,7 +128,12 @@ pub(crate) async fn get(
     tag = "signing",
     params(CoordinatesPath),
     responses(
-        (status = 200, description = "The signature", body = SignatureBody, content_type = "application/pgp-signature", headers(
+        (status = 200, description = "The signature: `application/pgp-signature` for OpenPGP, `text/plain` for minisign, `application/json` for a Sigstore bundle, `application/octet-stream` for cosign", content(
+            (SignatureBody = "application/pgp-signature"),
+            (SignatureBody = "text/plain"),
+            (SignatureBody = "application/json"),
+            (SignatureBody = "application/octet-stream"),
+        ), headers(
             ("X-Signature-Format" = SignatureFormat, description = "The signature's format"),
             ("X-Signature-Key" = Option<String>, description = "The verifying key's fingerprint"),
         )),
