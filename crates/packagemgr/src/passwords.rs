@@ -4,10 +4,12 @@
 //! pool, a flood of wrong passwords over many connections ran as many hashes at once as the
 //! pool has threads (hundreds), each allocating its own 19 MiB, and every other request
 //! waited behind them. Here at most [`HashingLimits::workers`] hashes run at once, each
-//! worker reuses one buffer for its whole life (so memory is `workers × 19 MiB`, flat), and
+//! worker reuses one buffer while jobs keep coming (so memory is `workers × 19 MiB`, flat,
+//! and given back when the queue runs dry), and
 //! at most [`HashingLimits::queue`] requests wait: past that a caller is refused at once
 //! with [`Error::Busy`], which costs nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -68,6 +70,9 @@ enum Outcome {
 #[derive(Clone)]
 pub(crate) struct PasswordHasher {
     jobs: SyncSender<Job>,
+    /// Jobs sent and not yet finished: a worker that finishes the last one gives its
+    /// working memory back.
+    pending: Arc<AtomicUsize>,
 }
 
 impl PasswordHasher {
@@ -75,18 +80,20 @@ impl PasswordHasher {
         let workers = limits.workers.max(1);
         let (jobs, receiver) = sync_channel(limits.queue);
         let receiver = Arc::new(Mutex::new(receiver));
+        let pending = Arc::new(AtomicUsize::new(0));
         for n in 0..workers {
             let receiver = receiver.clone();
+            let pending = pending.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("password-hash-{n}"))
-                .spawn(move || work(&receiver));
+                .spawn(move || work(&receiver, &pending));
             if let Err(e) = spawned {
                 // Fewer workers only means fewer hashes at once; with none, the queue
                 // fills and logins are refused as busy, which the log explains.
                 tracing::error!(error = %e, "could not start a password hashing thread");
             }
         }
-        Self { jobs }
+        Self { jobs, pending }
     }
 
     /// The PHC string of a new Argon2id hash of `password`, with a random salt.
@@ -112,7 +119,12 @@ impl PasswordHasher {
 
     async fn run(&self, work: Work) -> Result<Outcome, Error> {
         let (reply, answer) = oneshot::channel();
-        match self.jobs.try_send(Job { work, reply }) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let sent = self.jobs.try_send(Job { work, reply });
+        if sent.is_err() {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(Error::Busy),
             Err(TrySendError::Disconnected(_)) => {
@@ -128,7 +140,7 @@ impl PasswordHasher {
     }
 }
 
-fn work(receiver: &Mutex<Receiver<Job>>) {
+fn work(receiver: &Mutex<Receiver<Job>>, pending: &AtomicUsize) {
     let mut blocks: Vec<Block> = Vec::new();
     loop {
         let job = {
@@ -141,22 +153,27 @@ fn work(receiver: &Mutex<Receiver<Job>>) {
             }
         };
         // A caller that went away (a closed connection) costs no hash.
-        if job.reply.is_closed() {
-            continue;
+        if !job.reply.is_closed() {
+            let outcome = match job.work {
+                Work::Hash(password) => {
+                    hash_new(password.expose_secret().as_bytes(), &mut blocks).map(Outcome::Hashed)
+                }
+                Work::Verify { password, stored } => verify(
+                    password.expose_secret().as_bytes(),
+                    stored.as_deref(),
+                    &mut blocks,
+                )
+                .map(Outcome::Verified),
+            };
+            // NOTE: the caller may have gone since; nobody is left to tell.
+            let _ = job.reply.send(outcome);
         }
-        let outcome = match job.work {
-            Work::Hash(password) => {
-                hash_new(password.expose_secret().as_bytes(), &mut blocks).map(Outcome::Hashed)
-            }
-            Work::Verify { password, stored } => verify(
-                password.expose_secret().as_bytes(),
-                stored.as_deref(),
-                &mut blocks,
-            )
-            .map(Outcome::Verified),
-        };
-        // NOTE: the caller may have gone since; nobody is left to tell.
-        let _ = job.reply.send(outcome);
+        // The last job done: the working memory goes back to the system, so a server that
+        // saw a login does not keep `workers × 19 MiB` resident for ever. Under a burst
+        // more jobs wait and the buffer is reused.
+        if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            blocks = Vec::new();
+        }
     }
 }
 

@@ -1,13 +1,15 @@
 //! The store against real PostgreSQL and a real SQLite file: the same scenarios on both.
 
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, LatestQuery, ListQuery, NameFilter,
-    NewPackage, ObjectKey, PackageName, PageRequest, Platform, Role, Username, Version,
+    Arch, Checksum, Coordinates, Description, FileName, KeyFingerprint, KeyPatterns, LatestQuery,
+    ListQuery, NameFilter, NamePattern, NewPackage, NewSignature, ObjectKey, PackageName,
+    PageRequest, Platform, Role, SignatureBytes, SignatureFormat, Username, Verification, Version,
     VersionRequirement,
 };
 use agentpkg_store::testing::{Backend, TestDatabase};
 use agentpkg_store::{
-    AccountStore, DatabaseUrl, DieselStore, PackageStore, PoolOptions, StoreError,
+    AccountStore, Attached, DatabaseUrl, DieselStore, NewSigningKey, PackageStore, PoolOptions,
+    SigningStore, StoreError,
 };
 
 // Held only for its Drop: the database or directory goes away with the test.
@@ -62,6 +64,8 @@ fn rand_id() -> [u8; 16] {
 }
 
 agentpkg_store::on_both_backends!(
+    a_signature_is_stored_with_its_package_and_goes_with_it,
+    signing_keys_are_registered_updated_and_removed,
     migrations_revert_and_reapply,
     an_inserted_package_reads_back,
     the_same_coordinates_are_a_conflict_even_with_other_build_metadata,
@@ -400,4 +404,133 @@ async fn a_delete_racing_an_upload_of_the_same_bytes_never_strands_it(backend: B
             assert!(inserted.reused_object);
         }
     }
+}
+
+fn signature(format: SignatureFormat, bytes: &[u8], verified: bool) -> NewSignature {
+    NewSignature {
+        format,
+        bytes: SignatureBytes::new(bytes.to_vec()).unwrap(),
+        verified_by: verified.then(|| Verification {
+            key: KeyFingerprint::parse(&"AB".repeat(20)).unwrap(),
+            signer: "Builds <builds@example.com>".into(),
+            verified_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }),
+    }
+}
+
+async fn a_signature_is_stored_with_its_package_and_goes_with_it(backend: Backend) {
+    let (store, _backing) = open(backend).await;
+    let mut new = new_package("signed", "1.0.0", Platform::Linux, Arch::Amd64);
+    new.signature = Some(signature(SignatureFormat::Openpgp, b"sig one", true));
+    let package = store.insert_package(new).await.unwrap().package;
+    let info = package.signature.clone().unwrap();
+    assert_eq!(info.format, SignatureFormat::Openpgp);
+    let verified = info.verified_by.unwrap();
+    assert_eq!(verified.key.as_str(), "AB".repeat(20));
+    assert_eq!(verified.verified_at.timestamp(), 1_800_000_000);
+    // Every read of the package shows it.
+    let again = store.get_package(package.id).await.unwrap().unwrap();
+    assert_eq!(again.signature, package.signature);
+    assert_eq!(
+        store.signature_bytes(package.id).await.unwrap(),
+        Some((SignatureFormat::Openpgp, b"sig one".to_vec()))
+    );
+
+    // A verified signature is replaced only when allowed, in the same transaction.
+    let replacement = signature(SignatureFormat::Cosign, b"sig two", false);
+    match store
+        .attach_signature(package.id, replacement.clone(), false)
+        .await
+        .unwrap()
+    {
+        Attached::VerifiedExists(p) => assert_eq!(p.signature, package.signature),
+        other => panic!("replaced without permission: {other:?}"),
+    }
+    assert_eq!(
+        store.signature_bytes(package.id).await.unwrap().unwrap().1,
+        b"sig one"
+    );
+    match store
+        .attach_signature(package.id, replacement, true)
+        .await
+        .unwrap()
+    {
+        Attached::Done {
+            package: p,
+            replaced,
+        } => {
+            assert_eq!(replaced, package.signature);
+            let info = p.signature.unwrap();
+            assert_eq!(info.format, SignatureFormat::Cosign);
+            assert!(info.verified_by.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.signature_bytes(package.id).await.unwrap(),
+        Some((SignatureFormat::Cosign, b"sig two".to_vec()))
+    );
+    assert!(matches!(
+        store
+            .attach_signature(
+                424_242,
+                signature(SignatureFormat::Cosign, b"x", false),
+                true
+            )
+            .await
+            .unwrap(),
+        Attached::NoPackage
+    ));
+    // Unsigned packages have none; a deleted package takes its bytes along.
+    let plain = store
+        .insert_package(new_package("plain", "1.0.0", Platform::Linux, Arch::Amd64))
+        .await
+        .unwrap()
+        .package;
+    assert!(plain.signature.is_none());
+    assert_eq!(store.signature_bytes(plain.id).await.unwrap(), None);
+    store.delete_package(package.id).await.unwrap().unwrap();
+    assert_eq!(store.signature_bytes(package.id).await.unwrap(), None);
+}
+
+async fn signing_keys_are_registered_updated_and_removed(backend: Backend) {
+    let (store, _backing) = open(backend).await;
+    let fingerprint = KeyFingerprint::parse(&"CD".repeat(20)).unwrap();
+    let key = |revoked: bool, patterns: &[&str]| NewSigningKey {
+        fingerprint: fingerprint.clone(),
+        armored: "-----BEGIN PGP PUBLIC KEY BLOCK-----".into(),
+        user_ids: vec!["A <a@example.com>".into(), "B <b@example.com>".into()],
+        algorithm: "Ed25519".into(),
+        key_created_at: chrono::DateTime::from_timestamp(1_700_000_000, 0),
+        expires_at: None,
+        revoked,
+        patterns: KeyPatterns::new(
+            patterns
+                .iter()
+                .map(|p| NamePattern::parse(p).unwrap())
+                .collect(),
+        )
+        .unwrap(),
+        added_by: None,
+    };
+    let (first, created) = store.upsert_key(key(false, &["otelcol*"])).await.unwrap();
+    assert!(created);
+    assert_eq!(first.user_ids.len(), 2);
+    assert_eq!(first.patterns.patterns()[0].as_str(), "otelcol*");
+    let (second, created) = store
+        .upsert_key(key(true, &["otelcol*", "fluent-bit"]))
+        .await
+        .unwrap();
+    assert!(!created, "the same fingerprint updates the key");
+    assert!(second.revoked);
+    assert_eq!(second.patterns.patterns().len(), 2);
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+    assert_eq!(
+        store.signing_key(&fingerprint).await.unwrap().unwrap(),
+        second
+    );
+    assert!(store.delete_signing_key(&fingerprint).await.unwrap());
+    assert!(!store.delete_signing_key(&fingerprint).await.unwrap());
+    assert!(store.signing_key(&fingerprint).await.unwrap().is_none());
 }
