@@ -13,7 +13,7 @@ use agentpkg_model::{
 };
 use agentpkg_storage::DynObjectStore;
 use agentpkg_store::{DynSigningStore, NewSigningKey};
-use chrono::Utc;
+use chrono::{DurationRound, Utc};
 use futures_util::StreamExt;
 use sha2::Sha256;
 
@@ -252,7 +252,10 @@ pub(crate) async fn complete(
         }) => extra,
         _ => reread(stored.0, stored.1, &signature).await?,
     };
-    let now = Utc::now();
+    // Microseconds: what PostgreSQL keeps, so the record reads back as it was made.
+    let now = Utc::now()
+        .duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or_else(|_| Utc::now());
     key.verify(&signature, hasher, now)
         .map_err(Error::SignatureInvalid)?;
     Ok(NewSignature {
