@@ -575,18 +575,32 @@ async fn trickle(addr: String, head: String, first: Vec<u8>, every: Duration) ->
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&first).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
-    let feeding = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            if writer.write_all(b" ").await.is_err() {
-                return;
-            }
-        }
-    });
+    // One task reads and writes, and never writes once an answer has begun to arrive: a
+    // byte sent after the server closed makes it reset the connection, and a reset throws
+    // away an answer not yet read (on a loaded machine the reader may be that late).
     let mut response = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut response)).await;
-    feeding.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut next_byte = tokio::time::Instant::now() + every;
+    loop {
+        tokio::select! {
+            read = stream.read_buf(&mut response) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep_until(next_byte), if response.is_empty() => {
+                next_byte += every;
+                let mut early = Vec::new();
+                match stream.try_read_buf(&mut early) {
+                    Ok(0) => break,
+                    Ok(_) => response.extend_from_slice(&early),
+                    Err(_) => {
+                        let _ = stream.write_all(b" ").await;
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
     let text = String::from_utf8_lossy(&response);
     let status = text
         .split_whitespace()
