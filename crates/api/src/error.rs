@@ -149,6 +149,20 @@ impl From<MgrError> for ApiError {
                 "checksum_mismatch",
                 e.to_string(),
             ),
+            MgrError::DirectUnsupported => Self::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "direct_upload_unsupported",
+                e.to_string(),
+            ),
+            MgrError::UploadNotFound => Self::not_found(e.to_string()),
+            MgrError::UploadIncomplete(m) => {
+                Self::new(StatusCode::CONFLICT, "upload_incomplete", m)
+            }
+            MgrError::SizeMismatch { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "size_mismatch",
+                e.to_string(),
+            ),
             MgrError::SignatureRequired(m) => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "signature_required", m)
             }

@@ -153,6 +153,11 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     )
                     .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke))
                     .route("/audit", web::get().to(handlers::audit::list))
+                    .route("/uploads/direct", web::post().to(handlers::direct::begin))
+                    .route(
+                        "/uploads/direct/{id}/complete",
+                        web::post().to(handlers::direct::complete),
+                    )
                     .service(
                         web::resource("/teams")
                             .route(web::get().to(handlers::teams::list))

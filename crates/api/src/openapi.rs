@@ -46,6 +46,8 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         handlers::packages::signature::get,
         handlers::packages::signature::get_by_coordinates,
         handlers::packages::signature::attach,
+        handlers::direct::begin,
+        handlers::direct::complete,
         handlers::keys::add,
         handlers::keys::list,
         handlers::keys::get,

@@ -5,6 +5,7 @@
 //! This crate does no I/O.
 
 mod audit;
+mod direct;
 mod error;
 mod key;
 #[cfg(feature = "openapi")]
@@ -17,6 +18,7 @@ mod user;
 mod version;
 
 pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
+pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
 pub use key::ObjectKey;
 pub use package::{

@@ -122,6 +122,16 @@ impl Checksum {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The 32 bytes of the digest.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            // NOTE: `parse` and `from_digest` only ever keep 64 hexadecimal digits.
+            *byte = u8::from_str_radix(&self.0[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        out
+    }
 }
 
 impl fmt::Display for Checksum {
@@ -434,6 +444,19 @@ mod tests {
         assert!(Checksum::parse(&upper[1..]).is_err());
         assert!(Checksum::parse(&format!("{}g", &upper[1..])).is_err());
         assert_eq!(Checksum::from_digest(&[0xab; 32]).as_str(), "ab".repeat(32));
+    }
+
+    #[test]
+    fn checksums_round_trip_through_their_bytes() {
+        let digest: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+        let sum = Checksum::from_digest(&digest);
+        assert_eq!(sum.digest(), digest);
+        assert_eq!(
+            Checksum::parse(&sum.as_str().to_uppercase())
+                .unwrap()
+                .digest(),
+            digest
+        );
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub enum Error {
     /// A key that cannot be registered.
     #[error("{0}")]
     InvalidKey(String),
+    /// Direct uploads need storage that makes presigned `PUT`s (S3).
+    #[error("direct uploads need the s3 storage backend; use the proxied or resumable upload")]
+    DirectUnsupported,
+    #[error("no such direct upload (completed, expired, or not yours)")]
+    UploadNotFound,
+    /// The bytes of a direct upload are not (all) there yet.
+    #[error("{0}")]
+    UploadIncomplete(String),
+    #[error("size mismatch: {expected} bytes were announced but storage holds {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
     #[error("invalid username or password")]
     BadCredentials,
     /// The credential was valid once: its token was revoked, its user deleted, or the

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use agentpkg_model::ObjectKey;
 use agentpkg_storage::{
-    Body, ByteStream, DynObjectStore, IncompleteWrite, ObjectInfo, ObjectStore, StorageError,
+    Body, ByteStream, DynObjectStore, IncompleteWrite, ObjectInfo, ObjectStat, ObjectStore,
+    PresignedPut, StorageError,
 };
 use agentpkg_store::CallObserver;
 use async_trait::async_trait;
@@ -108,6 +109,23 @@ impl ObjectStore for TimedObjects {
     }
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         timed(&self.latencies, "delete", self.inner.delete(key)).await
+    }
+    async fn presigned_put(
+        &self,
+        key: &ObjectKey,
+        ttl: Duration,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<Option<PresignedPut>, StorageError> {
+        timed(
+            &self.latencies,
+            "presigned_put",
+            self.inner.presigned_put(key, ttl, size, sha256),
+        )
+        .await
+    }
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, StorageError> {
+        timed(&self.latencies, "stat", self.inner.stat(key)).await
     }
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError> {
         timed(&self.latencies, "exists", self.inner.exists(key)).await

@@ -12,6 +12,7 @@ use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
 use agentpkg_store::{Attached, DynOwnershipStore, DynPackageStore, DynSigningStore, StoreError};
 use tokio::io::AsyncRead;
 
+use crate::direct::DirectUploads;
 use crate::guard::{Keepalive, ObjectGuard, delete_logged};
 use crate::hashing::HashingReader;
 use crate::instrumented::TimedObjects;
@@ -73,11 +74,22 @@ pub struct StagedUpload {
     /// Taken by the signature check, once.
     digests: Option<StreamDigests>,
     /// One of the [`ManagerConfig::max_concurrent_uploads`] places, held until published
-    /// or discarded.
-    _place: tokio::sync::OwnedSemaphorePermit,
+    /// or discarded (none for bytes a client sent straight to storage).
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl StagedUpload {
+    /// Bytes already in storage (a direct upload), guarded like any staged upload.
+    pub(crate) fn stored(guard: ObjectGuard, size: u64, checksum: Checksum) -> Self {
+        Self {
+            guard,
+            size,
+            checksum,
+            digests: None,
+            _place: None,
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -115,6 +127,7 @@ pub struct PackageManager {
     keyring: Option<Keyring>,
     signing: SigningPolicy,
     signatures: Option<DynSigningStore>,
+    pub(crate) direct: Option<DirectUploads>,
 }
 
 impl PackageManager {
@@ -148,7 +161,19 @@ impl PackageManager {
             keyring: None,
             signing: SigningPolicy::default(),
             signatures: None,
+            direct: None,
         }
+    }
+
+    /// The same manager with direct uploads (on storage that makes presigned `PUT`s),
+    /// recorded in `store`, each grant valid for `ttl`.
+    pub fn with_direct_uploads(
+        mut self,
+        store: agentpkg_store::DynDirectUploadStore,
+        ttl: Duration,
+    ) -> Self {
+        self.direct = Some(DirectUploads { store, ttl });
+        self
     }
 
     /// The same manager with signatures: OpenPGP signatures are verified against the
@@ -315,7 +340,7 @@ impl PackageManager {
                 size,
                 checksum,
                 digests: Some(digests),
-                _place: place,
+                _place: Some(place),
             })
         });
         task.await

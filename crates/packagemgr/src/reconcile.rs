@@ -89,6 +89,14 @@ impl PackageManager {
             dry_run,
             now,
         } = options;
+        // Expired direct uploads are forgotten first: their objects, if any arrived, are
+        // then ordinary orphans below.
+        if !dry_run && let Some(direct) = &self.direct {
+            let expired = direct.store.remove_expired_direct_uploads().await?;
+            if !expired.is_empty() {
+                tracing::info!(count = expired.len(), "expired direct uploads forgotten");
+            }
+        }
         let objects = self.storage.list_objects().await?;
         let markers: HashMap<String, Duration> = self
             .store

@@ -280,6 +280,10 @@ pub struct UploadSettings {
     pub max_size_bytes: u64,
     /// Uploads streaming at once; one more is answered 503 `too_many_uploads`.
     pub max_concurrent: usize,
+    /// How long a direct upload's presigned `PUT` URL works (s3 backend): until then its
+    /// object is in flight; after it, the upload is gone and reconciliation removes what
+    /// it left.
+    pub direct_ttl_secs: u64,
 }
 
 impl Default for UploadSettings {
@@ -288,6 +292,7 @@ impl Default for UploadSettings {
         Self {
             max_size_bytes: manager.max_upload_bytes,
             max_concurrent: manager.max_concurrent_uploads,
+            direct_ttl_secs: 900,
         }
     }
 }
@@ -398,6 +403,13 @@ impl Settings {
                     GcSettings::MIN_SECS
                 ));
             }
+        }
+        if !(1..=604_800).contains(&self.upload.direct_ttl_secs) {
+            return Err(format!(
+                "upload.direct_ttl_secs must be 1 to 604800 seconds (S3's presigned URL limit), \
+                 is {}",
+                self.upload.direct_ttl_secs
+            ));
         }
         Ok(())
     }

@@ -263,6 +263,14 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
             required: settings.signing.required,
         },
     );
+    // Direct uploads need presigned PUTs: S3 only (elsewhere the route says so).
+    let packages = match settings.storage.backend {
+        StorageBackend::S3 => packages.with_direct_uploads(
+            store.clone(),
+            Duration::from_secs(settings.upload.direct_ttl_secs),
+        ),
+        StorageBackend::Fs => packages,
+    };
     let mut accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
         store.clone(),
         Duration::from_millis(settings.auth.credential_freshness_ms),

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
-use crate::{Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStore, StorageError};
+use crate::{Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStat, ObjectStore, StorageError};
 
 const BUF_SIZE: usize = 256 * 1024;
 const TMP_DIR: &str = ".tmp";
@@ -138,6 +138,15 @@ impl ObjectStore for FsStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, StorageError> {
+        Ok(
+            gone_is_none(tokio::fs::metadata(self.path_of(key)).await)?.map(|m| ObjectStat {
+                size: m.len(),
+                sha256: None,
+            }),
+        )
     }
 
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError> {

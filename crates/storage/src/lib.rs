@@ -37,6 +37,22 @@ pub struct IncompleteWrite {
     pub description: String,
 }
 
+/// A request a client makes itself to store one object: a `PUT` of `url` with exactly
+/// these headers (and no others that the signature covers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// What the store says of a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectStat {
+    pub size: u64,
+    /// The SHA-256 the store verified and kept for it, when it reports one.
+    pub sha256: Option<[u8; 32]>,
+}
+
 /// An object's bytes, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -72,6 +88,23 @@ pub trait ObjectStore: Send + Sync + 'static {
         content_disposition: &str,
     ) -> Result<Option<String>, StorageError>;
     /// Removes an object. Removing a missing object succeeds.
+    /// A `PUT` that a client sends straight to the store, valid for `ttl`, which the store
+    /// accepts only with exactly `size` bytes whose SHA-256 is `sha256`; `None` for a
+    /// backend that cannot make one.
+    async fn presigned_put(
+        &self,
+        key: &ObjectKey,
+        ttl: std::time::Duration,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<Option<PresignedPut>, StorageError> {
+        let _ = (key, ttl, size, sha256);
+        Ok(None)
+    }
+
+    /// The size (and, where kept, the SHA-256) of a stored object; `None` when absent.
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, StorageError>;
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError>;
     /// Every object in this store, with its age (for reconciliation and tests).

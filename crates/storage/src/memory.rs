@@ -139,6 +139,19 @@ impl ObjectStore for MemoryStore {
         Ok(())
     }
 
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<crate::ObjectStat>, StorageError> {
+        if self.fault().read {
+            return Err(Self::unavailable());
+        }
+        Ok(self
+            .objects()
+            .get(key.as_str())
+            .map(|(data, _)| crate::ObjectStat {
+                size: data.len() as u64,
+                sha256: None,
+            }))
+    }
+
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError> {
         if self.fault().read {
             return Err(Self::unavailable());

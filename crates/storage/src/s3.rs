@@ -19,7 +19,10 @@ use s3::request::tokio_backend::ReqwestRequest;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStore, StorageError};
+use crate::{
+    Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStat, ObjectStore, PresignedPut,
+    StorageError,
+};
 
 /// How to reach the bucket.
 #[derive(Debug, Clone)]
@@ -107,6 +110,13 @@ impl S3Store {
 }
 
 fn unavailable(e: S3Error) -> StorageError {
+    StorageError::Unavailable(e.to_string())
+}
+
+/// The header that carries a SHA-256 (base64) to S3, and back from it in checksum mode.
+const CHECKSUM_HEADER: &str = "x-amz-checksum-sha256";
+
+fn unavailable_msg(e: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(e.to_string())
 }
 
@@ -234,6 +244,72 @@ impl ObjectStore for S3Store {
             .await
             .map_err(unavailable)?;
         Ok(Some(url))
+    }
+
+    async fn presigned_put(
+        &self,
+        key: &ObjectKey,
+        ttl: Duration,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<Option<PresignedPut>, StorageError> {
+        use base64::Engine;
+        let secs = u32::try_from(ttl.as_secs().clamp(1, 604_800)).unwrap_or(604_800);
+        let checksum = base64::engine::general_purpose::STANDARD.encode(sha256);
+        // Signed headers: the store refuses a PUT without them, or whose body has another
+        // digest (the checksum) or length.
+        let headers = vec![
+            (CHECKSUM_HEADER.to_owned(), checksum),
+            ("content-length".to_owned(), size.to_string()),
+        ];
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(unavailable_msg)?,
+                http::HeaderValue::from_str(value).map_err(unavailable_msg)?,
+            );
+        }
+        let url = self
+            .bucket
+            .presign_put(key.as_str(), secs, Some(map), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(PresignedPut { url, headers }))
+    }
+
+    async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, StorageError> {
+        use base64::Engine;
+        let mut extra = http::HeaderMap::new();
+        extra.insert(
+            "x-amz-checksum-mode",
+            http::HeaderValue::from_static("ENABLED"),
+        );
+        let bucket = self.bucket.with_extra_headers(extra).map_err(unavailable)?;
+        let request = ReqwestRequest::new(&bucket, key.as_str(), Command::HeadObject)
+            .await
+            .map_err(unavailable)?;
+        let (headers, status) = match request.response_header().await {
+            Ok(answer) => answer,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(unavailable(e)),
+        };
+        if status == 404 {
+            return Ok(None);
+        }
+        if !(200..300).contains(&status) {
+            return Err(StorageError::Unavailable(format!("HEAD answered {status}")));
+        }
+        let size = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StorageError::Unavailable("HEAD without Content-Length".into()))?;
+        let sha256 = headers
+            .get(CHECKSUM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .and_then(|d| <[u8; 32]>::try_from(d).ok());
+        Ok(Some(ObjectStat { size, sha256 }))
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {

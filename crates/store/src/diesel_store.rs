@@ -15,7 +15,8 @@ use crate::{
     OwnershipStore, PackageStore, PoolStatus, StoreError, Team, TokenStore, UploadInFlight,
     UserState, audit, owners, packages, signing, throttle, tokens, uploads, users,
 };
-use crate::{Attached, NewSigningKey, SigningStore};
+use crate::{Attached, DirectUploadStore, NewSigningKey, SigningStore, direct};
+use agentpkg_model::{DirectUpload, DirectUploadId};
 use agentpkg_model::{KeyFingerprint, NewSignature, SignatureFormat, TrustedKey};
 
 #[async_trait]
@@ -243,6 +244,34 @@ impl TokenStore for DieselStore {
 
     async fn touch_token(&self, id: i64) -> Result<(), StoreError> {
         self.with_conn("touch_token", move |c| tokens::touch(c, id))
+            .await
+    }
+}
+
+#[async_trait]
+impl DirectUploadStore for DieselStore {
+    async fn create_direct_upload(&self, upload: DirectUpload) -> Result<(), StoreError> {
+        self.with_conn("create_direct_upload", move |c| direct::create(c, &upload))
+            .await
+    }
+
+    async fn direct_upload(&self, id: &DirectUploadId) -> Result<Option<DirectUpload>, StoreError> {
+        let id = id.clone();
+        self.with_conn("direct_upload", move |c| direct::get(c, &id))
+            .await
+    }
+
+    async fn claim_direct_upload(
+        &self,
+        id: &DirectUploadId,
+    ) -> Result<Option<DirectUpload>, StoreError> {
+        let id = id.clone();
+        self.with_conn("claim_direct_upload", move |c| direct::claim(c, &id))
+            .await
+    }
+
+    async fn remove_expired_direct_uploads(&self) -> Result<Vec<String>, StoreError> {
+        self.with_conn("remove_expired_direct_uploads", direct::remove_expired)
             .await
     }
 }

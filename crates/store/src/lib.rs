@@ -16,6 +16,8 @@ mod audit;
 mod connection;
 #[cfg(feature = "diesel")]
 mod diesel_store;
+#[cfg(feature = "diesel")]
+mod direct;
 mod error;
 #[cfg(feature = "diesel")]
 mod owners;
@@ -41,10 +43,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, KeyFingerprint, KeyPatterns, LatestQuery,
-    ListQuery, NameScope, NewAuditEvent, NewPackage, NewSignature, ObjectKey, Package, PackageName,
-    PackagePatch, Page, Role, SignatureFormat, SignatureInfo, TokenScope, TrustedKey, User,
-    Username,
+    Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, DirectUpload, DirectUploadId,
+    KeyFingerprint, KeyPatterns, LatestQuery, ListQuery, NameScope, NewAuditEvent, NewPackage,
+    NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page, Role, SignatureFormat,
+    SignatureInfo, TokenScope, TrustedKey, User, Username,
 };
 use async_trait::async_trait;
 
@@ -254,6 +256,24 @@ pub trait AuditStore: Health {
 
 /// Shared handle to an audit store.
 pub type DynAuditStore = Arc<dyn AuditStore>;
+
+/// Direct uploads: granted, then completed once, or expired.
+#[async_trait]
+pub trait DirectUploadStore: Health {
+    async fn create_direct_upload(&self, upload: DirectUpload) -> Result<(), StoreError>;
+    /// The upload, while it has not expired (by the database's clock).
+    async fn direct_upload(&self, id: &DirectUploadId) -> Result<Option<DirectUpload>, StoreError>;
+    /// Removes the upload and marks its object in flight, in one transaction: exactly one
+    /// caller gets it. `None` when it is gone or expired.
+    async fn claim_direct_upload(
+        &self,
+        id: &DirectUploadId,
+    ) -> Result<Option<DirectUpload>, StoreError>;
+    /// Forgets expired uploads and returns their object keys.
+    async fn remove_expired_direct_uploads(&self) -> Result<Vec<String>, StoreError>;
+}
+
+pub type DynDirectUploadStore = Arc<dyn DirectUploadStore>;
 
 /// Signatures of packages, and the keys trusted to make them.
 #[async_trait]

@@ -163,3 +163,23 @@ diesel::table! {
 
 diesel::joinable!(package_signatures -> packages (package_id));
 diesel::allow_tables_to_appear_in_same_query!(package_signatures, packages);
+
+diesel::table! {
+    direct_uploads (id) {
+        id -> Text,
+        user_id -> Nullable<BigInt>,
+        name -> Text,
+        version -> Text,
+        platform -> Text,
+        arch -> Text,
+        file_size -> BigInt,
+        checksum -> Text,
+        filename -> Nullable<Text>,
+        description -> Text,
+        storage_path -> Text,
+        signature_format -> Nullable<Text>,
+        signature -> Nullable<Binary>,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}

@@ -48,13 +48,23 @@ pub(crate) fn list(conn: &mut DbConnection) -> Result<Vec<UploadInFlight>, Store
         ))
         .load(conn)?;
     let now = db_now(conn)?;
-    Ok(rows
+    let mut uploads: Vec<UploadInFlight> = rows
         .into_iter()
         .map(|(key, touched)| UploadInFlight {
             key,
             idle: idle_since(now, touched),
         })
-        .collect())
+        .collect();
+    // A direct upload is in flight until it expires, however long the client takes.
+    uploads.extend(
+        crate::direct::pending_keys(conn)?
+            .into_iter()
+            .map(|key| UploadInFlight {
+                key,
+                idle: Duration::ZERO,
+            }),
+    );
+    Ok(uploads)
 }
 
 /// Whether a blob names `key`, or an upload of it was touched within `stale_after`.
@@ -68,7 +78,7 @@ pub(crate) fn in_use(
         .select(blobs::checksum)
         .first(conn)
         .optional()?;
-    if blob.is_some() {
+    if blob.is_some() || crate::direct::names_key(conn, key)? {
         return Ok(true);
     }
     let touched: Option<NaiveDateTime> = uploads_in_flight::table

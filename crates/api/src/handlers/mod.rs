@@ -1,4 +1,5 @@
 pub(crate) mod audit;
+pub(crate) mod direct;
 pub(crate) mod download;
 pub(crate) mod health;
 pub(crate) mod keys;

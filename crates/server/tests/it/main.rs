@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod cli;
 mod common;
+mod direct;
 mod distribution;
 mod docs;
 mod faults;

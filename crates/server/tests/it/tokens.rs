@@ -49,6 +49,10 @@ async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> 
         ("POST", "/api/v1/tokens") => req.json(&json!({"name": "x", "scope": "read"})),
         ("POST", "/api/v1/teams") => req.json(&json!({"name": "t"})),
         ("POST", "/api/v1/keys") => req.json(&json!({"key": "not a key", "patterns": ["*"]})),
+        ("POST", "/api/v1/uploads/direct") => req.json(&json!({
+            "name": "a", "version": "1.0.0", "platform": "linux", "arch": "amd64", "size": 1,
+            "sha256": "0000000000000000000000000000000000000000000000000000000000000000"
+        })),
         ("PUT", p) if p.ends_with("/signature") => req.body("not a signature"),
         ("POST", "/api/v1/users") => req.json(
             &json!({"username": "x", "password": "a long enough password", "role": "viewer"}),
@@ -263,6 +267,20 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             "/api/v1/packages/{name}/{version}/{platform}/{arch}/signature",
             "/api/v1/packages/a/1.0.0/linux/amd64/signature",
             Some(0),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/uploads/direct",
+            "/api/v1/uploads/direct",
+            Some(1),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/uploads/direct/{id}/complete",
+            "/api/v1/uploads/direct/0123456789abcdef0123456789abcdef/complete",
+            Some(1),
             false,
         ),
         ("GET", "/api/v1/keys", "/api/v1/keys", Some(0), false),

@@ -67,11 +67,11 @@ fn format_header(req: &HttpRequest) -> Result<Option<SignatureFormat>, ApiError>
 }
 
 /// Signature bytes within the limit, or a 400 `malformed_signature`.
-pub(super) fn signature_bytes(bytes: Vec<u8>) -> Result<SignatureBytes, ApiError> {
+pub(crate) fn signature_bytes(bytes: Vec<u8>) -> Result<SignatureBytes, ApiError> {
     SignatureBytes::new(bytes).map_err(|e| malformed(e.to_string()))
 }
 
-pub(super) fn malformed(message: String) -> ApiError {
+pub(crate) fn malformed(message: String) -> ApiError {
     ApiError {
         field: Some("signature"),
         ..ApiError::bad_request("malformed_signature", message)
