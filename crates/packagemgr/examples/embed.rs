@@ -293,6 +293,7 @@ fn meta(version: &str) -> Result<UploadMeta, Error> {
         expected_sha256: None,
         publisher: None,
         signature: None,
+        size: None,
     })
 }
 

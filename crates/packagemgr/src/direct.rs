@@ -174,6 +174,7 @@ impl PackageManager {
             expected_sha256: Some(upload.checksum),
             publisher: actor.copied(),
             signature: upload.signature,
+            size: None,
         };
         self.publish(staged, meta).await
     }

@@ -110,6 +110,19 @@ impl ObjectStore for TimedObjects {
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         timed(&self.latencies, "delete", self.inner.delete(key)).await
     }
+    async fn put_sized(
+        &self,
+        key: &ObjectKey,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<u64, StorageError> {
+        timed(
+            &self.latencies,
+            "put",
+            self.inner.put_sized(key, body, size),
+        )
+        .await
+    }
     async fn presigned_put(
         &self,
         key: &ObjectKey,

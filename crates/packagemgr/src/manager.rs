@@ -63,6 +63,9 @@ pub struct UploadMeta {
     /// A detached signature of the bytes, verified before the package becomes visible
     /// when its format is OpenPGP.
     pub signature: Option<DetachedSignature>,
+    /// The body's length, when announced (`Content-Length`): storage may then take it in
+    /// one streamed request, and a body of another length is refused.
+    pub size: Option<u64>,
 }
 
 /// Bytes that are stored but not yet published. Until [`PackageManager::publish`] commits
@@ -242,7 +245,16 @@ impl PackageManager {
         // A missing, unreadable or untrusted signature is refused before the first byte.
         self.judge_signature(&meta.coordinates.name, meta.signature.as_ref())
             .await?;
-        let staged = self.stage_for(body, meta.signature.as_ref()).await?;
+        if let Some(size) = meta.size
+            && size > self.config.max_upload_bytes
+        {
+            return Err(Error::TooLarge {
+                limit: self.config.max_upload_bytes,
+            });
+        }
+        let staged = self
+            .stage_inner(body, meta.signature.as_ref(), meta.size)
+            .await?;
         self.publish(staged, meta).await
     }
 
@@ -290,6 +302,18 @@ impl PackageManager {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        self.stage_inner(body, signature, None).await
+    }
+
+    async fn stage_inner<R>(
+        &self,
+        body: R,
+        signature: Option<&DetachedSignature>,
+        size: Option<u64>,
+    ) -> Result<StagedUpload, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
         let extra = signing::stream_hasher(signature)?;
         let place = self
             .uploads
@@ -308,7 +332,10 @@ impl PackageManager {
             store.begin_upload(&key).await?;
             let keepalive = Keepalive::start(store.clone(), key.clone(), touch_every);
             let mut reader = HashingReader::new(body, limit).with_extra(extra);
-            let stored = storage.put(&key, &mut reader).await;
+            let stored = match size {
+                Some(size) => storage.put_sized(&key, &mut reader, size).await,
+                None => storage.put(&key, &mut reader).await,
+            };
             // From here the object may exist: the guard owns its fate.
             let guard = ObjectGuard::new(storage, store, metrics, key, keepalive);
             let exceeded = reader.exceeded();

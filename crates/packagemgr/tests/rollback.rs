@@ -164,6 +164,7 @@ fn meta(version: &str) -> UploadMeta {
         expected_sha256: None,
         publisher: None,
         signature: None,
+        size: None,
     }
 }
 

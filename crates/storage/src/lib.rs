@@ -69,6 +69,26 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// `body` fails, the error is [`StorageError::Body`] with the reader's own error.
     async fn put(&self, key: &ObjectKey, body: Body<'_>) -> Result<u64, StorageError>;
     /// Streams an object out; [`StorageError::NotFound`] when it does not exist.
+    /// [`ObjectStore::put`] for a body of exactly `size` bytes (a request with a
+    /// `Content-Length`): a store may then write it in one streamed request. A body of
+    /// another length fails the put, and leaves nothing.
+    async fn put_sized(
+        &self,
+        key: &ObjectKey,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<u64, StorageError> {
+        let written = self.put(key, body).await?;
+        if written != size {
+            self.delete(key).await?;
+            return Err(StorageError::Body(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the body had {written} bytes, not the {size} announced"),
+            )));
+        }
+        Ok(written)
+    }
+
     async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError>;
     /// Streams bytes `start..=end` of an object, read from the store as a range (never by
     /// reading and discarding a prefix). The caller keeps the range within the object.

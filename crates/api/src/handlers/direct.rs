@@ -127,6 +127,7 @@ pub(crate) async fn begin(
         expected_sha256: Some(Checksum::parse(body.sha256.trim())?),
         publisher: Some(publisher.principal.actor()),
         signature,
+        size: Some(body.size),
     };
     let grant = state.packages.begin_direct(meta, body.size).await?;
     let id = grant.upload.id.to_string();

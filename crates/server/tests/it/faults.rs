@@ -92,19 +92,44 @@ async fn put_with_fault(
     (total, before, after): (usize, usize, usize),
     fault: impl std::future::Future<Output = ()>,
 ) -> Answer {
+    put_framed_with_fault(app, token, version, (total, before, after), false, fault).await
+}
+
+/// As [`put_with_fault`]; `chunked`: without a length (`Transfer-Encoding: chunked`), which
+/// storage takes as a multipart upload rather than one streamed request.
+async fn put_framed_with_fault(
+    app: &TestApp,
+    token: &str,
+    version: &str,
+    (total, before, after): (usize, usize, usize),
+    chunked: bool,
+    fault: impl std::future::Future<Output = ()>,
+) -> Answer {
     let host = app.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(&host).await.unwrap();
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_owned()
+    } else {
+        format!("Content-Length: {total}")
+    };
     let head = format!(
         "PUT /api/v1/packages/opamp-agent/{version}/linux/amd64 HTTP/1.1\r\nHost: {host}\r\n\
          Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {total}\r\nConnection: close\r\n\r\n"
+         {framing}\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    let chunk = vec![7u8; 1024 * 1024];
+    let mut chunk = vec![7u8; 1024 * 1024];
+    if chunked {
+        let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+        framed.append(&mut chunk);
+        framed.extend_from_slice(b"\r\n");
+        chunk = framed;
+    }
+    let chunk_payload = 1024 * 1024;
     let mut sent = 0;
     while sent < before {
         stream.write_all(&chunk).await.unwrap();
-        sent += chunk.len();
+        sent += chunk_payload;
     }
     // Let the server push what it has to storage before the fault.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -115,7 +140,7 @@ async fn put_with_fault(
             if stream.write_all(&chunk).await.is_err() {
                 break;
             }
-            more += chunk.len();
+            more += chunk_payload;
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(20), rest).await;
@@ -143,40 +168,45 @@ async fn s3_stopped_mid_upload_is_a_503_with_no_row_and_no_object_once_it_is_bac
     let app = TestApp::spawn_with(Backend::Production, |s| s.storage.s3.endpoint = endpoint).await;
     let token = app.token_for("publisher").await;
 
-    // 24 MiB reach storage as three 8 MiB parts; then S3 goes away mid-upload.
-    let answer = put_with_fault(
-        &app,
-        &token,
-        "1.0.0",
-        (64 << 20, 24 << 20, 24 << 20),
-        async { s3.cut() },
-    )
-    .await;
-    let (status, body) = answer.expect("the server answers");
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "storage_unavailable");
-    assert_eq!(rows(&app).await, 0, "no row");
-    assert_eq!(
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    // With a length, the body streams to S3 as one PUT; without one (chunked), as 8 MiB
+    // multipart parts. Either way 24 MiB reach storage, then S3 goes away mid-upload.
+    for (version, chunked) in [("1.0.0", false), ("1.0.1", true)] {
+        let answer = put_framed_with_fault(
+            &app,
+            &token,
+            version,
+            (64 << 20, 24 << 20, 24 << 20),
+            chunked,
+            async { s3.cut() },
+        )
+        .await;
+        let (status, body) = answer.expect("the server answers");
+        assert_eq!(status, 503, "chunked: {chunked}: {body}");
+        assert_eq!(body["error"]["code"], "storage_unavailable");
+        assert_eq!(rows(&app).await, 0, "no row");
+        assert_eq!(
+            app.client
+                .get(app.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            503
+        );
 
-    // S3 is back: there is no object, and the parts of the multipart upload that could not
-    // be aborted while it was away are swept by reconciliation.
-    s3.restore();
-    app.assert_nothing_stored().await;
-    let (ok, report) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
-    assert!(ok, "{report}");
-    assert_eq!(report["orphans_removed"], serde_json::json!([]));
-    let swept = report["incomplete_removed"].as_array().unwrap();
-    assert_eq!(swept.len(), 1, "{report}");
-    let (_, again) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
-    assert_eq!(again["incomplete_removed"], serde_json::json!([]));
+        // S3 is back: there is no object; a single PUT cut short leaves nothing at all,
+        // and the parts of a multipart upload that could not be aborted while S3 was away
+        // are swept by reconciliation.
+        s3.restore();
+        app.assert_nothing_stored().await;
+        let (ok, report) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
+        assert!(ok, "{report}");
+        assert_eq!(report["orphans_removed"], serde_json::json!([]));
+        let swept = report["incomplete_removed"].as_array().unwrap();
+        assert_eq!(swept.len(), usize::from(chunked), "{report}");
+        let (_, again) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
+        assert_eq!(again["incomplete_removed"], serde_json::json!([]));
+    }
 
     // And the server recovered by itself.
     let res = app

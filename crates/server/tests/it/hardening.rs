@@ -579,12 +579,22 @@ async fn trickle(addr: String, head: String, first: Vec<u8>, every: Duration) ->
     // byte sent after the server closed makes it reset the connection, and a reset throws
     // away an answer not yet read (on a loaded machine the reader may be that late).
     let mut response = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut next_byte = tokio::time::Instant::now() + every;
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(30);
+    let mut next_byte = started + every;
+    // How the exchange ended, shown when no answer came.
+    let mut ended = "timeout".to_owned();
     loop {
         tokio::select! {
             read = stream.read_buf(&mut response) => match read {
-                Ok(0) | Err(_) => break,
+                Ok(0) => {
+                    ended = format!("closed after {:?}", started.elapsed());
+                    break;
+                }
+                Err(e) => {
+                    ended = format!("{e} after {:?}", started.elapsed());
+                    break;
+                }
                 Ok(_) => {}
             },
             () = tokio::time::sleep_until(next_byte), if response.is_empty() => {
@@ -608,7 +618,9 @@ async fn trickle(addr: String, head: String, first: Vec<u8>, every: Duration) ->
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let body = serde_json::from_str(body)
+        .unwrap_or_else(|_| serde_json::json!({ "no_answer": ended, "received": text }));
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -161,6 +161,7 @@ impl Form {
         let signature = self.signature();
         Ok(UploadMeta {
             signature,
+            size: None,
             coordinates: Coordinates {
                 name: self.name.take().ok_or_else(|| missing("name"))?,
                 version: self.version.take().ok_or_else(|| missing("version"))?,

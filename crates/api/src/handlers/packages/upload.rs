@@ -237,6 +237,7 @@ async fn put_body(
         expected_sha256: checksum_header(req)?,
         publisher: Some(principal.actor()),
         signature: super::signature::from_headers(req)?,
+        size: content_length(req),
         coordinates,
     };
     upload_stream(&state.packages, meta, body).await
