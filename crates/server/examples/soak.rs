@@ -313,7 +313,7 @@ async fn main() -> Result<()> {
         db.url(),
         &s3env,
         &bucket_name,
-        &[("AGENTPKG__GC__INTERVAL_SECS", "0")],
+        &[&[("AGENTPKG__GC__INTERVAL_SECS", "0")], support::TUNED].concat(),
     )?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

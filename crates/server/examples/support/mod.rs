@@ -61,6 +61,14 @@ pub fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The settings `--tuned` adds to the server as the README starts it: a quieter log, a
+/// larger pool, and glibc's mmap threshold fixed (as `deploy/` sets it).
+pub const TUNED: &[(&str, &str)] = &[
+    ("AGENTPKG__LOG__LEVEL", "warn,agentpkg_server=info"),
+    ("AGENTPKG__DATABASE__MAX_CONNECTIONS", "32"),
+    ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+];
+
 pub fn start_server(
     bin: &Path,
     db_url: &str,
@@ -71,7 +79,6 @@ pub fn start_server(
     let mut child = Command::new(bin)
         .env("AGENTPKG__SERVER__BIND", "127.0.0.1:0")
         .env("AGENTPKG__DATABASE__URL", db_url)
-        .env("AGENTPKG__DATABASE__MAX_CONNECTIONS", "32")
         .env("AGENTPKG__STORAGE__BACKEND", "s3")
         .env(
             "AGENTPKG__STORAGE__S3__ENDPOINT",
@@ -99,9 +106,6 @@ pub fn start_server(
             "AGENTPKG__UPLOAD__MAX_SIZE_BYTES",
             (2 * 1024 * MIB).to_string(),
         )
-        .env("AGENTPKG__LOG__LEVEL", "warn,agentpkg_server=info")
-        // As deploy/ runs it: see docs/performance.md on peak memory.
-        .env("MALLOC_MMAP_THRESHOLD_", "1048576")
         .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
