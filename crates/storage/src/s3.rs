@@ -259,7 +259,9 @@ impl ObjectStore for S3Store {
         }
         if sent != size {
             // HTTP framing makes this impossible; if it happened, nothing may stay.
-            let _ = self.delete(key).await;
+            if let Err(e) = self.delete(key).await {
+                tracing::error!(object_key = %key, error = %e, "could not delete a short object");
+            }
             return Err(StorageError::Body(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("the body had {sent} bytes, not the {size} announced"),
