@@ -126,8 +126,22 @@ impl ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
+        // A connection whose last call failed at the connection level goes, instead of
+        // back to the pool (see `DieselStore::with_conn_read`).
+        CONNECTION_FAILED.with(|failed| failed.replace(false)) || conn.is_broken()
     }
+}
+
+thread_local! {
+    /// Set on the blocking thread that ran a call which failed at the connection level,
+    /// just before its connection is dropped; read (and cleared) by `has_broken` on the
+    /// same thread as r2d2 takes the connection back.
+    static CONNECTION_FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether `result` failed because the connection itself is gone (killed, failed over).
+fn connection_lost<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Unavailable(_)))
 }
 
 /// The advisory lock key under which PostgreSQL migrations run ("agentpkg" in ASCII).
@@ -234,7 +248,10 @@ impl DieselStore {
             .max_size(options.max_connections)
             .min_idle(Some(1))
             .connection_timeout(options.acquire_timeout)
-            .test_on_check_out(true)
+            // NOTE: no `SELECT 1` on every check-out (it was a second round trip on every
+            // read): reads find a dead connection by failing, drop it and retry on another;
+            // writes still check theirs first, because a write is never replayed.
+            .test_on_check_out(false)
             .build(Manager {
                 url: url.clone(),
                 lock_timeout: options.lock_timeout,
@@ -311,6 +328,8 @@ impl DieselStore {
 
     /// Runs `f` with a pooled connection on the blocking thread pool, and tells the
     /// observer how long `operation` took and whether it succeeded.
+    /// Runs a call that may write on a pooled connection, checked with a ping first: a
+    /// write is never sent twice, so it must not be sent on a connection that died idle.
     pub(crate) async fn with_conn<T, F>(
         &self,
         operation: &'static str,
@@ -323,16 +342,84 @@ impl DieselStore {
         let started = Instant::now();
         let pool = self.pool.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
+            let mut conn = checked_out(&pool)?;
+            let result = f(&mut conn);
+            if connection_lost(&result) {
+                CONNECTION_FAILED.with(|failed| failed.set(true));
+            }
+            result
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))
         .and_then(|r| r);
+        self.observe(operation, &result, started);
+        result
+    }
+
+    /// Runs a read on a pooled connection without checking it first: a connection found
+    /// dead by the read is dropped and the read runs again on another, up to once per
+    /// connection the pool may hold (after a failover every idle one is dead).
+    pub(crate) async fn with_conn_read<T, F>(
+        &self,
+        operation: &'static str,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let started = Instant::now();
+        let pool = self.pool.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut attempts = pool.max_size() + 1;
+            loop {
+                let mut conn = pool.get()?;
+                let result = f(&mut conn);
+                attempts -= 1;
+                if !connection_lost(&result) {
+                    return result;
+                }
+                CONNECTION_FAILED.with(|failed| failed.set(true));
+                drop(conn);
+                if attempts == 0 {
+                    return result;
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))
+        .and_then(|r| r);
+        self.observe(operation, &result, started);
+        result
+    }
+
+    fn observe<T>(
+        &self,
+        operation: &'static str,
+        result: &Result<T, StoreError>,
+        started: Instant,
+    ) {
         if let Some(observer) = &self.observer {
             observer.observe(operation, result.is_ok(), started.elapsed());
         }
-        result
+    }
+}
+
+/// A pooled connection that answers a ping; dead ones are dropped (and replaced by the
+/// pool) until one does, up to the pool's size.
+fn checked_out(pool: &r2d2::Pool<Manager>) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+    let mut attempts = pool.max_size() + 1;
+    loop {
+        let mut conn = pool.get()?;
+        attempts -= 1;
+        match conn.ping() {
+            Ok(_) => return Ok(conn),
+            Err(e) if attempts == 0 => return Err(StoreError::Unavailable(e.to_string())),
+            Err(_) => {
+                CONNECTION_FAILED.with(|failed| failed.set(true));
+                drop(conn);
+            }
+        }
     }
 }
 

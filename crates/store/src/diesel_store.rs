@@ -22,7 +22,7 @@ use agentpkg_model::{KeyFingerprint, NewSignature, SignatureFormat, TrustedKey};
 #[async_trait]
 impl Health for DieselStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn("ping", |c| c.ping().map_err(StoreError::from))
+        self.with_conn_read("ping", |c| c.ping().map_err(StoreError::from))
             .await
     }
 
@@ -40,24 +40,24 @@ impl PackageStore for DieselStore {
 
     async fn package_exists(&self, coordinates: &Coordinates) -> Result<bool, StoreError> {
         let coordinates = coordinates.clone();
-        self.with_conn("package_exists", move |c| packages::exists(c, &coordinates))
+        self.with_conn_read("package_exists", move |c| packages::exists(c, &coordinates))
             .await
     }
 
     async fn get_package(&self, id: i64) -> Result<Option<Package>, StoreError> {
-        self.with_conn("get_package", move |c| packages::get(c, id))
+        self.with_conn_read("get_package", move |c| packages::get(c, id))
             .await
     }
 
     async fn find_package(&self, coordinates: &Coordinates) -> Result<Option<Package>, StoreError> {
         let coordinates = coordinates.clone();
-        self.with_conn("find_package", move |c| packages::find(c, &coordinates))
+        self.with_conn_read("find_package", move |c| packages::find(c, &coordinates))
             .await
     }
 
     async fn package_versions(&self, name: &PackageName) -> Result<Vec<Package>, StoreError> {
         let name = name.clone();
-        self.with_conn("package_versions", move |c| packages::versions(c, &name))
+        self.with_conn_read("package_versions", move |c| packages::versions(c, &name))
             .await
     }
 
@@ -72,13 +72,13 @@ impl PackageStore for DieselStore {
 
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
         let query = query.clone();
-        self.with_conn("list_packages", move |c| packages::list(c, &query))
+        self.with_conn_read("list_packages", move |c| packages::list(c, &query))
             .await
     }
 
     async fn latest_package(&self, query: &LatestQuery) -> Result<Option<Package>, StoreError> {
         let query = query.clone();
-        self.with_conn("latest_package", move |c| packages::latest(c, &query))
+        self.with_conn_read("latest_package", move |c| packages::latest(c, &query))
             .await
     }
 
@@ -147,7 +147,7 @@ impl AccountStore for DieselStore {
 
     async fn user_credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         let username = username.to_owned();
-        self.with_conn("user_credentials", move |c| {
+        self.with_conn_read("user_credentials", move |c| {
             users::credentials(c, &username)
         })
         .await
@@ -167,7 +167,7 @@ impl AccountStore for DieselStore {
     }
 
     async fn user_state(&self, id: i64) -> Result<Option<UserState>, StoreError> {
-        self.with_conn("user_state", move |c| users::state(c, id))
+        self.with_conn_read("user_state", move |c| users::state(c, id))
             .await
     }
 
@@ -236,7 +236,7 @@ impl TokenStore for DieselStore {
         secret_hash: &str,
     ) -> Result<Option<(ApiToken, UserState)>, StoreError> {
         let hash = secret_hash.to_owned();
-        self.with_conn("token_by_secret_hash", move |c| {
+        self.with_conn_read("token_by_secret_hash", move |c| {
             tokens::by_secret_hash(c, &hash)
         })
         .await
@@ -257,7 +257,7 @@ impl DirectUploadStore for DieselStore {
 
     async fn direct_upload(&self, id: &DirectUploadId) -> Result<Option<DirectUpload>, StoreError> {
         let id = id.clone();
-        self.with_conn("direct_upload", move |c| direct::get(c, &id))
+        self.with_conn_read("direct_upload", move |c| direct::get(c, &id))
             .await
     }
 
@@ -282,7 +282,7 @@ impl SigningStore for DieselStore {
         &self,
         package_id: i64,
     ) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError> {
-        self.with_conn("signature_bytes", move |c| signing::bytes(c, package_id))
+        self.with_conn_read("signature_bytes", move |c| signing::bytes(c, package_id))
             .await
     }
 
@@ -308,12 +308,13 @@ impl SigningStore for DieselStore {
         fingerprint: &KeyFingerprint,
     ) -> Result<Option<TrustedKey>, StoreError> {
         let fingerprint = fingerprint.clone();
-        self.with_conn("signing_key", move |c| signing::get_key(c, &fingerprint))
+        self.with_conn_read("signing_key", move |c| signing::get_key(c, &fingerprint))
             .await
     }
 
     async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
-        self.with_conn("signing_keys", signing::list_keys).await
+        self.with_conn_read("signing_keys", signing::list_keys)
+            .await
     }
 
     async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError> {
@@ -343,13 +344,13 @@ impl AuditStore for DieselStore {
 impl OwnershipStore for DieselStore {
     async fn may_act(&self, name: &PackageName, actor: &Actor) -> Result<bool, StoreError> {
         let (name, actor) = (name.to_string(), *actor);
-        self.with_conn("may_act", move |c| owners::may_act(c, &name, &actor))
+        self.with_conn_read("may_act", move |c| owners::may_act(c, &name, &actor))
             .await
     }
 
     async fn owners(&self, name: &PackageName) -> Result<Option<Vec<Owner>>, StoreError> {
         let name = name.to_string();
-        self.with_conn("owners", move |c| owners::list(c, &name))
+        self.with_conn_read("owners", move |c| owners::list(c, &name))
             .await
     }
 

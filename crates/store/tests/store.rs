@@ -534,3 +534,52 @@ async fn signing_keys_are_registered_updated_and_removed(backend: Backend) {
     assert!(!store.delete_signing_key(&fingerprint).await.unwrap());
     assert!(store.signing_key(&fingerprint).await.unwrap().is_none());
 }
+
+/// Kills every connection to the test's database from outside (a failover, an admin).
+fn terminate_connections(db: &TestDatabase) -> usize {
+    use diesel::{Connection, RunQueryDsl};
+    let name = db.url().rsplit('/').next().unwrap().to_owned();
+    let mut admin = diesel::PgConnection::establish(&agentpkg_store::testing::admin_url()).unwrap();
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ))
+    .execute(&mut admin)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_and_writes_survive_connections_killed_while_idle() {
+    let db = TestDatabase::create();
+    let options = PoolOptions {
+        max_connections: 4,
+        ..PoolOptions::default()
+    };
+    let store = DieselStore::connect(&DatabaseUrl::parse(db.url()).unwrap(), &options).unwrap();
+    store.run_migrations().await.unwrap();
+    // Every pooled connection in use once, so all of them are idle in the pool.
+    let query = ListQuery::default();
+    let reads = (0..4).map(|_| store.list_packages(&query));
+    for read in futures_util::future::join_all(reads).await {
+        read.unwrap();
+    }
+    for round in 0..3 {
+        assert!(
+            terminate_connections(&db) > 0,
+            "round {round}: nothing to kill"
+        );
+        // Reads are not checked before use: each finds its dead connection by failing,
+        // drops it, and runs again on another.
+        for _ in 0..6 {
+            store.list_packages(&ListQuery::default()).await.unwrap();
+        }
+        assert!(terminate_connections(&db) > 0);
+        // A write is checked first and goes out on a live connection, once.
+        let name = format!("after-kill-{round}");
+        let inserted = store
+            .insert_package(new_package(&name, "1.0.0", Platform::Linux, Arch::Amd64))
+            .await
+            .unwrap();
+        assert_eq!(inserted.package.name.as_str(), name);
+    }
+}
