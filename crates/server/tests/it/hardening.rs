@@ -572,9 +572,25 @@ async fn replicas_started_together_on_a_fresh_database_all_become_ready() {
 /// Sends a request head and then the body `trickle` at a time, `every` apart, until the
 /// server answers or `total` is sent; returns the status line's code and the body.
 async fn trickle(addr: String, head: String, first: Vec<u8>, every: Duration) -> (u16, Value) {
-    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let (status, body) = trickle_once(&addr, &head, &first, every).await;
+    // NOTE: with 550 connections opened at once beside the rest of the suite, the loopback
+    // stack now and then resets a fresh connection within its first second, before the
+    // server has read anything; that says nothing about slow bodies, so such a connection
+    // is opened again, once. Any other ending is the server's answer and is judged.
+    let reset_at_once = status == 0
+        && body["no_answer"]
+            .as_str()
+            .is_some_and(|why| why.contains("reset") && body["early"] == true);
+    if reset_at_once {
+        return trickle_once(&addr, &head, &first, every).await;
+    }
+    (status, body)
+}
+
+async fn trickle_once(addr: &str, head: &str, first: &[u8], every: Duration) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&first).await.unwrap();
+    stream.write_all(first).await.unwrap();
     // One task reads and writes, and never writes once an answer has begun to arrive: a
     // byte sent after the server closed makes it reset the connection, and a reset throws
     // away an answer not yet read (on a loaded machine the reader may be that late).
@@ -618,8 +634,10 @@ async fn trickle(addr: String, head: String, first: Vec<u8>, every: Duration) ->
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let body = serde_json::from_str(body)
-        .unwrap_or_else(|_| serde_json::json!({ "no_answer": ended, "received": text }));
+    let early = started.elapsed() < Duration::from_secs(1);
+    let body = serde_json::from_str(body).unwrap_or_else(
+        |_| serde_json::json!({ "no_answer": ended, "received": text, "early": early }),
+    );
     (status, body)
 }
 
