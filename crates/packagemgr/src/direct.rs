@@ -105,13 +105,14 @@ impl PackageManager {
             .filter(|u| actor.is_none_or(|a| a.admin || u.user_id == Some(a.user_id)))
             .ok_or(Error::UploadNotFound)?;
         // Nothing is claimed until the bytes are there: the client may send them and ask
-        // again.
-        if self.storage.stat(&upload.storage_key).await?.is_none() {
+        // again. What the store says now stays true: the grant keeps the object in flight
+        // until the claim, and the claim's marker after it.
+        let Some(stored) = self.storage.stat(&upload.storage_key).await? else {
             return Err(Error::UploadIncomplete(format!(
                 "nothing has been stored for direct upload {id} yet: PUT the file to its URL \
                  with its headers first"
             )));
-        }
+        };
         let upload = direct
             .store
             .claim_direct_upload(id)
@@ -130,19 +131,6 @@ impl PackageManager {
             upload.storage_key.clone(),
             keepalive,
         );
-        let stored = match self.storage.stat(&upload.storage_key).await {
-            Ok(Some(stat)) => stat,
-            Ok(None) => {
-                guard.discard().await;
-                return Err(Error::UploadIncomplete(format!(
-                    "the object of direct upload {id} is gone"
-                )));
-            }
-            Err(e) => {
-                guard.abandon();
-                return Err(e.into());
-            }
-        };
         if stored.size != upload.size {
             guard.discard().await;
             return Err(Error::SizeMismatch {
