@@ -26,8 +26,21 @@ if ! command -v garage >/dev/null 2>&1; then
       --no-default-features --features bundled-libs,sqlite
 fi
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 mkdir -p "$DIR/meta" "$DIR/data"
 chmod 700 "$DIR"
+if [ ! -f "$CFG" ] && [ -z "${AGENTPKG_GARAGE_S3_PORT:-}" ] && [ -z "${AGENTPKG_GARAGE_RPC_PORT:-}" ]; then
+  # A new checkout on a machine where another one's Garage holds the default ports (a CI
+  # clone beside a working copy) takes the next free pair rather than failing.
+  for _ in $(seq 1 50); do
+    if ! port_in_use "$S3_PORT" && ! port_in_use "$RPC_PORT"; then
+      break
+    fi
+    S3_PORT=$((S3_PORT + 10))
+    RPC_PORT=$((RPC_PORT + 10))
+  done
+fi
 if [ ! -f "$CFG" ]; then
   secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
   cat >"$CFG" <<TOML
@@ -49,7 +62,9 @@ fi
 
 g() { garage -c "$CFG" "$@"; }
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The ports this checkout's Garage was given when its configuration was written.
+S3_PORT=$(sed -n 's/^api_bind_addr = "127\.0\.0\.1:\([0-9]*\)"/\1/p' "$CFG")
+RPC_PORT=$(sed -n 's/^rpc_bind_addr = "127\.0\.0\.1:\([0-9]*\)"/\1/p' "$CFG")
 
 if ! g status >/dev/null 2>&1; then
   for port in "$S3_PORT" "$RPC_PORT"; do
