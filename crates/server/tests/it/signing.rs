@@ -643,6 +643,22 @@ async fn required_signatures_are_enforced_on_every_upload_route(backend: Backend
         true,
     );
     refused(&app, res.await, 422, "signature_required", &before).await;
+    // And a direct upload (S3) is refused before a URL is handed out.
+    if backend == Backend::Production {
+        let res = app
+            .client
+            .post(app.url("/api/v1/uploads/direct"))
+            .bearer_auth(&admin)
+            .json(
+                &json!({"name": "agent", "version": "1.0.0", "platform": "linux",
+                "arch": "amd64", "size": file.len(),
+                "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file))}),
+            )
+            .send()
+            .await
+            .unwrap();
+        refused(&app, res, 422, "signature_required", &before).await;
+    }
 
     let sig = gpg.sign(&fpr, &path, false, &[]);
     let res = put_signed(
