@@ -20,7 +20,7 @@ use agentpkg_storage::PresignedPut;
 use chrono::Utc;
 
 use crate::guard::{Keepalive, ObjectGuard};
-use crate::manager::{StagedUpload, UploadMeta};
+use crate::upload::{StagedUpload, UploadMeta};
 use crate::{Error, PackageManager};
 
 /// The largest object S3 stores with a single `PUT`.

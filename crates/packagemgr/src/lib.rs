@@ -24,6 +24,7 @@ mod passwords;
 mod readiness;
 mod reconcile;
 mod signing;
+mod upload;
 
 pub use accounts::{
     Accounts, DEFAULT_FRESHNESS, FirstAdmin, LoginThrottle, SignedIn, generate_password,
@@ -34,10 +35,11 @@ pub use body::{BodyReader, BodySender, body_channel};
 pub use credentials::{Credential, TOKEN_PREFIX, TokenRequest};
 pub use direct::{DirectGrant, MAX_DIRECT_BYTES};
 pub use error::Error;
-pub use manager::{Download, ManagerConfig, PackageManager, StagedUpload, UploadMeta};
+pub use manager::{Download, ManagerConfig, PackageManager};
 pub use metrics::ManagerMetrics;
 pub use passwords::HashingLimits;
 pub use reconcile::{MissingObject, ReconcileOptions, ReconcileReport};
 pub use signing::{Keyring, MAX_KEY_BYTES, SigningPolicy};
+pub use upload::{StagedUpload, UploadMeta};
 
 pub use agentpkg_model as model;

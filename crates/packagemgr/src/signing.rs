@@ -8,17 +8,17 @@
 //! refuses the upload like a checksum mismatch: no row, no object.
 
 use agentpkg_model::{
-    DetachedSignature, KeyFingerprint, KeyPatterns, NewSignature, PackageName, SignatureFormat,
-    TrustedKey, Verification,
+    Actor, DetachedSignature, KeyFingerprint, KeyPatterns, NewSignature, Package, PackageName,
+    SignatureFormat, TrustedKey, Verification,
 };
 use agentpkg_storage::DynObjectStore;
-use agentpkg_store::{DynSigningStore, NewSigningKey};
+use agentpkg_store::{Attached, DynSigningStore, NewSigningKey};
 use chrono::{DurationRound, Utc};
 use futures_util::StreamExt;
 use sha2::Sha256;
 
-use crate::Error;
 use crate::openpgp::{Hasher, ParsedKey, ParsedSignature};
+use crate::{Error, PackageManager};
 
 /// Largest key accepted for registration, in bytes of armour.
 pub const MAX_KEY_BYTES: usize = 256 * 1024;
@@ -267,6 +267,70 @@ pub(crate) async fn complete(
             verified_at: now,
         }),
     })
+}
+
+impl PackageManager {
+    /// A package's signature: its format and bytes, as the publisher sent them.
+    pub async fn signature(&self, package: &Package) -> Result<(SignatureFormat, Vec<u8>), Error> {
+        if package.signature.is_none() {
+            return Err(Error::NoSignature);
+        }
+        let store = self.signatures.as_ref().ok_or(Error::NoSignature)?;
+        store
+            .signature_bytes(package.id)
+            .await?
+            .ok_or(Error::NoSignature)
+    }
+
+    /// Signs an existing package: the signature is judged and verified (over the stored
+    /// bytes, read once) exactly as at upload. Replacing a verified signature needs an
+    /// admin (`actor` `None` is a trusted caller).
+    pub async fn attach_signature(
+        &self,
+        id: i64,
+        signature: DetachedSignature,
+        actor: Option<&Actor>,
+    ) -> Result<Package, Error> {
+        let package = self.get(id).await?;
+        if let Some(actor) = actor {
+            self.ensure_may_act(&package.name, actor).await?;
+        }
+        let store = self.signatures.as_ref().ok_or_else(|| {
+            Error::SignatureInvalid("this registry does not keep signatures".into())
+        })?;
+        let pending = judge(
+            self.keyring.as_ref(),
+            self.signing,
+            &package.name,
+            Some(&signature),
+        )
+        .await?
+        .ok_or_else(|| Error::Internal("a signature judged as absent".into()))?;
+        // The upload's digests are long gone: the stored bytes are read once to check.
+        let new = complete(pending, None, (&self.storage, &package.storage_key)).await?;
+        let may_replace_verified = actor.is_none_or(|a| a.admin);
+        match store
+            .attach_signature(id, new, may_replace_verified)
+            .await?
+        {
+            Attached::Done { package, replaced } => {
+                tracing::info!(
+                    package_id = id,
+                    verified = package
+                        .signature
+                        .as_ref()
+                        .is_some_and(|s| s.verified_by.is_some()),
+                    replaced = replaced.is_some(),
+                    "package signature attached"
+                );
+                Ok(package)
+            }
+            Attached::NoPackage => Err(Error::NotFound),
+            Attached::VerifiedExists(_) => Err(Error::Forbidden(
+                "the package has a verified signature; only an admin may replace it".into(),
+            )),
+        }
+    }
 }
 
 /// Hashes a stored object for `signature`: the one case that reads bytes twice.
