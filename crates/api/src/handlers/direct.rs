@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{
-    Arch, AuditAction, Checksum, Coordinates, Description, DetachedSignature, DirectUploadId,
-    FileName, PackageName, Platform, SignatureFormat, Version,
+    Arch, Checksum, Coordinates, Description, DetachedSignature, DirectUploadId, FileName,
+    PackageName, Platform, SignatureFormat, Version,
 };
 use agentpkg_packagemgr::UploadMeta;
 use base64::Engine;
@@ -174,19 +174,6 @@ pub(crate) async fn complete(
     let id = DirectUploadId::parse(&id)?;
     let actor = publisher.principal.actor();
     let result = state.packages.complete_direct(&id, Some(&actor)).await;
-    match result {
-        Ok(package) => {
-            state.metrics.uploaded(package.file_size);
-            let event = ctx.package_event(AuditAction::Publish, &publisher.principal, &package);
-            state.audit.record(event).await;
-            Ok(HttpResponse::Created()
-                .insert_header(("Location", format!("/api/v1/packages/{}", package.id)))
-                .json(PackageView::from(&package)))
-        }
-        Err(e) => {
-            let e = ApiError::from(e);
-            state.metrics.rejected(e.code);
-            Err(e)
-        }
-    }
+    let result = result.map_err(ApiError::from);
+    crate::handlers::packages::upload::counted(&state, &ctx, &publisher.principal, result).await
 }

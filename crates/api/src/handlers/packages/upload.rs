@@ -84,9 +84,9 @@ pub(crate) async fn upload(
     counted(&state, &ctx, &publisher.principal, result).await
 }
 
-/// Counts an upload's outcome: bytes published, or the reason it was refused.
-/// Counts and audits an upload's outcome: bytes published, or the reason it was refused.
-async fn counted(
+/// Counts and audits an upload's outcome (any route: form, raw body, direct): bytes
+/// published, or the reason it was refused.
+pub(crate) async fn counted(
     state: &ApiState,
     ctx: &RequestContext,
     principal: &Principal,
