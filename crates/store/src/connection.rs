@@ -339,21 +339,12 @@ impl DieselStore {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let started = Instant::now();
         let pool = self.pool.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        self.blocking(operation, move || {
             let mut conn = checked_out(&pool)?;
-            let result = f(&mut conn);
-            if connection_lost(&result) {
-                CONNECTION_FAILED.with(|failed| failed.set(true));
-            }
-            result
+            flagged(f(&mut conn))
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))
-        .and_then(|r| r);
-        self.observe(operation, &result, started);
-        result
     }
 
     /// Runs a read on a pooled connection without checking it first: a connection found
@@ -368,41 +359,49 @@ impl DieselStore {
         T: Send + 'static,
         F: Fn(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let started = Instant::now();
         let pool = self.pool.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        self.blocking(operation, move || {
             let mut attempts = pool.max_size() + 1;
             loop {
                 let mut conn = pool.get()?;
-                let result = f(&mut conn);
                 attempts -= 1;
-                if !connection_lost(&result) {
-                    return result;
-                }
-                CONNECTION_FAILED.with(|failed| failed.set(true));
-                drop(conn);
-                if attempts == 0 {
+                let result = flagged(f(&mut conn));
+                if attempts == 0 || !connection_lost(&result) {
                     return result;
                 }
             }
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))
-        .and_then(|r| r);
-        self.observe(operation, &result, started);
-        result
     }
 
-    fn observe<T>(
+    /// Runs `job` on Tokio's blocking pool, timed for the observer.
+    async fn blocking<T>(
         &self,
         operation: &'static str,
-        result: &Result<T, StoreError>,
-        started: Instant,
-    ) {
+        job: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+    {
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))
+            .and_then(|r| r);
         if let Some(observer) = &self.observer {
             observer.observe(operation, result.is_ok(), started.elapsed());
         }
+        result
     }
+}
+
+/// `result`, having told the pool (through `has_broken`, as the connection goes back on
+/// this thread) to drop the connection when the result says it is gone.
+fn flagged<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if connection_lost(&result) {
+        CONNECTION_FAILED.with(|failed| failed.set(true));
+    }
+    result
 }
 
 /// A pooled connection that answers a ping; dead ones are dropped (and replaced by the
