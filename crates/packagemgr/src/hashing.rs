@@ -45,14 +45,8 @@ impl<R> HashingReader<R> {
         self.exceeded
     }
 
-    #[cfg(test)]
-    pub(crate) fn finish(self) -> (u64, Checksum) {
-        let (bytes, checksum, _) = self.finish_with_digests();
-        (bytes, checksum)
-    }
-
     /// The size and SHA-256, and the digests a signature can be completed from.
-    pub(crate) fn finish_with_digests(self) -> (u64, Checksum, StreamDigests) {
+    pub(crate) fn finish(self) -> (u64, Checksum, StreamDigests) {
         let digests = StreamDigests {
             sha256: self.hasher.clone(),
             extra: self.extra,
@@ -110,7 +104,7 @@ mod tests {
         let mut out = Vec::new();
         r.read_to_end(&mut out).await.unwrap();
         assert_eq!(out, data);
-        let (n, sum) = r.finish();
+        let (n, sum, _) = r.finish();
         assert_eq!(n, data.len() as u64);
         let expected: [u8; 32] = Sha256::digest(&data).into();
         assert_eq!(sum, Checksum::from_digest(&expected));

@@ -114,7 +114,7 @@ impl ParsedSignature {
             self.signature
                 .issuer_key_id()
                 .into_iter()
-                .map(|k| hex_upper(k.as_ref())),
+                .map(|k| hex::encode_upper(k.as_ref())),
         );
         ids
     }
@@ -249,7 +249,7 @@ impl ParsedKey {
         let mut ids = Vec::new();
         let mut add = |fp: pgp::types::Fingerprint, id: pgp::types::KeyId| {
             ids.push(format!("{fp:X}"));
-            ids.push(hex_upper(id.as_ref()));
+            ids.push(hex::encode_upper(id.as_ref()));
         };
         add(
             self.key.primary_key.fingerprint(),
@@ -305,7 +305,7 @@ impl ParsedKey {
         let primary = &self.key.primary_key;
         let primary_ids = [
             format!("{:X}", primary.fingerprint()),
-            hex_upper(primary.legacy_key_id().as_ref()),
+            hex::encode_upper(primary.legacy_key_id().as_ref()),
         ];
         if issuers.iter().any(|i| primary_ids.contains(i)) {
             return signature.verify_digest(primary, hasher);
@@ -313,7 +313,7 @@ impl ParsedKey {
         for sub in &self.key.public_subkeys {
             let ids = [
                 format!("{:X}", sub.key.fingerprint()),
-                hex_upper(sub.key.legacy_key_id().as_ref()),
+                hex::encode_upper(sub.key.legacy_key_id().as_ref()),
             ];
             if !issuers.iter().any(|i| ids.contains(i)) {
                 continue;
@@ -363,8 +363,4 @@ fn expiry(created: Timestamp, signature: &Signature) -> Option<DateTime<Utc>> {
 
 fn to_utc(t: Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(i64::from(t.as_secs()), 0).unwrap_or_default()
-}
-
-fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }

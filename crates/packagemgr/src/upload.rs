@@ -191,7 +191,7 @@ impl PackageManager {
             // From here the object may exist: the guard owns its fate.
             let guard = ObjectGuard::new(storage, store, metrics, key, keepalive);
             let exceeded = reader.exceeded();
-            let (size, checksum, digests) = reader.finish_with_digests();
+            let (size, checksum, digests) = reader.finish();
             match stored {
                 Ok(written) if written == size => {}
                 Ok(written) => {

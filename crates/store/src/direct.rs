@@ -9,6 +9,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::schema::direct_uploads;
+use crate::uploads::db_now;
 use crate::{DbConnection, StoreError};
 
 #[derive(Queryable, Selectable)]
@@ -67,10 +68,6 @@ impl TryFrom<Row> for DirectUpload {
             expires_at: row.expires_at.and_utc(),
         })
     }
-}
-
-fn db_now(conn: &mut DbConnection) -> Result<NaiveDateTime, StoreError> {
-    Ok(diesel::select(diesel::dsl::now).get_result(conn)?)
 }
 
 pub(crate) fn create(conn: &mut DbConnection, upload: &DirectUpload) -> Result<(), StoreError> {

@@ -32,7 +32,8 @@ pub(crate) fn end(conn: &mut DbConnection, key: &str) -> Result<(), StoreError> 
     Ok(())
 }
 
-fn db_now(conn: &mut DbConnection) -> Result<NaiveDateTime, StoreError> {
+/// The database's clock, which every replica shares.
+pub(crate) fn db_now(conn: &mut DbConnection) -> Result<NaiveDateTime, StoreError> {
     Ok(diesel::select(diesel::dsl::now).get_result(conn)?)
 }
 

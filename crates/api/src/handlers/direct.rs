@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, DetachedSignature, DirectUploadId, FileName,
-    PackageName, Platform, SignatureFormat, Version,
+    Arch, Checksum, Coordinates, Description, DirectUploadId, FileName, PackageName, Platform,
+    SignatureFormat, Version,
 };
 use agentpkg_packagemgr::UploadMeta;
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -99,22 +98,14 @@ pub(crate) async fn begin(
         arch: body.arch.parse()?,
     };
     publisher.principal.may_write(&coordinates.name)?;
-    let signature = match body.signature {
-        None => None,
-        Some(encoded) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(encoded.trim())
-                .map_err(|_| {
-                    crate::handlers::packages::signature::malformed(
-                        "signature is not base64 (standard alphabet, padded)".into(),
-                    )
-                })?;
-            Some(DetachedSignature {
-                format: body.signature_format.unwrap_or(SignatureFormat::Openpgp),
-                bytes: crate::handlers::packages::signature::signature_bytes(bytes)?,
-            })
-        }
-    };
+    let signature = body
+        .signature
+        .as_deref()
+        .map(|encoded| {
+            let format = body.signature_format.unwrap_or(SignatureFormat::Openpgp);
+            crate::handlers::packages::signature::from_base64(encoded, format, "signature")
+        })
+        .transpose()?;
     let meta = UploadMeta {
         coordinates,
         filename: body.filename.as_deref().map(FileName::parse).transpose()?,

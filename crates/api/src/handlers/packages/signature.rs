@@ -33,23 +33,26 @@ pub(super) fn from_headers(req: &HttpRequest) -> Result<Option<DetachedSignature
     let Some(value) = req.headers().get(SIGNATURE_HEADER) else {
         return Ok(None);
     };
-    let bytes = value
+    let format = format_header(req)?.unwrap_or(SignatureFormat::Openpgp);
+    let encoded = value
         .to_str()
-        .ok()
-        .and_then(|v| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-        })
-        .ok_or_else(|| {
-            malformed(format!(
-                "the {SIGNATURE_HEADER} header is not base64 (standard alphabet, padded)"
-            ))
-        })?;
-    Ok(Some(DetachedSignature {
-        format: format_header(req)?.unwrap_or(SignatureFormat::Openpgp),
+        .map_err(|_| malformed(format!("{SIGNATURE_HEADER} is not base64 text")))?;
+    from_base64(encoded, format, SIGNATURE_HEADER).map(Some)
+}
+
+/// A signature sent as base64 text (a header, a JSON field named `what`).
+pub(crate) fn from_base64(
+    encoded: &str,
+    format: SignatureFormat,
+    what: &str,
+) -> Result<DetachedSignature, ApiError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed(format!("{what} is not base64 (standard alphabet, padded)")))?;
+    Ok(DetachedSignature {
+        format,
         bytes: signature_bytes(bytes)?,
-    }))
+    })
 }
 
 fn format_header(req: &HttpRequest) -> Result<Option<SignatureFormat>, ApiError> {
@@ -67,11 +70,11 @@ fn format_header(req: &HttpRequest) -> Result<Option<SignatureFormat>, ApiError>
 }
 
 /// Signature bytes within the limit, or a 400 `malformed_signature`.
-pub(crate) fn signature_bytes(bytes: Vec<u8>) -> Result<SignatureBytes, ApiError> {
+pub(super) fn signature_bytes(bytes: Vec<u8>) -> Result<SignatureBytes, ApiError> {
     SignatureBytes::new(bytes).map_err(|e| malformed(e.to_string()))
 }
 
-pub(crate) fn malformed(message: String) -> ApiError {
+pub(super) fn malformed(message: String) -> ApiError {
     ApiError {
         field: Some("signature"),
         ..ApiError::bad_request("malformed_signature", message)
