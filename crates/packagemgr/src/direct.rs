@@ -51,13 +51,7 @@ impl PackageManager {
         if size > limit {
             return Err(Error::TooLarge { limit });
         }
-        if let Some(publisher) = &meta.publisher {
-            self.ensure_may_act(&meta.coordinates.name, publisher)
-                .await?;
-        }
-        self.ensure_absent(&meta.coordinates).await?;
-        self.judge_signature(&meta.coordinates.name, meta.signature.as_ref())
-            .await?;
+        self.check_before_bytes(&meta).await?;
         let key = ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
         let put = self
             .storage

@@ -89,14 +89,7 @@ impl PackageManager {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
-        if let Some(publisher) = &meta.publisher {
-            self.ensure_may_act(&meta.coordinates.name, publisher)
-                .await?;
-        }
-        self.ensure_absent(&meta.coordinates).await?;
-        // A missing, unreadable or untrusted signature is refused before the first byte.
-        self.judge_signature(&meta.coordinates.name, meta.signature.as_ref())
-            .await?;
+        self.check_before_bytes(&meta).await?;
         if let Some(size) = meta.size
             && size > self.config.max_upload_bytes
         {
@@ -108,6 +101,19 @@ impl PackageManager {
             .stage_inner(body, meta.signature.as_ref(), meta.size)
             .await?;
         self.publish(staged, meta).await
+    }
+
+    /// Everything an upload whose metadata is known can be refused for before a byte
+    /// moves: a name the publisher may not publish to, coordinates already taken, and a
+    /// missing, unreadable or untrusted signature.
+    pub(crate) async fn check_before_bytes(&self, meta: &UploadMeta) -> Result<(), Error> {
+        if let Some(publisher) = &meta.publisher {
+            self.ensure_may_act(&meta.coordinates.name, publisher)
+                .await?;
+        }
+        self.ensure_absent(&meta.coordinates).await?;
+        self.judge_signature(&meta.coordinates.name, meta.signature.as_ref())
+            .await
     }
 
     /// Checks what can be checked of an upload's signature before its bytes: that one is
