@@ -7,36 +7,48 @@ use crate::{
     Checksum, Coordinates, Description, DetachedSignature, FileName, ObjectKey, ValidationError,
 };
 
-/// The id of a direct upload: 32 lowercase hexadecimal digits (a random UUID).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DirectUploadId(String);
+/// Declares an id made of 32 lowercase hexadecimal digits (a random UUID): nothing else
+/// parses, so an id can name no path.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
 
-impl DirectUploadId {
-    pub fn new(random: [u8; 16]) -> Self {
-        Self(random.iter().map(|b| format!("{b:02x}")).collect())
-    }
+        impl $name {
+            pub fn new(random: [u8; 16]) -> Self {
+                Self(random.iter().map(|b| format!("{b:02x}")).collect())
+            }
 
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(ValidationError::new(
-                "id",
-                "must be 32 lowercase hexadecimal digits",
-            ))
+            pub fn parse(s: &str) -> Result<Self, ValidationError> {
+                if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(ValidationError::new(
+                        "id",
+                        "must be 32 lowercase hexadecimal digits",
+                    ))
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-    }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
+pub(crate) use random_id;
 
-impl std::fmt::Display for DirectUploadId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+random_id!(
+    /// The id of a direct upload.
+    DirectUploadId
+);
 
 /// A direct upload granted and not yet completed.
 #[derive(Debug, Clone, PartialEq, Eq)]

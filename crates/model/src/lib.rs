@@ -12,6 +12,7 @@ mod key;
 mod openapi;
 mod package;
 mod query;
+mod resumable;
 mod signature;
 mod token;
 mod user;
@@ -26,6 +27,10 @@ pub use package::{
     PackagePatch, Platform, VersionBuilds,
 };
 pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest};
+pub use resumable::{
+    SessionKind, SessionProgress, SessionTail, SessionTarget, StoredPart, UploadSession,
+    UploadSessionId,
+};
 pub use signature::{
     DetachedSignature, KeyFingerprint, KeyPatterns, MAX_SIGNATURE_BYTES, NewSignature,
     SignatureBytes, SignatureFormat, SignatureInfo, TrustedKey, Verification,
