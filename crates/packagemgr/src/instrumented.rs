@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
-use agentpkg_model::ObjectKey;
+use agentpkg_model::{ObjectKey, StoredPart};
 use agentpkg_storage::{
     Body, ByteStream, DynObjectStore, IncompleteWrite, ObjectInfo, ObjectStat, ObjectStore,
     PresignedPut, StorageError,
@@ -165,6 +165,45 @@ impl ObjectStore for TimedObjects {
             &self.latencies,
             "remove_incomplete",
             self.inner.remove_incomplete(write),
+        )
+        .await
+    }
+    async fn begin_parts(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        timed(&self.latencies, "begin_parts", self.inner.begin_parts(key)).await
+    }
+    async fn put_part(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        number: u32,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<String, StorageError> {
+        timed(
+            &self.latencies,
+            "put_part",
+            self.inner.put_part(key, upload, number, body, size),
+        )
+        .await
+    }
+    async fn complete_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        parts: &[StoredPart],
+    ) -> Result<(), StorageError> {
+        timed(
+            &self.latencies,
+            "complete_parts",
+            self.inner.complete_parts(key, upload, parts),
+        )
+        .await
+    }
+    async fn abort_parts(&self, key: &ObjectKey, upload: &str) -> Result<(), StorageError> {
+        timed(
+            &self.latencies,
+            "abort_parts",
+            self.inner.abort_parts(key, upload),
         )
         .await
     }

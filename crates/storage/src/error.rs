@@ -14,6 +14,10 @@ pub enum StorageError {
     /// The store cannot be reached or refused the operation.
     #[error("object storage unavailable: {0}")]
     Unavailable(String),
+    /// The backend cannot do this (a directory has no presigned URLs, a test store no
+    /// writes in parts).
+    #[error("object storage cannot do {0}")]
+    Unsupported(&'static str),
     #[error("object storage I/O error: {0}")]
     Io(#[from] io::Error),
 }

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use agentpkg_model::ObjectKey;
+use agentpkg_model::{ObjectKey, StoredPart};
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
@@ -12,6 +12,7 @@ use crate::{Body, ByteStream, IncompleteWrite, ObjectInfo, ObjectStat, ObjectSto
 
 const BUF_SIZE: usize = 256 * 1024;
 const TMP_DIR: &str = ".tmp";
+const PARTS_SUFFIX: &str = ".parts";
 
 /// Objects as files under one root directory. Keys map onto relative paths; a key can only
 /// be built by [`ObjectKey`], so no path escapes the root.
@@ -26,6 +27,18 @@ impl FsStore {
         let root = root.into();
         tokio::fs::create_dir_all(root.join(TMP_DIR)).await?;
         Ok(Self { root })
+    }
+
+    /// The directory of a write in parts: in the temporary directory, named after the key
+    /// (so that a sweep can tell whose it is) and ending in `.parts`.
+    fn parts_dir(&self, key: &ObjectKey, upload: &str) -> Result<PathBuf, StorageError> {
+        let id = key.as_str().trim_start_matches(ObjectKey::PREFIX);
+        if upload != format!("{id}{PARTS_SUFFIX}") {
+            return Err(StorageError::Unavailable(format!(
+                "{upload} is not a write in parts of {key}"
+            )));
+        }
+        Ok(self.root.join(TMP_DIR).join(upload))
     }
 
     fn path_of(&self, key: &ObjectKey) -> PathBuf {
@@ -213,7 +226,95 @@ impl ObjectStore for FsStore {
                 write.handle
             )));
         }
-        match tokio::fs::remove_file(self.root.join(TMP_DIR).join(&write.handle)).await {
+        let path = self.root.join(TMP_DIR).join(&write.handle);
+        // A write in parts is a directory of part files.
+        let removed = if write.handle.ends_with(PARTS_SUFFIX) {
+            tokio::fs::remove_dir_all(&path).await
+        } else {
+            tokio::fs::remove_file(&path).await
+        };
+        match removed {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn begin_parts(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        let id = key.as_str().trim_start_matches(ObjectKey::PREFIX);
+        let upload = format!("{id}{PARTS_SUFFIX}");
+        tokio::fs::create_dir_all(self.parts_dir(key, &upload)?).await?;
+        Ok(upload)
+    }
+
+    /// A part file, written under a temporary name and renamed over any earlier part of
+    /// the same number.
+    async fn put_part(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        number: u32,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<String, StorageError> {
+        let dir = self.parts_dir(key, upload)?;
+        if !tokio::fs::try_exists(&dir).await? {
+            return Err(StorageError::NotFound);
+        }
+        let tmp = TempFile {
+            path: dir.join(format!("{number}.{}", uuid::Uuid::new_v4().simple())),
+            armed: true,
+        };
+        let mut file = tokio::fs::File::create_new(&tmp.path).await?;
+        let mut limited = body.take(size);
+        let written = tokio::io::copy(&mut limited, &mut file)
+            .await
+            .map_err(StorageError::Body)?;
+        if written != size {
+            return Err(StorageError::Body(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the part had {written} bytes, not the {size} announced"),
+            )));
+        }
+        file.sync_all().await?;
+        drop(file);
+        tokio::fs::rename(&tmp.path, dir.join(number.to_string())).await?;
+        let mut tmp = tmp;
+        tmp.armed = false;
+        Ok(format!("{number}-{size}"))
+    }
+
+    async fn complete_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        parts: &[StoredPart],
+    ) -> Result<(), StorageError> {
+        let dir = self.parts_dir(key, upload)?;
+        let mut files = Vec::with_capacity(parts.len());
+        for part in parts {
+            let file = tokio::fs::File::open(dir.join(part.number.to_string())).await?;
+            let len = file.metadata().await?.len();
+            if part.etag != format!("{}-{len}", part.number) || len != part.size {
+                return Err(StorageError::Unavailable(format!(
+                    "part {} holds {len} bytes, not the {} recorded",
+                    part.number, part.size
+                )));
+            }
+            files.push(file);
+        }
+        use futures_util::StreamExt;
+        let joined = futures_util::stream::iter(files)
+            .map(|file| ReaderStream::with_capacity(file, BUF_SIZE))
+            .flatten();
+        let mut joined = tokio_util::io::StreamReader::new(joined);
+        self.put(key, &mut joined).await?;
+        tokio::fs::remove_dir_all(&dir).await?;
+        Ok(())
+    }
+
+    async fn abort_parts(&self, key: &ObjectKey, upload: &str) -> Result<(), StorageError> {
+        match tokio::fs::remove_dir_all(self.parts_dir(key, upload)?).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e.into()),

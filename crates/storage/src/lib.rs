@@ -13,7 +13,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use agentpkg_model::ObjectKey;
+use agentpkg_model::{ObjectKey, StoredPart};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -52,6 +52,9 @@ pub struct ObjectStat {
     /// The SHA-256 the store verified and kept for it, when it reports one.
     pub sha256: Option<[u8; 32]>,
 }
+
+/// The smallest part of a write in parts, but for its last (S3's limit).
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
 /// An object's bytes, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -157,6 +160,48 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn remove_incomplete(&self, write: &IncompleteWrite) -> Result<(), StorageError> {
         let _ = write;
         Ok(())
+    }
+
+    /// Starts an object written in parts over time (a resumable upload): S3's multipart
+    /// upload, or a directory of part files. Returns the write's handle. Nothing is
+    /// visible under `key` until [`ObjectStore::complete_parts`]; until then the write is
+    /// one of [`ObjectStore::list_incomplete`]'s, under `key`.
+    async fn begin_parts(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        let _ = key;
+        Err(StorageError::Unsupported("writes in parts"))
+    }
+
+    /// Writes part `number` (from 1) of exactly `size` bytes from `body`, replacing a part
+    /// of that number written before, and returns what the store names it by. Every part
+    /// but the last must hold at least [`MIN_PART_BYTES`].
+    async fn put_part(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        number: u32,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<String, StorageError> {
+        let _ = (key, upload, number, body, size);
+        Err(StorageError::Unsupported("writes in parts"))
+    }
+
+    /// Joins `parts`, in order, into the object `key` (create-only), and ends the write.
+    async fn complete_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        parts: &[StoredPart],
+    ) -> Result<(), StorageError> {
+        let _ = (key, upload, parts);
+        Err(StorageError::Unsupported("writes in parts"))
+    }
+
+    /// Ends a write in parts without an object, removing its parts. Ending one that is
+    /// gone succeeds.
+    async fn abort_parts(&self, key: &ObjectKey, upload: &str) -> Result<(), StorageError> {
+        let _ = (key, upload);
+        Err(StorageError::Unsupported("writes in parts"))
     }
 
     /// Whether the store can be used right now (for readiness checks).

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use agentpkg_model::ObjectKey;
+use agentpkg_model::{ObjectKey, StoredPart};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use s3::BucketConfiguration;
@@ -161,6 +161,77 @@ impl AsyncRead for TrackedBody<'_, '_> {
     }
 }
 
+impl S3Store {
+    /// One streamed `PUT` of exactly `size` bytes of `body` to a presigned `url`: the body
+    /// is read in this task and handed to the request as it comes. Returns S3's answer,
+    /// once it is a success.
+    async fn stream_put(
+        &self,
+        url: String,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<reqwest::Response, StorageError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let request = self
+            .http
+            .put(url)
+            .header(http::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send();
+        let pump = async move {
+            use tokio::io::AsyncReadExt;
+            let mut sent = 0u64;
+            loop {
+                if sent == size {
+                    return Ok(sent);
+                }
+                // Never a byte past `size`: the body may go on with the next part.
+                let want = usize::try_from(size - sent)
+                    .unwrap_or(PUT_CHUNK)
+                    .min(PUT_CHUNK);
+                let mut buf = vec![0u8; want];
+                match body.read(&mut buf).await {
+                    Ok(0) => return Ok(sent),
+                    Ok(n) => {
+                        sent += n as u64;
+                        buf.truncate(n);
+                        if tx.send(Ok(bytes::Bytes::from(buf))).await.is_err() {
+                            // The request ended early; its own error says why.
+                            return Ok(sent);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string()))).await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let (sent, response) = futures_util::future::join(pump, request).await;
+        // The client's body failing is the client's fault, whatever S3 then said.
+        let sent = sent.map_err(StorageError::Body)?;
+        if sent != size {
+            return Err(StorageError::Body(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the body had {sent} bytes, not the {size} announced"),
+            )));
+        }
+        let response = response.map_err(unavailable_msg)?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(StorageError::Unavailable(format!(
+                "PUT answered {status}: {}",
+                text.chars().take(300).collect::<String>()
+            )));
+        }
+        Ok(response)
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn put(&self, key: &ObjectKey, mut body: Body<'_>) -> Result<u64, StorageError> {
@@ -205,69 +276,30 @@ impl ObjectStore for S3Store {
             .presign_put(key.as_str(), 3600, None, None)
             .await
             .map_err(unavailable)?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        let request = self
-            .http
-            .put(url)
-            .header(http::header::CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send();
-        // The body is read here, in this task, and handed to the request as it comes.
-        let pump = async move {
+        let mut stored = self.stream_put(url, &mut *body, size).await.map(|_| size);
+        if stored.is_ok() {
+            // A body longer than announced is refused, and its object goes.
             use tokio::io::AsyncReadExt;
-            let mut sent = 0u64;
-            loop {
-                let mut buf = bytes::BytesMut::with_capacity(PUT_CHUNK);
-                match body.read_buf(&mut buf).await {
-                    Ok(0) => return Ok(sent),
-                    Ok(n) => {
-                        sent += n as u64;
-                        if sent > size {
-                            let e = io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!("the body is longer than the {size} bytes announced"),
-                            );
-                            let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string()))).await;
-                            return Err(e);
-                        }
-                        if tx.send(Ok(buf.freeze())).await.is_err() {
-                            // The request ended early; its own error says why.
-                            return Ok(sent);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string()))).await;
-                        return Err(e);
-                    }
+            let mut probe = [0u8; 1];
+            stored = match body.read(&mut probe).await {
+                Ok(0) => Ok(size),
+                Ok(_) => Err(StorageError::Body(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the body is longer than the {size} bytes announced"),
+                ))),
+                Err(e) => Err(StorageError::Body(e)),
+            };
+        }
+        match stored {
+            Err(StorageError::Body(e)) => {
+                // A body of another length than announced: nothing may stay.
+                if let Err(e) = self.delete(key).await {
+                    tracing::error!(object_key = %key, error = %e, "could not delete a short object");
                 }
+                Err(StorageError::Body(e))
             }
-        };
-        let (sent, response) = futures_util::future::join(pump, request).await;
-        // The client's body failing is the client's fault, whatever S3 then said.
-        let sent = sent.map_err(StorageError::Body)?;
-        let response = response.map_err(unavailable_msg)?;
-        let status = response.status();
-        if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
-            return Err(StorageError::Unavailable(format!(
-                "PUT answered {status}: {}",
-                text.chars().take(300).collect::<String>()
-            )));
+            other => other,
         }
-        if sent != size {
-            // HTTP framing makes this impossible; if it happened, nothing may stay.
-            if let Err(e) = self.delete(key).await {
-                tracing::error!(object_key = %key, error = %e, "could not delete a short object");
-            }
-            return Err(StorageError::Body(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the body had {sent} bytes, not the {size} announced"),
-            )));
-        }
-        Ok(size)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError> {
@@ -495,6 +527,78 @@ impl ObjectStore for S3Store {
             .abort_upload(key, &write.handle)
             .await
             .map_err(unavailable)
+    }
+
+    async fn begin_parts(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        let started = self
+            .bucket
+            .initiate_multipart_upload(key.as_str(), "application/octet-stream")
+            .await
+            .map_err(unavailable)?;
+        Ok(started.upload_id)
+    }
+
+    /// A streamed `PUT` of the part through a presigned URL: no buffer, no MD5.
+    async fn put_part(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        number: u32,
+        body: Body<'_>,
+        size: u64,
+    ) -> Result<String, StorageError> {
+        let mut queries = std::collections::HashMap::new();
+        queries.insert("partNumber".to_owned(), number.to_string());
+        queries.insert("uploadId".to_owned(), upload.to_owned());
+        let url = self
+            .bucket
+            .presign_put(key.as_str(), 3600, None, Some(queries))
+            .await
+            .map_err(unavailable)?;
+        let response = self.stream_put(url, body, size).await?;
+        response
+            .headers()
+            .get(http::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| StorageError::Unavailable("a part PUT answered without an ETag".into()))
+    }
+
+    async fn complete_parts(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        parts: &[StoredPart],
+    ) -> Result<(), StorageError> {
+        let parts = parts
+            .iter()
+            .map(|p| s3::serde_types::Part {
+                part_number: p.number,
+                etag: p.etag.clone(),
+            })
+            .collect();
+        let response = self
+            .bucket
+            .complete_multipart_upload(key.as_str(), upload, parts)
+            .await
+            .map_err(unavailable)?;
+        // S3 may answer 200 with an error in the body.
+        let body = String::from_utf8_lossy(response.as_slice());
+        if body.contains("<Error>") {
+            return Err(StorageError::Unavailable(format!(
+                "completing a multipart upload failed: {}",
+                body.chars().take(300).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn abort_parts(&self, key: &ObjectKey, upload: &str) -> Result<(), StorageError> {
+        match self.bucket.abort_upload(key.as_str(), upload).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn check(&self) -> Result<(), StorageError> {
