@@ -15,8 +15,13 @@ use crate::{
     OwnershipStore, PackageStore, PoolStatus, StoreError, Team, TokenStore, UploadInFlight,
     UserState, audit, owners, packages, signing, throttle, tokens, uploads, users,
 };
-use crate::{Attached, DirectUploadStore, NewSigningKey, SigningStore, direct};
-use agentpkg_model::{DirectUpload, DirectUploadId};
+use crate::{
+    Attached, DirectUploadStore, NewSigningKey, SessionLease, SigningStore, UploadSessionStore,
+    direct, sessions,
+};
+use agentpkg_model::{
+    DirectUpload, DirectUploadId, SessionProgress, UploadSession, UploadSessionId,
+};
 use agentpkg_model::{KeyFingerprint, NewSignature, SignatureFormat, TrustedKey};
 
 #[async_trait]
@@ -273,6 +278,98 @@ impl DirectUploadStore for DieselStore {
     async fn remove_expired_direct_uploads(&self) -> Result<Vec<String>, StoreError> {
         self.with_conn("remove_expired_direct_uploads", direct::remove_expired)
             .await
+    }
+}
+
+#[async_trait]
+impl UploadSessionStore for DieselStore {
+    async fn create_session(
+        &self,
+        session: UploadSession,
+        ttl: Duration,
+        max_live: u64,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        self.with_conn("create_session", move |c| {
+            sessions::create(c, &session, ttl, max_live)
+        })
+        .await
+    }
+
+    async fn upload_session(
+        &self,
+        id: &UploadSessionId,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        let id = id.clone();
+        self.with_conn_read("upload_session", move |c| sessions::get(c, &id))
+            .await
+    }
+
+    async fn lease_session(
+        &self,
+        id: &UploadSessionId,
+        offset: u64,
+        token: &str,
+        lease: Duration,
+    ) -> Result<SessionLease, StoreError> {
+        let (id, token) = (id.clone(), token.to_owned());
+        self.with_conn("lease_session", move |c| {
+            sessions::lease(c, &id, offset, &token, lease)
+        })
+        .await
+    }
+
+    async fn renew_session_lease(
+        &self,
+        id: &UploadSessionId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let (id, token) = (id.clone(), token.to_owned());
+        self.with_conn("renew_session_lease", move |c| {
+            sessions::renew(c, &id, &token, lease)
+        })
+        .await
+    }
+
+    async fn commit_session(
+        &self,
+        id: &UploadSessionId,
+        token: &str,
+        progress: SessionProgress,
+        ttl: Duration,
+    ) -> Result<Option<UploadSession>, StoreError> {
+        let (id, token) = (id.clone(), token.to_owned());
+        self.with_conn("commit_session", move |c| {
+            sessions::commit(c, &id, &token, &progress, ttl)
+        })
+        .await
+    }
+
+    async fn release_session(&self, id: &UploadSessionId, token: &str) -> Result<(), StoreError> {
+        let (id, token) = (id.clone(), token.to_owned());
+        self.with_conn("release_session", move |c| {
+            sessions::release(c, &id, &token)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &UploadSessionId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with_conn("delete_session", move |c| sessions::delete(c, &id))
+            .await
+    }
+
+    async fn expired_sessions(&self) -> Result<Vec<UploadSession>, StoreError> {
+        self.with_conn_read("expired_sessions", sessions::expired)
+            .await
+    }
+
+    async fn delete_expired_session(&self, id: &UploadSessionId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.with_conn("delete_expired_session", move |c| {
+            sessions::delete_expired(c, &id)
+        })
+        .await
     }
 }
 

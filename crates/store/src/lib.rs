@@ -26,6 +26,8 @@ mod packages;
 #[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
+mod sessions;
+#[cfg(feature = "diesel")]
 mod signing;
 #[cfg(feature = "diesel")]
 mod throttle;
@@ -45,8 +47,9 @@ use std::time::Duration;
 use agentpkg_model::{
     Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, DirectUpload, DirectUploadId,
     KeyFingerprint, KeyPatterns, LatestQuery, ListQuery, NameScope, NewAuditEvent, NewPackage,
-    NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page, Role, SignatureFormat,
-    SignatureInfo, TokenScope, TrustedKey, User, Username,
+    NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page, Role, SessionProgress,
+    SignatureFormat, SignatureInfo, TokenScope, TrustedKey, UploadSession, UploadSessionId, User,
+    Username,
 };
 use async_trait::async_trait;
 
@@ -274,6 +277,70 @@ pub trait DirectUploadStore: Health {
 }
 
 pub type DynDirectUploadStore = Arc<dyn DirectUploadStore>;
+
+/// What taking a session for a write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionLease {
+    /// Held by the caller until it commits, releases it, or the lease runs out.
+    Leased(UploadSession),
+    /// The session is at another offset (or complete): the write starts from the wrong
+    /// place.
+    Offset(u64),
+    /// Another write holds it.
+    Busy,
+    /// No such session, or it expired.
+    Gone,
+}
+
+/// Resumable upload sessions: created, written to under a lease, completed, expired.
+#[async_trait]
+pub trait UploadSessionStore: Health {
+    /// Records a session expiring `ttl` from now (by the database's clock), unless its user
+    /// has `max_live` sessions still open: then `None`.
+    async fn create_session(
+        &self,
+        session: UploadSession,
+        ttl: Duration,
+        max_live: u64,
+    ) -> Result<Option<UploadSession>, StoreError>;
+    /// The session, while it has not expired.
+    async fn upload_session(
+        &self,
+        id: &UploadSessionId,
+    ) -> Result<Option<UploadSession>, StoreError>;
+    /// Takes the session for a write that starts at `offset`, for `lease` unless renewed.
+    async fn lease_session(
+        &self,
+        id: &UploadSessionId,
+        offset: u64,
+        token: &str,
+        lease: Duration,
+    ) -> Result<SessionLease, StoreError>;
+    /// Extends a lease; `false` when it was lost.
+    async fn renew_session_lease(
+        &self,
+        id: &UploadSessionId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Commits a write's progress and releases its lease, moving the expiry to `ttl` from
+    /// now; `None` when the lease was lost.
+    async fn commit_session(
+        &self,
+        id: &UploadSessionId,
+        token: &str,
+        progress: SessionProgress,
+        ttl: Duration,
+    ) -> Result<Option<UploadSession>, StoreError>;
+    async fn release_session(&self, id: &UploadSessionId, token: &str) -> Result<(), StoreError>;
+    async fn delete_session(&self, id: &UploadSessionId) -> Result<bool, StoreError>;
+    /// Sessions past their expiry that no write holds.
+    async fn expired_sessions(&self) -> Result<Vec<UploadSession>, StoreError>;
+    /// Removes an expired session's row, unless a write took it since: `false` then.
+    async fn delete_expired_session(&self, id: &UploadSessionId) -> Result<bool, StoreError>;
+}
+
+pub type DynUploadSessionStore = Arc<dyn UploadSessionStore>;
 
 /// Signatures of packages, and the keys trusted to make them.
 #[async_trait]

@@ -183,3 +183,36 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    upload_sessions (id) {
+        id -> Text,
+        user_id -> Nullable<BigInt>,
+        kind -> Text,
+        name -> Nullable<Text>,
+        version -> Nullable<Text>,
+        platform -> Nullable<Text>,
+        arch -> Nullable<Text>,
+        filename -> Nullable<Text>,
+        description -> Text,
+        checksum -> Nullable<Text>,
+        signature_format -> Nullable<Text>,
+        signature -> Nullable<Binary>,
+        metadata -> Text,
+        parts_of -> Text,
+        upload_length -> BigInt,
+        upload_offset -> BigInt,
+        storage_path -> Text,
+        multipart_id -> Nullable<Text>,
+        parts -> Text,
+        tail_path -> Nullable<Text>,
+        tail_size -> BigInt,
+        hash_state -> Binary,
+        lease_token -> Nullable<Text>,
+        lease_until -> Nullable<Timestamp>,
+        package_id -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}

@@ -65,6 +65,15 @@ pub(crate) fn list(conn: &mut DbConnection) -> Result<Vec<UploadInFlight>, Store
                 idle: Duration::ZERO,
             }),
     );
+    // So is a resumable upload session's, until it expires.
+    uploads.extend(
+        crate::sessions::pending_keys(conn)?
+            .into_iter()
+            .map(|key| UploadInFlight {
+                key,
+                idle: Duration::ZERO,
+            }),
+    );
     Ok(uploads)
 }
 
@@ -79,7 +88,10 @@ pub(crate) fn in_use(
         .select(blobs::checksum)
         .first(conn)
         .optional()?;
-    if blob.is_some() || crate::direct::names_key(conn, key)? {
+    if blob.is_some()
+        || crate::direct::names_key(conn, key)?
+        || crate::sessions::names_key(conn, key)?
+    {
         return Ok(true);
     }
     let touched: Option<NaiveDateTime> = uploads_in_flight::table

@@ -1,0 +1,392 @@
+//! Resumable upload sessions (see the `upload_sessions` migration). Expiry and leases are
+//! judged by the database's clock, so replicas with different clocks agree.
+
+use std::time::Duration;
+
+use agentpkg_model::{
+    Checksum, Coordinates, Description, DetachedSignature, FileName, ObjectKey, PackageName,
+    SessionKind, SessionProgress, SessionTail, SessionTarget, SignatureBytes, StoredPart,
+    UploadSession, UploadSessionId, Version,
+};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::schema::upload_sessions as s;
+use crate::uploads::db_now;
+use crate::{DbConnection, SessionLease, StoreError};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = s)]
+struct Row {
+    id: String,
+    user_id: Option<i64>,
+    kind: String,
+    name: Option<String>,
+    version: Option<String>,
+    platform: Option<String>,
+    arch: Option<String>,
+    filename: Option<String>,
+    description: String,
+    checksum: Option<String>,
+    signature_format: Option<String>,
+    signature: Option<Vec<u8>>,
+    metadata: String,
+    parts_of: String,
+    upload_length: i64,
+    upload_offset: i64,
+    storage_path: String,
+    multipart_id: Option<String>,
+    parts: String,
+    tail_path: Option<String>,
+    tail_size: i64,
+    hash_state: Vec<u8>,
+    package_id: Option<i64>,
+    expires_at: NaiveDateTime,
+}
+
+impl TryFrom<Row> for UploadSession {
+    type Error = StoreError;
+
+    fn try_from(row: Row) -> Result<Self, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("upload session {}: {what}", row.id));
+        let target = match (row.name, row.version, row.platform, row.arch) {
+            (Some(name), Some(version), Some(platform), Some(arch)) => Some(SessionTarget {
+                coordinates: Coordinates {
+                    name: PackageName::parse(&name).map_err(|_| corrupt("name"))?,
+                    version: Version::parse(&version).map_err(|_| corrupt("version"))?,
+                    platform: platform.parse().map_err(|_| corrupt("platform"))?,
+                    arch: arch.parse().map_err(|_| corrupt("arch"))?,
+                },
+                filename: row
+                    .filename
+                    .as_deref()
+                    .map(FileName::parse)
+                    .transpose()
+                    .map_err(|_| corrupt("filename"))?,
+                description: Description::parse(&row.description)
+                    .map_err(|_| corrupt("description"))?,
+                expected_sha256: row
+                    .checksum
+                    .as_deref()
+                    .map(Checksum::parse)
+                    .transpose()
+                    .map_err(|_| corrupt("checksum"))?,
+                signature: match (row.signature_format, row.signature) {
+                    (Some(format), Some(bytes)) => Some(DetachedSignature {
+                        format: format.parse().map_err(|_| corrupt("signature format"))?,
+                        bytes: SignatureBytes::new(bytes).map_err(|_| corrupt("signature"))?,
+                    }),
+                    _ => None,
+                },
+            }),
+            (None, None, None, None) => None,
+            _ => return Err(corrupt("coordinates")),
+        };
+        let tail = match row.tail_path {
+            Some(path) => Some(SessionTail {
+                key: ObjectKey::parse(&path).map_err(|_| corrupt("tail_path"))?,
+                size: u64::try_from(row.tail_size).map_err(|_| corrupt("tail_size"))?,
+            }),
+            None => None,
+        };
+        Ok(UploadSession {
+            id: UploadSessionId::parse(&row.id).map_err(|_| corrupt("id"))?,
+            user_id: row.user_id,
+            kind: SessionKind::parse(&row.kind).map_err(|_| corrupt("kind"))?,
+            target,
+            metadata: row.metadata,
+            parts_of: row
+                .parts_of
+                .split_whitespace()
+                .map(UploadSessionId::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|_| corrupt("parts_of"))?,
+            length: u64::try_from(row.upload_length).map_err(|_| corrupt("length"))?,
+            storage_key: ObjectKey::parse(&row.storage_path)
+                .map_err(|_| corrupt("storage_path"))?,
+            progress: SessionProgress {
+                offset: u64::try_from(row.upload_offset).map_err(|_| corrupt("offset"))?,
+                multipart: row.multipart_id,
+                parts: serde_json::from_str::<Vec<StoredPart>>(&row.parts)
+                    .map_err(|_| corrupt("parts"))?,
+                tail,
+                hash_state: row.hash_state,
+                package_id: row.package_id,
+            },
+            expires_at: row.expires_at.and_utc(),
+        })
+    }
+}
+
+fn i64_of(n: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} exceeds i64")))
+}
+
+fn after(now: NaiveDateTime, ttl: Duration) -> NaiveDateTime {
+    now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1))
+}
+
+/// Sessions of `user_id` that may still receive bytes.
+fn live_count(conn: &mut DbConnection, user_id: i64) -> Result<i64, StoreError> {
+    let now = db_now(conn)?;
+    Ok(s::table
+        .filter(s::user_id.eq(user_id))
+        .filter(s::package_id.is_null())
+        .filter(s::expires_at.gt(now))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Records a new session, unless its user has `max_live` sessions that may still receive
+/// bytes (`Ok(None)`). Its expiry is `ttl` from now by the database's clock.
+pub(crate) fn create(
+    conn: &mut DbConnection,
+    session: &UploadSession,
+    ttl: Duration,
+    max_live: u64,
+) -> Result<Option<UploadSession>, StoreError> {
+    conn.transaction(|conn| {
+        if let Some(user) = session.user_id
+            && u64::try_from(live_count(conn, user)?).unwrap_or(0) >= max_live
+        {
+            return Ok(None);
+        }
+        let now = db_now(conn)?;
+        let t = session.target.as_ref();
+        let c = t.map(|t| &t.coordinates);
+        let p = &session.progress;
+        diesel::insert_into(s::table)
+            .values((
+                s::id.eq(session.id.as_str()),
+                s::user_id.eq(session.user_id),
+                s::kind.eq(session.kind.as_str()),
+                s::name.eq(c.map(|c| c.name.as_str())),
+                s::version.eq(c.map(|c| c.version.to_string())),
+                s::platform.eq(c.map(|c| c.platform.as_str())),
+                s::arch.eq(c.map(|c| c.arch.as_str())),
+                s::filename.eq(t.and_then(|t| t.filename.as_ref().map(FileName::as_str))),
+                s::description.eq(t.map_or("", |t| t.description.as_str())),
+                s::checksum.eq(t.and_then(|t| t.expected_sha256.as_ref().map(Checksum::as_str))),
+                s::signature_format.eq(t
+                    .and_then(|t| t.signature.as_ref())
+                    .map(|sig| sig.format.as_str())),
+                s::signature.eq(t
+                    .and_then(|t| t.signature.as_ref())
+                    .map(|sig| sig.bytes.as_bytes())),
+                s::metadata.eq(&session.metadata),
+                s::parts_of.eq(session
+                    .parts_of
+                    .iter()
+                    .map(UploadSessionId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")),
+                s::upload_length.eq(i64_of(session.length, "length")?),
+                s::storage_path.eq(session.storage_key.as_str()),
+                s::created_at.eq(now),
+            ))
+            .execute(conn)?;
+        write_progress(conn, &session.id, None, p, after(now, ttl), now)?;
+        get(conn, &session.id)
+    })
+}
+
+/// Writes a session's progress (only under `lease`, when given), releasing any lease.
+fn write_progress(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+    lease: Option<&str>,
+    p: &SessionProgress,
+    expires_at: NaiveDateTime,
+    now: NaiveDateTime,
+) -> Result<usize, StoreError> {
+    let parts =
+        serde_json::to_string(&p.parts).map_err(|e| StoreError::Corrupt(format!("parts: {e}")))?;
+    let changes = (
+        s::upload_offset.eq(i64_of(p.offset, "offset")?),
+        s::multipart_id.eq(p.multipart.as_deref()),
+        s::parts.eq(parts),
+        s::tail_path.eq(p.tail.as_ref().map(|t| t.key.as_str())),
+        s::tail_size.eq(i64_of(p.tail.as_ref().map_or(0, |t| t.size), "tail")?),
+        s::hash_state.eq(&p.hash_state),
+        s::package_id.eq(p.package_id),
+        s::lease_token.eq(None::<String>),
+        s::lease_until.eq(None::<NaiveDateTime>),
+        s::updated_at.eq(now),
+        s::expires_at.eq(expires_at),
+    );
+    let row = s::table.find(id.as_str());
+    Ok(match lease {
+        Some(token) => diesel::update(row.filter(s::lease_token.eq(token)))
+            .set(changes)
+            .execute(conn)?,
+        None => diesel::update(row).set(changes).execute(conn)?,
+    })
+}
+
+/// The session, while it has not expired.
+pub(crate) fn get(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+) -> Result<Option<UploadSession>, StoreError> {
+    let now = db_now(conn)?;
+    s::table
+        .find(id.as_str())
+        .filter(s::expires_at.gt(now))
+        .select(Row::as_select())
+        .first(conn)
+        .optional()?
+        .map(UploadSession::try_from)
+        .transpose()
+}
+
+/// Takes the session for a write starting at `offset`: exactly one writer holds it at a
+/// time, until it commits, releases it, or its lease runs out.
+pub(crate) fn lease(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+    offset: u64,
+    token: &str,
+    lease: Duration,
+) -> Result<SessionLease, StoreError> {
+    conn.transaction(|conn| {
+        let now = db_now(conn)?;
+        let taken = diesel::update(
+            s::table
+                .find(id.as_str())
+                .filter(s::expires_at.gt(now))
+                .filter(s::package_id.is_null())
+                .filter(s::upload_offset.eq(i64_of(offset, "offset")?))
+                .filter(s::lease_until.is_null().or(s::lease_until.le(now))),
+        )
+        .set((
+            s::lease_token.eq(token),
+            s::lease_until.eq(after(now, lease)),
+        ))
+        .execute(conn)?;
+        let Some(session) = get(conn, id)? else {
+            return Ok(SessionLease::Gone);
+        };
+        if taken == 1 {
+            return Ok(SessionLease::Leased(session));
+        }
+        if session.progress.offset != offset || session.progress.package_id.is_some() {
+            return Ok(SessionLease::Offset(session.progress.offset));
+        }
+        Ok(SessionLease::Busy)
+    })
+}
+
+/// Extends a lease still held; `false` when it was lost.
+pub(crate) fn renew(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+    token: &str,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    let now = db_now(conn)?;
+    let renewed = diesel::update(s::table.find(id.as_str()).filter(s::lease_token.eq(token)))
+        .set(s::lease_until.eq(after(now, lease)))
+        .execute(conn)?;
+    Ok(renewed == 1)
+}
+
+/// Commits a write under its lease, releasing it and moving the expiry on; `None` when
+/// the lease was lost (another writer took the session after it ran out).
+pub(crate) fn commit(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+    token: &str,
+    progress: &SessionProgress,
+    ttl: Duration,
+) -> Result<Option<UploadSession>, StoreError> {
+    conn.transaction(|conn| {
+        let now = db_now(conn)?;
+        if write_progress(conn, id, Some(token), progress, after(now, ttl), now)? != 1 {
+            return Ok(None);
+        }
+        get(conn, id)
+    })
+}
+
+/// Gives a lease back without a change.
+pub(crate) fn release(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+    token: &str,
+) -> Result<(), StoreError> {
+    diesel::update(s::table.find(id.as_str()).filter(s::lease_token.eq(token)))
+        .set((
+            s::lease_token.eq(None::<String>),
+            s::lease_until.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub(crate) fn delete(conn: &mut DbConnection, id: &UploadSessionId) -> Result<bool, StoreError> {
+    Ok(diesel::delete(s::table.find(id.as_str())).execute(conn)? == 1)
+}
+
+/// Sessions whose expiry has passed (and that no writer holds).
+pub(crate) fn expired(conn: &mut DbConnection) -> Result<Vec<UploadSession>, StoreError> {
+    let now = db_now(conn)?;
+    s::table
+        .filter(s::expires_at.le(now))
+        .filter(s::lease_until.is_null().or(s::lease_until.le(now)))
+        .select(Row::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(UploadSession::try_from)
+        .collect()
+}
+
+/// Removes an expired session's row, unless it was written to since it was listed.
+pub(crate) fn delete_expired(
+    conn: &mut DbConnection,
+    id: &UploadSessionId,
+) -> Result<bool, StoreError> {
+    let now = db_now(conn)?;
+    Ok(diesel::delete(
+        s::table
+            .find(id.as_str())
+            .filter(s::expires_at.le(now))
+            .filter(s::lease_until.is_null().or(s::lease_until.le(now))),
+    )
+    .execute(conn)?
+        == 1)
+}
+
+/// Objects of sessions that have not expired: in flight (a multipart write under
+/// `storage_path`, the assembled object of a complete partial upload, a tail).
+pub(crate) fn pending_keys(conn: &mut DbConnection) -> Result<Vec<String>, StoreError> {
+    let now = db_now(conn)?;
+    let rows: Vec<(String, Option<String>, Option<i64>)> = s::table
+        .filter(s::expires_at.gt(now).or(s::lease_until.gt(now)))
+        .select((s::storage_path, s::tail_path, s::package_id))
+        .load(conn)?;
+    let mut keys = Vec::with_capacity(rows.len());
+    for (path, tail, package) in rows {
+        if package.is_none() {
+            keys.push(path);
+        }
+        keys.extend(tail);
+    }
+    Ok(keys)
+}
+
+pub(crate) fn names_key(conn: &mut DbConnection, key: &str) -> Result<bool, StoreError> {
+    let now = db_now(conn)?;
+    let found: Option<String> = s::table
+        .filter(
+            s::storage_path
+                .eq(key)
+                .and(s::package_id.is_null())
+                .or(s::tail_path.eq(key)),
+        )
+        .filter(s::expires_at.gt(now).or(s::lease_until.gt(now)))
+        .select(s::id)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
