@@ -48,13 +48,29 @@ pub enum Error {
     /// Direct uploads need storage that makes presigned `PUT`s (S3).
     #[error("direct uploads need the s3 storage backend; use the proxied or resumable upload")]
     DirectUnsupported,
-    #[error("no such direct upload (completed, expired, or not yours)")]
+    #[error("no such upload (completed, expired, or not yours)")]
     UploadNotFound,
     /// The bytes of a direct upload are not (all) there yet.
     #[error("{0}")]
     UploadIncomplete(String),
     #[error("size mismatch: {expected} bytes were announced but storage holds {actual}")]
     SizeMismatch { expected: u64, actual: u64 },
+    /// Resumable uploads are not set up.
+    #[error("resumable uploads are not enabled")]
+    ResumableUnsupported,
+    #[error("too many open resumable uploads (at most {limit} per user): finish or delete some")]
+    TooManySessions { limit: u64 },
+    #[error("the body goes past the upload's length of {length} bytes")]
+    PastLength { length: u64 },
+    /// A resumable write starts where the session is not.
+    #[error("the upload is at offset {actual}")]
+    OffsetMismatch { actual: u64 },
+    /// Another request is writing to the session.
+    #[error("another request is writing to this upload; try again shortly")]
+    UploadLocked,
+    /// The checksum of one request's body does not match what the client announced.
+    #[error("the request's checksum does not match its body; nothing of it was kept")]
+    RequestChecksumMismatch,
     #[error("invalid username or password")]
     BadCredentials,
     /// The credential was valid once: its token was revoked, its user deleted, or the
@@ -113,6 +129,7 @@ impl From<StorageError> for Error {
             StorageError::NotFound => Error::NotFound,
             StorageError::Body(io) => Error::Body(io),
             StorageError::AlreadyExists => Error::Internal("object key collision".into()),
+            StorageError::Unsupported(what) => Error::Internal(format!("storage cannot do {what}")),
             StorageError::Unavailable(_) | StorageError::Io(_) => Error::StorageUnavailable(e),
         }
     }

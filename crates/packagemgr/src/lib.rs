@@ -23,6 +23,7 @@ mod ownership;
 mod passwords;
 mod readiness;
 mod reconcile;
+mod resumable;
 mod signing;
 mod upload;
 
@@ -39,6 +40,7 @@ pub use manager::{Download, ManagerConfig, PackageManager};
 pub use metrics::ManagerMetrics;
 pub use passwords::HashingLimits;
 pub use reconcile::{MissingObject, ReconcileOptions, ReconcileReport};
+pub use resumable::{Append, Appended, NewSession, RequestChecksum, ResumableConfig};
 pub use signing::{Keyring, MAX_KEY_BYTES, SigningPolicy};
 pub use upload::{StagedUpload, UploadMeta};
 

@@ -66,6 +66,7 @@ pub struct PackageManager {
     pub(crate) signing: SigningPolicy,
     pub(crate) signatures: Option<DynSigningStore>,
     pub(crate) direct: Option<DirectUploads>,
+    pub(crate) resumable: Option<crate::resumable::Resumable>,
 }
 
 impl PackageManager {
@@ -100,6 +101,7 @@ impl PackageManager {
             signing: SigningPolicy::default(),
             signatures: None,
             direct: None,
+            resumable: None,
         }
     }
 

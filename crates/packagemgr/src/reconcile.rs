@@ -39,6 +39,9 @@ pub struct ReconcileReport {
     /// Leftovers of writes that never finished (a killed process), older than the grace
     /// period: removed (or, on a dry run, to be).
     pub incomplete_removed: Vec<String>,
+    /// Resumable uploads idle past their expiry: removed with everything they stored (or,
+    /// on a dry run, to be).
+    pub sessions_expired: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -97,6 +100,33 @@ impl PackageManager {
                 tracing::info!(count = expired.len(), "expired direct uploads forgotten");
             }
         }
+        // Expired resumable uploads go with their multipart writes, tails and objects.
+        let mut sessions_expired = Vec::new();
+        if let Some(resumable) = &self.resumable {
+            for session in resumable.store.expired_sessions().await? {
+                sessions_expired.push(format!(
+                    "upload {} ({} of {} bytes{})",
+                    session.id,
+                    session.progress.offset,
+                    session.length,
+                    if session.progress.package_id.is_some() {
+                        ", published"
+                    } else {
+                        ""
+                    }
+                ));
+                if !dry_run && resumable.store.delete_expired_session(&session.id).await? {
+                    self.remove_session_objects(&session).await;
+                }
+            }
+            if !sessions_expired.is_empty() {
+                tracing::info!(
+                    count = sessions_expired.len(),
+                    dry_run,
+                    "expired resumable uploads removed"
+                );
+            }
+        }
         let objects = self.storage.list_objects().await?;
         let markers: HashMap<String, Duration> = self
             .store
@@ -114,6 +144,7 @@ impl PackageManager {
         let cutoff = now.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH);
         let mut report = ReconcileReport {
             dry_run,
+            sessions_expired,
             ..ReconcileReport::default()
         };
         let mut present = HashSet::new();
@@ -224,6 +255,7 @@ impl PackageManager {
             &mut report.uploads_in_flight,
             &mut report.foreign_objects,
             &mut report.delete_failures,
+            &mut report.sessions_expired,
         ] {
             list.sort();
         }

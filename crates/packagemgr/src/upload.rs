@@ -163,7 +163,7 @@ impl PackageManager {
         self.stage_inner(body, signature, None).await
     }
 
-    async fn stage_inner<R>(
+    pub(crate) async fn stage_inner<R>(
         &self,
         body: R,
         signature: Option<&DetachedSignature>,
@@ -412,4 +412,30 @@ fn conflict(c: &Coordinates) -> Error {
         c.platform,
         c.arch
     ))
+}
+
+impl PackageManager {
+    /// Takes bytes already stored under `key` (the join of a resumable upload's parts) as
+    /// a staged upload: marked in flight first, then guarded like any upload's.
+    pub(crate) async fn adopt(
+        &self,
+        key: ObjectKey,
+        size: u64,
+        checksum: Checksum,
+    ) -> Result<StagedUpload, Error> {
+        self.store.begin_upload(&key).await?;
+        let keepalive = Keepalive::start(
+            self.store.clone(),
+            key.clone(),
+            self.config.stale_upload_after / 4,
+        );
+        let guard = ObjectGuard::new(
+            self.storage.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            key,
+            keepalive,
+        );
+        Ok(StagedUpload::stored(guard, size, checksum))
+    }
 }
