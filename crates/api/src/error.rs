@@ -34,7 +34,8 @@ pub(crate) struct ErrorDetail<'a> {
     /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
     /// `token_expired`, `token_revoked`, `invalid_credentials`, `too_many_attempts`, `forbidden`, `not_found`, `conflict`,
     /// `payload_too_large`, `body_timeout`, `too_many_uploads`, `unsupported_media_type`, `checksum_mismatch`,
-    /// `range_not_satisfiable`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
+    /// `range_not_satisfiable`, `offset_mismatch`, `upload_locked`, `too_many_sessions`,
+    /// `past_upload_length`, `request_checksum_mismatch`, `unsupported_tus_version`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
     #[schema(example = "invalid_field")]
     code: &'a str,
     /// What went wrong, for a person.
@@ -155,6 +156,34 @@ impl From<MgrError> for ApiError {
                 e.to_string(),
             ),
             MgrError::UploadNotFound => Self::not_found(e.to_string()),
+            MgrError::ResumableUnsupported => Self::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "resumable_upload_unsupported",
+                e.to_string(),
+            ),
+            MgrError::TooManySessions { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_sessions",
+                e.to_string(),
+            ),
+            MgrError::PastLength { .. } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "past_upload_length",
+                e.to_string(),
+            ),
+            MgrError::OffsetMismatch { .. } => {
+                Self::new(StatusCode::CONFLICT, "offset_mismatch", e.to_string())
+            }
+            MgrError::UploadLocked => Self {
+                retry_after_secs: Some(1),
+                ..Self::new(StatusCode::LOCKED, "upload_locked", e.to_string())
+            },
+            // tus's own status for a checksum that does not match.
+            MgrError::RequestChecksumMismatch => Self::new(
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+                "request_checksum_mismatch",
+                e.to_string(),
+            ),
             MgrError::UploadIncomplete(m) => {
                 Self::new(StatusCode::CONFLICT, "upload_incomplete", m)
             }

@@ -153,10 +153,24 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     )
                     .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke))
                     .route("/audit", web::get().to(handlers::audit::list))
+                    .service(
+                        web::resource("/uploads")
+                            .route(
+                                web::method(actix_web::http::Method::OPTIONS)
+                                    .to(handlers::tus::options),
+                            )
+                            .route(web::post().to(handlers::tus::create)),
+                    )
                     .route("/uploads/direct", web::post().to(handlers::direct::begin))
                     .route(
                         "/uploads/direct/{id}/complete",
                         web::post().to(handlers::direct::complete),
+                    )
+                    .service(
+                        web::resource("/uploads/{id}")
+                            .route(web::head().to(handlers::tus::head))
+                            .route(web::patch().to(handlers::tus::patch))
+                            .route(web::delete().to(handlers::tus::delete)),
                     )
                     .service(
                         web::resource("/teams")

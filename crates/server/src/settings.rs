@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agentpkg_api::BodyDeadlines;
-use agentpkg_packagemgr::{HashingLimits, ManagerConfig};
+use agentpkg_packagemgr::{HashingLimits, ManagerConfig, ResumableConfig};
 use agentpkg_store::PoolOptions;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -284,15 +284,38 @@ pub struct UploadSettings {
     /// object is in flight; after it, the upload is gone and reconciliation removes what
     /// it left.
     pub direct_ttl_secs: u64,
+    /// A resumable (tus) upload not written to for this long expires (`Upload-Expires`);
+    /// reconciliation then removes it and what it stored.
+    pub session_ttl_secs: u64,
+    /// Resumable uploads one user may have open; one more is answered 429.
+    pub max_sessions_per_user: u64,
+    /// The largest part a resumable upload's request writes at once, in MiB (at least 5,
+    /// S3's smallest part): what a dropped connection can lose.
+    pub part_size_mib: u64,
 }
 
 impl Default for UploadSettings {
     fn default() -> Self {
         let manager = ManagerConfig::default();
+        let resumable = ResumableConfig::default();
         Self {
             max_size_bytes: manager.max_upload_bytes,
             max_concurrent: manager.max_concurrent_uploads,
             direct_ttl_secs: 900,
+            session_ttl_secs: resumable.ttl.as_secs(),
+            max_sessions_per_user: resumable.max_sessions_per_user,
+            part_size_mib: resumable.part_bytes / (1024 * 1024),
+        }
+    }
+}
+
+impl UploadSettings {
+    pub fn resumable(&self) -> ResumableConfig {
+        ResumableConfig {
+            ttl: Duration::from_secs(self.session_ttl_secs),
+            max_sessions_per_user: self.max_sessions_per_user,
+            part_bytes: self.part_size_mib * 1024 * 1024,
+            ..ResumableConfig::default()
         }
     }
 }
@@ -403,6 +426,18 @@ impl Settings {
                     GcSettings::MIN_SECS
                 ));
             }
+        }
+        if self.upload.session_ttl_secs < 60 {
+            return Err(format!(
+                "upload.session_ttl_secs must be at least 60 seconds, is {}",
+                self.upload.session_ttl_secs
+            ));
+        }
+        if !(5..=5 * 1024).contains(&self.upload.part_size_mib) {
+            return Err(format!(
+                "upload.part_size_mib must be 5 to 5120 (S3's part sizes), is {}",
+                self.upload.part_size_mib
+            ));
         }
         if !(1..=604_800).contains(&self.upload.direct_ttl_secs) {
             return Err(format!(

@@ -262,7 +262,8 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
         SigningPolicy {
             required: settings.signing.required,
         },
-    );
+    )
+    .with_resumable_uploads(store.clone(), settings.upload.resumable());
     // Direct uploads need presigned PUTs: S3 only (elsewhere the route says so).
     let packages = match settings.storage.backend {
         StorageBackend::S3 => packages.with_direct_uploads(

@@ -7,6 +7,7 @@ pub(crate) mod login;
 pub(crate) mod packages;
 pub(crate) mod teams;
 pub(crate) mod tokens;
+pub(crate) mod tus;
 pub(crate) mod users;
 
 use crate::ApiError;

@@ -16,7 +16,7 @@ use crate::deadlines::into_io;
 
 /// A request body's error, as the `io::Error` the upload fails with; a missed body
 /// deadline stays `TimedOut`, anything else is `InvalidData`.
-pub(super) trait BodyError {
+pub(crate) trait BodyError {
     fn into_io(self) -> io::Error;
 }
 
@@ -36,7 +36,7 @@ impl BodyError for actix_multipart::MultipartError {
 }
 
 /// Chunks of the file in flight between the HTTP connection and the storage upload.
-const BODY_CHANNEL_CHUNKS: usize = 16;
+pub(crate) const BODY_CHANNEL_CHUNKS: usize = 16;
 
 /// Stores the bytes of `body` without recording them: the form's metadata may still
 /// follow.
@@ -72,7 +72,7 @@ where
 
 /// Feeds the chunks to the upload until the body ends (cleanly, or with the error that
 /// the upload will fail with), or the upload stops reading.
-async fn pump<S, E>(mut body: S, tx: BodySender)
+pub(crate) async fn pump<S, E>(mut body: S, tx: BodySender)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: BodyError,

@@ -104,7 +104,7 @@ fn checksum_header(req: &HttpRequest) -> Result<Option<Checksum>, ApiError> {
         .transpose()?)
 }
 
-fn content_length(req: &HttpRequest) -> Option<u64> {
+pub(crate) fn content_length(req: &HttpRequest) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
         .to_str()
