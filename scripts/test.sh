@@ -25,6 +25,8 @@ if ! command -v gpg >/dev/null 2>&1 || ! command -v gpgv >/dev/null 2>&1; then
 fi
 
 ./scripts/s3-up.sh
+# The resumable-upload tests drive tuspy and tus-js-client (pinned, installed once).
+./scripts/tools.sh >/dev/null
 set -a
 # shellcheck source=/dev/null
 . "${AGENTPKG_GARAGE_DIR:-.garage}/env"

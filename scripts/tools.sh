@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs (once) the Python tools the checks use, pinned, into .tools/venv, and prints the
-# venv's path. Sourced tools come from PyPI only.
+# Installs (once) the tools the checks and tests use, pinned: Python ones from PyPI into
+# .tools/venv (schemathesis; tuspy, a tus client), and tus-js-client from npm into
+# .tools/node (run by the machine's Node.js). Prints the venv's path.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${AGENTPKG_TOOLS_VENV:-$ROOT/.tools/venv}
-REQUIREMENTS="schemathesis==4.32.5 check-jsonschema==0.39.0"
+REQUIREMENTS="schemathesis==4.32.5 check-jsonschema==0.39.0 tuspy==1.1.0"
+NODE_DIR=${AGENTPKG_TOOLS_NODE:-$ROOT/.tools/node}
+NODE_PACKAGES="tus-js-client@4.3.1"
 STAMP="$VENV/.agentpkg-requirements"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$REQUIREMENTS" ]; then
   printf 'tools: installing %s into %s\n' "$REQUIREMENTS" "$VENV" >&2
@@ -12,5 +15,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$REQUIREMENTS" ]; then
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install --quiet --disable-pip-version-check $REQUIREMENTS >&2
   printf '%s' "$REQUIREMENTS" >"$STAMP"
+fi
+NODE_STAMP="$NODE_DIR/.agentpkg-packages"
+if [ ! -f "$NODE_STAMP" ] || [ "$(cat "$NODE_STAMP")" != "$NODE_PACKAGES" ]; then
+  printf 'tools: installing %s into %s\n' "$NODE_PACKAGES" "$NODE_DIR" >&2
+  mkdir -p "$NODE_DIR"
+  # shellcheck disable=SC2086
+  npm install --prefix "$NODE_DIR" --silent --no-audit --no-fund --save-exact $NODE_PACKAGES >&2
+  printf '%s' "$NODE_PACKAGES" >"$NODE_STAMP"
 fi
 printf '%s\n' "$VENV"

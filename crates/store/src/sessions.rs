@@ -184,6 +184,8 @@ pub(crate) fn create(
                 s::upload_length.eq(i64_of(session.length, "length")?),
                 s::storage_path.eq(session.storage_key.as_str()),
                 s::created_at.eq(now),
+                s::updated_at.eq(now),
+                s::expires_at.eq(after(now, ttl)),
             ))
             .execute(conn)?;
         write_progress(conn, &session.id, None, p, after(now, ttl), now)?;

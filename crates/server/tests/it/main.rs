@@ -15,3 +15,4 @@ mod packages;
 mod rollback;
 mod signing;
 mod tokens;
+mod tus;
