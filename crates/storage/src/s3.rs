@@ -213,12 +213,7 @@ impl S3Store {
         let (sent, response) = futures_util::future::join(pump, request).await;
         // The client's body failing is the client's fault, whatever S3 then said.
         let sent = sent.map_err(StorageError::Body)?;
-        if sent != size {
-            return Err(StorageError::Body(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the body had {sent} bytes, not the {size} announced"),
-            )));
-        }
+        // A request that failed stopped the reading: S3's fault, not the body's.
         let response = response.map_err(unavailable_msg)?;
         let status = response.status();
         if !status.is_success() {
@@ -226,6 +221,12 @@ impl S3Store {
             return Err(StorageError::Unavailable(format!(
                 "PUT answered {status}: {}",
                 text.chars().take(300).collect::<String>()
+            )));
+        }
+        if sent != size {
+            return Err(StorageError::Body(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the body had {sent} bytes, not the {size} announced"),
             )));
         }
         Ok(response)
