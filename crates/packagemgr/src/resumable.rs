@@ -309,7 +309,7 @@ impl PackageManager {
             .lease_session(id, append.offset, &token, lease)
             .await?
         {
-            SessionLease::Leased(session) => session,
+            SessionLease::Leased(session) => *session,
             SessionLease::Offset(actual) => return Err(Error::OffsetMismatch { actual }),
             SessionLease::Busy => return Err(Error::UploadLocked),
             SessionLease::Gone => return Err(Error::UploadNotFound),
@@ -421,9 +421,11 @@ impl PackageManager {
                     sessions,
                     session,
                     token,
-                    progress,
-                    kept.hasher,
-                    old_tail_consumed,
+                    Written {
+                        progress,
+                        hasher: kept.hasher,
+                        old_tail_consumed,
+                    },
                     actor,
                 )
                 .await;
@@ -468,11 +470,14 @@ impl PackageManager {
         sessions: &Resumable,
         session: &UploadSession,
         token: &str,
-        mut progress: SessionProgress,
-        hasher: SessionHasher,
-        old_tail_consumed: bool,
+        written: Written,
         actor: Option<&Actor>,
     ) -> Result<Appended, Error> {
+        let Written {
+            mut progress,
+            hasher,
+            old_tail_consumed,
+        } = written;
         let key = &session.storage_key;
         if let Some(upload) = &progress.multipart {
             self.storage
@@ -820,6 +825,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for SessionReader<R> {
             other => other,
         }
     }
+}
+
+/// What a request stored that completes its session.
+struct Written {
+    progress: SessionProgress,
+    hasher: SessionHasher,
+    /// The session's tail went into a piece: delete it.
+    old_tail_consumed: bool,
 }
 
 /// The session's SHA-256 state and body bytes as of the last piece stored.

@@ -282,7 +282,7 @@ pub type DynDirectUploadStore = Arc<dyn DirectUploadStore>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionLease {
     /// Held by the caller until it commits, releases it, or the lease runs out.
-    Leased(UploadSession),
+    Leased(Box<UploadSession>),
     /// The session is at another offset (or complete): the write starts from the wrong
     /// place.
     Offset(u64),

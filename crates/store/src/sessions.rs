@@ -270,7 +270,7 @@ pub(crate) fn lease(
             return Ok(SessionLease::Gone);
         };
         if taken == 1 {
-            return Ok(SessionLease::Leased(session));
+            return Ok(SessionLease::Leased(Box::new(session)));
         }
         if session.progress.offset != offset || session.progress.package_id.is_some() {
             return Ok(SessionLease::Offset(session.progress.offset));

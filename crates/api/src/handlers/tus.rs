@@ -20,9 +20,11 @@ use agentpkg_model::{
 use agentpkg_packagemgr::{Append, Appended, NewSession, RequestChecksum, body_channel};
 use base64::Engine;
 
+use crate::error::ErrorBody;
 use crate::handlers::packages::body::{BODY_CHANNEL_CHUNKS, pump};
 use crate::handlers::packages::content_length;
 use crate::handlers::packages::upload::counted;
+use crate::views::PackageView;
 use crate::{ApiError, ApiState, Principal, Publisher, RequestContext};
 
 pub(crate) const TUS_VERSION: &str = "1.0.0";
@@ -33,8 +35,22 @@ const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 const MAX_METADATA: usize = 16 * 1024;
 const URL_PREFIX: &str = "/api/v1/uploads/";
 
-/// What is supported: the protocol's version, its extensions, the largest upload and the
-/// checksum algorithms.
+/// Resumable upload: what is supported
+///
+/// tus 1.0.0 discovery: the protocol's version, its extensions, the largest upload and the
+/// checksum algorithms. No credentials needed.
+#[utoipa::path(
+    options,
+    path = "/api/v1/uploads",
+    tag = "uploads",
+    security(()),
+    responses((status = 204, description = "Supported", headers(
+        ("Tus-Version" = String, description = "`1.0.0`"),
+        ("Tus-Extension" = String, description = "creation,creation-with-upload,expiration,checksum,termination,concatenation"),
+        ("Tus-Max-Size" = u64, description = "The largest upload, in bytes"),
+        ("Tus-Checksum-Algorithm" = String, description = "`sha1,sha256`"),
+    ))),
+)]
 pub(crate) async fn options(state: web::Data<ApiState>) -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header(("Tus-Resumable", TUS_VERSION))
@@ -51,7 +67,42 @@ pub(crate) async fn options(state: web::Data<ApiState>) -> HttpResponse {
         .finish()
 }
 
-/// Creates an upload, a partial upload, or the final upload of partial ones.
+/// Resumable upload: create
+///
+/// tus creation. `Upload-Length` and `Upload-Metadata` (base64 values: `name`, `version`,
+/// `platform`, `arch`, optional `filename`, `description`, `sha256`, `signature`,
+/// `signature_format`) describe the package and are checked now (400, 409, 413). With
+/// `Upload-Concat: partial`, a piece of a file (no metadata needed); with `Upload-Concat:
+/// final;<url> …`, the join of complete partial uploads, published at once (201 with the
+/// package). A body (`application/offset+octet-stream`) is the first bytes. Needs the
+/// publisher role.
+#[utoipa::path(
+    post,
+    path = "/api/v1/uploads",
+    tag = "uploads",
+    params(
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Length" = Option<u64>, Header, description = "The file's size (not with a final upload)"),
+        ("Upload-Metadata" = Option<String>, Header, description = "`key base64,key base64`"),
+        ("Upload-Concat" = Option<String>, Header, description = "`partial`, or `final;<upload URL> …`"),
+    ),
+    responses(
+        (status = 201, description = "Created (a final upload: published, with the package)", headers(
+            ("Location" = String, description = "The upload's URL"),
+            ("Upload-Expires" = String, description = "When it expires unless written to"),
+        )),
+        (status = 400, description = "A missing or invalid header or metadata field", body = ErrorBody),
+        (status = 404, description = "A partial upload named by a final one does not exist (or is not yours)", body = ErrorBody),
+        (status = 409, description = "The package exists, or a partial upload is not complete", body = ErrorBody),
+        (status = 412, description = "No or another `Tus-Resumable`", body = ErrorBody),
+        (status = 413, description = "Larger than the upload limit", body = ErrorBody),
+        (status = 415, description = "A body that is not application/offset+octet-stream", body = ErrorBody),
+        (status = 422, description = "A final upload whose bytes do not match its sha256 or signature", body = ErrorBody),
+        (status = 423, description = "A partial upload is being written to", body = ErrorBody),
+        (status = 429, description = "Too many open uploads for this user", body = ErrorBody),
+        (status = 460, description = "The body's Upload-Checksum does not match", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn create(
     publisher: Publisher,
     state: web::Data<ApiState>,
@@ -202,7 +253,27 @@ async fn create_inner(
     Ok(response)
 }
 
-/// How far an upload got.
+/// Resumable upload: how far it got
+///
+/// tus `HEAD`: the offset to continue from. Only its creator (or an admin) sees an upload.
+#[utoipa::path(
+    head,
+    path = "/api/v1/uploads/{id}",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "The upload's id"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+    ),
+    responses(
+        (status = 200, description = "Where it stands", headers(
+            ("Upload-Offset" = u64, description = "Bytes received and kept"),
+            ("Upload-Length" = u64, description = "The file's size"),
+            ("Upload-Expires" = String, description = "When it expires unless written to"),
+        )),
+        (status = 404, description = "No such upload (expired, ended, or not yours)"),
+        (status = 412, description = "No or another `Tus-Resumable`"),
+    ),
+)]
 pub(crate) async fn head(
     publisher: Publisher,
     state: web::Data<ApiState>,
@@ -238,7 +309,38 @@ async fn head_inner(
     Ok(response)
 }
 
-/// Adds the request's bytes at `Upload-Offset`.
+/// Resumable upload: send bytes
+///
+/// tus `PATCH`: the body's bytes at `Upload-Offset`. A connection that drops keeps every
+/// part stored; with `Upload-Checksum` the request is kept whole or not at all. The last
+/// byte publishes the package (200 with it) or refuses it, leaving nothing.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/uploads/{id}",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "The upload's id"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+        ("Upload-Offset" = u64, Header, description = "Where these bytes start"),
+        ("Upload-Checksum" = Option<String>, Header, description = "`sha1|sha256 <base64>` of this body"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
+    responses(
+        (status = 200, description = "The last byte: published", body = PackageView),
+        (status = 204, description = "Kept", headers(
+            ("Upload-Offset" = u64, description = "Bytes received and kept"),
+        )),
+        (status = 400, description = "A missing or invalid header, or a body cut short", body = ErrorBody),
+        (status = 404, description = "No such upload (expired, ended, or not yours)", body = ErrorBody),
+        (status = 409, description = "Another offset than the upload's, or the package was published meanwhile", body = ErrorBody),
+        (status = 412, description = "No or another `Tus-Resumable`", body = ErrorBody),
+        (status = 413, description = "Bytes past Upload-Length", body = ErrorBody),
+        (status = 415, description = "Not application/offset+octet-stream", body = ErrorBody),
+        (status = 422, description = "The file does not match its sha256 or signature", body = ErrorBody),
+        (status = 423, description = "Another request is writing to it", body = ErrorBody),
+        (status = 460, description = "The body's Upload-Checksum does not match; nothing kept", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn patch(
     publisher: Publisher,
     state: web::Data<ApiState>,
@@ -276,7 +378,23 @@ async fn patch_inner(
     }
 }
 
-/// Ends an upload and removes what it stored.
+/// Resumable upload: end it
+///
+/// tus termination: the upload and everything it stored are removed.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/uploads/{id}",
+    tag = "uploads",
+    params(
+        ("id" = String, Path, description = "The upload's id"),
+        ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
+    ),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 404, description = "No such upload (expired, ended, or not yours)", body = ErrorBody),
+        (status = 412, description = "No or another `Tus-Resumable`", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn delete(
     publisher: Publisher,
     state: web::Data<ApiState>,

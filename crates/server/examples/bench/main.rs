@@ -5,7 +5,9 @@
 //!   directly (and versus the presigned redirect), with the server's peak resident memory;
 //! - metadata latency (`get`, `latest`, a filtered list) at N packages with 1, 8 and 64
 //!   concurrent clients;
-//! - 200 concurrent downloads of a 10 MiB package versus 200 direct S3 GETs.
+//! - 200 concurrent downloads of a 10 MiB package versus 200 direct S3 GETs;
+//! - resumable (tus) uploads, 8 MiB chunks on one connection and four partial uploads,
+//!   against the one-request upload.
 //!
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
@@ -31,11 +33,13 @@ mod support;
 mod curl;
 mod measure;
 mod metadata;
+mod resumable;
 mod signed;
 
 use curl::curl_comparison;
 use measure::{RssSampler, drain, file_body, make_file, mb_per_s, percentile};
 use metadata::populate;
+use resumable::resumable_uploads;
 use signed::signed_uploads;
 use support::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 
@@ -283,6 +287,10 @@ async fn main() -> Result<()> {
     let signed_size = *sizes.last().ok_or("no sizes")?;
     results["signed_uploads"] =
         signed_uploads(&client, &server, &token, tmp.path(), signed_size).await?;
+
+    // --- resumable (tus) uploads against the one-request upload ---------------------------
+    results["resumable_uploads"] =
+        resumable_uploads(&client, &server, &token, tmp.path(), signed_size).await?;
 
     // --- 200 concurrent downloads of 10 MiB -----------------------------------------------
     let path = make_file(tmp.path(), 10 * MIB, 200)?;

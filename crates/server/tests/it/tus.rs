@@ -772,7 +772,8 @@ async fn tuspy_killed_part_way_resumes_with_a_new_process(backend: Backend) {
                 }
             }
         }
-        panic!("tuspy ended before it could be killed");
+        let status = child.wait().unwrap();
+        panic!("tuspy ended ({status}) before it could be killed");
     })
     .await
     .unwrap();
