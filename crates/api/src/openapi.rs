@@ -137,6 +137,7 @@ impl Modify for CommonResponses {
                 &mut item.post,
                 &mut item.delete,
                 &mut item.patch,
+                &mut item.head,
             ]
             .into_iter()
             .flatten()
@@ -243,7 +244,8 @@ mod tests {
     }
 
     #[test]
-    fn only_login_and_the_probes_are_public_and_every_other_operation_documents_401_and_403() {
+    fn only_login_the_probes_and_tus_discovery_are_public_and_every_other_operation_documents_401_and_403()
+     {
         let doc = document();
         let mut public = Vec::new();
         for (method, path, op) in operations(&doc) {
@@ -266,6 +268,7 @@ mod tests {
                 "GET /api/v1/readyz",
                 "GET /healthz",
                 "GET /readyz",
+                "OPTIONS /api/v1/uploads",
                 "POST /api/v1/auth/login",
             ]
         );

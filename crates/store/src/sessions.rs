@@ -231,10 +231,9 @@ pub(crate) fn get(
     conn: &mut DbConnection,
     id: &UploadSessionId,
 ) -> Result<Option<UploadSession>, StoreError> {
-    let now = db_now(conn)?;
     s::table
         .find(id.as_str())
-        .filter(s::expires_at.gt(now))
+        .filter(s::expires_at.gt(diesel::dsl::now))
         .select(Row::as_select())
         .first(conn)
         .optional()?

@@ -270,8 +270,8 @@ async fn create_inner(
             ("Upload-Length" = u64, description = "The file's size"),
             ("Upload-Expires" = String, description = "When it expires unless written to"),
         )),
-        (status = 404, description = "No such upload (expired, ended, or not yours)"),
-        (status = 412, description = "No or another `Tus-Resumable`"),
+        (status = 404, description = "No such upload (expired, ended, or not yours); a HEAD answer has no body", body = ErrorBody),
+        (status = 412, description = "No or another `Tus-Resumable`", body = ErrorBody),
     ),
 )]
 pub(crate) async fn head(

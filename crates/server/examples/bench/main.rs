@@ -11,7 +11,7 @@
 //!
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
-//! `--sizes 1,1024` (package sizes in MiB),
+//! `--sizes 1,1024` (package sizes in MiB), `--only resumable` (the tus comparison alone),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -124,6 +124,22 @@ async fn main() -> Result<()> {
         hwm_start as f64 / MIB as f64
     );
     let mut results = json!({ "transfers": [], "metadata": [], "concurrent_downloads": {} });
+
+    // `--only resumable`: the tus comparison alone, at each size.
+    if flag("--only").as_deref() == Some("resumable") {
+        let mut rows = Vec::new();
+        for &size in &sizes {
+            rows.push(resumable_uploads(&client, &server, &token, tmp.path(), size).await?);
+        }
+        results["resumable_uploads"] = json!(rows);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+        drop(server);
+        remove_bucket(&bucket).await?;
+        return Ok(());
+    }
 
     // --- uploads and downloads ------------------------------------------------------------
     println!(
