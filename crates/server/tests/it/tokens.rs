@@ -283,6 +283,31 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             Some(1),
             false,
         ),
+        // tus: discovery is public; the rest needs a publisher (then 412 without the
+        // Tus-Resumable header).
+        ("OPTIONS", "/api/v1/uploads", "/api/v1/uploads", None, false),
+        ("POST", "/api/v1/uploads", "/api/v1/uploads", Some(1), false),
+        (
+            "HEAD",
+            "/api/v1/uploads/{id}",
+            "/api/v1/uploads/0123456789abcdef0123456789abcdef",
+            Some(1),
+            false,
+        ),
+        (
+            "PATCH",
+            "/api/v1/uploads/{id}",
+            "/api/v1/uploads/0123456789abcdef0123456789abcdef",
+            Some(1),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/uploads/{id}",
+            "/api/v1/uploads/0123456789abcdef0123456789abcdef",
+            Some(1),
+            false,
+        ),
         ("GET", "/api/v1/keys", "/api/v1/keys", Some(0), false),
         ("POST", "/api/v1/keys", "/api/v1/keys", Some(2), false),
         (
