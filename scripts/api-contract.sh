@@ -82,6 +82,8 @@ token=$(curl -fsS "$base/api/v1/auth/login" -H 'Content-Type: application/json' 
   "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
 status=0
+# tus bodies (application/offset+octet-stream) are generated as octet streams.
+PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks \
 "$VENV/bin/st" run "$base/api/v1/openapi.json" \
   --url "$base" \
   --header "Authorization: Bearer $token" \
