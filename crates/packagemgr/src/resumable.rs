@@ -288,32 +288,35 @@ impl PackageManager {
         R: AsyncRead + Send + Unpin,
     {
         let sessions = self.sessions()?.clone();
-        let session = self.session(id, actor).await?;
-        if session.kind == SessionKind::Final {
-            return Err(Error::Forbidden(
-                "a final upload is complete when created; it takes no bytes".into(),
-            ));
-        }
-        let remaining = session.length - session.progress.offset.min(session.length);
-        if append.offset == session.progress.offset
-            && append.content_length.is_some_and(|n| n > remaining)
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let lease = sessions.config.lease;
+        // Taken at once (only the creator's, unless an admin): one request to the database.
+        let owner = actor.filter(|a| !a.admin).map(|a| a.user_id);
+        let session = match sessions
+            .store
+            .lease_session(id, append.offset, &token, lease, owner)
+            .await?
         {
+            SessionLease::Leased(session) => *session,
+            SessionLease::Offset(actual) => {
+                let session = self.session(id, actor).await?;
+                if session.kind == SessionKind::Final {
+                    return Err(Error::Forbidden(
+                        "a final upload is complete when created; it takes no bytes".into(),
+                    ));
+                }
+                return Err(Error::OffsetMismatch { actual });
+            }
+            SessionLease::Busy => return Err(Error::UploadLocked),
+            SessionLease::Gone => return Err(Error::UploadNotFound),
+        };
+        let remaining = session.length - session.progress.offset;
+        if append.content_length.is_some_and(|n| n > remaining) {
+            let _ = sessions.store.release_session(id, &token).await;
             return Err(Error::PastLength {
                 length: session.length,
             });
         }
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let lease = sessions.config.lease;
-        let session = match sessions
-            .store
-            .lease_session(id, append.offset, &token, lease)
-            .await?
-        {
-            SessionLease::Leased(session) => *session,
-            SessionLease::Offset(actual) => return Err(Error::OffsetMismatch { actual }),
-            SessionLease::Busy => return Err(Error::UploadLocked),
-            SessionLease::Gone => return Err(Error::UploadNotFound),
-        };
         let renewing =
             LeaseRenewal::start(sessions.store.clone(), id.clone(), token.clone(), lease);
         let result = self
@@ -432,10 +435,14 @@ impl PackageManager {
         }
         let committed = sessions
             .store
-            .commit_session(&session.id, token, progress, sessions.config.ttl)
+            .commit_session(&session.id, token, progress.clone(), sessions.config.ttl)
             .await;
         let committed = match committed {
-            Ok(Some(committed)) => committed,
+            Ok(Some(expires_at)) => UploadSession {
+                progress,
+                expires_at,
+                ..session.clone()
+            },
             other => {
                 if let Some(tail) = new_tail {
                     delete_logged(&self.storage, &tail).await;
@@ -493,13 +500,17 @@ impl PackageManager {
         progress.tail = None;
         let Some(target) = &session.target else {
             // A partial upload: its object waits for the final upload.
-            let committed = sessions
+            let expires_at = sessions
                 .store
-                .commit_session(&session.id, token, progress, sessions.config.ttl)
+                .commit_session(&session.id, token, progress.clone(), sessions.config.ttl)
                 .await?
                 .ok_or(Error::UploadLocked)?;
             return Ok(Appended {
-                session: committed,
+                session: UploadSession {
+                    progress,
+                    expires_at,
+                    ..session.clone()
+                },
                 package: None,
             });
         };
@@ -513,13 +524,17 @@ impl PackageManager {
         match self.publish(staged, meta).await {
             Ok(package) => {
                 progress.package_id = Some(package.id);
-                let committed = sessions
+                let expires_at = sessions
                     .store
-                    .commit_session(&session.id, token, progress, sessions.config.ttl)
+                    .commit_session(&session.id, token, progress.clone(), sessions.config.ttl)
                     .await?
                     .ok_or(Error::UploadLocked)?;
                 Ok(Appended {
-                    session: committed,
+                    session: UploadSession {
+                        progress,
+                        expires_at,
+                        ..session.clone()
+                    },
                     package: Some(package),
                 })
             }
@@ -607,7 +622,13 @@ impl PackageManager {
         for partial in &partials {
             match sessions
                 .store
-                .lease_session(&partial.id, partial.length, &token, sessions.config.lease)
+                .lease_session(
+                    &partial.id,
+                    partial.length,
+                    &token,
+                    sessions.config.lease,
+                    None,
+                )
                 .await
             {
                 Ok(SessionLease::Leased(_)) => held.push(partial.id.clone()),

@@ -189,16 +189,12 @@ impl S3Store {
                     return Ok(sent);
                 }
                 // Never a byte past `size`: the body may go on with the next part.
-                let want = usize::try_from(size - sent)
-                    .unwrap_or(PUT_CHUNK)
-                    .min(PUT_CHUNK);
-                let mut buf = vec![0u8; want];
-                match body.read(&mut buf).await {
+                let mut buf = bytes::BytesMut::with_capacity(PUT_CHUNK);
+                match (&mut *body).take(size - sent).read_buf(&mut buf).await {
                     Ok(0) => return Ok(sent),
                     Ok(n) => {
                         sent += n as u64;
-                        buf.truncate(n);
-                        if tx.send(Ok(bytes::Bytes::from(buf))).await.is_err() {
+                        if tx.send(Ok(buf.freeze())).await.is_err() {
                             // The request ended early; its own error says why.
                             return Ok(sent);
                         }

@@ -310,10 +310,11 @@ impl UploadSessionStore for DieselStore {
         offset: u64,
         token: &str,
         lease: Duration,
+        owner: Option<i64>,
     ) -> Result<SessionLease, StoreError> {
         let (id, token) = (id.clone(), token.to_owned());
         self.with_conn("lease_session", move |c| {
-            sessions::lease(c, &id, offset, &token, lease)
+            sessions::lease(c, &id, offset, &token, lease, owner)
         })
         .await
     }
@@ -337,7 +338,7 @@ impl UploadSessionStore for DieselStore {
         token: &str,
         progress: SessionProgress,
         ttl: Duration,
-    ) -> Result<Option<UploadSession>, StoreError> {
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
         let (id, token) = (id.clone(), token.to_owned());
         self.with_conn("commit_session", move |c| {
             sessions::commit(c, &id, &token, &progress, ttl)

@@ -308,13 +308,15 @@ pub trait UploadSessionStore: Health {
         &self,
         id: &UploadSessionId,
     ) -> Result<Option<UploadSession>, StoreError>;
-    /// Takes the session for a write that starts at `offset`, for `lease` unless renewed.
+    /// Takes the session for a write that starts at `offset`, for `lease` unless renewed;
+    /// only a session of `owner`, when given (anyone else's is [`SessionLease::Gone`]).
     async fn lease_session(
         &self,
         id: &UploadSessionId,
         offset: u64,
         token: &str,
         lease: Duration,
+        owner: Option<i64>,
     ) -> Result<SessionLease, StoreError>;
     /// Extends a lease; `false` when it was lost.
     async fn renew_session_lease(
@@ -324,14 +326,14 @@ pub trait UploadSessionStore: Health {
         lease: Duration,
     ) -> Result<bool, StoreError>;
     /// Commits a write's progress and releases its lease, moving the expiry to `ttl` from
-    /// now; `None` when the lease was lost.
+    /// now; the new expiry, or `None` when the lease was lost.
     async fn commit_session(
         &self,
         id: &UploadSessionId,
         token: &str,
         progress: SessionProgress,
         ttl: Duration,
-    ) -> Result<Option<UploadSession>, StoreError>;
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
     async fn release_session(&self, id: &UploadSessionId, token: &str) -> Result<(), StoreError>;
     async fn delete_session(&self, id: &UploadSessionId) -> Result<bool, StoreError>;
     /// Sessions past their expiry that no write holds.

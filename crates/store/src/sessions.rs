@@ -242,40 +242,52 @@ pub(crate) fn get(
 }
 
 /// Takes the session for a write starting at `offset`: exactly one writer holds it at a
-/// time, until it commits, releases it, or its lease runs out.
+/// time, until it commits, releases it, or its lease runs out. The update alone decides
+/// (no transaction); the read after it only says why it did not take.
 pub(crate) fn lease(
     conn: &mut DbConnection,
     id: &UploadSessionId,
     offset: u64,
     token: &str,
     lease: Duration,
+    owner: Option<i64>,
 ) -> Result<SessionLease, StoreError> {
-    conn.transaction(|conn| {
-        let now = db_now(conn)?;
-        let taken = diesel::update(
-            s::table
-                .find(id.as_str())
-                .filter(s::expires_at.gt(now))
-                .filter(s::package_id.is_null())
-                .filter(s::upload_offset.eq(i64_of(offset, "offset")?))
-                .filter(s::lease_until.is_null().or(s::lease_until.le(now))),
-        )
-        .set((
-            s::lease_token.eq(token),
-            s::lease_until.eq(after(now, lease)),
-        ))
-        .execute(conn)?;
-        let Some(session) = get(conn, id)? else {
-            return Ok(SessionLease::Gone);
-        };
-        if taken == 1 {
-            return Ok(SessionLease::Leased(Box::new(session)));
+    let until = after(db_now(conn)?, lease);
+    let row = s::table
+        .find(id.as_str())
+        .filter(s::expires_at.gt(diesel::dsl::now))
+        .filter(s::package_id.is_null())
+        .filter(s::upload_offset.eq(i64_of(offset, "offset")?))
+        .filter(
+            s::lease_until
+                .is_null()
+                .or(s::lease_until.le(diesel::dsl::now)),
+        );
+    let changes = (s::lease_token.eq(token), s::lease_until.eq(until));
+    // A lease need not survive a crash (it would run out anyway): on PostgreSQL its commit
+    // does not wait for the WAL flush, which leaves one flush per request, its commit's.
+    let taken = conn.transaction(|conn| {
+        if matches!(conn, DbConnection::Pg(_)) {
+            diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(conn)?;
         }
-        if session.progress.offset != offset || session.progress.package_id.is_some() {
-            return Ok(SessionLease::Offset(session.progress.offset));
-        }
-        Ok(SessionLease::Busy)
-    })
+        Ok::<_, StoreError>(match owner {
+            Some(user) => diesel::update(row.filter(s::user_id.eq(user)))
+                .set(changes)
+                .execute(conn)?,
+            None => diesel::update(row).set(changes).execute(conn)?,
+        })
+    })?;
+    let session = get(conn, id)?.filter(|s| owner.is_none() || s.user_id == owner);
+    let Some(session) = session else {
+        return Ok(SessionLease::Gone);
+    };
+    if taken == 1 {
+        return Ok(SessionLease::Leased(Box::new(session)));
+    }
+    if session.progress.offset != offset || session.progress.package_id.is_some() {
+        return Ok(SessionLease::Offset(session.progress.offset));
+    }
+    Ok(SessionLease::Busy)
 }
 
 /// Extends a lease still held; `false` when it was lost.
@@ -292,22 +304,22 @@ pub(crate) fn renew(
     Ok(renewed == 1)
 }
 
-/// Commits a write under its lease, releasing it and moving the expiry on; `None` when
-/// the lease was lost (another writer took the session after it ran out).
+/// Commits a write under its lease, releasing it and moving the expiry on: the new expiry,
+/// or `None` when the lease was lost (another writer took the session after it ran out).
+/// One conditional update: it commits, or changes nothing.
 pub(crate) fn commit(
     conn: &mut DbConnection,
     id: &UploadSessionId,
     token: &str,
     progress: &SessionProgress,
     ttl: Duration,
-) -> Result<Option<UploadSession>, StoreError> {
-    conn.transaction(|conn| {
-        let now = db_now(conn)?;
-        if write_progress(conn, id, Some(token), progress, after(now, ttl), now)? != 1 {
-            return Ok(None);
-        }
-        get(conn, id)
-    })
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+    let now = db_now(conn)?;
+    let expires_at = after(now, ttl);
+    if write_progress(conn, id, Some(token), progress, expires_at, now)? != 1 {
+        return Ok(None);
+    }
+    Ok(Some(expires_at.and_utc()))
 }
 
 /// Gives a lease back without a change.
