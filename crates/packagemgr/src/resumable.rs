@@ -312,7 +312,7 @@ impl PackageManager {
         };
         let remaining = session.length - session.progress.offset;
         if append.content_length.is_some_and(|n| n > remaining) {
-            let _ = sessions.store.release_session(id, &token).await;
+            release_logged(&sessions.store, id, &token).await;
             return Err(Error::PastLength {
                 length: session.length,
             });
@@ -325,9 +325,7 @@ impl PackageManager {
         drop(renewing);
         if result.is_err() {
             // Nothing committed: the next request may start at once.
-            if let Err(e) = sessions.store.release_session(id, &token).await {
-                tracing::warn!(upload_session = %id, error = %e, "could not release a session's lease");
-            }
+            release_logged(&sessions.store, id, &token).await;
         }
         result
     }
@@ -634,7 +632,7 @@ impl PackageManager {
                 Ok(SessionLease::Leased(_)) => held.push(partial.id.clone()),
                 other => {
                     for id in &held {
-                        let _ = sessions.store.release_session(id, &token).await;
+                        release_logged(&sessions.store, id, &token).await;
                     }
                     return Err(match other {
                         Err(e) => e.into(),
@@ -666,7 +664,7 @@ impl PackageManager {
         );
         if keep_parts {
             for id in &held {
-                let _ = sessions.store.release_session(id, &token).await;
+                release_logged(&sessions.store, id, &token).await;
             }
         } else {
             for partial in &partials {
@@ -754,6 +752,13 @@ fn meta_of(target: &SessionTarget, creator: Option<&Actor>, size: Option<u64>) -
         publisher: creator.copied(),
         signature: target.signature.clone(),
         size,
+    }
+}
+
+/// Gives a lease back; a failure is logged (the lease then runs out by itself).
+async fn release_logged(store: &DynUploadSessionStore, id: &UploadSessionId, token: &str) {
+    if let Err(e) = store.release_session(id, token).await {
+        tracing::warn!(upload_session = %id, error = %e, "could not release a session's lease");
     }
 }
 

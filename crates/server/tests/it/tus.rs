@@ -117,6 +117,35 @@ async fn patch(
     req.body(body).send().await.unwrap()
 }
 
+/// tus termination; the response.
+async fn terminate(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
+    app.client
+        .delete(url)
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A partial upload of `length` bytes; its URL.
+async fn created_partial(app: &TestApp, token: &str, length: usize) -> String {
+    let res = create(
+        app,
+        &app.base,
+        token,
+        &[
+            ("Tus-Resumable", "1.0.0".into()),
+            ("Upload-Length", length.to_string()),
+            ("Upload-Concat", "partial".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    assert_eq!(header(&res, "upload-concat"), "partial");
+    format!("{}{}", app.base, header(&res, "location"))
+}
+
 async fn offset_of(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
     app.client
         .head(url)
@@ -458,15 +487,7 @@ async fn the_protocol_is_spoken_and_hostile_requests_are_refused_keeping_the_off
     // Another user is not.
     created(&app, &base, &stranger, 10, metadata("other", "1.0.0", &[])).await;
     // Ending one makes room.
-    let res = app
-        .client
-        .delete(&open[0])
-        .bearer_auth(&token)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(terminate(&app, &open[0], &token).await.status(), 204);
     created(&app, &base, &token, 10, metadata("capped", "2.0.0", &[])).await;
 }
 
@@ -568,14 +589,7 @@ async fn termination_and_expiry_leave_no_object_no_part_and_no_row(backend: Back
     .await;
     assert_eq!(res.status(), 204);
     assert!(!app.stored().await.0.is_empty() || !unfinished_writes(&app).await.is_empty());
-    let res = app
-        .client
-        .delete(&url)
-        .bearer_auth(&token)
-        .header("Tus-Resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let res = terminate(&app, &url, &token).await;
     assert_eq!(res.status(), 204);
     assert_eq!(header(&res, "tus-resumable"), "1.0.0");
     app.assert_nothing_stored().await;
@@ -584,20 +598,7 @@ async fn termination_and_expiry_leave_no_object_no_part_and_no_row(backend: Back
     assert_eq!(offset_of(&app, &url, &token).await.status(), 404);
 
     // A complete partial upload, and an idle one with a part and a tail: expired.
-    let res = create(
-        &app,
-        &app.base,
-        &token,
-        &[
-            ("Tus-Resumable", "1.0.0".into()),
-            ("Upload-Length", MIB.to_string()),
-            ("Upload-Concat", "partial".into()),
-        ],
-    )
-    .await;
-    assert_eq!(res.status(), 201);
-    assert_eq!(header(&res, "upload-concat"), "partial");
-    let partial = format!("{}{}", app.base, header(&res, "location"));
+    let partial = created_partial(&app, &token, MIB).await;
     let res = patch(&app, &partial, &token, 0, file[..MIB].to_vec(), &[]).await;
     assert_eq!(res.status(), 204);
     let url = created(
