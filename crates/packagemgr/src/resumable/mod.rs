@@ -16,27 +16,26 @@
 //! Partial uploads (sent side by side) are joined by a final upload: their objects are
 //! read once, in order, hashed and stored as the package.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use agentpkg_model::{
-    Actor, Package, SessionKind, SessionProgress, SessionTail, SessionTarget, StoredPart,
-    UploadSession, UploadSessionId, ValidationError,
+    Actor, Package, SessionKind, SessionProgress, SessionTarget, UploadSession, UploadSessionId,
+    ValidationError,
 };
-use agentpkg_storage::{DynObjectStore, MIN_PART_BYTES, StorageError};
+use agentpkg_storage::MIN_PART_BYTES;
 use agentpkg_store::{DynUploadSessionStore, SessionLease};
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use sha2_resumable::Digest as _;
 use sha2_resumable::digest::common::hazmat::SerializableState;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::AsyncRead;
 
-use crate::upload::{StagedUpload, UploadMeta};
+use crate::upload::UploadMeta;
 use crate::{Error, PackageManager};
 
-type SessionHasher = sha2_resumable::Sha256;
+mod concat;
+mod pieces;
+
+pub use pieces::RequestChecksum;
+use pieces::{Kept, PieceWriter, SessionHasher, SessionReader, Written, restore};
 
 /// Settings of resumable uploads.
 #[derive(Debug, Clone)]
@@ -73,63 +72,6 @@ pub(crate) struct Resumable {
 impl Resumable {
     pub(crate) fn new(store: DynUploadSessionStore, config: ResumableConfig) -> Self {
         Self { store, config }
-    }
-}
-
-/// A checksum of one request's body, as the client announced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestChecksum {
-    Sha1([u8; 20]),
-    Sha256([u8; 32]),
-}
-
-impl RequestChecksum {
-    /// The algorithms a request may name.
-    pub const ALGORITHMS: &'static [&'static str] = &["sha1", "sha256"];
-
-    /// From an algorithm name and the digest's bytes.
-    pub fn new(algorithm: &str, digest: &[u8]) -> Result<Self, ValidationError> {
-        let bad = || ValidationError::new("checksum", "has the wrong length for its algorithm");
-        match algorithm {
-            "sha1" => Ok(Self::Sha1(digest.try_into().map_err(|_| bad())?)),
-            "sha256" => Ok(Self::Sha256(digest.try_into().map_err(|_| bad())?)),
-            other => Err(ValidationError::new(
-                "checksum",
-                format!("algorithm {other:?} is not supported (sha1, sha256)"),
-            )),
-        }
-    }
-
-    fn hasher(&self) -> RequestHasher {
-        match self {
-            Self::Sha1(_) => RequestHasher::Sha1(sha1::Sha1::default()),
-            Self::Sha256(_) => RequestHasher::Sha256(sha2::Sha256::default()),
-        }
-    }
-}
-
-#[derive(Clone)]
-enum RequestHasher {
-    Sha1(sha1::Sha1),
-    Sha256(sha2::Sha256),
-}
-
-impl RequestHasher {
-    fn update(&mut self, data: &[u8]) {
-        use sha2::Digest;
-        match self {
-            Self::Sha1(h) => h.update(data),
-            Self::Sha256(h) => h.update(data),
-        }
-    }
-
-    fn matches(self, expected: &RequestChecksum) -> bool {
-        use sha2::Digest;
-        match (self, expected) {
-            (Self::Sha1(h), RequestChecksum::Sha1(d)) => h.finalize().as_slice() == d,
-            (Self::Sha256(h), RequestChecksum::Sha256(d)) => h.finalize().as_slice() == d,
-            _ => false,
-        }
     }
 }
 
@@ -392,7 +334,7 @@ impl PackageManager {
         let keep_nothing = refusal.is_some() || (append.checksum.is_some() && outcome.is_err());
         if keep_nothing {
             if let Some(tail) = new_tail {
-                delete_logged(&self.storage, &tail).await;
+                crate::guard::delete_logged(&self.storage, &tail).await;
             }
             if progress.multipart != session.progress.multipart {
                 // The multipart write stays the session's, for the next request.
@@ -443,7 +385,7 @@ impl PackageManager {
             },
             other => {
                 if let Some(tail) = new_tail {
-                    delete_logged(&self.storage, &tail).await;
+                    crate::guard::delete_logged(&self.storage, &tail).await;
                 }
                 return Err(match other {
                     Err(e) => e.into(),
@@ -452,7 +394,7 @@ impl PackageManager {
             }
         };
         if old_tail_consumed && let Some(old) = &session.progress.tail {
-            delete_logged(&self.storage, &old.key).await;
+            crate::guard::delete_logged(&self.storage, &old.key).await;
         }
         match outcome {
             // A body cut short keeps what was stored; the client asks where to go on.
@@ -490,7 +432,7 @@ impl PackageManager {
                 .await?;
         }
         if old_tail_consumed && let Some(old) = &session.progress.tail {
-            delete_logged(&self.storage, &old.key).await;
+            crate::guard::delete_logged(&self.storage, &old.key).await;
         }
         let checksum = agentpkg_model::Checksum::from_digest(&hasher.finalize().into());
         progress.multipart = None;
@@ -537,8 +479,11 @@ impl PackageManager {
                 })
             }
             Err(e) => {
-                // Refused or failed: publish deleted the bytes; the session goes too.
-                sessions.store.delete_session(&session.id).await?;
+                // Refused or failed: publish deleted the bytes; the session goes too (if
+                // its row cannot be deleted now, it expires; the refusal is the answer).
+                if let Err(gone) = sessions.store.delete_session(&session.id).await {
+                    tracing::warn!(upload_session = %session.id, error = %gone, "could not delete a refused session");
+                }
                 Err(e)
             }
         }
@@ -569,173 +514,8 @@ impl PackageManager {
             tracing::error!(object_key = %session.storage_key, error = %e, "could not abort a session's multipart write");
         }
         for key in session.objects() {
-            delete_logged(&self.storage, &key).await;
+            crate::guard::delete_logged(&self.storage, &key).await;
         }
-    }
-
-    /// Joins complete partial uploads of `creator`, in order, into the package `target`
-    /// describes: their bytes are read once, hashed and stored, and published with every
-    /// check of an upload. The partial uploads end with it (also when it is refused; not
-    /// when a backend failed, so that the client may try again).
-    pub async fn concatenate(
-        &self,
-        parts: &[UploadSessionId],
-        target: SessionTarget,
-        metadata: String,
-        creator: Option<&Actor>,
-    ) -> Result<(UploadSession, Package), Error> {
-        let sessions = self.sessions()?.clone();
-        if parts.is_empty() {
-            return Err(ValidationError::new("Upload-Concat", "names no partial upload").into());
-        }
-        let mut partials = Vec::with_capacity(parts.len());
-        for id in parts {
-            let partial = self.session(id, creator).await?;
-            if partial.kind != SessionKind::Partial {
-                return Err(ValidationError::new(
-                    "Upload-Concat",
-                    format!("upload {id} is not a partial upload"),
-                )
-                .into());
-            }
-            if !partial.is_complete() {
-                return Err(Error::UploadIncomplete(format!(
-                    "partial upload {id} has {} of its {} bytes",
-                    partial.progress.offset, partial.length
-                )));
-            }
-            partials.push(partial);
-        }
-        let length: u64 = partials.iter().map(|p| p.length).sum();
-        if length > self.config.max_upload_bytes {
-            return Err(Error::TooLarge {
-                limit: self.config.max_upload_bytes,
-            });
-        }
-        let meta = meta_of(&target, creator, Some(length));
-        self.check_before_bytes(&meta).await?;
-        // Held while joining: no other final upload takes the same parts.
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let mut held = Vec::new();
-        for partial in &partials {
-            match sessions
-                .store
-                .lease_session(
-                    &partial.id,
-                    partial.length,
-                    &token,
-                    sessions.config.lease,
-                    None,
-                )
-                .await
-            {
-                Ok(SessionLease::Leased(_)) => held.push(partial.id.clone()),
-                other => {
-                    for id in &held {
-                        release_logged(&sessions.store, id, &token).await;
-                    }
-                    return Err(match other {
-                        Err(e) => e.into(),
-                        Ok(SessionLease::Busy) => Error::UploadLocked,
-                        Ok(_) => Error::UploadNotFound,
-                    });
-                }
-            }
-        }
-        let _renewing: Vec<LeaseRenewal> = held
-            .iter()
-            .map(|id| {
-                LeaseRenewal::start(
-                    sessions.store.clone(),
-                    id.clone(),
-                    token.clone(),
-                    sessions.config.lease,
-                )
-            })
-            .collect();
-        let joined = self.join(&partials, &meta, length).await;
-        let outcome = match joined {
-            Ok(staged) => self.publish(staged, meta).await,
-            Err(e) => Err(e),
-        };
-        let keep_parts = matches!(
-            outcome,
-            Err(Error::StorageUnavailable(_) | Error::DatabaseUnavailable(_) | Error::Internal(_))
-        );
-        if keep_parts {
-            for id in &held {
-                release_logged(&sessions.store, id, &token).await;
-            }
-        } else {
-            for partial in &partials {
-                sessions.store.delete_session(&partial.id).await?;
-                self.remove_session_objects(partial).await;
-            }
-        }
-        let package = outcome?;
-        let record = UploadSession {
-            id: UploadSessionId::new(*uuid::Uuid::new_v4().as_bytes()),
-            user_id: creator.map(|a| a.user_id),
-            kind: SessionKind::Final,
-            target: Some(target),
-            metadata,
-            parts_of: parts.to_vec(),
-            length,
-            storage_key: package.storage_key.clone(),
-            progress: SessionProgress {
-                offset: length,
-                multipart: None,
-                parts: Vec::new(),
-                tail: None,
-                hash_state: Vec::new(),
-                package_id: Some(package.id),
-            },
-            expires_at: chrono::Utc::now(),
-        };
-        // Kept so that the final upload's URL answers until it expires; the package is
-        // published whether or not this record could be written.
-        let final_session = match sessions
-            .store
-            .create_session(record.clone(), sessions.config.ttl, u64::MAX)
-            .await
-        {
-            Ok(Some(created)) => created,
-            Ok(None) => record,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not record a final upload");
-                record
-            }
-        };
-        Ok((final_session, package))
-    }
-
-    /// Streams the partial uploads' objects, in order, into a new staged object.
-    async fn join(
-        &self,
-        partials: &[UploadSession],
-        meta: &UploadMeta,
-        length: u64,
-    ) -> Result<StagedUpload, Error> {
-        let storage = self.storage.clone();
-        let keys: Vec<_> = partials.iter().map(|p| p.storage_key.clone()).collect();
-        let streams = futures_util::stream::iter(keys).then(
-            move |key| -> futures_util::future::BoxFuture<'static, agentpkg_storage::ByteStream> {
-                let storage = storage.clone();
-                Box::pin(async move {
-                    match storage.get(&key).await {
-                        Ok(stream) => stream,
-                        Err(e) => Box::pin(futures_util::stream::once(async move {
-                            Err(io::Error::other(format!(
-                                "partial upload object {key}: {e}"
-                            )))
-                        })) as agentpkg_storage::ByteStream,
-                    }
-                })
-            },
-        );
-        let reader = tokio_util::io::StreamReader::new(streams.flatten());
-        self.stage_inner(reader, meta.signature.as_ref(), Some(length))
-            .await
     }
 }
 
@@ -760,18 +540,6 @@ async fn release_logged(store: &DynUploadSessionStore, id: &UploadSessionId, tok
     if let Err(e) = store.release_session(id, token).await {
         tracing::warn!(upload_session = %id, error = %e, "could not release a session's lease");
     }
-}
-
-fn restore(state: &[u8]) -> Result<SessionHasher, Error> {
-    let state = state
-        .try_into()
-        .map_err(|_| Error::Internal("a session's SHA-256 state has the wrong size".into()))?;
-    SessionHasher::deserialize(state)
-        .map_err(|_| Error::Internal("a session's SHA-256 state does not load".into()))
-}
-
-async fn delete_logged(storage: &DynObjectStore, key: &agentpkg_model::ObjectKey) {
-    crate::guard::delete_logged(storage, key).await;
 }
 
 /// Renews a session's lease while a request works on it.
@@ -809,234 +577,4 @@ impl Drop for LeaseRenewal {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// The body of one request: hashed into the session's SHA-256 (and the request's own
-/// checksum), counted, and refused past the session's length.
-struct SessionReader<R> {
-    inner: R,
-    hasher: SessionHasher,
-    request: Option<RequestHasher>,
-    count: u64,
-    limit: u64,
-    past_length: bool,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for SessionReader<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let data = &buf.filled()[before..];
-                if this.count + data.len() as u64 > this.limit {
-                    this.past_length = true;
-                    buf.set_filled(before);
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the body goes past the upload's length",
-                    )));
-                }
-                this.count += data.len() as u64;
-                this.hasher.update(data);
-                if let Some(request) = &mut this.request {
-                    request.update(data);
-                }
-                Poll::Ready(Ok(()))
-            }
-            other => other,
-        }
-    }
-}
-
-/// What a request stored that completes its session.
-struct Written {
-    progress: SessionProgress,
-    hasher: SessionHasher,
-    /// The session's tail went into a piece: delete it.
-    old_tail_consumed: bool,
-}
-
-/// The session's SHA-256 state and body bytes as of the last piece stored.
-struct Kept {
-    hasher: SessionHasher,
-    body_bytes: u64,
-}
-
-/// Cuts one request's body (after the session's tail) into pieces and stores each: a part
-/// of the multipart write, the whole object when one piece holds it all, or a new tail.
-struct PieceWriter<'a> {
-    storage: &'a DynObjectStore,
-    session: &'a UploadSession,
-    progress: SessionProgress,
-    part_bytes: u64,
-    kept: Kept,
-    /// A tail this request stored (not yet committed).
-    new_tail: Option<agentpkg_model::ObjectKey>,
-    /// The session's tail went into a piece: delete it once committed.
-    old_tail_consumed: bool,
-}
-
-impl PieceWriter<'_> {
-    /// Stores pieces until the body ends or fails; `Err` says why it stopped early
-    /// ([`Error::Body`] for the client's side). `progress` and `kept` describe what is
-    /// stored either way.
-    async fn write<R>(
-        &mut self,
-        reader: &mut SessionReader<R>,
-        content_length: Option<u64>,
-    ) -> Result<(), Error>
-    where
-        R: AsyncRead + Send + Unpin,
-    {
-        loop {
-            let front = self.front_bytes();
-            let length = self.session.length;
-            let stored_before = self.progress.offset - front;
-            match content_length {
-                Some(announced) => {
-                    let body_left = announced.saturating_sub(reader.count);
-                    let available = front + body_left;
-                    if available == 0 {
-                        return Ok(());
-                    }
-                    let piece = available.min(self.part_bytes);
-                    let mut front_reader = self.front_reader().await?;
-                    let mut source = (&mut front_reader).chain(&mut *reader).take(piece);
-                    let ends_request = piece == available;
-                    let result = self
-                        .store_piece(&mut source, piece, stored_before, ends_request)
-                        .await;
-                    self.after_piece(result, reader)?;
-                }
-                None => {
-                    let mut buffer = BytesMut::new();
-                    let mut front_reader = self.front_reader().await?;
-                    let mut source = (&mut front_reader)
-                        .chain(&mut *reader)
-                        .take(self.part_bytes);
-                    let mut failed = None;
-                    loop {
-                        buffer.reserve(256 * 1024);
-                        match source.read_buf(&mut buffer).await {
-                            Ok(0) => break,
-                            Ok(_) => {}
-                            Err(e) => {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    let piece = buffer.len() as u64;
-                    if piece == 0 {
-                        return failed.map_or(Ok(()), |e| Err(Error::Body(e)));
-                    }
-                    let full = piece == self.part_bytes && failed.is_none();
-                    let mut bytes: &[u8] = &buffer;
-                    let result = self
-                        .store_piece(&mut bytes, piece, stored_before, !full)
-                        .await;
-                    self.after_piece(result, reader)?;
-                    if let Some(e) = failed {
-                        return Err(Error::Body(e));
-                    }
-                    if stored_before + piece == length {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Bytes of the session's tail still to be sent at the front of the next piece.
-    fn front_bytes(&self) -> u64 {
-        match (&self.session.progress.tail, self.old_tail_consumed) {
-            (Some(tail), false) => tail.size,
-            _ => 0,
-        }
-    }
-
-    async fn front_reader(&self) -> Result<Box<dyn AsyncRead + Send + Unpin>, Error> {
-        match (&self.session.progress.tail, self.old_tail_consumed) {
-            (Some(tail), false) => {
-                let stream = self.storage.get(&tail.key).await?;
-                Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
-            }
-            _ => Ok(Box::new(tokio::io::empty())),
-        }
-    }
-
-    /// Stores one piece of `size` bytes that follows `stored_before` bytes of the upload.
-    async fn store_piece(
-        &mut self,
-        source: &mut (dyn AsyncRead + Send + Unpin),
-        size: u64,
-        stored_before: u64,
-        ends_request: bool,
-    ) -> Result<PieceStored, StorageError> {
-        let key = &self.session.storage_key;
-        let ends_upload = stored_before + size == self.session.length;
-        if ends_upload && self.progress.multipart.is_none() {
-            // One piece holds the whole upload: it is the object.
-            self.storage.put_sized(key, source, size).await?;
-            return Ok(PieceStored::Whole);
-        }
-        if ends_request && !ends_upload && size < MIN_PART_BYTES {
-            let tail = agentpkg_model::ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
-            self.storage.put_sized(&tail, source, size).await?;
-            return Ok(PieceStored::Tail(SessionTail { key: tail, size }));
-        }
-        let upload = match &self.progress.multipart {
-            Some(upload) => upload.clone(),
-            None => {
-                let upload = self.storage.begin_parts(key).await?;
-                self.progress.multipart = Some(upload.clone());
-                upload
-            }
-        };
-        let number = u32::try_from(self.progress.parts.len() + 1)
-            .map_err(|_| StorageError::Unavailable("too many parts".into()))?;
-        let etag = self
-            .storage
-            .put_part(key, &upload, number, source, size)
-            .await?;
-        Ok(PieceStored::Part(StoredPart { number, etag, size }))
-    }
-
-    fn after_piece<R>(
-        &mut self,
-        result: Result<PieceStored, StorageError>,
-        reader: &SessionReader<R>,
-    ) -> Result<(), Error> {
-        let stored = result.map_err(Error::from)?;
-        // The session's tail, if any, went at the front of the first piece.
-        self.old_tail_consumed = self.session.progress.tail.is_some();
-        self.progress.offset += reader.count - self.kept.body_bytes;
-        match stored {
-            PieceStored::Whole => self.progress.tail = None,
-            PieceStored::Tail(tail) => {
-                self.new_tail = Some(tail.key.clone());
-                self.progress.tail = Some(tail);
-            }
-            PieceStored::Part(part) => {
-                self.progress.tail = None;
-                self.progress.parts.push(part);
-            }
-        }
-        self.kept = Kept {
-            hasher: reader.hasher.clone(),
-            body_bytes: reader.count,
-        };
-        Ok(())
-    }
-}
-
-enum PieceStored {
-    Whole,
-    Tail(SessionTail),
-    Part(StoredPart),
 }
