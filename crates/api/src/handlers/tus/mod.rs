@@ -1,7 +1,8 @@
 //! Resumable uploads over tus 1.0.0 (<https://tus.io/protocols/resumable-upload>), with the
 //! extensions creation, creation-with-upload, expiration, checksum, termination and
 //! concatenation. The protocol is read and written here; sessions, parts and publishing
-//! are the package manager's (`resumable.rs`).
+//! are the package manager's (`resumable/`). The protocol's headers are read and written
+//! in `protocol.rs`.
 //!
 //! - `OPTIONS /api/v1/uploads` says what is supported (no credentials needed).
 //! - `POST /api/v1/uploads` creates an upload (`Upload-Length`, `Upload-Metadata` with
@@ -12,13 +13,9 @@
 //!   `Upload-Offset`; `DELETE` ends it and removes what it stored.
 
 use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, PackageName, Platform, SessionKind,
-    SessionTarget, SignatureFormat, UploadSession, UploadSessionId, ValidationError, Version,
-};
+use actix_web::{HttpRequest, HttpResponse, web};
+use agentpkg_model::{SessionKind, UploadSessionId, ValidationError};
 use agentpkg_packagemgr::{Append, Appended, NewSession, RequestChecksum, body_channel};
-use base64::Engine;
 
 use crate::error::ErrorBody;
 use crate::handlers::packages::body::{BODY_CHANNEL_CHUNKS, pump};
@@ -26,6 +23,13 @@ use crate::handlers::packages::content_length;
 use crate::handlers::packages::upload::counted;
 use crate::views::PackageView;
 use crate::{ApiError, ApiState, Principal, Publisher, RequestContext};
+
+mod protocol;
+
+use protocol::{
+    answer, offset_content_type, request_checksum, session_of_url, set_session_headers, target_of,
+    text_header, tus_version,
+};
 
 pub(crate) const TUS_VERSION: &str = "1.0.0";
 const EXTENSIONS: &str =
@@ -132,40 +136,7 @@ async fn create_inner(
     }
     let concat = text_header(req, "Upload-Concat")?;
     if let Some(urls) = concat.as_deref().and_then(|c| c.strip_prefix("final;")) {
-        let parts = urls
-            .split_whitespace()
-            .map(session_of_url)
-            .collect::<Result<Vec<_>, _>>()?;
-        let target = target_of(&metadata)?.ok_or_else(|| {
-            ValidationError::new(
-                "Upload-Metadata",
-                "must name the package: name, version, platform and arch",
-            )
-        })?;
-        principal.may_write(&target.coordinates.name)?;
-        let result = state
-            .packages
-            .concatenate(&parts, target, metadata, Some(&actor))
-            .await;
-        let (session, package) = match result {
-            Ok(done) => done,
-            Err(e) => {
-                let refused = counted_refusal(&e);
-                let e = ApiError::from(e);
-                if refused {
-                    return counted(state, ctx, principal, Err(e)).await;
-                }
-                return Err(e);
-            }
-        };
-        let mut response = counted(state, ctx, principal, Ok(package.clone())).await?;
-        set_session_headers(&mut response, &session);
-        response.headers_mut().insert(
-            header::LOCATION,
-            header::HeaderValue::from_str(&format!("{URL_PREFIX}{}", session.id))
-                .map_err(ApiError::internal)?,
-        );
-        return Ok(response);
+        return create_final(principal, state, ctx, urls, metadata).await;
     }
     let kind = match concat.as_deref() {
         None => SessionKind::Whole,
@@ -213,7 +184,7 @@ async fn create_inner(
             Some(&actor),
         )
         .await?;
-    let location = format!("{URL_PREFIX}{}", session.id);
+    let session_id = session.id.clone();
     // creation-with-upload: bytes in the creating request go at offset 0.
     let has_body = content_length(req).is_some_and(|n| n > 0)
         || req.headers().contains_key(header::TRANSFER_ENCODING);
@@ -226,15 +197,16 @@ async fn create_inner(
         };
         match write(state, ctx, &session.id, principal, append, body).await {
             Ok(appended) => (StatusCode::CREATED, appended),
-            // The upload exists; the client learns where it got with HEAD.
-            Err(e) if e.status.is_server_error() => return Err(e),
-            Err(_) => (
+            // A body cut short: the upload exists with what arrived; the client learns
+            // where it got with HEAD. Any other error (a refusal, a checksum) is the answer.
+            Err(e) if matches!(e.code, "incomplete_body" | "body_timeout") => (
                 StatusCode::CREATED,
                 Appended {
                     session: state.packages.session(&session.id, Some(&actor)).await?,
                     package: None,
                 },
             ),
+            Err(e) => return Err(e),
         }
     } else {
         (
@@ -246,11 +218,49 @@ async fn create_inner(
         )
     };
     let mut response = completed(state, ctx, principal, status, appended).await?;
+    set_location(&mut response, &session_id)?;
+    Ok(response)
+}
+
+/// `Upload-Concat: final;<url> …`: joins the partial uploads and publishes the package.
+async fn create_final(
+    principal: &Principal,
+    state: &ApiState,
+    ctx: &RequestContext,
+    urls: &str,
+    metadata: String,
+) -> Result<HttpResponse, ApiError> {
+    let parts = urls
+        .split_whitespace()
+        .map(session_of_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    let target = target_of(&metadata)?.ok_or_else(|| {
+        ValidationError::new(
+            "Upload-Metadata",
+            "must name the package: name, version, platform and arch",
+        )
+    })?;
+    principal.may_write(&target.coordinates.name)?;
+    let joined = state
+        .packages
+        .concatenate(&parts, target, metadata, Some(&principal.actor()))
+        .await;
+    let (session, package) = match joined {
+        Ok(joined) => joined,
+        Err(e) => return Err(refusal(state, ctx, principal, e).await),
+    };
+    let mut response = counted(state, ctx, principal, Ok(package)).await?;
+    set_session_headers(&mut response, &session);
+    set_location(&mut response, &session.id)?;
+    Ok(response)
+}
+
+fn set_location(response: &mut HttpResponse, id: &UploadSessionId) -> Result<(), ApiError> {
     response.headers_mut().insert(
         header::LOCATION,
-        header::HeaderValue::from_str(&location).map_err(ApiError::internal)?,
+        header::HeaderValue::from_str(&format!("{URL_PREFIX}{id}")).map_err(ApiError::internal)?,
     );
-    Ok(response)
+    Ok(())
 }
 
 /// Resumable upload: how far it got
@@ -432,14 +442,7 @@ async fn write(
     .await;
     match result {
         Ok(appended) => Ok(appended),
-        Err(e) if counted_refusal(&e) => {
-            let e = ApiError::from(e);
-            match counted(state, ctx, principal, Err(e.clone())).await {
-                Ok(_) => Err(e),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(refusal(state, ctx, principal, e).await),
     }
 }
 
@@ -466,287 +469,28 @@ async fn completed(
     Ok(response)
 }
 
-/// Refusals of a package at publishing (not protocol errors): counted and audited.
-fn counted_refusal(e: &agentpkg_packagemgr::Error) -> bool {
+/// The answer to an error; a refusal of the package at publishing (not a protocol error)
+/// is counted and audited as any upload's.
+async fn refusal(
+    state: &ApiState,
+    ctx: &RequestContext,
+    principal: &Principal,
+    e: agentpkg_packagemgr::Error,
+) -> ApiError {
     use agentpkg_packagemgr::Error as E;
-    matches!(
+    let audited = matches!(
         e,
         E::Conflict(_)
             | E::ChecksumMismatch { .. }
             | E::SignatureInvalid(_)
             | E::SignatureRequired(_)
-    )
-}
-
-fn set_session_headers(response: &mut HttpResponse, session: &UploadSession) {
-    let headers = response.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = header::HeaderValue::from_str(&value) {
-            headers.insert(header::HeaderName::from_static(name), value);
-        }
-    };
-    set("tus-resumable", TUS_VERSION.to_owned());
-    set("upload-offset", session.progress.offset.to_string());
-    set("upload-length", session.length.to_string());
-    set(
-        "upload-expires",
-        session
-            .expires_at
-            .format("%a, %d %b %Y %H:%M:%S GMT")
-            .to_string(),
     );
-    match session.kind {
-        SessionKind::Whole => {}
-        SessionKind::Partial => set("upload-concat", "partial".to_owned()),
-        SessionKind::Final => set(
-            "upload-concat",
-            format!(
-                "final;{}",
-                session
-                    .parts_of
-                    .iter()
-                    .map(|id| format!("{URL_PREFIX}{id}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        ),
+    let e = ApiError::from(e);
+    if !audited {
+        return e;
     }
-}
-
-/// Every tus answer carries `Tus-Resumable`, errors included (with their JSON body).
-fn answer(result: Result<HttpResponse, ApiError>) -> HttpResponse {
-    let mut response = match result {
-        Ok(response) => response,
-        Err(e) => {
-            let unsupported = e.code == "unsupported_tus_version";
-            let mut response = e.error_response();
-            if unsupported {
-                response.headers_mut().insert(
-                    header::HeaderName::from_static("tus-version"),
-                    header::HeaderValue::from_static(TUS_VERSION),
-                );
-            }
-            response
-        }
-    };
-    response.headers_mut().insert(
-        header::HeaderName::from_static("tus-resumable"),
-        header::HeaderValue::from_static(TUS_VERSION),
-    );
-    response
-}
-
-fn tus_version(req: &HttpRequest) -> Result<(), ApiError> {
-    match text_header(req, "Tus-Resumable")? {
-        Some(v) if v == TUS_VERSION => Ok(()),
-        other => Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "unsupported_tus_version",
-            match other {
-                Some(v) => {
-                    format!("tus version {v:?} is not supported; this server speaks {TUS_VERSION}")
-                }
-                None => format!("the Tus-Resumable header is required ({TUS_VERSION})"),
-            },
-        )),
-    }
-}
-
-fn offset_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type.split(';').next().map(str::trim) == Some(OFFSET_CONTENT_TYPE) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("the body must be sent as {OFFSET_CONTENT_TYPE}"),
-        ))
-    }
-}
-
-fn text_header(req: &HttpRequest, name: &'static str) -> Result<Option<String>, ApiError> {
-    req.headers()
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map(|s| s.trim().to_owned())
-                .map_err(|_| ValidationError::new(name, "is not valid text").into())
-        })
-        .transpose()
-}
-
-/// `Upload-Checksum: <algorithm> <base64 digest>`.
-fn request_checksum(req: &HttpRequest) -> Result<Option<RequestChecksum>, ApiError> {
-    let Some(value) = text_header(req, "Upload-Checksum")? else {
-        return Ok(None);
-    };
-    let invalid = || ValidationError::new("Upload-Checksum", "must be `<algorithm> <base64>`");
-    let (algorithm, digest) = value.split_once(' ').ok_or_else(invalid)?;
-    let digest = base64::engine::general_purpose::STANDARD
-        .decode(digest.trim())
-        .map_err(|_| invalid())?;
-    Ok(Some(RequestChecksum::new(algorithm, &digest)?))
-}
-
-/// The upload an `Upload-Concat` URL names: an absolute URL or a path, ending in an id.
-fn session_of_url(url: &str) -> Result<UploadSessionId, ApiError> {
-    let path = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
-    path.strip_prefix(URL_PREFIX)
-        .and_then(|id| UploadSessionId::parse(id).ok())
-        .ok_or_else(|| {
-            ValidationError::new(
-                "Upload-Concat",
-                format!("{url:?} is not the URL of an upload here"),
-            )
-            .into()
-        })
-}
-
-/// The package an upload's metadata describes; `None` when it names none.
-fn target_of(metadata: &str) -> Result<Option<SessionTarget>, ApiError> {
-    let mut name = None;
-    let mut version = None;
-    let mut platform = None;
-    let mut arch = None;
-    let mut filename = None;
-    let mut description = None;
-    let mut sha256 = None;
-    let mut signature = None;
-    let mut signature_format = None;
-    for pair in metadata.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once(' ').unwrap_or((pair, ""));
-        let value = base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .ok()
-            .and_then(|v| String::from_utf8(v).ok())
-            .ok_or_else(|| {
-                ValidationError::new(
-                    "Upload-Metadata",
-                    format!("{key}: not base64 of UTF-8 text"),
-                )
-            })?;
-        let slot = match key {
-            "name" => &mut name,
-            "version" => &mut version,
-            "platform" => &mut platform,
-            "arch" => &mut arch,
-            "filename" => &mut filename,
-            "description" => &mut description,
-            "sha256" => &mut sha256,
-            "signature" => &mut signature,
-            "signature_format" => &mut signature_format,
-            // Clients add their own (filetype, …): kept as sent, not used.
-            _ => continue,
-        };
-        *slot = Some(value);
-    }
-    if name.is_none() && version.is_none() && platform.is_none() && arch.is_none() {
-        return Ok(None);
-    }
-    let missing =
-        |field: &'static str| ValidationError::new(field, "is required in Upload-Metadata");
-    let coordinates = Coordinates {
-        name: PackageName::parse(&name.ok_or_else(|| missing("name"))?)?,
-        version: Version::parse(&version.ok_or_else(|| missing("version"))?)?,
-        platform: platform
-            .ok_or_else(|| missing("platform"))?
-            .parse::<Platform>()?,
-        arch: arch.ok_or_else(|| missing("arch"))?.parse::<Arch>()?,
-    };
-    let signature = signature
-        .map(|encoded| {
-            let format = signature_format
-                .as_deref()
-                .map(str::parse::<SignatureFormat>)
-                .transpose()?
-                .unwrap_or(SignatureFormat::Openpgp);
-            crate::handlers::packages::signature::from_base64(&encoded, format, "signature")
-        })
-        .transpose()?;
-    Ok(Some(SessionTarget {
-        coordinates,
-        filename: filename.as_deref().map(FileName::parse).transpose()?,
-        description: description
-            .as_deref()
-            .map(Description::parse)
-            .transpose()?
-            .unwrap_or_default(),
-        expected_sha256: sha256
-            .as_deref()
-            .map(|s| Checksum::parse(s.trim()))
-            .transpose()?,
-        signature,
-    }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b64(s: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(s)
-    }
-
-    #[test]
-    fn metadata_names_the_package_and_ignores_other_keys() {
-        let metadata = format!(
-            "name {},version {},platform {},arch {},filetype {},sha256 {}",
-            b64("agent"),
-            b64("1.2.3"),
-            b64("linux"),
-            b64("amd64"),
-            b64("application/gzip"),
-            b64(&"ab".repeat(32)),
-        );
-        let target = target_of(&metadata).unwrap().unwrap();
-        assert_eq!(target.coordinates.name.as_str(), "agent");
-        assert_eq!(target.coordinates.version.to_string(), "1.2.3");
-        assert!(target.expected_sha256.is_some());
-        assert!(target_of("").unwrap().is_none());
-        assert!(
-            target_of(&format!("filename {}", b64("x")))
-                .unwrap()
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn bad_metadata_is_refused_with_the_field() {
-        let partial = format!("name {}", b64("agent"));
-        assert!(target_of(&partial).is_err());
-        let bad_version = format!(
-            "name {},version {},platform {},arch {}",
-            b64("agent"),
-            b64("not-semver"),
-            b64("linux"),
-            b64("amd64")
-        );
-        assert_eq!(target_of(&bad_version).unwrap_err().field, Some("version"));
-        assert!(target_of("name ***").is_err());
-    }
-
-    #[test]
-    fn concat_urls_may_be_absolute_or_paths() {
-        let id = "ab".repeat(16);
-        for url in [
-            format!("http://localhost:8080/api/v1/uploads/{id}"),
-            format!("/api/v1/uploads/{id}"),
-        ] {
-            assert_eq!(session_of_url(&url).unwrap().as_str(), id);
-        }
-        for bad in [
-            "/api/v1/packages/1".to_owned(),
-            format!("/api/v1/uploads/{id}/../x"),
-            "http://host".to_owned(),
-        ] {
-            assert!(session_of_url(&bad).is_err(), "{bad}");
-        }
-    }
+    counted(state, ctx, principal, Err(e.clone()))
+        .await
+        .err()
+        .unwrap_or(e)
 }
