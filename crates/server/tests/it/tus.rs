@@ -372,6 +372,8 @@ async fn the_protocol_is_spoken_and_hostile_requests_are_refused_keeping_the_off
     expect_error(res, 415, "unsupported_media_type").await;
     let res = patch(&app, &url, &token, 5, file[..10].to_vec(), &[]).await;
     expect_error(res, 409, "offset_mismatch").await;
+    let res = patch(&app, &url, &token, usize::MAX, file[..10].to_vec(), &[]).await;
+    expect_error(res, 409, "offset_mismatch").await;
     let res = patch(&app, &url, &token, 0, vec![0; 12 * MIB + 1], &[]).await;
     expect_error(res, 413, "past_upload_length").await;
 
