@@ -11,7 +11,9 @@ mod openapi;
 mod views;
 
 use actix_web::web;
+use agentpkg_model::RetentionPolicy;
 use agentpkg_packagemgr::{Accounts, AuditLog, PackageManager};
+use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 
 pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
 pub use context::{RequestContext, TrustedProxies};
@@ -33,6 +35,19 @@ pub struct ApiState {
     pub body_deadlines: BodyDeadlines,
     pub audit: AuditLog,
     pub trusted_proxies: TrustedProxies,
+    pub stats: StatsApi,
+}
+
+/// Download statistics and retention, as the API uses them.
+#[derive(Clone)]
+pub struct StatsApi {
+    /// Counts downloads; `None` when counting is off (`stats.count_downloads`).
+    pub counter: Option<DownloadCounter>,
+    pub reports: Statistics,
+    pub retention: Retention,
+    /// The configured policies: what `POST /retention/run` applies when its body names
+    /// none.
+    pub policies: std::sync::Arc<Vec<RetentionPolicy>>,
 }
 
 /// Mounts only `GET /metrics`, without authentication, for a separate listener
@@ -153,6 +168,13 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     )
                     .route("/tokens/{id}", web::delete().to(handlers::tokens::revoke))
                     .route("/audit", web::get().to(handlers::audit::list))
+                    .route(
+                        "/packages/{id}/stats",
+                        web::get().to(handlers::stats::package),
+                    )
+                    .route("/stats/top", web::get().to(handlers::stats::top))
+                    .route("/stats/storage", web::get().to(handlers::stats::storage))
+                    .route("/retention/run", web::post().to(handlers::stats::run))
                     .service(
                         web::resource("/uploads")
                             .route(

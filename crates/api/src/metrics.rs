@@ -55,9 +55,9 @@ pub struct ApiMetrics {
 }
 
 impl ApiMetrics {
-    /// Creates the API's metrics and registers them, with the package manager's, in one
-    /// registry.
-    pub fn new(manager: &ManagerMetrics) -> Self {
+    /// Creates the API's metrics and registers them, with the package manager's and the
+    /// storage gauges of `stats`, in one registry.
+    pub fn new(manager: &ManagerMetrics, stats: &agentpkg_stats::Statistics) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: Durations = Family::new_with_constructor(latency_histogram);
@@ -90,6 +90,7 @@ impl ApiMetrics {
             uploads_rejected.clone(),
         );
         manager.register(&mut registry);
+        stats.register(&mut registry);
         Self {
             registry,
             requests,

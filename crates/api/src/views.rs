@@ -36,6 +36,14 @@ pub(crate) struct PackageView<'a> {
     signature: Option<SignatureView<'a>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Downloads counted so far: answers that carried the bytes from the first one, or
+    /// redirected to them. Counts are written in batches, so this trails by up to
+    /// `stats.flush_secs`.
+    download_count: u64,
+    /// When the package was last downloaded, or null.
+    last_downloaded_at: Option<DateTime<Utc>>,
+    /// When the package was yanked, while it is; null when active.
+    yanked_at: Option<DateTime<Utc>>,
 }
 
 /// What the registry knows of a package's signature (the bytes are at `…/signature`).
@@ -83,6 +91,9 @@ impl<'a> From<&'a Package> for PackageView<'a> {
             signature: p.signature.as_ref().map(SignatureView::from),
             created_at: p.created_at,
             updated_at: p.updated_at,
+            download_count: p.download_count,
+            last_downloaded_at: p.last_downloaded_at,
+            yanked_at: p.yanked_at,
         }
     }
 }

@@ -279,14 +279,23 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
     .unwrap();
     let tokens = TokenIssuer::new(&secret, 3600, 60);
     let (token, _) = tokens.issue(&publisher, 0).unwrap();
+    let audit = agentpkg_packagemgr::AuditLog::new(store.clone());
+    let reports = agentpkg_stats::Statistics::new(store.clone(), std::time::Duration::ZERO);
+    let stats = agentpkg_api::StatsApi {
+        counter: Some(agentpkg_stats::DownloadCounter::new(store.clone())),
+        retention: agentpkg_stats::Retention::new(store.clone(), packages.clone(), audit.clone()),
+        reports,
+        policies: Arc::default(),
+    };
     let state = ApiState {
-        metrics: Arc::new(ApiMetrics::new(packages.metrics())),
+        metrics: Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports)),
+        stats,
         packages: packages.clone(),
         accounts,
         tokens,
         downloads: DownloadOptions::default(),
         body_deadlines: BodyDeadlines::default(),
-        audit: agentpkg_packagemgr::AuditLog::new(store.clone()),
+        audit,
         trusted_proxies: Default::default(),
     };
     let app = test::init_service(App::new().configure(agentpkg_api::configure(state))).await;

@@ -14,6 +14,7 @@ mod package;
 mod query;
 mod resumable;
 mod signature;
+mod stats;
 mod token;
 mod user;
 mod version;
@@ -34,6 +35,11 @@ pub use resumable::{
 pub use signature::{
     DetachedSignature, KeyFingerprint, KeyPatterns, MAX_SIGNATURE_BYTES, NewSignature,
     SignatureBytes, SignatureFormat, SignatureInfo, TrustedKey, Verification,
+};
+pub use stats::{
+    DailyDownloads, DownloadIncrement, NameUsage, RetentionCandidate, RetentionDeletion,
+    RetentionPolicy, RetentionPolicySpec, RetentionRule, StorageUsage, TopDownloads, TopEntry,
+    TopQuery, UsageTotals, bytes_freed, first_day, plan_retention, window,
 };
 pub use token::{ApiToken, NamePattern, NameScope, TokenScope};
 pub use user::{Password, Role, User, Username};

@@ -342,6 +342,13 @@ pub struct Package {
     pub signature: Option<crate::SignatureInfo>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Downloads counted so far (see the counting definition in the README); counts reach
+    /// the database in batches, so this trails the latest downloads by up to a flush
+    /// interval.
+    pub download_count: u64,
+    pub last_downloaded_at: Option<DateTime<Utc>>,
+    /// When it was yanked, while it is.
+    pub yanked_at: Option<DateTime<Utc>>,
 }
 
 impl Package {
@@ -483,6 +490,9 @@ mod tests {
             signature: None,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
             updated_at: DateTime::<Utc>::UNIX_EPOCH,
+            download_count: 0,
+            last_downloaded_at: None,
+            yanked_at: None,
         }
     }
 

@@ -96,6 +96,9 @@ impl PackageStore for MemoryPackages {
             signature: new.signature.as_ref().map(|s| s.info()),
             created_at: now,
             updated_at: now,
+            download_count: 0,
+            last_downloaded_at: None,
+            yanked_at: None,
         };
         s.packages.push(package.clone());
         Ok(Inserted {
@@ -139,6 +142,7 @@ impl PackageStore for MemoryPackages {
         };
         if let Some(active) = patch.is_active {
             p.is_active = active;
+            p.yanked_at = (!active).then(chrono::Utc::now);
         }
         if let Some(description) = patch.description {
             p.description = description;

@@ -45,3 +45,4 @@ pub use signing::{Keyring, MAX_KEY_BYTES, SigningPolicy};
 pub use upload::{StagedUpload, UploadMeta};
 
 pub use agentpkg_model as model;
+pub use agentpkg_storage::ByteStream;

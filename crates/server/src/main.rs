@@ -46,6 +46,14 @@ enum Command {
         #[arg(long)]
         stale_upload_secs: Option<u64>,
     },
+    /// Apply the configured retention policies (`[[retention.policies]]`) once. Prints a
+    /// JSON report: every package deleted (or, with --dry-run, that would be) and the
+    /// bytes freed.
+    Retention {
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Create a user. The password is read from standard input with --password-stdin,
     /// or generated and printed once.
     CreateUser {
@@ -154,6 +162,45 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
                     report.missing_objects.len()
                 )
                 .into());
+            }
+        }
+        Command::Retention { dry_run } => {
+            let report = agentpkg_server::retention_once(&settings, dry_run).await?;
+            let deletions: Vec<serde_json::Value> = report
+                .deletions
+                .iter()
+                .map(|d| {
+                    let p = &d.package;
+                    serde_json::json!({
+                        "id": p.id,
+                        "name": p.name.as_str(),
+                        "version": p.version.to_string(),
+                        "platform": p.platform,
+                        "arch": p.arch,
+                        "file_size": p.file_size,
+                        "is_active": p.is_active,
+                        "policy": d.policy,
+                        "reason": d.reason,
+                    })
+                })
+                .collect();
+            let skipped: Vec<serde_json::Value> = report
+                .skipped
+                .iter()
+                .map(|(id, reason)| serde_json::json!({ "id": id, "reason": reason }))
+                .collect();
+            #[allow(clippy::print_stdout)]
+            {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "dry_run": report.dry_run,
+                        "deletions": deletions,
+                        "bytes_referenced": report.bytes_referenced,
+                        "bytes_freed": report.bytes_freed,
+                        "skipped": skipped,
+                    }))?
+                );
             }
         }
         Command::CreateToken {

@@ -3,6 +3,9 @@
 //!
 //! Secrets are [`SecretString`]s: they never appear in `Debug` output or logs.
 
+mod stats;
+pub use stats::{RetentionSettings, StatsSettings};
+
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
@@ -26,6 +29,8 @@ pub struct Settings {
     pub download: DownloadSettings,
     pub signing: SigningSettings,
     pub gc: GcSettings,
+    pub stats: StatsSettings,
+    pub retention: RetentionSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
@@ -427,6 +432,8 @@ impl Settings {
                 ));
             }
         }
+        self.stats.check()?;
+        self.retention.policies()?;
         if self.upload.session_ttl_secs < 60 {
             return Err(format!(
                 "upload.session_ttl_secs must be at least 60 seconds, is {}",

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
-use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, TokenIssuer};
+use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, StatsApi, TokenIssuer};
 use agentpkg_packagemgr::{
     Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager, SigningPolicy,
 };
+use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
 use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
 use rand::distr::{Alphanumeric, SampleString};
@@ -211,6 +212,10 @@ pub struct Application {
     port: u16,
     server: Server,
     reconciler: Option<tokio::task::JoinHandle<()>>,
+    /// Gauge refreshes and periodic retention, stopped with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
+    /// The download counter and its periodic flush: flushed once more at shutdown.
+    flusher: Option<agentpkg_stats::Flusher>,
     /// The separate `/metrics` listener and its port, when `metrics.bind` is set.
     metrics_server: Option<(Server, u16)>,
 }
@@ -242,7 +247,7 @@ fn metrics_listener(
 
 /// The package manager and the accounts over one store, whose calls are timed in the
 /// manager's metrics.
-fn manager(settings: &Settings, components: Components) -> (PackageManager, Accounts, AuditLog) {
+fn manager(settings: &Settings, components: Components) -> Wired {
     let metrics = ManagerMetrics::default();
     let store = Arc::new(components.store.observed_by(metrics.database_observer()));
     let packages = PackageManager::with_metrics(
@@ -279,7 +284,35 @@ fn manager(settings: &Settings, components: Components) -> (PackageManager, Acco
     if let Some(throttle) = settings.auth.login_throttle() {
         accounts = accounts.with_throttle(throttle);
     }
-    (packages, accounts, AuditLog::new(store))
+    let audit = AuditLog::new(store.clone());
+    let counter = settings
+        .stats
+        .count_downloads
+        .then(|| DownloadCounter::new(store.clone()));
+    let stats = StatsApi {
+        counter,
+        reports: Statistics::new(
+            store.clone(),
+            Duration::from_secs(settings.stats.cache_secs),
+        ),
+        retention: Retention::new(store, packages.clone(), audit.clone()),
+        // Checked by Settings::check before anything is wired.
+        policies: Arc::new(settings.retention.policies().unwrap_or_default()),
+    };
+    Wired {
+        packages,
+        accounts,
+        audit,
+        stats,
+    }
+}
+
+/// The layers over one store.
+struct Wired {
+    packages: PackageManager,
+    accounts: Accounts,
+    audit: AuditLog,
+    stats: StatsApi,
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -313,8 +346,7 @@ fn spawn_reconciler(
 /// The accounts as the server wires them, for the commands that manage users and tokens
 /// without a running server (`create-user`, `create-token`).
 pub async fn accounts(settings: &Settings) -> Result<Accounts, BuildError> {
-    let (_, accounts, _) = manager(settings, connect(settings).await?);
-    Ok(accounts)
+    Ok(manager(settings, connect(settings).await?).accounts)
 }
 
 /// `agentpkg-server create-token`: a token for `username`, made without signing in.
@@ -336,8 +368,20 @@ pub async fn reconcile_once(
     settings: &Settings,
     options: agentpkg_packagemgr::ReconcileOptions,
 ) -> Result<agentpkg_packagemgr::ReconcileReport, BuildError> {
-    let (packages, ..) = manager(settings, connect(settings).await?);
+    let packages = manager(settings, connect(settings).await?).packages;
     Ok(packages.reconcile_with(options).await?)
+}
+
+/// `agentpkg-server retention`: one run of the configured policies, as JSON.
+pub async fn retention_once(
+    settings: &Settings,
+    dry_run: bool,
+) -> Result<agentpkg_stats::RetentionReport, BuildError> {
+    settings.check().map_err(BuildError::Config)?;
+    let stats = manager(settings, connect(settings).await?).stats;
+    let mut by = agentpkg_model::NewAuditEvent::new(agentpkg_model::AuditAction::Delete);
+    by.actor = Some("retention (agentpkg-server retention)".to_owned());
+    Ok(stats.retention.run(&stats.policies, dry_run, &by).await?)
 }
 
 impl Application {
@@ -350,7 +394,12 @@ impl Application {
             .server
             .trusted_proxies()
             .map_err(BuildError::Config)?;
-        let (packages, accounts, audit) = manager(&settings, connect(&settings).await?);
+        let Wired {
+            packages,
+            accounts,
+            audit,
+            stats,
+        } = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
             .await?
@@ -367,7 +416,23 @@ impl Application {
             }
         }
         let reconciler = spawn_reconciler(&settings, packages.clone());
-        let metrics = Arc::new(ApiMetrics::new(packages.metrics()));
+        let mut background = Vec::new();
+        background.push(
+            stats
+                .reports
+                .spawn_gauge_refresher(Duration::from_secs(settings.stats.gauge_refresh_secs)),
+        );
+        if settings.retention.interval_secs > 0 {
+            background.push(stats.retention.spawn_periodic(
+                stats.policies.as_ref().clone(),
+                Duration::from_secs(settings.retention.interval_secs),
+            ));
+        }
+        let flusher = stats
+            .counter
+            .as_ref()
+            .map(|counter| counter.spawn_flusher(Duration::from_secs(settings.stats.flush_secs)));
+        let metrics = Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports));
         let state = ApiState {
             metrics,
             packages,
@@ -380,6 +445,7 @@ impl Application {
             body_deadlines: settings.server.body_deadlines(),
             audit,
             trusted_proxies,
+            stats,
             downloads: DownloadOptions {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),
@@ -418,6 +484,8 @@ impl Application {
             port,
             server,
             reconciler,
+            background,
+            flusher,
             metrics_server,
         })
     }
@@ -444,6 +512,19 @@ impl Application {
         }
         if let Some(reconciler) = self.reconciler {
             reconciler.abort();
+        }
+        for task in self.background {
+            task.abort();
+        }
+        // The server has stopped: every download has been answered and its bytes counted.
+        if let Some(flusher) = self.flusher {
+            match flusher.stop().await {
+                Ok(flushed) => tracing::info!(
+                    downloads = flushed.downloads,
+                    "download counts written at shutdown"
+                ),
+                Err(e) => tracing::error!(error = %e, "download counts lost at shutdown"),
+            }
         }
         result
     }

@@ -516,3 +516,64 @@ impl OwnershipStore for DieselStore {
         .await
     }
 }
+
+#[async_trait]
+impl crate::StatsStore for DieselStore {
+    async fn add_downloads(
+        &self,
+        increments: Vec<agentpkg_model::DownloadIncrement>,
+    ) -> Result<u64, StoreError> {
+        self.with_conn("add_downloads", move |c| {
+            crate::stats::add_downloads(c, &increments)
+        })
+        .await
+    }
+
+    async fn daily_downloads(
+        &self,
+        package_id: i64,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<agentpkg_model::DailyDownloads>, StoreError> {
+        self.with_conn_read("daily_downloads", move |c| {
+            crate::stats::daily(c, package_id, from, to)
+        })
+        .await
+    }
+
+    async fn top_downloads(
+        &self,
+        query: &agentpkg_model::TopQuery,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<agentpkg_model::TopDownloads, StoreError> {
+        let query = query.clone();
+        self.with_conn_read("top_downloads", move |c| {
+            crate::stats::top(c, &query, from, to)
+        })
+        .await
+    }
+
+    async fn storage_usage(
+        &self,
+        names: u32,
+        largest: u32,
+    ) -> Result<agentpkg_model::StorageUsage, StoreError> {
+        self.with_conn_read("storage_usage", move |c| {
+            crate::stats::storage(c, names, largest)
+        })
+        .await
+    }
+
+    async fn usage_totals(&self) -> Result<agentpkg_model::UsageTotals, StoreError> {
+        self.with_conn_read("usage_totals", crate::stats::totals)
+            .await
+    }
+
+    async fn retention_candidates(
+        &self,
+    ) -> Result<Vec<agentpkg_model::RetentionCandidate>, StoreError> {
+        self.with_conn_read("retention_candidates", crate::stats::retention_candidates)
+            .await
+    }
+}

@@ -30,6 +30,8 @@ mod sessions;
 #[cfg(feature = "diesel")]
 mod signing;
 #[cfg(feature = "diesel")]
+mod stats;
+#[cfg(feature = "diesel")]
 mod throttle;
 #[cfg(feature = "diesel")]
 mod tokens;
@@ -50,6 +52,10 @@ use agentpkg_model::{
     NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page, Role, SessionProgress,
     SignatureFormat, SignatureInfo, TokenScope, TrustedKey, UploadSession, UploadSessionId, User,
     Username,
+};
+use agentpkg_model::{
+    DailyDownloads, DownloadIncrement, RetentionCandidate, StorageUsage, TopDownloads, TopQuery,
+    UsageTotals,
 };
 use async_trait::async_trait;
 
@@ -343,6 +349,36 @@ pub trait UploadSessionStore: Health {
 }
 
 pub type DynUploadSessionStore = Arc<dyn UploadSessionStore>;
+
+/// Download counts, storage usage, and what retention needs to choose.
+#[async_trait]
+pub trait StatsStore: Health {
+    /// Adds counted downloads in one transaction (increments of packages deleted since are
+    /// dropped); how many found their package. A failure adds nothing.
+    async fn add_downloads(&self, increments: Vec<DownloadIncrement>) -> Result<u64, StoreError>;
+    /// A package's days with downloads from `from` to `to` (UTC), oldest first.
+    async fn daily_downloads(
+        &self,
+        package_id: i64,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<DailyDownloads>, StoreError>;
+    /// The most downloaded names, and names with versions, from `from` to `to`.
+    async fn top_downloads(
+        &self,
+        query: &TopQuery,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<TopDownloads, StoreError>;
+    /// Objects, bytes, the `names` names holding most and the `largest` largest packages.
+    async fn storage_usage(&self, names: u32, largest: u32) -> Result<StorageUsage, StoreError>;
+    /// The totals that metrics show.
+    async fn usage_totals(&self) -> Result<UsageTotals, StoreError>;
+    /// Every package, as retention sees it.
+    async fn retention_candidates(&self) -> Result<Vec<RetentionCandidate>, StoreError>;
+}
+
+pub type DynStatsStore = Arc<dyn StatsStore>;
 
 /// Signatures of packages, and the keys trusted to make them.
 #[async_trait]

@@ -20,7 +20,7 @@ use crate::{DbConnection, Deleted, Inserted, StoreError};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = packages)]
-struct PackageRow {
+pub(crate) struct PackageRow {
     id: i64,
     name: String,
     version: String,
@@ -38,6 +38,9 @@ struct PackageRow {
     signature_key: Option<String>,
     signature_signer: Option<String>,
     signature_verified_at: Option<NaiveDateTime>,
+    download_count: i64,
+    last_downloaded_at: Option<NaiveDateTime>,
+    yanked_at: Option<NaiveDateTime>,
 }
 
 impl TryFrom<PackageRow> for Package {
@@ -70,6 +73,9 @@ impl TryFrom<PackageRow> for Package {
             .map_err(|_| corrupt("signature"))?,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
+            download_count: u64::try_from(row.download_count).unwrap_or(0),
+            last_downloaded_at: row.last_downloaded_at.map(|t| t.and_utc()),
+            yanked_at: row.yanked_at.map(|t| t.and_utc()),
         })
     }
 }
@@ -120,7 +126,7 @@ struct NewPackageRow<'a> {
     signature_verified_at: Option<NaiveDateTime>,
 }
 
-fn now() -> NaiveDateTime {
+pub(crate) fn now() -> NaiveDateTime {
     // Microsecond precision: what PostgreSQL keeps, so a value reads back as written.
     let now = Utc::now().naive_utc();
     now.with_nanosecond_truncated()
@@ -297,9 +303,18 @@ pub(crate) fn update(
         }
         let at = now();
         if let Some(active) = patch.is_active {
-            diesel::update(packages::table.find(id))
-                .set((packages::is_active.eq(active), packages::updated_at.eq(at)))
-                .execute(conn)?;
+            // The yank time is kept while it stays yanked (yanking again changes nothing).
+            diesel::update(
+                packages::table
+                    .find(id)
+                    .filter(packages::is_active.ne(active)),
+            )
+            .set((
+                packages::is_active.eq(active),
+                packages::yanked_at.eq((!active).then_some(at)),
+                packages::updated_at.eq(at),
+            ))
+            .execute(conn)?;
         }
         if let Some(description) = &patch.description {
             diesel::update(packages::table.find(id))

@@ -20,8 +20,27 @@ diesel::table! {
         signature_key -> Nullable<Text>,
         signature_signer -> Nullable<Text>,
         signature_verified_at -> Nullable<Timestamp>,
+        download_count -> BigInt,
+        last_downloaded_at -> Nullable<Timestamp>,
+        yanked_at -> Nullable<Timestamp>,
     }
 }
+
+diesel::table! {
+    package_downloads (package_id, day) {
+        package_id -> BigInt,
+        day -> Date,
+        name -> Text,
+        version -> Text,
+        platform -> Text,
+        arch -> Text,
+        downloads -> BigInt,
+        bytes -> BigInt,
+    }
+}
+
+diesel::joinable!(package_downloads -> packages (package_id));
+diesel::allow_tables_to_appear_in_same_query!(package_downloads, packages);
 
 diesel::table! {
     users (id) {

@@ -8,6 +8,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ByteRangeSpec, EntityTag, IfNoneMatch, IfRange, Range};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use agentpkg_model::Package;
+use agentpkg_stats::Answer;
+
+type ByteStream = agentpkg_packagemgr::ByteStream;
 
 use crate::{ApiError, ApiState};
 
@@ -113,6 +116,14 @@ pub(crate) async fn serve(
             .presigned_url(&package, state.downloads.presign_ttl)
             .await?
     {
+        if let Some(counter) = &state.stats.counter {
+            counter.answered(
+                package.id,
+                Answer::Redirect {
+                    size: package.file_size,
+                },
+            );
+        }
         return Ok(identity(HttpResponse::TemporaryRedirect(), &package, &etag)
             .insert_header((header::LOCATION, url))
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -127,16 +138,22 @@ pub(crate) async fn serve(
             Ok(identity(HttpResponse::Ok(), &package, &etag)
                 .content_type("application/octet-stream")
                 .insert_header(disposition(&package))
-                .body(SizedStream::new(size, body)))
+                .body(counted(state, &package, Answer::FromStart, size, body)))
         }
         RangeAsk::Satisfiable(start, end) => {
             let body = state.packages.open(&package, Some((start, end))).await?;
             state.metrics.downloaded(end - start + 1);
+            // A range from the first byte is a download; a later one resumes one.
+            let answer = if start == 0 {
+                Answer::FromStart
+            } else {
+                Answer::Resumed
+            };
             Ok(identity(HttpResponse::PartialContent(), &package, &etag)
                 .content_type("application/octet-stream")
                 .insert_header(disposition(&package))
                 .insert_header((header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")))
-                .body(SizedStream::new(end - start + 1, body)))
+                .body(counted(state, &package, answer, end - start + 1, body)))
         }
         RangeAsk::Unsatisfiable => {
             let error = ApiError::new(
@@ -152,6 +169,23 @@ pub(crate) async fn serve(
             );
             Ok(response)
         }
+    }
+}
+
+/// The body, counted as `answer` (when counting is on).
+fn counted(
+    state: &ApiState,
+    package: &Package,
+    answer: Answer,
+    len: u64,
+    body: ByteStream,
+) -> SizedStream<ByteStream> {
+    match &state.stats.counter {
+        Some(counter) => {
+            let body = counter.answered(package.id, answer).count(body);
+            SizedStream::new(len, Box::pin(body) as ByteStream)
+        }
+        None => SizedStream::new(len, body),
     }
 }
 

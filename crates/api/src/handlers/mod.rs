@@ -5,6 +5,7 @@ pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod packages;
+pub(crate) mod stats;
 pub(crate) mod teams;
 pub(crate) mod tokens;
 pub(crate) mod tus;

@@ -1,0 +1,76 @@
+//! `[stats]` and `[retention]`.
+
+use agentpkg_model::{RetentionPolicy, RetentionPolicySpec};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatsSettings {
+    /// Count downloads (see the counting definition in the README). Off, downloads touch
+    /// nothing but the object store, and the counts stay where they are.
+    pub count_downloads: bool,
+    /// Seconds between writes of the counts to the database (and one at shutdown): a crash
+    /// loses at most this much counting. 1 to 3600.
+    pub flush_secs: u64,
+    /// Seconds an answer of `/stats/top` or `/stats/storage` is kept (per replica); 0
+    /// computes each request afresh.
+    pub cache_secs: u64,
+    /// Seconds between refreshes of the storage gauges of `/metrics`
+    /// (`agentpkg_stored_bytes`, `agentpkg_stored_objects`, `agentpkg_packages`). 1 to 86400.
+    pub gauge_refresh_secs: u64,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        Self {
+            count_downloads: true,
+            flush_secs: 10,
+            cache_secs: 30,
+            gauge_refresh_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Seconds between retention runs of `policies`; 0 (the default) runs them only when
+    /// asked (`POST /api/v1/retention/run`, `agentpkg-server retention`).
+    pub interval_secs: u64,
+    /// The policies, in order: `[[retention.policies]]` tables with `rule`
+    /// (`keep_newest`, `yanked_older_than`, `not_downloaded_for`), `versions` or `days`,
+    /// and optional `names` patterns.
+    pub policies: Vec<RetentionPolicySpec>,
+}
+
+impl RetentionSettings {
+    /// The policies, checked.
+    pub fn policies(&self) -> Result<Vec<RetentionPolicy>, String> {
+        self.policies
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                RetentionPolicy::try_from(spec)
+                    .map_err(|e| format!("retention.policies[{i}].{}: {}", e.field, e.message))
+            })
+            .collect()
+    }
+}
+
+impl StatsSettings {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !(1..=3600).contains(&self.flush_secs) {
+            return Err(format!(
+                "stats.flush_secs must be 1 to 3600, is {}",
+                self.flush_secs
+            ));
+        }
+        if !(1..=86_400).contains(&self.gauge_refresh_secs) {
+            return Err(format!(
+                "stats.gauge_refresh_secs must be 1 to 86400, is {}",
+                self.gauge_refresh_secs
+            ));
+        }
+        Ok(())
+    }
+}
