@@ -14,5 +14,6 @@ mod hardening;
 mod packages;
 mod rollback;
 mod signing;
+mod stats;
 mod tokens;
 mod tus;
