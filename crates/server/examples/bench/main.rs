@@ -7,11 +7,14 @@
 //!   concurrent clients;
 //! - 200 concurrent downloads of a 10 MiB package versus 200 direct S3 GETs;
 //! - resumable (tus) uploads, 8 MiB chunks on one connection and four partial uploads,
-//!   against the one-request upload.
+//!   against the one-request upload;
+//! - downloads with counting on against off, and `/stats/top` and `/stats/storage` at N
+//!   packages with 100 downloads per package (10 million at 100 000) over 90 days.
 //!
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
 //! `--sizes 1,1024` (package sizes in MiB), `--only resumable` (the tus comparison alone),
+//! `--only stats` (the statistics section alone),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -35,6 +38,7 @@ mod measure;
 mod metadata;
 mod resumable;
 mod signed;
+mod stats;
 
 use curl::curl_comparison;
 use measure::{RssSampler, drain, file_body, make_file, mb_per_s, percentile};
@@ -132,6 +136,32 @@ async fn main() -> Result<()> {
             rows.push(resumable_uploads(&client, &server, &token, tmp.path(), size).await?);
         }
         results["resumable_uploads"] = json!(rows);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+        drop(server);
+        remove_bucket(&bucket).await?;
+        return Ok(());
+    }
+
+    // `--only stats`: counting on and off, then the reports at scale.
+    if flag("--only").as_deref() == Some("stats") {
+        results["statistics"] = statistics_section(
+            &client,
+            &server,
+            &bin,
+            &db,
+            &s3env,
+            &bucket_name,
+            &token,
+            tmp.path(),
+            packages,
+            *sizes.last().ok_or("no sizes")?,
+            quick,
+            true,
+        )
+        .await?;
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -478,6 +508,23 @@ async fn main() -> Result<()> {
         }
     }
 
+    // --- download counting and the statistics reports --------------------------------------
+    results["statistics"] = statistics_section(
+        &client,
+        &server,
+        &bin,
+        &db,
+        &s3env,
+        &bucket_name,
+        &token,
+        tmp.path(),
+        packages,
+        *sizes.last().ok_or("no sizes")?,
+        quick,
+        false,
+    )
+    .await?;
+
     let (_, hwm) = server.memory();
     results["server_peak_rss_bytes"] = json!(hwm);
     results["packages"] = json!(packages);
@@ -495,4 +542,43 @@ async fn main() -> Result<()> {
     drop(server);
     remove_bucket(&bucket).await?;
     Ok(())
+}
+
+/// Counting on against off, then (after `populate` when `populate_first`) a generated
+/// history of 100 downloads per package and the reports' latency.
+#[allow(clippy::too_many_arguments)]
+async fn statistics_section(
+    client: &reqwest::Client,
+    server: &support::Server,
+    bin: &Path,
+    db: &TestDatabase,
+    s3env: &[(String, String)],
+    bucket_name: &str,
+    token: &str,
+    tmp: &Path,
+    packages: u64,
+    size: u64,
+    quick: bool,
+    populate_first: bool,
+) -> Result<Value> {
+    let uncounted = start_server(bin, db.url(), s3env, bucket_name, stats::UNCOUNTED)?;
+    let counting =
+        stats::counting_comparison(client, server, &uncounted, token, tmp, size, quick).await?;
+    if populate_first {
+        populate(db.url(), packages)?;
+    }
+    let started = Instant::now();
+    let (rows, downloads) = stats::seed_downloads(db.url(), packages * 100)?;
+    println!(
+        "\n{downloads} downloads in {rows} daily rows over {packages} packages, seeded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let reports = stats::report_latency(client, server, &uncounted, token, quick).await?;
+    Ok(json!({
+        "counting": counting,
+        "packages": packages,
+        "seeded_downloads": downloads,
+        "seeded_rows": rows,
+        "reports": reports,
+    }))
 }

@@ -250,6 +250,28 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
         ("GET", "/api/v1/audit", "/api/v1/audit", Some(2), false),
         (
             "GET",
+            "/api/v1/packages/{id}/stats",
+            "/api/v1/packages/424242/stats",
+            Some(0),
+            false,
+        ),
+        ("GET", "/api/v1/stats/top", "/api/v1/stats/top", Some(0), false),
+        (
+            "GET",
+            "/api/v1/stats/storage",
+            "/api/v1/stats/storage",
+            Some(0),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/retention/run",
+            "/api/v1/retention/run?dry_run=true",
+            Some(2),
+            false,
+        ),
+        (
+            "GET",
             "/api/v1/packages/{id}/signature",
             "/api/v1/packages/424242/signature",
             Some(0),
