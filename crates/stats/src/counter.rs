@@ -74,23 +74,24 @@ impl DownloadCounter {
         }
     }
 
-    /// Counts an answer to a download of package `package_id`. For a body, the returned
-    /// [`SentBytes`] counts what is sent; wrap the body in [`SentBytes::count`].
+    /// Counts an answer to a download of package `package_id`. A redirect is counted at
+    /// once; a body when it ends or is dropped, with the bytes it sent: wrap it in
+    /// [`SentBytes::count`] (one update of the map per download).
     pub fn answered(&self, package_id: i64, answer: Answer) -> SentBytes {
         let now = Utc::now();
-        let day = now.date_naive();
-        let (downloads, bytes) = match answer {
-            Answer::FromStart => (1, 0),
-            Answer::Resumed => (0, 0),
-            Answer::Redirect { size } => (1, size),
+        let downloads = match answer {
+            Answer::FromStart => 1,
+            Answer::Resumed => 0,
+            Answer::Redirect { size } => {
+                self.add(package_id, now.date_naive(), 1, size, Some(now));
+                0
+            }
         };
-        if downloads > 0 || bytes > 0 {
-            self.add(package_id, day, downloads, bytes, Some(now));
-        }
         SentBytes {
             counter: self.clone(),
             package_id,
-            day,
+            at: now,
+            downloads,
         }
     }
 
@@ -235,7 +236,10 @@ impl Flusher {
 pub struct SentBytes {
     counter: DownloadCounter,
     package_id: i64,
-    day: NaiveDate,
+    /// When the answer was given: its day is the download's.
+    at: DateTime<Utc>,
+    /// 1 for an answer from the first byte.
+    downloads: u64,
 }
 
 impl SentBytes {
@@ -276,10 +280,17 @@ where
 
 impl<S> Drop for CountedBody<S> {
     fn drop(&mut self) {
-        if self.sent > 0 {
-            self.to
-                .counter
-                .add(self.to.package_id, self.to.day, 0, self.sent, None);
+        let to = &self.to;
+        if to.downloads > 0 || self.sent > 0 {
+            // Bytes alone (a resumed range) do not move the latest download time.
+            let at = (to.downloads > 0).then_some(to.at);
+            to.counter.add(
+                to.package_id,
+                to.at.date_naive(),
+                to.downloads,
+                self.sent,
+                at,
+            );
         }
     }
 }

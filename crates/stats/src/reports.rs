@@ -1,12 +1,17 @@
 //! Reports: a package's daily series, the top lists and storage usage, and the gauges
 //! that metrics show.
 //!
-//! Top lists and storage usage aggregate whole tables, so each answer is kept for
-//! `cache_ttl` (per replica; one computation per question at a time, however many ask).
-//! Gauges are refreshed in the background, never by a scrape.
+//! Top lists and storage usage aggregate whole tables, so each answer is kept per replica
+//! ([`Reports`]): fresh for `cache_ttl`; after that it is still served while one task
+//! computes its successor (stale-while-revalidate), up to ten times `cache_ttl`, past which
+//! the next asker waits for a new one. One computation per question at a time, however
+//! many ask. Gauges are refreshed in the background, never by a scrape.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use agentpkg_model::{DailyDownloads, StorageUsage, TopDownloads, TopQuery, first_day, window};
 use agentpkg_packagemgr::Error;
@@ -35,8 +40,8 @@ pub struct DailySeries {
 pub struct Statistics {
     store: DynStatsStore,
     cache_ttl: Duration,
-    top: Cache<(TopQuery, NaiveDate), Arc<TopDownloads>>,
-    storage: Cache<(u32, u32), Arc<StorageUsage>>,
+    top: Reports<(TopQuery, NaiveDate), TopDownloads>,
+    storage: Reports<(u32, u32), StorageUsage>,
     gauges: Gauges,
 }
 
@@ -56,12 +61,11 @@ fn store_error(e: Arc<StoreError>) -> Error {
 impl Statistics {
     /// Reports over `store`, each kept for `cache_ttl` (zero: computed on every request).
     pub fn new(store: DynStatsStore, cache_ttl: Duration) -> Self {
-        let ttl = cache_ttl.max(Duration::from_millis(1));
         Self {
             store,
             cache_ttl,
-            top: Cache::builder().max_capacity(256).time_to_live(ttl).build(),
-            storage: Cache::builder().max_capacity(64).time_to_live(ttl).build(),
+            top: Reports::new(256, cache_ttl),
+            storage: Reports::new(64, cache_ttl),
             gauges: Gauges::default(),
         }
     }
@@ -78,35 +82,33 @@ impl Statistics {
     /// The most downloaded names, and names with versions, over the query's window.
     pub async fn top(&self, query: TopQuery) -> Result<Arc<TopDownloads>, Error> {
         let last = Utc::now().date_naive();
-        let first = query.first_day(last);
-        let compute = async {
-            Ok::<_, StoreError>(Arc::new(
-                self.store.top_downloads(&query, first, last).await?,
-            ))
+        let store = self.store.clone();
+        let compute = move |(query, last): (TopQuery, NaiveDate)| {
+            let store = store.clone();
+            async move {
+                let first = query.first_day(last);
+                store.top_downloads(&query, first, last).await
+            }
         };
         if self.cache_ttl.is_zero() {
-            return Ok(compute.await?);
+            return Ok(Arc::new(compute((query, last)).await?));
         }
-        self.top
-            .try_get_with((query.clone(), last), compute)
-            .await
-            .map_err(store_error)
+        self.top.get((query, last), compute).await
     }
 
     /// What is stored: totals, the `names` names holding most, the `largest` largest
     /// packages (each at most [`MAX_REPORT_ROWS`]).
     pub async fn storage(&self, names: u32, largest: u32) -> Result<Arc<StorageUsage>, Error> {
         let (names, largest) = (names.min(MAX_REPORT_ROWS), largest.min(MAX_REPORT_ROWS));
-        let compute = async {
-            Ok::<_, StoreError>(Arc::new(self.store.storage_usage(names, largest).await?))
+        let store = self.store.clone();
+        let compute = move |(names, largest): (u32, u32)| {
+            let store = store.clone();
+            async move { store.storage_usage(names, largest).await }
         };
         if self.cache_ttl.is_zero() {
-            return Ok(compute.await?);
+            return Ok(Arc::new(compute((names, largest)).await?));
         }
-        self.storage
-            .try_get_with((names, largest), compute)
-            .await
-            .map_err(store_error)
+        self.storage.get((names, largest), compute).await
     }
 
     /// Registers `agentpkg_stored_bytes`, `agentpkg_stored_objects` and
@@ -163,6 +165,97 @@ impl Statistics {
     }
 }
 
+/// Answers kept per question: see the module's documentation.
+struct Reports<K, V> {
+    cache: Cache<K, Arc<Answer<V>>>,
+    fresh_for: Duration,
+    /// Questions whose successor is being computed.
+    refreshing: Arc<Mutex<HashSet<K>>>,
+}
+
+impl<K: Clone, V> Clone for Reports<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            fresh_for: self.fresh_for,
+            refreshing: self.refreshing.clone(),
+        }
+    }
+}
+
+struct Answer<V> {
+    at: Instant,
+    value: Arc<V>,
+}
+
+impl<K, V> Reports<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    fn new(capacity: u64, fresh_for: Duration) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(fresh_for.max(Duration::from_millis(1)) * 10)
+                .build(),
+            fresh_for,
+            refreshing: Arc::default(),
+        }
+    }
+
+    async fn get<F, Fut>(&self, key: K, compute: F) -> Result<Arc<V>, Error>
+    where
+        F: Fn(K) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+    {
+        if let Some(answer) = self.cache.get(&key).await {
+            if answer.at.elapsed() > self.fresh_for && self.start_refresh(&key) {
+                let (cache, refreshing) = (self.cache.clone(), self.refreshing.clone());
+                tokio::spawn(async move {
+                    match compute(key.clone()).await {
+                        Ok(value) => {
+                            let answer = Answer {
+                                at: Instant::now(),
+                                value: Arc::new(value),
+                            };
+                            cache.insert(key.clone(), Arc::new(answer)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a statistics report was not refreshed")
+                        }
+                    }
+                    refreshing
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&key);
+                });
+            }
+            return Ok(answer.value.clone());
+        }
+        let computed = self
+            .cache
+            .try_get_with(key.clone(), async move {
+                let value = compute(key).await?;
+                Ok::<_, StoreError>(Arc::new(Answer {
+                    at: Instant::now(),
+                    value: Arc::new(value),
+                }))
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(computed.value.clone())
+    }
+
+    /// Marks `key` as being refreshed; `false` when it already is.
+    fn start_refresh(&self, key: &K) -> bool {
+        self.refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone())
+    }
+}
+
 /// Every day from `first` to `last`, with what `recorded` holds for it or zero.
 fn fill_days(first: NaiveDate, last: NaiveDate, recorded: &[DailyDownloads]) -> DailySeries {
     let mut days = Vec::new();
@@ -195,6 +288,38 @@ mod tests {
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 2, d).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stale_answer_is_served_while_one_task_computes_the_next() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let reports: Reports<u8, u64> = Reports::new(8, Duration::from_millis(50));
+        let calls = Arc::new(AtomicU64::new(0));
+        let compute = {
+            let calls = calls.clone();
+            move |_: u8| {
+                let calls = calls.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, StoreError>(calls.fetch_add(1, Ordering::SeqCst) + 1)
+                }
+            }
+        };
+        // Concurrent first askers share one computation.
+        let (a, b) = tokio::join!(
+            reports.get(1, compute.clone()),
+            reports.get(1, compute.clone())
+        );
+        assert_eq!((*a.unwrap(), *b.unwrap()), (1, 1));
+        assert_eq!(*reports.get(1, compute.clone()).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Stale: served at once, one refresh started however many ask.
+        for _ in 0..5 {
+            assert_eq!(*reports.get(1, compute.clone()).await.unwrap(), 1);
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(*reports.get(1, compute.clone()).await.unwrap(), 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -255,7 +255,13 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             Some(0),
             false,
         ),
-        ("GET", "/api/v1/stats/top", "/api/v1/stats/top", Some(0), false),
+        (
+            "GET",
+            "/api/v1/stats/top",
+            "/api/v1/stats/top",
+            Some(0),
+            false,
+        ),
         (
             "GET",
             "/api/v1/stats/storage",
