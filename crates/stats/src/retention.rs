@@ -3,7 +3,7 @@
 //! and audited.
 
 use agentpkg_model::{
-    AuditAction, NewAuditEvent, RetentionDeletion, RetentionPolicy, bytes_freed, plan_retention,
+    AuditAction, LatestQuery, NewAuditEvent, RetentionDeletion, RetentionPolicy, bytes_freed, plan_retention,
 };
 use agentpkg_packagemgr::{AuditLog, Error, PackageManager};
 use agentpkg_store::DynStatsStore;
@@ -65,6 +65,29 @@ impl Retention {
         let mut skipped = Vec::new();
         for deletion in planned {
             let p = &deletion.package;
+            // The plan is a moment old: a yank since may have made this package its group's
+            // newest active version, which no policy deletes.
+            let newest = self
+                .packages
+                .latest(&LatestQuery {
+                    name: p.name.clone(),
+                    platform: p.platform,
+                    arch: p.arch,
+                    requirement: None,
+                    include_prerelease: true,
+                })
+                .await;
+            match newest {
+                Ok(newest) if newest.id == p.id => {
+                    skipped.push((p.id, "now the newest active version".to_owned()));
+                    continue;
+                }
+                Ok(_) | Err(Error::NotFound) => {}
+                Err(e) => {
+                    skipped.push((p.id, e.to_string()));
+                    continue;
+                }
+            }
             match self.packages.delete(p.id).await {
                 Ok(_) => {
                     tracing::info!(
