@@ -3,7 +3,8 @@
 //! and audited.
 
 use agentpkg_model::{
-    AuditAction, LatestQuery, NewAuditEvent, RetentionDeletion, RetentionPolicy, bytes_freed, plan_retention,
+    AuditAction, LatestQuery, NewAuditEvent, RetentionDeletion, RetentionPolicy, bytes_freed,
+    plan_retention,
 };
 use agentpkg_packagemgr::{AuditLog, Error, PackageManager};
 use agentpkg_store::DynStatsStore;
