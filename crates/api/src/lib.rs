@@ -36,6 +36,8 @@ pub struct ApiState {
     pub audit: AuditLog,
     pub trusted_proxies: TrustedProxies,
     pub stats: StatsApi,
+    /// The agents that speak OpAMP to the registry.
+    pub fleet: agentpkg_fleet::Fleet,
 }
 
 /// Download statistics and retention, as the API uses them.
@@ -70,6 +72,8 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/healthz", web::get().to(handlers::health::healthz_root))
             .route("/readyz", web::get().to(handlers::health::readyz_root))
             .route("/metrics", web::get().to(metrics::metrics))
+            // OpAMP's HTTP transport, at the path OpAMP clients use by default.
+            .route("/v1/opamp", web::post().to(handlers::opamp::http))
             // Before the /api/v1 scope, which would otherwise claim the document's path.
             .configure(openapi::configure)
             .service(
@@ -173,6 +177,8 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         web::get().to(handlers::stats::package),
                     )
                     .route("/stats/top", web::get().to(handlers::stats::top))
+                    .route("/agents", web::get().to(handlers::opamp::list))
+                    .route("/agents/{uid}", web::get().to(handlers::opamp::get))
                     .route("/stats/storage", web::get().to(handlers::stats::storage))
                     .route("/retention/run", web::post().to(handlers::stats::run))
                     .service(

@@ -290,6 +290,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
     let state = ApiState {
         metrics: Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports)),
         stats,
+        fleet: agentpkg_fleet::Fleet::new(store.clone()),
         packages: packages.clone(),
         accounts,
         tokens,

@@ -7,6 +7,7 @@
 mod audit;
 mod direct;
 mod error;
+mod fleet;
 mod key;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -22,6 +23,7 @@ mod version;
 pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
+pub use fleet::{Agent, AgentHealth, AgentPackageStatus, AgentUid};
 pub use key::ObjectKey;
 pub use package::{
     Actor, Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,

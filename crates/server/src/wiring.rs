@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
 use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, StatsApi, TokenIssuer};
+use agentpkg_fleet::Fleet;
 use agentpkg_packagemgr::{
     Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager, SigningPolicy,
 };
@@ -285,6 +286,7 @@ fn manager(settings: &Settings, components: Components) -> Wired {
         accounts = accounts.with_throttle(throttle);
     }
     let audit = AuditLog::new(store.clone());
+    let store_for_fleet = store.clone();
     let counter = settings
         .stats
         .count_downloads
@@ -295,7 +297,7 @@ fn manager(settings: &Settings, components: Components) -> Wired {
             store.clone(),
             Duration::from_secs(settings.stats.cache_secs),
         ),
-        retention: Retention::new(store, packages.clone(), audit.clone()),
+        retention: Retention::new(store.clone(), packages.clone(), audit.clone()),
         // Checked by Settings::check before anything is wired.
         policies: Arc::new(settings.retention.policies().unwrap_or_default()),
     };
@@ -304,6 +306,7 @@ fn manager(settings: &Settings, components: Components) -> Wired {
         accounts,
         audit,
         stats,
+        fleet: Fleet::new(store_for_fleet),
     }
 }
 
@@ -313,6 +316,7 @@ struct Wired {
     accounts: Accounts,
     audit: AuditLog,
     stats: StatsApi,
+    fleet: Fleet,
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -399,6 +403,7 @@ impl Application {
             accounts,
             audit,
             stats,
+            fleet,
         } = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
@@ -446,6 +451,7 @@ impl Application {
             audit,
             trusted_proxies,
             stats,
+            fleet,
             downloads: DownloadOptions {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),

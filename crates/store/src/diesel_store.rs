@@ -577,3 +577,28 @@ impl crate::StatsStore for DieselStore {
             .await
     }
 }
+
+#[async_trait]
+impl crate::FleetStore for DieselStore {
+    async fn agent(
+        &self,
+        uid: &agentpkg_model::AgentUid,
+    ) -> Result<Option<agentpkg_model::Agent>, StoreError> {
+        let uid = *uid;
+        self.with_conn_read("agent", move |c| crate::fleet::get(c, &uid))
+            .await
+    }
+
+    async fn save_agent(&self, agent: agentpkg_model::Agent) -> Result<(), StoreError> {
+        self.with_conn("save_agent", move |c| crate::fleet::save(c, &agent))
+            .await
+    }
+
+    async fn list_agents(
+        &self,
+        page: agentpkg_model::PageRequest,
+    ) -> Result<Page<agentpkg_model::Agent>, StoreError> {
+        self.with_conn_read("list_agents", move |c| crate::fleet::list(c, &page))
+            .await
+    }
+}

@@ -20,6 +20,8 @@ mod diesel_store;
 mod direct;
 mod error;
 #[cfg(feature = "diesel")]
+mod fleet;
+#[cfg(feature = "diesel")]
 mod owners;
 #[cfg(feature = "diesel")]
 mod packages;
@@ -349,6 +351,24 @@ pub trait UploadSessionStore: Health {
 }
 
 pub type DynUploadSessionStore = Arc<dyn UploadSessionStore>;
+
+/// The agents of the fleet (OpAMP), one record each.
+#[async_trait]
+pub trait FleetStore: Health {
+    async fn agent(
+        &self,
+        uid: &agentpkg_model::AgentUid,
+    ) -> Result<Option<agentpkg_model::Agent>, StoreError>;
+    /// Records the agent's state, replacing what was recorded.
+    async fn save_agent(&self, agent: agentpkg_model::Agent) -> Result<(), StoreError>;
+    /// Agents, most recently seen first.
+    async fn list_agents(
+        &self,
+        page: agentpkg_model::PageRequest,
+    ) -> Result<Page<agentpkg_model::Agent>, StoreError>;
+}
+
+pub type DynFleetStore = Arc<dyn FleetStore>;
 
 /// Download counts, storage usage, and what retention needs to choose.
 #[async_trait]

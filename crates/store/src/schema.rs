@@ -235,3 +235,20 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    agents (instance_uid) {
+        instance_uid -> Text,
+        sequence_num -> BigInt,
+        capabilities -> BigInt,
+        identifying -> Text,
+        non_identifying -> Text,
+        health -> Nullable<Text>,
+        package_statuses -> Text,
+        first_seen -> Timestamp,
+        last_seen -> Timestamp,
+        connected -> Bool,
+        disconnects -> BigInt,
+        disconnected_at -> Nullable<Timestamp>,
+    }
+}

@@ -4,6 +4,7 @@ pub(crate) mod download;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod login;
+pub(crate) mod opamp;
 pub(crate) mod packages;
 pub(crate) mod stats;
 pub(crate) mod teams;

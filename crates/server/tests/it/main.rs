@@ -9,6 +9,7 @@ mod direct;
 mod distribution;
 mod docs;
 mod faults;
+mod fleet;
 mod flood;
 mod hardening;
 mod packages;

@@ -262,6 +262,15 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             Some(0),
             false,
         ),
+        ("POST", "/v1/opamp", "/v1/opamp", Some(0), false),
+        ("GET", "/api/v1/agents", "/api/v1/agents", Some(0), false),
+        (
+            "GET",
+            "/api/v1/agents/{uid}",
+            "/api/v1/agents/abababababababababababababababab",
+            Some(0),
+            false,
+        ),
         (
             "GET",
             "/api/v1/stats/storage",

@@ -1,0 +1,244 @@
+//! OpAMP over HTTP (`POST /v1/opamp`) and the fleet's agents.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use agentpkg_fleet::MAX_MESSAGE_BYTES;
+use agentpkg_fleet::proto::AgentToServer;
+use agentpkg_model::{Agent, AgentUid, PageRequest};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ErrorBody;
+use crate::{ApiError, ApiState, Viewer};
+
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// OpAMP over HTTP
+///
+/// One `AgentToServer` message (protobuf, at most 1 MiB) in, one `ServerToAgent` out. The
+/// agent authenticates with a bearer token in the request's headers (a viewer, or a token
+/// of read scope). A message the server cannot accept (a bad `instance_uid`) is answered
+/// `200` with an `error_response` and changes nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/opamp",
+    tag = "fleet",
+    request_body(content = Vec<u8>, description = "An OpAMP AgentToServer message", content_type = "application/x-protobuf"),
+    responses(
+        (status = 200, description = "An OpAMP ServerToAgent message", content_type = "application/x-protobuf", body = Vec<u8>),
+        (status = 400, description = "Not an AgentToServer message", body = ErrorBody),
+        (status = 413, description = "Larger than 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not application/x-protobuf", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn http(
+    _viewer: Viewer,
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let content_type = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if content_type.as_deref() != Some(PROTOBUF) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("OpAMP over HTTP takes {PROTOBUF}"),
+        ));
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("an OpAMP message is at most {MAX_MESSAGE_BYTES} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "incomplete_body",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let message = AgentToServer::decode(body.freeze()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_protobuf",
+            format!("not an OpAMP AgentToServer message: {e}"),
+        )
+    })?;
+    let answer = state.fleet.handle(message).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(PROTOBUF)
+        .body(answer.encode_to_vec()))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AgentsParams {
+    /// Agents per page, 1 to 100 (default 50; out of range: clamped).
+    per_page: Option<u32>,
+    /// Page number, from 1.
+    page: Option<u32>,
+}
+
+/// An agent's reported health.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HealthView {
+    healthy: bool,
+    status: String,
+    last_error: String,
+}
+
+/// One package status an agent reported.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PackageStatusView {
+    name: String,
+    agent_has_version: String,
+    /// Hex.
+    agent_has_hash: String,
+    server_offered_version: String,
+    /// Hex.
+    server_offered_hash: String,
+    /// `installed`, `install_pending`, `installing`, `install_failed`, `downloading`.
+    status: String,
+    error_message: String,
+    download_percent: Option<f64>,
+}
+
+/// An agent, as it last reported itself.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AgentView {
+    /// The instance uid, 32 hex digits.
+    instance_uid: String,
+    sequence_num: u64,
+    /// OpAMP `AgentCapabilities` bits.
+    capabilities: u64,
+    identifying_attributes: BTreeMap<String, String>,
+    non_identifying_attributes: BTreeMap<String, String>,
+    health: Option<HealthView>,
+    package_statuses: Vec<PackageStatusView>,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    /// `false` after the agent said it disconnects.
+    connected: bool,
+    disconnects: u64,
+    disconnected_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        Self {
+            instance_uid: a.uid.to_string(),
+            sequence_num: a.sequence_num,
+            capabilities: a.capabilities,
+            identifying_attributes: a.identifying.clone(),
+            non_identifying_attributes: a.non_identifying.clone(),
+            health: a.health.as_ref().map(|h| HealthView {
+                healthy: h.healthy,
+                status: h.status.clone(),
+                last_error: h.last_error.clone(),
+            }),
+            package_statuses: a
+                .package_statuses
+                .iter()
+                .map(|s| PackageStatusView {
+                    name: s.name.clone(),
+                    agent_has_version: s.agent_has_version.clone(),
+                    agent_has_hash: s.agent_has_hash.clone(),
+                    server_offered_version: s.server_offered_version.clone(),
+                    server_offered_hash: s.server_offered_hash.clone(),
+                    status: s.status.clone(),
+                    error_message: s.error_message.clone(),
+                    download_percent: s.download_percent,
+                })
+                .collect(),
+            first_seen: a.first_seen,
+            last_seen: a.last_seen,
+            connected: a.connected,
+            disconnects: a.disconnects,
+            disconnected_at: a.disconnected_at,
+        }
+    }
+}
+
+/// List agents
+///
+/// Agents that spoke OpAMP to any replica, most recently seen first; the total is in
+/// `X-Total-Count`. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents",
+    tag = "fleet",
+    params(AgentsParams),
+    responses(
+        (status = 200, description = "One page of agents", body = Vec<AgentView>, headers(
+            ("X-Total-Count" = u64, description = "Agents on all pages"),
+        )),
+        (status = 400, description = "Invalid paging", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn list(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    params: web::Query<AgentsParams>,
+) -> Result<HttpResponse, ApiError> {
+    let page = PageRequest::new(params.page, params.per_page);
+    let agents = state.fleet.agents(page).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Total-Count", agents.total.to_string()))
+        .json(agents.items.iter().map(AgentView::from).collect::<Vec<_>>()))
+}
+
+/// Get an agent
+///
+/// Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/agents/{uid}",
+    tag = "fleet",
+    params(("uid" = String, Path, description = "Instance uid: 32 hex digits or a UUID")),
+    responses(
+        (status = 200, description = "The agent", body = AgentView),
+        (status = 400, description = "Not an instance uid", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    uid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = AgentUid::parse(&uid)?;
+    let agent = state.fleet.agent(&uid).await.map_err(|e| match e {
+        agentpkg_packagemgr::Error::NotFound => ApiError::not_found("agent not found"),
+        other => other.into(),
+    })?;
+    Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
+}

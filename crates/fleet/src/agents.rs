@@ -1,0 +1,124 @@
+//! Answering an agent's message, and keeping what it says.
+
+use agentpkg_model::{Agent, AgentHealth, AgentPackageStatus, AgentUid, Page, PageRequest};
+use agentpkg_packagemgr::Error;
+use agentpkg_store::DynFleetStore;
+use chrono::Utc;
+
+use crate::attributes::{map, status_name};
+use crate::proto::{
+    AgentToServer, ServerCapabilities, ServerErrorResponse, ServerErrorResponseType, ServerToAgent,
+    ServerToAgentFlags,
+};
+
+/// Largest `AgentToServer` message accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// What this server does for agents: it accepts their status and package statuses, and
+/// offers packages.
+pub const SERVER_CAPABILITIES: u64 = ServerCapabilities::AcceptsStatus as u64
+    | ServerCapabilities::OffersPackages as u64
+    | ServerCapabilities::AcceptsPackagesStatus as u64;
+
+/// The agents of the fleet. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    store: DynFleetStore,
+}
+
+impl Fleet {
+    pub fn new(store: DynFleetStore) -> Self {
+        Self { store }
+    }
+
+    /// Answers one message from an agent, keeping what it reports. A message the server
+    /// cannot accept (a bad `instance_uid`) is answered with an `error_response` and
+    /// changes nothing.
+    pub async fn handle(&self, message: AgentToServer) -> Result<ServerToAgent, Error> {
+        let mut answer = ServerToAgent {
+            instance_uid: message.instance_uid.clone(),
+            capabilities: SERVER_CAPABILITIES,
+            ..ServerToAgent::default()
+        };
+        let uid = match AgentUid::from_bytes(&message.instance_uid) {
+            Ok(uid) => uid,
+            Err(e) => {
+                answer.error_response = Some(ServerErrorResponse {
+                    r#type: ServerErrorResponseType::BadRequest as i32,
+                    error_message: format!("{}: {}", e.field, e.message),
+                    details: None,
+                });
+                return Ok(answer);
+            }
+        };
+        let now = Utc::now();
+        let known = self.store.agent(&uid).await?;
+        let mut agent = known.clone().unwrap_or_else(|| Agent::new(uid, now));
+        // Sequence numbers go up by one per message; the same one again is a retry. A gap,
+        // or an agent this server does not know without its description, means the
+        // server's picture may be incomplete: ask for all of it.
+        let in_sequence = known.as_ref().is_some_and(|k| {
+            message.sequence_num == k.sequence_num || message.sequence_num == k.sequence_num + 1
+        });
+        let full_state = message.agent_description.is_some();
+        if !in_sequence && !full_state {
+            answer.flags |= ServerToAgentFlags::ReportFullState as u64;
+        }
+        agent.sequence_num = message.sequence_num;
+        agent.capabilities = message.capabilities;
+        if let Some(description) = &message.agent_description {
+            agent.identifying = map(&description.identifying_attributes);
+            agent.non_identifying = map(&description.non_identifying_attributes);
+        }
+        if let Some(health) = &message.health {
+            agent.health = Some(AgentHealth {
+                healthy: health.healthy,
+                status: health.status.clone(),
+                last_error: health.last_error.clone(),
+            });
+        }
+        if let Some(statuses) = &message.package_statuses {
+            agent.package_statuses = statuses
+                .packages
+                .iter()
+                .map(|(name, s)| AgentPackageStatus {
+                    name: if s.name.is_empty() {
+                        name.clone()
+                    } else {
+                        s.name.clone()
+                    },
+                    agent_has_version: s.agent_has_version.clone(),
+                    agent_has_hash: hex::encode(&s.agent_has_hash),
+                    server_offered_version: s.server_offered_version.clone(),
+                    server_offered_hash: hex::encode(&s.server_offered_hash),
+                    status: status_name(s.status).to_owned(),
+                    error_message: s.error_message.clone(),
+                    download_percent: s.download_details.as_ref().map(|d| d.download_percent),
+                })
+                .collect();
+        }
+        agent.last_seen = now;
+        if message.agent_disconnect.is_some() {
+            agent.connected = false;
+            agent.disconnects += 1;
+            agent.disconnected_at = Some(now);
+            tracing::info!(agent = %uid, "agent disconnected");
+        } else {
+            if known.is_none() {
+                tracing::info!(agent = %uid, "agent connected for the first time");
+            }
+            agent.connected = true;
+        }
+        self.store.save_agent(agent).await?;
+        Ok(answer)
+    }
+
+    /// Agents, most recently seen first.
+    pub async fn agents(&self, page: PageRequest) -> Result<Page<Agent>, Error> {
+        Ok(self.store.list_agents(page).await?)
+    }
+
+    pub async fn agent(&self, uid: &AgentUid) -> Result<Agent, Error> {
+        self.store.agent(uid).await?.ok_or(Error::NotFound)
+    }
+}

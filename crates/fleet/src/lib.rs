@@ -1,0 +1,17 @@
+//! agentpkg as an OpAMP server (the Open Agent Management Protocol of OpenTelemetry):
+//! agents report their description, health and package statuses; the fleet keeps that
+//! state in the database, so any replica answers any agent, and answers each message.
+//!
+//! No HTTP here: the API decodes the transport and hands [`Fleet::handle`] the message.
+
+mod agents;
+mod attributes;
+
+/// The OpAMP messages, generated at build time from `proto/opamp/v1/*.proto` (our own
+/// files, written from the specification's message definitions).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/opamp.proto.v1.rs"));
+}
+
+pub use agents::{Fleet, MAX_MESSAGE_BYTES, SERVER_CAPABILITIES};

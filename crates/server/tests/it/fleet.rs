@@ -1,0 +1,254 @@
+//! The registry as an OpAMP server: OpenTelemetry's Python OpAMP client connects with a
+//! token and is recorded; sequence gaps ask for the full state; hostile requests are
+//! refused and store nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agentpkg_fleet::proto::{
+    AgentDescription, AgentToServer, AnyValue, KeyValue, ServerToAgent, ServerToAgentFlags,
+    any_value,
+};
+use agentpkg_store::on_both_backends;
+use agentpkg_store::testing::Backend;
+use prost::Message;
+use serde_json::Value;
+
+use crate::common::{TestApp, expect_error};
+
+on_both_backends!(
+    the_python_opamp_client_is_recorded_its_heartbeat_seen_and_its_disconnect_kept,
+    sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing,
+);
+
+fn tools() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tools = std::env::var_os("AGENTPKG_TOOLS_DIR").map_or(root.join(".tools"), PathBuf::from);
+    assert!(
+        tools
+            .join("venv/lib/python3.11/site-packages/opentelemetry/_opamp")
+            .exists()
+            || tools.join("venv/bin/python").exists(),
+        "the OpAMP client is missing from {}: run ./scripts/tools.sh",
+        tools.display()
+    );
+    tools
+}
+
+async fn agents(app: &TestApp, token: &str) -> Vec<Value> {
+    let res = app.get("/api/v1/agents", token).await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn the_python_opamp_client_is_recorded_its_heartbeat_seen_and_its_disconnect_kept(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let viewer = app.token_for("viewer").await;
+    let out = Command::new(tools().join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/python_agent.py"))
+        .arg(app.url("/v1/opamp"))
+        .arg(&viewer)
+        .arg("otelcol")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let uid = answers[0]["sent_uid"].as_str().unwrap().to_owned();
+    for answer in &answers {
+        // Echoed, AcceptsStatus | OffersPackages | AcceptsPackagesStatus, nothing asked.
+        assert_eq!(answer["instance_uid"], uid.as_str(), "{answer}");
+        assert_eq!(answer["capabilities"], 0x01 | 0x08 | 0x10, "{answer}");
+        assert_eq!(answer["flags"], 0, "{answer}");
+        assert_eq!(answer["error"], Value::Null, "{answer}");
+    }
+
+    let listed = agents(&app, &viewer).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let agent = &listed[0];
+    assert_eq!(agent["instance_uid"], uid.as_str());
+    assert_eq!(agent["identifying_attributes"]["service.name"], "otelcol");
+    assert_eq!(
+        agent["identifying_attributes"]["service.instance.id"],
+        "i-1"
+    );
+    assert_eq!(agent["non_identifying_attributes"]["os.type"], "linux");
+    // ReportsStatus | AcceptsPackages | ReportsPackageStatuses.
+    assert_eq!(agent["capabilities"], 0x01 | 0x08 | 0x10);
+    assert_eq!(agent["sequence_num"], 2);
+    // The heartbeat came 1.2 s after the first message: last_seen moved.
+    let at =
+        |field: &str| chrono::DateTime::parse_from_rfc3339(agent[field].as_str().unwrap()).unwrap();
+    assert!(
+        at("last_seen") - at("first_seen") >= chrono::Duration::milliseconds(1000),
+        "{agent}"
+    );
+    assert_eq!(agent["connected"], false);
+    assert_eq!(agent["disconnects"], 1);
+    assert!(agent["disconnected_at"].is_string());
+    let one = app.get(&format!("/api/v1/agents/{uid}"), &viewer).await;
+    assert_eq!(one.status(), 200);
+    assert_eq!(
+        one.json::<Value>().await.unwrap()["instance_uid"],
+        uid.as_str()
+    );
+}
+
+fn message(uid: &[u8], seq: u64, described: bool) -> AgentToServer {
+    AgentToServer {
+        instance_uid: uid.to_vec(),
+        sequence_num: seq,
+        capabilities: 1,
+        agent_description: described.then(|| AgentDescription {
+            identifying_attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("scripted".into())),
+                }),
+            }],
+            non_identifying_attributes: vec![],
+        }),
+        ..AgentToServer::default()
+    }
+}
+
+async fn post(
+    app: &TestApp,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .post(app.url("/v1/opamp"))
+        .header("Content-Type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap()
+}
+
+async fn send(app: &TestApp, token: &str, m: &AgentToServer) -> ServerToAgent {
+    let res = post(
+        app,
+        Some(token),
+        "application/x-protobuf",
+        m.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"].to_str().unwrap(),
+        "application/x-protobuf"
+    );
+    ServerToAgent::decode(res.bytes().await.unwrap()).unwrap()
+}
+
+async fn sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let viewer = app.token_for("viewer").await;
+    let protobuf = "application/x-protobuf";
+    let valid = message(&[7; 16], 0, true).encode_to_vec();
+
+    // Refused before anything is read or stored.
+    expect_error(
+        post(&app, None, protobuf, valid.clone()).await,
+        401,
+        "missing_token",
+    )
+    .await;
+    expect_error(
+        post(&app, Some(&viewer), "application/json", valid.clone()).await,
+        415,
+        "unsupported_media_type",
+    )
+    .await;
+    expect_error(
+        post(
+            &app,
+            Some(&viewer),
+            protobuf,
+            b"\xff\xff\xff not protobuf".to_vec(),
+        )
+        .await,
+        400,
+        "invalid_protobuf",
+    )
+    .await;
+    expect_error(
+        post(&app, Some(&viewer), protobuf, vec![0u8; 2 * 1024 * 1024]).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
+    // A bad instance uid: an error_response, as the protocol answers it.
+    let answer = send(&app, &viewer, &message(&[1, 2, 3], 0, true)).await;
+    let error = answer.error_response.expect("an error_response");
+    assert_eq!(error.r#type, 1, "BadRequest");
+    assert!(
+        error.error_message.contains("instance_uid"),
+        "{}",
+        error.error_message
+    );
+    assert!(agents(&app, &viewer).await.is_empty(), "nothing is stored");
+
+    // An agent the server does not know, without its description: report it all.
+    let full = ServerToAgentFlags::ReportFullState as u64;
+    let uid = [9u8; 16];
+    assert_eq!(
+        send(&app, &viewer, &message(&uid, 5, false)).await.flags & full,
+        full
+    );
+    assert_eq!(
+        send(&app, &viewer, &message(&uid, 6, true)).await.flags & full,
+        0
+    );
+    // The next number, or the same again (a retry): nothing asked.
+    assert_eq!(
+        send(&app, &viewer, &message(&uid, 7, false)).await.flags & full,
+        0
+    );
+    assert_eq!(
+        send(&app, &viewer, &message(&uid, 7, false)).await.flags & full,
+        0
+    );
+    // A gap: report it all.
+    assert_eq!(
+        send(&app, &viewer, &message(&uid, 10, false)).await.flags & full,
+        full
+    );
+    let listed = agents(&app, &viewer).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["instance_uid"], "09".repeat(16));
+    assert_eq!(
+        listed[0]["identifying_attributes"]["service.name"],
+        "scripted"
+    );
+    assert_eq!(listed[0]["sequence_num"], 10);
+
+    // The fleet API's own refusals.
+    expect_error(
+        app.get("/api/v1/agents/not-a-uid", &viewer).await,
+        400,
+        "invalid_field",
+    )
+    .await;
+    expect_error(
+        app.get(&format!("/api/v1/agents/{}", "ab".repeat(16)), &viewer)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+}
