@@ -121,6 +121,105 @@ impl TokenIssuer {
     }
 }
 
+/// Issuer of download credentials: a session token never verifies as one, nor one as a
+/// session token.
+const DOWNLOAD_ISSUER: &str = "agentpkg-download";
+
+#[derive(Serialize, Deserialize)]
+struct DownloadClaims {
+    /// The one package it downloads.
+    pkg: i64,
+}
+
+impl TokenIssuer {
+    /// A credential that downloads package `package_id`, and nothing else, for `ttl`.
+    pub fn issue_download(&self, package_id: i64, ttl: Duration) -> Result<String, ApiError> {
+        let claims = Claims::with_custom_claims(DownloadClaims { pkg: package_id }, ttl)
+            .with_issuer(DOWNLOAD_ISSUER);
+        self.key.authenticate(claims).map_err(ApiError::internal)
+    }
+
+    /// The package a download credential is for, if it is genuine and current.
+    fn verify_download(&self, token: &str) -> Option<i64> {
+        let options = VerificationOptions {
+            allowed_issuers: Some(HashSet::from_strings(&[DOWNLOAD_ISSUER])),
+            time_tolerance: Some(self.clock_skew),
+            accept_future: false,
+            ..Default::default()
+        };
+        let claims = self
+            .key
+            .verify_token::<DownloadClaims>(token, Some(options))
+            .ok()?;
+        claims.expires_at?;
+        Some(claims.custom.pkg)
+    }
+}
+
+/// Download headers for OpAMP offers: `Authorization: Bearer <credential>` good for one
+/// package only, for `ttl`.
+pub struct DownloadTokens {
+    issuer: TokenIssuer,
+    ttl: Duration,
+}
+
+impl DownloadTokens {
+    pub fn new(issuer: TokenIssuer, ttl: std::time::Duration) -> Self {
+        Self {
+            issuer,
+            ttl: Duration::from_secs(ttl.as_secs().max(1)),
+        }
+    }
+}
+
+impl agentpkg_fleet::DownloadCredentials for DownloadTokens {
+    fn headers(&self, package_id: i64) -> Vec<(String, String)> {
+        match self.issuer.issue_download(package_id, self.ttl) {
+            Ok(token) => vec![("Authorization".to_owned(), format!("Bearer {token}"))],
+            Err(e) => {
+                tracing::error!(error = %e, "no download credential could be made");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Who may read a package's bytes: a viewer (within its token's names), or the holder of
+/// a download credential for exactly that package (what OpAMP offers carry).
+pub enum Reader {
+    Viewer(Principal),
+    File(i64),
+}
+
+impl Reader {
+    /// Whether this reader may download `package`; "not found" otherwise.
+    pub fn may_download(&self, package: &agentpkg_model::Package) -> Result<(), ApiError> {
+        match self {
+            Reader::Viewer(p) => p.may_read(&package.name),
+            Reader::File(id) if *id == package.id => Ok(()),
+            Reader::File(_) => Err(ApiError::not_found("package not found")),
+        }
+    }
+}
+
+impl FromRequest for Reader {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<ApiState>>().cloned();
+        let file = match (&state, bearer(req)) {
+            (Some(state), Ok(bearer)) => state.tokens.verify_download(&bearer),
+            _ => None,
+        };
+        if let Some(id) = file {
+            return Box::pin(async move { Ok(Reader::File(id)) });
+        }
+        let viewer = Viewer::from_request(req, payload);
+        Box::pin(async move { Ok(Reader::Viewer(viewer.await?.principal)) })
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub struct Principal(pub Credential);

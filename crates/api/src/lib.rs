@@ -15,7 +15,9 @@ use agentpkg_model::RetentionPolicy;
 use agentpkg_packagemgr::{Accounts, AuditLog, PackageManager};
 use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 
-pub use auth::{Admin, JwtSecret, Principal, Publisher, TokenIssuer, Viewer};
+pub use auth::{
+    Admin, DownloadTokens, JwtSecret, Principal, Publisher, Reader, TokenIssuer, Viewer,
+};
 pub use context::{RequestContext, TrustedProxies};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
 pub use error::ApiError;
@@ -38,6 +40,9 @@ pub struct ApiState {
     pub stats: StatsApi,
     /// The agents that speak OpAMP to the registry.
     pub fleet: agentpkg_fleet::Fleet,
+    /// The registry's address as agents reach it (`server.public_url`), for the download
+    /// URLs of OpAMP offers; without it, the address each request came to.
+    pub public_url: Option<String>,
 }
 
 /// Download statistics and retention, as the API uses them.
@@ -179,6 +184,17 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/stats/top", web::get().to(handlers::stats::top))
                     .route("/agents", web::get().to(handlers::opamp::list))
                     .route("/agents/{uid}", web::get().to(handlers::opamp::get))
+                    .service(
+                        web::resource("/assignments")
+                            .route(web::get().to(handlers::assignments::list))
+                            .route(web::post().to(handlers::assignments::create)),
+                    )
+                    .service(
+                        web::resource("/assignments/{id}")
+                            .route(web::get().to(handlers::assignments::get))
+                            .route(web::patch().to(handlers::assignments::patch))
+                            .route(web::delete().to(handlers::assignments::delete)),
+                    )
                     .route("/stats/storage", web::get().to(handlers::stats::storage))
                     .route("/retention/run", web::post().to(handlers::stats::run))
                     .service(

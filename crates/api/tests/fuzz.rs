@@ -290,7 +290,15 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
     let state = ApiState {
         metrics: Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports)),
         stats,
-        fleet: agentpkg_fleet::Fleet::new(store.clone()),
+        fleet: agentpkg_fleet::Fleet::new(
+            store.clone(),
+            packages.clone(),
+            Arc::new(agentpkg_api::DownloadTokens::new(
+                tokens.clone(),
+                std::time::Duration::from_secs(60),
+            )),
+        ),
+        public_url: None,
         packages: packages.clone(),
         accounts,
         tokens,

@@ -1,14 +1,20 @@
 //! Answering an agent's message, and keeping what it says.
 
-use agentpkg_model::{Agent, AgentHealth, AgentPackageStatus, AgentUid, Page, PageRequest};
-use agentpkg_packagemgr::Error;
+use std::sync::Arc;
+
+use agentpkg_model::{
+    Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
+    Page, PageRequest,
+};
+use agentpkg_packagemgr::{Error, PackageManager};
 use agentpkg_store::DynFleetStore;
 use chrono::Utc;
 
 use crate::attributes::{map, status_name};
+use crate::offers::{DownloadCredentials, desired};
 use crate::proto::{
-    AgentToServer, ServerCapabilities, ServerErrorResponse, ServerErrorResponseType, ServerToAgent,
-    ServerToAgentFlags,
+    AgentCapabilities, AgentToServer, PackagesAvailable, ServerCapabilities, ServerErrorResponse,
+    ServerErrorResponseType, ServerToAgent, ServerToAgentFlags,
 };
 
 /// Largest `AgentToServer` message accepted, in bytes.
@@ -20,21 +26,38 @@ pub const SERVER_CAPABILITIES: u64 = ServerCapabilities::AcceptsStatus as u64
     | ServerCapabilities::OffersPackages as u64
     | ServerCapabilities::AcceptsPackagesStatus as u64;
 
-/// The agents of the fleet. Cheap to clone.
+/// The agents of the fleet and what they are offered. Cheap to clone.
 #[derive(Clone)]
 pub struct Fleet {
     store: DynFleetStore,
+    packages: PackageManager,
+    credentials: Arc<dyn DownloadCredentials>,
 }
 
 impl Fleet {
-    pub fn new(store: DynFleetStore) -> Self {
-        Self { store }
+    /// A fleet kept in `store`, offering `packages`' builds, with download headers from
+    /// `credentials`.
+    pub fn new(
+        store: DynFleetStore,
+        packages: PackageManager,
+        credentials: Arc<dyn DownloadCredentials>,
+    ) -> Self {
+        Self {
+            store,
+            packages,
+            credentials,
+        }
     }
 
-    /// Answers one message from an agent, keeping what it reports. A message the server
-    /// cannot accept (a bad `instance_uid`) is answered with an `error_response` and
-    /// changes nothing.
-    pub async fn handle(&self, message: AgentToServer) -> Result<ServerToAgent, Error> {
+    /// Answers one message from an agent, keeping what it reports, and offering its
+    /// desired set of packages (download URLs under `base_url`) when it accepts packages
+    /// and does not have that set yet. A message the server cannot accept (a bad
+    /// `instance_uid`) is answered with an `error_response` and changes nothing.
+    pub async fn handle(
+        &self,
+        message: AgentToServer,
+        base_url: &str,
+    ) -> Result<ServerToAgent, Error> {
         let mut answer = ServerToAgent {
             instance_uid: message.instance_uid.clone(),
             capabilities: SERVER_CAPABILITIES,
@@ -109,8 +132,91 @@ impl Fleet {
             }
             agent.connected = true;
         }
+        if agent.capabilities & AgentCapabilities::AcceptsPackages as u64 != 0
+            && message.agent_disconnect.is_none()
+        {
+            let assignments = self.store.assignments().await?;
+            let offer = desired(
+                &self.packages,
+                self.credentials.as_ref(),
+                &agent,
+                &assignments,
+                base_url,
+            )
+            .await?;
+            agent.offer_note = offer.note.clone();
+            // Only an agent that some assignment selects, or was offered packages before,
+            // gets a set: an agent removes whatever is not in it.
+            if offer.selected || agent.offered_hash.is_some() {
+                let all = offer.all_packages_hash();
+                let reported = message
+                    .package_statuses
+                    .as_ref()
+                    .map(|s| s.server_provided_all_packages_hash.as_slice());
+                let changed = agent.offered_hash.as_deref() != Some(hex::encode(&all).as_str());
+                let asked =
+                    full_state || answer.flags & ServerToAgentFlags::ReportFullState as u64 != 0;
+                if reported != Some(all.as_slice()) && (changed || asked || reported.is_some()) {
+                    agent.offered_hash = Some(hex::encode(&all));
+                    answer.packages_available = Some(PackagesAvailable {
+                        packages: offer.packages.into_iter().collect(),
+                        all_packages_hash: all,
+                    });
+                }
+            }
+        }
         self.store.save_agent(agent).await?;
         Ok(answer)
+    }
+
+    /// Creates an assignment.
+    pub async fn assign(&self, new: NewAssignment) -> Result<Assignment, Error> {
+        new.check()?;
+        // The package must exist, under any platform, for the assignment to make sense.
+        if self.packages.history(&new.package).await?.is_empty() {
+            return Err(Error::NotFound);
+        }
+        let created = self.store.create_assignment(new).await?;
+        tracing::info!(assignment = created.id, package = %created.package, version = %created.version, "assignment created");
+        Ok(created)
+    }
+
+    pub async fn assignments(&self) -> Result<Vec<Assignment>, Error> {
+        Ok(self.store.assignments().await?)
+    }
+
+    pub async fn assignment(&self, id: i64) -> Result<Assignment, Error> {
+        self.store.assignment(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// Changes an assignment: its version (a rollback is a change to an older one), its
+    /// rollout, its failure ratio, or pauses or resumes it.
+    pub async fn change_assignment(
+        &self,
+        id: i64,
+        patch: AssignmentPatch,
+    ) -> Result<Assignment, Error> {
+        if let Some(p) = patch.rollout_percent {
+            agentpkg_model::check_rollout(p)?;
+        }
+        if let Some(r) = patch.max_failure_ratio {
+            agentpkg_model::check_ratio(r)?;
+        }
+        let changed = self
+            .store
+            .update_assignment(id, patch)
+            .await?
+            .ok_or(Error::NotFound)?;
+        tracing::info!(assignment = id, version = %changed.version, rollout = changed.rollout_percent, paused = changed.paused.as_deref(), "assignment changed");
+        Ok(changed)
+    }
+
+    pub async fn unassign(&self, id: i64) -> Result<(), Error> {
+        if self.store.delete_assignment(id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
     }
 
     /// Agents, most recently seen first.

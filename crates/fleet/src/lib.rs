@@ -6,6 +6,7 @@
 
 mod agents;
 mod attributes;
+mod offers;
 
 /// The OpAMP messages, generated at build time from `proto/opamp/v1/*.proto` (our own
 /// files, written from the specification's message definitions).
@@ -15,3 +16,4 @@ pub mod proto {
 }
 
 pub use agents::{Fleet, MAX_MESSAGE_BYTES, SERVER_CAPABILITIES};
+pub use offers::DownloadCredentials;

@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ValidationError;
+use crate::{PackageName, ValidationError, Version, VersionRequirement};
 
 /// An agent's instance uid: 16 bytes (a UUID), shown as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,6 +94,10 @@ pub struct Agent {
     pub connected: bool,
     pub disconnects: u64,
     pub disconnected_at: Option<DateTime<Utc>>,
+    /// The `all_packages_hash` of the packages last offered to it (hex), once offered any.
+    pub offered_hash: Option<String>,
+    /// Why it is offered nothing though assignments select it (say, no `host.arch`).
+    pub offer_note: Option<String>,
 }
 
 impl Agent {
@@ -112,8 +116,147 @@ impl Agent {
             connected: true,
             disconnects: 0,
             disconnected_at: None,
+            offered_hash: None,
+            offer_note: None,
         }
     }
+}
+
+/// Which version of a package an assignment offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionChoice {
+    /// The newest active stable version.
+    Latest,
+    Exact(Version),
+    /// The newest active stable version matching a requirement (`^0.115`).
+    Matching(VersionRequirement),
+}
+
+impl VersionChoice {
+    /// `latest`, an exact version, or a requirement.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s == "latest" {
+            return Ok(Self::Latest);
+        }
+        if let Ok(v) = Version::parse(s) {
+            return Ok(Self::Exact(v));
+        }
+        VersionRequirement::parse(s)
+            .map(Self::Matching)
+            .map_err(|_| {
+                ValidationError::new(
+                    "version",
+                    "must be \"latest\", a SemVer version or a requirement such as ^1.4",
+                )
+            })
+    }
+}
+
+impl fmt::Display for VersionChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::Exact(v) => write!(f, "{v}"),
+            Self::Matching(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// Attributes an agent must have (all of them, with these values) to be offered an
+/// assignment's package.
+pub type Selector = BTreeMap<String, String>;
+
+/// A package offered to the agents an assignment selects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub id: i64,
+    pub package: PackageName,
+    pub version: VersionChoice,
+    /// The name it is offered under: `""` is the agent's top-level package, anything else
+    /// an addon.
+    pub offer_as: String,
+    pub selector: Selector,
+    /// Share of the selected agents offered it (0–100), chosen by their instance uid.
+    pub rollout_percent: u8,
+    /// Share of failed installs among the agents offered it past which it pauses itself.
+    pub max_failure_ratio: f64,
+    /// Offer the version as `v1.2.3` (the Collector's supervisor expects that).
+    pub v_prefix: bool,
+    /// Why it is paused, while it is.
+    pub paused: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An assignment to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAssignment {
+    pub package: PackageName,
+    pub version: VersionChoice,
+    pub offer_as: String,
+    pub selector: Selector,
+    pub rollout_percent: u8,
+    pub max_failure_ratio: f64,
+    pub v_prefix: bool,
+}
+
+impl NewAssignment {
+    /// Checks what types cannot: the name offered, the selector, the ratios.
+    pub fn check(&self) -> Result<(), ValidationError> {
+        check_offer_as(&self.offer_as)?;
+        check_selector(&self.selector)?;
+        check_rollout(self.rollout_percent)?;
+        check_ratio(self.max_failure_ratio)
+    }
+}
+
+/// Changes to an assignment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AssignmentPatch {
+    pub version: Option<VersionChoice>,
+    pub rollout_percent: Option<u8>,
+    pub max_failure_ratio: Option<f64>,
+    /// `Some(None)` resumes; `Some(Some(reason))` pauses.
+    pub paused: Option<Option<String>>,
+}
+
+pub fn check_offer_as(name: &str) -> Result<(), ValidationError> {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/');
+    if name.len() > 128 || !name.chars().all(ok) {
+        return Err(ValidationError::new(
+            "offer_as",
+            "at most 128 characters of letters, digits, '.', '_', '-' and '/' (empty: the top-level package)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_selector(selector: &Selector) -> Result<(), ValidationError> {
+    if selector.len() > 32
+        || selector
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 256 || v.len() > 1024)
+    {
+        return Err(ValidationError::new(
+            "selector",
+            "at most 32 attributes, each key 1 to 256 characters and each value at most 1024",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_rollout(percent: u8) -> Result<(), ValidationError> {
+    if percent > 100 {
+        return Err(ValidationError::new("rollout_percent", "must be 0 to 100"));
+    }
+    Ok(())
+}
+
+pub fn check_ratio(ratio: f64) -> Result<(), ValidationError> {
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(ValidationError::new("max_failure_ratio", "must be 0 to 1"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,5 +277,32 @@ mod tests {
         assert!(AgentUid::from_bytes(&[1, 2, 3]).is_err());
         assert!(AgentUid::parse("xyz").is_err());
         assert!(AgentUid::parse(&"g".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn version_choices_and_assignment_checks() {
+        assert_eq!(
+            VersionChoice::parse("latest").unwrap(),
+            VersionChoice::Latest
+        );
+        assert!(matches!(
+            VersionChoice::parse("1.2.3").unwrap(),
+            VersionChoice::Exact(_)
+        ));
+        assert!(matches!(
+            VersionChoice::parse("^0.115").unwrap(),
+            VersionChoice::Matching(_)
+        ));
+        assert!(VersionChoice::parse("newest please").is_err());
+        assert_eq!(
+            VersionChoice::parse("^0.115").unwrap().to_string(),
+            "^0.115"
+        );
+        assert!(check_offer_as("").is_ok());
+        assert!(check_offer_as("addons/tail").is_ok());
+        assert!(check_offer_as("bad name").is_err());
+        assert!(check_rollout(101).is_err());
+        assert!(check_ratio(1.5).is_err());
+        assert!(check_ratio(f64::NAN).is_err());
     }
 }

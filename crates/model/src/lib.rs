@@ -23,7 +23,10 @@ mod version;
 pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
-pub use fleet::{Agent, AgentHealth, AgentPackageStatus, AgentUid};
+pub use fleet::{
+    Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
+    Selector, VersionChoice, check_offer_as, check_ratio, check_rollout,
+};
 pub use key::ObjectKey;
 pub use package::{
     Actor, Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,

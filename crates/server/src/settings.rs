@@ -4,7 +4,7 @@
 //! Secrets are [`SecretString`]s: they never appear in `Debug` output or logs.
 
 mod stats;
-pub use stats::{RetentionSettings, StatsSettings};
+pub use stats::{FleetSettings, RetentionSettings, StatsSettings};
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,7 @@ pub struct Settings {
     pub gc: GcSettings,
     pub stats: StatsSettings,
     pub retention: RetentionSettings,
+    pub fleet: FleetSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
@@ -40,6 +41,10 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub bind: String,
+    /// The address agents and clients reach the registry at (`https://pkg.example.com`),
+    /// for the absolute download URLs of OpAMP offers. Empty: the address each request
+    /// came to.
+    pub public_url: String,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
     /// Seconds in-flight requests get to finish on shutdown.
@@ -63,6 +68,7 @@ impl Default for ServerSettings {
         let body = BodyDeadlines::default();
         Self {
             bind: "127.0.0.1:8080".into(),
+            public_url: String::new(),
             workers: 0,
             shutdown_timeout_secs: 30,
             max_connections: 10_000,

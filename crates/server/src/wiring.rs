@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer};
-use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, JwtSecret, StatsApi, TokenIssuer};
+use agentpkg_api::{
+    ApiMetrics, ApiState, DownloadOptions, DownloadTokens, JwtSecret, StatsApi, TokenIssuer,
+};
 use agentpkg_fleet::Fleet;
 use agentpkg_packagemgr::{
     Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager, SigningPolicy,
@@ -306,7 +308,7 @@ fn manager(settings: &Settings, components: Components) -> Wired {
         accounts,
         audit,
         stats,
-        fleet: Fleet::new(store_for_fleet),
+        fleet_store: store_for_fleet,
     }
 }
 
@@ -316,7 +318,7 @@ struct Wired {
     accounts: Accounts,
     audit: AuditLog,
     stats: StatsApi,
-    fleet: Fleet,
+    fleet_store: agentpkg_store::DynFleetStore,
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -403,7 +405,7 @@ impl Application {
             accounts,
             audit,
             stats,
-            fleet,
+            fleet_store,
         } = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
@@ -438,20 +440,31 @@ impl Application {
             .as_ref()
             .map(|counter| counter.spawn_flusher(Duration::from_secs(settings.stats.flush_secs)));
         let metrics = Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports));
+        let tokens = TokenIssuer::new(
+            &secret,
+            settings.auth.token_ttl_secs,
+            settings.auth.clock_skew_secs,
+        );
+        let fleet = Fleet::new(
+            fleet_store,
+            packages.clone(),
+            Arc::new(DownloadTokens::new(
+                tokens.clone(),
+                Duration::from_secs(settings.fleet.download_ttl_secs),
+            )),
+        );
         let state = ApiState {
             metrics,
             packages,
             accounts,
-            tokens: TokenIssuer::new(
-                &secret,
-                settings.auth.token_ttl_secs,
-                settings.auth.clock_skew_secs,
-            ),
+            tokens,
             body_deadlines: settings.server.body_deadlines(),
             audit,
             trusted_proxies,
             stats,
             fleet,
+            public_url: (!settings.server.public_url.is_empty())
+                .then(|| settings.server.public_url.trim_end_matches('/').to_owned()),
             downloads: DownloadOptions {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),

@@ -601,4 +601,42 @@ impl crate::FleetStore for DieselStore {
         self.with_conn_read("list_agents", move |c| crate::fleet::list(c, &page))
             .await
     }
+
+    async fn create_assignment(
+        &self,
+        new: agentpkg_model::NewAssignment,
+    ) -> Result<agentpkg_model::Assignment, StoreError> {
+        self.with_conn("create_assignment", move |c| {
+            crate::fleet::create_assignment(c, &new)
+        })
+        .await
+    }
+
+    async fn assignments(&self) -> Result<Vec<agentpkg_model::Assignment>, StoreError> {
+        self.with_conn_read("assignments", crate::fleet::assignments)
+            .await
+    }
+
+    async fn assignment(&self, id: i64) -> Result<Option<agentpkg_model::Assignment>, StoreError> {
+        self.with_conn_read("assignment", move |c| crate::fleet::assignment(c, id))
+            .await
+    }
+
+    async fn update_assignment(
+        &self,
+        id: i64,
+        patch: agentpkg_model::AssignmentPatch,
+    ) -> Result<Option<agentpkg_model::Assignment>, StoreError> {
+        self.with_conn("update_assignment", move |c| {
+            crate::fleet::update_assignment(c, id, &patch)
+        })
+        .await
+    }
+
+    async fn delete_assignment(&self, id: i64) -> Result<bool, StoreError> {
+        self.with_conn("delete_assignment", move |c| {
+            crate::fleet::delete_assignment(c, id)
+        })
+        .await
+    }
 }

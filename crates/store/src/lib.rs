@@ -366,6 +366,19 @@ pub trait FleetStore: Health {
         &self,
         page: agentpkg_model::PageRequest,
     ) -> Result<Page<agentpkg_model::Agent>, StoreError>;
+    async fn create_assignment(
+        &self,
+        new: agentpkg_model::NewAssignment,
+    ) -> Result<agentpkg_model::Assignment, StoreError>;
+    /// Every assignment, oldest first.
+    async fn assignments(&self) -> Result<Vec<agentpkg_model::Assignment>, StoreError>;
+    async fn assignment(&self, id: i64) -> Result<Option<agentpkg_model::Assignment>, StoreError>;
+    async fn update_assignment(
+        &self,
+        id: i64,
+        patch: agentpkg_model::AssignmentPatch,
+    ) -> Result<Option<agentpkg_model::Assignment>, StoreError>;
+    async fn delete_assignment(&self, id: i64) -> Result<bool, StoreError>;
 }
 
 pub type DynFleetStore = Arc<dyn FleetStore>;

@@ -250,5 +250,23 @@ diesel::table! {
         connected -> Bool,
         disconnects -> BigInt,
         disconnected_at -> Nullable<Timestamp>,
+        offered_hash -> Nullable<Text>,
+        offer_note -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    assignments (id) {
+        id -> BigInt,
+        package -> Text,
+        version -> Text,
+        offer_as -> Text,
+        selector -> Text,
+        rollout_percent -> Integer,
+        max_failure_ratio -> Double,
+        v_prefix -> Bool,
+        paused -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
     }
 }

@@ -1,1 +1,2 @@
+DROP TABLE assignments;
 DROP TABLE agents;

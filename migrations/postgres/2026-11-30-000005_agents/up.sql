@@ -13,7 +13,27 @@ CREATE TABLE agents (
     last_seen        TIMESTAMP NOT NULL,
     connected        BOOLEAN   NOT NULL,
     disconnects      BIGINT    NOT NULL DEFAULT 0,
-    disconnected_at  TIMESTAMP
+    disconnected_at  TIMESTAMP,
+    -- The all_packages_hash last offered (hex), and why nothing is offered when so.
+    offered_hash     TEXT,
+    offer_note       TEXT
 );
 -- Most recently seen first.
 CREATE INDEX agents_last_seen_idx ON agents (last_seen);
+
+-- Packages offered to the agents an assignment selects (selector: JSON object of
+-- attribute values all required). When two select an agent under the same offer_as, the
+-- older one (lower id) wins.
+CREATE TABLE assignments (
+    id                BIGSERIAL PRIMARY KEY,
+    package           TEXT      NOT NULL,
+    version           TEXT      NOT NULL,
+    offer_as          TEXT      NOT NULL,
+    selector          TEXT      NOT NULL,
+    rollout_percent   INTEGER   NOT NULL CHECK (rollout_percent BETWEEN 0 AND 100),
+    max_failure_ratio DOUBLE PRECISION NOT NULL CHECK (max_failure_ratio >= 0 AND max_failure_ratio <= 1),
+    v_prefix          BOOLEAN   NOT NULL,
+    paused            TEXT,
+    created_at        TIMESTAMP NOT NULL,
+    updated_at        TIMESTAMP NOT NULL
+);

@@ -93,7 +93,14 @@ pub(crate) async fn http(
             format!("not an OpAMP AgentToServer message: {e}"),
         )
     })?;
-    let answer = state.fleet.handle(message).await?;
+    let base = match &state.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
+    };
+    let answer = state.fleet.handle(message, &base).await?;
     Ok(HttpResponse::Ok()
         .content_type(PROTOBUF)
         .body(answer.encode_to_vec()))
@@ -150,6 +157,11 @@ pub(crate) struct AgentView {
     connected: bool,
     disconnects: u64,
     disconnected_at: Option<DateTime<Utc>>,
+    /// The `all_packages_hash` last offered (hex), once any set was offered.
+    offered_hash: Option<String>,
+    /// Why assignments that select the agent offer it nothing (no `host.arch`, no build
+    /// for its platform).
+    offer_note: Option<String>,
 }
 
 impl From<&Agent> for AgentView {
@@ -184,6 +196,8 @@ impl From<&Agent> for AgentView {
             connected: a.connected,
             disconnects: a.disconnects,
             disconnected_at: a.disconnected_at,
+            offered_hash: a.offered_hash.clone(),
+            offer_note: a.offer_note.clone(),
         }
     }
 }

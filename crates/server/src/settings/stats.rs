@@ -74,3 +74,19 @@ impl StatsSettings {
         Ok(())
     }
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Seconds the download credential in an OpAMP offer's headers works (for that one
+    /// package only).
+    pub download_ttl_secs: u64,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            download_ttl_secs: 3600,
+        }
+    }
+}

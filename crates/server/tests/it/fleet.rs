@@ -19,6 +19,7 @@ use crate::common::{TestApp, expect_error};
 on_both_backends!(
     the_python_opamp_client_is_recorded_its_heartbeat_seen_and_its_disconnect_kept,
     sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing,
+    assigned_builds_are_offered_per_platform_downloaded_checked_and_reported,
 );
 
 fn tools() -> PathBuf {
@@ -251,4 +252,246 @@ async fn sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing
         "not_found",
     )
     .await;
+}
+
+/// Runs the scripted agent and returns its report.
+fn scripted(app_base: &str, token: &str, uid: &str, os: &str, arch: &str, fail: bool) -> Value {
+    let mut cmd = Command::new(tools().join("venv/bin/python"));
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/scripted_agent.py"))
+        .arg(format!("{app_base}/v1/opamp"))
+        .arg(token)
+        .arg(uid)
+        .arg(os)
+        .arg(arch)
+        .arg("otelcol");
+    if fail {
+        cmd.arg("fail");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn put(app: &TestApp, token: &str, coords: &str, body: &[u8]) -> Value {
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/packages/{coords}")))
+        .bearer_auth(token)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    res.json().await.unwrap()
+}
+
+async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reported(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let viewer = app.token_for("viewer").await;
+    for (coords, body) in [
+        (
+            "otelcol/1.0.0/linux/amd64",
+            &b"collector 1.0.0 linux amd64"[..],
+        ),
+        ("otelcol/1.0.0/linux/arm64", b"collector 1.0.0 linux arm64"),
+        (
+            "otelcol/1.0.0/windows/amd64",
+            b"collector 1.0.0 windows amd64",
+        ),
+        ("otelcol/1.1.0/linux/amd64", b"collector 1.1.0 linux amd64"),
+    ] {
+        put(&app, &admin, coords, body).await;
+    }
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({
+            "package": "otelcol", "version": "1.0.0", "v_prefix": true,
+            "selector": {"service.name": "otelcol"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let assignment: Value = res.json().await.unwrap();
+    let id = assignment["id"].as_i64().unwrap();
+    assert_eq!(assignment["rollout_percent"], 100);
+
+    let mut hashes = std::collections::HashMap::new();
+    for (n, (os, arch)) in [
+        ("linux", "amd64"),
+        ("linux", "arm64"),
+        ("windows", "x86_64"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let uid = format!("{:032x}", n + 1);
+        let report = scripted(&app.base, &viewer, &uid, os, arch, false);
+        let top = &report["offered"][""];
+        assert_eq!(top["type"], 0, "top-level: {report}");
+        assert_eq!(top["version"], "v1.0.0");
+        let build = if arch == "x86_64" { "amd64" } else { arch };
+        assert!(
+            top["url"].as_str().unwrap().ends_with(&format!(
+                "/api/v1/packages/otelcol/1.0.0/{os}/{build}/download"
+            )),
+            "{report}"
+        );
+        assert_eq!(top["download_status"], 200, "{report}");
+        assert_eq!(top["content_hash_ok"], true, "{report}");
+        assert_eq!(top["header_keys"], serde_json::json!(["Authorization"]));
+        // The offer's credential opens that file and nothing else.
+        assert_eq!(top["credential_elsewhere"], 401, "{report}");
+        assert_eq!(report["offered_again"], false, "{report}");
+        hashes.insert(uid, report["all_hash"].as_str().unwrap().to_owned());
+    }
+    let amd64 = format!("{:032x}", 1);
+    let agent: Value = app
+        .get(&format!("/api/v1/agents/{amd64}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        agent["package_statuses"][0]["status"], "installed",
+        "{agent}"
+    );
+    assert_eq!(agent["package_statuses"][0]["agent_has_version"], "v1.0.0");
+    assert_eq!(agent["offered_hash"], hashes[&amd64].as_str());
+
+    // Unchanged: the same hashes for an agent asking afresh, here and on a second replica.
+    let again = scripted(
+        &app.base,
+        &viewer,
+        &format!("{:032x}", 11),
+        "linux",
+        "amd64",
+        false,
+    );
+    assert_eq!(again["all_hash"], hashes[&amd64].as_str());
+    let second = agentpkg_server::Application::build(app.settings.clone())
+        .await
+        .unwrap();
+    let other = format!("http://127.0.0.1:{}", second.port());
+    let handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+    let there = scripted(
+        &other,
+        &viewer,
+        &format!("{:032x}", 12),
+        "linux",
+        "amd64",
+        false,
+    );
+    assert_eq!(there["all_hash"], hashes[&amd64].as_str());
+    handle.stop(true).await;
+
+    // No build for the architecture: nothing offered, and the agent's record says why.
+    let odd = format!("{:032x}", 20);
+    let report = scripted(&app.base, &viewer, &odd, "linux", "s390x", false);
+    assert_eq!(report["offered"], serde_json::json!({}), "{report}");
+    let agent: Value = app
+        .get(&format!("/api/v1/agents/{odd}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        agent["offer_note"].as_str().unwrap().contains("host.arch"),
+        "{agent}"
+    );
+
+    // A new version: a new offer with a new hash.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/assignments/{id}")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "version": "^1.1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let report = scripted(&app.base, &viewer, &amd64, "linux", "amd64", false);
+    assert_eq!(report["offered"][""]["version"], "v1.1.0", "{report}");
+    assert_ne!(report["all_hash"], hashes[&amd64].as_str());
+    // arm64 has no 1.1.0: it is offered nothing, and told so.
+    let arm = scripted(
+        &app.base,
+        &viewer,
+        &format!("{:032x}", 2),
+        "linux",
+        "arm64",
+        false,
+    );
+    assert_eq!(arm["offered"], serde_json::json!({}), "{arm}");
+
+    // A failed install shows in the agent's record.
+    let failing = format!("{:032x}", 30);
+    scripted(&app.base, &viewer, &failing, "linux", "amd64", true);
+    let agent: Value = app
+        .get(&format!("/api/v1/agents/{failing}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agent["package_statuses"][0]["status"], "install_failed");
+    assert_eq!(
+        agent["package_statuses"][0]["error_message"],
+        "scripted failure"
+    );
+
+    // Viewers read assignments; only admins write them.
+    assert_eq!(app.get("/api/v1/assignments", &viewer).await.status(), 200);
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&viewer)
+        .json(&serde_json::json!({ "package": "otelcol" }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 403, "forbidden").await;
+    for (body, field) in [
+        (
+            serde_json::json!({ "package": "otelcol", "version": "newest" }),
+            "version",
+        ),
+        (
+            serde_json::json!({ "package": "otelcol", "rollout_percent": 101 }),
+            "rollout_percent",
+        ),
+        (
+            serde_json::json!({ "package": "otelcol", "offer_as": "a b" }),
+            "offer_as",
+        ),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/api/v1/assignments"))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let error = expect_error(res, 400, "invalid_field").await;
+        assert_eq!(error["error"]["field"], field, "{body}");
+    }
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "package": "no-such-package" }))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 404, "not_found").await;
 }

@@ -9,7 +9,7 @@ use utoipa::IntoParams;
 use super::{CoordinatesPath, LatestPath, latest_query};
 use crate::error::ErrorBody;
 use crate::handlers::download::{DownloadAnswers, serve};
-use crate::{ApiError, ApiState, Viewer};
+use crate::{ApiError, ApiState, Reader, Viewer};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -51,7 +51,8 @@ pub(crate) async fn download(
 /// Download an exact version
 ///
 /// By name, version, platform and architecture, active or yanked, so an agent's URL never
-/// needs a database id. Answers as the download by id does. Needs the viewer role.
+/// needs a database id. Answers as the download by id does. Needs the viewer role, or the
+/// download credential of an OpAMP offer for this package.
 #[utoipa::path(
     get,
     path = "/api/v1/packages/{name}/{version}/{platform}/{arch}/download",
@@ -64,15 +65,18 @@ pub(crate) async fn download(
     ),
 )]
 pub(crate) async fn download_by_coordinates(
-    viewer: Viewer,
+    reader: Reader,
     state: web::Data<ApiState>,
     req: HttpRequest,
     path: web::Path<CoordinatesPath>,
     params: web::Query<DownloadParams>,
 ) -> Result<HttpResponse, ApiError> {
     let coordinates = path.parse()?;
-    viewer.principal.may_read(&coordinates.name)?;
+    if let Reader::Viewer(principal) = &reader {
+        principal.may_read(&coordinates.name)?;
+    }
     let package = state.packages.find(&coordinates).await?;
+    reader.may_download(&package)?;
     serve(&req, &state, package, params.redirect).await
 }
 

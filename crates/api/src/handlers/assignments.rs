@@ -1,0 +1,254 @@
+//! Assignments: which package each selected agent is offered over OpAMP.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use agentpkg_model::{
+    Assignment, AssignmentPatch, NewAssignment, PackageName, ValidationError, VersionChoice,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::ErrorBody;
+use crate::{Admin, ApiError, ApiState, Viewer};
+
+/// An assignment.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AssignmentView {
+    id: i64,
+    package: String,
+    /// `latest`, an exact version, or a requirement (`^0.115`).
+    version: String,
+    /// The name it is offered under: `""` is the top-level package, anything else an addon.
+    offer_as: String,
+    /// Attributes an agent must all have, with these values.
+    selector: BTreeMap<String, String>,
+    rollout_percent: u8,
+    max_failure_ratio: f64,
+    /// Versions offered as `v1.2.3`.
+    v_prefix: bool,
+    /// Why it is paused, or null.
+    paused: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&Assignment> for AssignmentView {
+    fn from(a: &Assignment) -> Self {
+        Self {
+            id: a.id,
+            package: a.package.to_string(),
+            version: a.version.to_string(),
+            offer_as: a.offer_as.clone(),
+            selector: a.selector.clone(),
+            rollout_percent: a.rollout_percent,
+            max_failure_ratio: a.max_failure_ratio,
+            v_prefix: a.v_prefix,
+            paused: a.paused.clone(),
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
+}
+
+fn default_version() -> String {
+    "latest".to_owned()
+}
+
+fn default_percent() -> u8 {
+    100
+}
+
+fn default_ratio() -> f64 {
+    0.2
+}
+
+/// A package to offer to the agents a selector picks.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewAssignmentBody {
+    #[schema(value_type = PackageName)]
+    package: String,
+    /// `latest` (the default), an exact version, or a requirement (`^0.115`).
+    #[serde(default = "default_version")]
+    version: String,
+    /// `""` (the default): the top-level package; otherwise an addon's name.
+    #[serde(default)]
+    offer_as: String,
+    /// Attributes (identifying or not) an agent must all have; none: every agent.
+    #[serde(default)]
+    selector: BTreeMap<String, String>,
+    /// 0 to 100 (default 100).
+    #[serde(default = "default_percent")]
+    rollout_percent: u8,
+    /// 0 to 1 (default 0.2).
+    #[serde(default = "default_ratio")]
+    max_failure_ratio: f64,
+    /// Offer versions as `v1.2.3` (the Collector's supervisor expects it).
+    #[serde(default)]
+    v_prefix: bool,
+}
+
+/// Assign a package to agents
+///
+/// Agents that accept packages and have every attribute of the selector are offered the
+/// build of the package for their `os.type` and `host.arch`, in their complete desired
+/// set. Needs the admin role.
+#[utoipa::path(
+    post,
+    path = "/api/v1/assignments",
+    tag = "fleet",
+    request_body = NewAssignmentBody,
+    responses(
+        (status = 201, description = "The assignment", body = AssignmentView),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn create(
+    _admin: Admin,
+    state: web::Data<ApiState>,
+    body: web::Json<NewAssignmentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let new = NewAssignment {
+        package: PackageName::parse(&body.package)
+            .map_err(|e| ValidationError::new("package", e.message))?,
+        version: VersionChoice::parse(&body.version)?,
+        offer_as: body.offer_as,
+        selector: body.selector,
+        rollout_percent: body.rollout_percent,
+        max_failure_ratio: body.max_failure_ratio,
+        v_prefix: body.v_prefix,
+    };
+    let created = state.fleet.assign(new).await?;
+    Ok(HttpResponse::Created().json(AssignmentView::from(&created)))
+}
+
+/// List assignments
+///
+/// Oldest first; when two offer an agent the same name, the older wins. Needs the viewer
+/// role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/assignments",
+    tag = "fleet",
+    responses((status = 200, description = "Every assignment", body = Vec<AssignmentView>)),
+)]
+pub(crate) async fn list(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let all = state.fleet.assignments().await?;
+    Ok(HttpResponse::Ok().json(all.iter().map(AssignmentView::from).collect::<Vec<_>>()))
+}
+
+fn not_found(e: agentpkg_packagemgr::Error) -> ApiError {
+    match e {
+        agentpkg_packagemgr::Error::NotFound => ApiError::not_found("assignment not found"),
+        other => other.into(),
+    }
+}
+
+/// Get an assignment
+///
+/// Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/assignments/{id}",
+    tag = "fleet",
+    params(("id" = i64, Path, description = "Assignment id")),
+    responses(
+        (status = 200, description = "The assignment", body = AssignmentView),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn get(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let found = state.fleet.assignment(*id).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(AssignmentView::from(&found)))
+}
+
+/// Changes to an assignment.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AssignmentPatchBody {
+    /// Another version (an older one rolls back).
+    version: Option<String>,
+    rollout_percent: Option<u8>,
+    max_failure_ratio: Option<f64>,
+    /// `true` pauses (no new agent is offered it), `false` resumes.
+    paused: Option<bool>,
+}
+
+/// Change an assignment
+///
+/// Resume or pause it, change its rollout percentage or failure ratio, or roll back to a
+/// previous version. Needs the admin role.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/assignments/{id}",
+    tag = "fleet",
+    params(("id" = i64, Path, description = "Assignment id")),
+    request_body = AssignmentPatchBody,
+    responses(
+        (status = 200, description = "The changed assignment", body = AssignmentView),
+        (status = 400, description = "An invalid field", body = ErrorBody),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn patch(
+    admin: Admin,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+    body: web::Json<AssignmentPatchBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let patch = AssignmentPatch {
+        version: body
+            .version
+            .as_deref()
+            .map(VersionChoice::parse)
+            .transpose()?,
+        rollout_percent: body.rollout_percent,
+        max_failure_ratio: body.max_failure_ratio,
+        paused: body
+            .paused
+            .map(|p| p.then(|| format!("paused by {}", admin.principal.0.username))),
+    };
+    let changed = state
+        .fleet
+        .change_assignment(*id, patch)
+        .await
+        .map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(AssignmentView::from(&changed)))
+}
+
+/// Delete an assignment
+///
+/// Its agents are offered their desired set without it (and remove the package). Needs
+/// the admin role.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/assignments/{id}",
+    tag = "fleet",
+    params(("id" = i64, Path, description = "Assignment id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn delete(
+    _admin: Admin,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    state.fleet.unassign(*id).await.map_err(not_found)?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,328 @@
+//! What each agent is offered: the assignments that select it, resolved to the builds for
+//! its platform, with stable hashes.
+
+use std::collections::BTreeMap;
+
+use agentpkg_model::{
+    Agent, Arch, Assignment, Coordinates, LatestQuery, Package, Platform, VersionChoice,
+};
+use agentpkg_packagemgr::{Error, PackageManager};
+use sha2::{Digest, Sha256};
+
+use crate::proto::{DownloadableFile, Header, Headers, PackageAvailable, PackageType};
+
+/// Gives the headers that let an agent download one package, and nothing else, for a
+/// while (never the agent's own credential).
+pub trait DownloadCredentials: Send + Sync + 'static {
+    fn headers(&self, package_id: i64) -> Vec<(String, String)>;
+}
+
+/// The desired set of one agent.
+#[derive(Debug, Default)]
+pub(crate) struct Offer {
+    pub(crate) packages: BTreeMap<String, PackageAvailable>,
+    /// Whether any assignment selects the agent (then the set is sent even when empty).
+    pub(crate) selected: bool,
+    /// Why something selected is not offered.
+    pub(crate) note: Option<String>,
+}
+
+impl Offer {
+    /// Hash of the whole set: of each name and its package's hash, in name order.
+    pub(crate) fn all_packages_hash(&self) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(b"agentpkg all packages v1\0");
+        for (name, p) in &self.packages {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(&p.hash);
+        }
+        h.finalize().to_vec()
+    }
+}
+
+/// The platform and architecture an agent runs on, from OpenTelemetry's `os.type` and
+/// `host.arch` (or Go's `GOOS`/`GOARCH` names).
+pub(crate) fn platform_of(
+    attributes: &BTreeMap<String, String>,
+) -> Result<(Platform, Arch), String> {
+    let os = attributes
+        .get("os.type")
+        .ok_or("the agent reports no os.type attribute")?;
+    let platform = match os.as_str() {
+        "linux" => Platform::Linux,
+        "windows" => Platform::Windows,
+        "darwin" | "macos" => Platform::Darwin,
+        other => return Err(format!("os.type {other:?} has no builds here")),
+    };
+    let arch = attributes
+        .get("host.arch")
+        .ok_or("the agent reports no host.arch attribute")?;
+    let arch = match arch.as_str() {
+        "amd64" | "x86_64" => Arch::Amd64,
+        "arm64" | "aarch64" => Arch::Arm64,
+        "x86" | "386" | "i386" | "i686" => Arch::I386,
+        other => return Err(format!("host.arch {other:?} has no builds here")),
+    };
+    Ok((platform, arch))
+}
+
+/// Whether the agent is among the first `percent` of 100 for this assignment: a hash of
+/// its uid and the assignment's id, so raising the percentage only adds agents.
+pub(crate) fn in_rollout(agent: &Agent, assignment: &Assignment) -> bool {
+    let mut h = Sha256::new();
+    h.update(agent.uid.as_bytes());
+    h.update(assignment.id.to_be_bytes());
+    let digest = h.finalize();
+    let bucket = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8])) % 10_000;
+    bucket < u64::from(assignment.rollout_percent) * 100
+}
+
+/// Whether every attribute of the selector is the agent's, with that value.
+pub(crate) fn selects(assignment: &Assignment, attributes: &BTreeMap<String, String>) -> bool {
+    assignment
+        .selector
+        .iter()
+        .all(|(k, v)| attributes.get(k) == Some(v))
+}
+
+/// The build an assignment gives a platform, if there is one.
+async fn resolve(
+    packages: &PackageManager,
+    assignment: &Assignment,
+    platform: Platform,
+    arch: Arch,
+) -> Result<Option<Package>, Error> {
+    let latest = |requirement| LatestQuery {
+        name: assignment.package.clone(),
+        platform,
+        arch,
+        requirement,
+        include_prerelease: false,
+    };
+    let found = match &assignment.version {
+        VersionChoice::Latest => packages.latest(&latest(None)).await,
+        VersionChoice::Matching(r) => packages.latest(&latest(Some(r.clone()))).await,
+        VersionChoice::Exact(v) => {
+            packages
+                .find(&Coordinates {
+                    name: assignment.package.clone(),
+                    version: v.clone(),
+                    platform,
+                    arch,
+                })
+                .await
+        }
+    };
+    match found {
+        Ok(p) => Ok(Some(p)),
+        Err(Error::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The agent's desired set: for each name offered, the oldest assignment that selects it
+/// and has it in its rollout, resolved for its platform.
+pub(crate) async fn desired(
+    packages: &PackageManager,
+    credentials: &dyn DownloadCredentials,
+    agent: &Agent,
+    assignments: &[Assignment],
+    base_url: &str,
+) -> Result<Offer, Error> {
+    let mut attributes = agent.non_identifying.clone();
+    attributes.extend(agent.identifying.clone());
+    let mut offer = Offer::default();
+    let selecting: Vec<&Assignment> = assignments
+        .iter()
+        .filter(|a| selects(a, &attributes))
+        .collect();
+    if selecting.is_empty() {
+        return Ok(offer);
+    }
+    offer.selected = true;
+    let (platform, arch) = match platform_of(&attributes) {
+        Ok(p) => p,
+        Err(why) => {
+            offer.note = Some(why);
+            return Ok(offer);
+        }
+    };
+    let mut notes = Vec::new();
+    for assignment in selecting {
+        if offer.packages.contains_key(&assignment.offer_as)
+            || assignment.paused.is_some()
+            || !in_rollout(agent, assignment)
+        {
+            continue;
+        }
+        let Some(package) = resolve(packages, assignment, platform, arch).await? else {
+            notes.push(format!(
+                "assignment {}: no {} {} build for {}/{}",
+                assignment.id,
+                assignment.package,
+                assignment.version,
+                platform.as_str(),
+                arch.as_str()
+            ));
+            continue;
+        };
+        let signature = match &package.signature {
+            Some(_) => packages.signature(&package).await?.1,
+            None => Vec::new(),
+        };
+        let available = available(&package, assignment, signature, credentials, base_url);
+        offer
+            .packages
+            .insert(assignment.offer_as.clone(), available);
+    }
+    if !notes.is_empty() {
+        offer.note = Some(notes.join("; "));
+    }
+    Ok(offer)
+}
+
+fn available(
+    package: &Package,
+    assignment: &Assignment,
+    signature: Vec<u8>,
+    credentials: &dyn DownloadCredentials,
+    base_url: &str,
+) -> PackageAvailable {
+    let version = if assignment.v_prefix {
+        format!("v{}", package.version)
+    } else {
+        package.version.to_string()
+    };
+    let kind = if assignment.offer_as.is_empty() {
+        PackageType::TopLevel
+    } else {
+        PackageType::Addon
+    };
+    let content_hash = hex::decode(package.checksum.as_str()).unwrap_or_default();
+    // The offered fields and content, never the short-lived headers: the same package
+    // gives the same hash on every replica and after restarts.
+    let mut h = Sha256::new();
+    h.update(b"agentpkg package v1\0");
+    h.update(assignment.offer_as.as_bytes());
+    h.update([0, kind as u8, 0]);
+    h.update(version.as_bytes());
+    h.update([0]);
+    h.update(&content_hash);
+    h.update([0]);
+    h.update(&signature);
+    let hash = h.finalize().to_vec();
+    PackageAvailable {
+        r#type: kind as i32,
+        version,
+        file: Some(DownloadableFile {
+            download_url: format!(
+                "{}/api/v1/packages/{}/{}/{}/{}/download",
+                base_url.trim_end_matches('/'),
+                package.name,
+                package.version,
+                package.platform.as_str(),
+                package.arch.as_str()
+            ),
+            content_hash,
+            signature,
+            headers: Some(Headers {
+                headers: credentials
+                    .headers(package.id)
+                    .into_iter()
+                    .map(|(key, value)| Header { key, value })
+                    .collect(),
+            }),
+        }),
+        hash,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn platforms_follow_opentelemetry_and_go_names() {
+        for (os, arch, expected) in [
+            ("linux", "amd64", (Platform::Linux, Arch::Amd64)),
+            ("linux", "x86_64", (Platform::Linux, Arch::Amd64)),
+            ("windows", "x86", (Platform::Windows, Arch::I386)),
+            ("linux", "386", (Platform::Linux, Arch::I386)),
+            ("darwin", "arm64", (Platform::Darwin, Arch::Arm64)),
+        ] {
+            assert_eq!(
+                platform_of(&attrs(&[("os.type", os), ("host.arch", arch)])).unwrap(),
+                expected
+            );
+        }
+        assert!(
+            platform_of(&attrs(&[("os.type", "linux")]))
+                .unwrap_err()
+                .contains("host.arch")
+        );
+        assert!(platform_of(&attrs(&[("os.type", "linux"), ("host.arch", "s390x")])).is_err());
+        assert!(platform_of(&attrs(&[("os.type", "plan9"), ("host.arch", "amd64")])).is_err());
+    }
+
+    fn assignment(id: i64, percent: u8) -> Assignment {
+        Assignment {
+            id,
+            package: agentpkg_model::PackageName::parse("otelcol").unwrap(),
+            version: VersionChoice::Latest,
+            offer_as: String::new(),
+            selector: attrs(&[("service.name", "otelcol")]),
+            rollout_percent: percent,
+            max_failure_ratio: 0.2,
+            v_prefix: false,
+            paused: None,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            updated_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn raising_a_rollout_only_adds_agents_and_shares_are_near_the_percentage() {
+        let agents: Vec<Agent> = (0..1000u32)
+            .map(|i| {
+                let mut uid = [0u8; 16];
+                uid[..4].copy_from_slice(&i.to_be_bytes());
+                Agent::new(
+                    agentpkg_model::AgentUid::from_bytes(&uid).unwrap(),
+                    chrono::DateTime::UNIX_EPOCH,
+                )
+            })
+            .collect();
+        let at = |p| {
+            agents
+                .iter()
+                .filter(|a| in_rollout(a, &assignment(7, p)))
+                .map(|a| a.uid)
+                .collect::<Vec<_>>()
+        };
+        let (twenty, fifty) = (at(20), at(50));
+        assert!((150..250).contains(&twenty.len()), "{}", twenty.len());
+        assert!((420..580).contains(&fifty.len()), "{}", fifty.len());
+        assert!(twenty.iter().all(|u| fifty.contains(u)));
+        assert_eq!(at(0).len(), 0);
+        assert_eq!(at(100).len(), 1000);
+    }
+
+    #[test]
+    fn selectors_need_every_attribute() {
+        let a = assignment(1, 100);
+        assert!(selects(
+            &a,
+            &attrs(&[("service.name", "otelcol"), ("x", "y")])
+        ));
+        assert!(!selects(&a, &attrs(&[("service.name", "other")])));
+        assert!(!selects(&a, &attrs(&[])));
+    }
+}

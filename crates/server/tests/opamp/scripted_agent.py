@@ -1,0 +1,116 @@
+"""A scripted OpAMP agent that accepts packages, for the tests. Its messages are built and
+its answers read with the protobuf classes that opentelemetry-opamp-client ships
+(generated from the official opamp.proto), so the wire encoding is not agentpkg's.
+
+    scripted_agent.py ENDPOINT TOKEN UID_HEX OS_TYPE HOST_ARCH SERVICE [fail]
+
+Sends its full state; when offered packages, downloads each with the offered headers,
+checks content_hash (and that another package's credential is refused), then reports
+Installing and Installed (or InstallFailed with "fail"). Then one more message with the
+statuses. Prints one JSON object: what was offered, what the downloads gave, and whether
+the last answer offered anything again.
+"""
+
+import hashlib
+import json
+import sys
+
+import requests
+from opentelemetry._opamp.proto import anyvalue_pb2, opamp_pb2
+
+CAPS = (
+    opamp_pb2.AgentCapabilities_ReportsStatus
+    | opamp_pb2.AgentCapabilities_AcceptsPackages
+    | opamp_pb2.AgentCapabilities_ReportsPackageStatuses
+)
+
+
+def kv(key, value):
+    return anyvalue_pb2.KeyValue(key=key, value=anyvalue_pb2.AnyValue(string_value=value))
+
+
+class Agent:
+    def __init__(self, endpoint, token, uid, os_type, arch, service):
+        self.endpoint, self.token, self.uid = endpoint, token, bytes.fromhex(uid)
+        self.seq = 0
+        self.description = opamp_pb2.AgentDescription(
+            identifying_attributes=[kv("service.name", service)],
+            non_identifying_attributes=[kv("os.type", os_type), kv("host.arch", arch)],
+        )
+
+    def send(self, **fields):
+        message = opamp_pb2.AgentToServer(
+            instance_uid=self.uid, sequence_num=self.seq, capabilities=CAPS, **fields
+        )
+        self.seq += 1
+        res = requests.post(
+            self.endpoint,
+            data=message.SerializeToString(),
+            headers={
+                "Content-Type": "application/x-protobuf",
+                "Authorization": "Bearer " + self.token,
+            },
+            timeout=30,
+        )
+        res.raise_for_status()
+        answer = opamp_pb2.ServerToAgent()
+        answer.ParseFromString(res.content)
+        return answer
+
+
+def main():
+    endpoint, token, uid, os_type, arch, service = sys.argv[1:7]
+    fail = len(sys.argv) > 7 and sys.argv[7] == "fail"
+    agent = Agent(endpoint, token, uid, os_type, arch, service)
+    answer = agent.send(agent_description=agent.description)
+    report = {"capabilities": answer.capabilities, "offered": {}, "all_hash": None}
+    statuses = opamp_pb2.PackageStatuses()
+    if answer.HasField("packages_available"):
+        available = answer.packages_available
+        report["all_hash"] = available.all_packages_hash.hex()
+        statuses.server_provided_all_packages_hash = available.all_packages_hash
+        for name, package in available.packages.items():
+            headers = {h.key: h.value for h in package.file.headers.headers}
+            res = requests.get(package.file.download_url, headers=headers, timeout=30)
+            body = res.content if res.status_code == 200 else b""
+            ok = hashlib.sha256(body).digest() == package.file.content_hash
+            # The credential is for this file only: the package list refuses it.
+            elsewhere = requests.get(
+                endpoint.replace("/v1/opamp", "/api/v1/packages"), headers=headers, timeout=30
+            ).status_code
+            report["offered"][name] = {
+                "type": package.type,
+                "version": package.version,
+                "hash": package.hash.hex(),
+                "url": package.file.download_url,
+                "download_status": res.status_code,
+                "bytes": len(body),
+                "content_hash_ok": ok,
+                "has_signature": len(package.file.signature) > 0,
+                "header_keys": sorted(headers),
+                "credential_elsewhere": elsewhere,
+            }
+            status = opamp_pb2.PackageStatus(
+                name=name,
+                server_offered_version=package.version,
+                server_offered_hash=package.hash,
+                status=opamp_pb2.PackageStatusEnum_Installing,
+            )
+            statuses.packages[name].CopyFrom(status)
+        agent.send(package_statuses=statuses)
+        for name, package in available.packages.items():
+            status = statuses.packages[name]
+            if fail or not report["offered"][name]["content_hash_ok"]:
+                status.status = opamp_pb2.PackageStatusEnum_InstallFailed
+                status.error_message = "scripted failure" if fail else "content_hash mismatch"
+            else:
+                status.status = opamp_pb2.PackageStatusEnum_Installed
+                status.agent_has_version = package.version
+                status.agent_has_hash = package.hash
+    last = agent.send(package_statuses=statuses)
+    report["offered_again"] = last.HasField("packages_available")
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main()
