@@ -13,6 +13,7 @@ fn sample(param: &str, id: i64, fingerprint: &str) -> String {
         "version" => "1.0.0".into(),
         "platform" => "linux".into(),
         "arch" => "amd64".into(),
+        "uid" => "01".repeat(16),
         other => panic!("no sample value for parameter {other}"),
     }
 }
@@ -40,6 +41,31 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // An agent, and an assignment (the first: its id is the package's), for the fleet's.
+    let hello = agentpkg_fleet::proto::AgentToServer {
+        instance_uid: vec![1; 16],
+        ..Default::default()
+    };
+    let res = app
+        .client
+        .post(app.url("/v1/opamp"))
+        .bearer_auth(&admin)
+        .header("Content-Type", "application/x-protobuf")
+        .body(prost::Message::encode_to_vec(&hello))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "package": "opamp-agent" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.json::<Value>().await.unwrap()["id"], id);
 
     // Public: no token needed to read the description of the API.
     let res = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap();
