@@ -189,6 +189,10 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                             .route(web::get().to(handlers::assignments::list))
                             .route(web::post().to(handlers::assignments::create)),
                     )
+                    .route(
+                        "/assignments/{id}/status",
+                        web::get().to(handlers::assignments::status),
+                    )
                     .service(
                         web::resource("/assignments/{id}")
                             .route(web::get().to(handlers::assignments::get))

@@ -79,6 +79,7 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         handlers::assignments::get,
         handlers::assignments::patch,
         handlers::assignments::delete,
+        handlers::assignments::status,
         handlers::teams::create,
         handlers::teams::list,
         handlers::teams::add_member,

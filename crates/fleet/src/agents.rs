@@ -32,6 +32,20 @@ pub struct Fleet {
     store: DynFleetStore,
     packages: PackageManager,
     credentials: Arc<dyn DownloadCredentials>,
+    min_sample: u64,
+}
+
+/// Agents a failure ratio is judged on, at the least, unless told otherwise.
+pub const DEFAULT_MIN_SAMPLE: u64 = 5;
+
+/// Where a rollout stands: agents by offered version and status, and the failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutStatus {
+    pub assignment: Assignment,
+    /// (offered version, status) → agents.
+    pub counts: std::collections::BTreeMap<(String, String), u64>,
+    /// (agent uid, offered version, error message) of each failed install.
+    pub failures: Vec<(String, String, String)>,
 }
 
 impl Fleet {
@@ -46,7 +60,14 @@ impl Fleet {
             store,
             packages,
             credentials,
+            min_sample: DEFAULT_MIN_SAMPLE,
         }
+    }
+
+    /// The same fleet judging failure ratios on at least `agents` agents.
+    pub fn with_rollout_min_sample(mut self, agents: u64) -> Self {
+        self.min_sample = agents.max(1);
+        self
     }
 
     /// Answers one message from an agent, keeping what it reports, and offering its
@@ -132,6 +153,7 @@ impl Fleet {
             }
             agent.connected = true;
         }
+        let mut sources = None;
         if agent.capabilities & AgentCapabilities::AcceptsPackages as u64 != 0
             && message.agent_disconnect.is_none()
         {
@@ -145,6 +167,7 @@ impl Fleet {
             )
             .await?;
             agent.offer_note = offer.note.clone();
+            sources = Some(offer.sources.clone());
             // Only an agent that some assignment selects, or was offered packages before,
             // gets a set: an agent removes whatever is not in it.
             if offer.selected || agent.offered_hash.is_some() {
@@ -165,8 +188,83 @@ impl Fleet {
                 }
             }
         }
-        self.store.save_agent(agent).await?;
+        let reported = message.package_statuses.is_some();
+        self.store.save_agent(agent, reported).await?;
+        if reported && let Some(sources) = sources {
+            self.guard(&sources).await?;
+        }
         Ok(answer)
+    }
+
+    /// Pauses each rolling-out assignment whose share of failed installs, among the agents
+    /// offered its version, is past its ratio (once enough agents were offered it).
+    async fn guard(
+        &self,
+        sources: &std::collections::BTreeMap<String, (i64, String)>,
+    ) -> Result<(), Error> {
+        for (name, (id, version)) in sources {
+            let Some(assignment) = self.store.assignment(*id).await? else {
+                continue;
+            };
+            if assignment.paused.is_some() {
+                continue;
+            }
+            let (offered, failed) = self.store.offer_outcomes(name, version).await?;
+            if offered < self.min_sample {
+                continue;
+            }
+            let ratio = failed as f64 / offered as f64;
+            if ratio > assignment.max_failure_ratio {
+                let why = format!(
+                    "paused automatically: {failed} of {offered} agents offered {version} failed to install it ({:.0} % > {:.0} %)",
+                    ratio * 100.0,
+                    assignment.max_failure_ratio * 100.0
+                );
+                tracing::warn!(assignment = id, %why, "rollout paused");
+                self.store
+                    .update_assignment(
+                        *id,
+                        AssignmentPatch {
+                            paused: Some(Some(why)),
+                            ..AssignmentPatch::default()
+                        },
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where an assignment's rollout stands.
+    pub async fn rollout_status(&self, id: i64) -> Result<RolloutStatus, Error> {
+        let assignment = self.assignment(id).await?;
+        // Only statuses of this package's versions (other assignments may offer other
+        // packages under the same name).
+        let versions: std::collections::HashSet<String> = self
+            .packages
+            .history(&assignment.package)
+            .await?
+            .into_iter()
+            .map(|v| v.version.to_string())
+            .collect();
+        let mut counts = std::collections::BTreeMap::new();
+        let mut failures = Vec::new();
+        for (uid, offered, _has, status, error) in
+            self.store.package_statuses(&assignment.offer_as).await?
+        {
+            if !versions.contains(offered.trim_start_matches('v')) {
+                continue;
+            }
+            if status == "install_failed" {
+                failures.push((uid, offered.clone(), error));
+            }
+            *counts.entry((offered, status)).or_insert(0) += 1;
+        }
+        Ok(RolloutStatus {
+            assignment,
+            counts,
+            failures,
+        })
     }
 
     /// Creates an assignment.

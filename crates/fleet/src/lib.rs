@@ -15,5 +15,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/opamp.proto.v1.rs"));
 }
 
-pub use agents::{Fleet, MAX_MESSAGE_BYTES, SERVER_CAPABILITIES};
+pub use agents::{
+    DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES, RolloutStatus, SERVER_CAPABILITIES,
+};
 pub use offers::DownloadCredentials;

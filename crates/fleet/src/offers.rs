@@ -25,6 +25,9 @@ pub(crate) struct Offer {
     pub(crate) selected: bool,
     /// Why something selected is not offered.
     pub(crate) note: Option<String>,
+    /// For each name offered: the assignment it comes from and the version offered, for
+    /// the rollout guard.
+    pub(crate) sources: BTreeMap<String, (i64, String)>,
 }
 
 impl Offer {
@@ -150,13 +153,34 @@ pub(crate) async fn desired(
     };
     let mut notes = Vec::new();
     for assignment in selecting {
-        if offer.packages.contains_key(&assignment.offer_as)
-            || assignment.paused.is_some()
-            || !in_rollout(agent, assignment)
-        {
+        if offer.packages.contains_key(&assignment.offer_as) {
             continue;
         }
-        let Some(package) = resolve(packages, assignment, platform, arch).await? else {
+        let has = agent
+            .package_statuses
+            .iter()
+            .find(|s| s.name == assignment.offer_as && !s.agent_has_version.is_empty())
+            .map(|s| s.agent_has_version.as_str());
+        let resolved = if assignment.paused.is_some() || !in_rollout(agent, assignment) {
+            // Not (or no longer) rolled out to this agent: it keeps the version it has, when
+            // that is a build of this package, rather than be told to remove it.
+            match has.map(|v| v.trim_start_matches('v')) {
+                Some(version) => {
+                    let Ok(version) = agentpkg_model::Version::parse(version) else {
+                        continue;
+                    };
+                    let pinned = Assignment {
+                        version: VersionChoice::Exact(version),
+                        ..assignment.clone()
+                    };
+                    resolve(packages, &pinned, platform, arch).await?
+                }
+                None => continue,
+            }
+        } else {
+            resolve(packages, assignment, platform, arch).await?
+        };
+        let Some(package) = resolved else {
             notes.push(format!(
                 "assignment {}: no {} {} build for {}/{}",
                 assignment.id,
@@ -172,6 +196,10 @@ pub(crate) async fn desired(
             None => Vec::new(),
         };
         let available = available(&package, assignment, signature, credentials, base_url);
+        offer.sources.insert(
+            assignment.offer_as.clone(),
+            (assignment.id, available.version.clone()),
+        );
         offer
             .packages
             .insert(assignment.offer_as.clone(), available);

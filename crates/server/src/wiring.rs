@@ -452,7 +452,8 @@ impl Application {
                 tokens.clone(),
                 Duration::from_secs(settings.fleet.download_ttl_secs),
             )),
-        );
+        )
+        .with_rollout_min_sample(settings.fleet.rollout_min_sample);
         let state = ApiState {
             metrics,
             packages,

@@ -589,9 +589,34 @@ impl crate::FleetStore for DieselStore {
             .await
     }
 
-    async fn save_agent(&self, agent: agentpkg_model::Agent) -> Result<(), StoreError> {
-        self.with_conn("save_agent", move |c| crate::fleet::save(c, &agent))
-            .await
+    async fn save_agent(
+        &self,
+        agent: agentpkg_model::Agent,
+        packages_changed: bool,
+    ) -> Result<(), StoreError> {
+        self.with_conn("save_agent", move |c| {
+            crate::fleet::save(c, &agent, packages_changed)
+        })
+        .await
+    }
+
+    async fn offer_outcomes(&self, name: &str, version: &str) -> Result<(u64, u64), StoreError> {
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.with_conn_read("offer_outcomes", move |c| {
+            crate::fleet::outcomes(c, &name, &version)
+        })
+        .await
+    }
+
+    async fn package_statuses(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::PackageStatusRow>, StoreError> {
+        let name = name.to_owned();
+        self.with_conn_read("package_statuses", move |c| {
+            crate::fleet::statuses(c, &name)
+        })
+        .await
     }
 
     async fn list_agents(

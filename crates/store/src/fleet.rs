@@ -7,6 +7,7 @@ use agentpkg_model::{
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::schema::agent_packages as ap;
 use crate::schema::agents as a;
 use crate::schema::assignments as asg;
 use crate::{DbConnection, StoreError};
@@ -104,8 +105,38 @@ pub(crate) fn get(conn: &mut DbConnection, uid: &AgentUid) -> Result<Option<Agen
         .transpose()
 }
 
-/// Inserts or replaces the agent's row.
-pub(crate) fn save(conn: &mut DbConnection, agent: &Agent) -> Result<(), StoreError> {
+/// Inserts or replaces the agent's row, and its package rows when `packages_changed`.
+pub(crate) fn save(
+    conn: &mut DbConnection,
+    agent: &Agent,
+    packages_changed: bool,
+) -> Result<(), StoreError> {
+    if !packages_changed {
+        return save_row(conn, agent);
+    }
+    crate::connection::write_transaction(conn, |conn| {
+        save_row(conn, agent)?;
+        let uid = agent.uid.to_string();
+        diesel::delete(ap::table.filter(ap::instance_uid.eq(&uid))).execute(conn)?;
+        let at = now();
+        for s in &agent.package_statuses {
+            diesel::insert_into(ap::table)
+                .values((
+                    ap::instance_uid.eq(&uid),
+                    ap::name.eq(&s.name),
+                    ap::offered_version.eq(&s.server_offered_version),
+                    ap::agent_has_version.eq(&s.agent_has_version),
+                    ap::status.eq(&s.status),
+                    ap::error_message.eq(&s.error_message),
+                    ap::updated_at.eq(at),
+                ))
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+fn save_row(conn: &mut DbConnection, agent: &Agent) -> Result<(), StoreError> {
     let row = row(agent)?;
     let updated = diesel::update(a::table.find(&row.instance_uid))
         .set(&row)
@@ -287,4 +318,38 @@ pub(crate) fn update_assignment(
 
 pub(crate) fn delete_assignment(conn: &mut DbConnection, id: i64) -> Result<bool, StoreError> {
     Ok(diesel::delete(asg::table.find(id)).execute(conn)? > 0)
+}
+
+/// Agents offered `version` under `name`, and how many of them reported a failed install.
+pub(crate) fn outcomes(
+    conn: &mut DbConnection,
+    name: &str,
+    version: &str,
+) -> Result<(u64, u64), StoreError> {
+    let rows: Vec<String> = ap::table
+        .filter(ap::name.eq(name))
+        .filter(ap::offered_version.eq(version))
+        .select(ap::status)
+        .load(conn)?;
+    let failed = rows.iter().filter(|s| *s == "install_failed").count();
+    Ok((rows.len() as u64, failed as u64))
+}
+
+/// Every agent's status for the package `name`: (uid, offered version, version it has,
+/// status, error message).
+pub(crate) fn statuses(
+    conn: &mut DbConnection,
+    name: &str,
+) -> Result<Vec<crate::PackageStatusRow>, StoreError> {
+    Ok(ap::table
+        .filter(ap::name.eq(name))
+        .order(ap::instance_uid.asc())
+        .select((
+            ap::instance_uid,
+            ap::offered_version,
+            ap::agent_has_version,
+            ap::status,
+            ap::error_message,
+        ))
+        .load(conn)?)
 }

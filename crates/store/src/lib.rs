@@ -359,8 +359,18 @@ pub trait FleetStore: Health {
         &self,
         uid: &agentpkg_model::AgentUid,
     ) -> Result<Option<agentpkg_model::Agent>, StoreError>;
-    /// Records the agent's state, replacing what was recorded.
-    async fn save_agent(&self, agent: agentpkg_model::Agent) -> Result<(), StoreError>;
+    /// Records the agent's state, replacing what was recorded (its package statuses'
+    /// rows too when `packages_changed`).
+    async fn save_agent(
+        &self,
+        agent: agentpkg_model::Agent,
+        packages_changed: bool,
+    ) -> Result<(), StoreError>;
+    /// How many agents were offered `version` under `name`, and how many of them failed
+    /// to install it.
+    async fn offer_outcomes(&self, name: &str, version: &str) -> Result<(u64, u64), StoreError>;
+    /// Every agent's reported status for the package offered as `name`.
+    async fn package_statuses(&self, name: &str) -> Result<Vec<PackageStatusRow>, StoreError>;
     /// Agents, most recently seen first.
     async fn list_agents(
         &self,
@@ -382,6 +392,10 @@ pub trait FleetStore: Health {
 }
 
 pub type DynFleetStore = Arc<dyn FleetStore>;
+
+/// One agent's status for one package: (uid, offered version, version it has, status,
+/// error message).
+pub type PackageStatusRow = (String, String, String, String, String);
 
 /// Download counts, storage usage, and what retention needs to choose.
 #[async_trait]

@@ -270,3 +270,15 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    agent_packages (instance_uid, name) {
+        instance_uid -> Text,
+        name -> Text,
+        offered_version -> Text,
+        agent_has_version -> Text,
+        status -> Text,
+        error_message -> Text,
+        updated_at -> Timestamp,
+    }
+}

@@ -1,2 +1,3 @@
+DROP TABLE agent_packages;
 DROP TABLE assignments;
 DROP TABLE agents;

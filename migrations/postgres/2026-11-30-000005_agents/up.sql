@@ -37,3 +37,17 @@ CREATE TABLE assignments (
     created_at        TIMESTAMP NOT NULL,
     updated_at        TIMESTAMP NOT NULL
 );
+
+-- Each agent's package statuses, one row per package name, as last reported: what rollouts
+-- count (failures among the agents offered a version) and the status view reads.
+CREATE TABLE agent_packages (
+    instance_uid      TEXT      NOT NULL REFERENCES agents (instance_uid) ON DELETE CASCADE,
+    name              TEXT      NOT NULL,
+    offered_version   TEXT      NOT NULL,
+    agent_has_version TEXT      NOT NULL,
+    status            TEXT      NOT NULL,
+    error_message     TEXT      NOT NULL,
+    updated_at        TIMESTAMP NOT NULL,
+    PRIMARY KEY (instance_uid, name)
+);
+CREATE INDEX agent_packages_offer_idx ON agent_packages (name, offered_version);

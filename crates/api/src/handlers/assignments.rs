@@ -252,3 +252,75 @@ pub(crate) async fn delete(
     state.fleet.unassign(*id).await.map_err(not_found)?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// Agents with one offered version and status.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionStatusView {
+    /// The version offered (as offered: with its `v` when the assignment adds one).
+    version: String,
+    /// `installed`, `install_pending`, `installing`, `install_failed`, `downloading`.
+    status: String,
+    agents: u64,
+}
+
+/// A failed install.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct FailureView {
+    instance_uid: String,
+    version: String,
+    error_message: String,
+}
+
+/// Where a rollout stands.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RolloutView {
+    assignment: AssignmentView,
+    /// Agents by offered version and reported status.
+    agents: Vec<VersionStatusView>,
+    failures: Vec<FailureView>,
+}
+
+/// Where an assignment's rollout stands
+///
+/// The agents that reported a status for its package, by offered version and status, and
+/// every failed install with its message; `assignment.paused` says when and why it paused
+/// itself. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/assignments/{id}/status",
+    tag = "fleet",
+    params(("id" = i64, Path, description = "Assignment id")),
+    responses(
+        (status = 200, description = "The rollout", body = RolloutView),
+        (status = 400, description = "The id is not an integer", body = ErrorBody),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn status(
+    _viewer: Viewer,
+    state: web::Data<ApiState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let rollout = state.fleet.rollout_status(*id).await.map_err(not_found)?;
+    Ok(HttpResponse::Ok().json(RolloutView {
+        assignment: AssignmentView::from(&rollout.assignment),
+        agents: rollout
+            .counts
+            .into_iter()
+            .map(|((version, status), agents)| VersionStatusView {
+                version,
+                status,
+                agents,
+            })
+            .collect(),
+        failures: rollout
+            .failures
+            .into_iter()
+            .map(|(instance_uid, version, error_message)| FailureView {
+                instance_uid,
+                version,
+                error_message,
+            })
+            .collect(),
+    }))
+}

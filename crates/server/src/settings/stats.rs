@@ -81,12 +81,16 @@ pub struct FleetSettings {
     /// Seconds the download credential in an OpAMP offer's headers works (for that one
     /// package only).
     pub download_ttl_secs: u64,
+    /// Agents offered a version, at the least, before its share of failed installs can
+    /// pause a rollout.
+    pub rollout_min_sample: u64,
 }
 
 impl Default for FleetSettings {
     fn default() -> Self {
         Self {
             download_ttl_secs: 3600,
+            rollout_min_sample: agentpkg_fleet::DEFAULT_MIN_SAMPLE,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! token and is recorded; sequence gaps ask for the full state; hostile requests are
 //! refused and store nothing.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,6 +21,7 @@ on_both_backends!(
     the_python_opamp_client_is_recorded_its_heartbeat_seen_and_its_disconnect_kept,
     sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing,
     assigned_builds_are_offered_per_platform_downloaded_checked_and_reported,
+    a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures,
 );
 
 fn tools() -> PathBuf {
@@ -494,4 +496,185 @@ async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reporte
         .await
         .unwrap();
     expect_error(res, 404, "not_found").await;
+}
+
+/// Runs the 50 agents once; their uid → the version offered in this run.
+fn fleet_run(
+    app: &TestApp,
+    token: &str,
+    state: &Path,
+    mode: &str,
+) -> BTreeMap<String, Option<String>> {
+    let out = Command::new(tools().join("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/many_agents.py"))
+        .arg(app.url("/v1/opamp"))
+        .arg(token)
+        .arg("50")
+        .arg(state)
+        .arg(mode)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn offered(run: &BTreeMap<String, Option<String>>, version: &str) -> BTreeSet<String> {
+    run.iter()
+        .filter(|(_, v)| v.as_deref() == Some(version))
+        .map(|(uid, _)| uid.clone())
+        .collect()
+}
+
+async fn patch_assignment(app: &TestApp, token: &str, id: i64, body: Value) -> Value {
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/assignments/{id}")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let viewer = app.token_for("viewer").await;
+    put(
+        &app,
+        &admin,
+        "collector/1.0.0/linux/amd64",
+        b"collector 1.0.0",
+    )
+    .await;
+    put(
+        &app,
+        &admin,
+        "collector/1.1.0/linux/amd64",
+        b"collector 1.1.0",
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({
+            "package": "collector", "version": "1.0.0",
+            "selector": {"service.name": "fleet"}, "max_failure_ratio": 0.2,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("agents.json");
+
+    // Everyone installs 1.0.0.
+    let run = fleet_run(&app, &viewer, &state, "install");
+    assert_eq!(offered(&run, "1.0.0").len(), 50, "{run:?}");
+
+    // 1.1.0 to 20 %: about 10 of 50 are offered it, the others keep 1.0.0 untouched.
+    patch_assignment(
+        &app,
+        &admin,
+        id,
+        serde_json::json!({"version": "1.1.0", "rollout_percent": 20}),
+    )
+    .await;
+    let run = fleet_run(&app, &viewer, &state, "install");
+    let first = offered(&run, "1.1.0");
+    assert!(
+        (4..=18).contains(&first.len()),
+        "20 % reached {}: {run:?}",
+        first.len()
+    );
+    assert_eq!(
+        offered(&run, "1.0.0").len(),
+        0,
+        "the others are not offered anything new"
+    );
+
+    // Raising it to 50 % adds agents and keeps every earlier one (they already have it).
+    patch_assignment(&app, &admin, id, serde_json::json!({"rollout_percent": 50})).await;
+    let run = fleet_run(&app, &viewer, &state, "install");
+    let added = offered(&run, "1.1.0");
+    assert!(added.is_disjoint(&first), "the first ones already have it");
+    assert!((12..=38).contains(&(first.len() + added.len())), "{run:?}");
+
+    // To everyone, and all but 2 of the newly offered fail: past 20 % the rollout pauses.
+    patch_assignment(
+        &app,
+        &admin,
+        id,
+        serde_json::json!({"rollout_percent": 100}),
+    )
+    .await;
+    let run = fleet_run(&app, &viewer, &state, "fail:2");
+    let last = offered(&run, "1.1.0");
+    assert!(!last.is_empty());
+    let assignment: Value = app
+        .get(&format!("/api/v1/assignments/{id}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let Some(why) = assignment["paused"].as_str() else {
+        let status = app
+            .get(&format!("/api/v1/assignments/{id}/status"), &viewer)
+            .await
+            .text()
+            .await
+            .unwrap();
+        panic!("not paused: {assignment}; {status}; offered {last:?}");
+    };
+    assert!(why.starts_with("paused automatically"), "{why}");
+    // Not every agent was offered it once paused: the ones after the pause kept 1.0.0.
+    assert!(
+        last.len() < 50 - first.len() - added.len(),
+        "{} offered after {why}",
+        last.len()
+    );
+
+    let status: Value = app
+        .get(&format!("/api/v1/assignments/{id}/status"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let count = |version: &str, state: &str| {
+        status["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["version"] == version && e["status"] == state)
+            .map_or(0, |e| e["agents"].as_u64().unwrap())
+    };
+    let failed = count("1.1.0", "install_failed");
+    assert_eq!(failed as usize, last.len() - 2, "{status}");
+    assert_eq!(
+        count("1.1.0", "installed") as usize,
+        first.len() + added.len() + 2,
+        "{status}"
+    );
+    assert_eq!(status["failures"].as_array().unwrap().len() as u64, failed);
+    assert!(
+        status["failures"][0]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("exit status 3")
+    );
+
+    // Paused: nobody new is offered 1.1.0, those who have it keep it (no new offer), and
+    // resuming offers it again.
+    let run = fleet_run(&app, &viewer, &state, "install");
+    assert!(offered(&run, "1.1.0").is_empty(), "{run:?}");
+    let resumed = patch_assignment(&app, &admin, id, serde_json::json!({"paused": false})).await;
+    assert_eq!(resumed["paused"], Value::Null);
 }

@@ -271,6 +271,13 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             false,
         ),
         (
+            "GET",
+            "/api/v1/assignments/{id}/status",
+            "/api/v1/assignments/424242/status",
+            Some(0),
+            false,
+        ),
+        (
             "POST",
             "/api/v1/assignments",
             "/api/v1/assignments",
