@@ -1,6 +1,7 @@
 //! Answering an agent's message, and keeping what it says.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use agentpkg_model::{
     Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
@@ -8,7 +9,7 @@ use agentpkg_model::{
 };
 use agentpkg_packagemgr::{Error, PackageManager};
 use agentpkg_store::DynFleetStore;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::attributes::{map, status_name};
 use crate::offers::{DownloadCredentials, desired};
@@ -33,7 +34,14 @@ pub struct Fleet {
     packages: PackageManager,
     credentials: Arc<dyn DownloadCredentials>,
     min_sample: u64,
+    /// Heartbeats that changed nothing but the sequence number and the time: kept here
+    /// and written in batches ([`Fleet::spawn_flusher`]), so that a quiet agent costs no
+    /// database write per message.
+    seen: Arc<Mutex<Seen>>,
 }
+
+/// Per agent: the last quiet heartbeat's sequence number and time.
+type Seen = HashMap<AgentUid, (u64, DateTime<Utc>)>;
 
 /// Agents a failure ratio is judged on, at the least, unless told otherwise.
 pub const DEFAULT_MIN_SAMPLE: u64 = 5;
@@ -61,6 +69,7 @@ impl Fleet {
             packages,
             credentials,
             min_sample: DEFAULT_MIN_SAMPLE,
+            seen: Arc::default(),
         }
     }
 
@@ -96,7 +105,14 @@ impl Fleet {
             }
         };
         let now = Utc::now();
-        let known = self.store.agent(&uid).await?;
+        let mut known = self.store.agent(&uid).await?;
+        // What this replica saw and has not written yet is newer than the row.
+        if let (Some(k), Some((seq, at))) = (known.as_mut(), self.seen_of(&uid))
+            && seq >= k.sequence_num
+        {
+            k.sequence_num = seq;
+            k.last_seen = at;
+        }
         let mut agent = known.clone().unwrap_or_else(|| Agent::new(uid, now));
         // Sequence numbers go up by one per message; the same one again is a retry. A gap,
         // or an agent this server does not know without its description, means the
@@ -189,11 +205,72 @@ impl Fleet {
             }
         }
         let reported = message.package_statuses.is_some();
+        // A heartbeat: in sequence, nothing reported, nothing new offered.
+        let quiet = in_sequence
+            && !full_state
+            && message.health.is_none()
+            && !reported
+            && message.agent_disconnect.is_none()
+            && answer.packages_available.is_none()
+            && known.as_ref().is_some_and(|k| {
+                k.capabilities == agent.capabilities
+                    && k.offer_note == agent.offer_note
+                    && k.offered_hash == agent.offered_hash
+            });
+        if quiet {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(uid, (agent.sequence_num, now));
+            return Ok(answer);
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&uid);
         self.store.save_agent(agent, reported).await?;
         if reported && let Some(sources) = sources {
             self.guard(&sources).await?;
         }
         Ok(answer)
+    }
+
+    fn seen_of(&self, uid: &AgentUid) -> Option<(u64, DateTime<Utc>)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(uid)
+            .copied()
+    }
+
+    /// Writes the heartbeats seen since the last flush.
+    pub async fn flush_seen(&self) -> Result<usize, Error> {
+        let batch: Vec<_> =
+            std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_iter()
+                .map(|(uid, (seq, at))| (uid, seq, at))
+                .collect();
+        let n = batch.len();
+        if n > 0 {
+            // A failed write loses only last-seen times, which the next heartbeat renews.
+            self.store.touch_agents(batch).await?;
+        }
+        Ok(n)
+    }
+
+    /// Flushes the heartbeats every `every` until the task is aborted.
+    pub fn spawn_flusher(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = fleet.flush_seen().await {
+                    tracing::warn!(error = %e, "agents' last-seen times not written; the next heartbeats renew them");
+                }
+            }
+        })
     }
 
     /// Pauses each rolling-out assignment whose share of failed installs, among the agents

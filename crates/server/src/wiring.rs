@@ -219,6 +219,8 @@ pub struct Application {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The download counter and its periodic flush: flushed once more at shutdown.
     flusher: Option<agentpkg_stats::Flusher>,
+    /// The fleet's heartbeat writer: stopped, then flushed once more, at shutdown.
+    fleet_flusher: Option<(tokio::task::JoinHandle<()>, Fleet)>,
     /// The separate `/metrics` listener and its port, when `metrics.bind` is set.
     metrics_server: Option<(Server, u16)>,
 }
@@ -454,6 +456,9 @@ impl Application {
             )),
         )
         .with_rollout_min_sample(settings.fleet.rollout_min_sample);
+        let fleet_for_shutdown = fleet.clone();
+        let fleet_flusher =
+            fleet.spawn_flusher(Duration::from_secs(settings.fleet.seen_flush_secs.max(1)));
         let state = ApiState {
             metrics,
             packages,
@@ -506,6 +511,7 @@ impl Application {
             reconciler,
             background,
             flusher,
+            fleet_flusher: Some((fleet_flusher, fleet_for_shutdown)),
             metrics_server,
         })
     }
@@ -535,6 +541,12 @@ impl Application {
         }
         for task in self.background {
             task.abort();
+        }
+        if let Some((task, fleet)) = self.fleet_flusher {
+            task.abort();
+            if let Err(e) = fleet.flush_seen().await {
+                tracing::warn!(error = %e, "agents' last-seen times not written at shutdown");
+            }
         }
         // The server has stopped: every download has been answered and its bytes counted.
         if let Some(flusher) = self.flusher {

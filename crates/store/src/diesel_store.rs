@@ -600,6 +600,14 @@ impl crate::FleetStore for DieselStore {
         .await
     }
 
+    async fn touch_agents(
+        &self,
+        seen: Vec<(agentpkg_model::AgentUid, u64, chrono::DateTime<chrono::Utc>)>,
+    ) -> Result<(), StoreError> {
+        self.with_conn("touch_agents", move |c| crate::fleet::touch(c, &seen))
+            .await
+    }
+
     async fn offer_outcomes(&self, name: &str, version: &str) -> Result<(u64, u64), StoreError> {
         let (name, version) = (name.to_owned(), version.to_owned());
         self.with_conn_read("offer_outcomes", move |c| {

@@ -353,3 +353,28 @@ pub(crate) fn statuses(
         ))
         .load(conn)?)
 }
+
+/// Moves sequence numbers and last-seen times forward, in uid order (two replicas flushing
+/// at once never deadlock).
+pub(crate) fn touch(
+    conn: &mut DbConnection,
+    seen: &[(AgentUid, u64, chrono::DateTime<chrono::Utc>)],
+) -> Result<(), StoreError> {
+    let mut sorted = seen.to_vec();
+    sorted.sort_by_key(|(uid, ..)| *uid);
+    crate::connection::write_transaction(conn, |conn| {
+        for (uid, seq, at) in &sorted {
+            diesel::update(
+                a::table
+                    .find(uid.to_string())
+                    .filter(a::last_seen.lt(at.naive_utc())),
+            )
+            .set((
+                a::sequence_num.eq(*seq as i64),
+                a::last_seen.eq(at.naive_utc()),
+            ))
+            .execute(conn)?;
+        }
+        Ok(())
+    })
+}

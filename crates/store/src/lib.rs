@@ -366,6 +366,12 @@ pub trait FleetStore: Health {
         agent: agentpkg_model::Agent,
         packages_changed: bool,
     ) -> Result<(), StoreError>;
+    /// Moves agents' sequence numbers and last-seen times forward (never back), in one
+    /// transaction: heartbeats that changed nothing else, written in batches.
+    async fn touch_agents(
+        &self,
+        seen: Vec<(agentpkg_model::AgentUid, u64, chrono::DateTime<chrono::Utc>)>,
+    ) -> Result<(), StoreError>;
     /// How many agents were offered `version` under `name`, and how many of them failed
     /// to install it.
     async fn offer_outcomes(&self, name: &str, version: &str) -> Result<(u64, u64), StoreError>;

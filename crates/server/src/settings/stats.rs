@@ -84,6 +84,10 @@ pub struct FleetSettings {
     /// Agents offered a version, at the least, before its share of failed installs can
     /// pause a rollout.
     pub rollout_min_sample: u64,
+    /// Seconds between writes of the heartbeats that changed nothing else (sequence
+    /// numbers and last-seen times, kept in memory meanwhile, and written at shutdown):
+    /// `last_seen` trails by up to this much.
+    pub seen_flush_secs: u64,
 }
 
 impl Default for FleetSettings {
@@ -91,6 +95,7 @@ impl Default for FleetSettings {
         Self {
             download_ttl_secs: 3600,
             rollout_min_sample: agentpkg_fleet::DEFAULT_MIN_SAMPLE,
+            seen_flush_secs: 10,
         }
     }
 }

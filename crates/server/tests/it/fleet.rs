@@ -22,6 +22,7 @@ on_both_backends!(
     sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing,
     assigned_builds_are_offered_per_platform_downloaded_checked_and_reported,
     a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures,
+    the_node_opamp_client_is_recorded_and_its_heartbeats_seen,
 );
 
 fn tools() -> PathBuf {
@@ -226,6 +227,9 @@ async fn sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing
         send(&app, &viewer, &message(&uid, 7, false)).await.flags & full,
         0
     );
+    // Those were heartbeats that changed nothing: not written yet (they are, in a batch,
+    // every fleet.seen_flush_secs), so the row still holds the message before them.
+    assert_eq!(agents(&app, &viewer).await[0]["sequence_num"], 6);
     // A gap: report it all.
     assert_eq!(
         send(&app, &viewer, &message(&uid, 10, false)).await.flags & full,
@@ -677,4 +681,64 @@ async fn a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures(
     assert!(offered(&run, "1.1.0").is_empty(), "{run:?}");
     let resumed = patch_assignment(&app, &admin, id, serde_json::json!({"paused": false})).await;
     assert_eq!(resumed["paused"], Value::Null);
+}
+
+async fn the_node_opamp_client_is_recorded_and_its_heartbeats_seen(backend: Backend) {
+    // Heartbeats that change nothing are written in batches: every second here.
+    let app = TestApp::spawn_with(backend, |s| s.fleet.seen_flush_secs = 1).await;
+    let viewer = app.token_for("viewer").await;
+    let node_modules = tools().join("node/node_modules");
+    assert!(
+        node_modules.join("@elastic/opamp-client-node").exists(),
+        "the Node OpAMP client is missing: run ./scripts/tools.sh"
+    );
+    let mut node = Command::new("node");
+    node.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/node_agent.js"))
+        .args([&app.url("/v1/opamp"), &viewer, "node-service"])
+        .env("NODE_PATH", &node_modules);
+    let out = tokio::task::spawn_blocking(move || node.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The client read every answer: no warning, no error.
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    let uid = report["instance_uid"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let agent = loop {
+        let agent: Value = app
+            .get(&format!("/api/v1/agents/{uid}"), &viewer)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let moved = |a: &Value| {
+            let at =
+                |f: &str| chrono::DateTime::parse_from_rfc3339(a[f].as_str().unwrap()).unwrap();
+            at("last_seen") - at("first_seen") >= chrono::Duration::milliseconds(900)
+        };
+        if moved(&agent) || std::time::Instant::now() > deadline {
+            break agent;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        agent["identifying_attributes"]["service.name"],
+        "node-service"
+    );
+    assert_eq!(agent["non_identifying_attributes"]["host.arch"], "arm64");
+    // A heartbeat every 300 ms for 1.5 s: several messages, last_seen moved on (written
+    // by the batch of quiet heartbeats).
+    assert!(agent["sequence_num"].as_u64().unwrap() >= 3, "{agent}");
+    let at =
+        |field: &str| chrono::DateTime::parse_from_rfc3339(agent[field].as_str().unwrap()).unwrap();
+    assert!(
+        at("last_seen") - at("first_seen") >= chrono::Duration::milliseconds(900),
+        "{agent}"
+    );
+    assert_eq!(agent["connected"], true);
 }
