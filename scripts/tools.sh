@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${AGENTPKG_TOOLS_VENV:-$ROOT/.tools/venv}
-REQUIREMENTS="schemathesis==4.32.5 check-jsonschema==0.39.0 tuspy==1.1.0 opentelemetry-opamp-client==0.5b0"
+REQUIREMENTS="schemathesis==4.32.5 check-jsonschema==0.39.0 tuspy==1.1.0 opentelemetry-opamp-client==0.5b0 websockets==15.0.1"
 NODE_DIR=${AGENTPKG_TOOLS_NODE:-$ROOT/.tools/node}
 NODE_PACKAGES="tus-js-client@4.3.1 @elastic/opamp-client-node@0.5.0"
 STAMP="$VENV/.agentpkg-requirements"

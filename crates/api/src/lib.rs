@@ -79,6 +79,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/metrics", web::get().to(metrics::metrics))
             // OpAMP's HTTP transport, at the path OpAMP clients use by default.
             .route("/v1/opamp", web::post().to(handlers::opamp::http))
+            .route("/v1/opamp", web::get().to(handlers::opamp::websocket))
             // Before the /api/v1 scope, which would otherwise claim the document's path.
             .configure(openapi::configure)
             .service(

@@ -235,6 +235,39 @@ impl Fleet {
         Ok(answer)
     }
 
+    /// Records that an agent's connection ended without its disconnect message (the
+    /// WebSocket transport sees that); an unknown or malformed uid is ignored.
+    pub async fn connection_lost(&self, uid: &[u8]) {
+        let Ok(uid) = AgentUid::from_bytes(uid) else {
+            return;
+        };
+        let recorded = async {
+            let Some(mut agent) = self.store.agent(&uid).await? else {
+                return Ok::<_, Error>(());
+            };
+            let now = Utc::now();
+            agent.connected = false;
+            agent.disconnects += 1;
+            agent.disconnected_at = Some(now);
+            if let Some((seq, at)) = self.seen_of(&uid)
+                && seq >= agent.sequence_num
+            {
+                agent.sequence_num = seq;
+                agent.last_seen = at;
+            }
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&uid);
+            self.store.save_agent(agent, false).await?;
+            tracing::info!(agent = %uid, "agent connection lost");
+            Ok(())
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(agent = %uid, error = %e, "a lost connection was not recorded");
+        }
+    }
+
     fn seen_of(&self, uid: &AgentUid) -> Option<(u64, DateTime<Utc>)> {
         self.seen
             .lock()

@@ -93,17 +93,104 @@ pub(crate) async fn http(
             format!("not an OpAMP AgentToServer message: {e}"),
         )
     })?;
-    let base = match &state.public_url {
+    let answer = state.fleet.handle(message, &base_url(&req, &state)).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(PROTOBUF)
+        .body(answer.encode_to_vec()))
+}
+
+/// OpAMP over WebSocket (`GET /v1/opamp` with an upgrade): each binary frame is the
+/// OpAMP header (a varint, 0) and an `AgentToServer`; each answer the same with a
+/// `ServerToAgent`. The bearer token is checked once, at the upgrade. A frame the server
+/// cannot read closes the connection with a protocol error; a connection that ends
+/// without the agent's disconnect message is recorded as a disconnect all the same.
+pub(crate) async fn websocket(
+    _viewer: Viewer,
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Payload,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (response, mut session, frames) = actix_ws::handle(&req, body)?;
+    let base = base_url(&req, &state);
+    let fleet = state.fleet.clone();
+    let mut frames = frames
+        .max_frame_size(MAX_MESSAGE_BYTES + 16)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_MESSAGE_BYTES + 16);
+    actix_web::rt::spawn(async move {
+        let mut last_uid: Option<Vec<u8>> = None;
+        let mut said_goodbye = false;
+        let close = loop {
+            let Some(frame) = frames.next().await else {
+                break None;
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::debug!(error = %e, "OpAMP WebSocket frame refused");
+                    break Some(actix_ws::CloseCode::Protocol);
+                }
+            };
+            match frame {
+                actix_ws::AggregatedMessage::Binary(bytes) => {
+                    let Some(message) = decode_frame(&bytes) else {
+                        break Some(actix_ws::CloseCode::Protocol);
+                    };
+                    last_uid = Some(message.instance_uid.clone());
+                    said_goodbye = message.agent_disconnect.is_some();
+                    let answer = match fleet.handle(message, &base).await {
+                        Ok(answer) => answer,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "OpAMP message not handled");
+                            break Some(actix_ws::CloseCode::Error);
+                        }
+                    };
+                    let mut out = Vec::with_capacity(answer.encoded_len() + 1);
+                    out.push(0);
+                    answer.encode(&mut out).unwrap_or_default();
+                    if session.binary(out).await.is_err() {
+                        break None;
+                    }
+                }
+                actix_ws::AggregatedMessage::Ping(bytes) => {
+                    if session.pong(&bytes).await.is_err() {
+                        break None;
+                    }
+                }
+                actix_ws::AggregatedMessage::Close(_) => break Some(actix_ws::CloseCode::Normal),
+                actix_ws::AggregatedMessage::Text(_) => {
+                    break Some(actix_ws::CloseCode::Unsupported);
+                }
+                actix_ws::AggregatedMessage::Pong(_) => {}
+            }
+        };
+        if !said_goodbye && let Some(uid) = last_uid {
+            fleet.connection_lost(&uid).await;
+        }
+        let _ = session.close(close.map(actix_ws::CloseReason::from)).await;
+    });
+    Ok(response)
+}
+
+/// The message of one WebSocket frame: header 0, then an `AgentToServer`.
+fn decode_frame(frame: &[u8]) -> Option<AgentToServer> {
+    let (&header, message) = frame.split_first()?;
+    // The header is a varint; 0, the only one defined, is one byte.
+    if header != 0 {
+        return None;
+    }
+    AgentToServer::decode(message).ok()
+}
+
+/// Where offers point downloads: `server.public_url`, or the address the request came to.
+fn base_url(req: &HttpRequest, state: &ApiState) -> String {
+    match &state.public_url {
         Some(url) => url.clone(),
         None => {
             let info = req.connection_info();
             format!("{}://{}", info.scheme(), info.host())
         }
-    };
-    let answer = state.fleet.handle(message, &base).await?;
-    Ok(HttpResponse::Ok()
-        .content_type(PROTOBUF)
-        .body(answer.encode_to_vec()))
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

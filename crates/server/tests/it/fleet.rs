@@ -23,6 +23,7 @@ on_both_backends!(
     assigned_builds_are_offered_per_platform_downloaded_checked_and_reported,
     a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures,
     the_node_opamp_client_is_recorded_and_its_heartbeats_seen,
+    the_websocket_transport_frames_messages_and_records_a_lost_connection,
 );
 
 fn tools() -> PathBuf {
@@ -741,4 +742,92 @@ async fn the_node_opamp_client_is_recorded_and_its_heartbeats_seen(backend: Back
         "{agent}"
     );
     assert_eq!(agent["connected"], true);
+}
+
+fn ws_agent(app: &TestApp, token: &str, uid: &str, bad: bool) -> Vec<Value> {
+    let mut cmd = Command::new(tools().join("venv/bin/python"));
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/ws_agent.py"))
+        .arg(format!("{}/v1/opamp", app.base.replacen("http", "ws", 1)))
+        .arg(token)
+        .arg(uid);
+    if bad {
+        cmd.arg("bad");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn the_websocket_transport_frames_messages_and_records_a_lost_connection(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let viewer = app.token_for("viewer").await;
+    let uid = "aa".repeat(16);
+    let frames = ws_agent(&app, &viewer, &uid, false);
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    for f in &frames {
+        assert_eq!(f["header"], 0, "{f}");
+        assert_eq!(f["instance_uid"], uid.as_str(), "{f}");
+        assert_eq!(f["capabilities"], 0x01 | 0x08 | 0x10, "{f}");
+        assert_eq!(f["error"], Value::Null, "{f}");
+    }
+    let agent: Value = app
+        .get(&format!("/api/v1/agents/{uid}"), &viewer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agent["identifying_attributes"]["service.name"], "ws-agent");
+    assert_eq!(
+        (agent["connected"].as_bool(), agent["disconnects"].as_u64()),
+        (Some(false), Some(1))
+    );
+
+    // A frame that is not OpAMP closes the connection with a protocol error, and the
+    // connection ending without a goodbye is recorded as a disconnect.
+    let other = "bb".repeat(16);
+    let frames = ws_agent(&app, &viewer, &other, true);
+    assert_eq!(frames.last().unwrap()["closed"], 1002, "{frames:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let agent: Value = app
+            .get(&format!("/api/v1/agents/{other}"), &viewer)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if agent["disconnects"] == 1 {
+            assert_eq!(agent["connected"], false);
+            assert_eq!(
+                agent["sequence_num"], 1,
+                "the heartbeat before it was kept: {agent}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recorded: {agent}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The upgrade needs a token like every other request.
+    let res = app
+        .client
+        .get(app.url("/v1/opamp"))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 401, "missing_token").await;
 }
