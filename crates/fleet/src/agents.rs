@@ -43,6 +43,36 @@ pub struct Fleet {
 /// Per agent: the last quiet heartbeat's sequence number and time.
 type Seen = HashMap<AgentUid, (u64, DateTime<Utc>)>;
 
+/// Which agents a listing shows: all conditions hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    /// Attributes (identifying or not) the agent has, with these values.
+    pub attributes: Vec<(String, String)>,
+    pub healthy: Option<bool>,
+    pub connected: Option<bool>,
+    /// A package status the agent reported for some package (`install_failed`, …).
+    pub package_status: Option<String>,
+}
+
+impl AgentFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn passes(&self, agent: &Agent) -> bool {
+        self.attributes.iter().all(|(k, v)| {
+            agent.identifying.get(k) == Some(v) || agent.non_identifying.get(k) == Some(v)
+        }) && self
+            .healthy
+            .is_none_or(|h| agent.health.as_ref().is_some_and(|x| x.healthy == h))
+            && self.connected.is_none_or(|c| agent.connected == c)
+            && self
+                .package_status
+                .as_ref()
+                .is_none_or(|status| agent.package_statuses.iter().any(|s| &s.status == status))
+    }
+}
+
 /// Agents a failure ratio is judged on, at the least, unless told otherwise.
 pub const DEFAULT_MIN_SAMPLE: u64 = 5;
 
@@ -427,9 +457,40 @@ impl Fleet {
         }
     }
 
-    /// Agents, most recently seen first.
-    pub async fn agents(&self, page: PageRequest) -> Result<Page<Agent>, Error> {
-        Ok(self.store.list_agents(page).await?)
+    /// Agents that pass `filter`, most recently seen first.
+    pub async fn agents(
+        &self,
+        page: PageRequest,
+        filter: &AgentFilter,
+    ) -> Result<Page<Agent>, Error> {
+        if filter.is_empty() {
+            return Ok(self.store.list_agents(page).await?);
+        }
+        // NOTE: attributes and statuses are JSON in their rows: the filter reads every agent
+        // a hundred at a time and keeps those that pass.
+        let mut passing = Vec::new();
+        let mut at = PageRequest::new(Some(1), Some(PageRequest::MAX_PER_PAGE));
+        loop {
+            let batch = self.store.list_agents(at).await?;
+            let fetched = batch.items.len();
+            passing.extend(batch.items.into_iter().filter(|a| filter.passes(a)));
+            if fetched < at.per_page as usize {
+                break;
+            }
+            at.page += 1;
+        }
+        let total = passing.len() as u64;
+        let items = passing
+            .into_iter()
+            .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
+            .take(page.per_page as usize)
+            .collect();
+        Ok(Page {
+            items,
+            total,
+            page: page.page,
+            per_page: page.per_page,
+        })
     }
 
     pub async fn agent(&self, uid: &AgentUid) -> Result<Agent, Error> {

@@ -16,6 +16,6 @@ pub mod proto {
 }
 
 pub use agents::{
-    DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES, RolloutStatus, SERVER_CAPABILITIES,
+    AgentFilter, DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES, RolloutStatus, SERVER_CAPABILITIES,
 };
 pub use offers::DownloadCredentials;

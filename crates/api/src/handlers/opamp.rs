@@ -2,9 +2,9 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentpkg_fleet::MAX_MESSAGE_BYTES;
 use agentpkg_fleet::proto::AgentToServer;
-use agentpkg_model::{Agent, AgentUid, PageRequest};
+use agentpkg_fleet::{AgentFilter, MAX_MESSAGE_BYTES};
+use agentpkg_model::{Agent, AgentUid, PageRequest, ValidationError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use prost::Message;
@@ -196,6 +196,16 @@ fn base_url(req: &HttpRequest, state: &ApiState) -> String {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AgentsParams {
+    /// Only agents with these attributes (identifying or not): `key=value`, several
+    /// separated by commas.
+    attributes: Option<String>,
+    /// Only agents that last reported themselves healthy (`true`) or not (`false`).
+    healthy: Option<bool>,
+    /// Only agents connected (`true`) or that said they disconnect (`false`).
+    connected: Option<bool>,
+    /// Only agents that reported this status for some package: `installed`,
+    /// `install_pending`, `installing`, `install_failed`, `downloading`.
+    package_status: Option<String>,
     /// Agents per page, 1 to 100 (default 50; out of range: clamped).
     per_page: Option<u32>,
     /// Page number, from 1.
@@ -291,7 +301,8 @@ impl From<&Agent> for AgentView {
 
 /// List agents
 ///
-/// Agents that spoke OpAMP to any replica, most recently seen first; the total is in
+/// Agents that spoke OpAMP to any replica, most recently seen first, optionally only those
+/// with some attributes, health, connection or package status; the total is in
 /// `X-Total-Count`. Needs the viewer role.
 #[utoipa::path(
     get,
@@ -311,7 +322,37 @@ pub(crate) async fn list(
     params: web::Query<AgentsParams>,
 ) -> Result<HttpResponse, ApiError> {
     let page = PageRequest::new(params.page, params.per_page);
-    let agents = state.fleet.agents(page).await?;
+    let mut filter = AgentFilter {
+        healthy: params.healthy,
+        connected: params.connected,
+        ..AgentFilter::default()
+    };
+    for pair in params.attributes.iter().flat_map(|a| a.split(',')) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            ValidationError::new("attributes", "each is key=value, separated by commas")
+        })?;
+        filter
+            .attributes
+            .push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    if let Some(status) = &params.package_status {
+        const KNOWN: [&str; 5] = [
+            "installed",
+            "install_pending",
+            "installing",
+            "install_failed",
+            "downloading",
+        ];
+        if !KNOWN.contains(&status.as_str()) {
+            return Err(ValidationError::new(
+                "package_status",
+                format!("must be one of: {}", KNOWN.join(", ")),
+            )
+            .into());
+        }
+        filter.package_status = Some(status.clone());
+    }
+    let agents = state.fleet.agents(page, &filter).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("X-Total-Count", agents.total.to_string()))
         .json(agents.items.iter().map(AgentView::from).collect::<Vec<_>>()))

@@ -676,6 +676,38 @@ async fn a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures(
             .contains("exit status 3")
     );
 
+    // The fleet view filters by package status and attributes.
+    let total = |query: &str| {
+        let app = &app;
+        let viewer = &viewer;
+        let query = query.to_owned();
+        async move {
+            let res = app.get(&format!("/api/v1/agents?{query}"), viewer).await;
+            assert_eq!(res.status(), 200, "{query}");
+            res.headers()["x-total-count"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    assert_eq!(total("package_status=install_failed").await, failed);
+    assert_eq!(
+        total("attributes=service.name=fleet,os.type=linux").await,
+        50
+    );
+    assert_eq!(total("attributes=service.name=nope").await, 0);
+    assert_eq!(
+        total("connected=true&package_status=installed").await,
+        50 - failed
+    );
+    assert_eq!(total("healthy=true").await, 0, "none reported health");
+    let res = app
+        .get("/api/v1/agents?package_status=broken", &viewer)
+        .await;
+    let error = expect_error(res, 400, "invalid_field").await;
+    assert_eq!(error["error"]["field"], "package_status");
+
     // Paused: nobody new is offered 1.1.0, those who have it keep it (no new offer), and
     // resuming offers it again.
     let run = fleet_run(&app, &viewer, &state, "install");
