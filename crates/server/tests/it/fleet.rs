@@ -263,7 +263,22 @@ async fn sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing
 
 /// Runs the scripted agent and returns its report.
 fn scripted(app_base: &str, token: &str, uid: &str, os: &str, arch: &str, fail: bool) -> Value {
+    scripted_with(app_base, token, uid, os, arch, fail, None)
+}
+
+fn scripted_with(
+    app_base: &str,
+    token: &str,
+    uid: &str,
+    os: &str,
+    arch: &str,
+    fail: bool,
+    keyring: Option<&Path>,
+) -> Value {
     let mut cmd = Command::new(tools().join("venv/bin/python"));
+    if let Some(keyring) = keyring {
+        cmd.env("AGENT_KEYRING", keyring);
+    }
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/scripted_agent.py"))
         .arg(format!("{app_base}/v1/opamp"))
         .arg(token)
@@ -302,12 +317,35 @@ async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reporte
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let viewer = app.token_for("viewer").await;
+    // The linux/amd64 build is signed by a key the registry trusts; the agent checks it.
+    let gpg = crate::signing::Gpg::new();
+    let fingerprint = gpg.generate("Builds <builds@example.com>", "ed25519", "never", None);
+    let res = crate::signing::trust(&app, &admin, &gpg.export(&fingerprint), &["otelcol"]).await;
+    assert_eq!(res.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let signed = b"collector 1.0.0 linux amd64";
+    let file = dir.path().join("otelcol");
+    std::fs::write(&file, signed).unwrap();
+    let signature = gpg.sign(&fingerprint, &file, false, &[]);
+    let keyring = gpg.keyring_for_gpgv(&fingerprint);
+    let res = app
+        .client
+        .put(app.url("/api/v1/packages/otelcol/1.0.0/linux/amd64"))
+        .bearer_auth(&admin)
+        .header(
+            "X-Signature",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &signature),
+        )
+        .body(signed.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     for (coords, body) in [
         (
-            "otelcol/1.0.0/linux/amd64",
-            &b"collector 1.0.0 linux amd64"[..],
+            "otelcol/1.0.0/linux/arm64",
+            &b"collector 1.0.0 linux arm64"[..],
         ),
-        ("otelcol/1.0.0/linux/arm64", b"collector 1.0.0 linux arm64"),
         (
             "otelcol/1.0.0/windows/amd64",
             b"collector 1.0.0 windows amd64",
@@ -342,7 +380,7 @@ async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reporte
     .enumerate()
     {
         let uid = format!("{:032x}", n + 1);
-        let report = scripted(&app.base, &viewer, &uid, os, arch, false);
+        let report = scripted_with(&app.base, &viewer, &uid, os, arch, false, Some(&keyring));
         let top = &report["offered"][""];
         assert_eq!(top["type"], 0, "top-level: {report}");
         assert_eq!(top["version"], "v1.0.0");
@@ -356,6 +394,18 @@ async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reporte
         assert_eq!(top["download_status"], 200, "{report}");
         assert_eq!(top["content_hash_ok"], true, "{report}");
         assert_eq!(top["header_keys"], serde_json::json!(["Authorization"]));
+        // The signed build's signature comes with the offer and gpgv accepts it.
+        let signed_build = (os, build) == ("linux", "amd64");
+        assert_eq!(top["has_signature"], signed_build, "{report}");
+        assert_eq!(
+            top["signature_ok"],
+            if signed_build {
+                Value::Bool(true)
+            } else {
+                Value::Null
+            },
+            "{report}"
+        );
         // The offer's credential opens that file and nothing else.
         assert_eq!(top["credential_elsewhere"], 401, "{report}");
         assert_eq!(report["offered_again"], false, "{report}");

@@ -84,7 +84,7 @@ impl Gpg {
     }
 
     /// A detached signature of `file` by `key`, armoured or binary, with extra options.
-    fn sign(&self, key: &str, file: &Path, armor: bool, extra: &[&str]) -> Vec<u8> {
+    pub(crate) fn sign(&self, key: &str, file: &Path, armor: bool, extra: &[&str]) -> Vec<u8> {
         let mut args = vec!["--local-user", key, "--output", "-"];
         if armor {
             args.push("--armor");
@@ -113,7 +113,7 @@ impl Gpg {
     }
 
     /// A keyring of `fingerprint` for `gpgv`, as an agent would be given.
-    fn keyring_for_gpgv(&self, fingerprint: &str) -> PathBuf {
+    pub(crate) fn keyring_for_gpgv(&self, fingerprint: &str) -> PathBuf {
         let path = self.home.path().join(format!("{fingerprint}.gpg"));
         std::fs::write(&path, self.run(&["--export", fingerprint])).unwrap();
         path

@@ -5,7 +5,9 @@ its answers read with the protobuf classes that opentelemetry-opamp-client ships
     scripted_agent.py ENDPOINT TOKEN UID_HEX OS_TYPE HOST_ARCH SERVICE [fail]
 
 Sends its full state; when offered packages, downloads each with the offered headers,
-checks content_hash (and that another package's credential is refused), then reports
+checks content_hash and, when the offer carries a signature and AGENT_KEYRING names a
+keyring, the signature with gpgv (and that another package's credential is refused), then
+reports
 Installing and Installed (or InstallFailed with "fail"). Then one more message with the
 statuses. Prints one JSON object: what was offered, what the downloads gave, and whether
 the last answer offered anything again.
@@ -13,7 +15,10 @@ the last answer offered anything again.
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 
 import requests
 from opentelemetry._opamp.proto import anyvalue_pb2, opamp_pb2
@@ -78,7 +83,21 @@ def main():
             elsewhere = requests.get(
                 endpoint.replace("/v1/opamp", "/api/v1/packages"), headers=headers, timeout=30
             ).status_code
+            signature_ok = None
+            keyring = os.environ.get("AGENT_KEYRING")
+            if package.file.signature and keyring:
+                with tempfile.TemporaryDirectory() as tmp:
+                    sig, data = os.path.join(tmp, "sig"), os.path.join(tmp, "file")
+                    open(sig, "wb").write(package.file.signature)
+                    open(data, "wb").write(body)
+                    signature_ok = (
+                        subprocess.run(
+                            ["gpgv", "--keyring", keyring, sig, data], capture_output=True
+                        ).returncode
+                        == 0
+                    )
             report["offered"][name] = {
+                "signature_ok": signature_ok,
                 "type": package.type,
                 "version": package.version,
                 "hash": package.hash.hex(),
