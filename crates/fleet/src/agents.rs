@@ -38,10 +38,16 @@ pub struct Fleet {
     /// and written in batches ([`Fleet::spawn_flusher`]), so that a quiet agent costs no
     /// database write per message.
     seen: Arc<Mutex<Seen>>,
+    last_seen_precision: chrono::Duration,
 }
 
-/// Per agent: the last quiet heartbeat's sequence number and time.
-type Seen = HashMap<AgentUid, (u64, DateTime<Utc>)>;
+/// Per agent: the last quiet heartbeat's sequence number and time, and the last-seen time
+/// its row holds.
+type Seen = HashMap<AgentUid, (u64, DateTime<Utc>, DateTime<Utc>)>;
+
+/// How stale a row's last-seen time may get before a quiet heartbeat is written, unless
+/// told otherwise.
+pub const DEFAULT_LAST_SEEN_PRECISION: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Which agents a listing shows: all conditions hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,7 +106,16 @@ impl Fleet {
             credentials,
             min_sample: DEFAULT_MIN_SAMPLE,
             seen: Arc::default(),
+            last_seen_precision: chrono::Duration::seconds(300),
         }
+    }
+
+    /// The same fleet writing a quiet agent's last-seen time only once the stored one is
+    /// `precision` old (quiet heartbeats write nothing in between).
+    pub fn with_last_seen_precision(mut self, precision: std::time::Duration) -> Self {
+        self.last_seen_precision =
+            chrono::Duration::from_std(precision).unwrap_or(chrono::Duration::seconds(300));
+        self
     }
 
     /// The same fleet judging failure ratios on at least `agents` agents.
@@ -136,8 +151,10 @@ impl Fleet {
         };
         let now = Utc::now();
         let mut known = self.store.agent(&uid).await?;
+        let stored_last_seen = known.as_ref().map(|k| k.last_seen);
         // What this replica saw and has not written yet is newer than the row.
-        if let (Some(k), Some((seq, at))) = (known.as_mut(), self.seen_of(&uid))
+        let remembered = self.seen_of(&uid);
+        if let (Some(k), Some((seq, at, _))) = (known.as_mut(), remembered)
             && seq >= k.sequence_num
         {
             k.sequence_num = seq;
@@ -147,8 +164,17 @@ impl Fleet {
         // Sequence numbers go up by one per message; the same one again is a retry. A gap,
         // or an agent this server does not know without its description, means the
         // server's picture may be incomplete: ask for all of it.
+        // NOTE: quiet heartbeats are written only every so often, so the row's sequence
+        // number may lag. This replica knows the exact one for the agents it heard; for
+        // others, a forward gap is not taken for a lost message while the row is younger
+        // than that interval.
         let in_sequence = known.as_ref().is_some_and(|k| {
-            message.sequence_num == k.sequence_num || message.sequence_num == k.sequence_num + 1
+            let seq = message.sequence_num;
+            seq == k.sequence_num
+                || seq == k.sequence_num + 1
+                || (remembered.is_none()
+                    && seq > k.sequence_num
+                    && now - k.last_seen < self.last_seen_precision)
         });
         let full_state = message.agent_description.is_some();
         if !in_sequence && !full_state {
@@ -251,7 +277,10 @@ impl Fleet {
             self.seen
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(uid, (agent.sequence_num, now));
+                .insert(
+                    uid,
+                    (agent.sequence_num, now, stored_last_seen.unwrap_or(now)),
+                );
             return Ok(answer);
         }
         self.seen
@@ -279,7 +308,7 @@ impl Fleet {
             agent.connected = false;
             agent.disconnects += 1;
             agent.disconnected_at = Some(now);
-            if let Some((seq, at)) = self.seen_of(&uid)
+            if let Some((seq, at, _)) = self.seen_of(&uid)
                 && seq >= agent.sequence_num
             {
                 agent.sequence_num = seq;
@@ -298,7 +327,7 @@ impl Fleet {
         }
     }
 
-    fn seen_of(&self, uid: &AgentUid) -> Option<(u64, DateTime<Utc>)> {
+    fn seen_of(&self, uid: &AgentUid) -> Option<(u64, DateTime<Utc>, DateTime<Utc>)> {
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -306,17 +335,38 @@ impl Fleet {
             .copied()
     }
 
-    /// Writes the heartbeats seen since the last flush.
+    /// Writes the quiet heartbeats whose agent's stored last-seen time is older than the
+    /// precision; the others stay in memory (this replica keeps using them).
     pub async fn flush_seen(&self) -> Result<usize, Error> {
-        let batch: Vec<_> =
+        let due: Vec<_> = {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut due = Vec::new();
+            for (uid, (seq, at, stored)) in seen.iter_mut() {
+                if *at - *stored >= self.last_seen_precision {
+                    due.push((*uid, *seq, *at));
+                    *stored = *at;
+                }
+            }
+            due
+        };
+        let n = due.len();
+        if n > 0 {
+            // A failed write loses only last-seen times, which later heartbeats renew.
+            self.store.touch_agents(due).await?;
+        }
+        Ok(n)
+    }
+
+    /// Writes every quiet heartbeat not written yet (at shutdown).
+    pub async fn flush_all_seen(&self) -> Result<usize, Error> {
+        let all: Vec<_> =
             std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner))
                 .into_iter()
-                .map(|(uid, (seq, at))| (uid, seq, at))
+                .map(|(uid, (seq, at, _))| (uid, seq, at))
                 .collect();
-        let n = batch.len();
+        let n = all.len();
         if n > 0 {
-            // A failed write loses only last-seen times, which the next heartbeat renews.
-            self.store.touch_agents(batch).await?;
+            self.store.touch_agents(all).await?;
         }
         Ok(n)
     }

@@ -16,6 +16,7 @@ pub mod proto {
 }
 
 pub use agents::{
-    AgentFilter, DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES, RolloutStatus, SERVER_CAPABILITIES,
+    AgentFilter, DEFAULT_LAST_SEEN_PRECISION, DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES,
+    RolloutStatus, SERVER_CAPABILITIES,
 };
 pub use offers::DownloadCredentials;

@@ -455,7 +455,8 @@ impl Application {
                 Duration::from_secs(settings.fleet.download_ttl_secs),
             )),
         )
-        .with_rollout_min_sample(settings.fleet.rollout_min_sample);
+        .with_rollout_min_sample(settings.fleet.rollout_min_sample)
+        .with_last_seen_precision(Duration::from_secs(settings.fleet.last_seen_precision_secs));
         let fleet_for_shutdown = fleet.clone();
         let fleet_flusher =
             fleet.spawn_flusher(Duration::from_secs(settings.fleet.seen_flush_secs.max(1)));
@@ -544,7 +545,7 @@ impl Application {
         }
         if let Some((task, fleet)) = self.fleet_flusher {
             task.abort();
-            if let Err(e) = fleet.flush_seen().await {
+            if let Err(e) = fleet.flush_all_seen().await {
                 tracing::warn!(error = %e, "agents' last-seen times not written at shutdown");
             }
         }

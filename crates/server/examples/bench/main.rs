@@ -14,7 +14,8 @@
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
 //! `--sizes 1,1024` (package sizes in MiB), `--only resumable` (the tus comparison alone),
-//! `--only stats` (the statistics section alone),
+//! `--only stats` (the statistics section alone), `--only fleet [--agents N]` (OpAMP agents
+//! over HTTP, a heartbeat each every 30 s),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -34,6 +35,7 @@ use serde_json::{Value, json};
 mod support;
 
 mod curl;
+mod fleet;
 mod measure;
 mod metadata;
 mod resumable;
@@ -136,6 +138,30 @@ async fn main() -> Result<()> {
             rows.push(resumable_uploads(&client, &server, &token, tmp.path(), size).await?);
         }
         results["resumable_uploads"] = json!(rows);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+        drop(server);
+        remove_bucket(&bucket).await?;
+        return Ok(());
+    }
+
+    // `--only fleet`: OpAMP agents over HTTP.
+    if flag("--only").as_deref() == Some("fleet") {
+        let agents: u64 = flag("--agents").map_or(if quick { 1_000 } else { 10_000 }, |v| {
+            v.parse().unwrap_or(10_000)
+        });
+        results["fleet"] = fleet::fleet_bench(
+            &client,
+            &server,
+            db.url(),
+            &token,
+            agents,
+            Duration::from_secs(30),
+            Duration::from_secs(if quick { 30 } else { 60 }),
+        )
+        .await?;
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }

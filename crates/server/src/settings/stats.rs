@@ -88,6 +88,10 @@ pub struct FleetSettings {
     /// numbers and last-seen times, kept in memory meanwhile, and written at shutdown):
     /// `last_seen` trails by up to this much.
     pub seen_flush_secs: u64,
+    /// A quiet agent's stored `last_seen` is moved on only once it is this many seconds
+    /// old: between those writes its heartbeats write nothing (the replica that hears them
+    /// knows the exact time).
+    pub last_seen_precision_secs: u64,
 }
 
 impl Default for FleetSettings {
@@ -96,6 +100,7 @@ impl Default for FleetSettings {
             download_ttl_secs: 3600,
             rollout_min_sample: agentpkg_fleet::DEFAULT_MIN_SAMPLE,
             seen_flush_secs: 10,
+            last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
         }
     }
 }

@@ -768,7 +768,11 @@ async fn a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures(
 
 async fn the_node_opamp_client_is_recorded_and_its_heartbeats_seen(backend: Backend) {
     // Heartbeats that change nothing are written in batches: every second here.
-    let app = TestApp::spawn_with(backend, |s| s.fleet.seen_flush_secs = 1).await;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.fleet.seen_flush_secs = 1;
+        s.fleet.last_seen_precision_secs = 1;
+    })
+    .await;
     let viewer = app.token_for("viewer").await;
     let node_modules = tools().join("node/node_modules");
     assert!(
