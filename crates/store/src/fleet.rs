@@ -4,13 +4,14 @@ use agentpkg_model::{
     Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
     PackageName, Page, PageRequest, VersionChoice,
 };
+use async_trait::async_trait;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::schema::agent_packages as ap;
 use crate::schema::agents as a;
 use crate::schema::assignments as asg;
-use crate::{DbConnection, StoreError};
+use crate::{DbConnection, DieselStore, StoreError};
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = a)]
@@ -377,4 +378,88 @@ pub(crate) fn touch(
         }
         Ok(())
     })
+}
+
+#[async_trait]
+impl crate::FleetStore for DieselStore {
+    async fn agent(
+        &self,
+        uid: &agentpkg_model::AgentUid,
+    ) -> Result<Option<agentpkg_model::Agent>, StoreError> {
+        let uid = *uid;
+        self.with_conn_read("agent", move |c| get(c, &uid)).await
+    }
+
+    async fn save_agent(
+        &self,
+        agent: agentpkg_model::Agent,
+        packages_changed: bool,
+    ) -> Result<(), StoreError> {
+        self.with_conn("save_agent", move |c| save(c, &agent, packages_changed))
+            .await
+    }
+
+    async fn touch_agents(
+        &self,
+        seen: Vec<(agentpkg_model::AgentUid, u64, chrono::DateTime<chrono::Utc>)>,
+    ) -> Result<(), StoreError> {
+        self.with_conn("touch_agents", move |c| touch(c, &seen))
+            .await
+    }
+
+    async fn offer_outcomes(&self, name: &str, version: &str) -> Result<(u64, u64), StoreError> {
+        let (name, version) = (name.to_owned(), version.to_owned());
+        self.with_conn_read("offer_outcomes", move |c| outcomes(c, &name, &version))
+            .await
+    }
+
+    async fn package_statuses(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::PackageStatusRow>, StoreError> {
+        let name = name.to_owned();
+        self.with_conn_read("package_statuses", move |c| statuses(c, &name))
+            .await
+    }
+
+    async fn list_agents(
+        &self,
+        page: agentpkg_model::PageRequest,
+    ) -> Result<Page<agentpkg_model::Agent>, StoreError> {
+        self.with_conn_read("list_agents", move |c| list(c, &page))
+            .await
+    }
+
+    async fn create_assignment(
+        &self,
+        new: agentpkg_model::NewAssignment,
+    ) -> Result<agentpkg_model::Assignment, StoreError> {
+        self.with_conn("create_assignment", move |c| create_assignment(c, &new))
+            .await
+    }
+
+    async fn assignments(&self) -> Result<Vec<agentpkg_model::Assignment>, StoreError> {
+        self.with_conn_read("assignments", assignments).await
+    }
+
+    async fn assignment(&self, id: i64) -> Result<Option<agentpkg_model::Assignment>, StoreError> {
+        self.with_conn_read("assignment", move |c| assignment(c, id))
+            .await
+    }
+
+    async fn update_assignment(
+        &self,
+        id: i64,
+        patch: agentpkg_model::AssignmentPatch,
+    ) -> Result<Option<agentpkg_model::Assignment>, StoreError> {
+        self.with_conn("update_assignment", move |c| {
+            update_assignment(c, id, &patch)
+        })
+        .await
+    }
+
+    async fn delete_assignment(&self, id: i64) -> Result<bool, StoreError> {
+        self.with_conn("delete_assignment", move |c| delete_assignment(c, id))
+            .await
+    }
 }

@@ -8,6 +8,7 @@ use agentpkg_model::{
     Checksum, DailyDownloads, DownloadIncrement, NameUsage, Package, PackageName,
     RetentionCandidate, StorageUsage, TopDownloads, TopEntry, TopQuery, UsageTotals, Version,
 };
+use async_trait::async_trait;
 use chrono::{NaiveDate, NaiveDateTime};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamp};
@@ -15,7 +16,7 @@ use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamp};
 use crate::connection::write_transaction;
 use crate::packages::PackageRow;
 use crate::schema::{package_downloads as d, packages as p};
-use crate::{DbConnection, StoreError};
+use crate::{DbConnection, DieselStore, StoreError};
 
 /// SQL whose placeholders suit the connection's backend.
 struct Sql {
@@ -419,4 +420,56 @@ pub(crate) fn retention_candidates(
             })
         })
         .collect()
+}
+
+#[async_trait]
+impl crate::StatsStore for DieselStore {
+    async fn add_downloads(
+        &self,
+        increments: Vec<agentpkg_model::DownloadIncrement>,
+    ) -> Result<u64, StoreError> {
+        self.with_conn("add_downloads", move |c| add_downloads(c, &increments))
+            .await
+    }
+
+    async fn daily_downloads(
+        &self,
+        package_id: i64,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<agentpkg_model::DailyDownloads>, StoreError> {
+        self.with_conn_read("daily_downloads", move |c| daily(c, package_id, from, to))
+            .await
+    }
+
+    async fn top_downloads(
+        &self,
+        query: &agentpkg_model::TopQuery,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<agentpkg_model::TopDownloads, StoreError> {
+        let query = query.clone();
+        self.with_conn_read("top_downloads", move |c| top(c, &query, from, to))
+            .await
+    }
+
+    async fn storage_usage(
+        &self,
+        names: u32,
+        largest: u32,
+    ) -> Result<agentpkg_model::StorageUsage, StoreError> {
+        self.with_conn_read("storage_usage", move |c| storage(c, names, largest))
+            .await
+    }
+
+    async fn usage_totals(&self) -> Result<agentpkg_model::UsageTotals, StoreError> {
+        self.with_conn_read("usage_totals", totals).await
+    }
+
+    async fn retention_candidates(
+        &self,
+    ) -> Result<Vec<agentpkg_model::RetentionCandidate>, StoreError> {
+        self.with_conn_read("retention_candidates", retention_candidates)
+            .await
+    }
 }

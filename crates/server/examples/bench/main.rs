@@ -173,7 +173,7 @@ async fn main() -> Result<()> {
 
     // `--only stats`: counting on and off, then the reports at scale.
     if flag("--only").as_deref() == Some("stats") {
-        results["statistics"] = statistics_section(
+        results["statistics"] = stats::statistics_section(
             &client,
             &server,
             &bin,
@@ -535,7 +535,7 @@ async fn main() -> Result<()> {
     }
 
     // --- download counting and the statistics reports --------------------------------------
-    results["statistics"] = statistics_section(
+    results["statistics"] = stats::statistics_section(
         &client,
         &server,
         &bin,
@@ -568,43 +568,4 @@ async fn main() -> Result<()> {
     drop(server);
     remove_bucket(&bucket).await?;
     Ok(())
-}
-
-/// Counting on against off, then (after `populate` when `populate_first`) a generated
-/// history of 100 downloads per package and the reports' latency.
-#[allow(clippy::too_many_arguments)]
-async fn statistics_section(
-    client: &reqwest::Client,
-    server: &support::Server,
-    bin: &Path,
-    db: &TestDatabase,
-    s3env: &[(String, String)],
-    bucket_name: &str,
-    token: &str,
-    tmp: &Path,
-    packages: u64,
-    size: u64,
-    quick: bool,
-    populate_first: bool,
-) -> Result<Value> {
-    let uncounted = start_server(bin, db.url(), s3env, bucket_name, stats::UNCOUNTED)?;
-    let counting =
-        stats::counting_comparison(client, server, &uncounted, token, tmp, size, quick).await?;
-    if populate_first {
-        populate(db.url(), packages)?;
-    }
-    let started = Instant::now();
-    let (rows, downloads) = stats::seed_downloads(db.url(), packages * 100)?;
-    println!(
-        "\n{downloads} downloads in {rows} daily rows over {packages} packages, seeded in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    let reports = stats::report_latency(client, server, &uncounted, token, quick).await?;
-    Ok(json!({
-        "counting": counting,
-        "packages": packages,
-        "seeded_downloads": downloads,
-        "seeded_rows": rows,
-        "reports": reports,
-    }))
 }

@@ -4,6 +4,7 @@
 //! reports cached for `stats.cache_secs`) and one with `stats.count_downloads = false` and
 //! `stats.cache_secs = 0`, which also shows what a report costs uncached.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,10 @@ use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use serde_json::{Value, json};
 
 use crate::measure::{drain, file_body, make_file, mb_per_s, percentile};
-use crate::support::{MIB, Result, Server};
+use agentpkg_store::testing::TestDatabase;
+
+use crate::metadata::populate;
+use crate::support::{MIB, Result, Server, start_server};
 
 /// The settings of the second server.
 pub(crate) const UNCOUNTED: &[(&str, &str)] = &[
@@ -98,7 +102,7 @@ pub(crate) async fn counting_comparison(
     counted: &Server,
     uncounted: &Server,
     token: &str,
-    tmp: &std::path::Path,
+    tmp: &Path,
     size: u64,
     quick: bool,
 ) -> Result<Value> {
@@ -301,4 +305,42 @@ pub(crate) async fn report_latency(
         }
     }
     Ok(rows)
+}
+
+/// Counting on against off, then (after `populate` when `populate_first`) a generated
+/// history of 100 downloads per package and the reports' latency.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn statistics_section(
+    client: &reqwest::Client,
+    server: &Server,
+    bin: &Path,
+    db: &TestDatabase,
+    s3env: &[(String, String)],
+    bucket_name: &str,
+    token: &str,
+    tmp: &Path,
+    packages: u64,
+    size: u64,
+    quick: bool,
+    populate_first: bool,
+) -> Result<Value> {
+    let uncounted = start_server(bin, db.url(), s3env, bucket_name, UNCOUNTED)?;
+    let counting = counting_comparison(client, server, &uncounted, token, tmp, size, quick).await?;
+    if populate_first {
+        populate(db.url(), packages)?;
+    }
+    let started = Instant::now();
+    let (rows, downloads) = seed_downloads(db.url(), packages * 100)?;
+    println!(
+        "\n{downloads} downloads in {rows} daily rows over {packages} packages, seeded in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let reports = report_latency(client, server, &uncounted, token, quick).await?;
+    Ok(json!({
+        "counting": counting,
+        "packages": packages,
+        "seeded_downloads": downloads,
+        "seeded_rows": rows,
+        "reports": reports,
+    }))
 }

@@ -1,0 +1,113 @@
+//! Loading and checking the settings.
+
+use std::collections::HashMap;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> HashMap<String, String> {
+    vars.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("jwt");
+    std::fs::write(&jwt, "a-signing-secret-read-from-a-file-000\n").unwrap();
+    let path = jwt.display().to_string();
+    let s = Settings::load_from(None, env(&[("AGENTPKG__AUTH__JWT_SECRET_FILE", &path)])).unwrap();
+    assert_eq!(
+        s.auth
+            .jwt_secret
+            .as_ref()
+            .map(|v| v.expose_secret().to_owned()),
+        Some("a-signing-secret-read-from-a-file-000".to_owned())
+    );
+    let both = env(&[
+        ("AGENTPKG__AUTH__JWT_SECRET_FILE", &path),
+        ("AGENTPKG__AUTH__JWT_SECRET", "another"),
+    ]);
+    assert!(Settings::load_from(None, both).is_err());
+    let missing = env(&[("AGENTPKG__AUTH__JWT_SECRET_FILE", "/nonexistent/jwt")]);
+    let err = Settings::load_from(None, missing).unwrap_err().to_string();
+    assert!(err.contains("AGENTPKG__AUTH__JWT_SECRET_FILE"), "{err}");
+}
+
+#[test]
+fn no_configuration_means_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.toml");
+    let s = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(s.server.bind, "127.0.0.1:8080");
+    assert_eq!(s.database.url.expose_secret(), "./data/agentpkg.db");
+    assert_eq!(s.storage.backend, StorageBackend::Fs);
+    assert_eq!(s.storage.fs.root, PathBuf::from("./data/packages"));
+    assert!(s.auth.admin_password.is_none());
+    assert!(
+        Settings::load_from(Some(&missing), env(&[])).is_err(),
+        "an explicit file must exist"
+    );
+}
+
+#[test]
+fn the_environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentpkg.toml");
+    std::fs::write(
+        &path,
+        "[server]\nbind = \"0.0.0.0:9000\"\n[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"from-file\"\n[upload]\nmax_size_bytes = 10\n",
+    )
+    .unwrap();
+    let s = Settings::load_from(
+        Some(&path),
+        env(&[
+            ("AGENTPKG__STORAGE__S3__BUCKET", "from-env"),
+            ("AGENTPKG__AUTH__ADMIN_PASSWORD", "123456789012345"),
+            ("AGENTPKG__UPLOAD__MAX_SIZE_BYTES", "2048"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.server.bind, "0.0.0.0:9000");
+    assert_eq!(s.storage.backend, StorageBackend::S3);
+    assert_eq!(s.storage.s3.bucket, "from-env");
+    assert_eq!(s.upload.max_size_bytes, 2048);
+    assert_eq!(
+        s.auth
+            .admin_password
+            .as_ref()
+            .map(|p| p.expose_secret().to_owned()),
+        Some("123456789012345".to_owned())
+    );
+}
+
+#[test]
+fn a_misspelt_key_is_an_error_not_a_silent_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agentpkg.toml");
+    std::fs::write(&path, "[upload]\nmax_size = 10\n").unwrap();
+    assert!(Settings::load_from(Some(&path), env(&[])).is_err());
+}
+
+#[test]
+fn secrets_do_not_print() {
+    let s = Settings::load_from(
+        None,
+        env(&[
+            (
+                "AGENTPKG__AUTH__JWT_SECRET",
+                "super-secret-signing-key-0123456789",
+            ),
+            (
+                "AGENTPKG__DATABASE__URL",
+                "postgres://u:hunter2hunter2@db/agentpkg",
+            ),
+        ]),
+    )
+    .unwrap();
+    let printed = format!("{s:?}");
+    assert!(!printed.contains("super-secret"), "{printed}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+}
