@@ -26,6 +26,14 @@ struct Tally {
     last_at: Option<DateTime<Utc>>,
 }
 
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.downloads += other.downloads;
+        self.bytes += other.bytes;
+        self.last_at = self.last_at.max(other.last_at);
+    }
+}
+
 type Pending = HashMap<(i64, NaiveDate), Tally>;
 
 /// Counts downloads; cheap to clone, share one per process.
@@ -108,12 +116,11 @@ impl DownloadCounter {
             .pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let tally = pending.entry((package_id, day)).or_default();
-        tally.downloads += downloads;
-        tally.bytes += bytes;
-        if at > tally.last_at {
-            tally.last_at = at;
-        }
+        pending.entry((package_id, day)).or_default().absorb(Tally {
+            downloads,
+            bytes,
+            last_at: at,
+        });
     }
 
     /// Counts not yet written, as (package, day) pairs.
@@ -174,10 +181,7 @@ impl DownloadCounter {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 for (key, t) in taken {
-                    let tally = pending.entry(key).or_default();
-                    tally.downloads += t.downloads;
-                    tally.bytes += t.bytes;
-                    tally.last_at = tally.last_at.max(t.last_at);
+                    pending.entry(key).or_default().absorb(t);
                 }
                 Err(e)
             }

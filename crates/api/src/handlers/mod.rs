@@ -18,3 +18,26 @@ use crate::ApiError;
 pub(crate) async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
 }
+
+/// Refuses (415 `unsupported_media_type`) a request whose body is not of media type
+/// `expected` (parameters such as `charset` aside; media types ignore case).
+pub(crate) fn require_media_type(
+    req: &actix_web::HttpRequest,
+    expected: &str,
+) -> Result<(), ApiError> {
+    let given = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if given.is_some_and(|g| g.eq_ignore_ascii_case(expected)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the body must be sent as {expected}"),
+        ))
+    }
+}

@@ -222,6 +222,29 @@ impl TestApp {
             .to_owned()
     }
 
+    /// `PUT /packages/{coords}` with `body` as the package's bytes.
+    pub async fn put_package(
+        &self,
+        token: &str,
+        coords: &str,
+        body: impl AsRef<[u8]>,
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/api/v1/packages/{coords}")))
+            .bearer_auth(token)
+            .body(body.as_ref().to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// [`TestApp::put_package`] that must publish: the package's JSON.
+    pub async fn publish(&self, token: &str, coords: &str, body: impl AsRef<[u8]>) -> Value {
+        let res = self.put_package(token, coords, body).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        res.json().await.unwrap()
+    }
+
     /// Uploads the seed's way: the file field first, then the metadata.
     pub async fn upload(
         &self,
@@ -358,4 +381,10 @@ pub async fn expect_error(res: reqwest::Response, status: u16, code: &str) -> Va
         "{body}"
     );
     body
+}
+
+/// Where `scripts/tools.sh` installs the test peers (`.tools/`, or `AGENTPKG_TOOLS_DIR`).
+pub fn tools_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::env::var_os("AGENTPKG_TOOLS_DIR").map_or(root.join(".tools"), PathBuf::from)
 }

@@ -33,19 +33,6 @@ async fn spawn(backend: Backend) -> TestApp {
     .await
 }
 
-async fn put(app: &TestApp, token: &str, coords: &str, body: Vec<u8>) -> Value {
-    let res = app
-        .client
-        .put(app.url(&format!("/api/v1/packages/{coords}")))
-        .bearer_auth(token)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    res.json().await.unwrap()
-}
-
 async fn package(app: &TestApp, token: &str, id: i64) -> Value {
     let res = app.get(&format!("/api/v1/packages/{id}"), token).await;
     assert_eq!(res.status(), 200);
@@ -77,7 +64,9 @@ async fn downloads_are_counted_by_the_definition(backend: Backend) {
     let app = spawn(backend).await;
     let admin = app.admin_token().await;
     let size = 1000usize;
-    let created = put(&app, &admin, "counted/1.0.0/linux/amd64", vec![7u8; size]).await;
+    let created = app
+        .publish(&admin, "counted/1.0.0/linux/amd64", vec![7u8; size])
+        .await;
     let id = created["id"].as_i64().unwrap();
     assert_eq!(created["download_count"], 0);
     assert_eq!(created["last_downloaded_at"], Value::Null);
@@ -187,13 +176,13 @@ async fn top_lists_and_daily_series_follow_a_generated_90_day_history(backend: B
     .into_iter()
     .enumerate()
     {
-        let p = put(
-            &app,
-            &admin,
-            &format!("{name}/{version}/linux/{arch}"),
-            vec![i as u8; 10 + i],
-        )
-        .await;
+        let p = app
+            .publish(
+                &admin,
+                &format!("{name}/{version}/linux/{arch}"),
+                vec![i as u8; 10 + i],
+            )
+            .await;
         ids.push((p["id"].as_i64().unwrap(), name, version, arch));
     }
     // A deterministic history: package k gets (day * (k + 3) + k) % 17 downloads on the
@@ -373,11 +362,16 @@ async fn listed(app: &TestApp) -> HashMap<String, u64> {
 async fn storage_figures_match_the_listing_of_the_bucket(backend: Backend) {
     let app = spawn(backend).await;
     let admin = app.admin_token().await;
-    put(&app, &admin, "big/1.0.0/linux/amd64", vec![1u8; 5000]).await;
+    app.publish(&admin, "big/1.0.0/linux/amd64", vec![1u8; 5000])
+        .await;
     // The same bytes under other coordinates: one object, referenced twice.
-    put(&app, &admin, "big/1.0.1/linux/amd64", vec![1u8; 5000]).await;
-    put(&app, &admin, "small/1.0.0/linux/amd64", vec![2u8; 300]).await;
-    let yanked = put(&app, &admin, "small/0.9.0/linux/amd64", vec![3u8; 200]).await;
+    app.publish(&admin, "big/1.0.1/linux/amd64", vec![1u8; 5000])
+        .await;
+    app.publish(&admin, "small/1.0.0/linux/amd64", vec![2u8; 300])
+        .await;
+    let yanked = app
+        .publish(&admin, "small/0.9.0/linux/amd64", vec![3u8; 200])
+        .await;
     let res = app
         .client
         .patch(app.url(&format!("/api/v1/packages/{}", yanked["id"])))
@@ -514,7 +508,9 @@ async fn every_retention_rule_deletes_what_its_dry_run_listed(backend: Backend) 
         // The bytes of keep-a 1.0.0 again: its object must stay while this refers to it.
         ("shared/1.0.0/linux/amd64", 1),
     ] {
-        let p = put(&app, &admin, coords, vec![byte; 100 + usize::from(byte)]).await;
+        let p = app
+            .publish(&admin, coords, vec![byte; 100 + usize::from(byte)])
+            .await;
         // Keyed "name/version" on amd64, and "name/version/arm64".
         let key = coords.replace("/linux/amd64", "").replace("/linux/", "/");
         id.insert(key, p["id"].as_i64().unwrap());
@@ -667,7 +663,9 @@ async fn bad_statistics_questions_are_refused_by_field_and_role(backend: Backend
     let app = spawn(backend).await;
     let admin = app.admin_token().await;
     let viewer = app.token_for("viewer").await;
-    let p = put(&app, &admin, "q/1.0.0/linux/amd64", vec![1; 10]).await;
+    let p = app
+        .publish(&admin, "q/1.0.0/linux/amd64", vec![1; 10])
+        .await;
     let id = p["id"].as_i64().unwrap();
     for (path, field) in [
         (format!("/api/v1/packages/{id}/stats?days=0"), "days"),
@@ -751,7 +749,9 @@ async fn two_replicas_counting_into_one_database_lose_nothing() {
     let handle = second.handle();
     let stopped = tokio::spawn(second.run_until_stopped());
     let admin = app.admin_token().await;
-    let p = put(&app, &admin, "replicated/1.0.0/linux/amd64", vec![5; 64]).await;
+    let p = app
+        .publish(&admin, "replicated/1.0.0/linux/amd64", vec![5; 64])
+        .await;
     let id = p["id"].as_i64().unwrap();
     let per_replica = 40u64;
     let fetch = |base: String| {

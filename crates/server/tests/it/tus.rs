@@ -718,8 +718,7 @@ async fn pg_s3_an_upload_continues_across_a_restart_and_on_a_second_replica() {
 
 /// The pinned clients that `scripts/tools.sh` installs.
 fn tools() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tools = std::env::var_os("AGENTPKG_TOOLS_DIR").map_or(root.join(".tools"), PathBuf::from);
+    let tools = crate::common::tools_dir();
     assert!(
         tools.join("venv/bin/python").exists()
             && tools.join("node/node_modules/tus-js-client").exists(),

@@ -88,20 +88,7 @@ pub(super) fn tus_version(req: &HttpRequest) -> Result<(), ApiError> {
 }
 
 pub(super) fn offset_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_type.split(';').next().map(str::trim) == Some(OFFSET_CONTENT_TYPE) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("the body must be sent as {OFFSET_CONTENT_TYPE}"),
-        ))
-    }
+    crate::handlers::require_media_type(req, OFFSET_CONTENT_TYPE)
 }
 
 pub(super) fn text_header(
