@@ -124,17 +124,27 @@ pub(crate) fn save(
             diesel::insert_into(ap::table)
                 .values((
                     ap::instance_uid.eq(&uid),
-                    ap::name.eq(&s.name),
-                    ap::offered_version.eq(&s.server_offered_version),
-                    ap::agent_has_version.eq(&s.agent_has_version),
+                    ap::name.eq(text(&s.name)),
+                    ap::offered_version.eq(text(&s.server_offered_version)),
+                    ap::agent_has_version.eq(text(&s.agent_has_version)),
                     ap::status.eq(&s.status),
-                    ap::error_message.eq(&s.error_message),
+                    ap::error_message.eq(text(&s.error_message)),
                     ap::updated_at.eq(at),
                 ))
                 .execute(conn)?;
         }
         Ok(())
     })
+}
+
+/// An agent's string as a column holds it: PostgreSQL's text cannot hold NUL, which a
+/// protobuf string may carry (JSON columns escape it).
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}").into()
+    } else {
+        s.into()
+    }
 }
 
 fn save_row(conn: &mut DbConnection, agent: &Agent) -> Result<(), StoreError> {

@@ -27,14 +27,10 @@ on_both_backends!(
 );
 
 fn tools() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tools = std::env::var_os("AGENTPKG_TOOLS_DIR").map_or(root.join(".tools"), PathBuf::from);
+    let tools = crate::common::tools_dir();
     assert!(
-        tools
-            .join("venv/lib/python3.11/site-packages/opentelemetry/_opamp")
-            .exists()
-            || tools.join("venv/bin/python").exists(),
-        "the OpAMP client is missing from {}: run ./scripts/tools.sh",
+        tools.join("venv/bin/python").exists(),
+        "the OpAMP clients are missing from {}: run ./scripts/tools.sh",
         tools.display()
     );
     tools
@@ -245,6 +241,39 @@ async fn sequence_gaps_ask_for_the_full_state_and_hostile_requests_store_nothing
     );
     assert_eq!(listed[0]["sequence_num"], 10);
 
+    // A status whose strings carry NUL (valid in protobuf, not in PostgreSQL's text) is
+    // kept, the NUL replaced.
+    let mut statuses = message(&uid, 11, false);
+    statuses.package_statuses = Some(agentpkg_fleet::proto::PackageStatuses {
+        packages: [(
+            "a\0b".to_owned(),
+            agentpkg_fleet::proto::PackageStatus {
+                name: "a\0b".into(),
+                error_message: "bad\0byte".into(),
+                status: 3,
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..Default::default()
+    });
+    assert!(
+        send(&app, &viewer, &statuses)
+            .await
+            .error_response
+            .is_none()
+    );
+    let failing = app
+        .get("/api/v1/agents?package_status=install_failed", &viewer)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        failing[0]["package_statuses"][0]["error_message"],
+        "bad\0byte"
+    );
+
     // The fleet API's own refusals.
     expect_error(
         app.get("/api/v1/agents/not-a-uid", &viewer).await,
@@ -298,19 +327,6 @@ fn scripted_with(
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-async fn put(app: &TestApp, token: &str, coords: &str, body: &[u8]) -> Value {
-    let res = app
-        .client
-        .put(app.url(&format!("/api/v1/packages/{coords}")))
-        .bearer_auth(token)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
-    res.json().await.unwrap()
-}
-
 async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reported(
     backend: Backend,
 ) {
@@ -352,7 +368,7 @@ async fn assigned_builds_are_offered_per_platform_downloaded_checked_and_reporte
         ),
         ("otelcol/1.1.0/linux/amd64", b"collector 1.1.0 linux amd64"),
     ] {
-        put(&app, &admin, coords, body).await;
+        app.publish(&admin, coords, body).await;
     }
     let res = app
         .client
@@ -601,20 +617,10 @@ async fn a_partial_rollout_grows_by_adding_agents_and_pauses_itself_on_failures(
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let viewer = app.token_for("viewer").await;
-    put(
-        &app,
-        &admin,
-        "collector/1.0.0/linux/amd64",
-        b"collector 1.0.0",
-    )
-    .await;
-    put(
-        &app,
-        &admin,
-        "collector/1.1.0/linux/amd64",
-        b"collector 1.1.0",
-    )
-    .await;
+    app.publish(&admin, "collector/1.0.0/linux/amd64", b"collector 1.0.0")
+        .await;
+    app.publish(&admin, "collector/1.1.0/linux/amd64", b"collector 1.1.0")
+        .await;
     let res = app
         .client
         .post(app.url("/api/v1/assignments"))
