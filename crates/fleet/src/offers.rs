@@ -227,7 +227,7 @@ fn available(
     } else {
         PackageType::Addon
     };
-    let content_hash = hex::decode(package.checksum.as_str()).unwrap_or_default();
+    let content_hash = package.checksum.digest().to_vec();
     // The offered fields and content, never the short-lived headers: the same package
     // gives the same hash on every replica and after restarts.
     let mut h = Sha256::new();
