@@ -165,11 +165,31 @@ pub fn raw_bucket(s3env: &[(String, String)], name: &str) -> Result<Box<s3::Buck
 
 /// Empties and deletes a bucket.
 pub async fn remove_bucket(bucket: &s3::Bucket) -> Result<()> {
-    for page in bucket.list(String::new(), None).await? {
-        for object in page.contents {
-            bucket.delete_object(&object.key).await?;
+    // NOTE: a single-node Garage under load answers 503 ("database is locked") now and
+    // then; cleaning up is worth a few tries, each failure logged.
+    async fn retried<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, s3::error::S3Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    eprintln!("cleanup: {what} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
-    bucket.delete().await?;
+    for page in retried("listing", || bucket.list(String::new(), None)).await? {
+        for object in page.contents {
+            retried("a delete", || bucket.delete_object(&object.key)).await?;
+        }
+    }
+    retried("removing the bucket", || bucket.delete()).await?;
     Ok(())
 }
