@@ -30,10 +30,13 @@ pub const SERVER_CAPABILITIES: u64 = ServerCapabilities::AcceptsStatus as u64
 /// The agents of the fleet and what they are offered. Cheap to clone.
 #[derive(Clone)]
 pub struct Fleet {
-    store: DynFleetStore,
-    packages: PackageManager,
-    credentials: Arc<dyn DownloadCredentials>,
+    pub(crate) store: DynFleetStore,
+    pub(crate) packages: PackageManager,
+    pub(crate) credentials: Arc<dyn DownloadCredentials>,
     min_sample: u64,
+    /// Signals this replica's WebSocket connections that offers may have changed
+    /// ([`crate::push`]).
+    pub(crate) changes: Arc<tokio::sync::watch::Sender<Option<Arc<Vec<Assignment>>>>>,
     /// Heartbeats that changed nothing but the sequence number and the time: kept here
     /// and written in batches ([`Fleet::spawn_flusher`]), so that a quiet agent costs no
     /// database write per message.
@@ -105,6 +108,7 @@ impl Fleet {
             packages,
             credentials,
             min_sample: DEFAULT_MIN_SAMPLE,
+            changes: Arc::new(tokio::sync::watch::Sender::new(None)),
             seen: Arc::default(),
             last_seen_precision: chrono::Duration::seconds(300),
         }
@@ -308,22 +312,29 @@ impl Fleet {
             agent.connected = false;
             agent.disconnects += 1;
             agent.disconnected_at = Some(now);
-            if let Some((seq, at, _)) = self.seen_of(&uid)
-                && seq >= agent.sequence_num
-            {
-                agent.sequence_num = seq;
-                agent.last_seen = at;
-            }
-            self.seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&uid);
+            self.take_seen_into(&mut agent);
             self.store.save_agent(agent, false).await?;
             tracing::info!(agent = %uid, "agent connection lost");
             Ok(())
         };
         if let Err(e) = recorded.await {
             tracing::warn!(agent = %uid, error = %e, "a lost connection was not recorded");
+        }
+    }
+
+    /// Moves what this replica heard of the agent and did not write yet into `agent`,
+    /// which the caller is about to save.
+    pub(crate) fn take_seen_into(&self, agent: &mut Agent) {
+        let heard = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&agent.uid);
+        if let Some((seq, at, _)) = heard
+            && seq >= agent.sequence_num
+        {
+            agent.sequence_num = seq;
+            agent.last_seen = at;
         }
     }
 
@@ -420,6 +431,7 @@ impl Fleet {
                         },
                     )
                     .await?;
+                self.offers_may_have_changed().await;
             }
         }
         Ok(())
@@ -466,6 +478,7 @@ impl Fleet {
         }
         let created = self.store.create_assignment(new).await?;
         tracing::info!(assignment = created.id, package = %created.package, version = %created.version, "assignment created");
+        self.offers_may_have_changed().await;
         Ok(created)
     }
 
@@ -496,11 +509,13 @@ impl Fleet {
             .await?
             .ok_or(Error::NotFound)?;
         tracing::info!(assignment = id, version = %changed.version, rollout = changed.rollout_percent, paused = changed.paused.as_deref(), "assignment changed");
+        self.offers_may_have_changed().await;
         Ok(changed)
     }
 
     pub async fn unassign(&self, id: i64) -> Result<(), Error> {
         if self.store.delete_assignment(id).await? {
+            self.offers_may_have_changed().await;
             Ok(())
         } else {
             Err(Error::NotFound)

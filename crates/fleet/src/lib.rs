@@ -7,6 +7,7 @@
 mod agents;
 mod attributes;
 mod offers;
+mod push;
 
 /// The OpAMP messages, generated at build time from `proto/opamp/v1/*.proto` (our own
 /// files, written from the specification's message definitions).
@@ -20,3 +21,4 @@ pub use agents::{
     RolloutStatus, SERVER_CAPABILITIES,
 };
 pub use offers::DownloadCredentials;
+pub use push::{DEFAULT_OFFER_WATCH, OfferChanges};

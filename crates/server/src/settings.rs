@@ -440,6 +440,12 @@ impl Settings {
         }
         self.stats.check()?;
         self.retention.policies()?;
+        if !(50..=60_000).contains(&self.fleet.offer_watch_ms) {
+            return Err(format!(
+                "fleet.offer_watch_ms must be 50 to 60000 milliseconds, is {}",
+                self.fleet.offer_watch_ms
+            ));
+        }
         if self.upload.session_ttl_secs < 60 {
             return Err(format!(
                 "upload.session_ttl_secs must be at least 60 seconds, is {}",

@@ -457,6 +457,8 @@ impl Application {
         )
         .with_rollout_min_sample(settings.fleet.rollout_min_sample)
         .with_last_seen_precision(Duration::from_secs(settings.fleet.last_seen_precision_secs));
+        background
+            .push(fleet.spawn_offer_watcher(Duration::from_millis(settings.fleet.offer_watch_ms)));
         let fleet_for_shutdown = fleet.clone();
         let fleet_flusher =
             fleet.spawn_flusher(Duration::from_secs(settings.fleet.seen_flush_secs.max(1)));

@@ -472,4 +472,30 @@ impl crate::FleetStore for DieselStore {
         self.with_conn("delete_assignment", move |c| delete_assignment(c, id))
             .await
     }
+
+    async fn fleet_revision(&self) -> Result<i64, StoreError> {
+        self.with_conn_read("fleet_revision", revision).await
+    }
+}
+
+#[derive(QueryableByName)]
+struct Revision {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// The fleet revision: a sequence moved by triggers on PostgreSQL (no lock on the upload
+/// path), a counter row on SQLite (see the `fleet_revision` migrations).
+pub(crate) fn revision(conn: &mut DbConnection) -> Result<i64, StoreError> {
+    let found: Revision = match conn {
+        DbConnection::Pg(c) => diesel::sql_query(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM fleet_revision",
+        )
+        .get_result(c)?,
+        DbConnection::Sqlite(c) => {
+            diesel::sql_query("SELECT revision AS n FROM fleet_revision WHERE id = 1")
+                .get_result(c)?
+        }
+    };
+    Ok(found.n)
 }

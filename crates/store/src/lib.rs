@@ -395,6 +395,10 @@ pub trait FleetStore: Health {
         patch: agentpkg_model::AssignmentPatch,
     ) -> Result<Option<agentpkg_model::Assignment>, StoreError>;
     async fn delete_assignment(&self, id: i64) -> Result<bool, StoreError>;
+    /// A number that moves on whenever an assignment, or which packages exist or are
+    /// active, changes (by any replica): when it moves, agents' offers may have changed.
+    /// It may move before the change it counts is committed, and never goes back.
+    async fn fleet_revision(&self) -> Result<i64, StoreError>;
 }
 
 pub type DynFleetStore = Arc<dyn FleetStore>;

@@ -8,8 +8,8 @@ use agentpkg_model::{
 };
 use agentpkg_store::testing::{Backend, TestDatabase};
 use agentpkg_store::{
-    AccountStore, Attached, DatabaseUrl, DieselStore, NewSigningKey, PackageStore, PoolOptions,
-    SigningStore, StoreError,
+    AccountStore, Attached, DatabaseUrl, DieselStore, FleetStore, NewSigningKey, PackageStore,
+    PoolOptions, SigningStore, StatsStore, StoreError,
 };
 
 // Held only for its Drop: the database or directory goes away with the test.
@@ -64,6 +64,7 @@ fn rand_id() -> [u8; 16] {
 }
 
 agentpkg_store::on_both_backends!(
+    the_fleet_revision_moves_with_what_offers_depend_on_and_only_then,
     a_signature_is_stored_with_its_package_and_goes_with_it,
     signing_keys_are_registered_updated_and_removed,
     migrations_revert_and_reapply,
@@ -246,6 +247,82 @@ async fn lists_filter_paginate_and_count(backend: Backend) {
     let page = store.list_packages(&q).await.unwrap();
     assert_eq!(page.items.len(), 1);
     assert_eq!(page.items[0].name.as_str(), "a-agent");
+}
+
+async fn the_fleet_revision_moves_with_what_offers_depend_on_and_only_then(backend: Backend) {
+    let (store, _b) = open(backend).await;
+    let mut last = store.fleet_revision().await.unwrap();
+    assert_eq!(last, 0);
+    fn moved(last: &mut i64, now: i64, what: &str) {
+        assert!(now > *last, "{what}: the revision stayed at {last}");
+        *last = now;
+    }
+    let p = store
+        .insert_package(new_package("rev", "1.0.0", Platform::Linux, Arch::Amd64))
+        .await
+        .unwrap()
+        .package;
+    moved(
+        &mut last,
+        store.fleet_revision().await.unwrap(),
+        "an upload",
+    );
+    let yank = agentpkg_model::PackagePatch {
+        is_active: Some(false),
+        description: None,
+    };
+    store.update_package(p.id, yank).await.unwrap().unwrap();
+    moved(&mut last, store.fleet_revision().await.unwrap(), "a yank");
+    let new = agentpkg_model::NewAssignment {
+        package: PackageName::parse("rev").unwrap(),
+        version: agentpkg_model::VersionChoice::Latest,
+        offer_as: String::new(),
+        selector: [("service.name".to_owned(), "otelcol".to_owned())].into(),
+        rollout_percent: 100,
+        max_failure_ratio: 0.2,
+        v_prefix: false,
+    };
+    let a = store.create_assignment(new).await.unwrap();
+    moved(
+        &mut last,
+        store.fleet_revision().await.unwrap(),
+        "an assignment",
+    );
+    let widen = agentpkg_model::AssignmentPatch {
+        rollout_percent: Some(50),
+        ..Default::default()
+    };
+    store.update_assignment(a.id, widen).await.unwrap().unwrap();
+    moved(
+        &mut last,
+        store.fleet_revision().await.unwrap(),
+        "an assignment changed",
+    );
+    assert!(store.delete_assignment(a.id).await.unwrap());
+    moved(
+        &mut last,
+        store.fleet_revision().await.unwrap(),
+        "an assignment removed",
+    );
+    // A description and download counts change no offer.
+    let describe = agentpkg_model::PackagePatch {
+        is_active: None,
+        description: Some(Description::parse("other").unwrap()),
+    };
+    store.update_package(p.id, describe).await.unwrap().unwrap();
+    store
+        .add_downloads(vec![agentpkg_model::DownloadIncrement {
+            package_id: p.id,
+            day: chrono::Utc::now().date_naive(),
+            downloads: 1,
+            bytes: 3,
+            last_at: chrono::Utc::now(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.fleet_revision().await.unwrap(), last);
+    store.delete_package(p.id).await.unwrap().unwrap();
+    moved(&mut last, store.fleet_revision().await.unwrap(), "a delete");
 }
 
 async fn delete_returns_the_row_once(backend: Backend) {

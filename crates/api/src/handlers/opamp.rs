@@ -84,9 +84,11 @@ pub(crate) async fn http(
 
 /// OpAMP over WebSocket (`GET /v1/opamp` with an upgrade): each binary frame is the
 /// OpAMP header (a varint, 0) and an `AgentToServer`; each answer the same with a
-/// `ServerToAgent`. The bearer token is checked once, at the upgrade. A frame the server
-/// cannot read closes the connection with a protocol error; a connection that ends
-/// without the agent's disconnect message is recorded as a disconnect all the same.
+/// `ServerToAgent`. Between messages, the server pushes a new offer when the agent's
+/// desired set changes (an assignment, an upload, a yank, on any replica). The bearer
+/// token is checked once, at the upgrade. A frame the server cannot read closes the
+/// connection with a protocol error; a connection that ends without the agent's
+/// disconnect message is recorded as a disconnect all the same.
 pub(crate) async fn websocket(
     _viewer: Viewer,
     req: HttpRequest,
@@ -100,11 +102,35 @@ pub(crate) async fn websocket(
         .max_frame_size(MAX_MESSAGE_BYTES + 16)
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_BYTES + 16);
+    let mut changes = fleet.offer_changes();
     actix_web::rt::spawn(async move {
         let mut last_uid: Option<Vec<u8>> = None;
         let mut said_goodbye = false;
         let close = loop {
-            let Some(frame) = frames.next().await else {
+            let frame = tokio::select! {
+                frame = frames.next() => frame,
+                Ok(()) = changes.changed() => {
+                    let assignments = changes.borrow_and_update().clone();
+                    let (Some(uid), Some(assignments)) = (&last_uid, assignments) else {
+                        continue;
+                    };
+                    if said_goodbye {
+                        continue;
+                    }
+                    match fleet.refresh_offer(uid, &assignments, &base).await {
+                        Ok(Some(offer)) => {
+                            if session.binary(encode_frame(&offer)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Ok(None) => {}
+                        // The agent's next message gets the offer instead.
+                        Err(e) => tracing::warn!(error = %e, "a new offer was not pushed"),
+                    }
+                    continue;
+                }
+            };
+            let Some(frame) = frame else {
                 break None;
             };
             let frame = match frame {
@@ -128,10 +154,7 @@ pub(crate) async fn websocket(
                             break Some(actix_ws::CloseCode::Error);
                         }
                     };
-                    let mut out = Vec::with_capacity(answer.encoded_len() + 1);
-                    out.push(0);
-                    answer.encode(&mut out).unwrap_or_default();
-                    if session.binary(out).await.is_err() {
+                    if session.binary(encode_frame(&answer)).await.is_err() {
                         break None;
                     }
                 }
@@ -153,6 +176,14 @@ pub(crate) async fn websocket(
         let _ = session.close(close.map(actix_ws::CloseReason::from)).await;
     });
     Ok(response)
+}
+
+/// One WebSocket frame: header 0, then the message.
+fn encode_frame(message: &agentpkg_fleet::proto::ServerToAgent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.encoded_len() + 1);
+    out.push(0);
+    message.encode(&mut out).unwrap_or_default();
+    out
 }
 
 /// The message of one WebSocket frame: header 0, then an `AgentToServer`.

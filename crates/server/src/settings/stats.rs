@@ -92,6 +92,10 @@ pub struct FleetSettings {
     /// old: between those writes its heartbeats write nothing (the replica that hears them
     /// knows the exact time).
     pub last_seen_precision_secs: u64,
+    /// Milliseconds between reads of the fleet revision: how soon an assignment, upload or
+    /// yank made through another replica reaches the agents connected here over WebSocket
+    /// (changes made through this replica are pushed at once).
+    pub offer_watch_ms: u64,
 }
 
 impl Default for FleetSettings {
@@ -101,6 +105,7 @@ impl Default for FleetSettings {
             rollout_min_sample: agentpkg_fleet::DEFAULT_MIN_SAMPLE,
             seen_flush_secs: 10,
             last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
+            offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
         }
     }
 }

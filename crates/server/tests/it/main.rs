@@ -10,6 +10,7 @@ mod distribution;
 mod docs;
 mod faults;
 mod fleet;
+mod fleet_push;
 mod flood;
 mod hardening;
 mod packages;

@@ -1,0 +1,7 @@
+DROP TRIGGER packages_active_fleet_revision;
+DROP TRIGGER packages_delete_fleet_revision;
+DROP TRIGGER packages_insert_fleet_revision;
+DROP TRIGGER assignments_delete_fleet_revision;
+DROP TRIGGER assignments_update_fleet_revision;
+DROP TRIGGER assignments_insert_fleet_revision;
+DROP TABLE fleet_revision;
