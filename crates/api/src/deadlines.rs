@@ -44,14 +44,22 @@ impl Default for BodyDeadlines {
     }
 }
 
-/// Middleware: reads every request body under the state's [`BodyDeadlines`].
+/// Middleware: reads every request body under the state's [`BodyDeadlines`], except a
+/// WebSocket's: its frames come when there is something to say (an OpAMP agent's
+/// heartbeat every 30 s or more), and its handler checks the peer is alive with pings.
 pub async fn enforce_body_deadlines(
     mut req: ServiceRequest,
     next: Next<impl actix_web::body::MessageBody>,
 ) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, Error> {
+    let websocket = req
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if let Some(limits) = req
         .app_data::<web::Data<ApiState>>()
         .map(|s| s.body_deadlines)
+        .filter(|_| !websocket)
     {
         let inner = req.take_payload();
         let guarded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =

@@ -43,6 +43,9 @@ pub struct ApiState {
     /// The registry's address as agents reach it (`server.public_url`), for the download
     /// URLs of OpAMP offers; without it, the address each request came to.
     pub public_url: Option<String>,
+    /// How often the OpAMP WebSocket transport pings a connected agent; three intervals
+    /// without a word from it close the connection.
+    pub opamp_ping: std::time::Duration,
 }
 
 /// Download statistics and retention, as the API uses them.

@@ -299,6 +299,7 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
             )),
         ),
         public_url: None,
+        opamp_ping: std::time::Duration::from_secs(30),
         packages: packages.clone(),
         accounts,
         tokens,

@@ -446,6 +446,12 @@ impl Settings {
                 self.fleet.offer_watch_ms
             ));
         }
+        if !(1..=3600).contains(&self.fleet.websocket_ping_secs) {
+            return Err(format!(
+                "fleet.websocket_ping_secs must be 1 to 3600, is {}",
+                self.fleet.websocket_ping_secs
+            ));
+        }
         if self.upload.session_ttl_secs < 60 {
             return Err(format!(
                 "upload.session_ttl_secs must be at least 60 seconds, is {}",

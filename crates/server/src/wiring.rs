@@ -472,6 +472,7 @@ impl Application {
             trusted_proxies,
             stats,
             fleet,
+            opamp_ping: Duration::from_secs(settings.fleet.websocket_ping_secs),
             public_url: (!settings.server.public_url.is_empty())
                 .then(|| settings.server.public_url.trim_end_matches('/').to_owned()),
             downloads: DownloadOptions {

@@ -88,7 +88,8 @@ pub(crate) async fn http(
 /// desired set changes (an assignment, an upload, a yank, on any replica). The bearer
 /// token is checked once, at the upgrade. A frame the server cannot read closes the
 /// connection with a protocol error; a connection that ends without the agent's
-/// disconnect message is recorded as a disconnect all the same.
+/// disconnect message is recorded as a disconnect all the same. The server pings every
+/// `fleet.websocket_ping_secs` and closes a connection silent for three times that.
 pub(crate) async fn websocket(
     _viewer: Viewer,
     req: HttpRequest,
@@ -103,12 +104,28 @@ pub(crate) async fn websocket(
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_BYTES + 16);
     let mut changes = fleet.offer_changes();
+    let ping_every = state.opamp_ping;
     actix_web::rt::spawn(async move {
         let mut last_uid: Option<Vec<u8>> = None;
         let mut said_goodbye = false;
+        // A peer that answers neither messages nor pings for three intervals is gone
+        // (a half-open TCP connection would otherwise hold its task for ever).
+        let mut pings =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        let mut last_heard = tokio::time::Instant::now();
         let close = loop {
             let frame = tokio::select! {
                 frame = frames.next() => frame,
+                _ = pings.tick() => {
+                    if last_heard.elapsed() >= ping_every * 3 {
+                        tracing::info!("OpAMP WebSocket peer silent: connection closed");
+                        break Some(actix_ws::CloseCode::Away);
+                    }
+                    if session.ping(b"").await.is_err() {
+                        break None;
+                    }
+                    continue;
+                }
                 Ok(()) = changes.changed() => {
                     let assignments = changes.borrow_and_update().clone();
                     let (Some(uid), Some(assignments)) = (&last_uid, assignments) else {
@@ -133,6 +150,7 @@ pub(crate) async fn websocket(
             let Some(frame) = frame else {
                 break None;
             };
+            last_heard = tokio::time::Instant::now();
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(e) => {

@@ -14,8 +14,9 @@
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
 //! `--sizes 1,1024` (package sizes in MiB), `--only resumable` (the tus comparison alone),
-//! `--only stats` (the statistics section alone), `--only fleet [--agents N]` (OpAMP agents
-//! over HTTP, a heartbeat each every 30 s),
+//! `--only stats` (the statistics section alone), `--only fleet [--agents N] [--ws-agents N]`
+//! (OpAMP agents over HTTP and over WebSocket, a heartbeat each every 30 s, then offers
+//! pushed to the WebSocket ones),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -36,6 +37,7 @@ mod support;
 
 mod curl;
 mod fleet;
+mod fleet_ws;
 mod measure;
 mod metadata;
 mod resumable;
@@ -152,14 +154,20 @@ async fn main() -> Result<()> {
         let agents: u64 = flag("--agents").map_or(if quick { 1_000 } else { 10_000 }, |v| {
             v.parse().unwrap_or(10_000)
         });
+        let ws_agents: u64 = flag("--ws-agents").map_or(if quick { 100 } else { 1_000 }, |v| {
+            v.parse().unwrap_or(1_000)
+        });
         results["fleet"] = fleet::fleet_bench(
             &client,
             &server,
             db.url(),
             &token,
-            agents,
-            Duration::from_secs(30),
-            Duration::from_secs(if quick { 30 } else { 60 }),
+            fleet::Load {
+                agents,
+                ws_agents,
+                interval: Duration::from_secs(30),
+                steady: Duration::from_secs(if quick { 30 } else { 60 }),
+            },
         )
         .await?;
         if let Some(dir) = out.parent() {

@@ -96,6 +96,9 @@ pub struct FleetSettings {
     /// yank made through another replica reaches the agents connected here over WebSocket
     /// (changes made through this replica are pushed at once).
     pub offer_watch_ms: u64,
+    /// Seconds between the pings the server sends an agent connected over WebSocket; one
+    /// silent (no message, no pong) for three times this is disconnected.
+    pub websocket_ping_secs: u64,
 }
 
 impl Default for FleetSettings {
@@ -106,6 +109,7 @@ impl Default for FleetSettings {
             seen_flush_secs: 10,
             last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
             offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
+            websocket_ping_secs: 30,
         }
     }
 }
