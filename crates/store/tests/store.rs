@@ -267,6 +267,13 @@ async fn the_fleet_revision_moves_with_what_offers_depend_on_and_only_then(backe
         store.fleet_revision().await.unwrap(),
         "an upload",
     );
+    let signed = signature(SignatureFormat::Openpgp, b"sig", false);
+    store.attach_signature(p.id, signed, false).await.unwrap();
+    moved(
+        &mut last,
+        store.fleet_revision().await.unwrap(),
+        "a signature attached",
+    );
     let yank = agentpkg_model::PackagePatch {
         is_active: Some(false),
         description: None,

@@ -18,7 +18,8 @@ CREATE TRIGGER assignments_fleet_revision
 CREATE TRIGGER packages_fleet_revision
     AFTER INSERT OR DELETE ON packages
     FOR EACH STATEMENT EXECUTE FUNCTION fleet_revision_bump();
--- Yank and restore; download counts and descriptions change no offer.
+-- Yank and restore, and a signature attached later (offers carry it); download counts and
+-- descriptions change no offer.
 CREATE TRIGGER packages_active_fleet_revision
-    AFTER UPDATE OF is_active ON packages
+    AFTER UPDATE OF is_active, signature_format ON packages
     FOR EACH STATEMENT EXECUTE FUNCTION fleet_revision_bump();

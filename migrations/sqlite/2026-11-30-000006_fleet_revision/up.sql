@@ -18,6 +18,7 @@ CREATE TRIGGER packages_insert_fleet_revision AFTER INSERT ON packages
 BEGIN UPDATE fleet_revision SET revision = revision + 1; END;
 CREATE TRIGGER packages_delete_fleet_revision AFTER DELETE ON packages
 BEGIN UPDATE fleet_revision SET revision = revision + 1; END;
--- Yank and restore; download counts and descriptions change no offer.
-CREATE TRIGGER packages_active_fleet_revision AFTER UPDATE OF is_active ON packages
+-- Yank and restore, and a signature attached later (offers carry it); download counts and
+-- descriptions change no offer.
+CREATE TRIGGER packages_active_fleet_revision AFTER UPDATE OF is_active, signature_format ON packages
 BEGIN UPDATE fleet_revision SET revision = revision + 1; END;
