@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: starts Garage (installing it once per machine) and
 # uses the PostgreSQL listening on 127.0.0.1:5432 (trust auth; override the admin URL
-# with AGENTPKG_TEST_PG_URL), and GnuPG (installed from Debian when missing). Then builds and runs packagemgr's embedding example without
+# with AGENTPKG_TEST_PG_URL), GnuPG and Chromium (installed from Debian when missing). Then builds and runs packagemgr's embedding example without
 # the backends, checks the deployment files and runs schemathesis
 # against the server (both install their pinned tools into .tools/ once), and a 20-second
 # soak. Extra arguments go to `cargo test` and skip the rest.
@@ -22,6 +22,15 @@ if ! command -v gpg >/dev/null 2>&1 || ! command -v gpgv >/dev/null 2>&1; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq gnupg gpgv >/dev/null
+fi
+
+# The web interface's tests drive Debian's Chromium with Playwright.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "test: installing chromium (Debian)" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
 fi
 
 ./scripts/s3-up.sh

@@ -7,6 +7,11 @@
 //! A handler that needs a publisher takes a [`Publisher`] parameter; the extractor answers
 //! 401 for a missing, malformed, forged, expired or revoked credential and 403 for a role
 //! too small.
+//!
+//! The web interface keeps the session token in an `HttpOnly` cookie ([`SESSION_COOKIE`]).
+//! A request without an `Authorization` header may use that cookie: a read (`GET`, `HEAD`,
+//! `OPTIONS`) as it is, anything else only with the session's CSRF token in
+//! [`CSRF_HEADER`] (which a page of another site cannot know), else 403 `csrf_failed`.
 
 use std::collections::HashSet;
 use std::marker::PhantomData;
@@ -322,14 +327,75 @@ impl<R: RequiredRole> FromRequest for Authorized<R> {
     }
 }
 
+/// The cookie holding the web interface's session token.
+pub const SESSION_COOKIE: &str = "agentpkg_session";
+/// The header a cookie-authenticated request that changes something must carry.
+pub const CSRF_HEADER: &str = "X-CSRF-Token";
+
+/// The CSRF token of a session: derived from the session token, which only the session's
+/// own pages (served with it) and the `HttpOnly` cookie know.
+pub fn csrf_token(session: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"agentpkg csrf v1\0");
+    h.update(session.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Whether `given` is `expected`, compared in constant time.
+pub fn csrf_matches(expected: &str, given: &str) -> bool {
+    expected.len() == given.len()
+        && expected
+            .bytes()
+            .zip(given.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The user of a web session token (never an API token).
+pub async fn session_credential(state: &ApiState, token: &str) -> Result<Credential, ApiError> {
+    let (user_id, version) = state.tokens.verify(token)?;
+    Ok(state.accounts.session(user_id, version).await?)
+}
+
+/// The session cookie's token, when the request may use it (see the module's notes).
+fn cookie_bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
+    let token = req.cookie(SESSION_COOKIE)?.value().to_owned();
+    if token.is_empty() || token.starts_with(TOKEN_PREFIX) {
+        return None;
+    }
+    let safe = matches!(
+        *req.method(),
+        actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD
+            | actix_web::http::Method::OPTIONS
+    );
+    let given = req
+        .headers()
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if safe || csrf_matches(&csrf_token(&token), given) {
+        Some(Ok(token))
+    } else {
+        Some(Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "a request signed in by cookie must carry the page's X-CSRF-Token header",
+        )))
+    }
+}
+
 /// The bearer credential of a request.
 fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing_token",
-            "an Authorization: Bearer token is required",
-        )
-    })?;
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return cookie_bearer(req).unwrap_or_else(|| {
+            Err(ApiError::unauthorized(
+                "missing_token",
+                "an Authorization: Bearer token is required",
+            ))
+        });
+    };
     value
         .to_str()
         .ok()

@@ -16,7 +16,8 @@ use agentpkg_packagemgr::{Accounts, AuditLog, PackageManager};
 use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 
 pub use auth::{
-    Admin, DownloadTokens, JwtSecret, Principal, Publisher, Reader, TokenIssuer, Viewer,
+    Admin, CSRF_HEADER, DownloadTokens, JwtSecret, Principal, Publisher, Reader, SESSION_COOKIE,
+    TokenIssuer, Viewer, csrf_matches, csrf_token, session_credential,
 };
 pub use context::{RequestContext, TrustedProxies};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};

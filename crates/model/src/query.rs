@@ -51,6 +51,8 @@ pub enum Activity {
 pub struct ListQuery {
     /// Only one package name, and optionally only its versions matching a requirement.
     pub name: Option<NameFilter>,
+    /// Only names containing this text (a search; matched as it is, case and all).
+    pub name_contains: Option<String>,
     pub platform: Option<Platform>,
     pub arch: Option<Arch>,
     pub activity: Activity,

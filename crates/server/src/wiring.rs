@@ -497,7 +497,11 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(request_id_header))
                 // Outermost: opens the request's span and gives it its id.
                 .wrap(TracingLogger::default())
+                // The web interface's pages, then the API; the pages' 404 answers browsers
+                // with a page and everyone else with the API's JSON.
+                .configure(agentpkg_web::configure)
                 .configure(agentpkg_api::configure(state.clone()))
+                .default_service(actix_web::web::to(agentpkg_web::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);
         let workers = match settings.server.workers {

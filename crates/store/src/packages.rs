@@ -350,6 +350,16 @@ fn filtered(q: &ListQuery) -> Boxed<'_> {
     if let Some(filter) = &q.name {
         query = query.filter(packages::name.eq(filter.name.as_str()));
     }
+    if let Some(part) = &q.name_contains {
+        // A substring of the name: `%`, `_` and `\` in it are themselves.
+        let like = format!(
+            "%{}%",
+            part.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        query = query.filter(packages::name.like(like).escape('\\'));
+    }
     if let Some(platform) = q.platform {
         query = query.filter(packages::platform.eq(platform.as_str()));
     }

@@ -19,3 +19,4 @@ mod signing;
 mod stats;
 mod tokens;
 mod tus;
+mod web;

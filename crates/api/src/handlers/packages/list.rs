@@ -20,6 +20,9 @@ pub(crate) struct ListParams {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(value_type = Option<PackageName>)]
     name: Option<String>,
+    /// Only names containing this text (a search, at most 128 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    q: Option<String>,
     /// Only packages for this platform.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[param(value_type = Option<Platform>)]
@@ -85,8 +88,16 @@ pub(crate) async fn list(
             );
         }
     };
+    let name_contains = match params.q.as_deref().map(str::trim) {
+        Some(q) if q.chars().count() > PackageName::MAX_LEN => {
+            return Err(ValidationError::new("q", "at most 128 characters").into());
+        }
+        Some(q) if !q.is_empty() => Some(q.to_lowercase()),
+        _ => None,
+    };
     let query = ListQuery {
         name,
+        name_contains,
         platform: params.platform.as_deref().map(str::parse).transpose()?,
         arch: params.arch.as_deref().map(str::parse).transpose()?,
         activity: match (params.active, params.include_inactive) {
@@ -123,6 +134,7 @@ fn link_header(
             per_page: Some(q.page.per_page),
             page: Some(u32::try_from(page).unwrap_or(u32::MAX)),
             name: params.name.clone(),
+            q: params.q.clone(),
             platform: params.platform.clone(),
             arch: params.arch.clone(),
             version: params.version.clone(),

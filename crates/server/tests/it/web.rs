@@ -1,0 +1,521 @@
+//! The web interface: its security over HTTP on both backends (the session cookie, CSRF,
+//! the content security policy, escaping, roles), and the whole of it in a real browser
+//! (Playwright driving Debian's Chromium, axe-core checking every page) on PostgreSQL and
+//! Garage, which also writes the README's screenshots.
+
+use std::path::Path;
+use std::process::Command;
+
+use agentpkg_store::on_both_backends;
+use agentpkg_store::testing::Backend;
+use serde_json::Value;
+
+use crate::common::{ADMIN_PASSWORD, TestApp, expect_error, tools_dir};
+
+on_both_backends!(
+    pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its_csrf_token,
+    values_are_escaped_searches_filter_and_viewers_get_no_write_controls,
+);
+
+/// The browser test runs on the production backend only (it takes a while).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_interface_works_end_to_end_in_chromium_with_no_serious_accessibility_finding() {
+    in_the_browser(Backend::Production).await;
+}
+
+/// A signed-in session: the cookie header to send, and the page's CSRF token.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf-token\" content=\"")
+        .expect("the page carries its CSRF token")
+        + "name=\"csrf-token\" content=\"".len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+async fn sign_in(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> (reqwest::Response, Option<Session>) {
+    let res = client()
+        .post(app.url("/login"))
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("next", "/packages"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("agentpkg_session="))
+        .map(str::to_owned);
+    let Some(set_cookie) = cookie else {
+        return (res, None);
+    };
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let page = client()
+        .get(app.url("/packages"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = csrf_of(&page);
+    (res, Some(Session { cookie, csrf }))
+}
+
+async fn page(app: &TestApp, session: &Session, path: &str) -> (u16, String) {
+    let res = client()
+        .get(app.url(path))
+        .header("Cookie", &session.cookie)
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+async fn post_form(
+    app: &TestApp,
+    session: &Session,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    client()
+        .post(app.url(path))
+        .header("Cookie", &session.cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its_csrf_token(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let c = client();
+    let root = c.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        (
+            root.status().as_u16(),
+            root.headers()["location"].to_str().unwrap()
+        ),
+        (303, "/packages")
+    );
+    let list = c.get(app.url("/packages?q=x")).send().await.unwrap();
+    assert_eq!(list.status(), 303);
+    assert_eq!(
+        list.headers()["location"],
+        "/login?next=%2Fpackages%3Fq%3Dx"
+    );
+    let docs = c.get(app.url("/swagger/index.html")).send().await.unwrap();
+    assert_eq!(docs.headers()["location"], "/swagger-ui/");
+
+    // A wrong password: the sign-in page again, in words, and no cookie.
+    let (res, none) = sign_in(&app, "admin", "not the password").await;
+    assert_eq!(res.status(), 401);
+    assert!(none.is_none());
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Wrong username or password.")
+    );
+
+    let (res, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/packages");
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(flag), "{set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "plain HTTP here: {set_cookie}"
+    );
+    let session = session.unwrap();
+
+    let res = client()
+        .get(app.url("/packages"))
+        .header("Cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("No packages yet."),
+        "the empty state says what to do"
+    );
+    assert!(html.contains("href=\"/upload\""));
+
+    // Forms that change something need the session's CSRF token.
+    let admin = app.admin_token().await;
+    let p = app
+        .publish(&admin, "csrf-agent/1.0.0/linux/amd64", b"bytes")
+        .await;
+    let yank = format!("/manage/{}/yank", p["id"]);
+    let forged = post_form(&app, &session, &yank, &[]).await;
+    assert_eq!(forged.status(), 403);
+    let wrong = post_form(
+        &app,
+        &session,
+        &yank,
+        &[("csrf", "0123456789abcdef0123456789abcdef")],
+    )
+    .await;
+    assert_eq!(wrong.status(), 403);
+    let still: Value = app
+        .get(&format!("/api/v1/packages/{}", p["id"]), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(still["is_active"], true, "refused forms change nothing");
+    let done = post_form(&app, &session, &yank, &[("csrf", &session.csrf)]).await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(
+        done.headers()["location"],
+        "/packages/csrf-agent/1.0.0/linux/amd64?done=yanked"
+    );
+    let yanked: Value = app
+        .get(&format!("/api/v1/packages/{}", p["id"]), &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(yanked["is_active"], false);
+
+    // The API takes the cookie for reads, and for writes only with the CSRF header.
+    let read = client()
+        .get(app.url("/api/v1/packages?include_inactive=true"))
+        .header("Cookie", &session.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let create = |csrf: Option<&str>| {
+        let mut req = client()
+            .post(app.url("/api/v1/uploads"))
+            .header("Cookie", &session.cookie)
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Length", "5")
+            .header(
+                "Upload-Metadata",
+                "name Y3NyZi1hZ2VudA==,version Mi4wLjA=,platform bGludXg=,arch YW1kNjQ=",
+            );
+        if let Some(csrf) = csrf {
+            req = req.header("X-CSRF-Token", csrf);
+        }
+        req.send()
+    };
+    expect_error(create(None).await.unwrap(), 403, "csrf_failed").await;
+    expect_error(create(Some("nope")).await.unwrap(), 403, "csrf_failed").await;
+    assert_eq!(create(Some(&session.csrf)).await.unwrap().status(), 201);
+
+    // Signing out ends the cookie.
+    let out = post_form(&app, &session, "/logout", &[("csrf", &session.csrf)]).await;
+    assert_eq!(out.status(), 303);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+
+    // Unknown paths: a page for browsers, the API's JSON for others.
+    let (status, html) = page(&app, &session, "/no/such/page").await;
+    assert_eq!(status, 404);
+    assert!(html.contains("<h1>Not found</h1>"), "{html}");
+    expect_error(
+        c.get(app.url("/no/such/page")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+}
+
+async fn values_are_escaped_searches_filter_and_viewers_get_no_write_controls(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let xss = "<script>alert(1)</script>";
+    let p = app
+        .publish(&admin, "alpha-agent/1.0.0/linux/amd64", b"alpha")
+        .await;
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/packages/{}", p["id"])))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "description": xss }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.publish(&admin, "beta-agent/2.0.0-rc.1/windows/arm64", b"beta")
+        .await;
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let session = session.unwrap();
+
+    let (status, html) = page(&app, &session, "/packages/alpha-agent/1.0.0/linux/amd64").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
+    assert!(!html.contains(xss), "the description is text, never markup");
+    assert!(html.contains(p["checksum"].as_str().unwrap()));
+    assert!(html.contains("/api/v1/packages/alpha-agent/1.0.0/linux/amd64/download"));
+    assert!(html.contains("action=\"/manage/") && html.contains("/delete\""));
+
+    // Search by name and filters, in the page and in the API.
+    let (_, html) = page(&app, &session, "/packages?q=alpha").await;
+    assert!(
+        html.contains("alpha-agent") && !html.contains("beta-agent"),
+        "{html}"
+    );
+    let (_, html) = page(&app, &session, "/packages?arch=arm64").await;
+    assert!(!html.contains("alpha-agent") && html.contains("beta-agent"));
+    assert!(html.contains("pre-release"));
+    let (_, html) = page(&app, &session, "/packages?q=zzz").await;
+    assert!(html.contains("No package matches these filters."));
+    let found = app.get("/api/v1/packages?q=ALPHA", &admin).await;
+    assert_eq!(found.headers()["x-total-count"], "1");
+    let (status, html) = page(&app, &session, "/packages/beta-agent").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("windows/arm64") && html.contains("2.0.0-rc.1"));
+
+    // A viewer sees no upload, yank, edit or delete control, and is refused them.
+    let admin_res = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"username": "web-viewer", "password": "a long enough password", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_res.status(), 201);
+    let (_, viewer) = sign_in(&app, "web-viewer", "a long enough password").await;
+    let viewer = viewer.unwrap();
+    let (_, html) = page(&app, &viewer, "/packages/alpha-agent/1.0.0/linux/amd64").await;
+    for control in [
+        "href=\"/upload\"",
+        "/yank\"",
+        "/delete\"",
+        "/describe\"",
+        "href=\"/users\"",
+    ] {
+        assert!(!html.contains(control), "a viewer sees {control}");
+    }
+    assert_eq!(page(&app, &viewer, "/upload").await.0, 403);
+    assert_eq!(page(&app, &viewer, "/users").await.0, 403);
+    let refused = post_form(
+        &app,
+        &viewer,
+        &format!("/manage/{}/yank", p["id"]),
+        &[("csrf", &viewer.csrf)],
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+}
+
+async fn in_the_browser(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    app.publish(
+        &admin,
+        "otelcol-contrib/0.115.0/linux/amd64",
+        vec![7u8; 3 * 1024 * 1024],
+    )
+    .await;
+    app.publish(
+        &admin,
+        "otelcol-contrib/0.116.0-rc.1/linux/arm64",
+        b"rc build",
+    )
+    .await;
+    app.publish(
+        &admin,
+        "otelcol-contrib/0.114.0/windows/amd64",
+        b"old build",
+    )
+    .await;
+    let python = tools_dir().join("venv/bin/python");
+    let axe = tools_dir().join("node/node_modules/axe-core/axe.min.js");
+    assert!(
+        python.exists() && axe.exists(),
+        "run ./scripts/tools.sh first"
+    );
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py"))
+        .arg(&app.base)
+        .arg(ADMIN_PASSWORD)
+        .arg("/packages/otelcol-contrib/0.115.0/linux/amd64")
+        .arg(&shots)
+        .arg(&axe)
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<&Value> = report["steps"].as_array().unwrap().iter().collect();
+    let step = |name: &str| {
+        *steps
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {report}"))
+    };
+    assert!(
+        step("root")["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/login?next=%2Fpackages")
+    );
+    assert_eq!(
+        step("wrong_password")["error"],
+        "Wrong username or password."
+    );
+    let signed_in = step("signed_in");
+    assert_eq!(signed_in["http_only"], true);
+    assert_eq!(signed_in["same_site"], "Strict");
+    assert_eq!(signed_in["script_sees_cookie"], false);
+
+    let uploaded = step("uploaded");
+    let progress: Vec<f64> = uploaded["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(progress.last(), Some(&100.0), "{uploaded}");
+    assert!(
+        progress.iter().any(|p| *p > 0.0 && *p < 100.0),
+        "the bar moved through the upload: {progress:?}"
+    );
+    let stats = uploaded["stats"].as_str().unwrap();
+    assert!(stats.starts_with("100 % — 20.0 MiB uploaded"), "{stats}");
+
+    let package = step("package_page");
+    assert_eq!(package["description"], "<script>alert(1)</script>");
+    assert_eq!(package["script_tags_in_description"], 0);
+    assert_eq!(report["dialogs"], serde_json::json!([]), "no script ran");
+    let downloaded = step("downloaded");
+    assert_eq!(downloaded["sha256"], downloaded["expected"]);
+    assert_eq!(package["sha256"], downloaded["expected"]);
+
+    let names = |name: &str| step(name)["names"].to_string();
+    assert!(names("listed").contains("web-demo"));
+    assert!(!names("yanked_list").contains("web-demo"));
+    assert_eq!(
+        step("yanked_name_page")["badges"],
+        serde_json::json!(["yanked"])
+    );
+    assert!(names("restored_list").contains("web-demo"));
+    let deleted = step("deleted");
+    assert_eq!(deleted["status"], 404);
+    assert_eq!(deleted["heading"], "Not found");
+    let users = names("users");
+    assert!(
+        users.contains("web-viewer") && !users.contains("web-temp"),
+        "{users}"
+    );
+
+    let forged = step("forged_admin");
+    assert_eq!(
+        (forged["status"].as_u64(), forged["api_status"].as_u64()),
+        (Some(403), Some(403))
+    );
+    let viewer = step("viewer");
+    for control in [
+        "upload_links",
+        "yank_buttons",
+        "delete_links",
+        "describe_forms",
+    ] {
+        assert_eq!(viewer[control], 0, "{control}: {viewer}");
+    }
+    assert_eq!(viewer["upload_status"], 403);
+    let forged = step("forged_viewer");
+    assert_eq!(
+        (
+            forged["with_token"].as_u64(),
+            forged["without_token"].as_u64()
+        ),
+        (Some(403), Some(403))
+    );
+
+    for s in steps.iter().filter(|s| s["step"] == "layout") {
+        assert_eq!(s["overflows"], false, "wider than the screen: {s}");
+    }
+    let findings: Vec<(&String, &Value)> = report["axe"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
+        .collect();
+    assert!(
+        report["axe"].as_object().unwrap().len() >= 16,
+        "every page at both widths"
+    );
+    assert!(
+        findings.is_empty(),
+        "serious or critical accessibility findings: {findings:?}"
+    );
+    // Pages answered 401 and 404 on purpose log "Failed to load resource"; anything else
+    // (a script error, a refusal by the content security policy) is a fault.
+    let script_errors: Vec<&Value> = report["console_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e.as_str().unwrap_or_default().starts_with("Failed to load resource"))
+        .collect();
+    assert!(script_errors.is_empty(), "{script_errors:?}");
+    for label in [
+        "login",
+        "packages",
+        "name",
+        "package",
+        "upload",
+        "delete",
+        "users",
+        "not-found",
+    ] {
+        for width in [375, 1440] {
+            assert!(shots.join(format!("{label}-{width}.png")).exists());
+        }
+    }
+}

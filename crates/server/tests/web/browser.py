@@ -1,0 +1,209 @@
+"""The web interface in a real browser, for the tests: Playwright (PyPI) drives Debian's
+Chromium against the running server; axe-core (npm) checks each page's accessibility.
+
+    browser.py BASE ADMIN_PASSWORD KEEP_PATH SCREENSHOT_DIR AXE_JS WORK_DIR
+
+KEEP_PATH is a package page (a package the test uploaded through the API) that a viewer
+opens. Prints one JSON object: what was seen at each step, for the test to assert.
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+from playwright.sync_api import sync_playwright
+
+base, admin_password, keep_path, shots, axe_js, work = sys.argv[1:7]
+report = {"steps": [], "axe": {}, "dialogs": [], "console_errors": []}
+axe_source = open(axe_js, encoding="utf-8").read()
+
+
+def step(name, **seen):
+    report["steps"].append({"step": name, **seen})
+
+
+def axe(page, label):
+    page.evaluate(axe_source)
+    found = page.evaluate(
+        """() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
+            .filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                        targets: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))"""
+    )
+    report["axe"][label] = found
+
+
+def sign_in(page, username, password):
+    page.goto(base + "/")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/packages**")
+
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+        args=["--no-sandbox", "--disable-dev-shm-usage"],
+    )
+    wide = browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    page = wide.new_page()
+    page.on("dialog", lambda d: (report["dialogs"].append(d.message), d.dismiss()))
+    page.on("console", lambda m: m.type == "error" and report["console_errors"].append(m.text))
+
+    # Signing in: the root leads to the sign-in page, a wrong password is refused in words.
+    page.goto(base + "/")
+    step("root", url=page.url)
+    page.fill("#username", "admin")
+    page.fill("#password", "not the password")
+    page.click("button[type=submit]")
+    step("wrong_password", error=page.text_content(".error"))
+    page.fill("#password", admin_password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/packages**")
+    cookies = {c["name"]: c for c in wide.cookies()}
+    session = cookies.get("agentpkg_session", {})
+    step(
+        "signed_in",
+        url=page.url,
+        http_only=session.get("httpOnly"),
+        same_site=session.get("sameSite"),
+        script_sees_cookie="agentpkg_session" in page.evaluate("document.cookie"),
+    )
+
+    # Upload a 20 MiB file and watch the progress bar reach 100 %.
+    data = os.urandom(20 * 1024 * 1024)
+    path = os.path.join(work, "web-demo.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    page.goto(base + "/upload")
+    page.set_input_files("#file", path)
+    page.fill("#name", "web-demo")
+    page.fill("#version", "1.0.0")
+    page.select_option("#platform", "linux")
+    page.select_option("#arch", "amd64")
+    page.fill("#description", "<script>alert(1)</script>")
+    # Record every value the progress bar takes.
+    page.evaluate(
+        """() => { const bar = document.getElementById('bar'); window.__progress = [];
+            const desc = Object.getOwnPropertyDescriptor(HTMLProgressElement.prototype, 'value');
+            Object.defineProperty(bar, 'value', {get() { return desc.get.call(this); },
+              set(v) { window.__progress.push(v); desc.set.call(this, v); }}); }"""
+    )
+    page.click("#start")
+    page.wait_for_selector("#done a", timeout=120000)
+    step(
+        "uploaded",
+        progress=page.evaluate("window.__progress"),
+        stats=page.text_content("#stats"),
+        done=page.text_content("#done"),
+    )
+    page.click("#done a")
+    page.wait_for_url("**/packages/web-demo/1.0.0/linux/amd64?done=uploaded")
+    package_url = page.url.split("?")[0]
+    step(
+        "package_page",
+        description=page.text_content("#description"),
+        sha256=page.text_content("#sha256").strip(),
+        notice=page.text_content(".notice"),
+        script_tags_in_description=page.locator("#description script").count(),
+    )
+    with page.expect_download() as download:
+        page.click("a.button[download]")
+    saved = os.path.join(work, "downloaded.bin")
+    download.value.save_as(saved)
+    with open(saved, "rb") as f:
+        got = hashlib.sha256(f.read()).hexdigest()
+    step("downloaded", sha256=got, expected=hashlib.sha256(data).hexdigest())
+
+    page.goto(base + "/packages")
+    step("listed", names=page.locator("tbody td:first-child").all_text_contents())
+
+    # Yank: gone from the list, marked on its name page; restore; delete; then 404.
+    page.goto(package_url)
+    page.click("text=Yank")
+    page.wait_for_url("**done=yanked")
+    page.goto(base + "/packages")
+    step("yanked_list", names=page.locator("tbody td:first-child").all_text_contents())
+    page.goto(base + "/packages/web-demo")
+    step("yanked_name_page", badges=page.locator(".badge.warn").all_text_contents())
+    page.goto(package_url)
+    page.click("text=Restore")
+    page.wait_for_url("**done=restored")
+    page.goto(base + "/packages")
+    step("restored_list", names=page.locator("tbody td:first-child").all_text_contents())
+    page.goto(package_url)
+    page.click("text=Delete…")
+    page.wait_for_url("**/delete")
+    page.click("text=Delete for good")
+    page.wait_for_url("**done=deleted")
+    gone = page.goto(package_url)
+    step("deleted", status=gone.status, heading=page.text_content("h1"))
+
+    # Users: create a viewer and a user to delete, delete that one.
+    page.goto(base + "/users")
+    for username, role in [("web-viewer", "viewer"), ("web-temp", "publisher")]:
+        page.fill("#new-username", username)
+        page.fill("#new-password", "a long enough password")
+        page.select_option("#new-role", role)
+        page.click("form[action='/users'] button[type=submit]")
+        page.wait_for_url("**done=user-created")
+    page.click("button[aria-label='Delete user web-temp']")
+    page.wait_for_url("**done=user-deleted")
+    step("users", names=page.locator("tbody td:first-child").all_text_contents())
+
+    # A forged form without the CSRF token is refused, even for the admin.
+    keep_id = page.goto(base + keep_path) and page.get_attribute("form[action$='/yank']", "action")
+    forged = page.request.post(base + keep_id, form={"description": "x"})
+    api_forged = page.request.post(base + "/api/v1/uploads", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1"})
+    step("forged_admin", status=forged.status, api_status=api_forged.status)
+
+    # A viewer sees no upload, yank or delete control; the server refuses them too.
+    narrow_viewer = browser.new_context(viewport={"width": 1440, "height": 900})
+    viewer = narrow_viewer.new_page()
+    sign_in(viewer, "web-viewer", "a long enough password")
+    viewer.goto(base + keep_path)
+    upload_page = viewer.goto(base + "/upload")
+    viewer.goto(base + keep_path)
+    step(
+        "viewer",
+        upload_links=viewer.locator("a[href='/upload']").count(),
+        yank_buttons=viewer.locator("form[action$='/yank'], form[action$='/restore']").count(),
+        delete_links=viewer.locator("a[href$='/delete']").count(),
+        describe_forms=viewer.locator("form[action$='/describe']").count(),
+        upload_status=upload_page.status,
+    )
+    csrf = viewer.get_attribute("meta[name=csrf-token]", "content")
+    with_token = viewer.request.post(base + keep_id, form={"csrf": csrf})
+    without_token = viewer.request.post(base + keep_id, form={})
+    step("forged_viewer", with_token=with_token.status, without_token=without_token.status)
+
+    # Every page, at 375 and 1440 pixels wide: a screenshot and axe-core's findings.
+    pages = [
+        ("login", "/login", False),
+        ("packages", "/packages", True),
+        ("name", "/packages/" + keep_path.split("/")[2], True),
+        ("package", keep_path, True),
+        ("upload", "/upload", True),
+        ("delete", keep_id.replace("/yank", "/delete"), True),
+        ("users", "/users", True),
+        ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
+    ]
+    for width, height in [(375, 812), (1440, 900)]:
+        anonymous = browser.new_context(viewport={"width": width, "height": height})
+        signed = browser.new_context(viewport={"width": width, "height": height})
+        signed_page = signed.new_page()
+        sign_in(signed_page, "admin", admin_password)
+        for label, url, needs_session in pages:
+            tab = signed_page if needs_session else anonymous.new_page()
+            tab.goto(base + url)
+            tab.screenshot(path=os.path.join(shots, f"{label}-{width}.png"), full_page=True)
+            axe(tab, f"{label}-{width}")
+            overflow = tab.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+            step("layout", page=f"{label}-{width}", overflows=overflow)
+        anonymous.close()
+        signed.close()
+    browser.close()
+
+print(json.dumps(report))

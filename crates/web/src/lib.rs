@@ -1,0 +1,77 @@
+//! agentpkg's web interface, served by the same binary at `/`: server-rendered pages
+//! (askama templates compiled into the binary) over the package manager and the accounts,
+//! with the small script and style sheet they need embedded too. Nothing is fetched from
+//! elsewhere, nothing needs Node to build.
+//!
+//! Signing in sets the session (the API's session token) in an `HttpOnly`,
+//! `SameSite=Strict` cookie; every form that changes something carries the session's CSRF
+//! token, and the upload script sends it as `X-CSRF-Token` to the API's tus endpoint,
+//! which accepts the cookie only with it (see `agentpkg_api::auth`).
+
+mod error;
+mod format;
+mod pages;
+mod session;
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+pub use error::WebError;
+pub use pages::{CSP, not_found};
+
+const STYLE: &str = include_str!("../assets/app.css");
+const SCRIPT: &str = include_str!("../assets/app.js");
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
+}
+
+/// The pages' routes. Register before the API's, which answers everything else; then
+/// set [`not_found`] as the default service (a page for browsers, JSON for the rest).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/",
+        web::get().to(|| async {
+            HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/packages"))
+                .finish()
+        }),
+    )
+    // The seed report's address for the API documentation.
+    .route(
+        "/swagger/index.html",
+        web::get().to(|| async {
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, "/swagger-ui/"))
+                .finish()
+        }),
+    )
+    .route(
+        "/static/app.css",
+        web::get().to(|| async { asset("text/css; charset=utf-8", STYLE) }),
+    )
+    .route(
+        "/static/app.js",
+        web::get().to(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+    )
+    .route("/login", web::get().to(pages::login_form))
+    .route("/login", web::post().to(pages::login))
+    .route("/logout", web::post().to(pages::logout))
+    .route("/packages", web::get().to(pages::packages))
+    .route("/packages/{name}", web::get().to(pages::name))
+    .route(
+        "/packages/{name}/{version}/{platform}/{arch}",
+        web::get().to(pages::package),
+    )
+    .route("/upload", web::get().to(pages::upload))
+    .route("/manage/{id}/delete", web::get().to(pages::confirm_delete))
+    .route("/manage/{id}/delete", web::post().to(pages::delete))
+    .route("/manage/{id}/{action}", web::post().to(pages::change))
+    .route("/users", web::get().to(pages::users))
+    .route("/users", web::post().to(pages::create_user))
+    .route("/users/{id}/delete", web::post().to(pages::delete_user));
+}
