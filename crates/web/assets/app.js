@@ -69,8 +69,8 @@ function send(method, url, headers, body, onProgress) {
 
 function refusal(xhr) {
   try {
-    const body = JSON.parse(xhr.responseText);
-    if (body.message) return body.message + " (" + xhr.status + " " + body.code + ")";
+    const error = JSON.parse(xhr.responseText).error;
+    if (error && error.message) return error.message + " (" + xhr.status + " " + error.code + ")";
   } catch (e) { /* not JSON */ }
   return "the registry answered " + xhr.status;
 }

@@ -437,6 +437,22 @@ async fn in_the_browser(backend: Backend) {
     assert_eq!(downloaded["sha256"], downloaded["expected"]);
     assert_eq!(package["sha256"], downloaded["expected"]);
 
+    let conflict = step("conflict")["error"].as_str().unwrap();
+    assert!(
+        conflict.starts_with("Upload refused: ") && conflict.contains("(409 conflict)"),
+        "{conflict}"
+    );
+    let resumed = step("resumed");
+    assert!(resumed["dropped"].as_str().unwrap().contains("connection"), "{resumed}");
+    let stats = resumed["stats"].as_str().unwrap();
+    assert!(stats.contains("100 % — 20.0 MiB uploaded"), "{stats}");
+    // 8 MiB chunks: the first landed before the drop; the second run sent only the rest.
+    assert_eq!(resumed["patches"], 4, "{resumed}");
+    assert_eq!(step("resumed_download")["same"], true);
+    let described = step("described");
+    assert_eq!(described["description"], "edited in the browser");
+    assert_eq!(described["first_tab"], "Skip to content");
+
     let names = |name: &str| step(name)["names"].to_string();
     assert!(names("listed").contains("web-demo"));
     assert!(!names("yanked_list").contains("web-demo"));

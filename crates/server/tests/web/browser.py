@@ -120,6 +120,67 @@ with sync_playwright() as p:
     page.goto(base + "/packages")
     step("listed", names=page.locator("tbody td:first-child").all_text_contents())
 
+    # The same coordinates again: the server's refusal, in words.
+    page.goto(base + "/upload")
+    page.set_input_files("#file", path)
+    page.fill("#name", "web-demo")
+    page.fill("#version", "1.0.0")
+    page.click("#start")
+    page.wait_for_selector("#result:not([hidden])")
+    step("conflict", error=page.text_content("#result"))
+
+    # A dropped connection: the second chunk's request fails; uploading again continues
+    # from what the server has, not from the start.
+    big = os.urandom(20 * 1024 * 1024)
+    resumable = os.path.join(work, "web-resume.bin")
+    with open(resumable, "wb") as f:
+        f.write(big)
+    patches = {"n": 0}
+
+    def drop_second_patch(route):
+        if route.request.method == "PATCH":
+            patches["n"] += 1
+            if patches["n"] == 2:
+                route.abort("connectionreset")
+                return
+        route.continue_()
+
+    page.goto(base + "/upload")
+    page.route("**/api/v1/uploads/**", drop_second_patch)
+    page.set_input_files("#file", resumable)
+    page.fill("#name", "web-resume")
+    page.fill("#version", "2.0.0")
+    page.click("#start")
+    page.wait_for_selector("#result:not([hidden])")
+    dropped = page.text_content("#result")
+    page.reload()
+    page.set_input_files("#file", resumable)
+    page.fill("#name", "web-resume")
+    page.fill("#version", "2.0.0")
+    page.click("#start")
+    page.wait_for_selector("#done a", timeout=120000)
+    step("resumed", dropped=dropped, stats=page.text_content("#stats"), patches=patches["n"])
+    page.unroute("**/api/v1/uploads/**")
+    page.click("#done a")
+    with page.expect_download() as download:
+        page.click("a.button[download]")
+    saved = os.path.join(work, "resumed.bin")
+    download.value.save_as(saved)
+    with open(saved, "rb") as f:
+        step("resumed_download", same=f.read() == big)
+
+    # Edit the description; the keyboard reaches the skip link first.
+    page.goto(package_url)
+    page.fill("#new-description", "edited in the browser")
+    page.click("text=Save description")
+    page.wait_for_url("**done=described")
+    page.keyboard.press("Tab")
+    step(
+        "described",
+        description=page.text_content("#description"),
+        first_tab=page.evaluate("document.activeElement.textContent"),
+    )
+
     # Yank: gone from the list, marked on its name page; restore; delete; then 404.
     page.goto(package_url)
     page.click("text=Yank")
