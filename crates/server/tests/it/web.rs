@@ -443,7 +443,10 @@ async fn in_the_browser(backend: Backend) {
         "{conflict}"
     );
     let resumed = step("resumed");
-    assert!(resumed["dropped"].as_str().unwrap().contains("connection"), "{resumed}");
+    assert!(
+        resumed["dropped"].as_str().unwrap().contains("connection"),
+        "{resumed}"
+    );
     let stats = resumed["stats"].as_str().unwrap();
     assert!(stats.contains("100 % — 20.0 MiB uploaded"), "{stats}");
     // 8 MiB chunks: the first landed before the drop; the second run sent only the rest.
@@ -517,7 +520,11 @@ async fn in_the_browser(backend: Backend) {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| !e.as_str().unwrap_or_default().starts_with("Failed to load resource"))
+        .filter(|e| {
+            !e.as_str()
+                .unwrap_or_default()
+                .starts_with("Failed to load resource")
+        })
         .collect();
     assert!(script_errors.is_empty(), "{script_errors:?}");
     for label in [
