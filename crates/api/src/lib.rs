@@ -91,6 +91,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/healthz", web::get().to(handlers::health::healthz))
                     .route("/readyz", web::get().to(handlers::health::readyz))
                     .route("/auth/login", web::post().to(handlers::login::login))
+                    .route("/auth/me", web::get().to(handlers::login::me))
                     .service(
                         web::resource("/packages")
                             .route(web::get().to(handlers::packages::list::list))
@@ -142,9 +143,10 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         "/packages/{name}/{version}/{platform}/{arch}/signature",
                         web::get().to(handlers::packages::signature::get_by_coordinates),
                     )
-                    .route(
-                        "/packages/{name}/{version}/{platform}/{arch}",
-                        web::put().to(handlers::packages::upload::put),
+                    .service(
+                        web::resource("/packages/{name}/{version}/{platform}/{arch}")
+                            .route(web::get().to(handlers::packages::read::by_coordinates))
+                            .route(web::put().to(handlers::packages::upload::put)),
                     )
                     .service(
                         web::resource("/keys")

@@ -29,10 +29,12 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
     ),
     paths(
         handlers::login::login,
+        handlers::login::me,
         handlers::packages::list::list,
         handlers::packages::upload::upload,
         handlers::packages::read::latest,
         handlers::packages::read::get,
+        handlers::packages::read::by_coordinates,
         handlers::packages::change::patch,
         handlers::packages::change::delete,
         handlers::packages::read::versions,

@@ -70,3 +70,36 @@ pub(crate) async fn login(
     tracing::info!(username = %signed_in.user.username, "login");
     Ok(HttpResponse::Ok().json(LoginResponse { token, expires_at }))
 }
+
+/// Who a credential is.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MeView {
+    username: String,
+    /// What the credential may do: the user's role, or for a token the lesser of its scope
+    /// and its owner's role.
+    role: agentpkg_model::Role,
+    /// The API token's name, when the credential is one.
+    token: Option<String>,
+}
+
+/// Who am I
+///
+/// The signed-in user (or the API token's owner, with the token's name) and what the
+/// credential may do. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The credential's user and role", body = MeView),
+        (status = 401, description = "No valid credential", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn me(viewer: crate::Viewer) -> HttpResponse {
+    let credential = &viewer.principal.0;
+    HttpResponse::Ok().json(MeView {
+        username: credential.username.clone(),
+        role: credential.role,
+        token: credential.token.as_ref().map(|(_, name)| name.clone()),
+    })
+}

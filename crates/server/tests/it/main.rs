@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod cli;
+mod client_cli;
 mod common;
 mod direct;
 mod distribution;

@@ -89,6 +89,7 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
     // exist are fine: authorisation comes first.
     let routes: Vec<(&str, &str, &str, Option<usize>, bool)> = vec![
         ("POST", "/api/v1/auth/login", "", None, false),
+        ("GET", "/api/v1/auth/me", "/api/v1/auth/me", Some(0), false),
         ("GET", "/api/v1/healthz", "/api/v1/healthz", None, false),
         ("GET", "/api/v1/readyz", "/api/v1/readyz", None, false),
         ("GET", "/healthz", "/healthz", None, false),
@@ -160,6 +161,13 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             "GET",
             "/api/v1/packages/{name}/{version}/{platform}/{arch}/download",
             "/api/v1/packages/a/1.0.0/linux/amd64/download",
+            Some(0),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/packages/{name}/{version}/{platform}/{arch}",
+            "/api/v1/packages/a/1.0.0/linux/amd64",
             Some(0),
             false,
         ),

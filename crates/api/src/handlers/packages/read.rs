@@ -34,6 +34,32 @@ pub(crate) async fn get(
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
+/// Get a package by its coordinates
+///
+/// The package at exactly this name, version (by precedence), platform and architecture,
+/// yanked or not. Needs the viewer role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{name}/{version}/{platform}/{arch}",
+    tag = "packages",
+    params(super::CoordinatesPath),
+    responses(
+        (status = 200, description = "The package", body = PackageView),
+        (status = 400, description = "Invalid coordinates", body = ErrorBody),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn by_coordinates(
+    viewer: Viewer,
+    state: web::Data<ApiState>,
+    path: web::Path<super::CoordinatesPath>,
+) -> Result<HttpResponse, ApiError> {
+    let coordinates = path.parse()?;
+    viewer.principal.may_read(&coordinates.name)?;
+    let package = state.packages.find(&coordinates).await?;
+    Ok(HttpResponse::Ok().json(PackageView::from(&package)))
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct LatestParams {

@@ -1,0 +1,622 @@
+//! `agentpkg`: publish and fetch agent packages from the command line, over the registry's
+//! REST API (through `agentpkg-client`).
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 checksum mismatch.
+
+// A command line reports on standard output and standard error.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod config;
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use agentpkg_client::{Client, Error, NewUser, PackageQuery, Target, Upload, UploadProgress};
+use clap::{CommandFactory, Parser, Subcommand};
+use serde_json::json;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+#[derive(Parser)]
+#[command(name = "agentpkg", version, about = "Publish and fetch agent packages")]
+struct Cli {
+    /// The registry (default: the one signed in to, else http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "AGENTPKG_SERVER")]
+    server: Option<String>,
+    /// An API token to use instead of the stored credential.
+    #[arg(long, global = true, env = "AGENTPKG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sign in and store the credential (mode 0600) in the configuration directory.
+    Login {
+        /// The username (asked when not given).
+        #[arg(long, short)]
+        username: Option<String>,
+        /// Read the password from standard input instead of asking for it.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forget the stored credential.
+    Logout,
+    /// Who the credential is.
+    Whoami,
+    /// Publish a file.
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        #[arg(long)]
+        platform: String,
+        #[arg(long)]
+        arch: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// A detached signature of the file.
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// The signature's format: openpgp (default), minisign, cosign, sigstore.
+        #[arg(long, requires = "signature")]
+        signature_format: Option<String>,
+    },
+    /// Fetch a package, resuming a partial file and checking its SHA-256.
+    Pull {
+        name: String,
+        /// An exact version, or a SemVer requirement (`^1.4`) for the newest matching.
+        #[arg(long, conflicts_with = "latest")]
+        version: Option<String>,
+        /// The newest active version (the default).
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        platform: String,
+        #[arg(long)]
+        arch: String,
+        /// Where to write it (default: the package's file name, here).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// List packages.
+    Ls {
+        /// Only names containing this.
+        search: Option<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(long)]
+        arch: Option<String>,
+        /// Yanked packages too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+    },
+    /// Show one package: by id, or name/version/platform/arch.
+    Info { package: String },
+    /// Every version of a name, newest first.
+    Versions { name: String },
+    /// The newest build for a platform.
+    Latest {
+        name: String,
+        #[arg(long)]
+        platform: String,
+        #[arg(long)]
+        arch: String,
+        /// Within a SemVer requirement.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Yank a package (hidden from lists and latest, still downloadable when pinned).
+    Yank { package: String },
+    /// Restore a yanked package.
+    Unyank { package: String },
+    /// Delete a package (admin).
+    Rm { package: String },
+    /// Users (admin).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    Ls,
+    /// Create a user; the password is read from standard input.
+    Create {
+        username: String,
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    Rm {
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    Ls,
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        /// read, publish or admin.
+        #[arg(long, default_value = "read")]
+        scope: String,
+        /// Limit it to these name patterns (`opamp-*`).
+        #[arg(long = "package")]
+        packages: Vec<String>,
+    },
+    Revoke {
+        id: i64,
+    },
+}
+
+/// Failure with its exit code.
+struct Failure(String, u8);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Api { status, .. } if status.as_u16() == 404 => 3,
+            Error::Api { status, .. } if status.as_u16() == 409 => 4,
+            Error::Checksum { .. } => 5,
+            _ => 1,
+        };
+        Failure(e.to_string(), code)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Ctx {
+    json: bool,
+    quiet: bool,
+}
+
+impl Ctx {
+    /// Prints `value` as JSON, or `human` unless quiet.
+    fn out(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else if !self.quiet {
+            let text = human();
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+    }
+
+    fn progress(&self) -> Arc<dyn UploadProgress> {
+        if self.json || self.quiet || !std::io::stderr().is_terminal() {
+            Arc::new(())
+        } else {
+            Arc::new(progress::Bar::new())
+        }
+    }
+}
+
+fn client(cli: &Cli) -> Result<Client, Failure> {
+    let stored = config::load();
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| stored.as_ref().map(|s| s.server.clone()))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| stored.filter(|s| s.server == server).map(|s| s.token));
+    Ok(Client::new(&server, token)?)
+}
+
+fn read_secret(prompt: &str, from_stdin: bool) -> Result<String, Failure> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    Ok(rpassword::prompt_password(prompt)?)
+}
+
+/// A package named by id or by `name/version/platform/arch`.
+async fn package(client: &Client, which: &str) -> Result<agentpkg_client::Package, Failure> {
+    if let Ok(id) = which.parse::<i64>() {
+        return Ok(client.get(id).await?);
+    }
+    let parts: Vec<&str> = which.split('/').collect();
+    match parts.as_slice() {
+        [name, version, platform, arch] => Ok(client.find(name, version, platform, arch).await?),
+        _ => Err(Failure(
+            format!("{which:?}: give a package id or name/version/platform/arch"),
+            2,
+        )),
+    }
+}
+
+fn line(p: &agentpkg_client::Package) -> String {
+    format!(
+        "{:<40} {:>12}  {}{}",
+        p.coordinates(),
+        p.file_size,
+        &p.checksum[..12.min(p.checksum.len())],
+        if p.is_active { "" } else { "  (yanked)" }
+    )
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "agentpkg",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Login {
+            username,
+            password_stdin,
+        } => {
+            let client = client(&cli)?;
+            let (token, who) = match &cli.token {
+                Some(token) => (token.clone(), None),
+                None => {
+                    let username = match username {
+                        Some(u) => u.clone(),
+                        None => {
+                            eprint!("Username: ");
+                            let mut u = String::new();
+                            std::io::stdin().read_line(&mut u)?;
+                            u.trim().to_owned()
+                        }
+                    };
+                    let password = read_secret("Password: ", *password_stdin)?;
+                    (client.login(&username, &password).await?, Some(username))
+                }
+            };
+            let checked = Client::new(client.base(), Some(token.clone()))?;
+            let me = checked.me().await?;
+            let path = config::save(&config::Stored {
+                server: client.base().to_owned(),
+                token,
+                username: who.or(Some(me.username.clone())),
+            })?;
+            ctx.out(
+                json!({"server": client.base(), "username": me.username, "role": me.role}),
+                || {
+                    format!(
+                        "Signed in to {} as {} ({}); credential in {}",
+                        client.base(),
+                        me.username,
+                        me.role,
+                        path.display()
+                    )
+                },
+            );
+        }
+        Command::Logout => {
+            let removed = config::remove()?;
+            ctx.out(json!({"removed": removed}), || {
+                if removed {
+                    "Signed out."
+                } else {
+                    "Not signed in."
+                }
+                .to_owned()
+            });
+        }
+        Command::Whoami => {
+            let client = client(&cli)?;
+            let me = client.me().await?;
+            ctx.out(
+                json!({"server": client.base(), "username": me.username, "role": me.role, "token": me.token}),
+                || match &me.token {
+                    Some(t) => format!("{} ({}) with the token {t:?} at {}", me.username, me.role, client.base()),
+                    None => format!("{} ({}) at {}", me.username, me.role, client.base()),
+                },
+            );
+        }
+        Command::Push {
+            file,
+            name,
+            version,
+            platform,
+            arch,
+            description,
+            signature,
+            signature_format,
+        } => {
+            let client = client(&cli)?;
+            let signature = match signature {
+                Some(path) => Some(std::fs::read(path)?),
+                None => None,
+            };
+            let upload = Upload {
+                path: file.clone(),
+                name: name.clone(),
+                version: version.clone(),
+                platform: platform.clone(),
+                arch: arch.clone(),
+                description: description.clone(),
+                signature,
+                signature_format: signature_format.clone(),
+            };
+            let published = client
+                .push(&upload, &config::uploads_dir(), ctx.progress())
+                .await?;
+            let p = &published.package;
+            ctx.out(
+                json!({"package": p, "via": published.via, "resumed_at": published.resumed_at}),
+                || {
+                    let resumed = if published.resumed_at > 0 {
+                        format!(" (resumed at byte {})", published.resumed_at)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "Published {} (id {}, sha256 {}){resumed}",
+                        p.coordinates(),
+                        p.id,
+                        p.checksum
+                    )
+                },
+            );
+        }
+        Command::Pull {
+            name,
+            version,
+            latest: _,
+            platform,
+            arch,
+            output,
+        } => {
+            let client = client(&cli)?;
+            let target = match version {
+                Some(v) if agentpkg_model::Version::parse(v).is_ok() => Target::Exact {
+                    name: name.clone(),
+                    version: v.clone(),
+                    platform: platform.clone(),
+                    arch: arch.clone(),
+                },
+                requirement => Target::Latest {
+                    name: name.clone(),
+                    platform: platform.clone(),
+                    arch: arch.clone(),
+                    requirement: requirement.clone(),
+                },
+            };
+            let dest = match output {
+                Some(path) => path.clone(),
+                None => PathBuf::from(client.resolve(&target).await?.filename),
+            };
+            let pulled = client.pull(&target, &dest, ctx.progress()).await?;
+            let p = &pulled.package;
+            ctx.out(
+                json!({"package": p, "path": pulled.path, "resumed_at": pulled.resumed_at, "restarted": pulled.restarted}),
+                || {
+                    let how = if pulled.restarted {
+                        " (the partial file was wrong: fetched again)".to_owned()
+                    } else if pulled.resumed_at > 0 {
+                        format!(" (resumed at byte {})", pulled.resumed_at)
+                    } else {
+                        String::new()
+                    };
+                    format!("Fetched {} to {}, sha256 verified{how}", p.coordinates(), pulled.path.display())
+                },
+            );
+        }
+        Command::Ls {
+            search,
+            platform,
+            arch,
+            all,
+            page,
+        } => {
+            let client = client(&cli)?;
+            let (packages, total) = client
+                .list(&PackageQuery {
+                    q: search.clone(),
+                    platform: platform.clone(),
+                    arch: arch.clone(),
+                    include_inactive: all.then_some(true),
+                    page: Some(*page),
+                    per_page: Some(100),
+                    ..PackageQuery::default()
+                })
+                .await?;
+            ctx.out(json!({"packages": packages, "total": total}), || {
+                let mut text: Vec<String> = packages.iter().map(line).collect();
+                text.push(format!("{} of {total} packages", packages.len()));
+                text.join("\n")
+            });
+        }
+        Command::Info { package: which } => {
+            let p = package(&client(&cli)?, which).await?;
+            ctx.out(json!(p), || {
+                format!(
+                    "{}\n  id          {}\n  size        {} bytes\n  sha256      {}\n  file        {}\n  description {}\n  active      {}\n  signature   {}\n  uploaded    {}\n  downloads   {}",
+                    p.coordinates(),
+                    p.id,
+                    p.file_size,
+                    p.checksum,
+                    p.filename,
+                    p.description,
+                    p.is_active,
+                    p.signature.as_ref().map_or("none".to_owned(), |s| format!("{}{}", s.format, if s.verified { ", verified" } else { "" })),
+                    p.created_at,
+                    p.download_count
+                )
+            });
+        }
+        Command::Versions { name } => {
+            let versions = client(&cli)?.versions(name).await?;
+            ctx.out(json!(versions), || {
+                versions
+                    .iter()
+                    .map(|v| {
+                        let builds: Vec<String> = v
+                            .packages
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{}/{}{}",
+                                    p.platform,
+                                    p.arch,
+                                    if p.is_active { "" } else { " (yanked)" }
+                                )
+                            })
+                            .collect();
+                        format!("{:<20} {}", v.version, builds.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Latest {
+            name,
+            platform,
+            arch,
+            version,
+        } => {
+            let p = client(&cli)?
+                .latest(name, platform, arch, version.as_deref())
+                .await?;
+            ctx.out(json!(p), || line(&p));
+        }
+        Command::Yank { package: which } | Command::Unyank { package: which } => {
+            let client = client(&cli)?;
+            let p = package(&client, which).await?;
+            let active = matches!(cli.command, Command::Unyank { .. });
+            let p = client.set_active(p.id, active).await?;
+            ctx.out(json!(p), || {
+                format!(
+                    "{} {}",
+                    if active { "Restored" } else { "Yanked" },
+                    p.coordinates()
+                )
+            });
+        }
+        Command::Rm { package: which } => {
+            let client = client(&cli)?;
+            let p = package(&client, which).await?;
+            client.delete(p.id).await?;
+            ctx.out(json!({"deleted": p}), || {
+                format!("Deleted {}", p.coordinates())
+            });
+        }
+        Command::Users(command) => {
+            let client = client(&cli)?;
+            match command {
+                UsersCommand::Ls => {
+                    let users = client.users().await?;
+                    ctx.out(json!(users), || {
+                        users
+                            .iter()
+                            .map(|u| format!("{:>5}  {:<24} {}", u.id, u.username, u.role))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                }
+                UsersCommand::Create { username, role } => {
+                    let password = read_secret("Password for the new user: ", false)?;
+                    let user = client
+                        .create_user(&NewUser {
+                            username: username.clone(),
+                            password,
+                            role: role.clone(),
+                        })
+                        .await?;
+                    ctx.out(json!(user), || {
+                        format!("Created {} ({}), id {}", user.username, user.role, user.id)
+                    });
+                }
+                UsersCommand::Rm { id } => {
+                    client.delete_user(*id).await?;
+                    ctx.out(json!({"deleted": id}), || format!("Deleted user {id}"));
+                }
+            }
+        }
+        Command::Tokens(command) => {
+            let client = client(&cli)?;
+            match command {
+                TokensCommand::Ls => {
+                    let tokens = client.tokens().await?;
+                    ctx.out(json!(tokens), || {
+                        tokens
+                            .iter()
+                            .map(|t| format!("{:>5}  {:<24} {}", t.id, t.name, t.scope))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                }
+                TokensCommand::Create {
+                    name,
+                    scope,
+                    packages,
+                } => {
+                    let created = client.create_token(name, scope, packages).await?;
+                    ctx.out(json!(created), || {
+                        format!(
+                            "Created token {} ({}), id {}. Its secret, shown once:\n{}",
+                            created.token.name,
+                            created.token.scope,
+                            created.token.id,
+                            created.secret
+                        )
+                    });
+                }
+                TokensCommand::Revoke { id } => {
+                    client.revoke_token(*id).await?;
+                    ctx.out(json!({"revoked": id}), || format!("Revoked token {id}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Fetching a package to a file: into `<file>.part` beside it, resumed with `Range` and
+//! `If-Range` when a partial file is there, its SHA-256 checked against the package's, and
+//! only then renamed to its name. A file whose bytes are wrong never takes the name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Client, Error, Package, UploadProgress};
+
+/// Which build to fetch.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Exact {
+        name: String,
+        version: String,
+        platform: String,
+        arch: String,
+    },
+    /// The newest active build, optionally within a SemVer requirement.
+    Latest {
+        name: String,
+        platform: String,
+        arch: String,
+        requirement: Option<String>,
+    },
+}
+
+/// What was fetched.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub package: Package,
+    pub path: PathBuf,
+    /// Bytes a partial file already had.
+    pub resumed_at: u64,
+    /// Whether a partial file was found wrong and fetched again from the start.
+    pub restarted: bool,
+}
+
+/// `<file>.part`, beside the file.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+async fn hash_prefix(path: &Path) -> Result<(Sha256, u64), Error> {
+    let mut hasher = Sha256::new();
+    let mut total = 0;
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((hasher, 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hasher, total))
+}
+
+impl Client {
+    /// The package a target names.
+    pub async fn resolve(&self, target: &Target) -> Result<Package, Error> {
+        match target {
+            Target::Exact {
+                name,
+                version,
+                platform,
+                arch,
+            } => self.find(name, version, platform, arch).await,
+            Target::Latest {
+                name,
+                platform,
+                arch,
+                requirement,
+            } => {
+                self.latest(name, platform, arch, requirement.as_deref())
+                    .await
+            }
+        }
+    }
+
+    /// Fetches `target` to `dest` (see the module's notes).
+    pub async fn pull(
+        &self,
+        target: &Target,
+        dest: &Path,
+        progress: Arc<dyn UploadProgress>,
+    ) -> Result<Pulled, Error> {
+        let package = self.resolve(target).await?;
+        let part = partial_path(dest);
+        let mut restarted = false;
+        let (mut hasher, mut have) = hash_prefix(&part).await?;
+        if have > package.file_size {
+            // Longer than the package: not a prefix of it.
+            (hasher, have) = (Sha256::new(), 0);
+            restarted = true;
+        }
+        let resumed_at = have;
+        loop {
+            match self
+                .fetch_into(&package, &part, hasher, have, progress.clone())
+                .await
+            {
+                Ok(()) => break,
+                Err(Error::Checksum { .. }) if have > 0 => {
+                    // The partial file was not the package's first bytes: again, whole.
+                    (hasher, have) = (Sha256::new(), 0);
+                    restarted = true;
+                }
+                Err(e) => {
+                    if matches!(e, Error::Checksum { .. }) {
+                        let _ = tokio::fs::remove_file(&part).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        tokio::fs::rename(&part, dest).await?;
+        Ok(Pulled {
+            package,
+            path: dest.to_owned(),
+            resumed_at: if restarted { 0 } else { resumed_at },
+            restarted,
+        })
+    }
+
+    /// Appends the package's bytes from `have` to `part` (from 0 when the server will not
+    /// resume), then checks the whole file's SHA-256.
+    async fn fetch_into(
+        &self,
+        package: &Package,
+        part: &Path,
+        mut hasher: Sha256,
+        mut have: u64,
+        progress: Arc<dyn UploadProgress>,
+    ) -> Result<(), Error> {
+        let size = package.file_size;
+        if have < size || size == 0 {
+            let mut req = self.request(
+                Method::GET,
+                &format!("/api/v1/packages/{}/download", package.id),
+            );
+            if have > 0 {
+                req = req
+                    .header(reqwest::header::RANGE, format!("bytes={have}-"))
+                    .header(
+                        reqwest::header::IF_RANGE,
+                        format!("\"{}\"", package.checksum),
+                    );
+            }
+            let res = Self::send(req).await?;
+            let mut file = match res.status() {
+                StatusCode::PARTIAL_CONTENT => {
+                    tokio::fs::OpenOptions::new()
+                        .append(true)
+                        .open(part)
+                        .await?
+                }
+                _ => {
+                    (hasher, have) = (Sha256::new(), 0);
+                    tokio::fs::File::create(part).await?
+                }
+            };
+            progress.sending(size, have);
+            let mut body = res.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                file.write_all(&chunk).await?;
+                hasher.update(&chunk);
+                progress.advance(chunk.len() as u64);
+            }
+            file.flush().await?;
+            file.sync_all().await?;
+        }
+        let got = hex::encode(hasher.finalize());
+        if got == package.checksum {
+            Ok(())
+        } else {
+            Err(Error::Checksum {
+                expected: package.checksum.clone(),
+                got,
+            })
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Publishing a file: its SHA-256 computed here first (the server checks it), then either
+//! one streamed `PUT`, or, for a large file on a server that speaks tus, a resumable upload
+//! whose address is remembered so that running the push again continues it.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{Client, Error, Package, api_error};
+
+/// Files from this size go through tus when the server offers it.
+pub const RESUMABLE_FROM: u64 = 32 * 1024 * 1024;
+/// Bytes per tus `PATCH`.
+const CHUNK: u64 = 32 * 1024 * 1024;
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub platform: String,
+    pub arch: String,
+    pub description: Option<String>,
+    /// A detached signature of the file.
+    pub signature: Option<Vec<u8>>,
+    /// `openpgp` (default), `minisign`, `cosign`, `sigstore`.
+    pub signature_format: Option<String>,
+}
+
+/// Told how an upload goes (a progress bar, or nothing).
+pub trait UploadProgress: Send + Sync {
+    /// Hashing the file before sending it.
+    fn hashing(&self, _total: u64) {}
+    /// Sending `total` bytes, the first `already` of which the server has.
+    fn sending(&self, _total: u64, _already: u64) {}
+    fn advance(&self, _bytes: u64) {}
+}
+
+impl UploadProgress for () {}
+
+/// The published package, and how it got there.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub package: Package,
+    /// `put` or `tus`.
+    pub via: &'static str,
+    /// Bytes the server already had from an earlier, interrupted push.
+    pub resumed_at: u64,
+}
+
+/// The SHA-256 of a file, read in 1 MiB pieces.
+pub async fn sha256_file(path: &Path, progress: &dyn UploadProgress) -> Result<String, Error> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        progress.advance(n as u64);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// `len` bytes of the file from `offset`, as a streamed body that reports its progress.
+async fn body(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    progress: std::sync::Arc<dyn UploadProgress>,
+) -> Result<reqwest::Body, Error> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                progress.advance(c.len() as u64);
+            }
+            chunk
+        });
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+impl Client {
+    /// Publishes `upload`. `state_dir` keeps the addresses of resumable uploads in
+    /// progress (one small file each), so that pushing the same file again resumes it.
+    pub async fn push(
+        &self,
+        upload: &Upload,
+        state_dir: &Path,
+        progress: std::sync::Arc<dyn UploadProgress>,
+    ) -> Result<Published, Error> {
+        let size = tokio::fs::metadata(&upload.path).await?.len();
+        progress.hashing(size);
+        let sha256 = sha256_file(&upload.path, progress.as_ref()).await?;
+        if size >= RESUMABLE_FROM && self.speaks_tus().await? {
+            self.push_tus(upload, size, &sha256, state_dir, progress)
+                .await
+        } else {
+            self.push_put(upload, size, &sha256, progress).await
+        }
+    }
+
+    /// Whether the server offers tus 1.0.0 uploads.
+    pub async fn speaks_tus(&self) -> Result<bool, Error> {
+        let res = self
+            .request(Method::OPTIONS, "/api/v1/uploads")
+            .send()
+            .await?;
+        Ok(res.status().is_success()
+            && res
+                .headers()
+                .get("tus-version")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|v| v.trim() == "1.0.0")))
+    }
+
+    async fn push_put(
+        &self,
+        upload: &Upload,
+        size: u64,
+        sha256: &str,
+        progress: std::sync::Arc<dyn UploadProgress>,
+    ) -> Result<Published, Error> {
+        progress.sending(size, 0);
+        let mut query = vec![];
+        if let Some(d) = &upload.description {
+            query.push(("description", d.clone()));
+        }
+        if let Some(f) = upload.path.file_name().and_then(|f| f.to_str()) {
+            query.push(("filename", f.to_owned()));
+        }
+        let mut req = self
+            .request(
+                Method::PUT,
+                &format!(
+                    "/api/v1/packages/{}/{}/{}/{}",
+                    upload.name, upload.version, upload.platform, upload.arch
+                ),
+            )
+            .query(&query)
+            .header("X-Checksum-Sha256", sha256)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(sig) = &upload.signature {
+            req = req.header(
+                "X-Signature",
+                base64::engine::general_purpose::STANDARD.encode(sig),
+            );
+            if let Some(format) = &upload.signature_format {
+                req = req.header("X-Signature-Format", format);
+            }
+        }
+        let res = Self::send(req.body(body(&upload.path, 0, size, progress).await?)).await?;
+        let package = res
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(Published {
+            package,
+            via: "put",
+            resumed_at: 0,
+        })
+    }
+
+    async fn push_tus(
+        &self,
+        upload: &Upload,
+        size: u64,
+        sha256: &str,
+        state_dir: &Path,
+        progress: std::sync::Arc<dyn UploadProgress>,
+    ) -> Result<Published, Error> {
+        // One upload per file content, coordinates and server.
+        let key = {
+            let mut h = Sha256::new();
+            for part in [
+                self.base(),
+                sha256,
+                &upload.name,
+                &upload.version,
+                &upload.platform,
+                &upload.arch,
+            ] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            hex::encode(&h.finalize()[..16])
+        };
+        tokio::fs::create_dir_all(state_dir).await?;
+        let remembered = state_dir.join(format!("{key}.upload"));
+        let mut offset = 0;
+        let mut url = match tokio::fs::read_to_string(&remembered).await {
+            Ok(url) => {
+                let head = self
+                    .request(Method::HEAD, url.trim())
+                    .header("Tus-Resumable", "1.0.0")
+                    .send()
+                    .await?;
+                if head.status().is_success() {
+                    offset = head
+                        .headers()
+                        .get("upload-offset")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    Some(url.trim().to_owned())
+                } else {
+                    None
+                }
+            }
+            Err(_) => None,
+        };
+        if url.is_none() {
+            let mut metadata = vec![
+                format!("name {}", b64(&upload.name)),
+                format!("version {}", b64(&upload.version)),
+                format!("platform {}", b64(&upload.platform)),
+                format!("arch {}", b64(&upload.arch)),
+                format!("sha256 {}", b64(sha256)),
+            ];
+            if let Some(f) = upload.path.file_name().and_then(|f| f.to_str()) {
+                metadata.push(format!("filename {}", b64(f)));
+            }
+            if let Some(d) = &upload.description {
+                metadata.push(format!("description {}", b64(d)));
+            }
+            if let Some(sig) = &upload.signature {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(sig);
+                metadata.push(format!("signature {}", b64(&encoded)));
+                if let Some(format) = &upload.signature_format {
+                    metadata.push(format!("signature_format {}", b64(format)));
+                }
+            }
+            let res = Self::send(
+                self.request(Method::POST, "/api/v1/uploads")
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Length", size)
+                    .header("Upload-Metadata", metadata.join(",")),
+            )
+            .await?;
+            let location = res
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| Error::Protocol("a tus upload without a Location".into()))?
+                .to_owned();
+            tokio::fs::write(&remembered, &location).await?;
+            url = Some(location);
+        }
+        let url = url.unwrap_or_default();
+        let resumed_at = offset;
+        progress.sending(size, offset);
+        loop {
+            let len = CHUNK.min(size - offset);
+            let res = self
+                .request(Method::PATCH, &url)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Offset", offset)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/offset+octet-stream",
+                )
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(body(&upload.path, offset, len, progress.clone()).await?)
+                .send()
+                .await?;
+            match res.status() {
+                StatusCode::OK | StatusCode::CREATED => {
+                    // The last byte published the package.
+                    let _ = tokio::fs::remove_file(&remembered).await;
+                    let package = res
+                        .json()
+                        .await
+                        .map_err(|e| Error::Protocol(e.to_string()))?;
+                    return Ok(Published {
+                        package,
+                        via: "tus",
+                        resumed_at,
+                    });
+                }
+                StatusCode::NO_CONTENT => {
+                    offset = res
+                        .headers()
+                        .get("upload-offset")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| Error::Protocol("a PATCH without Upload-Offset".into()))?;
+                }
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    let _ = tokio::fs::remove_file(&remembered).await;
+                    return Err(api_error(res).await);
+                }
+                _ => return Err(api_error(res).await),
+            }
+        }
+    }
+}

@@ -1,0 +1,552 @@
+//! `agentpkg`, the command line, against the real server on both backends: sign in, push,
+//! list, pull to identical bytes; a pull and a push killed half-way (a real `SIGKILL`)
+//! resumed; a corrupted partial file fetched again; bytes that do not match refused with
+//! exit code 5; `--json`, exit codes, completions; the progress bar on a terminal only.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use agentpkg_store::on_both_backends;
+use agentpkg_store::testing::Backend;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::common::{ADMIN_PASSWORD, TestApp};
+
+on_both_backends!(
+    sign_in_push_list_pull_and_every_command_answers_with_its_exit_code,
+    a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name,
+    a_push_killed_half_way_resumes_where_the_server_got_to,
+);
+
+/// The `agentpkg` binary, built by `cargo test --workspace` beside this test.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("agentpkg");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p agentpkg-cli` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A user of the CLI: its own configuration directory, talking to `app`.
+struct User {
+    config: tempfile::TempDir,
+    base: String,
+}
+
+impl User {
+    fn new(app: &TestApp) -> Self {
+        Self {
+            config: tempfile::tempdir().unwrap(),
+            base: app.base.clone(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary());
+        cmd.env("AGENTPKG_CONFIG_DIR", self.config.path())
+            .env_remove("AGENTPKG_TOKEN")
+            .env("AGENTPKG_SERVER", &self.base)
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs `--json` and returns its output, asserting success.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = if args.contains(&"--json") {
+            vec![]
+        } else {
+            vec!["--json"]
+        };
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn sign_in(&self) {
+        let out = self.run_with_stdin(
+            &["login", "-u", "admin", "--password-stdin"],
+            ADMIN_PASSWORD,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let path = dir.join(name);
+    let mut bytes = vec![0u8; size];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ size as u64;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user = User::new(&app);
+    let work = tempfile::tempdir().unwrap();
+
+    // Not signed in: the server's word, exit 1.
+    let out = user.run(&["whoami"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+        "no stack trace"
+    );
+
+    user.sign_in();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(user.config.path().join("credentials.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the credential is the user's only");
+    }
+    let me = user.json(&["whoami"]);
+    assert_eq!(
+        (me["username"].as_str(), me["role"].as_str()),
+        (Some("admin"), Some("admin"))
+    );
+    let wrong = user.run_with_stdin(&["login", "-u", "admin", "--password-stdin"], "wrong");
+    assert_eq!(code(&wrong), 1);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("error: "));
+
+    let file = random_file(work.path(), "agent.tar.gz", 1024 * 1024 + 7);
+    let pushed = user.json(&[
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        "cli-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "--description",
+        "from the CLI",
+    ]);
+    assert_eq!(pushed["via"], "put");
+    assert_eq!(pushed["package"]["checksum"], sha256(&file).as_str());
+    assert_eq!(pushed["package"]["filename"], "agent.tar.gz");
+    let again = user.run(&[
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        "cli-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+    ]);
+    assert_eq!(code(&again), 4, "a conflict");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let listed = user.json(&["ls"]);
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["packages"][0]["name"], "cli-agent");
+    assert_eq!(user.json(&["ls", "nothing-like-it"])["total"], 0);
+    let out_path = work.path().join("fetched");
+    let pulled = user.json(&[
+        "pull",
+        "cli-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(pulled["resumed_at"], 0);
+    assert_eq!(sha256(&out_path), sha256(&file));
+    assert!(!work.path().join("fetched.part").exists());
+    let latest = user.json(&[
+        "latest",
+        "cli-agent",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+    ]);
+    assert_eq!(latest["version"], "1.0.0");
+    let info = user.json(&["info", "cli-agent/1.0.0/linux/amd64"]);
+    assert_eq!(info["description"], "from the CLI");
+    assert_eq!(user.json(&["versions", "cli-agent"])[0]["version"], "1.0.0");
+
+    // Exit codes: not found 3, usage 2.
+    let missing = user.run(&[
+        "pull",
+        "no-such",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        "x",
+    ]);
+    assert_eq!(
+        code(&missing),
+        3,
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(!Path::new("x").exists() && !Path::new("x.part").exists());
+    assert_eq!(code(&user.run(&["info", "999999"])), 3);
+    assert_eq!(
+        code(&user.run(&["push", file.to_str().unwrap(), "--name", "x"])),
+        2
+    );
+    assert_eq!(code(&user.run(&["info", "not/coordinates"])), 2);
+
+    let yanked = user.json(&["yank", "cli-agent/1.0.0/linux/amd64"]);
+    assert_eq!(yanked["is_active"], false);
+    assert_eq!(user.json(&["ls"])["total"], 0);
+    assert_eq!(user.json(&["ls", "--all"])["total"], 1);
+    assert_eq!(
+        user.json(&["unyank", &info["id"].to_string()])["is_active"],
+        true
+    );
+
+    let token = user.json(&[
+        "tokens",
+        "create",
+        "ci",
+        "--scope",
+        "publish",
+        "--package",
+        "cli-*",
+    ]);
+    let secret = token["secret"].as_str().unwrap().to_owned();
+    assert!(user.json(&["tokens", "ls"]).to_string().contains("\"ci\""));
+    let with_token = user
+        .command(&["--json", "whoami"])
+        .env("AGENTPKG_TOKEN", &secret)
+        .output()
+        .unwrap();
+    let who: Value = serde_json::from_slice(&with_token.stdout).unwrap();
+    assert_eq!(who["token"], "ci");
+    let created = user.run_with_stdin(
+        &[
+            "--json",
+            "users",
+            "create",
+            "cli-viewer",
+            "--role",
+            "viewer",
+        ],
+        "a long enough password\n",
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let users = user.json(&["users", "ls"]);
+    assert!(users.to_string().contains("cli-viewer"));
+
+    assert!(user.json(&["rm", "cli-agent/1.0.0/linux/amd64"])["deleted"]["id"].is_i64());
+    assert_eq!(user.json(&["ls", "--all"])["total"], 0);
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = user.run(&["completions", shell]);
+        assert!(out.status.success());
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            script.contains("agentpkg") && script.contains("pull"),
+            "{shell}"
+        );
+    }
+
+    let out = user.run(&["logout"]);
+    assert!(out.status.success());
+    assert!(!user.config.path().join("credentials.json").exists());
+    assert_eq!(code(&user.run(&["whoami"])), 1);
+}
+
+/// Waits until `path` holds at least `bytes`, or the process ended.
+fn wait_for_size(child: &mut std::process::Child, path: &Path, bytes: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() >= bytes) {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let user = User::new(&app);
+    user.sign_in();
+    let work = tempfile::tempdir().unwrap();
+    let size = 160 * 1024 * 1024;
+    let file = random_file(work.path(), "big.bin", size);
+    let published = app
+        .publish(
+            &admin,
+            "big-agent/1.0.0/linux/amd64",
+            std::fs::read(&file).unwrap(),
+        )
+        .await;
+    let dest = work.path().join("big.out");
+    let part = work.path().join("big.out.part");
+    let pull = [
+        "--json",
+        "pull",
+        "big-agent",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+    ];
+
+    // A real kill, half-way.
+    let mut killed = false;
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&part);
+        let mut args = pull.to_vec();
+        args.push(dest.to_str().unwrap());
+        let mut child = user.command(&args).stdout(Stdio::null()).spawn().unwrap();
+        if wait_for_size(&mut child, &part, 8 * 1024 * 1024) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed = std::fs::metadata(&part).unwrap().len() < size as u64;
+            if killed {
+                break;
+            }
+        } else {
+            child.wait().unwrap();
+        }
+        let _ = std::fs::remove_file(&dest);
+    }
+    assert!(killed, "the pull was never caught half-way");
+    assert!(!dest.exists(), "a killed pull leaves only the partial file");
+    let had = std::fs::metadata(&part).unwrap().len();
+    let mut args = pull.to_vec();
+    args.push(dest.to_str().unwrap());
+    let resumed = user.json(&args);
+    assert_eq!(resumed["resumed_at"], had, "{resumed}");
+    assert_eq!(sha256(&dest), sha256(&file));
+    assert!(!part.exists());
+
+    // A partial file whose bytes are wrong is noticed, and the package fetched whole.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&part, vec![0xAAu8; 4 * 1024 * 1024]).unwrap();
+    let again = user.json(&args);
+    assert_eq!(again["restarted"], true, "{again}");
+    assert_eq!(sha256(&dest), sha256(&file));
+
+    // Bytes in storage that are not the package's: refused, exit 5, no file left.
+    let small = app
+        .publish(&admin, "bent-agent/1.0.0/linux/amd64", b"the right bytes")
+        .await;
+    let key = agentpkg_model::ObjectKey::parse(small["storage_path"].as_str().unwrap()).unwrap();
+    app.storage.delete(&key).await.unwrap();
+    app.storage
+        .put(&key, &mut &b"the wrong bytes"[..])
+        .await
+        .unwrap();
+    let bent = work.path().join("bent");
+    let out = user.run(&[
+        "pull",
+        "bent-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        bent.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 5, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+    assert!(!bent.exists() && !work.path().join("bent.part").exists());
+
+    // The progress bar shows on a terminal, and not when piped.
+    std::fs::remove_file(&dest).unwrap();
+    let cmd = format!(
+        "AGENTPKG_CONFIG_DIR={} AGENTPKG_SERVER={} {} pull big-agent --platform linux --arch amd64 -o {}",
+        user.config.path().display(),
+        app.base,
+        binary().display(),
+        dest.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(
+        shown.contains("transfer") && shown.contains("MiB"),
+        "{shown}"
+    );
+    std::fs::remove_file(&dest).unwrap();
+    let piped = user.run(&[
+        "pull",
+        "big-agent",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("transfer") && !stderr.contains("MiB"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("sha256 verified"));
+    let _ = published;
+}
+
+async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let user = User::new(&app);
+    user.sign_in();
+    let work = tempfile::tempdir().unwrap();
+    let file = random_file(work.path(), "pushed.bin", 200 * 1024 * 1024);
+    let args = [
+        "--json",
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        "pushed-agent",
+        "--version",
+        "3.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "arm64",
+    ];
+    let uploads = user.config.path().join("uploads");
+    // Killed once the server holds some of it (its tus offset, asked as any client would).
+    let mut child = user.command(&args).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = 0;
+    while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        let url = std::fs::read_dir(&uploads)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok());
+        if let Some(url) = url {
+            let url = if url.starts_with("http") {
+                url
+            } else {
+                app.url(url.trim())
+            };
+            let head = app
+                .client
+                .head(url.trim())
+                .bearer_auth(&admin)
+                .header("Tus-Resumable", "1.0.0")
+                .send()
+                .await
+                .unwrap();
+            got = head
+                .headers()
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            if got > 0 {
+                child.kill().unwrap();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait().unwrap();
+    assert!(got > 0, "the push was never caught half-way");
+    let pushed = user.json(&args);
+    assert_eq!(pushed["via"], "tus");
+    let resumed_at = pushed["resumed_at"].as_u64().unwrap();
+    assert!(resumed_at >= got, "{pushed} after {got}");
+    assert!(resumed_at < 200 * 1024 * 1024);
+    assert_eq!(pushed["package"]["checksum"], sha256(&file).as_str());
+    let res = app
+        .get(
+            "/api/v1/packages/pushed-agent/3.0.0/linux/arm64/download",
+            &admin,
+        )
+        .await;
+    let body = res.bytes().await.unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&body)), sha256(&file));
+    assert_eq!(
+        std::fs::read_dir(&uploads).unwrap().count(),
+        0,
+        "the finished upload is forgotten"
+    );
+}
