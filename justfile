@@ -26,7 +26,7 @@ lint:
 # Writes target/bench/results.json; docs/performance.md records the latest figures.
 bench *ARGS:
     ./scripts/s3-up.sh
-    cargo build --release --locked -p agentpkg-server --bins --examples
+    cargo build --release --locked -p agentpkg-server -p agentpkg-cli --bins --examples
     ./target/release/examples/bench {{ARGS}}
 
 # Load without loss: 64 clients upload, download, list and delete for 2 minutes against the

@@ -8,7 +8,6 @@ use base64::Engine;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{Client, Error, Package, api_error};
 
@@ -53,38 +52,81 @@ pub struct Published {
     pub resumed_at: u64,
 }
 
-/// The SHA-256 of a file, read in 1 MiB pieces.
-pub async fn sha256_file(path: &Path, progress: &dyn UploadProgress) -> Result<String, Error> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
+/// Bytes read from the file at a time.
+const PIECE: usize = 1024 * 1024;
+
+/// The SHA-256 of a file, read in 1 MiB pieces on a thread of its own.
+pub async fn sha256_file(
+    path: &Path,
+    progress: std::sync::Arc<dyn UploadProgress>,
+) -> Result<String, Error> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            progress.advance(n as u64);
         }
-        hasher.update(&buf[..n]);
-        progress.advance(n as u64);
-    }
-    Ok(hex::encode(hasher.finalize()))
+        Ok(hex::encode(hasher.finalize()))
+    })
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e)))?
 }
 
 /// `len` bytes of the file from `offset`, as a streamed body that reports its progress.
+/// A thread reads ahead (a few pieces, never the whole file) while the connection sends.
 async fn body(
     path: &Path,
     offset: u64,
     len: u64,
     progress: std::sync::Arc<dyn UploadProgress>,
 ) -> Result<reqwest::Body, Error> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let stream =
-        tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024).map(move |chunk| {
-            if let Ok(c) = &chunk {
-                progress.advance(c.len() as u64);
+    let mut file = std::fs::File::open(path)?;
+    {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(offset))?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; PIECE.min(usize::try_from(left).unwrap_or(PIECE))];
+            let piece = match file.read(&mut buf) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file got shorter while it was sent",
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = piece.is_err();
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
             }
-            chunk
-        });
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let piece = rx.recv().await?;
+        Some((piece, rx))
+    })
+    .map(move |piece| {
+        if let Ok(p) = &piece {
+            progress.advance(p.len() as u64);
+        }
+        piece
+    });
     Ok(reqwest::Body::wrap_stream(stream))
 }
 
@@ -103,7 +145,7 @@ impl Client {
     ) -> Result<Published, Error> {
         let size = tokio::fs::metadata(&upload.path).await?.len();
         progress.hashing(size);
-        let sha256 = sha256_file(&upload.path, progress.as_ref()).await?;
+        let sha256 = sha256_file(&upload.path, progress.clone()).await?;
         if size >= RESUMABLE_FROM && self.speaks_tus().await? {
             self.push_tus(upload, size, &sha256, state_dir, progress)
                 .await

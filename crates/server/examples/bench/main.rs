@@ -16,7 +16,8 @@
 //! `--sizes 1,1024` (package sizes in MiB), `--only resumable` (the tus comparison alone),
 //! `--only stats` (the statistics section alone), `--only fleet [--agents N] [--ws-agents N]`
 //! (OpAMP agents over HTTP and over WebSocket, a heartbeat each every 30 s, then offers
-//! pushed to the WebSocket ones),
+//! pushed to the WebSocket ones), `--only cli` (`agentpkg push` and `pull` against curl,
+//! for `--sizes`),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -35,6 +36,7 @@ use serde_json::{Value, json};
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli;
 mod curl;
 mod fleet;
 mod fleet_ws;
@@ -140,6 +142,29 @@ async fn main() -> Result<()> {
             rows.push(resumable_uploads(&client, &server, &token, tmp.path(), size).await?);
         }
         results["resumable_uploads"] = json!(rows);
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+        drop(server);
+        remove_bucket(&bucket).await?;
+        return Ok(());
+    }
+
+    // `--only cli`: `agentpkg push` and `pull` against curl.
+    if flag("--only").as_deref() == Some("cli") {
+        let dir = tempfile::tempdir_in(root.join("target"))?;
+        let mut rows = Vec::new();
+        for &size in &sizes {
+            rows.push(cli::cli_comparison(
+                &server,
+                &token,
+                dir.path(),
+                size,
+                if quick { 1 } else { 3 },
+            )?);
+        }
+        results["cli"] = json!(rows);
         if let Some(dir) = out.parent() {
             std::fs::create_dir_all(dir)?;
         }

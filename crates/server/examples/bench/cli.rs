@@ -1,0 +1,183 @@
+//! `agentpkg push` and `pull` against `curl` doing the same, alternating, for one size:
+//! wall time (throughput) and the client's peak resident memory. For the push, `curl -T`
+//! alone, and `sha256sum` then `curl -T` with the checksum header (what the CLI does: the
+//! server checks the SHA-256 it is sent); for the pull, `curl -o`, and `curl -o` then
+//! `sha256sum` (what the CLI does in one pass).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::measure::{RssSampler, make_file, mb_per_s};
+use crate::support::{MIB, Result, Server};
+
+/// Runs a command to its end; its time and its peak resident memory.
+fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let sampler = RssSampler::start(child.id());
+    let out = child.wait_with_output()?;
+    let took = started.elapsed();
+    let peak = sampler.finish();
+    if !out.status.success() {
+        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok((took, peak))
+}
+
+fn sha256sum(path: &Path) -> Result<(Duration, String)> {
+    let started = Instant::now();
+    let out = Command::new("sha256sum").arg(path).output()?;
+    let digest = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((started.elapsed(), digest))
+}
+
+pub(crate) fn cli_comparison(
+    server: &Server,
+    token: &str,
+    dir: &Path,
+    size: u64,
+    rounds: u32,
+) -> Result<Value> {
+    let agentpkg = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("agentpkg"))
+        .filter(|p| p.exists())
+        .ok_or("build the CLI first: cargo build --release -p agentpkg-cli")?;
+    let config = tempfile::tempdir()?;
+    let auth = format!("Authorization: Bearer {token}");
+    let path = make_file(dir, size, 77)?;
+    let out = dir.join("pulled");
+    let (mut cli_push, mut curl_push, mut sum_push) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut cli_pull, mut curl_pull, mut sum_pull) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut cli_rss, mut curl_rss) = (0u64, 0u64);
+    for r in 0..rounds {
+        // Other bytes for every upload: the registry deduplicates identical ones.
+        for (which, version) in [(0u8, format!("1.{r}.0")), (1, format!("2.{r}.0"))] {
+            {
+                use std::io::{Seek, Write};
+                let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                f.seek(std::io::SeekFrom::Start(0))?;
+                f.write_all(&(r * 2 + u32::from(which)).to_le_bytes())?;
+            }
+            let coords = format!("cli-bench/{version}/linux/amd64");
+            let url = format!("{}/api/v1/packages/{coords}", server.base);
+            if which == 0 {
+                let (took, rss) = timed(
+                    Command::new(&agentpkg)
+                        .env("AGENTPKG_CONFIG_DIR", config.path())
+                        .env("AGENTPKG_SERVER", &server.base)
+                        .env("AGENTPKG_TOKEN", token)
+                        .args(["--quiet", "push"])
+                        .arg(&path)
+                        .args([
+                            "--name",
+                            "cli-bench",
+                            "--version",
+                            &version,
+                            "--platform",
+                            "linux",
+                            "--arch",
+                            "amd64",
+                        ]),
+                )?;
+                cli_push += took;
+                cli_rss = cli_rss.max(rss);
+                let _ = std::fs::remove_file(&out);
+                let (took, rss) = timed(
+                    Command::new(&agentpkg)
+                        .env("AGENTPKG_CONFIG_DIR", config.path())
+                        .env("AGENTPKG_SERVER", &server.base)
+                        .env("AGENTPKG_TOKEN", token)
+                        .args([
+                            "--quiet",
+                            "pull",
+                            "cli-bench",
+                            "--version",
+                            &version,
+                            "--platform",
+                            "linux",
+                            "--arch",
+                            "amd64",
+                            "-o",
+                        ])
+                        .arg(&out),
+                )?;
+                cli_pull += took;
+                cli_rss = cli_rss.max(rss);
+            } else {
+                let (hashed, digest) = sha256sum(&path)?;
+                let (took, rss) = timed(
+                    Command::new("curl")
+                        .args(["-sS", "-f", "-o", "/dev/null", "-T"])
+                        .arg(&path)
+                        .args([
+                            "-H",
+                            &auth,
+                            "-H",
+                            &format!("X-Checksum-Sha256: {digest}"),
+                            &url,
+                        ]),
+                )?;
+                curl_push += took;
+                sum_push += took + hashed;
+                curl_rss = curl_rss.max(rss);
+                let _ = std::fs::remove_file(&out);
+                let (took, rss) = timed(
+                    Command::new("curl")
+                        .args(["-sS", "-f", "-o"])
+                        .arg(&out)
+                        .args(["-H", &auth, &format!("{url}/download")]),
+                )?;
+                curl_pull += took;
+                let (hashed, _) = sha256sum(&out)?;
+                sum_pull += took + hashed;
+                curl_rss = curl_rss.max(rss);
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&path);
+    let bytes = size * u64::from(rounds);
+    let row = json!({
+        "size_mib": size / MIB,
+        "rounds": rounds,
+        "push_mb_s": {"agentpkg": mb_per_s(bytes, cli_push), "curl": mb_per_s(bytes, curl_push), "sha256sum_then_curl": mb_per_s(bytes, sum_push)},
+        "pull_mb_s": {"agentpkg": mb_per_s(bytes, cli_pull), "curl": mb_per_s(bytes, curl_pull), "curl_then_sha256sum": mb_per_s(bytes, sum_pull)},
+        "push_ratio_to_curl": curl_push.as_secs_f64() / cli_push.as_secs_f64(),
+        "push_ratio_to_sha256sum_then_curl": sum_push.as_secs_f64() / cli_push.as_secs_f64(),
+        "pull_ratio_to_curl": curl_pull.as_secs_f64() / cli_pull.as_secs_f64(),
+        "pull_ratio_to_curl_then_sha256sum": sum_pull.as_secs_f64() / cli_pull.as_secs_f64(),
+        "client_peak_rss_bytes": {"agentpkg": cli_rss, "curl": curl_rss},
+    });
+    println!(
+        "\nagentpkg CLI, {} MiB × {rounds}: push {:.0} MB/s (curl -T {:.0}, sha256sum + curl {:.0}: {:.2}× / {:.2}×); pull {:.0} MB/s (curl {:.0}, curl + sha256sum {:.0}: {:.2}× / {:.2}×); peak RSS agentpkg {:.1} MiB, curl {:.1} MiB",
+        size / MIB,
+        mb_per_s(bytes, cli_push),
+        mb_per_s(bytes, curl_push),
+        mb_per_s(bytes, sum_push),
+        row["push_ratio_to_curl"].as_f64().unwrap_or_default(),
+        row["push_ratio_to_sha256sum_then_curl"]
+            .as_f64()
+            .unwrap_or_default(),
+        mb_per_s(bytes, cli_pull),
+        mb_per_s(bytes, curl_pull),
+        mb_per_s(bytes, sum_pull),
+        row["pull_ratio_to_curl"].as_f64().unwrap_or_default(),
+        row["pull_ratio_to_curl_then_sha256sum"]
+            .as_f64()
+            .unwrap_or_default(),
+        cli_rss as f64 / MIB as f64,
+        curl_rss as f64 / MIB as f64,
+    );
+    Ok(row)
+}
