@@ -73,6 +73,10 @@ enum Command {
         /// The signature's format: openpgp (default), minisign, cosign, sigstore.
         #[arg(long, requires = "signature")]
         signature_format: Option<String>,
+        /// Send a large file over this many connections at once (resumable parts joined by
+        /// the server).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+        parallel: u64,
     },
     /// Fetch a package, resuming a partial file and checking its SHA-256.
     Pull {
@@ -371,6 +375,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             description,
             signature,
             signature_format,
+            parallel,
         } => {
             let client = client(&cli)?;
             let signature = match signature {
@@ -386,6 +391,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 description: description.clone(),
                 signature,
                 signature_format: signature_format.clone(),
+                parallel: *parallel,
             };
             let published = client
                 .push(&upload, &config::uploads_dir(), ctx.progress())

@@ -29,6 +29,8 @@ pub struct Upload {
     pub signature: Option<Vec<u8>>,
     /// `openpgp` (default), `minisign`, `cosign`, `sigstore`.
     pub signature_format: Option<String>,
+    /// Connections a resumable upload sends its bytes over at once (1: one).
+    pub parallel: u64,
 }
 
 /// Told how an upload goes (a progress bar, or nothing).
@@ -241,55 +243,55 @@ impl Client {
             hex::encode(&h.finalize()[..16])
         };
         tokio::fs::create_dir_all(state_dir).await?;
+        let mut metadata = vec![
+            format!("name {}", b64(&upload.name)),
+            format!("version {}", b64(&upload.version)),
+            format!("platform {}", b64(&upload.platform)),
+            format!("arch {}", b64(&upload.arch)),
+            format!("sha256 {}", b64(sha256)),
+        ];
+        if let Some(f) = upload.path.file_name().and_then(|f| f.to_str()) {
+            metadata.push(format!("filename {}", b64(f)));
+        }
+        if let Some(d) = &upload.description {
+            metadata.push(format!("description {}", b64(d)));
+        }
+        if let Some(sig) = &upload.signature {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(sig);
+            metadata.push(format!("signature {}", b64(&encoded)));
+            if let Some(format) = &upload.signature_format {
+                metadata.push(format!("signature_format {}", b64(format)));
+            }
+        }
+        let metadata = metadata.join(",");
+        if upload.parallel > 1 {
+            let remembered = state_dir.join(format!("{key}.parts"));
+            return self
+                .push_tus_parallel(
+                    upload,
+                    size,
+                    metadata,
+                    &remembered,
+                    upload.parallel,
+                    progress,
+                )
+                .await;
+        }
         let remembered = state_dir.join(format!("{key}.upload"));
         let mut offset = 0;
-        let mut url = match tokio::fs::read_to_string(&remembered).await {
-            Ok(url) => {
-                let head = self
-                    .request(Method::HEAD, url.trim())
-                    .header("Tus-Resumable", "1.0.0")
-                    .send()
-                    .await?;
-                if head.status().is_success() {
-                    offset = head
-                        .headers()
-                        .get("upload-offset")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    Some(url.trim().to_owned())
-                } else {
-                    None
-                }
-            }
-            Err(_) => None,
-        };
+        let mut url = None;
+        if let Ok(known) = tokio::fs::read_to_string(&remembered).await
+            && let Some(at) = self.tus_offset(known.trim()).await?
+        {
+            offset = at;
+            url = Some(known.trim().to_owned());
+        }
         if url.is_none() {
-            let mut metadata = vec![
-                format!("name {}", b64(&upload.name)),
-                format!("version {}", b64(&upload.version)),
-                format!("platform {}", b64(&upload.platform)),
-                format!("arch {}", b64(&upload.arch)),
-                format!("sha256 {}", b64(sha256)),
-            ];
-            if let Some(f) = upload.path.file_name().and_then(|f| f.to_str()) {
-                metadata.push(format!("filename {}", b64(f)));
-            }
-            if let Some(d) = &upload.description {
-                metadata.push(format!("description {}", b64(d)));
-            }
-            if let Some(sig) = &upload.signature {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(sig);
-                metadata.push(format!("signature {}", b64(&encoded)));
-                if let Some(format) = &upload.signature_format {
-                    metadata.push(format!("signature_format {}", b64(format)));
-                }
-            }
             let res = Self::send(
                 self.request(Method::POST, "/api/v1/uploads")
                     .header("Tus-Resumable", "1.0.0")
                     .header("Upload-Length", size)
-                    .header("Upload-Metadata", metadata.join(",")),
+                    .header("Upload-Metadata", metadata),
             )
             .await?;
             let location = res
@@ -347,5 +349,150 @@ impl Client {
                 _ => return Err(api_error(res).await),
             }
         }
+    }
+}
+
+/// One partial upload of a parallel push: where it is, and which bytes of the file.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Part {
+    url: String,
+    offset: u64,
+    len: u64,
+}
+
+impl Client {
+    /// The offset the server has of a tus upload, or `None` when it is gone.
+    async fn tus_offset(&self, url: &str) -> Result<Option<u64>, Error> {
+        let head = self
+            .request(Method::HEAD, url)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await?;
+        if !head.status().is_success() {
+            return Ok(None);
+        }
+        Ok(head
+            .headers()
+            .get("upload-offset")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// Sends the file's bytes `[part.offset + from, part.offset + part.len)` to a partial
+    /// upload, in chunks.
+    async fn fill_part(
+        &self,
+        path: &Path,
+        part: &Part,
+        mut from: u64,
+        progress: std::sync::Arc<dyn UploadProgress>,
+    ) -> Result<(), Error> {
+        while from < part.len {
+            let len = CHUNK.min(part.len - from);
+            let res = Self::send(
+                self.request(Method::PATCH, &part.url)
+                    .header("Tus-Resumable", "1.0.0")
+                    .header("Upload-Offset", from)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/offset+octet-stream",
+                    )
+                    .header(reqwest::header::CONTENT_LENGTH, len)
+                    .body(body(path, part.offset + from, len, progress.clone()).await?),
+            )
+            .await?;
+            from = res
+                .headers()
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Error::Protocol("a PATCH without Upload-Offset".into()))?;
+        }
+        Ok(())
+    }
+
+    /// A push in `parallel` partial uploads sent at once over as many connections, then
+    /// joined by a final upload that publishes the package (tus concatenation). The
+    /// partial uploads' addresses are kept in `remembered`, so a second run resumes each.
+    async fn push_tus_parallel(
+        &self,
+        upload: &Upload,
+        size: u64,
+        metadata: String,
+        remembered: &Path,
+        parallel: u64,
+        progress: std::sync::Arc<dyn UploadProgress>,
+    ) -> Result<Published, Error> {
+        let mut parts: Vec<Part> = match tokio::fs::read_to_string(remembered).await {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let mut done = Vec::with_capacity(parts.len());
+        let mut usable = !parts.is_empty();
+        for part in &parts {
+            match self.tus_offset(&part.url).await? {
+                Some(at) if usable => done.push(at),
+                _ => usable = false,
+            }
+        }
+        if !usable {
+            let each = size.div_ceil(parallel).max(1);
+            parts = Vec::new();
+            let mut offset = 0;
+            while offset < size {
+                let len = each.min(size - offset);
+                let res = Self::send(
+                    self.request(Method::POST, "/api/v1/uploads")
+                        .header("Tus-Resumable", "1.0.0")
+                        .header("Upload-Concat", "partial")
+                        .header("Upload-Length", len),
+                )
+                .await?;
+                let url = res
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| Error::Protocol("a tus upload without a Location".into()))?
+                    .to_owned();
+                parts.push(Part { url, offset, len });
+                offset += len;
+            }
+            done = vec![0; parts.len()];
+            let text = serde_json::to_string(&parts).map_err(|e| Error::Protocol(e.to_string()))?;
+            tokio::fs::write(remembered, text).await?;
+        }
+        let resumed_at: u64 = done.iter().sum();
+        progress.sending(size, resumed_at);
+        let sends = parts
+            .iter()
+            .zip(&done)
+            .map(|(part, &from)| self.fill_part(&upload.path, part, from, progress.clone()));
+        for sent in futures_util::future::join_all(sends).await {
+            sent?;
+        }
+        let urls: Vec<&str> = parts.iter().map(|p| p.url.as_str()).collect();
+        let res = self
+            .request(Method::POST, "/api/v1/uploads")
+            .header("Tus-Resumable", "1.0.0")
+            .header("Upload-Concat", format!("final;{}", urls.join(" ")))
+            .header("Upload-Metadata", metadata)
+            .send()
+            .await?;
+        if !res.status().is_success() {
+            if res.status().is_client_error() {
+                let _ = tokio::fs::remove_file(remembered).await;
+            }
+            return Err(api_error(res).await);
+        }
+        let _ = tokio::fs::remove_file(remembered).await;
+        let package = res
+            .json()
+            .await
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(Published {
+            package,
+            via: "tus-parallel",
+            resumed_at,
+        })
     }
 }

@@ -18,6 +18,7 @@ on_both_backends!(
     sign_in_push_list_pull_and_every_command_answers_with_its_exit_code,
     a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name,
     a_push_killed_half_way_resumes_where_the_server_got_to,
+    a_parallel_push_killed_half_way_resumes_every_part,
 );
 
 /// The `agentpkg` binary, built by `cargo test --workspace` beside this test.
@@ -549,4 +550,92 @@ async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend
         0,
         "the finished upload is forgotten"
     );
+}
+
+async fn a_parallel_push_killed_half_way_resumes_every_part(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let user = User::new(&app);
+    user.sign_in();
+    let work = tempfile::tempdir().unwrap();
+    let size = 192 * 1024 * 1024;
+    let file = random_file(work.path(), "parallel.bin", size);
+    let args = [
+        "--json",
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        "parallel-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "--parallel",
+        "3",
+    ];
+    let uploads = user.config.path().join("uploads");
+    let mut child = user.command(&args).stdout(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = 0;
+    while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+        let parts: Vec<Value> = std::fs::read_dir(&uploads)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let mut sum = 0;
+        for part in &parts {
+            let url = part["url"].as_str().unwrap();
+            let url = if url.starts_with("http") {
+                url.to_owned()
+            } else {
+                app.url(url)
+            };
+            let head = app
+                .client
+                .head(url)
+                .bearer_auth(&admin)
+                .header("Tus-Resumable", "1.0.0")
+                .send()
+                .await
+                .unwrap();
+            sum += head
+                .headers()
+                .get("upload-offset")
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        if parts.len() == 3 && sum > 0 {
+            child.kill().unwrap();
+            got = sum;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.wait().unwrap();
+    assert!(got > 0, "the parallel push was never caught half-way");
+    let pushed = user.json(&args);
+    assert_eq!(pushed["via"], "tus-parallel", "{pushed}");
+    let resumed_at = pushed["resumed_at"].as_u64().unwrap();
+    assert!(
+        resumed_at >= got && resumed_at < size as u64,
+        "{pushed} after {got}"
+    );
+    assert_eq!(pushed["package"]["checksum"], sha256(&file).as_str());
+    let dest = work.path().join("back");
+    user.json(&[
+        "pull",
+        "parallel-agent",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(sha256(&dest), sha256(&file));
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
 }
