@@ -1,7 +1,8 @@
 //! `agentpkg`: publish and fetch agent packages from the command line, over the registry's
 //! REST API (through `agentpkg-client`).
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 checksum mismatch.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict, 5 checksum (or signature)
+//! mismatch.
 
 // A command line reports on standard output and standard error.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -94,6 +95,10 @@ enum Command {
         /// Where to write it (default: the package's file name, here).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// An OpenPGP public key (armoured or binary): the package's signature must verify
+        /// with it, or the file is not kept (exit 5).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// List packages.
     Ls {
@@ -180,7 +185,7 @@ impl From<Error> for Failure {
         let code = match &e {
             Error::Api { status, .. } if status.as_u16() == 404 => 3,
             Error::Api { status, .. } if status.as_u16() == 409 => 4,
-            Error::Checksum { .. } => 5,
+            Error::Checksum { .. } | Error::Signature(_) => 5,
             _ => 1,
         };
         Failure(e.to_string(), code)
@@ -421,6 +426,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             platform,
             arch,
             output,
+            key,
         } => {
             let client = client(&cli)?;
             let target = match version {
@@ -441,10 +447,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Some(path) => path.clone(),
                 None => PathBuf::from(client.resolve(&target).await?.filename),
             };
-            let pulled = client.pull(&target, &dest, ctx.progress()).await?;
+            let key = match key {
+                Some(path) => Some(std::fs::read(path)?),
+                None => None,
+            };
+            let pulled = client
+                .pull(&target, &dest, key.as_deref(), ctx.progress())
+                .await?;
             let p = &pulled.package;
             ctx.out(
-                json!({"package": p, "path": pulled.path, "resumed_at": pulled.resumed_at, "restarted": pulled.restarted}),
+                json!({"package": p, "path": pulled.path, "resumed_at": pulled.resumed_at, "restarted": pulled.restarted, "signature_verified": key.is_some()}),
                 || {
                     let how = if pulled.restarted {
                         " (the partial file was wrong: fetched again)".to_owned()
@@ -453,7 +465,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     } else {
                         String::new()
                     };
-                    format!("Fetched {} to {}, sha256 verified{how}", p.coordinates(), pulled.path.display())
+                    let signed = if key.is_some() { " and signature" } else { "" };
+                    format!("Fetched {} to {}, sha256{signed} verified{how}", p.coordinates(), pulled.path.display())
                 },
             );
         }

@@ -90,11 +90,14 @@ impl Client {
         }
     }
 
-    /// Fetches `target` to `dest` (see the module's notes).
+    /// Fetches `target` to `dest` (see the module's notes). With `key` (an OpenPGP public
+    /// key), the package must carry an OpenPGP signature that verifies with it, checked
+    /// before the file takes its name.
     pub async fn pull(
         &self,
         target: &Target,
         dest: &Path,
+        key: Option<&[u8]>,
         progress: Arc<dyn UploadProgress>,
     ) -> Result<Pulled, Error> {
         let package = self.resolve(target).await?;
@@ -126,6 +129,13 @@ impl Client {
                 }
             }
         }
+        if let Some(key) = key {
+            let checked = self.check_signature(&package, &part, key).await;
+            if let Err(e) = checked {
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(e);
+            }
+        }
         tokio::fs::rename(&part, dest).await?;
         Ok(Pulled {
             package,
@@ -133,6 +143,40 @@ impl Client {
             resumed_at: if restarted { 0 } else { resumed_at },
             restarted,
         })
+    }
+
+    /// The package's signature, fetched, checked over the file at `path` with `key`.
+    async fn check_signature(
+        &self,
+        package: &Package,
+        path: &Path,
+        key: &[u8],
+    ) -> Result<(), Error> {
+        match &package.signature {
+            Some(s) if s.format == "openpgp" => {}
+            Some(s) => {
+                return Err(Error::Signature(format!(
+                    "the package's signature is {}, not OpenPGP: verify it with its own tool",
+                    s.format
+                )));
+            }
+            None => {
+                return Err(Error::Signature(
+                    "the package has no signature to verify".into(),
+                ));
+            }
+        }
+        let signature = Self::send(self.request(
+            Method::GET,
+            &format!("/api/v1/packages/{}/signature", package.id),
+        ))
+        .await?
+        .bytes()
+        .await?;
+        let (path, key) = (path.to_owned(), key.to_vec());
+        tokio::task::spawn_blocking(move || crate::verify_file(&path, &signature, &key))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?
     }
 
     /// Appends the package's bytes from `have` to `part` (from 0 when the server will not

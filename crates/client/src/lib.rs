@@ -9,6 +9,7 @@
 mod download;
 mod types;
 mod upload;
+mod verify;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -18,6 +19,7 @@ pub use types::{
     CreatedToken, Me, NewUser, Package, PackageQuery, SignatureSummary, Token, User, VersionEntry,
 };
 pub use upload::{Published, Upload, UploadProgress};
+pub use verify::verify_file;
 
 /// What went wrong: the server's refusal, the connection, the file, or the bytes.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,9 @@ pub enum Error {
     /// Downloaded bytes whose SHA-256 is not the package's (the file is not kept).
     #[error("checksum mismatch: expected {expected}, got {got}")]
     Checksum { expected: String, got: String },
+    /// A signature that does not verify with the key given (or none to verify).
+    #[error("{0}")]
+    Signature(String),
     /// The server answered something this client cannot read.
     #[error("unexpected answer: {0}")]
     Protocol(String),

@@ -306,47 +306,36 @@ impl Client {
         let url = url.unwrap_or_default();
         let resumed_at = offset;
         progress.sending(size, offset);
-        loop {
-            let len = CHUNK.min(size - offset);
-            let res = self
-                .request(Method::PATCH, &url)
-                .header("Tus-Resumable", "1.0.0")
-                .header("Upload-Offset", offset)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/offset+octet-stream",
-                )
-                .header(reqwest::header::CONTENT_LENGTH, len)
-                .body(body(&upload.path, offset, len, progress.clone()).await?)
-                .send()
-                .await?;
-            match res.status() {
-                StatusCode::OK | StatusCode::CREATED => {
-                    // The last byte published the package.
+        match self
+            .send_from(&upload.path, &url, 0, offset, size, progress)
+            .await
+        {
+            Ok(Some(res)) => {
+                // The last byte published the package.
+                let _ = tokio::fs::remove_file(&remembered).await;
+                let package = res
+                    .json()
+                    .await
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
+                Ok(Published {
+                    package,
+                    via: "tus",
+                    resumed_at,
+                })
+            }
+            Ok(None) => Err(Error::Protocol(
+                "the upload ended without publishing the package".into(),
+            )),
+            Err(e) => {
+                if e.status().is_some_and(|s| {
+                    s == StatusCode::NOT_FOUND
+                        || s == StatusCode::GONE
+                        || s.is_client_error() && s != StatusCode::LOCKED
+                }) {
+                    // The upload is gone or refused: the next run starts afresh.
                     let _ = tokio::fs::remove_file(&remembered).await;
-                    let package = res
-                        .json()
-                        .await
-                        .map_err(|e| Error::Protocol(e.to_string()))?;
-                    return Ok(Published {
-                        package,
-                        via: "tus",
-                        resumed_at,
-                    });
                 }
-                StatusCode::NO_CONTENT => {
-                    offset = res
-                        .headers()
-                        .get("upload-offset")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| Error::Protocol("a PATCH without Upload-Offset".into()))?;
-                }
-                StatusCode::NOT_FOUND | StatusCode::GONE => {
-                    let _ = tokio::fs::remove_file(&remembered).await;
-                    return Err(api_error(res).await);
-                }
-                _ => return Err(api_error(res).await),
+                Err(e)
             }
         }
     }
@@ -378,37 +367,73 @@ impl Client {
             .and_then(|v| v.parse().ok()))
     }
 
-    /// Sends the file's bytes `[part.offset + from, part.offset + part.len)` to a partial
-    /// upload, in chunks.
-    async fn fill_part(
+    /// Sends the file's bytes `[base + from, base + len)` to the tus upload at `url`, in
+    /// chunks. Waits while another request still holds the upload (423: an interrupted
+    /// earlier run the server has not finished with), and carries on from the server's
+    /// offset when it is elsewhere (409). Returns the answer that published the package,
+    /// if one did.
+    async fn send_from(
         &self,
         path: &Path,
-        part: &Part,
+        url: &str,
+        base: u64,
         mut from: u64,
+        len: u64,
         progress: std::sync::Arc<dyn UploadProgress>,
-    ) -> Result<(), Error> {
-        while from < part.len {
-            let len = CHUNK.min(part.len - from);
-            let res = Self::send(
-                self.request(Method::PATCH, &part.url)
-                    .header("Tus-Resumable", "1.0.0")
-                    .header("Upload-Offset", from)
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/offset+octet-stream",
-                    )
-                    .header(reqwest::header::CONTENT_LENGTH, len)
-                    .body(body(path, part.offset + from, len, progress.clone()).await?),
-            )
-            .await?;
-            from = res
-                .headers()
-                .get("upload-offset")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| Error::Protocol("a PATCH without Upload-Offset".into()))?;
+    ) -> Result<Option<reqwest::Response>, Error> {
+        let mut waits = 0;
+        loop {
+            if from >= len {
+                return Ok(None);
+            }
+            let chunk = CHUNK.min(len - from);
+            let res = self
+                .request(Method::PATCH, url)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Offset", from)
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/offset+octet-stream",
+                )
+                .header(reqwest::header::CONTENT_LENGTH, chunk)
+                .body(body(path, base + from, chunk, progress.clone()).await?)
+                .send()
+                .await?;
+            match res.status() {
+                StatusCode::OK | StatusCode::CREATED => return Ok(Some(res)),
+                StatusCode::NO_CONTENT => {
+                    from = res
+                        .headers()
+                        .get("upload-offset")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| Error::Protocol("a PATCH without Upload-Offset".into()))?;
+                    if from >= len {
+                        return Ok(None);
+                    }
+                }
+                StatusCode::LOCKED | StatusCode::CONFLICT if waits < 60 => {
+                    waits += 1;
+                    let pause = res
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1u64);
+                    if res.status() == StatusCode::LOCKED {
+                        tokio::time::sleep(std::time::Duration::from_secs(pause.min(5))).await;
+                    }
+                    from = match self.tus_offset(url).await? {
+                        Some(at) => at,
+                        None => return Err(api_error(res).await),
+                    };
+                    if from >= len {
+                        return Ok(None);
+                    }
+                }
+                _ => return Err(api_error(res).await),
+            }
         }
-        Ok(())
     }
 
     /// A push in `parallel` partial uploads sent at once over as many connections, then
@@ -463,10 +488,16 @@ impl Client {
         }
         let resumed_at: u64 = done.iter().sum();
         progress.sending(size, resumed_at);
-        let sends = parts
-            .iter()
-            .zip(&done)
-            .map(|(part, &from)| self.fill_part(&upload.path, part, from, progress.clone()));
+        let sends = parts.iter().zip(&done).map(|(part, &from)| {
+            self.send_from(
+                &upload.path,
+                &part.url,
+                part.offset,
+                from,
+                part.len,
+                progress.clone(),
+            )
+        });
         for sent in futures_util::future::join_all(sends).await {
             sent?;
         }

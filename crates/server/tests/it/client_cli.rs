@@ -19,6 +19,7 @@ on_both_backends!(
     a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name,
     a_push_killed_half_way_resumes_where_the_server_got_to,
     a_parallel_push_killed_half_way_resumes_every_part,
+    a_signed_package_is_kept_only_when_its_signature_verifies_with_the_given_key,
 );
 
 /// The `agentpkg` binary, built by `cargo test --workspace` beside this test.
@@ -638,4 +639,95 @@ async fn a_parallel_push_killed_half_way_resumes_every_part(backend: Backend) {
     ]);
     assert_eq!(sha256(&dest), sha256(&file));
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+}
+
+async fn a_signed_package_is_kept_only_when_its_signature_verifies_with_the_given_key(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let user = User::new(&app);
+    user.sign_in();
+    let work = tempfile::tempdir().unwrap();
+    let gpg = crate::signing::Gpg::new();
+    let signer = gpg.generate("Build <build@example.com>", "ed25519", "never", None);
+    let stranger = crate::signing::Gpg::new();
+    let other = stranger.generate("Other <other@example.com>", "ed25519", "never", None);
+    let (key, wrong_key) = (work.path().join("build.asc"), work.path().join("other.asc"));
+    std::fs::write(&key, gpg.export(&signer)).unwrap();
+    std::fs::write(&wrong_key, stranger.export(&other)).unwrap();
+    // The registry takes OpenPGP signatures by keys it trusts.
+    let admin = app.admin_token().await;
+    let trusted = crate::signing::trust(&app, &admin, &gpg.export(&signer), &["signed-*"]).await;
+    assert_eq!(trusted.status(), 201);
+    let file = random_file(work.path(), "signed.bin", 300_000);
+    let signature = work.path().join("signed.bin.asc");
+    std::fs::write(&signature, gpg.sign(&signer, &file, true, &[])).unwrap();
+    user.json(&[
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        "signed-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "--signature",
+        signature.to_str().unwrap(),
+    ]);
+    user.json(&[
+        "push",
+        file.to_str().unwrap(),
+        "--name",
+        "unsigned-agent",
+        "--version",
+        "1.0.0",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+    ]);
+    let dest = work.path().join("got");
+    let pull = |name: &str, key: &Path| {
+        user.run(&[
+            "--json",
+            "pull",
+            name,
+            "--platform",
+            "linux",
+            "--arch",
+            "amd64",
+            "-o",
+            dest.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let good = pull("signed-agent", &key);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let report: Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(report["signature_verified"], true);
+    assert_eq!(sha256(&dest), sha256(&file));
+    std::fs::remove_file(&dest).unwrap();
+    for (name, with, why) in [
+        ("signed-agent", &wrong_key, "does not verify"),
+        ("unsigned-agent", &key, "no signature"),
+    ] {
+        let out = pull(name, with);
+        assert_eq!(code(&out), 5, "{name}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !dest.exists() && !work.path().join("got.part").exists(),
+            "{name}: nothing kept"
+        );
+    }
 }
