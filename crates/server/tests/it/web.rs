@@ -347,7 +347,12 @@ async fn values_are_escaped_searches_filter_and_viewers_get_no_write_controls(ba
 }
 
 async fn in_the_browser(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // A fixed public address: the pages' `curl` lines (and so the screenshots) are the
+    // same on every run.
+    let app = TestApp::spawn_with(backend, |s| {
+        s.server.public_url = "https://agentpkg.example.com".into();
+    })
+    .await;
     let admin = app.admin_token().await;
     app.publish(
         &admin,
