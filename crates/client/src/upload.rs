@@ -132,6 +132,14 @@ async fn body(
     Ok(reqwest::Body::wrap_stream(stream))
 }
 
+/// A tus answer's `Upload-Offset`.
+fn upload_offset(res: &reqwest::Response) -> Option<u64> {
+    res.headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
@@ -287,19 +295,12 @@ impl Client {
             url = Some(known.trim().to_owned());
         }
         if url.is_none() {
-            let res = Self::send(
-                self.request(Method::POST, "/api/v1/uploads")
-                    .header("Tus-Resumable", "1.0.0")
-                    .header("Upload-Length", size)
-                    .header("Upload-Metadata", metadata),
-            )
-            .await?;
-            let location = res
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| Error::Protocol("a tus upload without a Location".into()))?
-                .to_owned();
+            let location = self
+                .tus_create(&[
+                    ("Upload-Length", size.to_string()),
+                    ("Upload-Metadata", metadata),
+                ])
+                .await?;
             tokio::fs::write(&remembered, &location).await?;
             url = Some(location);
         }
@@ -350,6 +351,22 @@ struct Part {
 }
 
 impl Client {
+    /// Creates a tus upload with these headers; its address.
+    async fn tus_create(&self, headers: &[(&str, String)]) -> Result<String, Error> {
+        let mut req = self
+            .request(Method::POST, "/api/v1/uploads")
+            .header("Tus-Resumable", "1.0.0");
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let res = Self::send(req).await?;
+        res.headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol("a tus upload without a Location".into()))
+    }
+
     /// The offset the server has of a tus upload, or `None` when it is gone.
     async fn tus_offset(&self, url: &str) -> Result<Option<u64>, Error> {
         let head = self
@@ -360,11 +377,7 @@ impl Client {
         if !head.status().is_success() {
             return Ok(None);
         }
-        Ok(head
-            .headers()
-            .get("upload-offset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()))
+        Ok(upload_offset(&head))
     }
 
     /// Sends the file's bytes `[base + from, base + len)` to the tus upload at `url`, in
@@ -402,11 +415,7 @@ impl Client {
             match res.status() {
                 StatusCode::OK | StatusCode::CREATED => return Ok(Some(res)),
                 StatusCode::NO_CONTENT => {
-                    from = res
-                        .headers()
-                        .get("upload-offset")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse().ok())
+                    from = upload_offset(&res)
                         .ok_or_else(|| Error::Protocol("a PATCH without Upload-Offset".into()))?;
                     if from >= len {
                         return Ok(None);
@@ -466,19 +475,12 @@ impl Client {
             let mut offset = 0;
             while offset < size {
                 let len = each.min(size - offset);
-                let res = Self::send(
-                    self.request(Method::POST, "/api/v1/uploads")
-                        .header("Tus-Resumable", "1.0.0")
-                        .header("Upload-Concat", "partial")
-                        .header("Upload-Length", len),
-                )
-                .await?;
-                let url = res
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| Error::Protocol("a tus upload without a Location".into()))?
-                    .to_owned();
+                let url = self
+                    .tus_create(&[
+                        ("Upload-Concat", "partial".to_owned()),
+                        ("Upload-Length", len.to_string()),
+                    ])
+                    .await?;
                 parts.push(Part { url, offset, len });
                 offset += len;
             }

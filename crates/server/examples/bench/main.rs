@@ -142,13 +142,7 @@ async fn main() -> Result<()> {
             rows.push(resumable_uploads(&client, &server, &token, tmp.path(), size).await?);
         }
         results["resumable_uploads"] = json!(rows);
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
-        drop(server);
-        remove_bucket(&bucket).await?;
-        return Ok(());
+        return finish(&out, &results, server, &bucket).await;
     }
 
     // `--only cli`: `agentpkg push` and `pull` against curl.
@@ -165,13 +159,7 @@ async fn main() -> Result<()> {
             )?);
         }
         results["cli"] = json!(rows);
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
-        drop(server);
-        remove_bucket(&bucket).await?;
-        return Ok(());
+        return finish(&out, &results, server, &bucket).await;
     }
 
     // `--only fleet`: OpAMP agents over HTTP.
@@ -195,13 +183,7 @@ async fn main() -> Result<()> {
             },
         )
         .await?;
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
-        drop(server);
-        remove_bucket(&bucket).await?;
-        return Ok(());
+        return finish(&out, &results, server, &bucket).await;
     }
 
     // `--only stats`: counting on and off, then the reports at scale.
@@ -221,13 +203,7 @@ async fn main() -> Result<()> {
             true,
         )
         .await?;
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
-        drop(server);
-        remove_bucket(&bucket).await?;
-        return Ok(());
+        return finish(&out, &results, server, &bucket).await;
     }
 
     // --- uploads and downloads ------------------------------------------------------------
@@ -591,14 +567,21 @@ async fn main() -> Result<()> {
         "\nserver peak resident memory over the whole run: {:.1} MiB",
         hwm as f64 / MIB as f64
     );
+    finish(&out, &results, server, &bucket).await
+}
+
+/// Writes the results, stops the server, and empties and removes the bucket.
+async fn finish(
+    out: &Path,
+    results: &Value,
+    server: support::Server,
+    bucket: &s3::Bucket,
+) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(out, serde_json::to_string_pretty(results)?)?;
     println!("results written to {}", out.display());
-
-    // Empty and remove the bucket.
     drop(server);
-    remove_bucket(&bucket).await?;
-    Ok(())
+    remove_bucket(bucket).await
 }
