@@ -1,0 +1,261 @@
+//! The package list, a name's versions, one package.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use agentpkg_api::ApiState;
+use agentpkg_model::{
+    Activity, Arch, Coordinates, ListQuery, Package, PackageName, PageRequest, Platform, Role,
+    Version,
+};
+use askama::Template;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::{DoneParam, Layout, Row, notice, page};
+use crate::error::WebError;
+use crate::format;
+use crate::session::SignedIn;
+
+#[derive(Template)]
+#[template(path = "packages.html")]
+struct PackagesPage {
+    layout: Layout,
+    rows: Vec<Row>,
+    q: String,
+    platform: String,
+    arch: String,
+    yanked: bool,
+    platforms: Vec<&'static str>,
+    arches: Vec<&'static str>,
+    total: u64,
+    page: u32,
+    pages: u32,
+    prev: Option<String>,
+    next: Option<String>,
+    notice: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListParams {
+    q: Option<String>,
+    platform: Option<String>,
+    arch: Option<String>,
+    yanked: Option<String>,
+    page: Option<u32>,
+    done: Option<String>,
+}
+
+pub async fn packages(
+    who: SignedIn,
+    state: web::Data<ApiState>,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, WebError> {
+    const PER_PAGE: u32 = 25;
+    let q = params.q.clone().unwrap_or_default().trim().to_lowercase();
+    let platform = params.platform.clone().unwrap_or_default();
+    let arch = params.arch.clone().unwrap_or_default();
+    let yanked = params.yanked.as_deref() == Some("on");
+    let page_no = params.page.unwrap_or(1).max(1);
+    let query = ListQuery {
+        name: None,
+        name_contains: (!q.is_empty()).then(|| q.clone()),
+        platform: (!platform.is_empty())
+            .then(|| platform.parse::<Platform>())
+            .transpose()?,
+        arch: (!arch.is_empty())
+            .then(|| arch.parse::<Arch>())
+            .transpose()?,
+        activity: if yanked {
+            Activity::All
+        } else {
+            Activity::ActiveOnly
+        },
+        names: who.credential.names.clone(),
+        page: PageRequest::new(Some(page_no), Some(PER_PAGE)),
+    };
+    let found = state.packages.list(&query).await?;
+    let pages = u32::try_from(found.total.div_ceil(u64::from(PER_PAGE)))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let link = |n: u32| {
+        let mut pairs = vec![("page", n.to_string())];
+        for (k, v) in [("q", &q), ("platform", &platform), ("arch", &arch)] {
+            if !v.is_empty() {
+                pairs.push((k, v.clone()));
+            }
+        }
+        if yanked {
+            pairs.push(("yanked", "on".into()));
+        }
+        format!(
+            "/packages?{}",
+            serde_urlencoded::to_string(pairs).unwrap_or_default()
+        )
+    };
+    page(&PackagesPage {
+        layout: Layout::of("Packages", &who),
+        rows: found.items.iter().map(Row::of).collect(),
+        prev: (page_no > 1).then(|| link(page_no - 1)),
+        next: (page_no < pages).then(|| link(page_no + 1)),
+        q,
+        platform,
+        arch,
+        yanked,
+        platforms: Platform::ALL.iter().map(|p| p.as_str()).collect(),
+        arches: Arch::ALL.iter().map(|a| a.as_str()).collect(),
+        total: found.total,
+        page: page_no,
+        pages,
+        notice: notice(params.done.as_deref()),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "name.html")]
+struct NamePage {
+    layout: Layout,
+    name: String,
+    /// platform/arch columns present.
+    columns: Vec<(&'static str, &'static str)>,
+    /// version, pre-release, and one cell per column.
+    versions: Vec<(String, bool, Vec<Option<Row>>)>,
+}
+
+pub async fn name(
+    who: SignedIn,
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let name = PackageName::parse(&path)?;
+    if !who.credential.may_touch(&name) {
+        return Err(WebError::NotFound(format!("no package named {name}")));
+    }
+    let history = state.packages.history(&name).await?;
+    if history.is_empty() {
+        return Err(WebError::NotFound(format!("no package named {name}")));
+    }
+    let mut columns: Vec<(&'static str, &'static str)> = history
+        .iter()
+        .flat_map(|v| v.packages.iter())
+        .map(|p| (p.platform.as_str(), p.arch.as_str()))
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let versions = history
+        .iter()
+        .map(|v| {
+            let cells = columns
+                .iter()
+                .map(|(platform, arch)| {
+                    v.packages
+                        .iter()
+                        .find(|p| p.platform.as_str() == *platform && p.arch.as_str() == *arch)
+                        .map(Row::of)
+                })
+                .collect();
+            (
+                v.version.to_string(),
+                !v.version.as_semver().pre.is_empty(),
+                cells,
+            )
+        })
+        .collect();
+    page(&NamePage {
+        layout: Layout::of(name.to_string(), &who),
+        name: name.to_string(),
+        columns,
+        versions,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "package.html")]
+struct PackagePage {
+    layout: Layout,
+    p: Row,
+    sha256: String,
+    filename: String,
+    description: String,
+    signature: Option<String>,
+    downloads: u64,
+    last_download: Option<String>,
+    download_href: String,
+    curl_exact: String,
+    curl_latest: String,
+    may_write: bool,
+    may_delete: bool,
+    notice: Option<String>,
+}
+
+async fn by_coordinates(
+    who: &SignedIn,
+    state: &ApiState,
+    (name, version, platform, arch): (String, String, String, String),
+) -> Result<Package, WebError> {
+    let coordinates = Coordinates {
+        name: PackageName::parse(&name)?,
+        version: Version::parse(&version)?,
+        platform: platform.parse()?,
+        arch: arch.parse()?,
+    };
+    if !who.credential.may_touch(&coordinates.name) {
+        return Err(WebError::NotFound("package not found".into()));
+    }
+    Ok(state.packages.find(&coordinates).await?)
+}
+
+pub async fn package(
+    req: HttpRequest,
+    who: SignedIn,
+    state: web::Data<ApiState>,
+    path: web::Path<(String, String, String, String)>,
+    query: web::Query<DoneParam>,
+) -> Result<HttpResponse, WebError> {
+    let p = by_coordinates(&who, &state, path.into_inner()).await?;
+    let info = req.connection_info();
+    let base = state
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{}://{}", info.scheme(), info.host()));
+    let coords = format!(
+        "{}/{}/{}/{}",
+        p.name,
+        p.version,
+        p.platform.as_str(),
+        p.arch.as_str()
+    );
+    let signature = p.signature.as_ref().map(|s| match &s.verified_by {
+        Some(v) => format!(
+            "{} signature, verified by key {}",
+            s.format.as_str(),
+            v.key.as_str()
+        ),
+        None => format!(
+            "{} signature, not verified by a trusted key",
+            s.format.as_str()
+        ),
+    });
+    page(&PackagePage {
+        layout: Layout::of(format!("{} {}", p.name, p.version), &who),
+        sha256: p.checksum.as_str().to_owned(),
+        filename: p.filename.as_str().to_owned(),
+        description: p.description.as_str().to_owned(),
+        signature,
+        downloads: p.download_count,
+        last_download: p.last_downloaded_at.map(|t| format::ago(t, Utc::now())),
+        download_href: format!("/api/v1/packages/{}/download", p.id),
+        curl_exact: format!(
+            "curl -fLo '{}' -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/packages/{coords}/download",
+            p.filename.as_str()
+        ),
+        curl_latest: format!(
+            "curl -fLOJ -H \"Authorization: Bearer $TOKEN\" '{base}/api/v1/packages/latest/download?name={}&platform={}&arch={}'",
+            p.name,
+            p.platform.as_str(),
+            p.arch.as_str()
+        ),
+        may_write: who.is(Role::Publisher) && who.credential.may_touch(&p.name),
+        may_delete: who.is(Role::Admin) && who.credential.may_touch(&p.name),
+        notice: notice(query.done.as_deref()),
+        p: Row::of(&p),
+    })
+}
