@@ -7,6 +7,7 @@
 // A command line reports on standard output and standard error.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod args;
 mod config;
 mod progress;
 
@@ -16,166 +17,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentpkg_client::{Client, Error, NewUser, PackageQuery, Target, Upload, UploadProgress};
-use clap::{CommandFactory, Parser, Subcommand};
+use args::{Cli, Command, TokensCommand, UsersCommand};
+use clap::{CommandFactory, Parser};
 use serde_json::json;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
-
-#[derive(Parser)]
-#[command(name = "agentpkg", version, about = "Publish and fetch agent packages")]
-struct Cli {
-    /// The registry (default: the one signed in to, else http://127.0.0.1:8080).
-    #[arg(long, global = true, env = "AGENTPKG_SERVER")]
-    server: Option<String>,
-    /// An API token to use instead of the stored credential.
-    #[arg(long, global = true, env = "AGENTPKG_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// Print JSON, for scripts.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Print nothing but errors.
-    #[arg(long, short, global = true)]
-    quiet: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Sign in and store the credential (mode 0600) in the configuration directory.
-    Login {
-        /// The username (asked when not given).
-        #[arg(long, short)]
-        username: Option<String>,
-        /// Read the password from standard input instead of asking for it.
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Forget the stored credential.
-    Logout,
-    /// Who the credential is.
-    Whoami,
-    /// Publish a file.
-    Push {
-        file: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        version: String,
-        #[arg(long)]
-        platform: String,
-        #[arg(long)]
-        arch: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// A detached signature of the file.
-        #[arg(long)]
-        signature: Option<PathBuf>,
-        /// The signature's format: openpgp (default), minisign, cosign, sigstore.
-        #[arg(long, requires = "signature")]
-        signature_format: Option<String>,
-        /// Send a large file over this many connections at once (resumable parts joined by
-        /// the server).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
-        parallel: u64,
-    },
-    /// Fetch a package, resuming a partial file and checking its SHA-256.
-    Pull {
-        name: String,
-        /// An exact version, or a SemVer requirement (`^1.4`) for the newest matching.
-        #[arg(long, conflicts_with = "latest")]
-        version: Option<String>,
-        /// The newest active version (the default).
-        #[arg(long)]
-        latest: bool,
-        #[arg(long)]
-        platform: String,
-        #[arg(long)]
-        arch: String,
-        /// Where to write it (default: the package's file name, here).
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// An OpenPGP public key (armoured or binary): the package's signature must verify
-        /// with it, or the file is not kept (exit 5).
-        #[arg(long)]
-        key: Option<PathBuf>,
-    },
-    /// List packages.
-    Ls {
-        /// Only names containing this.
-        search: Option<String>,
-        #[arg(long)]
-        platform: Option<String>,
-        #[arg(long)]
-        arch: Option<String>,
-        /// Yanked packages too.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value_t = 1)]
-        page: u32,
-    },
-    /// Show one package: by id, or name/version/platform/arch.
-    Info { package: String },
-    /// Every version of a name, newest first.
-    Versions { name: String },
-    /// The newest build for a platform.
-    Latest {
-        name: String,
-        #[arg(long)]
-        platform: String,
-        #[arg(long)]
-        arch: String,
-        /// Within a SemVer requirement.
-        #[arg(long)]
-        version: Option<String>,
-    },
-    /// Yank a package (hidden from lists and latest, still downloadable when pinned).
-    Yank { package: String },
-    /// Restore a yanked package.
-    Unyank { package: String },
-    /// Delete a package (admin).
-    Rm { package: String },
-    /// Users (admin).
-    #[command(subcommand)]
-    Users(UsersCommand),
-    /// API tokens.
-    #[command(subcommand)]
-    Tokens(TokensCommand),
-    /// Print a shell completion script.
-    Completions { shell: clap_complete::Shell },
-}
-
-#[derive(Subcommand)]
-enum UsersCommand {
-    Ls,
-    /// Create a user; the password is read from standard input.
-    Create {
-        username: String,
-        #[arg(long, default_value = "viewer")]
-        role: String,
-    },
-    Rm {
-        id: i64,
-    },
-}
-
-#[derive(Subcommand)]
-enum TokensCommand {
-    Ls,
-    /// Create a token; its secret is printed once.
-    Create {
-        name: String,
-        /// read, publish or admin.
-        #[arg(long, default_value = "read")]
-        scope: String,
-        /// Limit it to these name patterns (`opamp-*`).
-        #[arg(long = "package")]
-        packages: Vec<String>,
-    },
-    Revoke {
-        id: i64,
-    },
-}
 
 /// Failure with its exit code.
 struct Failure(String, u8);
