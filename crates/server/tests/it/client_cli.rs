@@ -474,6 +474,29 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
     let _ = published;
 }
 
+/// How many bytes of the tus upload at `url` the server holds (its `Upload-Offset`, asked
+/// as any client would), 0 when it does not say.
+async fn held_by_server(app: &TestApp, token: &str, url: &str) -> u64 {
+    let url = url.trim();
+    let url = if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        app.url(url)
+    };
+    let head = app
+        .client
+        .head(url)
+        .bearer_auth(token)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    head.headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
@@ -505,24 +528,7 @@ async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend
             .and_then(|mut d| d.next())
             .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok());
         if let Some(url) = url {
-            let url = if url.starts_with("http") {
-                url
-            } else {
-                app.url(url.trim())
-            };
-            let head = app
-                .client
-                .head(url.trim())
-                .bearer_auth(&admin)
-                .header("Tus-Resumable", "1.0.0")
-                .send()
-                .await
-                .unwrap();
-            got = head
-                .headers()
-                .get("upload-offset")
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .unwrap_or(0);
+            got = held_by_server(&app, &admin, &url).await;
             if got > 0 {
                 child.kill().unwrap();
                 break;
@@ -589,25 +595,7 @@ async fn a_parallel_push_killed_half_way_resumes_every_part(backend: Backend) {
             .unwrap_or_default();
         let mut sum = 0;
         for part in &parts {
-            let url = part["url"].as_str().unwrap();
-            let url = if url.starts_with("http") {
-                url.to_owned()
-            } else {
-                app.url(url)
-            };
-            let head = app
-                .client
-                .head(url)
-                .bearer_auth(&admin)
-                .header("Tus-Resumable", "1.0.0")
-                .send()
-                .await
-                .unwrap();
-            sum += head
-                .headers()
-                .get("upload-offset")
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .unwrap_or(0);
+            sum += held_by_server(&app, &admin, part["url"].as_str().unwrap()).await;
         }
         if parts.len() == 3 && sum > 0 {
             child.kill().unwrap();
