@@ -289,16 +289,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     requirement: requirement.clone(),
                 },
             };
+            let package = client.resolve(&target).await?;
             let dest = match output {
                 Some(path) => path.clone(),
-                None => PathBuf::from(client.resolve(&target).await?.filename),
+                // The file's own name, here: never a path the server could choose.
+                None => std::path::Path::new(&package.filename)
+                    .file_name()
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        Failure(format!("{:?}: not a file name", package.filename), 1)
+                    })?,
             };
             let key = match key {
                 Some(path) => Some(std::fs::read(path)?),
                 None => None,
             };
             let pulled = client
-                .pull(&target, &dest, key.as_deref(), ctx.progress())
+                .pull_package(package, &dest, key.as_deref(), ctx.progress())
                 .await?;
             let p = &pulled.package;
             ctx.out(

@@ -101,6 +101,17 @@ impl Client {
         progress: Arc<dyn UploadProgress>,
     ) -> Result<Pulled, Error> {
         let package = self.resolve(target).await?;
+        self.pull_package(package, dest, key, progress).await
+    }
+
+    /// [`Client::pull`] of a package already resolved (so that "latest" is asked once).
+    pub async fn pull_package(
+        &self,
+        package: Package,
+        dest: &Path,
+        key: Option<&[u8]>,
+        progress: Arc<dyn UploadProgress>,
+    ) -> Result<Pulled, Error> {
         let part = partial_path(dest);
         let mut restarted = false;
         let (mut hasher, mut have) = hash_prefix(&part).await?;

@@ -225,6 +225,27 @@ async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(bac
     assert_eq!(pulled["resumed_at"], 0);
     assert_eq!(sha256(&out_path), sha256(&file));
     assert!(!work.path().join("fetched.part").exists());
+    // Without -o: the package's file name, in the current directory.
+    let here = tempfile::tempdir().unwrap();
+    let named = user
+        .command(&[
+            "pull",
+            "cli-agent",
+            "--latest",
+            "--platform",
+            "linux",
+            "--arch",
+            "amd64",
+        ])
+        .current_dir(here.path())
+        .output()
+        .unwrap();
+    assert!(
+        named.status.success(),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    assert_eq!(sha256(&here.path().join("agent.tar.gz")), sha256(&file));
     let latest = user.json(&[
         "latest",
         "cli-agent",
