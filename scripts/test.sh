@@ -41,6 +41,8 @@ set -a
 . "${AGENTPKG_GARAGE_DIR:-.garage}/env"
 set +a
 
+# The server's CLI tests run the `agentpkg` binary, so it is built whatever the filter.
+cargo build --locked -p agentpkg-cli
 cargo test --workspace --locked "$@"
 
 # With arguments (a filter), only the selected Rust tests run.

@@ -230,7 +230,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let client = client(&cli)?;
             let signature = match signature {
-                Some(path) => Some(std::fs::read(path)?),
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?,
+                ),
                 None => None,
             };
             let upload = Upload {
@@ -301,7 +304,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     })?,
             };
             let key = match key {
-                Some(path) => Some(std::fs::read(path)?),
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| Failure(format!("{}: {e}", path.display()), 1))?,
+                ),
                 None => None,
             };
             let pulled = client

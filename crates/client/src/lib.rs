@@ -31,10 +31,16 @@ pub enum Error {
         code: String,
         message: String,
     },
-    #[error("cannot reach the registry: {0}")]
+    #[error("cannot reach the registry: {}", transport_cause(.0))]
     Transport(#[from] reqwest::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A local file that cannot be read or written, named.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// Downloaded bytes whose SHA-256 is not the package's (the file is not kept).
     #[error("checksum mismatch: expected {expected}, got {got}")]
     Checksum { expected: String, got: String },
@@ -46,7 +52,30 @@ pub enum Error {
     Protocol(String),
 }
 
+/// reqwest's own words ("error sending request for url (…)") and, after them, the deepest
+/// cause ("Connection refused"), which is what a user can act on.
+fn transport_cause(e: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let (outer, inner) = (e.to_string(), root.to_string());
+    if std::ptr::addr_eq(root, e as &dyn std::error::Error) || outer.contains(&inner) {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
+}
+
 impl Error {
+    /// `source`, said of the file at `path`.
+    pub fn file(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::File {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
     /// The HTTP status of a refusal.
     pub fn status(&self) -> Option<StatusCode> {
         match self {

@@ -153,7 +153,10 @@ impl Client {
         state_dir: &Path,
         progress: std::sync::Arc<dyn UploadProgress>,
     ) -> Result<Published, Error> {
-        let size = tokio::fs::metadata(&upload.path).await?.len();
+        let size = tokio::fs::metadata(&upload.path)
+            .await
+            .map_err(|e| Error::file(&upload.path, e))?
+            .len();
         progress.hashing(size);
         let sha256 = sha256_file(&upload.path, progress.clone()).await?;
         if size >= RESUMABLE_FROM && self.speaks_tus().await? {
