@@ -19,8 +19,8 @@
 use std::time::Duration;
 
 use agentpkg_model::{
-    Actor, Package, SessionKind, SessionProgress, SessionTarget, UploadSession, UploadSessionId,
-    ValidationError,
+    Actor, Checksum, Package, SessionKind, SessionProgress, SessionTarget, UploadSession,
+    UploadSessionId, ValidationError,
 };
 use agentpkg_storage::MIN_PART_BYTES;
 use agentpkg_store::{DynUploadSessionStore, SessionLease};
@@ -96,6 +96,11 @@ pub struct Append {
     /// The body's length, when announced: it then streams straight into parts.
     pub content_length: Option<u64>,
     pub checksum: Option<RequestChecksum>,
+    /// The whole package's SHA-256, sent with the request that completes the upload
+    /// (`X-Checksum-Sha256`), by a client that hashed the file while sending it. The
+    /// package is published only if its bytes have it; a session created with a `sha256`
+    /// must name the same one.
+    pub package_sha256: Option<Checksum>,
 }
 
 /// A session after a request added to it, and the package it became when that request
@@ -259,6 +264,14 @@ impl PackageManager {
                 length: session.length,
             });
         }
+        if let Some(refusal) = append
+            .package_sha256
+            .as_ref()
+            .and_then(|named| misplaced_package_sha256(&session, &append, named))
+        {
+            release_logged(&sessions.store, id, &token).await;
+            return Err(refusal);
+        }
         let renewing =
             LeaseRenewal::start(sessions.store.clone(), id.clone(), token.clone(), lease);
         let result = self
@@ -359,6 +372,14 @@ impl PackageManager {
         let mut progress = progress;
         progress.hash_state = kept.hasher.serialize().to_vec();
         if progress.offset == session.length {
+            let named = append.package_sha256;
+            let session = &UploadSession {
+                target: session.target.clone().map(|target| SessionTarget {
+                    expected_sha256: target.expected_sha256.or(named),
+                    ..target
+                }),
+                ..session.clone()
+            };
             return self
                 .finish(
                     sessions,
@@ -521,6 +542,43 @@ impl PackageManager {
 
 fn visible_to(session: &UploadSession, actor: Option<&Actor>) -> bool {
     actor.is_none_or(|a| a.admin || session.user_id == Some(a.user_id))
+}
+
+/// Why a request may not name the whole package's SHA-256 (`named`): it does not publish
+/// a package, it is not the one that completes the upload, or the session was created
+/// with another.
+fn misplaced_package_sha256(
+    session: &UploadSession,
+    append: &Append,
+    named: &Checksum,
+) -> Option<Error> {
+    let remaining = session.length - session.progress.offset;
+    match &session.target {
+        None => Some(
+            ValidationError::new(
+                "X-Checksum-Sha256",
+                "names a package's SHA-256: send it with the final upload instead",
+            )
+            .into(),
+        ),
+        Some(_) if append.content_length != Some(remaining) => Some(
+            ValidationError::new(
+                "X-Checksum-Sha256",
+                "belongs on the request that completes the upload, with its Content-Length",
+            )
+            .into(),
+        ),
+        Some(target) => match &target.expected_sha256 {
+            Some(declared) if declared != named => Some(
+                ValidationError::new(
+                    "X-Checksum-Sha256",
+                    "differs from the sha256 the upload was created with",
+                )
+                .into(),
+            ),
+            _ => None,
+        },
+    }
 }
 
 fn meta_of(target: &SessionTarget, creator: Option<&Actor>, size: Option<u64>) -> UploadMeta {

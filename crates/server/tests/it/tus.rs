@@ -21,6 +21,7 @@ const MIB: usize = 1024 * 1024;
 on_both_backends!(
     the_protocol_is_spoken_and_hostile_requests_are_refused_keeping_the_offset,
     a_refusal_at_the_last_byte_leaves_no_object_no_row_and_no_session,
+    the_sha256_named_with_the_last_bytes_guards_the_package,
     termination_and_expiry_leave_no_object_no_part_and_no_row,
     tuspy_killed_part_way_resumes_with_a_new_process,
     tus_js_client_sends_four_partial_uploads_side_by_side,
@@ -563,6 +564,179 @@ async fn a_refusal_at_the_last_byte_leaves_no_object_no_row_and_no_session(backe
     );
     assert_eq!(session_rows(&app), 0);
     assert!(unfinished_writes(&app).await.is_empty());
+}
+
+/// A client that hashes the file while sending it names its SHA-256 with the request that
+/// completes the upload (`X-Checksum-Sha256`): the package is published only if its bytes
+/// have it, and the header is refused wherever it could not guard a package.
+async fn the_sha256_named_with_the_last_bytes_guards_the_package(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.token_for("publisher").await;
+    let file = file_of(7 * MIB);
+    let right = sha256_hex(&file);
+    let wrong = "cd".repeat(32);
+    let named = |sha: &str| vec![("X-Checksum-Sha256", sha.to_owned())];
+
+    // Not when creating (the metadata's sha256 is for that), not before the last bytes,
+    // not on a partial upload: each a 400 that changes nothing.
+    let res = create(
+        &app,
+        &app.base,
+        &token,
+        &[
+            ("Tus-Resumable", "1.0.0".into()),
+            ("Upload-Length", file.len().to_string()),
+            ("Upload-Metadata", metadata("named", "1.0.0", &[])),
+            ("X-Checksum-Sha256", right.clone()),
+        ],
+    )
+    .await;
+    let body = expect_error(res, 400, "invalid_field").await;
+    assert_eq!(body["error"]["field"], "X-Checksum-Sha256", "{body}");
+    assert_eq!(session_rows(&app), 0);
+    let url = created(
+        &app,
+        &app.base,
+        &token,
+        file.len(),
+        metadata("named", "1.0.0", &[]),
+    )
+    .await;
+    let res = patch(
+        &app,
+        &url,
+        &token,
+        0,
+        file[..6 * MIB].to_vec(),
+        &named(&right),
+    )
+    .await;
+    let body = expect_error(res, 400, "invalid_field").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("completes the upload"),
+        "{body}"
+    );
+    assert_eq!(
+        header(&offset_of(&app, &url, &token).await, "upload-offset"),
+        "0"
+    );
+    let partial = created_partial(&app, &token, MIB).await;
+    let res = patch(
+        &app,
+        &partial,
+        &token,
+        0,
+        file[..MIB].to_vec(),
+        &named(&right),
+    )
+    .await;
+    expect_error(res, 400, "invalid_field").await;
+    assert_eq!(
+        header(&offset_of(&app, &partial, &token).await, "upload-offset"),
+        "0"
+    );
+    assert_eq!(terminate(&app, &partial, &token).await.status(), 204);
+
+    // Named wrong with the last bytes: refused at the last byte, leaving nothing.
+    let res = patch(&app, &url, &token, 0, file[..6 * MIB].to_vec(), &[]).await;
+    assert_eq!(res.status(), 204);
+    let res = patch(
+        &app,
+        &url,
+        &token,
+        6 * MIB,
+        file[6 * MIB..].to_vec(),
+        &named(&wrong),
+    )
+    .await;
+    let body = expect_error(res, 422, "checksum_mismatch").await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&right),
+        "{body}"
+    );
+    app.assert_nothing_stored().await;
+    assert_eq!(session_rows(&app), 0);
+    assert!(unfinished_writes(&app).await.is_empty());
+    assert!(listed(&app, &token, "named").await.is_empty());
+
+    // Created with a sha256, then named another: refused before the body, offset kept;
+    // named right: published.
+    let url = created(
+        &app,
+        &app.base,
+        &token,
+        file.len(),
+        metadata("named", "1.0.0", &[("sha256", &right)]),
+    )
+    .await;
+    let res = patch(&app, &url, &token, 0, file[..6 * MIB].to_vec(), &[]).await;
+    assert_eq!(res.status(), 204);
+    let res = patch(
+        &app,
+        &url,
+        &token,
+        6 * MIB,
+        file[6 * MIB..].to_vec(),
+        &named(&wrong),
+    )
+    .await;
+    let body = expect_error(res, 400, "invalid_field").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("created with"),
+        "{body}"
+    );
+    assert_eq!(
+        header(&offset_of(&app, &url, &token).await, "upload-offset"),
+        (6 * MIB).to_string()
+    );
+    let res = patch(
+        &app,
+        &url,
+        &token,
+        6 * MIB,
+        file[6 * MIB..].to_vec(),
+        &named(&right),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let package: Value = res.json().await.unwrap();
+    assert_eq!(package["checksum"], right.as_str());
+
+    // Without a sha256 at creation, named right with the last bytes: published.
+    let other = file_of(6 * MIB + 5);
+    let url = created(
+        &app,
+        &app.base,
+        &token,
+        other.len(),
+        metadata("named", "2.0.0", &[]),
+    )
+    .await;
+    let res = patch(&app, &url, &token, 0, other[..6 * MIB].to_vec(), &[]).await;
+    assert_eq!(res.status(), 204);
+    let res = patch(
+        &app,
+        &url,
+        &token,
+        6 * MIB,
+        other[6 * MIB..].to_vec(),
+        &named(&sha256_hex(&other)),
+    )
+    .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let package: Value = res.json().await.unwrap();
+    assert_eq!(download(&app, &token, &package["id"]).await, other);
+    assert_eq!(
+        session_rows(&app),
+        2,
+        "the completed sessions, until they expire"
+    );
 }
 
 async fn termination_and_expiry_leave_no_object_no_part_and_no_row(backend: Backend) {

@@ -92,7 +92,7 @@ fn missing(field: &'static str) -> ApiError {
 }
 
 /// The checksum a client announces in `X-Checksum-Sha256`, if any.
-fn checksum_header(req: &HttpRequest) -> Result<Option<Checksum>, ApiError> {
+pub(crate) fn checksum_header(req: &HttpRequest) -> Result<Option<Checksum>, ApiError> {
     Ok(req
         .headers()
         .get(CHECKSUM_HEADER)

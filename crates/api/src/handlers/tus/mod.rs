@@ -19,8 +19,8 @@ use agentpkg_packagemgr::{Append, Appended, NewSession, RequestChecksum, body_ch
 
 use crate::error::ErrorBody;
 use crate::handlers::packages::body::{BODY_CHANNEL_CHUNKS, pump};
-use crate::handlers::packages::content_length;
 use crate::handlers::packages::upload::counted;
+use crate::handlers::packages::{checksum_header, content_length};
 use crate::views::PackageView;
 use crate::{ApiError, ApiState, Principal, Publisher, RequestContext};
 
@@ -134,6 +134,13 @@ async fn create_inner(
         )
         .into());
     }
+    if checksum_header(req)?.is_some() {
+        return Err(ValidationError::new(
+            "X-Checksum-Sha256",
+            "belongs on the PATCH that completes the upload; a new upload takes `sha256` in Upload-Metadata",
+        )
+        .into());
+    }
     let concat = text_header(req, "Upload-Concat")?;
     if let Some(urls) = concat.as_deref().and_then(|c| c.strip_prefix("final;")) {
         return create_final(principal, state, ctx, urls, metadata).await;
@@ -194,6 +201,7 @@ async fn create_inner(
             offset: 0,
             content_length: content_length(req),
             checksum: request_checksum(req)?,
+            package_sha256: None,
         };
         match write(state, ctx, &session.id, principal, append, body).await {
             Ok(appended) => (StatusCode::CREATED, appended),
@@ -323,7 +331,10 @@ async fn head_inner(
 ///
 /// tus `PATCH`: the body's bytes at `Upload-Offset`. A connection that drops keeps every
 /// part stored; with `Upload-Checksum` the request is kept whole or not at all. The last
-/// byte publishes the package (200 with it) or refuses it, leaving nothing.
+/// byte publishes the package (200 with it) or refuses it, leaving nothing. The request
+/// that completes the upload may name the whole package's SHA-256 in `X-Checksum-Sha256`
+/// (a client that hashed the file while sending it): the package is published only if
+/// its bytes have it.
 #[utoipa::path(
     patch,
     path = "/api/v1/uploads/{id}",
@@ -333,6 +344,7 @@ async fn head_inner(
         ("Tus-Resumable" = String, Header, description = "`1.0.0`"),
         ("Upload-Offset" = u64, Header, description = "Where these bytes start"),
         ("Upload-Checksum" = Option<String>, Header, description = "`sha1|sha256 <base64>` of this body"),
+        ("X-Checksum-Sha256" = Option<String>, Header, description = "The whole package's SHA-256 (hex), on the request that completes the upload: for a client that hashes the file while sending it. The package is published only if its bytes have it"),
     ),
     request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
     responses(
@@ -381,6 +393,7 @@ async fn patch_inner(
         offset,
         content_length: content_length(req),
         checksum: request_checksum(req)?,
+        package_sha256: checksum_header(req)?,
     };
     match write(state, ctx, &id, principal, append, body).await {
         Ok(appended) => completed(state, ctx, principal, StatusCode::NO_CONTENT, appended).await,
