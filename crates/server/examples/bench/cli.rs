@@ -2,7 +2,8 @@
 //! wall time (throughput) and the client's peak resident memory. For the push, `curl -T`
 //! alone, and `sha256sum` then `curl -T` with the checksum header (what the CLI does: the
 //! server checks the SHA-256 it is sent); for the pull, `curl -o`, and `curl -o` then
-//! `sha256sum` (what the CLI does in one pass).
+//! `sha256sum` (what the CLI does in one pass). `agentpkg pull --fsync` is timed too: it
+//! waits for the disk, which `curl -o` does not.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,8 +14,11 @@ use serde_json::{Value, json};
 use crate::measure::{RssSampler, make_file, mb_per_s};
 use crate::support::{MIB, Result, Server};
 
-/// Runs a command to its end; its time and its peak resident memory.
+/// Runs a command to its end; its time and its peak resident memory. The page cache's
+/// dirty pages (the last run's file, the object store's writes) are flushed first, so that
+/// no run pays for the one before it.
 fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
+    Command::new("sync").status()?;
     let started = Instant::now();
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     let sampler = RssSampler::start(child.id());
@@ -25,6 +29,15 @@ fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
         return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok((took, peak))
+}
+
+/// Writes `n` over the file's first bytes.
+fn mark(path: &Path, n: u32) -> Result<()> {
+    use std::io::{Seek, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    f.write_all(&n.to_le_bytes())?;
+    Ok(())
 }
 
 fn sha256sum(path: &Path) -> Result<(Duration, String)> {
@@ -60,78 +73,67 @@ pub(crate) fn cli_comparison(
     let (mut cli_pull, mut curl_pull, mut sum_pull) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut cli_rss, mut curl_rss) = (0u64, 0u64);
+    let mut cli_pull_fsync = Duration::ZERO;
+    let cli = |args: &[&str]| {
+        let mut cmd = Command::new(&agentpkg);
+        cmd.env("AGENTPKG_CONFIG_DIR", config.path())
+            .env("AGENTPKG_SERVER", &server.base)
+            .env("AGENTPKG_TOKEN", token)
+            .arg("--quiet")
+            .args(args);
+        cmd
+    };
+    let coordinates = ["--platform", "linux", "--arch", "amd64"];
     for r in 0..rounds {
+        let (mine, theirs) = (format!("1.{r}.0"), format!("2.{r}.0"));
+        let url = format!(
+            "{}/api/v1/packages/cli-bench/{theirs}/linux/amd64",
+            server.base
+        );
         // Other bytes for every upload: the registry deduplicates identical ones.
-        for (which, version) in [(0u8, format!("1.{r}.0")), (1, format!("2.{r}.0"))] {
-            {
-                use std::io::{Seek, Write};
-                let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
-                f.seek(std::io::SeekFrom::Start(0))?;
-                f.write_all(&(r * 2 + u32::from(which)).to_le_bytes())?;
-            }
-            let coords = format!("cli-bench/{version}/linux/amd64");
-            let url = format!("{}/api/v1/packages/{coords}", server.base);
-            if which == 0 {
+        mark(&path, r * 2)?;
+        let (took, rss) = timed(
+            cli(&["push", path.to_str().ok_or("path")?])
+                .args(["--name", "cli-bench", "--version", &mine])
+                .args(coordinates),
+        )?;
+        cli_push += took;
+        eprintln!("round {r}: agentpkg push {took:.2?}");
+        cli_rss = cli_rss.max(rss);
+        mark(&path, r * 2 + 1)?;
+        let (hashed, digest) = sha256sum(&path)?;
+        let (took, rss) = timed(
+            Command::new("curl")
+                .args(["-sS", "-f", "-o", "/dev/null", "-T"])
+                .arg(&path)
+                .args([
+                    "-H",
+                    &auth,
+                    "-H",
+                    &format!("X-Checksum-Sha256: {digest}"),
+                    &url,
+                ]),
+        )?;
+        curl_push += took;
+        eprintln!("round {r}: curl -T {took:.2?}");
+        sum_push += took + hashed;
+        curl_rss = curl_rss.max(rss);
+
+        // Both packages are stored before either is fetched; who goes first alternates.
+        // Garage works on for a moment after a large write: the pulls wait for it.
+        std::thread::sleep(Duration::from_secs(3));
+        for turn in 0..2 {
+            let _ = std::fs::remove_file(&out);
+            if (turn + r) % 2 == 0 {
                 let (took, rss) = timed(
-                    Command::new(&agentpkg)
-                        .env("AGENTPKG_CONFIG_DIR", config.path())
-                        .env("AGENTPKG_SERVER", &server.base)
-                        .env("AGENTPKG_TOKEN", token)
-                        .args(["--quiet", "push"])
-                        .arg(&path)
-                        .args([
-                            "--name",
-                            "cli-bench",
-                            "--version",
-                            &version,
-                            "--platform",
-                            "linux",
-                            "--arch",
-                            "amd64",
-                        ]),
-                )?;
-                cli_push += took;
-                cli_rss = cli_rss.max(rss);
-                let _ = std::fs::remove_file(&out);
-                let (took, rss) = timed(
-                    Command::new(&agentpkg)
-                        .env("AGENTPKG_CONFIG_DIR", config.path())
-                        .env("AGENTPKG_SERVER", &server.base)
-                        .env("AGENTPKG_TOKEN", token)
-                        .args([
-                            "--quiet",
-                            "pull",
-                            "cli-bench",
-                            "--version",
-                            &version,
-                            "--platform",
-                            "linux",
-                            "--arch",
-                            "amd64",
-                            "-o",
-                        ])
-                        .arg(&out),
+                    cli(&["pull", "cli-bench", "--version", &mine, "-o"])
+                        .arg(&out)
+                        .args(coordinates),
                 )?;
                 cli_pull += took;
+                eprintln!("round {r}: agentpkg pull {took:.2?}");
                 cli_rss = cli_rss.max(rss);
             } else {
-                let (hashed, digest) = sha256sum(&path)?;
-                let (took, rss) = timed(
-                    Command::new("curl")
-                        .args(["-sS", "-f", "-o", "/dev/null", "-T"])
-                        .arg(&path)
-                        .args([
-                            "-H",
-                            &auth,
-                            "-H",
-                            &format!("X-Checksum-Sha256: {digest}"),
-                            &url,
-                        ]),
-                )?;
-                curl_push += took;
-                sum_push += took + hashed;
-                curl_rss = curl_rss.max(rss);
-                let _ = std::fs::remove_file(&out);
                 let (took, rss) = timed(
                     Command::new("curl")
                         .args(["-sS", "-f", "-o"])
@@ -139,11 +141,20 @@ pub(crate) fn cli_comparison(
                         .args(["-H", &auth, &format!("{url}/download")]),
                 )?;
                 curl_pull += took;
+                eprintln!("round {r}: curl -o {took:.2?}");
                 let (hashed, _) = sha256sum(&out)?;
                 sum_pull += took + hashed;
                 curl_rss = curl_rss.max(rss);
             }
         }
+        let _ = std::fs::remove_file(&out);
+        let (took, _) = timed(
+            cli(&["pull", "cli-bench", "--version", &mine, "--fsync", "-o"])
+                .arg(&out)
+                .args(coordinates),
+        )?;
+        cli_pull_fsync += took;
+        eprintln!("round {r}: agentpkg pull --fsync {took:.2?}");
     }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&path);
@@ -152,7 +163,7 @@ pub(crate) fn cli_comparison(
         "size_mib": size / MIB,
         "rounds": rounds,
         "push_mb_s": {"agentpkg": mb_per_s(bytes, cli_push), "curl": mb_per_s(bytes, curl_push), "sha256sum_then_curl": mb_per_s(bytes, sum_push)},
-        "pull_mb_s": {"agentpkg": mb_per_s(bytes, cli_pull), "curl": mb_per_s(bytes, curl_pull), "curl_then_sha256sum": mb_per_s(bytes, sum_pull)},
+        "pull_mb_s": {"agentpkg": mb_per_s(bytes, cli_pull), "agentpkg_fsync": mb_per_s(bytes, cli_pull_fsync), "curl": mb_per_s(bytes, curl_pull), "curl_then_sha256sum": mb_per_s(bytes, sum_pull)},
         "push_ratio_to_curl": curl_push.as_secs_f64() / cli_push.as_secs_f64(),
         "push_ratio_to_sha256sum_then_curl": sum_push.as_secs_f64() / cli_push.as_secs_f64(),
         "pull_ratio_to_curl": curl_pull.as_secs_f64() / cli_pull.as_secs_f64(),
@@ -160,7 +171,7 @@ pub(crate) fn cli_comparison(
         "client_peak_rss_bytes": {"agentpkg": cli_rss, "curl": curl_rss},
     });
     println!(
-        "\nagentpkg CLI, {} MiB × {rounds}: push {:.0} MB/s (curl -T {:.0}, sha256sum + curl {:.0}: {:.2}× / {:.2}×); pull {:.0} MB/s (curl {:.0}, curl + sha256sum {:.0}: {:.2}× / {:.2}×); peak RSS agentpkg {:.1} MiB, curl {:.1} MiB",
+        "\nagentpkg CLI, {} MiB × {rounds}: push {:.0} MB/s (curl -T {:.0}, sha256sum + curl {:.0}: {:.2}× / {:.2}×); pull {:.0} MB/s (curl {:.0}, curl + sha256sum {:.0}: {:.2}× / {:.2}×; with --fsync {:.0}); peak RSS agentpkg {:.1} MiB, curl {:.1} MiB",
         size / MIB,
         mb_per_s(bytes, cli_push),
         mb_per_s(bytes, curl_push),
@@ -176,6 +187,7 @@ pub(crate) fn cli_comparison(
         row["pull_ratio_to_curl_then_sha256sum"]
             .as_f64()
             .unwrap_or_default(),
+        mb_per_s(bytes, cli_pull_fsync),
         cli_rss as f64 / MIB as f64,
         curl_rss as f64 / MIB as f64,
     );

@@ -155,7 +155,9 @@ async fn main() -> Result<()> {
                 &token,
                 dir.path(),
                 size,
-                if quick { 1 } else { 3 },
+                flag("--rounds")
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(if quick { 1 } else { 3 }),
             )?);
         }
         results["cli"] = json!(rows);
