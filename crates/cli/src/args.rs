@@ -82,6 +82,11 @@ pub enum Command {
         /// with it, or the file is not kept (exit 5).
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Flush the file to the disk before it takes its name, so that it survives a
+        /// power cut too (without it, the name still never shows a partial or wrong file
+        /// to a reader or after a killed process).
+        #[arg(long)]
+        fsync: bool,
     },
     /// List packages.
     Ls {

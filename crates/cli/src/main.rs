@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use agentpkg_client::{Client, Error, NewUser, PackageQuery, Target, Upload, UploadProgress};
+use agentpkg_client::{
+    Client, Error, NewUser, PackageQuery, PullOptions, Target, Upload, UploadProgress,
+};
 use args::{Cli, Command, TokensCommand, UsersCommand};
 use clap::{CommandFactory, Parser};
 use serde_json::json;
@@ -276,6 +278,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             arch,
             output,
             key,
+            fsync,
         } => {
             let client = client(&cli)?;
             let target = match version {
@@ -311,7 +314,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 None => None,
             };
             let pulled = client
-                .pull_package(package, &dest, key.as_deref(), ctx.progress())
+                .pull_package(
+                    package,
+                    &dest,
+                    PullOptions {
+                        key: key.as_deref(),
+                        fsync: *fsync,
+                    },
+                    ctx.progress(),
+                )
                 .await?;
             let p = &pulled.package;
             ctx.out(

@@ -14,7 +14,7 @@ mod verify;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
-pub use download::{Pulled, Target};
+pub use download::{PullOptions, Pulled, Target};
 pub use types::{
     CreatedToken, Me, NewUser, Package, PackageQuery, SignatureSummary, Token, User, VersionEntry,
 };

@@ -1,6 +1,8 @@
-//! Publishing a file: its SHA-256 computed here first (the server checks it), then either
-//! one streamed `PUT`, or, for a large file on a server that speaks tus, a resumable upload
-//! whose address is remembered so that running the push again continues it.
+//! Publishing a file, checked by its SHA-256 on the server before it is published: either
+//! one streamed `PUT` (the file hashed first), or, for a large file on a server that speaks
+//! tus, a resumable upload whose address is remembered so that running the push again
+//! continues it. A resumable upload hashes the file while sending it, and names the
+//! SHA-256 on the request that completes it (`X-Checksum-Sha256`): one pass over the file.
 
 use std::path::{Path, PathBuf};
 
@@ -82,12 +84,79 @@ pub async fn sha256_file(
     .map_err(|e| Error::Io(std::io::Error::other(e)))?
 }
 
+/// The SHA-256 of a file's first `upto` bytes, computed while they are sent.
+pub(crate) struct RunningHash {
+    hasher: Sha256,
+    upto: u64,
+}
+
+impl RunningHash {
+    fn new() -> Self {
+        Self {
+            hasher: Sha256::new(),
+            upto: 0,
+        }
+    }
+
+    /// Takes in the piece of the file at `[at, at + piece.len())`: the part past what is
+    /// hashed already (a piece sent again after a dropped connection is not hashed twice).
+    /// Bytes between what is hashed and `at` are read from `file` first.
+    fn take(&mut self, file: &Path, at: u64, piece: &[u8]) -> std::io::Result<()> {
+        if at > self.upto {
+            self.catch_up(file, at)?;
+        }
+        let end = at + piece.len() as u64;
+        if end > self.upto {
+            let skip = usize::try_from(self.upto - at).unwrap_or(usize::MAX);
+            self.hasher.update(&piece[skip..]);
+            self.upto = end;
+        }
+        Ok(())
+    }
+
+    /// Hashes the file's bytes from what is hashed up to `to`.
+    fn catch_up(&mut self, path: &Path, to: u64) -> std::io::Result<()> {
+        use std::io::{Read, Seek};
+        if to <= self.upto {
+            return Ok(());
+        }
+        let mut file = std::fs::File::open(path)?;
+        file.seek(std::io::SeekFrom::Start(self.upto))?;
+        let mut buf = vec![0u8; PIECE];
+        while self.upto < to {
+            let want = usize::try_from(to - self.upto).map_or(PIECE, |left| left.min(PIECE));
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(shorter());
+            }
+            self.hasher.update(&buf[..n]);
+            self.upto += n as u64;
+        }
+        Ok(())
+    }
+
+    fn hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+type Running = std::sync::Arc<std::sync::Mutex<RunningHash>>;
+
+fn shorter() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the file got shorter while it was sent",
+    )
+}
+
 /// `len` bytes of the file from `offset`, as a streamed body that reports its progress.
-/// A thread reads ahead (a few pieces, never the whole file) while the connection sends.
+/// A thread reads ahead (a few pieces, never the whole file) while the connection sends;
+/// with `running`, it also hashes them.
 async fn body(
     path: &Path,
     offset: u64,
     len: u64,
+    running: Option<Running>,
     progress: std::sync::Arc<dyn UploadProgress>,
 ) -> Result<reqwest::Body, Error> {
     let mut file = std::fs::File::open(path)?;
@@ -96,20 +165,27 @@ async fn body(
         file.seek(std::io::SeekFrom::Start(offset))?;
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut left = len;
+        let mut at = offset;
         while left > 0 {
             let mut buf = vec![0u8; PIECE.min(usize::try_from(left).unwrap_or(PIECE))];
             let piece = match file.read(&mut buf) {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the file got shorter while it was sent",
-                )),
+                Ok(0) => Err(shorter()),
                 Ok(n) => {
                     buf.truncate(n);
+                    let hashed = match &running {
+                        Some(running) => running
+                            .lock()
+                            .map_err(|_| std::io::Error::other("a hashing thread failed"))
+                            .and_then(|mut running| running.take(&path, at, &buf)),
+                        None => Ok(()),
+                    };
                     left -= n as u64;
-                    Ok(bytes::Bytes::from(buf))
+                    at += n as u64;
+                    hashed.map(|()| bytes::Bytes::from(buf))
                 }
                 Err(e) => Err(e),
             };
@@ -157,12 +233,20 @@ impl Client {
             .await
             .map_err(|e| Error::file(&upload.path, e))?
             .len();
-        progress.hashing(size);
-        let sha256 = sha256_file(&upload.path, progress.clone()).await?;
         if size >= RESUMABLE_FROM && self.speaks_tus().await? {
-            self.push_tus(upload, size, &sha256, state_dir, progress)
+            // Parts sent side by side cannot be hashed in order while they go: the file
+            // is hashed first, and its SHA-256 goes with the final upload.
+            let sha256 = if upload.parallel > 1 {
+                progress.hashing(size);
+                Some(sha256_file(&upload.path, progress.clone()).await?)
+            } else {
+                None
+            };
+            self.push_tus(upload, size, sha256.as_deref(), state_dir, progress)
                 .await
         } else {
+            progress.hashing(size);
+            let sha256 = sha256_file(&upload.path, progress.clone()).await?;
             self.push_put(upload, size, &sha256, progress).await
         }
     }
@@ -217,7 +301,7 @@ impl Client {
                 req = req.header("X-Signature-Format", format);
             }
         }
-        let res = Self::send(req.body(body(&upload.path, 0, size, progress).await?)).await?;
+        let res = Self::send(req.body(body(&upload.path, 0, size, None, progress).await?)).await?;
         let package = res
             .json()
             .await
@@ -233,16 +317,29 @@ impl Client {
         &self,
         upload: &Upload,
         size: u64,
-        sha256: &str,
+        sha256: Option<&str>,
         state_dir: &Path,
         progress: std::sync::Arc<dyn UploadProgress>,
     ) -> Result<Published, Error> {
-        // One upload per file content, coordinates and server.
+        // One upload per file (its path, size and modification time), coordinates and
+        // server. Should the file change without changing those, the SHA-256 the server
+        // checks refuses the mix, and the next run starts afresh.
         let key = {
+            let meta = tokio::fs::metadata(&upload.path).await?;
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let path = tokio::fs::canonicalize(&upload.path)
+                .await
+                .unwrap_or_else(|_| upload.path.clone());
             let mut h = Sha256::new();
             for part in [
                 self.base(),
-                sha256,
+                &path.to_string_lossy(),
+                &size.to_string(),
+                &modified.to_string(),
                 &upload.name,
                 &upload.version,
                 &upload.platform,
@@ -259,8 +356,10 @@ impl Client {
             format!("version {}", b64(&upload.version)),
             format!("platform {}", b64(&upload.platform)),
             format!("arch {}", b64(&upload.arch)),
-            format!("sha256 {}", b64(sha256)),
         ];
+        if let Some(sha256) = sha256 {
+            metadata.push(format!("sha256 {}", b64(sha256)));
+        }
         if let Some(f) = upload.path.file_name().and_then(|f| f.to_str()) {
             metadata.push(format!("filename {}", b64(f)));
         }
@@ -308,19 +407,65 @@ impl Client {
             url = Some(location);
         }
         let url = url.unwrap_or_default();
+        if offset >= size {
+            // An earlier run was stopped after its last byte left: the server published
+            // the package (a refusal would have ended the upload). It is ours if its
+            // SHA-256 is the file's.
+            let _ = tokio::fs::remove_file(&remembered).await;
+            let sha256 = sha256_file(&upload.path, progress.clone()).await?;
+            let package = self
+                .find(
+                    &upload.name,
+                    &upload.version,
+                    &upload.platform,
+                    &upload.arch,
+                )
+                .await?;
+            if package.checksum != sha256 {
+                return Err(Error::Checksum {
+                    expected: sha256,
+                    got: package.checksum,
+                });
+            }
+            return Ok(Published {
+                package,
+                via: "tus",
+                resumed_at: size,
+            });
+        }
         let resumed_at = offset;
         progress.sending(size, offset);
+        let running: Running = std::sync::Arc::new(std::sync::Mutex::new(RunningHash::new()));
         match self
-            .send_from(&upload.path, &url, 0, offset, size, progress)
+            .send_from(
+                &upload.path,
+                &url,
+                0,
+                offset,
+                size,
+                Some(&running),
+                progress,
+            )
             .await
         {
             Ok(Some(res)) => {
                 // The last byte published the package.
                 let _ = tokio::fs::remove_file(&remembered).await;
-                let package = res
+                let package: Package = res
                     .json()
                     .await
                     .map_err(|e| Error::Protocol(e.to_string()))?;
+                let sent = running
+                    .lock()
+                    .map_err(|_| Error::Io(std::io::Error::other("a hashing thread failed")))?
+                    .hex();
+                // The server checked it; one that ignores X-Checksum-Sha256 is caught here.
+                if package.checksum != sent {
+                    return Err(Error::Checksum {
+                        expected: sent,
+                        got: package.checksum,
+                    });
+                }
                 Ok(Published {
                     package,
                     via: "tus",
@@ -388,6 +533,10 @@ impl Client {
     /// earlier run the server has not finished with), and carries on from the server's
     /// offset when it is elsewhere (409). Returns the answer that published the package,
     /// if one did.
+    ///
+    /// With `running` (a whole file in one upload), the bytes are hashed as they go, and
+    /// the last chunk, hashed before it is sent, names the file's SHA-256.
+    #[allow(clippy::too_many_arguments)]
     async fn send_from(
         &self,
         path: &Path,
@@ -395,6 +544,7 @@ impl Client {
         base: u64,
         mut from: u64,
         len: u64,
+        running: Option<&Running>,
         progress: std::sync::Arc<dyn UploadProgress>,
     ) -> Result<Option<reqwest::Response>, Error> {
         let mut waits = 0;
@@ -402,8 +552,18 @@ impl Client {
             if from >= len {
                 return Ok(None);
             }
-            let chunk = CHUNK.min(len - from);
-            let res = self
+            let left = len - from;
+            // A whole file hashed on the way goes in one request for everything but its
+            // last chunk, which names the SHA-256: the server keeps every part that a
+            // dropped connection delivered, so smaller requests would only add round
+            // trips. Parts sent side by side go in chunks.
+            let last = (len - 1) % CHUNK + 1;
+            let chunk = match running {
+                Some(_) if left > last => left - last,
+                Some(_) => left,
+                None => CHUNK.min(left),
+            };
+            let mut req = self
                 .request(Method::PATCH, url)
                 .header("Tus-Resumable", "1.0.0")
                 .header("Upload-Offset", from)
@@ -411,8 +571,24 @@ impl Client {
                     reqwest::header::CONTENT_TYPE,
                     "application/offset+octet-stream",
                 )
-                .header(reqwest::header::CONTENT_LENGTH, chunk)
-                .body(body(path, base + from, chunk, progress.clone()).await?)
+                .header(reqwest::header::CONTENT_LENGTH, chunk);
+            if let Some(running) = running
+                && from + chunk == len
+            {
+                let (running, path) = (running.clone(), path.to_owned());
+                let sha256 = tokio::task::spawn_blocking(move || {
+                    let mut running = running
+                        .lock()
+                        .map_err(|_| std::io::Error::other("a hashing thread failed"))?;
+                    running.catch_up(&path, base + len)?;
+                    Ok::<_, std::io::Error>(running.hex())
+                })
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+                req = req.header("X-Checksum-Sha256", sha256);
+            }
+            let res = req
+                .body(body(path, base + from, chunk, running.cloned(), progress.clone()).await?)
                 .send()
                 .await?;
             match res.status() {
@@ -500,6 +676,7 @@ impl Client {
                 part.offset,
                 from,
                 part.len,
+                None,
                 progress.clone(),
             )
         });
@@ -530,5 +707,72 @@ impl Client {
             via: "tus-parallel",
             resumed_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        (file, bytes)
+    }
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[test]
+    fn pieces_in_order_hash_to_the_file() {
+        let (file, bytes) = file_of(3 * PIECE + 17);
+        let mut running = RunningHash::new();
+        for (i, piece) in bytes.chunks(PIECE / 3).enumerate() {
+            running
+                .take(file.path(), (i * (PIECE / 3)) as u64, piece)
+                .unwrap();
+        }
+        assert_eq!(running.upto, bytes.len() as u64);
+        assert_eq!(running.hex(), sha(&bytes));
+    }
+
+    #[test]
+    fn bytes_sent_again_after_a_dropped_connection_are_hashed_once() {
+        let (file, bytes) = file_of(1000);
+        let mut running = RunningHash::new();
+        running.take(file.path(), 0, &bytes[..600]).unwrap();
+        // The server kept 400 bytes: 400.. is sent again, overlapping what is hashed.
+        running.take(file.path(), 400, &bytes[400..700]).unwrap();
+        running.take(file.path(), 700, &bytes[700..]).unwrap();
+        assert_eq!(running.hex(), sha(&bytes));
+    }
+
+    #[test]
+    fn bytes_the_server_already_has_are_read_from_the_file() {
+        let (file, bytes) = file_of(2 * PIECE + 5);
+        let mut running = RunningHash::new();
+        // A resumed upload starts where the server got to.
+        let resumed = PIECE + 3;
+        running
+            .take(file.path(), resumed as u64, &bytes[resumed..])
+            .unwrap();
+        assert_eq!(running.hex(), sha(&bytes));
+        // The last chunk, hashed before it is sent, then sent: nothing changes.
+        let mut running = RunningHash::new();
+        running.catch_up(file.path(), bytes.len() as u64).unwrap();
+        running.take(file.path(), 10, &bytes[10..]).unwrap();
+        assert_eq!(running.hex(), sha(&bytes));
+    }
+
+    #[test]
+    fn a_file_shorter_than_announced_is_an_error() {
+        let (file, bytes) = file_of(100);
+        let mut running = RunningHash::new();
+        let e = running
+            .catch_up(file.path(), bytes.len() as u64 + 1)
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
