@@ -6,8 +6,9 @@
 //! a *tail* of fewer bytes than a part takes (a small object, sent again at the front of
 //! the next part), and the SHA-256 state of everything received. A request that adds bytes
 //! takes a lease on the session at its offset, streams its body into parts of at most
-//! [`ResumableConfig::part_bytes`] (with a known length, straight through; without one,
-//! one part buffered at a time), and commits what it stored in one update. A client that
+//! [`ResumableConfig::part_bytes`] (with a known length, straight through, the next part
+//! starting while storage answers for the last; without one, one part buffered at a
+//! time), and commits what it stored in one update. A client that
 //! disconnects keeps every part that was stored; a request whose checksum does not match
 //! keeps nothing. When the last byte arrives the parts are joined and the package is
 //! published with every guarantee of an upload in one request; a refusal deletes the
@@ -318,6 +319,7 @@ impl PackageManager {
             },
             new_tail: None,
             old_tail_consumed: false,
+            planned_parts: session.progress.parts.len(),
         };
         let outcome = writer.write(&mut reader, append.content_length).await;
         let request = reader.request.take();

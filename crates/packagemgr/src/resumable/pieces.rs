@@ -151,6 +151,8 @@ pub(super) struct PieceWriter<'a> {
     pub(super) new_tail: Option<agentpkg_model::ObjectKey>,
     /// The session's tail went into a piece: delete it once committed.
     pub(super) old_tail_consumed: bool,
+    /// The number of the last part planned (one may be in flight, not yet recorded).
+    pub(super) planned_parts: usize,
 }
 
 impl PieceWriter<'_> {
@@ -170,21 +172,7 @@ impl PieceWriter<'_> {
             let length = self.session.length;
             let stored_before = self.progress.offset - front;
             match content_length {
-                Some(announced) => {
-                    let body_left = announced.saturating_sub(reader.count);
-                    let available = front + body_left;
-                    if available == 0 {
-                        return Ok(());
-                    }
-                    let piece = available.min(self.part_bytes);
-                    let mut front_reader = self.front_reader().await?;
-                    let mut source = (&mut front_reader).chain(&mut *reader).take(piece);
-                    let ends_request = piece == available;
-                    let result = self
-                        .store_piece(&mut source, piece, stored_before, ends_request)
-                        .await;
-                    self.after_piece(result, reader)?;
-                }
+                Some(announced) => return self.write_sized(reader, announced).await,
                 None => {
                     let mut buffer = BytesMut::new();
                     let mut front_reader = self.front_reader().await?;
@@ -209,10 +197,13 @@ impl PieceWriter<'_> {
                     }
                     let full = piece == self.part_bytes && failed.is_none();
                     let mut bytes: &[u8] = &buffer;
-                    let result = self
-                        .store_piece(&mut bytes, piece, stored_before, !full)
-                        .await;
-                    self.after_piece(result, reader)?;
+                    let result = match self.plan_piece(piece, stored_before, !full).await {
+                        Ok(plan) => {
+                            store_piece(self.storage, self.session, plan, &mut bytes, piece).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    self.after_piece(result, kept_of(reader))?;
                     if let Some(e) = failed {
                         return Err(Error::Body(e));
                     }
@@ -242,52 +233,125 @@ impl PieceWriter<'_> {
         }
     }
 
-    /// Stores one piece of `size` bytes that follows `stored_before` bytes of the upload.
-    async fn store_piece(
+    /// A body of a known length, in pieces of at most `part_bytes`. A part's bytes are
+    /// all sent before S3 answers for it: the next part starts then, while that answer is
+    /// awaited (two parts in flight at most, applied in order), so the body keeps flowing
+    /// across part boundaries.
+    async fn write_sized<R>(
         &mut self,
-        source: &mut (dyn AsyncRead + Send + Unpin),
+        reader: &mut SessionReader<R>,
+        announced: u64,
+    ) -> Result<(), Error>
+    where
+        R: AsyncRead + Send + Unpin,
+    {
+        let (storage, session) = (self.storage, self.session);
+        let mut front = self.front_bytes();
+        let mut front_reader = Some(self.front_reader().await?);
+        // Where the next piece starts in the upload, and in this request's body.
+        let mut at = self.progress.offset - front;
+        let mut body_at = reader.count;
+        let shared = std::sync::Mutex::new(reader);
+        let mut previous: Option<(PieceFuture<'_>, Kept)> = None;
+        loop {
+            let available = front + announced.saturating_sub(body_at);
+            if available == 0 {
+                break;
+            }
+            let piece = available.min(self.part_bytes);
+            let ends_request = piece == available;
+            let plan = match self.plan_piece(piece, at, ends_request).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    if let Some((earlier, kept)) = previous.take() {
+                        let stored = earlier.await;
+                        self.after_piece(stored, kept)?;
+                    }
+                    return Err(e.into());
+                }
+            };
+            let body_end = body_at + (piece - front);
+            let source = LockedReader(&shared);
+            let current: PieceFuture<'_> = match front_reader.take() {
+                Some(first) => Box::pin(async move {
+                    let mut body = first.chain(source).take(piece);
+                    store_piece(storage, session, plan, &mut body, piece).await
+                }),
+                None => Box::pin(async move {
+                    let mut body = source.take(piece);
+                    store_piece(storage, session, plan, &mut body, piece).await
+                }),
+            };
+            let (earlier, current) = send_piece(previous.take(), current, &shared, body_end).await;
+            if let Some((stored, kept)) = earlier {
+                // On an error `current` is dropped: its part, never recorded, is not the
+                // session's (completing the multipart write lists only recorded parts).
+                self.after_piece(stored, kept)?;
+            }
+            match current {
+                Sent::Done(stored) => {
+                    let kept = kept_of(&**lock(&shared));
+                    self.after_piece(stored, kept)?;
+                }
+                Sent::Awaiting(future) => {
+                    let kept = kept_of(&**lock(&shared));
+                    previous = Some((future, kept));
+                }
+            }
+            at += piece;
+            body_at = body_end;
+            front = 0;
+        }
+        if let Some((earlier, kept)) = previous {
+            let stored = earlier.await;
+            self.after_piece(stored, kept)?;
+        }
+        Ok(())
+    }
+
+    /// What the piece of `size` bytes that follows `stored_before` bytes of the upload
+    /// becomes: the whole object, a tail, or the next part (the multipart write begun
+    /// for the first).
+    async fn plan_piece(
+        &mut self,
         size: u64,
         stored_before: u64,
         ends_request: bool,
-    ) -> Result<PieceStored, StorageError> {
-        let key = &self.session.storage_key;
+    ) -> Result<Plan, StorageError> {
         let ends_upload = stored_before + size == self.session.length;
         if ends_upload && self.progress.multipart.is_none() {
-            // One piece holds the whole upload: it is the object.
-            self.storage.put_sized(key, source, size).await?;
-            return Ok(PieceStored::Whole);
+            return Ok(Plan::Whole);
         }
         if ends_request && !ends_upload && size < MIN_PART_BYTES {
-            let tail = agentpkg_model::ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
-            self.storage.put_sized(&tail, source, size).await?;
-            return Ok(PieceStored::Tail(SessionTail { key: tail, size }));
+            return Ok(Plan::Tail);
         }
         let upload = match &self.progress.multipart {
             Some(upload) => upload.clone(),
             None => {
-                let upload = self.storage.begin_parts(key).await?;
+                let upload = self.storage.begin_parts(&self.session.storage_key).await?;
                 self.progress.multipart = Some(upload.clone());
                 upload
             }
         };
-        let number = u32::try_from(self.progress.parts.len() + 1)
+        // Parts are numbered in the order their bytes arrive; one may be in flight.
+        let in_flight = u64::from(self.planned_parts > self.progress.parts.len());
+        let number = u32::try_from(self.progress.parts.len() as u64 + 1 + in_flight)
             .map_err(|_| StorageError::Unavailable("too many parts".into()))?;
-        let etag = self
-            .storage
-            .put_part(key, &upload, number, source, size)
-            .await?;
-        Ok(PieceStored::Part(StoredPart { number, etag, size }))
+        self.planned_parts = number as usize;
+        Ok(Plan::Part { upload, number })
     }
 
-    fn after_piece<R>(
+    /// Records a piece stored (in the order their bytes arrived); `kept` is the session's
+    /// SHA-256 state and the body's bytes as of its end.
+    fn after_piece(
         &mut self,
         result: Result<PieceStored, StorageError>,
-        reader: &SessionReader<R>,
+        kept: Kept,
     ) -> Result<(), Error> {
         let stored = result.map_err(Error::from)?;
         // The session's tail, if any, went at the front of the first piece.
         self.old_tail_consumed = self.session.progress.tail.is_some();
-        self.progress.offset += reader.count - self.kept.body_bytes;
+        self.progress.offset += kept.body_bytes - self.kept.body_bytes;
         match stored {
             PieceStored::Whole => self.progress.tail = None,
             PieceStored::Tail(tail) => {
@@ -299,11 +363,120 @@ impl PieceWriter<'_> {
                 self.progress.parts.push(part);
             }
         }
-        self.kept = Kept {
-            hasher: reader.hasher.clone(),
-            body_bytes: reader.count,
-        };
+        self.kept = kept;
         Ok(())
+    }
+}
+
+/// The session's SHA-256 state and the body's bytes, as the reader stands.
+fn kept_of<R>(reader: &SessionReader<R>) -> Kept {
+    Kept {
+        hasher: reader.hasher.clone(),
+        body_bytes: reader.count,
+    }
+}
+
+/// What a piece becomes (see [`PieceWriter::plan_piece`]).
+pub(super) enum Plan {
+    Whole,
+    Tail,
+    Part { upload: String, number: u32 },
+}
+
+/// Stores one piece of `size` bytes as planned.
+async fn store_piece(
+    storage: &DynObjectStore,
+    session: &UploadSession,
+    plan: Plan,
+    source: &mut (dyn AsyncRead + Send + Unpin),
+    size: u64,
+) -> Result<PieceStored, StorageError> {
+    let key = &session.storage_key;
+    match plan {
+        Plan::Whole => {
+            // One piece holds the whole upload: it is the object.
+            storage.put_sized(key, source, size).await?;
+            Ok(PieceStored::Whole)
+        }
+        Plan::Tail => {
+            let tail = agentpkg_model::ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
+            storage.put_sized(&tail, source, size).await?;
+            Ok(PieceStored::Tail(SessionTail { key: tail, size }))
+        }
+        Plan::Part { upload, number } => {
+            let etag = storage.put_part(key, &upload, number, source, size).await?;
+            Ok(PieceStored::Part(StoredPart { number, etag, size }))
+        }
+    }
+}
+
+type PieceFuture<'a> =
+    Pin<Box<dyn std::future::Future<Output = Result<PieceStored, StorageError>> + Send + 'a>>;
+
+/// A piece whose bytes are all sent: stored (or failed), or awaiting S3's answer.
+enum Sent<'a> {
+    Done(Result<PieceStored, StorageError>),
+    Awaiting(PieceFuture<'a>),
+}
+
+/// Drives `current` until its bytes are all read from the body (the reader's count at
+/// `body_end`) or it ends, and `previous` until it ends. Returns `previous`'s outcome
+/// with its state, and where `current` stands.
+async fn send_piece<'a, R>(
+    mut previous: Option<(PieceFuture<'a>, Kept)>,
+    current: PieceFuture<'a>,
+    shared: &std::sync::Mutex<&mut SessionReader<R>>,
+    body_end: u64,
+) -> (Option<(Result<PieceStored, StorageError>, Kept)>, Sent<'a>) {
+    let mut current = Some(current);
+    let mut earlier = None;
+    let mut done = None;
+    std::future::poll_fn(|cx| {
+        if let Some((future, _)) = &mut previous
+            && let Poll::Ready(stored) = future.as_mut().poll(cx)
+        {
+            let (_, kept) = previous.take().expect("polled above");
+            earlier = Some((stored, kept));
+        }
+        if let Some(future) = &mut current
+            && let Poll::Ready(stored) = future.as_mut().poll(cx)
+        {
+            current = None;
+            done = Some(stored);
+        }
+        let sent = done.is_some() || lock(shared).count >= body_end;
+        if previous.is_none() && sent {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    let current = match (done, current) {
+        (Some(stored), _) => Sent::Done(stored),
+        (None, Some(future)) => Sent::Awaiting(future),
+        (None, None) => unreachable!("a piece is either done or still in flight"),
+    };
+    (earlier, current)
+}
+
+fn lock<'m, T>(m: &'m std::sync::Mutex<T>) -> std::sync::MutexGuard<'m, T> {
+    // A panic while the reader was polled poisons nothing we rely on: its counts stand.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The body's reader, shared by the piece being sent and the one awaiting its answer
+/// (which reads no more).
+struct LockedReader<'m, 'r, R>(&'m std::sync::Mutex<&'r mut SessionReader<R>>);
+
+impl<R: AsyncRead + Unpin> AsyncRead for LockedReader<'_, '_, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut reader = lock(self.0);
+        Pin::new(&mut **reader).poll_read(cx, buf)
     }
 }
 

@@ -84,7 +84,9 @@ pub(crate) fn cli_comparison(
         cmd
     };
     let coordinates = ["--platform", "linux", "--arch", "amd64"];
-    for r in 0..rounds {
+    // Round 0 warms both up (a fresh bucket, the first connections) and is not counted.
+    for r in 0..=rounds {
+        let counted = u32::from(r > 0);
         let (mine, theirs) = (format!("1.{r}.0"), format!("2.{r}.0"));
         let url = format!(
             "{}/api/v1/packages/cli-bench/{theirs}/linux/amd64",
@@ -97,8 +99,11 @@ pub(crate) fn cli_comparison(
                 .args(["--name", "cli-bench", "--version", &mine])
                 .args(coordinates),
         )?;
-        cli_push += took;
-        eprintln!("round {r}: agentpkg push {took:.2?}");
+        cli_push += took * counted;
+        eprintln!(
+            "round {r}{}: agentpkg push {took:.2?}",
+            if r == 0 { " (warm-up)" } else { "" }
+        );
         cli_rss = cli_rss.max(rss);
         mark(&path, r * 2 + 1)?;
         let (hashed, digest) = sha256sum(&path)?;
@@ -114,9 +119,12 @@ pub(crate) fn cli_comparison(
                     &url,
                 ]),
         )?;
-        curl_push += took;
-        eprintln!("round {r}: curl -T {took:.2?}");
-        sum_push += took + hashed;
+        curl_push += took * counted;
+        eprintln!(
+            "round {r}{}: curl -T {took:.2?}",
+            if r == 0 { " (warm-up)" } else { "" }
+        );
+        sum_push += (took + hashed) * counted;
         curl_rss = curl_rss.max(rss);
 
         // Both packages are stored before either is fetched; who goes first alternates.
@@ -130,8 +138,11 @@ pub(crate) fn cli_comparison(
                         .arg(&out)
                         .args(coordinates),
                 )?;
-                cli_pull += took;
-                eprintln!("round {r}: agentpkg pull {took:.2?}");
+                cli_pull += took * counted;
+                eprintln!(
+                    "round {r}{}: agentpkg pull {took:.2?}",
+                    if r == 0 { " (warm-up)" } else { "" }
+                );
                 cli_rss = cli_rss.max(rss);
             } else {
                 let (took, rss) = timed(
@@ -140,10 +151,13 @@ pub(crate) fn cli_comparison(
                         .arg(&out)
                         .args(["-H", &auth, &format!("{url}/download")]),
                 )?;
-                curl_pull += took;
-                eprintln!("round {r}: curl -o {took:.2?}");
+                curl_pull += took * counted;
+                eprintln!(
+                    "round {r}{}: curl -o {took:.2?}",
+                    if r == 0 { " (warm-up)" } else { "" }
+                );
                 let (hashed, _) = sha256sum(&out)?;
-                sum_pull += took + hashed;
+                sum_pull += (took + hashed) * counted;
                 curl_rss = curl_rss.max(rss);
             }
         }
@@ -153,8 +167,11 @@ pub(crate) fn cli_comparison(
                 .arg(&out)
                 .args(coordinates),
         )?;
-        cli_pull_fsync += took;
-        eprintln!("round {r}: agentpkg pull --fsync {took:.2?}");
+        cli_pull_fsync += took * counted;
+        eprintln!(
+            "round {r}{}: agentpkg pull --fsync {took:.2?}",
+            if r == 0 { " (warm-up)" } else { "" }
+        );
     }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&path);

@@ -453,3 +453,125 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
     assert_eq!(again["uploads_in_flight"], serde_json::json!([]), "{again}");
     assert_eq!(rows(&app).await, 0);
 }
+
+/// A tus upload's one long `PATCH` is stored as 16 MiB parts, the next part sent while S3
+/// answers for the last. S3 goes away in the middle: the answer is a 503, the parts S3
+/// acknowledged before are kept (in order, none past a failed one), and the upload
+/// completes from there once S3 is back, to exactly the bytes sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stopped_mid_patch_keeps_the_parts_before_it_and_the_upload_goes_on() {
+    use sha2::Digest;
+    const MIB: usize = 1024 * 1024;
+    let s3 = FaultProxy::to_s3().await;
+    let endpoint = format!("http://{}", s3.addr);
+    let app = TestApp::spawn_with(Backend::Production, |s| s.storage.s3.endpoint = endpoint).await;
+    let token = app.token_for("publisher").await;
+    let mut x: u32 = 0x9e37_79b9;
+    let file: Vec<u8> = (0..64 * MIB)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let sha = hex::encode(sha2::Sha256::digest(&file));
+    let metadata = format!(
+        "name {},version {},platform {},arch {},sha256 {}",
+        b64("cut-agent"),
+        b64("1.0.0"),
+        b64("linux"),
+        b64("amd64"),
+        b64(&sha)
+    );
+    let res = app
+        .client
+        .post(app.url("/api/v1/uploads"))
+        .bearer_auth(&token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", file.len())
+        .header("Upload-Metadata", metadata)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+
+    // 40 MiB go, S3 answers for what it got, then S3 goes away and the rest follows.
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "PATCH {location} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        file.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&file[..40 * MIB]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s3.cut();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(20), stream.write_all(&file[40 * MIB..])).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("storage_unavailable"), "{text}");
+
+    s3.restore();
+    let offset_now = || async {
+        let res = app
+            .client
+            .head(app.url(&location))
+            .bearer_auth(&token)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.headers()["upload-offset"]
+            .to_str()
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let kept = offset_now().await;
+    assert!(
+        (16 * MIB..=40 * MIB).contains(&kept) && kept % (16 * MIB) == 0,
+        "kept {kept} bytes: whole parts acknowledged before the cut"
+    );
+    let res = app
+        .client
+        .patch(app.url(&location))
+        .bearer_auth(&token)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", kept)
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(file[kept..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let package: Value = res.json().await.unwrap();
+    assert_eq!(package["checksum"], sha.as_str());
+    let back = app
+        .get(
+            &format!("/api/v1/packages/{}/download", package["id"]),
+            &token,
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(back == file, "the bytes downloaded are the bytes sent");
+    let (ok, report) = crate::rollback::gc(&app, &["--grace-secs", "0", "--dry-run"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["orphans_removed"], serde_json::json!([]), "{report}");
+    assert_eq!(
+        report["incomplete_removed"],
+        serde_json::json!([]),
+        "{report}"
+    );
+}
