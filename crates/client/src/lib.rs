@@ -135,7 +135,11 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(req: RequestBuilder) -> Result<T, Error> {
-        let res = Self::send(req).await?;
+        Self::read_json(Self::send(req).await?).await
+    }
+
+    /// The JSON body of an answer.
+    pub(crate) async fn read_json<T: DeserializeOwned>(res: reqwest::Response) -> Result<T, Error> {
         res.json::<T>()
             .await
             .map_err(|e| Error::Protocol(e.to_string()))
@@ -169,10 +173,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let packages = res
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let packages = Self::read_json(res).await?;
         Ok((packages, total))
     }
 

@@ -1,212 +1,17 @@
-//! Publishing a file, checked by its SHA-256 on the server before it is published: either
-//! one streamed `PUT` (the file hashed first), or, for a large file on a server that speaks
-//! tus, a resumable upload whose address is remembered so that running the push again
-//! continues it. A resumable upload hashes the file while sending it, and names the
-//! SHA-256 on the request that completes it (`X-Checksum-Sha256`): one pass over the file.
+//! Resumable pushes over tus: one upload whose address is remembered, hashed while it is
+//! sent, or partial uploads side by side joined by a final one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
-use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
+use super::{Published, Running, RunningHash, Upload, UploadProgress, body, sha256_file};
 use crate::{Client, Error, Package, api_error};
 
-/// Files from this size go through tus when the server offers it.
-pub const RESUMABLE_FROM: u64 = 32 * 1024 * 1024;
 /// Bytes per tus `PATCH`.
 const CHUNK: u64 = 32 * 1024 * 1024;
-
-/// What to publish.
-#[derive(Debug, Clone)]
-pub struct Upload {
-    pub path: PathBuf,
-    pub name: String,
-    pub version: String,
-    pub platform: String,
-    pub arch: String,
-    pub description: Option<String>,
-    /// A detached signature of the file.
-    pub signature: Option<Vec<u8>>,
-    /// `openpgp` (default), `minisign`, `cosign`, `sigstore`.
-    pub signature_format: Option<String>,
-    /// Connections a resumable upload sends its bytes over at once (1: one).
-    pub parallel: u64,
-}
-
-/// Told how an upload goes (a progress bar, or nothing).
-pub trait UploadProgress: Send + Sync {
-    /// Hashing the file before sending it.
-    fn hashing(&self, _total: u64) {}
-    /// Sending `total` bytes, the first `already` of which the server has.
-    fn sending(&self, _total: u64, _already: u64) {}
-    fn advance(&self, _bytes: u64) {}
-}
-
-impl UploadProgress for () {}
-
-/// The published package, and how it got there.
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub package: Package,
-    /// `put` or `tus`.
-    pub via: &'static str,
-    /// Bytes the server already had from an earlier, interrupted push.
-    pub resumed_at: u64,
-}
-
-/// Bytes read from the file at a time.
-const PIECE: usize = 1024 * 1024;
-
-/// The SHA-256 of a file, read in 1 MiB pieces on a thread of its own.
-pub async fn sha256_file(
-    path: &Path,
-    progress: std::sync::Arc<dyn UploadProgress>,
-) -> Result<String, Error> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut file = std::fs::File::open(path)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; PIECE];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            progress.advance(n as u64);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    })
-    .await
-    .map_err(|e| Error::Io(std::io::Error::other(e)))?
-}
-
-/// The SHA-256 of a file's first `upto` bytes, computed while they are sent.
-pub(crate) struct RunningHash {
-    hasher: Sha256,
-    upto: u64,
-}
-
-impl RunningHash {
-    fn new() -> Self {
-        Self {
-            hasher: Sha256::new(),
-            upto: 0,
-        }
-    }
-
-    /// Takes in the piece of the file at `[at, at + piece.len())`: the part past what is
-    /// hashed already (a piece sent again after a dropped connection is not hashed twice).
-    /// Bytes between what is hashed and `at` are read from `file` first.
-    fn take(&mut self, file: &Path, at: u64, piece: &[u8]) -> std::io::Result<()> {
-        if at > self.upto {
-            self.catch_up(file, at)?;
-        }
-        let end = at + piece.len() as u64;
-        if end > self.upto {
-            let skip = usize::try_from(self.upto - at).unwrap_or(usize::MAX);
-            self.hasher.update(&piece[skip..]);
-            self.upto = end;
-        }
-        Ok(())
-    }
-
-    /// Hashes the file's bytes from what is hashed up to `to`.
-    fn catch_up(&mut self, path: &Path, to: u64) -> std::io::Result<()> {
-        use std::io::{Read, Seek};
-        if to <= self.upto {
-            return Ok(());
-        }
-        let mut file = std::fs::File::open(path)?;
-        file.seek(std::io::SeekFrom::Start(self.upto))?;
-        let mut buf = vec![0u8; PIECE];
-        while self.upto < to {
-            let want = usize::try_from(to - self.upto).map_or(PIECE, |left| left.min(PIECE));
-            let n = file.read(&mut buf[..want])?;
-            if n == 0 {
-                return Err(shorter());
-            }
-            self.hasher.update(&buf[..n]);
-            self.upto += n as u64;
-        }
-        Ok(())
-    }
-
-    fn hex(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
-    }
-}
-
-type Running = std::sync::Arc<std::sync::Mutex<RunningHash>>;
-
-fn shorter() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "the file got shorter while it was sent",
-    )
-}
-
-/// `len` bytes of the file from `offset`, as a streamed body that reports its progress.
-/// A thread reads ahead (a few pieces, never the whole file) while the connection sends;
-/// with `running`, it also hashes them.
-async fn body(
-    path: &Path,
-    offset: u64,
-    len: u64,
-    running: Option<Running>,
-    progress: std::sync::Arc<dyn UploadProgress>,
-) -> Result<reqwest::Body, Error> {
-    let mut file = std::fs::File::open(path)?;
-    {
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(offset))?;
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut left = len;
-        let mut at = offset;
-        while left > 0 {
-            let mut buf = vec![0u8; PIECE.min(usize::try_from(left).unwrap_or(PIECE))];
-            let piece = match file.read(&mut buf) {
-                Ok(0) => Err(shorter()),
-                Ok(n) => {
-                    buf.truncate(n);
-                    let hashed = match &running {
-                        Some(running) => running
-                            .lock()
-                            .map_err(|_| std::io::Error::other("a hashing thread failed"))
-                            .and_then(|mut running| running.take(&path, at, &buf)),
-                        None => Ok(()),
-                    };
-                    left -= n as u64;
-                    at += n as u64;
-                    hashed.map(|()| bytes::Bytes::from(buf))
-                }
-                Err(e) => Err(e),
-            };
-            let failed = piece.is_err();
-            if tx.blocking_send(piece).is_err() || failed {
-                return;
-            }
-        }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let piece = rx.recv().await?;
-        Some((piece, rx))
-    })
-    .map(move |piece| {
-        if let Ok(p) = &piece {
-            progress.advance(p.len() as u64);
-        }
-        piece
-    });
-    Ok(reqwest::Body::wrap_stream(stream))
-}
 
 /// A tus answer's `Upload-Offset`.
 fn upload_offset(res: &reqwest::Response) -> Option<u64> {
@@ -221,99 +26,7 @@ fn b64(text: &str) -> String {
 }
 
 impl Client {
-    /// Publishes `upload`. `state_dir` keeps the addresses of resumable uploads in
-    /// progress (one small file each), so that pushing the same file again resumes it.
-    pub async fn push(
-        &self,
-        upload: &Upload,
-        state_dir: &Path,
-        progress: std::sync::Arc<dyn UploadProgress>,
-    ) -> Result<Published, Error> {
-        let size = tokio::fs::metadata(&upload.path)
-            .await
-            .map_err(|e| Error::file(&upload.path, e))?
-            .len();
-        if size >= RESUMABLE_FROM && self.speaks_tus().await? {
-            // Parts sent side by side cannot be hashed in order while they go: the file
-            // is hashed first, and its SHA-256 goes with the final upload.
-            let sha256 = if upload.parallel > 1 {
-                progress.hashing(size);
-                Some(sha256_file(&upload.path, progress.clone()).await?)
-            } else {
-                None
-            };
-            self.push_tus(upload, size, sha256.as_deref(), state_dir, progress)
-                .await
-        } else {
-            progress.hashing(size);
-            let sha256 = sha256_file(&upload.path, progress.clone()).await?;
-            self.push_put(upload, size, &sha256, progress).await
-        }
-    }
-
-    /// Whether the server offers tus 1.0.0 uploads.
-    pub async fn speaks_tus(&self) -> Result<bool, Error> {
-        let res = self
-            .request(Method::OPTIONS, "/api/v1/uploads")
-            .send()
-            .await?;
-        Ok(res.status().is_success()
-            && res
-                .headers()
-                .get("tus-version")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|v| v.trim() == "1.0.0")))
-    }
-
-    async fn push_put(
-        &self,
-        upload: &Upload,
-        size: u64,
-        sha256: &str,
-        progress: std::sync::Arc<dyn UploadProgress>,
-    ) -> Result<Published, Error> {
-        progress.sending(size, 0);
-        let mut query = vec![];
-        if let Some(d) = &upload.description {
-            query.push(("description", d.clone()));
-        }
-        if let Some(f) = upload.path.file_name().and_then(|f| f.to_str()) {
-            query.push(("filename", f.to_owned()));
-        }
-        let mut req = self
-            .request(
-                Method::PUT,
-                &format!(
-                    "/api/v1/packages/{}/{}/{}/{}",
-                    upload.name, upload.version, upload.platform, upload.arch
-                ),
-            )
-            .query(&query)
-            .header("X-Checksum-Sha256", sha256)
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
-        if let Some(sig) = &upload.signature {
-            req = req.header(
-                "X-Signature",
-                base64::engine::general_purpose::STANDARD.encode(sig),
-            );
-            if let Some(format) = &upload.signature_format {
-                req = req.header("X-Signature-Format", format);
-            }
-        }
-        let res = Self::send(req.body(body(&upload.path, 0, size, None, progress).await?)).await?;
-        let package = res
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        Ok(Published {
-            package,
-            via: "put",
-            resumed_at: 0,
-        })
-    }
-
-    async fn push_tus(
+    pub(super) async fn push_tus(
         &self,
         upload: &Upload,
         size: u64,
@@ -451,10 +164,7 @@ impl Client {
             Ok(Some(res)) => {
                 // The last byte published the package.
                 let _ = tokio::fs::remove_file(&remembered).await;
-                let package: Package = res
-                    .json()
-                    .await
-                    .map_err(|e| Error::Protocol(e.to_string()))?;
+                let package: Package = Self::read_json(res).await?;
                 let sent = running
                     .lock()
                     .map_err(|_| Error::Io(std::io::Error::other("a hashing thread failed")))?
@@ -698,81 +408,11 @@ impl Client {
             return Err(api_error(res).await);
         }
         let _ = tokio::fs::remove_file(remembered).await;
-        let package = res
-            .json()
-            .await
-            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let package = Self::read_json(res).await?;
         Ok(Published {
             package,
             via: "tus-parallel",
             resumed_at,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), &bytes).unwrap();
-        (file, bytes)
-    }
-
-    fn sha(bytes: &[u8]) -> String {
-        hex::encode(Sha256::digest(bytes))
-    }
-
-    #[test]
-    fn pieces_in_order_hash_to_the_file() {
-        let (file, bytes) = file_of(3 * PIECE + 17);
-        let mut running = RunningHash::new();
-        for (i, piece) in bytes.chunks(PIECE / 3).enumerate() {
-            running
-                .take(file.path(), (i * (PIECE / 3)) as u64, piece)
-                .unwrap();
-        }
-        assert_eq!(running.upto, bytes.len() as u64);
-        assert_eq!(running.hex(), sha(&bytes));
-    }
-
-    #[test]
-    fn bytes_sent_again_after_a_dropped_connection_are_hashed_once() {
-        let (file, bytes) = file_of(1000);
-        let mut running = RunningHash::new();
-        running.take(file.path(), 0, &bytes[..600]).unwrap();
-        // The server kept 400 bytes: 400.. is sent again, overlapping what is hashed.
-        running.take(file.path(), 400, &bytes[400..700]).unwrap();
-        running.take(file.path(), 700, &bytes[700..]).unwrap();
-        assert_eq!(running.hex(), sha(&bytes));
-    }
-
-    #[test]
-    fn bytes_the_server_already_has_are_read_from_the_file() {
-        let (file, bytes) = file_of(2 * PIECE + 5);
-        let mut running = RunningHash::new();
-        // A resumed upload starts where the server got to.
-        let resumed = PIECE + 3;
-        running
-            .take(file.path(), resumed as u64, &bytes[resumed..])
-            .unwrap();
-        assert_eq!(running.hex(), sha(&bytes));
-        // The last chunk, hashed before it is sent, then sent: nothing changes.
-        let mut running = RunningHash::new();
-        running.catch_up(file.path(), bytes.len() as u64).unwrap();
-        running.take(file.path(), 10, &bytes[10..]).unwrap();
-        assert_eq!(running.hex(), sha(&bytes));
-    }
-
-    #[test]
-    fn a_file_shorter_than_announced_is_an_error() {
-        let (file, bytes) = file_of(100);
-        let mut running = RunningHash::new();
-        let e = running
-            .catch_up(file.path(), bytes.len() as u64 + 1)
-            .unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 }
