@@ -10,7 +10,8 @@ use agentpkg_model::{
 use agentpkg_store::SessionLease;
 use futures_util::StreamExt;
 
-use super::{LeaseRenewal, meta_of, release_logged};
+use super::lease::{LeaseRenewal, release_logged};
+use super::meta_of;
 use crate::upload::{StagedUpload, UploadMeta};
 use crate::{Error, PackageManager};
 
