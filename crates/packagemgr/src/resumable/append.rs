@@ -113,7 +113,6 @@ impl PackageManager {
             },
             new_tail: None,
             old_tail_consumed: false,
-            planned_parts: session.progress.parts.len(),
         };
         let outcome = writer.write(&mut reader, append.content_length).await;
         let request = reader.request.take();

@@ -151,8 +151,6 @@ pub(super) struct PieceWriter<'a> {
     pub(super) new_tail: Option<agentpkg_model::ObjectKey>,
     /// The session's tail went into a piece: delete it once committed.
     pub(super) old_tail_consumed: bool,
-    /// The number of the last part planned (one may be in flight, not yet recorded).
-    pub(super) planned_parts: usize,
 }
 
 impl PieceWriter<'_> {
@@ -197,7 +195,7 @@ impl PieceWriter<'_> {
                     }
                     let full = piece == self.part_bytes && failed.is_none();
                     let mut bytes: &[u8] = &buffer;
-                    let result = match self.plan_piece(piece, stored_before, !full).await {
+                    let result = match self.plan_piece(piece, stored_before, !full, false).await {
                         Ok(plan) => {
                             store_piece(self.storage, self.session, plan, &mut bytes, piece).await
                         }
@@ -260,7 +258,10 @@ impl PieceWriter<'_> {
             }
             let piece = available.min(self.part_bytes);
             let ends_request = piece == available;
-            let plan = match self.plan_piece(piece, at, ends_request).await {
+            let plan = match self
+                .plan_piece(piece, at, ends_request, previous.is_some())
+                .await
+            {
                 Ok(plan) => plan,
                 Err(e) => {
                     if let Some((earlier, kept)) = previous.take() {
@@ -272,16 +273,14 @@ impl PieceWriter<'_> {
             };
             let body_end = body_at + (piece - front);
             let source = LockedReader(&shared);
-            let current: PieceFuture<'_> = match front_reader.take() {
-                Some(first) => Box::pin(async move {
-                    let mut body = first.chain(source).take(piece);
-                    store_piece(storage, session, plan, &mut body, piece).await
-                }),
-                None => Box::pin(async move {
-                    let mut body = source.take(piece);
-                    store_piece(storage, session, plan, &mut body, piece).await
-                }),
-            };
+            // The session's tail goes at the front of the first piece only.
+            let front_part: Box<dyn AsyncRead + Send + Unpin> = front_reader
+                .take()
+                .unwrap_or_else(|| Box::new(tokio::io::empty()));
+            let current: PieceFuture<'_> = Box::pin(async move {
+                let mut body = front_part.chain(source).take(piece);
+                store_piece(storage, session, plan, &mut body, piece).await
+            });
             let (earlier, current) = send_piece(previous.take(), current, &shared, body_end).await;
             if let Some((stored, kept)) = earlier {
                 // On an error `current` is dropped: its part, never recorded, is not the
@@ -311,12 +310,14 @@ impl PieceWriter<'_> {
 
     /// What the piece of `size` bytes that follows `stored_before` bytes of the upload
     /// becomes: the whole object, a tail, or the next part (the multipart write begun
-    /// for the first).
+    /// for the first). `in_flight`: a part before it is still awaiting its answer, not
+    /// yet recorded.
     async fn plan_piece(
         &mut self,
         size: u64,
         stored_before: u64,
         ends_request: bool,
+        in_flight: bool,
     ) -> Result<Plan, StorageError> {
         let ends_upload = stored_before + size == self.session.length;
         if ends_upload && self.progress.multipart.is_none() {
@@ -333,11 +334,9 @@ impl PieceWriter<'_> {
                 upload
             }
         };
-        // Parts are numbered in the order their bytes arrive; one may be in flight.
-        let in_flight = u64::from(self.planned_parts > self.progress.parts.len());
-        let number = u32::try_from(self.progress.parts.len() as u64 + 1 + in_flight)
+        // Parts are numbered in the order their bytes arrive.
+        let number = u32::try_from(self.progress.parts.len() as u64 + 1 + u64::from(in_flight))
             .map_err(|_| StorageError::Unavailable("too many parts".into()))?;
-        self.planned_parts = number as usize;
         Ok(Plan::Part { upload, number })
     }
 
