@@ -251,19 +251,7 @@ impl Client {
                 }
             };
             progress.sending(size, have);
-            // The network hands over small pieces; the file gets 1 MiB writes. They go
-            // to the page cache in well under a millisecond, on this thread: the only
-            // task of a client's runtime is this download, and the socket keeps
-            // receiving meanwhile.
-            let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-            let mut body = res.bytes_stream();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk?;
-                std::io::Write::write_all(&mut file, &chunk)?;
-                hasher.update(&chunk);
-                progress.advance(chunk.len() as u64);
-            }
-            std::io::Write::flush(&mut file)?;
+            hasher = receive(res, file, hasher, &*progress).await?;
         }
         let got = hex::encode(hasher.finalize());
         if got == package.checksum {
@@ -275,4 +263,54 @@ impl Client {
             })
         }
     }
+}
+
+/// Pieces the network has handed over and the writing thread has not yet taken: with
+/// hyper's pieces of up to a few hundred KiB, a few MiB at most.
+const PIECES_IN_HAND: usize = 16;
+
+/// Receives the answer's body into `file`. A thread of its own writes it (in 1 MiB writes)
+/// and hashes it, so that the socket is read while the last piece is hashed: receiving,
+/// writing and hashing go at once, on two cores. Returns the hash over the file's bytes.
+async fn receive(
+    res: reqwest::Response,
+    file: std::fs::File,
+    mut hasher: Sha256,
+    progress: &dyn UploadProgress,
+) -> Result<Sha256, Error> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIECES_IN_HAND);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        while let Some(piece) = rx.blocking_recv() {
+            std::io::Write::write_all(&mut file, &piece)?;
+            hasher.update(&piece);
+        }
+        std::io::Write::flush(&mut file)?;
+        Ok::<_, std::io::Error>(hasher)
+    });
+    let mut body = res.bytes_stream();
+    let mut received = Ok(());
+    while let Some(piece) = body.next().await {
+        match piece {
+            Ok(piece) => {
+                let len = piece.len() as u64;
+                if tx.send(piece).await.is_err() {
+                    // The writer stopped: its error says why.
+                    break;
+                }
+                progress.advance(len);
+            }
+            Err(e) => {
+                received = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    // What was written is on its way to the file either way; the network's error first.
+    received?;
+    Ok(written?)
 }
