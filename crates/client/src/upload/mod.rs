@@ -15,7 +15,7 @@ mod read;
 mod tus;
 
 pub use read::sha256_file;
-use read::{Running, RunningHash, body};
+use read::{Hashing, Running, RunningHash, body};
 
 /// Files from this size go through tus when the server offers it.
 pub const RESUMABLE_FROM: u64 = 32 * 1024 * 1024;

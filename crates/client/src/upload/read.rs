@@ -102,14 +102,22 @@ fn shorter() -> std::io::Error {
     )
 }
 
+/// Hashing a body as it is read: the running hash, and the offset up to which the reading
+/// thread goes on hashing the file once the body's last byte is handed over (the file's
+/// end, so that the last chunk is hashed while the server finishes with this request).
+pub(super) struct Hashing {
+    pub(super) running: Running,
+    pub(super) then_to: u64,
+}
+
 /// `len` bytes of the file from `offset`, as a streamed body that reports its progress.
 /// A thread reads ahead (a few pieces, never the whole file) while the connection sends;
-/// with `running`, it also hashes them.
+/// with `hashing`, it also hashes them.
 pub(super) async fn body(
     path: &Path,
     offset: u64,
     len: u64,
-    running: Option<Running>,
+    hashing: Option<Hashing>,
     progress: std::sync::Arc<dyn UploadProgress>,
 ) -> Result<reqwest::Body, Error> {
     let mut file = std::fs::File::open(path)?;
@@ -129,8 +137,8 @@ pub(super) async fn body(
                 Ok(0) => Err(shorter()),
                 Ok(n) => {
                     buf.truncate(n);
-                    let hashed = match &running {
-                        Some(running) => running
+                    let hashed = match &hashing {
+                        Some(Hashing { running, .. }) => running
                             .lock()
                             .map_err(|_| std::io::Error::other("a hashing thread failed"))
                             .and_then(|mut running| running.take(&path, at, &buf)),
@@ -146,6 +154,14 @@ pub(super) async fn body(
             if tx.blocking_send(piece).is_err() || failed {
                 return;
             }
+        }
+        // The body is complete; hashing on costs the request nothing. A failure here
+        // comes again when the hash is asked for.
+        drop(tx);
+        if let Some(Hashing { running, then_to }) = hashing
+            && let Ok(mut running) = running.lock()
+        {
+            let _ = running.catch_up(&path, then_to);
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

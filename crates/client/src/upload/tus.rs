@@ -7,7 +7,7 @@ use base64::Engine;
 use reqwest::{Method, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::{Published, Running, RunningHash, Upload, UploadProgress, body, sha256_file};
+use super::{Hashing, Published, Running, RunningHash, Upload, UploadProgress, body, sha256_file};
 use crate::{Client, Error, Package, api_error};
 
 /// Bytes per tus `PATCH`.
@@ -282,6 +282,10 @@ impl Client {
                     "application/offset+octet-stream",
                 )
                 .header(reqwest::header::CONTENT_LENGTH, chunk);
+            let hashing = running.map(|running| Hashing {
+                running: running.clone(),
+                then_to: base + len,
+            });
             if let Some(running) = running
                 && from + chunk == len
             {
@@ -298,7 +302,7 @@ impl Client {
                 req = req.header("X-Checksum-Sha256", sha256);
             }
             let res = req
-                .body(body(path, base + from, chunk, running.cloned(), progress.clone()).await?)
+                .body(body(path, base + from, chunk, hashing, progress.clone()).await?)
                 .send()
                 .await?;
             match res.status() {
