@@ -40,9 +40,10 @@ fn mark(path: &Path, n: u32) -> Result<()> {
     Ok(())
 }
 
-fn sha256sum(path: &Path) -> Result<(Duration, String)> {
+/// `sha256sum` (`cmd`) of the file: its time and the digest.
+fn sha256sum(mut cmd: Command, path: &Path) -> Result<(Duration, String)> {
     let started = Instant::now();
-    let out = Command::new("sha256sum").arg(path).output()?;
+    let out = cmd.arg(path).output()?;
     let digest = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -51,13 +52,84 @@ fn sha256sum(path: &Path) -> Result<(Duration, String)> {
     Ok((started.elapsed(), digest))
 }
 
+/// Moves every thread of a process (and those it starts later) to the CPUs in `mask`.
+fn pin(pid: u32, mask: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", mask, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("taskset -a -p {mask} {pid} failed").into());
+    }
+    Ok(())
+}
+
+/// The server and Garage on the first core, the clients on the second, for as long as it
+/// lives: a client on a machine of its own, whose work takes nothing from the server's.
+struct ClientCore {
+    garage: Option<u32>,
+}
+
+impl ClientCore {
+    fn take(server: &Server) -> Result<Self> {
+        if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+            return Err("--client-core needs two cores".into());
+        }
+        let garage = Command::new("pgrep")
+            .args(["-x", "garage"])
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        pin(server.pid(), "0x1")?;
+        if let Some(garage) = garage {
+            pin(garage, "0x1")?;
+        }
+        Ok(Self { garage })
+    }
+
+    /// `program`, run on the clients' core.
+    fn command(program: &Path) -> Command {
+        let mut cmd = Command::new("taskset");
+        cmd.arg("0x2").arg(program);
+        cmd
+    }
+}
+
+impl Drop for ClientCore {
+    fn drop(&mut self) {
+        if let Some(garage) = self.garage {
+            let all = format!(
+                "0x{:x}",
+                (1u64
+                    << std::thread::available_parallelism()
+                        .map_or(1, usize::from)
+                        .min(63))
+                    - 1
+            );
+            let _ = pin(garage, &all);
+        }
+    }
+}
+
 pub(crate) fn cli_comparison(
     server: &Server,
     token: &str,
     dir: &Path,
     size: u64,
     rounds: u32,
+    client_core: bool,
 ) -> Result<Value> {
+    let pinned = client_core.then(|| ClientCore::take(server)).transpose()?;
+    let client = |program: &Path| match pinned {
+        Some(_) => ClientCore::command(program),
+        None => Command::new(program),
+    };
     let agentpkg = std::env::current_exe()?
         .parent()
         .and_then(Path::parent)
@@ -75,7 +147,7 @@ pub(crate) fn cli_comparison(
     let (mut cli_rss, mut curl_rss) = (0u64, 0u64);
     let mut cli_pull_fsync = Duration::ZERO;
     let cli = |args: &[&str]| {
-        let mut cmd = Command::new(&agentpkg);
+        let mut cmd = client(&agentpkg);
         cmd.env("AGENTPKG_CONFIG_DIR", config.path())
             .env("AGENTPKG_SERVER", &server.base)
             .env("AGENTPKG_TOKEN", token)
@@ -92,49 +164,62 @@ pub(crate) fn cli_comparison(
             "{}/api/v1/packages/cli-bench/{theirs}/linux/amd64",
             server.base
         );
-        // Other bytes for every upload: the registry deduplicates identical ones.
-        mark(&path, r * 2)?;
-        let (took, rss) = timed(
-            cli(&["push", path.to_str().ok_or("path")?])
-                .args(["--name", "cli-bench", "--version", &mine])
-                .args(coordinates),
-        )?;
-        cli_push += took * counted;
-        eprintln!(
-            "round {r}{}: agentpkg push {took:.2?}",
-            if r == 0 { " (warm-up)" } else { "" }
-        );
-        cli_rss = cli_rss.max(rss);
-        mark(&path, r * 2 + 1)?;
-        let (hashed, digest) = sha256sum(&path)?;
-        let (took, rss) = timed(
-            Command::new("curl")
-                .args(["-sS", "-f", "-o", "/dev/null", "-T"])
-                .arg(&path)
-                .args([
-                    "-H",
-                    &auth,
-                    "-H",
-                    &format!("X-Checksum-Sha256: {digest}"),
-                    &url,
-                ]),
-        )?;
-        curl_push += took * counted;
-        eprintln!(
-            "round {r}{}: curl -T {took:.2?}",
-            if r == 0 { " (warm-up)" } else { "" }
-        );
-        sum_push += (took + hashed) * counted;
-        curl_rss = curl_rss.max(rss);
+        // Who pushes first alternates too. Other bytes for every upload: the registry
+        // deduplicates identical ones.
+        for turn in 0..2 {
+            if (turn + r) % 2 == 0 {
+                mark(&path, r * 2)?;
+                let (took, rss) = timed(
+                    cli(&["push", path.to_str().ok_or("path")?])
+                        .args(["--name", "cli-bench", "--version", &mine])
+                        .args(coordinates),
+                )?;
+                cli_push += took * counted;
+                eprintln!(
+                    "round {r}{}: agentpkg push {took:.2?}",
+                    if r == 0 { " (warm-up)" } else { "" }
+                );
+                cli_rss = cli_rss.max(rss);
+            } else {
+                mark(&path, r * 2 + 1)?;
+                let (hashed, digest) = sha256sum(client(Path::new("sha256sum")), &path)?;
+                let (took, rss) = timed(
+                    client(Path::new("curl"))
+                        .args(["-sS", "-f", "-o", "/dev/null", "-T"])
+                        .arg(&path)
+                        .args([
+                            "-H",
+                            &auth,
+                            "-H",
+                            &format!("X-Checksum-Sha256: {digest}"),
+                            &url,
+                        ]),
+                )?;
+                curl_push += took * counted;
+                eprintln!(
+                    "round {r}{}: curl -T {took:.2?}",
+                    if r == 0 { " (warm-up)" } else { "" }
+                );
+                sum_push += (took + hashed) * counted;
+                curl_rss = curl_rss.max(rss);
+            }
+            // Garage works on for a moment after a large write: the next command waits.
+            std::thread::sleep(Duration::from_secs(3));
+        }
 
         // Both packages are stored before either is fetched; who goes first alternates.
-        // Garage works on for a moment after a large write: the pulls wait for it.
-        std::thread::sleep(Duration::from_secs(3));
+        // Both fetch the same one, the CLI's upload in one round and curl's in the next:
+        // Garage reads an object written in parts some 6 % slower than one written whole.
+        let fetched = if r % 2 == 1 { &mine } else { &theirs };
+        let fetched_url = format!(
+            "{}/api/v1/packages/cli-bench/{fetched}/linux/amd64/download",
+            server.base
+        );
         for turn in 0..2 {
             let _ = std::fs::remove_file(&out);
             if (turn + r) % 2 == 0 {
                 let (took, rss) = timed(
-                    cli(&["pull", "cli-bench", "--version", &mine, "-o"])
+                    cli(&["pull", "cli-bench", "--version", fetched, "-o"])
                         .arg(&out)
                         .args(coordinates),
                 )?;
@@ -146,24 +231,24 @@ pub(crate) fn cli_comparison(
                 cli_rss = cli_rss.max(rss);
             } else {
                 let (took, rss) = timed(
-                    Command::new("curl")
+                    client(Path::new("curl"))
                         .args(["-sS", "-f", "-o"])
                         .arg(&out)
-                        .args(["-H", &auth, &format!("{url}/download")]),
+                        .args(["-H", &auth, &fetched_url]),
                 )?;
                 curl_pull += took * counted;
                 eprintln!(
                     "round {r}{}: curl -o {took:.2?}",
                     if r == 0 { " (warm-up)" } else { "" }
                 );
-                let (hashed, _) = sha256sum(&out)?;
+                let (hashed, _) = sha256sum(client(Path::new("sha256sum")), &out)?;
                 sum_pull += (took + hashed) * counted;
                 curl_rss = curl_rss.max(rss);
             }
         }
         let _ = std::fs::remove_file(&out);
         let (took, _) = timed(
-            cli(&["pull", "cli-bench", "--version", &mine, "--fsync", "-o"])
+            cli(&["pull", "cli-bench", "--version", fetched, "--fsync", "-o"])
                 .arg(&out)
                 .args(coordinates),
         )?;
@@ -179,6 +264,7 @@ pub(crate) fn cli_comparison(
     let row = json!({
         "size_mib": size / MIB,
         "rounds": rounds,
+        "client_core": client_core,
         "push_mb_s": {"agentpkg": mb_per_s(bytes, cli_push), "curl": mb_per_s(bytes, curl_push), "sha256sum_then_curl": mb_per_s(bytes, sum_push)},
         "pull_mb_s": {"agentpkg": mb_per_s(bytes, cli_pull), "agentpkg_fsync": mb_per_s(bytes, cli_pull_fsync), "curl": mb_per_s(bytes, curl_pull), "curl_then_sha256sum": mb_per_s(bytes, sum_pull)},
         "push_ratio_to_curl": curl_push.as_secs_f64() / cli_push.as_secs_f64(),
@@ -188,7 +274,12 @@ pub(crate) fn cli_comparison(
         "client_peak_rss_bytes": {"agentpkg": cli_rss, "curl": curl_rss},
     });
     println!(
-        "\nagentpkg CLI, {} MiB × {rounds}: push {:.0} MB/s (curl -T {:.0}, sha256sum + curl {:.0}: {:.2}× / {:.2}×); pull {:.0} MB/s (curl {:.0}, curl + sha256sum {:.0}: {:.2}× / {:.2}×; with --fsync {:.0}); peak RSS agentpkg {:.1} MiB, curl {:.1} MiB",
+        "\nagentpkg CLI{}, {} MiB × {rounds}: push {:.0} MB/s (curl -T {:.0}, sha256sum + curl {:.0}: {:.2}× / {:.2}×); pull {:.0} MB/s (curl {:.0}, curl + sha256sum {:.0}: {:.2}× / {:.2}×; with --fsync {:.0}); peak RSS agentpkg {:.1} MiB, curl {:.1} MiB",
+        if client_core {
+            " (clients on a core of their own)"
+        } else {
+            ""
+        },
         size / MIB,
         mb_per_s(bytes, cli_push),
         mb_per_s(bytes, curl_push),

@@ -17,7 +17,8 @@
 //! `--only stats` (the statistics section alone), `--only fleet [--agents N] [--ws-agents N]`
 //! (OpAMP agents over HTTP and over WebSocket, a heartbeat each every 30 s, then offers
 //! pushed to the WebSocket ones), `--only cli` (`agentpkg push` and `pull` against curl,
-//! for `--sizes`),
+//! for `--sizes`, `--rounds N`; with `--client-core`, the clients get one core and the
+//! server and Garage the other, as if the client ran on a machine of its own),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -158,6 +159,7 @@ async fn main() -> Result<()> {
                 flag("--rounds")
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(if quick { 1 } else { 3 }),
+                args.iter().any(|a| a == "--client-core"),
             )?);
         }
         results["cli"] = json!(rows);
