@@ -17,6 +17,7 @@ use crate::common::{ADMIN_PASSWORD, TestApp};
 on_both_backends!(
     sign_in_push_list_pull_and_every_command_answers_with_its_exit_code,
     a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name,
+    a_pull_that_cannot_write_stops_with_the_reason_and_resumes_once_it_can,
     a_push_killed_half_way_resumes_where_the_server_got_to,
     a_parallel_push_killed_half_way_resumes_every_part,
     a_signed_package_is_kept_only_when_its_signature_verifies_with_the_given_key,
@@ -493,6 +494,64 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
     );
     assert!(String::from_utf8_lossy(&piped.stdout).contains("sha256 verified"));
     let _ = published;
+}
+
+async fn a_pull_that_cannot_write_stops_with_the_reason_and_resumes_once_it_can(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let user = User::new(&app);
+    user.sign_in();
+    let work = tempfile::tempdir().unwrap();
+    let size = 24 * 1024 * 1024;
+    let file = random_file(work.path(), "agent.bin", size);
+    app.publish(
+        &admin,
+        "full-agent/1.0.0/linux/amd64",
+        std::fs::read(&file).unwrap(),
+    )
+    .await;
+    let dest = work.path().join("agent.out");
+    let part = work.path().join("agent.out.part");
+    let args = [
+        "--json",
+        "pull",
+        "full-agent",
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        dest.to_str().unwrap(),
+    ];
+
+    // Files of at most 4 MiB, with the signal ignored: past that, a write fails as on a
+    // full disk, half-way through the download, on the thread that writes.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 4096; exec \"$0\" \"$@\"")
+        .arg(binary())
+        .args(args)
+        .env("AGENTPKG_CONFIG_DIR", user.config.path())
+        .env_remove("AGENTPKG_TOKEN")
+        .env("AGENTPKG_SERVER", &app.base)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 1, "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !dest.exists(),
+        "a pull that failed leaves only the partial file"
+    );
+    let kept = std::fs::metadata(&part).unwrap().len();
+    assert!(kept > 0 && kept < size as u64, "kept {kept} bytes");
+
+    // With room again, the next run goes on from what was written.
+    let resumed = user.json(&args);
+    assert_eq!(resumed["resumed_at"], kept, "{resumed}");
+    assert_eq!(sha256(&dest), sha256(&file));
+    assert!(!part.exists());
 }
 
 /// How many bytes of the tus upload at `url` the server holds (its `Upload-Offset`, asked
