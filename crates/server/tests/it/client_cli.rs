@@ -18,7 +18,7 @@ on_both_backends!(
     sign_in_push_list_pull_and_every_command_answers_with_its_exit_code,
     a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name,
     a_pull_that_cannot_write_stops_with_the_reason_and_resumes_once_it_can,
-    a_push_killed_half_way_resumes_where_the_server_got_to,
+    a_killed_push_resumes_where_the_server_got_to_or_checks_what_it_published,
     a_parallel_push_killed_half_way_resumes_every_part,
     a_signed_package_is_kept_only_when_its_signature_verifies_with_the_given_key,
 );
@@ -554,8 +554,6 @@ async fn a_pull_that_cannot_write_stops_with_the_reason_and_resumes_once_it_can(
     assert!(!part.exists());
 }
 
-/// How many bytes of the tus upload at `url` the server holds (its `Upload-Offset`, asked
-/// as any client would), 0 when it does not say.
 /// Bytes a process has read (from files and sockets alike), from `/proc`.
 fn bytes_read(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
@@ -567,6 +565,8 @@ fn bytes_read(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// How many bytes of the tus upload at `url` the server holds (its `Upload-Offset`, asked
+/// as any client would), 0 when it does not say.
 async fn held_by_server(app: &TestApp, token: &str, url: &str) -> u64 {
     let url = url.trim();
     let url = if url.starts_with("http") {
@@ -588,7 +588,9 @@ async fn held_by_server(app: &TestApp, token: &str, url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend) {
+async fn a_killed_push_resumes_where_the_server_got_to_or_checks_what_it_published(
+    backend: Backend,
+) {
     let app = TestApp::spawn(backend).await;
     let admin = app.admin_token().await;
     let user = User::new(&app);
@@ -626,11 +628,12 @@ async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend
     assert!(killed, "the push was never caught half-way");
     // The server keeps every part the dropped connection delivered (its tus offset, asked
     // as any client would, once it has seen the connection go).
-    let url = std::fs::read_dir(&uploads)
+    let remembered = std::fs::read_dir(&uploads)
         .unwrap()
         .next()
-        .and_then(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .and_then(|e| Some(e.ok()?.path()))
         .expect("the push remembers its upload");
+    let url = std::fs::read_to_string(&remembered).unwrap();
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while got == 0 && Instant::now() < deadline {
@@ -657,6 +660,26 @@ async fn a_push_killed_half_way_resumes_where_the_server_got_to(backend: Backend
         0,
         "the finished upload is forgotten"
     );
+
+    // A run stopped after its last byte left still remembers an upload the server then
+    // completed: the next run finds the published package and checks it against the file.
+    std::fs::write(&remembered, &url).unwrap();
+    let again = user.json(&args);
+    assert_eq!(again["resumed_at"], 200 * 1024 * 1024, "{again}");
+    assert_eq!(again["package"]["checksum"], sha256(&file).as_str());
+    assert!(!remembered.exists(), "the completed upload is forgotten");
+
+    // If other bytes have since been published at those coordinates, it says so (exit 5).
+    let id = &again["package"]["id"];
+    let gone = app.delete(&format!("/api/v1/packages/{id}"), &admin).await;
+    assert_eq!(gone.status(), 204);
+    app.publish(&admin, "pushed-agent/3.0.0/linux/arm64", b"other bytes")
+        .await;
+    std::fs::write(&remembered, &url).unwrap();
+    let out = user.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 5, "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
 }
 
 async fn a_parallel_push_killed_half_way_resumes_every_part(backend: Backend) {
