@@ -31,12 +31,22 @@ fn timed(cmd: &mut Command) -> Result<(Duration, u64)> {
     Ok((took, peak))
 }
 
-/// Writes `n` over the file's first bytes.
-fn mark(path: &Path, n: u32) -> Result<()> {
+/// Writes `n` and the run's `nonce` at the start of every MiB of the file, so that each
+/// upload is new to the object store as well as to the registry. Garage keeps 1 MiB blocks
+/// once, by content: a file changed only in its first bytes was written whole by the
+/// run's first push and only hashed by every later one.
+fn mark(path: &Path, n: u32, nonce: u64) -> Result<()> {
     use std::io::{Seek, Write};
     let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
-    f.seek(std::io::SeekFrom::Start(0))?;
-    f.write_all(&n.to_le_bytes())?;
+    let len = f.metadata()?.len();
+    let mut stamp = [0u8; 12];
+    stamp[..4].copy_from_slice(&n.to_le_bytes());
+    stamp[4..].copy_from_slice(&nonce.to_le_bytes());
+    for at in (0..len).step_by(MIB as usize) {
+        f.seek(std::io::SeekFrom::Start(at))?;
+        let end = usize::try_from(len - at).map_or(stamp.len(), |left| left.min(stamp.len()));
+        f.write_all(&stamp[..end])?;
+    }
     Ok(())
 }
 
@@ -139,6 +149,10 @@ pub(crate) fn cli_comparison(
     let config = tempfile::tempdir()?;
     let auth = format!("Authorization: Bearer {token}");
     let path = make_file(dir, size, 77)?;
+    // Other bytes from one run to the next: Garage may still hold the last run's blocks.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos() as u64;
     let out = dir.join("pulled");
     let (mut cli_push, mut curl_push, mut sum_push) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
@@ -165,10 +179,10 @@ pub(crate) fn cli_comparison(
             server.base
         );
         // Who pushes first alternates too. Other bytes for every upload: the registry
-        // deduplicates identical ones.
+        // deduplicates identical packages, and Garage identical blocks (see `mark`).
         for turn in 0..2 {
             if (turn + r) % 2 == 0 {
-                mark(&path, r * 2)?;
+                mark(&path, r * 2, nonce)?;
                 let (took, rss) = timed(
                     cli(&["push", path.to_str().ok_or("path")?])
                         .args(["--name", "cli-bench", "--version", &mine])
@@ -181,7 +195,7 @@ pub(crate) fn cli_comparison(
                 );
                 cli_rss = cli_rss.max(rss);
             } else {
-                mark(&path, r * 2 + 1)?;
+                mark(&path, r * 2 + 1, nonce)?;
                 let (hashed, digest) = sha256sum(client(Path::new("sha256sum")), &path)?;
                 let (took, rss) = timed(
                     client(Path::new("curl"))
