@@ -137,6 +137,23 @@ fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
     path
 }
 
+/// A user signed in to `app`, an admin's token, and a file of `size` random bytes in `dir`,
+/// published by the admin at `coords`.
+async fn signed_in_with_published(
+    app: &TestApp,
+    coords: &str,
+    size: usize,
+    dir: &Path,
+) -> (User, String, PathBuf) {
+    let admin = app.admin_token().await;
+    let user = User::new(app);
+    user.sign_in();
+    let file = random_file(dir, "package.bin", size);
+    app.publish(&admin, coords, std::fs::read(&file).unwrap())
+        .await;
+    (user, admin, file)
+}
+
 async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let user = User::new(&app);
@@ -367,19 +384,10 @@ fn wait_for_size(child: &mut std::process::Child, path: &Path, bytes: u64) -> bo
 
 async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = app.admin_token().await;
-    let user = User::new(&app);
-    user.sign_in();
     let work = tempfile::tempdir().unwrap();
     let size = 160 * 1024 * 1024;
-    let file = random_file(work.path(), "big.bin", size);
-    let published = app
-        .publish(
-            &admin,
-            "big-agent/1.0.0/linux/amd64",
-            std::fs::read(&file).unwrap(),
-        )
-        .await;
+    let (user, admin, file) =
+        signed_in_with_published(&app, "big-agent/1.0.0/linux/amd64", size, work.path()).await;
     let dest = work.path().join("big.out");
     let part = work.path().join("big.out.part");
     let pull = [
@@ -493,23 +501,14 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&piped.stdout).contains("sha256 verified"));
-    let _ = published;
 }
 
 async fn a_pull_that_cannot_write_stops_with_the_reason_and_resumes_once_it_can(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = app.admin_token().await;
-    let user = User::new(&app);
-    user.sign_in();
     let work = tempfile::tempdir().unwrap();
     let size = 24 * 1024 * 1024;
-    let file = random_file(work.path(), "agent.bin", size);
-    app.publish(
-        &admin,
-        "full-agent/1.0.0/linux/amd64",
-        std::fs::read(&file).unwrap(),
-    )
-    .await;
+    let (user, _, file) =
+        signed_in_with_published(&app, "full-agent/1.0.0/linux/amd64", size, work.path()).await;
     let dest = work.path().join("agent.out");
     let part = work.path().join("agent.out.part");
     let args = [
