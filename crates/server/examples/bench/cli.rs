@@ -174,6 +174,10 @@ pub(crate) fn cli_comparison(
     for r in 0..=rounds {
         let counted = u32::from(r > 0);
         let (mine, theirs) = (format!("1.{r}.0"), format!("2.{r}.0"));
+        let report = |what: &str, took: Duration| {
+            let warm_up = if r == 0 { " (warm-up)" } else { "" };
+            eprintln!("round {r}{warm_up}: {what} {took:.2?}");
+        };
         let url = format!(
             "{}/api/v1/packages/cli-bench/{theirs}/linux/amd64",
             server.base
@@ -189,10 +193,7 @@ pub(crate) fn cli_comparison(
                         .args(coordinates),
                 )?;
                 cli_push += took * counted;
-                eprintln!(
-                    "round {r}{}: agentpkg push {took:.2?}",
-                    if r == 0 { " (warm-up)" } else { "" }
-                );
+                report("agentpkg push", took);
                 cli_rss = cli_rss.max(rss);
             } else {
                 mark(&path, r * 2 + 1, nonce)?;
@@ -210,10 +211,7 @@ pub(crate) fn cli_comparison(
                         ]),
                 )?;
                 curl_push += took * counted;
-                eprintln!(
-                    "round {r}{}: curl -T {took:.2?}",
-                    if r == 0 { " (warm-up)" } else { "" }
-                );
+                report("curl -T", took);
                 sum_push += (took + hashed) * counted;
                 curl_rss = curl_rss.max(rss);
             }
@@ -241,10 +239,7 @@ pub(crate) fn cli_comparison(
                         .args(coordinates),
                 )?;
                 cli_pull += took * counted;
-                eprintln!(
-                    "round {r}{}: agentpkg pull {took:.2?}",
-                    if r == 0 { " (warm-up)" } else { "" }
-                );
+                report("agentpkg pull", took);
                 cli_rss = cli_rss.max(rss);
             } else {
                 let (took, rss) = timed(
@@ -254,10 +249,7 @@ pub(crate) fn cli_comparison(
                         .args(["-H", &auth, &fetched_url]),
                 )?;
                 curl_pull += took * counted;
-                eprintln!(
-                    "round {r}{}: curl -o {took:.2?}",
-                    if r == 0 { " (warm-up)" } else { "" }
-                );
+                report("curl -o", took);
                 let (hashed, _) = sha256sum(client(Path::new("sha256sum")), &out)?;
                 sum_pull += (took + hashed) * counted;
                 curl_rss = curl_rss.max(rss);
@@ -270,10 +262,7 @@ pub(crate) fn cli_comparison(
                 .args(coordinates),
         )?;
         cli_pull_fsync += took * counted;
-        eprintln!(
-            "round {r}{}: agentpkg pull --fsync {took:.2?}",
-            if r == 0 { " (warm-up)" } else { "" }
-        );
+        report("agentpkg pull --fsync", took);
     }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&path);
