@@ -135,20 +135,22 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum UsersCommand {
+    /// List the users: id, name and role.
     Ls,
     /// Create a user; the password is read from standard input.
     Create {
         username: String,
+        /// viewer, publisher or admin.
         #[arg(long, default_value = "viewer")]
         role: String,
     },
-    Rm {
-        id: i64,
-    },
+    /// Delete a user (by the id `users ls` shows); not yourself.
+    Rm { id: i64 },
 }
 
 #[derive(Subcommand)]
 pub enum TokensCommand {
+    /// List your API tokens: id, name and scope (never the secret).
     Ls,
     /// Create a token; its secret is printed once.
     Create {
@@ -160,7 +162,35 @@ pub enum TokensCommand {
         #[arg(long = "package")]
         packages: Vec<String>,
     },
-    Revoke {
-        id: i64,
-    },
+    /// Revoke a token (by the id `tokens ls` shows): it stops working on every server.
+    Revoke { id: i64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every command, at every depth, says in `--help` what it does.
+    #[test]
+    fn every_command_has_a_description() {
+        fn undescribed(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    out.push(path.clone());
+                }
+                undescribed(sub, &path, out);
+            }
+        }
+        let mut missing = Vec::new();
+        undescribed(&Cli::command(), "agentpkg", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:?}");
+    }
+
+    #[test]
+    fn the_arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
 }
