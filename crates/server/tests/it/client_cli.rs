@@ -54,11 +54,16 @@ impl User {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(binary());
+        let mut cmd = self.environment(Command::new(binary()));
+        cmd.args(args);
+        cmd
+    }
+
+    /// `cmd` with this user's configuration and server, and no token from outside.
+    fn environment(&self, mut cmd: Command) -> Command {
         cmd.env("AGENTPKG_CONFIG_DIR", self.config.path())
             .env_remove("AGENTPKG_TOKEN")
-            .env("AGENTPKG_SERVER", &self.base)
-            .args(args);
+            .env("AGENTPKG_SERVER", &self.base);
         cmd
     }
 
@@ -135,6 +140,21 @@ fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
     }
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// `pull NAME --platform linux --arch amd64 -o DEST`; callers add what else they need.
+fn pull_args<'a>(name: &'a str, dest: &'a Path) -> Vec<&'a str> {
+    let dest = dest.to_str().unwrap();
+    vec![
+        "pull",
+        name,
+        "--platform",
+        "linux",
+        "--arch",
+        "amd64",
+        "-o",
+        dest,
+    ]
 }
 
 /// A user signed in to `app`, an admin's token, and a file of `size` random bytes in `dir`,
@@ -228,18 +248,9 @@ async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(bac
     assert_eq!(listed["packages"][0]["name"], "cli-agent");
     assert_eq!(user.json(&["ls", "nothing-like-it"])["total"], 0);
     let out_path = work.path().join("fetched");
-    let pulled = user.json(&[
-        "pull",
-        "cli-agent",
-        "--version",
-        "1.0.0",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-        out_path.to_str().unwrap(),
-    ]);
+    let mut args = pull_args("cli-agent", &out_path);
+    args.extend(["--version", "1.0.0"]);
+    let pulled = user.json(&args);
     assert_eq!(pulled["resumed_at"], 0);
     assert_eq!(sha256(&out_path), sha256(&file));
     assert!(!work.path().join("fetched.part").exists());
@@ -278,16 +289,7 @@ async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(bac
     assert_eq!(user.json(&["versions", "cli-agent"])[0]["version"], "1.0.0");
 
     // Exit codes: not found 3, usage 2.
-    let missing = user.run(&[
-        "pull",
-        "no-such",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-        "x",
-    ]);
+    let missing = user.run(&pull_args("no-such", Path::new("x")));
     assert_eq!(
         code(&missing),
         3,
@@ -390,23 +392,13 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
         signed_in_with_published(&app, "big-agent/1.0.0/linux/amd64", size, work.path()).await;
     let dest = work.path().join("big.out");
     let part = work.path().join("big.out.part");
-    let pull = [
-        "--json",
-        "pull",
-        "big-agent",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-    ];
+    let mut args = pull_args("big-agent", &dest);
+    args.push("--json");
 
     // A real kill, half-way.
     let mut killed = false;
     for _ in 0..3 {
         let _ = std::fs::remove_file(&part);
-        let mut args = pull.to_vec();
-        args.push(dest.to_str().unwrap());
         let mut child = user.command(&args).stdout(Stdio::null()).spawn().unwrap();
         if wait_for_size(&mut child, &part, 8 * 1024 * 1024) {
             child.kill().unwrap();
@@ -423,8 +415,6 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
     assert!(killed, "the pull was never caught half-way");
     assert!(!dest.exists(), "a killed pull leaves only the partial file");
     let had = std::fs::metadata(&part).unwrap().len();
-    let mut args = pull.to_vec();
-    args.push(dest.to_str().unwrap());
     let resumed = user.json(&args);
     assert_eq!(resumed["resumed_at"], had, "{resumed}");
     assert_eq!(sha256(&dest), sha256(&file));
@@ -448,18 +438,9 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
         .await
         .unwrap();
     let bent = work.path().join("bent");
-    let out = user.run(&[
-        "pull",
-        "bent-agent",
-        "--version",
-        "1.0.0",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-        bent.to_str().unwrap(),
-    ]);
+    let mut bent_args = pull_args("bent-agent", &bent);
+    bent_args.extend(["--version", "1.0.0"]);
+    let out = user.run(&bent_args);
     assert_eq!(code(&out), 5, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
     assert!(!bent.exists() && !work.path().join("bent.part").exists());
@@ -484,16 +465,7 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
         "{shown}"
     );
     std::fs::remove_file(&dest).unwrap();
-    let piped = user.run(&[
-        "pull",
-        "big-agent",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-        dest.to_str().unwrap(),
-    ]);
+    let piped = user.run(&pull_args("big-agent", &dest));
     assert!(piped.status.success());
     let stderr = String::from_utf8_lossy(&piped.stderr);
     assert!(
@@ -511,28 +483,17 @@ async fn a_pull_that_cannot_write_stops_with_the_reason_and_resumes_once_it_can(
         signed_in_with_published(&app, "full-agent/1.0.0/linux/amd64", size, work.path()).await;
     let dest = work.path().join("agent.out");
     let part = work.path().join("agent.out.part");
-    let args = [
-        "--json",
-        "pull",
-        "full-agent",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-        dest.to_str().unwrap(),
-    ];
+    let mut args = pull_args("full-agent", &dest);
+    args.push("--json");
 
     // Files of at most 4 MiB, with the signal ignored: past that, a write fails as on a
     // full disk, half-way through the download, on the thread that writes.
-    let out = Command::new("bash")
+    let out = user
+        .environment(Command::new("bash"))
         .arg("-c")
         .arg("trap '' XFSZ; ulimit -f 4096; exec \"$0\" \"$@\"")
         .arg(binary())
-        .args(args)
-        .env("AGENTPKG_CONFIG_DIR", user.config.path())
-        .env_remove("AGENTPKG_TOKEN")
-        .env("AGENTPKG_SERVER", &app.base)
+        .args(&args)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -737,16 +698,7 @@ async fn a_parallel_push_killed_half_way_resumes_every_part(backend: Backend) {
     );
     assert_eq!(pushed["package"]["checksum"], sha256(&file).as_str());
     let dest = work.path().join("back");
-    user.json(&[
-        "pull",
-        "parallel-agent",
-        "--platform",
-        "linux",
-        "--arch",
-        "amd64",
-        "-o",
-        dest.to_str().unwrap(),
-    ]);
+    user.json(&pull_args("parallel-agent", &dest));
     assert_eq!(sha256(&dest), sha256(&file));
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
 }
@@ -800,19 +752,9 @@ async fn a_signed_package_is_kept_only_when_its_signature_verifies_with_the_give
     ]);
     let dest = work.path().join("got");
     let pull = |name: &str, key: &Path| {
-        user.run(&[
-            "--json",
-            "pull",
-            name,
-            "--platform",
-            "linux",
-            "--arch",
-            "amd64",
-            "-o",
-            dest.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ])
+        let mut args = pull_args(name, &dest);
+        args.extend(["--json", "--key", key.to_str().unwrap()]);
+        user.run(&args)
     };
     let good = pull("signed-agent", &key);
     assert!(
