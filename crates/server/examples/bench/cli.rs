@@ -174,9 +174,15 @@ pub(crate) fn cli_comparison(
     for r in 0..=rounds {
         let counted = u32::from(r > 0);
         let (mine, theirs) = (format!("1.{r}.0"), format!("2.{r}.0"));
-        let report = |what: &str, took: Duration| {
+        // Runs `cmd`, prints its time, and counts it (after the warm-up) into `total` and
+        // its peak RSS into `peak`.
+        let run = |what: &str, cmd: &mut Command, total: &mut Duration, peak: &mut u64| {
+            let (took, rss) = timed(cmd)?;
             let warm_up = if r == 0 { " (warm-up)" } else { "" };
             eprintln!("round {r}{warm_up}: {what} {took:.2?}");
+            *total += took * counted;
+            *peak = (*peak).max(rss);
+            Result::Ok(took)
         };
         let url = format!(
             "{}/api/v1/packages/cli-bench/{theirs}/linux/amd64",
@@ -187,18 +193,19 @@ pub(crate) fn cli_comparison(
         for turn in 0..2 {
             if (turn + r) % 2 == 0 {
                 mark(&path, r * 2, nonce)?;
-                let (took, rss) = timed(
+                run(
+                    "agentpkg push",
                     cli(&["push", path.to_str().ok_or("path")?])
                         .args(["--name", "cli-bench", "--version", &mine])
                         .args(coordinates),
+                    &mut cli_push,
+                    &mut cli_rss,
                 )?;
-                cli_push += took * counted;
-                report("agentpkg push", took);
-                cli_rss = cli_rss.max(rss);
             } else {
                 mark(&path, r * 2 + 1, nonce)?;
                 let (hashed, digest) = sha256sum(client(Path::new("sha256sum")), &path)?;
-                let (took, rss) = timed(
+                let took = run(
+                    "curl -T",
                     client(Path::new("curl"))
                         .args(["-sS", "-f", "-o", "/dev/null", "-T"])
                         .arg(&path)
@@ -209,11 +216,10 @@ pub(crate) fn cli_comparison(
                             &format!("X-Checksum-Sha256: {digest}"),
                             &url,
                         ]),
+                    &mut curl_push,
+                    &mut curl_rss,
                 )?;
-                curl_push += took * counted;
-                report("curl -T", took);
                 sum_push += (took + hashed) * counted;
-                curl_rss = curl_rss.max(rss);
             }
             // Garage works on for a moment after a large write: the next command waits.
             std::thread::sleep(Duration::from_secs(3));
@@ -233,36 +239,37 @@ pub(crate) fn cli_comparison(
         for turn in 0..2 {
             let _ = std::fs::remove_file(&out);
             if (turn == 0) == cli_first {
-                let (took, rss) = timed(
+                run(
+                    "agentpkg pull",
                     cli(&["pull", "cli-bench", "--version", fetched, "-o"])
                         .arg(&out)
                         .args(coordinates),
+                    &mut cli_pull,
+                    &mut cli_rss,
                 )?;
-                cli_pull += took * counted;
-                report("agentpkg pull", took);
-                cli_rss = cli_rss.max(rss);
             } else {
-                let (took, rss) = timed(
+                let took = run(
+                    "curl -o",
                     client(Path::new("curl"))
                         .args(["-sS", "-f", "-o"])
                         .arg(&out)
                         .args(["-H", &auth, &fetched_url]),
+                    &mut curl_pull,
+                    &mut curl_rss,
                 )?;
-                curl_pull += took * counted;
-                report("curl -o", took);
                 let (hashed, _) = sha256sum(client(Path::new("sha256sum")), &out)?;
                 sum_pull += (took + hashed) * counted;
-                curl_rss = curl_rss.max(rss);
             }
         }
         let _ = std::fs::remove_file(&out);
-        let (took, _) = timed(
+        run(
+            "agentpkg pull --fsync",
             cli(&["pull", "cli-bench", "--version", fetched, "--fsync", "-o"])
                 .arg(&out)
                 .args(coordinates),
+            &mut cli_pull_fsync,
+            &mut cli_rss,
         )?;
-        cli_pull_fsync += took * counted;
-        report("agentpkg pull --fsync", took);
     }
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&path);
