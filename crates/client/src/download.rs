@@ -272,13 +272,12 @@ const PIECES_IN_HAND: usize = 16;
 /// at once, on two cores. Returns the hash over the file's bytes.
 async fn receive(
     res: reqwest::Response,
-    file: std::fs::File,
+    mut file: std::fs::File,
     mut hasher: Sha256,
     progress: &dyn UploadProgress,
 ) -> Result<Sha256, Error> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(PIECES_IN_HAND);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut file = file;
         while let Some(piece) = rx.blocking_recv() {
             // Hashed first, so that the write copies a piece the cache holds.
             hasher.update(&piece);
