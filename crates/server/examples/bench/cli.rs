@@ -122,7 +122,9 @@ impl Drop for ClientCore {
                         .min(63))
                     - 1
             );
-            let _ = pin(garage, &all);
+            if let Err(e) = pin(garage, &all) {
+                eprintln!("bench: Garage (pid {garage}) keeps only the first core: {e}");
+            }
         }
     }
 }
