@@ -28,15 +28,20 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// Failure with its exit code.
 struct Failure(String, u8);
 
+/// The exit code of a client error (see the README).
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Api { status, .. } if status.as_u16() == 404 => 3,
+        Error::Api { status, .. } if status.as_u16() == 409 => 4,
+        Error::Checksum { .. } | Error::Signature(_) => 5,
+        Error::NotRemoved { reason, .. } => exit_code(reason),
+        _ => 1,
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::Api { status, .. } if status.as_u16() == 404 => 3,
-            Error::Api { status, .. } if status.as_u16() == 409 => 4,
-            Error::Checksum { .. } | Error::Signature(_) => 5,
-            _ => 1,
-        };
-        Failure(e.to_string(), code)
+        Failure(e.to_string(), exit_code(&e))
     }
 }
 

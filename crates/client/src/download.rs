@@ -60,6 +60,20 @@ pub fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
+/// Removes the partial file whose bytes a check refused (`reason`); `reason` comes back, with
+/// the removal's failure when there is one.
+async fn discard(part: &Path, reason: Error) -> Error {
+    match tokio::fs::remove_file(part).await {
+        Ok(()) => reason,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => reason,
+        Err(source) => Error::NotRemoved {
+            reason: Box::new(reason),
+            path: part.to_owned(),
+            source,
+        },
+    }
+}
+
 async fn hash_prefix(path: &Path) -> Result<(Sha256, u64), Error> {
     let mut hasher = Sha256::new();
     let mut total = 0;
@@ -144,19 +158,14 @@ impl Client {
                     (hasher, have) = (Sha256::new(), 0);
                     restarted = true;
                 }
-                Err(e) => {
-                    if matches!(e, Error::Checksum { .. }) {
-                        let _ = tokio::fs::remove_file(&part).await;
-                    }
-                    return Err(e);
-                }
+                Err(e @ Error::Checksum { .. }) => return Err(discard(&part, e).await),
+                Err(e) => return Err(e),
             }
         }
         if let Some(key) = options.key {
             let checked = self.check_signature(&package, &part, key).await;
             if let Err(e) = checked {
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(e);
+                return Err(discard(&part, e).await);
             }
         }
         if options.fsync {

@@ -44,6 +44,14 @@ pub enum Error {
     /// Downloaded bytes whose SHA-256 is not the package's (the file is not kept).
     #[error("checksum mismatch: expected {expected}, got {got}")]
     Checksum { expected: String, got: String },
+    /// A check failed (`reason`), and the partial file holding the refused bytes could not be
+    /// removed. It never takes the file's name, and the next pull finds it wrong.
+    #[error("{reason}; and the partial file {} could not be removed: {source}", path.display())]
+    NotRemoved {
+        reason: Box<Error>,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// A signature that does not verify with the key given (or none to verify).
     #[error("{0}")]
     Signature(String),

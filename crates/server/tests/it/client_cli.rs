@@ -445,6 +445,36 @@ async fn a_pull_killed_half_way_resumes_and_wrong_bytes_never_take_the_name(back
     assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
     assert!(!bent.exists() && !work.path().join("bent.part").exists());
 
+    // Refused bytes that cannot be removed are reported, with their file, still as exit 5.
+    // An immutable directory (`chattr +i`, which binds root too) keeps its files; the
+    // partial file is there beforehand, as an immutable directory refuses new ones.
+    let locked = work.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let kept = locked.join("bent.part");
+    std::fs::write(&kept, b"").unwrap();
+    let chattr = |flag: &str| {
+        let status = Command::new("chattr").arg(flag).arg(&locked).status();
+        assert!(
+            status.unwrap().success(),
+            "chattr {flag} {}",
+            locked.display()
+        );
+    };
+    chattr("+i");
+    let locked_dest = locked.join("bent");
+    let mut locked_args = pull_args("bent-agent", &locked_dest);
+    locked_args.extend(["--version", "1.0.0"]);
+    let out = user.run(&locked_args);
+    chattr("-i");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 5, "{stderr}");
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} could not be removed", kept.display())),
+        "{stderr}"
+    );
+    assert!(!locked_dest.exists());
+
     // The progress bar shows on a terminal, and not when piped.
     std::fs::remove_file(&dest).unwrap();
     let cmd = format!(
