@@ -46,6 +46,6 @@ pub use stats::{
     RetentionPolicy, RetentionPolicySpec, RetentionRule, StorageUsage, TopDownloads, TopEntry,
     TopQuery, UsageTotals, bytes_freed, first_day, plan_retention, window,
 };
-pub use token::{ApiToken, NamePattern, NameScope, TokenScope};
+pub use token::{ApiToken, NamePattern, NameScope, TokenScope, glob};
 pub use user::{Password, Role, User, Username};
 pub use version::{Version, VersionRequirement};

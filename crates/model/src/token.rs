@@ -66,7 +66,25 @@ impl fmt::Display for TokenScope {
 pub struct NamePattern(String);
 
 impl NamePattern {
+    /// Most `*` a pattern may hold. Matching is bounded whatever the pattern (see
+    /// [`glob`]); a pattern is written by a person, and a dozen stars is a slip or an
+    /// attack.
+    pub const MAX_STARS: usize = 8;
+
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let pattern = Self::parse_stored(s)?;
+        if pattern.0.bytes().filter(|&b| b == b'*').count() > Self::MAX_STARS {
+            return Err(ValidationError::new(
+                "packages",
+                format!("a pattern holds at most {} '*'", Self::MAX_STARS),
+            ));
+        }
+        Ok(pattern)
+    }
+
+    /// A pattern as stored, perhaps before the cap on stars existed: the same characters,
+    /// any number of stars (matching stays bounded).
+    pub fn parse_stored(s: &str) -> Result<Self, ValidationError> {
         let allowed = |b: u8| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-' | b'*')
         };
@@ -89,12 +107,37 @@ impl NamePattern {
     }
 }
 
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| glob(rest, &text[skip..])),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+/// Whether `text` matches `pattern`, in which `*` is any run of bytes: two cursors, and on
+/// a mismatch the last star swallows one more byte. Every step moves a cursor forward or
+/// the last star's start one byte on, so the work is at most about
+/// `pattern.len() × text.len()` comparisons (16 384 for names of 128 bytes) — never
+/// exponential, as recursive backtracking was (`*a*a*a*a*a*a*a*a*a*a*b` against 120 `a`
+/// ran for years).
+pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    // The last star's place in the pattern, and where in the text its match ends.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    star = Some((sp, st + 1));
+                    p = sp + 1;
+                    t = st + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(|&b| b == b'*')
 }
 
 /// Which names a credential may touch: every one, or those matching any pattern.
@@ -106,6 +149,32 @@ pub enum NameScope {
 }
 
 impl NameScope {
+    /// Most patterns one credential may name.
+    pub const MAX_PATTERNS: usize = 32;
+
+    /// The scope of a credential limited to `patterns`: at least one, at most
+    /// [`Self::MAX_PATTERNS`], each with at most [`NamePattern::MAX_STARS`] stars.
+    pub fn matching<S: AsRef<str>>(patterns: &[S]) -> Result<Self, ValidationError> {
+        if patterns.is_empty() {
+            return Err(ValidationError::new(
+                "packages",
+                "must name at least one pattern when present",
+            ));
+        }
+        if patterns.len() > Self::MAX_PATTERNS {
+            return Err(ValidationError::new(
+                "packages",
+                format!("at most {} patterns", Self::MAX_PATTERNS),
+            ));
+        }
+        Ok(Self::Matching(
+            patterns
+                .iter()
+                .map(|p| NamePattern::parse(p.as_ref()))
+                .collect::<Result<_, _>>()?,
+        ))
+    }
+
     pub fn allows(&self, name: &PackageName) -> bool {
         match self {
             Self::All => true,
@@ -154,6 +223,30 @@ mod tests {
         assert!(scope.allows(&name("abc")) && scope.allows(&name("b")));
         assert!(!scope.allows(&name("c")));
         assert!(NameScope::All.allows(&name("c")));
+    }
+
+    #[test]
+    fn many_stars_against_a_long_name_answer_at_once() {
+        // Recursive backtracking took exponential time on this pattern; one stored before
+        // the cap may still hold that many stars.
+        let p = NamePattern::parse_stored("*a*a*a*a*a*a*a*a*a*a*b").unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            assert!(!p.matches(&name(&"a".repeat(128))));
+            assert!(p.matches(&name(&format!("{}b", "a".repeat(127)))));
+        }
+        // Generous: a correct matcher takes microseconds, the old one years.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn patterns_and_scopes_are_capped() {
+        assert!(NamePattern::parse("*a*a*a*a*a*a*a*a*a*a*b").is_err());
+        assert!(NamePattern::parse("*a*b*c*d*e*f*g*").is_ok());
+        assert!(NameScope::matching(&["a*"; 33]).is_err());
+        assert!(NameScope::matching::<&str>(&[]).is_err());
+        assert!(NameScope::matching(&["a*"; 32]).is_ok());
+        assert!(NameScope::matching(&["**a**a**a**a**"]).is_err());
     }
 
     #[test]

@@ -72,3 +72,45 @@ proptest! {
         }
     }
 }
+
+/// The reference glob: dynamic programming over (pattern prefix, text prefix), plainly
+/// right and plainly polynomial.
+fn reference_glob(pattern: &[u8], text: &[u8]) -> bool {
+    let mut row = vec![false; text.len() + 1];
+    row[0] = true;
+    for &p in pattern {
+        let mut next = vec![false; text.len() + 1];
+        if p == b'*' {
+            // A star matches any run: true from the first prefix the row matched.
+            let mut seen = false;
+            for (j, cell) in next.iter_mut().enumerate() {
+                seen |= row[j];
+                *cell = seen;
+            }
+        } else {
+            for j in 1..=text.len() {
+                next[j] = row[j - 1] && text[j - 1] == p;
+            }
+        }
+        row = next;
+    }
+    row[text.len()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+
+    /// Name patterns match exactly as the reference does, on a small alphabet where stars
+    /// and near-misses are frequent.
+    #[test]
+    fn name_patterns_match_as_the_reference_glob(
+        pattern in "[ab*]{0,12}",
+        text in "[ab]{0,16}",
+    ) {
+        prop_assert_eq!(
+            agentpkg_model::glob(pattern.as_bytes(), text.as_bytes()),
+            reference_glob(pattern.as_bytes(), text.as_bytes()),
+            "pattern {:?} text {:?}", pattern, text
+        );
+    }
+}

@@ -213,12 +213,7 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
             let packages = if packages.is_empty() {
                 agentpkg_model::NameScope::All
             } else {
-                agentpkg_model::NameScope::Matching(
-                    packages
-                        .iter()
-                        .map(|p| agentpkg_model::NamePattern::parse(p))
-                        .collect::<Result<_, _>>()?,
-                )
+                agentpkg_model::NameScope::matching(&packages)?
             };
             let request = agentpkg_packagemgr::TokenRequest {
                 name,

@@ -109,7 +109,7 @@ impl TryFrom<KeyRow> for TrustedKey {
         let patterns = row
             .patterns
             .lines()
-            .map(NamePattern::parse)
+            .map(NamePattern::parse_stored)
             .collect::<Result<Vec<_>, _>>()
             .and_then(KeyPatterns::new)
             .map_err(|_| corrupt("patterns"))?;

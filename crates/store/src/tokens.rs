@@ -32,7 +32,7 @@ impl TryFrom<TokenRow> for ApiToken {
             NameScope::Matching(
                 row.packages
                     .lines()
-                    .map(NamePattern::parse)
+                    .map(NamePattern::parse_stored)
                     .collect::<Result<_, _>>()
                     .map_err(|_| corrupt("packages"))?,
             )

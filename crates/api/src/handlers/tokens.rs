@@ -2,7 +2,7 @@
 //! revoked by their owner or an admin.
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{ApiToken, AuditAction, NamePattern, NameScope, TokenScope};
+use agentpkg_model::{ApiToken, AuditAction, NameScope, TokenScope};
 use agentpkg_packagemgr::TokenRequest;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -96,19 +96,7 @@ pub(crate) async fn create(
     let body = body.into_inner();
     let packages = match body.packages {
         None => NameScope::All,
-        Some(patterns) if patterns.is_empty() => {
-            return Err(agentpkg_model::ValidationError::new(
-                "packages",
-                "must name at least one pattern when present",
-            )
-            .into());
-        }
-        Some(patterns) => NameScope::Matching(
-            patterns
-                .iter()
-                .map(|p| NamePattern::parse(p))
-                .collect::<Result<_, _>>()?,
-        ),
+        Some(patterns) => NameScope::matching(&patterns)?,
     };
     let request = TokenRequest {
         name: body.name,
