@@ -387,7 +387,7 @@ fn cookie_bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
 }
 
 /// The bearer credential of a request.
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+pub(crate) fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return cookie_bearer(req).unwrap_or_else(|| {
             Err(ApiError::unauthorized(
@@ -413,7 +413,7 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         })
 }
 
-async fn authenticate(state: &ApiState, bearer: &str) -> Result<Credential, ApiError> {
+pub(crate) async fn authenticate(state: &ApiState, bearer: &str) -> Result<Credential, ApiError> {
     let checked = if bearer.starts_with(TOKEN_PREFIX) {
         state.accounts.authenticate_token(bearer).await
     } else {

@@ -23,6 +23,7 @@ pub use context::{RequestContext, TrustedProxies};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
 pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
+pub use handlers::opamp::{ConnectionLimits, Connections};
 pub use metrics::{ApiMetrics, track_requests};
 pub use openapi::{ApiDoc, OPENAPI_PATH};
 
@@ -44,9 +45,29 @@ pub struct ApiState {
     /// The registry's address as agents reach it (`server.public_url`), for the download
     /// URLs of OpAMP offers; without it, the address each request came to.
     pub public_url: Option<String>,
-    /// How often the OpAMP WebSocket transport pings a connected agent; three intervals
-    /// without a word from it close the connection.
-    pub opamp_ping: std::time::Duration,
+    /// The OpAMP WebSocket transport's pings and connection limits.
+    pub opamp: OpampTransport,
+}
+
+/// How the OpAMP WebSocket transport treats its connections.
+#[derive(Clone)]
+pub struct OpampTransport {
+    /// How often it pings a connected agent; three intervals without a word from it close
+    /// the connection.
+    pub ping: std::time::Duration,
+    pub limits: handlers::opamp::ConnectionLimits,
+    /// The connections open on this replica.
+    pub connections: std::sync::Arc<handlers::opamp::Connections>,
+}
+
+impl OpampTransport {
+    pub fn new(ping: std::time::Duration, limits: handlers::opamp::ConnectionLimits) -> Self {
+        Self {
+            ping,
+            limits,
+            connections: std::sync::Arc::default(),
+        }
+    }
 }
 
 /// Download statistics and retention, as the API uses them.
@@ -191,6 +212,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/stats/top", web::get().to(handlers::stats::top))
                     .route("/agents", web::get().to(handlers::opamp::list))
                     .route("/agents/{uid}", web::get().to(handlers::opamp::get))
+                    .route("/agents/{uid}", web::delete().to(handlers::opamp::forget))
                     .service(
                         web::resource("/assignments")
                             .route(web::get().to(handlers::assignments::list))

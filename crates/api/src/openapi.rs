@@ -76,6 +76,7 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
         handlers::opamp::http,
         handlers::opamp::list,
         handlers::opamp::get,
+        handlers::opamp::forget,
         handlers::assignments::create,
         handlers::assignments::list,
         handlers::assignments::get,

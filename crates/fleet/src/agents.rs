@@ -4,19 +4,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use agentpkg_model::{
-    Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
-    Page, PageRequest,
+    Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, NewAssignment,
+    NewAuditEvent, Page, PageRequest,
 };
-use agentpkg_packagemgr::{Error, PackageManager};
+use agentpkg_packagemgr::{AuditLog, Credential, Error, PackageManager};
 use agentpkg_store::DynFleetStore;
 use chrono::{DateTime, Utc};
 
-use crate::attributes::{map, status_name};
-use crate::offers::{DownloadCredentials, desired};
-use crate::proto::{
-    AgentCapabilities, AgentToServer, PackagesAvailable, ServerCapabilities, ServerErrorResponse,
-    ServerErrorResponseType, ServerToAgent, ServerToAgentFlags,
-};
+use crate::limits::FleetLimits;
+use crate::offers::DownloadCredentials;
+use crate::proto::ServerCapabilities;
 
 /// Largest `AgentToServer` message accepted, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -33,6 +30,8 @@ pub struct Fleet {
     pub(crate) store: DynFleetStore,
     pub(crate) packages: PackageManager,
     pub(crate) credentials: Arc<dyn DownloadCredentials>,
+    pub(crate) audit: AuditLog,
+    pub(crate) limits: FleetLimits,
     min_sample: u64,
     /// Signals this replica's WebSocket connections that offers may have changed
     /// ([`crate::push`]).
@@ -40,8 +39,8 @@ pub struct Fleet {
     /// Heartbeats that changed nothing but the sequence number and the time: kept here
     /// and written in batches ([`Fleet::spawn_flusher`]), so that a quiet agent costs no
     /// database write per message.
-    seen: Arc<Mutex<Seen>>,
-    last_seen_precision: chrono::Duration,
+    pub(crate) seen: Arc<Mutex<Seen>>,
+    pub(crate) last_seen_precision: chrono::Duration,
 }
 
 /// Per agent: the last quiet heartbeat's sequence number and time, and the last-seen time
@@ -51,36 +50,6 @@ type Seen = HashMap<AgentUid, (u64, DateTime<Utc>, DateTime<Utc>)>;
 /// How stale a row's last-seen time may get before a quiet heartbeat is written, unless
 /// told otherwise.
 pub const DEFAULT_LAST_SEEN_PRECISION: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Which agents a listing shows: all conditions hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AgentFilter {
-    /// Attributes (identifying or not) the agent has, with these values.
-    pub attributes: Vec<(String, String)>,
-    pub healthy: Option<bool>,
-    pub connected: Option<bool>,
-    /// A package status the agent reported for some package (`install_failed`, …).
-    pub package_status: Option<String>,
-}
-
-impl AgentFilter {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
-    pub fn passes(&self, agent: &Agent) -> bool {
-        self.attributes.iter().all(|(k, v)| {
-            agent.identifying.get(k) == Some(v) || agent.non_identifying.get(k) == Some(v)
-        }) && self
-            .healthy
-            .is_none_or(|h| agent.health.as_ref().is_some_and(|x| x.healthy == h))
-            && self.connected.is_none_or(|c| agent.connected == c)
-            && self
-                .package_status
-                .as_ref()
-                .is_none_or(|status| agent.package_statuses.iter().any(|s| &s.status == status))
-    }
-}
 
 /// Agents a failure ratio is judged on, at the least, unless told otherwise.
 pub const DEFAULT_MIN_SAMPLE: u64 = 5;
@@ -97,16 +66,19 @@ pub struct RolloutStatus {
 
 impl Fleet {
     /// A fleet kept in `store`, offering `packages`' builds, with download headers from
-    /// `credentials`.
+    /// `credentials`, recording its decisions in `audit`.
     pub fn new(
         store: DynFleetStore,
         packages: PackageManager,
         credentials: Arc<dyn DownloadCredentials>,
+        audit: AuditLog,
     ) -> Self {
         Self {
             store,
             packages,
             credentials,
+            audit,
+            limits: FleetLimits::default(),
             min_sample: DEFAULT_MIN_SAMPLE,
             changes: Arc::new(tokio::sync::watch::Sender::new(None)),
             seen: Arc::default(),
@@ -122,180 +94,20 @@ impl Fleet {
         self
     }
 
+    /// The same fleet within `limits`.
+    pub fn with_limits(mut self, limits: FleetLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &FleetLimits {
+        &self.limits
+    }
+
     /// The same fleet judging failure ratios on at least `agents` agents.
     pub fn with_rollout_min_sample(mut self, agents: u64) -> Self {
         self.min_sample = agents.max(1);
         self
-    }
-
-    /// Answers one message from an agent, keeping what it reports, and offering its
-    /// desired set of packages (download URLs under `base_url`) when it accepts packages
-    /// and does not have that set yet. A message the server cannot accept (a bad
-    /// `instance_uid`) is answered with an `error_response` and changes nothing.
-    pub async fn handle(
-        &self,
-        message: AgentToServer,
-        base_url: &str,
-    ) -> Result<ServerToAgent, Error> {
-        let mut answer = ServerToAgent {
-            instance_uid: message.instance_uid.clone(),
-            capabilities: SERVER_CAPABILITIES,
-            ..ServerToAgent::default()
-        };
-        let uid = match AgentUid::from_bytes(&message.instance_uid) {
-            Ok(uid) => uid,
-            Err(e) => {
-                answer.error_response = Some(ServerErrorResponse {
-                    r#type: ServerErrorResponseType::BadRequest as i32,
-                    error_message: format!("{}: {}", e.field, e.message),
-                    details: None,
-                });
-                return Ok(answer);
-            }
-        };
-        let now = Utc::now();
-        let mut known = self.store.agent(&uid).await?;
-        let stored_last_seen = known.as_ref().map(|k| k.last_seen);
-        // What this replica saw and has not written yet is newer than the row.
-        let remembered = self.seen_of(&uid);
-        if let (Some(k), Some((seq, at, _))) = (known.as_mut(), remembered)
-            && seq >= k.sequence_num
-        {
-            k.sequence_num = seq;
-            k.last_seen = at;
-        }
-        let mut agent = known.clone().unwrap_or_else(|| Agent::new(uid, now));
-        // Sequence numbers go up by one per message; the same one again is a retry. A gap,
-        // or an agent this server does not know without its description, means the
-        // server's picture may be incomplete: ask for all of it.
-        // NOTE: quiet heartbeats are written only every so often, so the row's sequence
-        // number may lag. This replica knows the exact one for the agents it heard; for
-        // others, a forward gap is not taken for a lost message while the row is younger
-        // than that interval.
-        let in_sequence = known.as_ref().is_some_and(|k| {
-            let seq = message.sequence_num;
-            seq == k.sequence_num
-                || seq == k.sequence_num + 1
-                || (remembered.is_none()
-                    && seq > k.sequence_num
-                    && now - k.last_seen < self.last_seen_precision)
-        });
-        let full_state = message.agent_description.is_some();
-        if !in_sequence && !full_state {
-            answer.flags |= ServerToAgentFlags::ReportFullState as u64;
-        }
-        agent.sequence_num = message.sequence_num;
-        agent.capabilities = message.capabilities;
-        if let Some(description) = &message.agent_description {
-            agent.identifying = map(&description.identifying_attributes);
-            agent.non_identifying = map(&description.non_identifying_attributes);
-        }
-        if let Some(health) = &message.health {
-            agent.health = Some(AgentHealth {
-                healthy: health.healthy,
-                status: health.status.clone(),
-                last_error: health.last_error.clone(),
-            });
-        }
-        if let Some(statuses) = &message.package_statuses {
-            agent.package_statuses = statuses
-                .packages
-                .iter()
-                .map(|(name, s)| AgentPackageStatus {
-                    name: if s.name.is_empty() {
-                        name.clone()
-                    } else {
-                        s.name.clone()
-                    },
-                    agent_has_version: s.agent_has_version.clone(),
-                    agent_has_hash: hex::encode(&s.agent_has_hash),
-                    server_offered_version: s.server_offered_version.clone(),
-                    server_offered_hash: hex::encode(&s.server_offered_hash),
-                    status: status_name(s.status).to_owned(),
-                    error_message: s.error_message.clone(),
-                    download_percent: s.download_details.as_ref().map(|d| d.download_percent),
-                })
-                .collect();
-        }
-        agent.last_seen = now;
-        if message.agent_disconnect.is_some() {
-            agent.connected = false;
-            agent.disconnects += 1;
-            agent.disconnected_at = Some(now);
-            tracing::info!(agent = %uid, "agent disconnected");
-        } else {
-            if known.is_none() {
-                tracing::info!(agent = %uid, "agent connected for the first time");
-            }
-            agent.connected = true;
-        }
-        let mut sources = None;
-        if agent.capabilities & AgentCapabilities::AcceptsPackages as u64 != 0
-            && message.agent_disconnect.is_none()
-        {
-            let assignments = self.store.assignments().await?;
-            let offer = desired(
-                &self.packages,
-                self.credentials.as_ref(),
-                &agent,
-                &assignments,
-                base_url,
-            )
-            .await?;
-            agent.offer_note = offer.note.clone();
-            sources = Some(offer.sources.clone());
-            // Only an agent that some assignment selects, or was offered packages before,
-            // gets a set: an agent removes whatever is not in it.
-            if offer.selected || agent.offered_hash.is_some() {
-                let all = offer.all_packages_hash();
-                let reported = message
-                    .package_statuses
-                    .as_ref()
-                    .map(|s| s.server_provided_all_packages_hash.as_slice());
-                let changed = agent.offered_hash.as_deref() != Some(hex::encode(&all).as_str());
-                let asked =
-                    full_state || answer.flags & ServerToAgentFlags::ReportFullState as u64 != 0;
-                if reported != Some(all.as_slice()) && (changed || asked || reported.is_some()) {
-                    agent.offered_hash = Some(hex::encode(&all));
-                    answer.packages_available = Some(PackagesAvailable {
-                        packages: offer.packages.into_iter().collect(),
-                        all_packages_hash: all,
-                    });
-                }
-            }
-        }
-        let reported = message.package_statuses.is_some();
-        // A heartbeat: in sequence, nothing reported, nothing new offered.
-        let quiet = in_sequence
-            && !full_state
-            && message.health.is_none()
-            && !reported
-            && message.agent_disconnect.is_none()
-            && answer.packages_available.is_none()
-            && known.as_ref().is_some_and(|k| {
-                k.capabilities == agent.capabilities
-                    && k.offer_note == agent.offer_note
-                    && k.offered_hash == agent.offered_hash
-            });
-        if quiet {
-            self.seen
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    uid,
-                    (agent.sequence_num, now, stored_last_seen.unwrap_or(now)),
-                );
-            return Ok(answer);
-        }
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&uid);
-        self.store.save_agent(agent, reported).await?;
-        if reported && let Some(sources) = sources {
-            self.guard(&sources).await?;
-        }
-        Ok(answer)
     }
 
     /// Records that an agent's connection ended without its disconnect message (the
@@ -338,7 +150,7 @@ impl Fleet {
         }
     }
 
-    fn seen_of(&self, uid: &AgentUid) -> Option<(u64, DateTime<Utc>, DateTime<Utc>)> {
+    pub(crate) fn seen_of(&self, uid: &AgentUid) -> Option<(u64, DateTime<Utc>, DateTime<Utc>)> {
         self.seen
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -399,7 +211,7 @@ impl Fleet {
 
     /// Pauses each rolling-out assignment whose share of failed installs, among the agents
     /// offered its version, is past its ratio (once enough agents were offered it).
-    async fn guard(
+    pub(crate) async fn guard(
         &self,
         sources: &std::collections::BTreeMap<String, (i64, String)>,
     ) -> Result<(), Error> {
@@ -422,6 +234,14 @@ impl Fleet {
                     assignment.max_failure_ratio * 100.0
                 );
                 tracing::warn!(assignment = id, %why, "rollout paused");
+                let mut event = NewAuditEvent::new(AuditAction::RolloutPause);
+                event.package = Some(assignment.package.to_string());
+                event.subject = Some(format!("assignment {id}"));
+                event.detail = format!(
+                    "{why}; failed {failed}, sample {offered}, ratio {ratio:.3}, limit {}",
+                    assignment.max_failure_ratio
+                );
+                self.audit.record(event).await;
                 self.store
                     .update_assignment(
                         *id,
@@ -469,17 +289,54 @@ impl Fleet {
         })
     }
 
-    /// Creates an assignment.
-    pub async fn assign(&self, new: NewAssignment) -> Result<Assignment, Error> {
+    /// Creates an assignment, by `actor` (an admin), audited. A package outside the
+    /// actor's names is "not found", as everywhere.
+    pub async fn assign(
+        &self,
+        new: NewAssignment,
+        actor: &Credential,
+    ) -> Result<Assignment, Error> {
         new.check()?;
         // The package must exist, under any platform, for the assignment to make sense.
-        if self.packages.history(&new.package).await?.is_empty() {
+        if !actor.may_touch(&new.package) || self.packages.history(&new.package).await?.is_empty() {
             return Err(Error::NotFound);
         }
         let created = self.store.create_assignment(new).await?;
         tracing::info!(assignment = created.id, package = %created.package, version = %created.version, "assignment created");
+        let detail = format!(
+            "version {}, offer_as {:?}, rollout {} %, selector {:?}",
+            created.version, created.offer_as, created.rollout_percent, created.selector
+        );
+        self.audit_assignment(AuditAction::AssignmentCreate, actor, &created, detail)
+            .await;
         self.offers_may_have_changed().await;
         Ok(created)
+    }
+
+    async fn audit_assignment(
+        &self,
+        action: AuditAction,
+        actor: &Credential,
+        assignment: &Assignment,
+        detail: String,
+    ) {
+        let mut event = NewAuditEvent::new(action);
+        event.actor_id = Some(actor.user_id);
+        event.actor = Some(actor.username.clone());
+        event.token_name = actor.token.as_ref().map(|(_, name)| name.clone());
+        event.package = Some(assignment.package.to_string());
+        event.subject = Some(format!("assignment {}", assignment.id));
+        event.detail = detail;
+        self.audit.record(event).await;
+    }
+
+    /// An assignment `actor` may see: one of a package outside its names is "not found".
+    async fn assignment_for(&self, id: i64, actor: &Credential) -> Result<Assignment, Error> {
+        let assignment = self.assignment(id).await?;
+        if !actor.may_touch(&assignment.package) {
+            return Err(Error::NotFound);
+        }
+        Ok(assignment)
     }
 
     pub async fn assignments(&self) -> Result<Vec<Assignment>, Error> {
@@ -496,6 +353,7 @@ impl Fleet {
         &self,
         id: i64,
         patch: AssignmentPatch,
+        actor: &Credential,
     ) -> Result<Assignment, Error> {
         if let Some(p) = patch.rollout_percent {
             agentpkg_model::check_rollout(p)?;
@@ -503,18 +361,27 @@ impl Fleet {
         if let Some(r) = patch.max_failure_ratio {
             agentpkg_model::check_ratio(r)?;
         }
+        self.assignment_for(id, actor).await?;
+        let detail = format!("{patch:?}");
         let changed = self
             .store
             .update_assignment(id, patch)
             .await?
             .ok_or(Error::NotFound)?;
         tracing::info!(assignment = id, version = %changed.version, rollout = changed.rollout_percent, paused = changed.paused.as_deref(), "assignment changed");
+        self.audit_assignment(AuditAction::AssignmentChange, actor, &changed, detail)
+            .await;
         self.offers_may_have_changed().await;
         Ok(changed)
     }
 
-    pub async fn unassign(&self, id: i64) -> Result<(), Error> {
+    /// Deletes an assignment, by `actor`, audited.
+    pub async fn unassign(&self, id: i64, actor: &Credential) -> Result<(), Error> {
+        let assignment = self.assignment_for(id, actor).await?;
         if self.store.delete_assignment(id).await? {
+            let detail = format!("version {}", assignment.version);
+            self.audit_assignment(AuditAction::AssignmentDelete, actor, &assignment, detail)
+                .await;
             self.offers_may_have_changed().await;
             Ok(())
         } else {
@@ -522,40 +389,71 @@ impl Fleet {
         }
     }
 
-    /// Agents that pass `filter`, most recently seen first.
+    /// Forgets an agent and releases its binding, by `actor` (an admin), audited: its next
+    /// message, under any credential, registers it anew with its full state.
+    pub async fn forget(&self, uid: &AgentUid, actor: &Credential) -> Result<(), Error> {
+        let agent = self.agent(uid).await?;
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(uid);
+        if !self.store.forget_agent(uid).await? {
+            return Err(Error::NotFound);
+        }
+        let mut event = NewAuditEvent::new(AuditAction::AgentForget);
+        event.actor_id = Some(actor.user_id);
+        event.actor = Some(actor.username.clone());
+        event.token_name = actor.token.as_ref().map(|(_, name)| name.clone());
+        event.subject = Some(format!("agent {uid}"));
+        event.detail = agent
+            .owner
+            .map_or_else(|| "unbound".to_owned(), |o| format!("was bound to {o}"));
+        self.audit.record(event).await;
+        Ok(())
+    }
+
+    /// Forgets the agents silent for `after` (none when zero); how many went.
+    pub async fn forget_silent(&self, after: std::time::Duration) -> Result<u64, Error> {
+        if after.is_zero() {
+            return Ok(0);
+        }
+        let before = Utc::now()
+            - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::days(36_500));
+        let n = self.store.forget_silent_agents(before).await?;
+        if n > 0 {
+            tracing::info!(agents = n, "silent agents forgotten");
+        }
+        Ok(n)
+    }
+
+    /// Forgets silent agents every `every` until the task is aborted. Every replica may
+    /// run it: a delete of rows older than a time is the same done twice.
+    pub fn spawn_forgetter(
+        &self,
+        after: std::time::Duration,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = fleet.forget_silent(after).await {
+                    tracing::warn!(error = %e, "silent agents not forgotten; the next pass tries again");
+                }
+            }
+        })
+    }
+
+    /// Agents that pass `filter`, most recently seen first: filtered and paged by the
+    /// database, so memory does not grow with the fleet.
     pub async fn agents(
         &self,
         page: PageRequest,
         filter: &AgentFilter,
     ) -> Result<Page<Agent>, Error> {
-        if filter.is_empty() {
-            return Ok(self.store.list_agents(page).await?);
-        }
-        // NOTE: attributes and statuses are JSON in their rows: the filter reads every agent
-        // a hundred at a time and keeps those that pass.
-        let mut passing = Vec::new();
-        let mut at = PageRequest::new(Some(1), Some(PageRequest::MAX_PER_PAGE));
-        loop {
-            let batch = self.store.list_agents(at).await?;
-            let fetched = batch.items.len();
-            passing.extend(batch.items.into_iter().filter(|a| filter.passes(a)));
-            if fetched < at.per_page as usize {
-                break;
-            }
-            at.page += 1;
-        }
-        let total = passing.len() as u64;
-        let items = passing
-            .into_iter()
-            .skip(usize::try_from(page.offset()).unwrap_or(usize::MAX))
-            .take(page.per_page as usize)
-            .collect();
-        Ok(Page {
-            items,
-            total,
-            page: page.page,
-            per_page: page.per_page,
-        })
+        Ok(self.store.list_agents(page, filter.clone()).await?)
     }
 
     pub async fn agent(&self, uid: &AgentUid) -> Result<Agent, Error> {

@@ -33,6 +33,11 @@ fn json(value: Option<&AnyValue>) -> serde_json::Value {
     }
 }
 
+/// How many bytes a value takes on the wire (what a bound on attributes counts).
+pub(crate) fn value_len(value: Option<&AnyValue>) -> usize {
+    value.map_or(0, prost::Message::encoded_len)
+}
+
 /// Attributes by key (a repeated key: the last one).
 pub(crate) fn map(attributes: &[KeyValue]) -> BTreeMap<String, String> {
     attributes

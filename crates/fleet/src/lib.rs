@@ -6,6 +6,8 @@
 
 mod agents;
 mod attributes;
+mod handle;
+mod limits;
 mod offers;
 mod push;
 
@@ -16,9 +18,12 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/opamp.proto.v1.rs"));
 }
 
+pub use agentpkg_model::AgentFilter;
 pub use agents::{
-    AgentFilter, DEFAULT_LAST_SEEN_PRECISION, DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES,
-    RolloutStatus, SERVER_CAPABILITIES,
+    DEFAULT_LAST_SEEN_PRECISION, DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES, RolloutStatus,
+    SERVER_CAPABILITIES,
 };
+pub use handle::{Refusal, Reply, owner_of};
+pub use limits::FleetLimits;
 pub use offers::DownloadCredentials;
 pub use push::{DEFAULT_OFFER_WATCH, OfferChanges};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use agentpkg_model::{
-    Agent, Arch, Assignment, Coordinates, LatestQuery, Package, Platform, VersionChoice,
+    Agent, Arch, Assignment, Coordinates, LatestQuery, NameScope, Package, Platform, VersionChoice,
 };
 use agentpkg_packagemgr::{Error, PackageManager};
 use sha2::{Digest, Sha256};
@@ -125,37 +125,53 @@ async fn resolve(
 }
 
 /// The agent's desired set: for each name offered, the oldest assignment that selects it
-/// and has it in its rollout, resolved for its platform.
+/// and has it in its rollout, resolved for its platform — among the assignments whose
+/// package the agent's credential may read (`names`): an agent never learns of, nor is
+/// handed a download for, a package its credential could not fetch itself.
 pub(crate) async fn desired(
     packages: &PackageManager,
     credentials: &dyn DownloadCredentials,
     agent: &Agent,
     assignments: &[Assignment],
+    names: &NameScope,
     base_url: &str,
 ) -> Result<Offer, Error> {
     let mut attributes = agent.non_identifying.clone();
     attributes.extend(agent.identifying.clone());
     let mut offer = Offer::default();
-    let selecting: Vec<&Assignment> = assignments
+    let (selecting, out_of_reach): (Vec<&Assignment>, Vec<&Assignment>) = assignments
         .iter()
         .filter(|a| selects(a, &attributes))
+        .partition(|a| names.allows(&a.package));
+    let mut notes: Vec<String> = out_of_reach
+        .iter()
+        .map(|a| {
+            format!(
+                "assignment {}: the agent's credential may not read {}",
+                a.id, a.package
+            )
+        })
         .collect();
     if selecting.is_empty() {
+        // Selected only by assignments out of reach: nothing is offered, and no empty set
+        // tells the agent to remove what it has.
+        offer.note = (!notes.is_empty()).then(|| notes.join("; "));
         return Ok(offer);
     }
     offer.selected = true;
     let (platform, arch) = match platform_of(&attributes) {
         Ok(p) => p,
         Err(why) => {
-            offer.note = Some(why);
+            notes.insert(0, why);
+            offer.note = Some(notes.join("; "));
             return Ok(offer);
         }
     };
-    let mut notes = Vec::new();
     for assignment in selecting {
         if offer.packages.contains_key(&assignment.offer_as) {
             continue;
         }
+
         let has = agent
             .package_statuses
             .iter()

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{AgentUid, Assignment};
-use agentpkg_packagemgr::Error;
+use agentpkg_packagemgr::{Credential, Error};
 use tokio::sync::watch;
 
 use crate::agents::{Fleet, SERVER_CAPABILITIES};
+use crate::handle::{owner_of, remember_offer};
 use crate::offers::desired;
 use crate::proto::{AgentCapabilities, PackagesAvailable, ServerToAgent};
 
@@ -77,6 +78,7 @@ impl Fleet {
     pub async fn refresh_offer(
         &self,
         instance_uid: &[u8],
+        credential: &Credential,
         assignments: &[Assignment],
         base_url: &str,
     ) -> Result<Option<ServerToAgent>, Error> {
@@ -86,6 +88,10 @@ impl Fleet {
         let Some(mut agent) = self.store.agent(&uid).await? else {
             return Ok(None);
         };
+        // Forgotten and bound anew by someone else meanwhile: not this connection's agent.
+        if agent.owner.is_some_and(|o| o != owner_of(credential)) {
+            return Ok(None);
+        }
         if agent.capabilities & AgentCapabilities::AcceptsPackages as u64 == 0 || !agent.connected {
             return Ok(None);
         }
@@ -94,6 +100,7 @@ impl Fleet {
             self.credentials.as_ref(),
             &agent,
             assignments,
+            &credential.names,
             base_url,
         )
         .await?;
@@ -107,6 +114,7 @@ impl Fleet {
         agent.offer_note = offer.note.clone();
         if send {
             agent.offered_hash = Some(all_hex);
+            remember_offer(&mut agent, &offer.packages);
         }
         self.take_seen_into(&mut agent);
         self.store.save_agent(agent, false).await?;

@@ -56,6 +56,12 @@ actions! {
     KeyAdd => "key_add",
     KeyRemove => "key_remove",
     SignatureAttach => "signature_attach",
+    AgentRefused => "agent_refused",
+    AgentForget => "agent_forget",
+    AssignmentCreate => "assignment_create",
+    AssignmentChange => "assignment_change",
+    AssignmentDelete => "assignment_delete",
+    RolloutPause => "rollout_pause",
 }
 
 impl fmt::Display for AuditAction {

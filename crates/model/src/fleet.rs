@@ -75,9 +75,54 @@ pub struct AgentPackageStatus {
     pub download_percent: Option<f64>,
 }
 
+/// The credential an agent's instance uid belongs to: the API token, or the user of a
+/// session, that sent its first message. Only that credential speaks for the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentOwner {
+    Token(i64),
+    User(i64),
+}
+
+impl AgentOwner {
+    /// `token:<id>` or `user:<id>`, as stored.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let invalid = || ValidationError::new("owner", "must be token:<id> or user:<id>");
+        let (kind, id) = s.split_once(':').ok_or_else(invalid)?;
+        let id = id.parse::<i64>().map_err(|_| invalid())?;
+        match kind {
+            "token" => Ok(Self::Token(id)),
+            "user" => Ok(Self::User(id)),
+            _ => Err(invalid()),
+        }
+    }
+}
+
+impl fmt::Display for AgentOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token(id) => write!(f, "token:{id}"),
+            Self::User(id) => write!(f, "user:{id}"),
+        }
+    }
+}
+
+/// What the server offered an agent under one name: the version and the package hash
+/// (hex) it sent. A report counts towards a rollout only when it names both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferedBuild {
+    pub version: String,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+}
+
 /// What the registry knows of an agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
+    /// The credential it is bound to; `None` only for an agent recorded before binding
+    /// existed (its next message binds it).
+    pub owner: Option<AgentOwner>,
+    /// What the server last offered it, by name.
+    pub offered: BTreeMap<String, OfferedBuild>,
     pub uid: AgentUid,
     /// The last message's sequence number.
     pub sequence_num: u64,
@@ -100,10 +145,22 @@ pub struct Agent {
     pub offer_note: Option<String>,
 }
 
+impl AgentPackageStatus {
+    /// Whether this report is about what the server offered: the same version and the
+    /// same package hash as the server's record. Only such reports steer a rollout.
+    pub fn answers(&self, offered: &BTreeMap<String, OfferedBuild>) -> bool {
+        offered.get(&self.name).is_some_and(|o| {
+            o.version == self.server_offered_version && o.hash == self.server_offered_hash
+        })
+    }
+}
+
 impl Agent {
     /// An agent first seen `now`.
     pub fn new(uid: AgentUid, now: DateTime<Utc>) -> Self {
         Self {
+            owner: None,
+            offered: BTreeMap::new(),
             uid,
             sequence_num: 0,
             capabilities: 0,
@@ -119,6 +176,37 @@ impl Agent {
             offered_hash: None,
             offer_note: None,
         }
+    }
+}
+
+/// Which agents a listing shows: all conditions hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    /// Attributes (identifying or not) the agent has, with these values.
+    pub attributes: Vec<(String, String)>,
+    pub healthy: Option<bool>,
+    pub connected: Option<bool>,
+    /// A package status the agent reported for some package (`install_failed`, …).
+    pub package_status: Option<String>,
+}
+
+impl AgentFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `agent` passes (what the database's query decides, for tests and fakes).
+    pub fn passes(&self, agent: &Agent) -> bool {
+        self.attributes.iter().all(|(k, v)| {
+            agent.identifying.get(k) == Some(v) || agent.non_identifying.get(k) == Some(v)
+        }) && self
+            .healthy
+            .is_none_or(|h| agent.health.as_ref().is_some_and(|x| x.healthy == h))
+            && self.connected.is_none_or(|c| agent.connected == c)
+            && self
+                .package_status
+                .as_ref()
+                .is_none_or(|status| agent.package_statuses.iter().any(|s| &s.status == status))
     }
 }
 

@@ -24,8 +24,9 @@ pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
 pub use fleet::{
-    Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
-    Selector, VersionChoice, check_offer_as, check_ratio, check_rollout,
+    Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, Assignment,
+    AssignmentPatch, NewAssignment, OfferedBuild, Selector, VersionChoice, check_offer_as,
+    check_ratio, check_rollout,
 };
 pub use key::ObjectKey;
 pub use package::{

@@ -454,11 +454,19 @@ impl Application {
                 tokens.clone(),
                 Duration::from_secs(settings.fleet.download_ttl_secs),
             )),
+            audit.clone(),
         )
+        .with_limits(settings.fleet.limits())
         .with_rollout_min_sample(settings.fleet.rollout_min_sample)
         .with_last_seen_precision(Duration::from_secs(settings.fleet.last_seen_precision_secs));
         background
             .push(fleet.spawn_offer_watcher(Duration::from_millis(settings.fleet.offer_watch_ms)));
+        if settings.fleet.forget_after_days > 0 {
+            background.push(fleet.spawn_forgetter(
+                Duration::from_secs(settings.fleet.forget_after_days * 86_400),
+                Duration::from_secs(3600),
+            ));
+        }
         let fleet_for_shutdown = fleet.clone();
         let fleet_flusher =
             fleet.spawn_flusher(Duration::from_secs(settings.fleet.seen_flush_secs.max(1)));
@@ -472,7 +480,7 @@ impl Application {
             trusted_proxies,
             stats,
             fleet,
-            opamp_ping: Duration::from_secs(settings.fleet.websocket_ping_secs),
+            opamp: settings.fleet.transport(),
             public_url: (!settings.server.public_url.is_empty())
                 .then(|| settings.server.public_url.trim_end_matches('/').to_owned()),
             downloads: DownloadOptions {

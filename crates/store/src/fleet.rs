@@ -1,8 +1,8 @@
 //! Agents of the fleet: one row each, its reported state as JSON.
 
 use agentpkg_model::{
-    Agent, AgentHealth, AgentPackageStatus, AgentUid, Assignment, AssignmentPatch, NewAssignment,
-    PackageName, Page, PageRequest, VersionChoice,
+    Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, Assignment,
+    AssignmentPatch, NewAssignment, PackageName, Page, PageRequest, VersionChoice,
 };
 use async_trait::async_trait;
 use chrono::NaiveDateTime;
@@ -31,6 +31,8 @@ struct Row {
     disconnected_at: Option<NaiveDateTime>,
     offered_hash: Option<String>,
     offer_note: Option<String>,
+    owner: Option<String>,
+    offered: String,
 }
 
 fn corrupt(uid: &str, what: &str) -> StoreError {
@@ -43,6 +45,13 @@ impl TryFrom<Row> for Agent {
     fn try_from(r: Row) -> Result<Self, StoreError> {
         let uid = &r.instance_uid;
         Ok(Agent {
+            owner: r
+                .owner
+                .as_deref()
+                .map(AgentOwner::parse)
+                .transpose()
+                .map_err(|_| corrupt(uid, "owner"))?,
+            offered: serde_json::from_str(&r.offered).map_err(|_| corrupt(uid, "offered"))?,
             uid: AgentUid::parse(uid).map_err(|_| corrupt(uid, "instance_uid"))?,
             sequence_num: r.sequence_num as u64,
             capabilities: r.capabilities as u64,
@@ -93,6 +102,8 @@ fn row(agent: &Agent) -> Result<Row, StoreError> {
         disconnected_at: agent.disconnected_at.map(|t| t.naive_utc()),
         offered_hash: agent.offered_hash.clone(),
         offer_note: agent.offer_note.clone(),
+        owner: agent.owner.map(|o| o.to_string()),
+        offered: serde_json::to_string(&agent.offered).map_err(json)?,
     })
 }
 
@@ -130,6 +141,7 @@ pub(crate) fn save(
                     ap::status.eq(&s.status),
                     ap::error_message.eq(text(&s.error_message)),
                     ap::updated_at.eq(at),
+                    ap::answers_offer.eq(s.answers(&agent.offered)),
                 ))
                 .execute(conn)?;
         }
@@ -171,9 +183,72 @@ fn save_row(conn: &mut DbConnection, agent: &Agent) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(crate) fn list(conn: &mut DbConnection, page: &PageRequest) -> Result<Page<Agent>, StoreError> {
-    let total: i64 = a::table.count().get_result(conn)?;
-    let rows: Vec<Row> = a::table
+type AgentQuery = a::BoxedQuery<'static, crate::connection::MultiBackend>;
+
+/// Whether the text column `column` contains `needle`, byte for byte (LIKE would ignore
+/// case on SQLite): `strpos` on PostgreSQL, `instr` on SQLite.
+fn contains(pg: bool, column: &'static str, needle: String) -> AgentCondition {
+    let function = if pg { "strpos" } else { "instr" };
+    Box::new(
+        diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("{function}({column}, "))
+            .bind::<diesel::sql_types::Text, _>(needle)
+            .sql(") > 0"),
+    )
+}
+
+type AgentCondition = Box<
+    dyn BoxableExpression<
+            a::table,
+            crate::connection::MultiBackend,
+            SqlType = diesel::sql_types::Bool,
+        >,
+>;
+
+/// The agents `filter` passes, as a query. Attributes are JSON objects in their rows, as
+/// serde_json writes them: `"key":"value"` (both escaped) appears in the text exactly when
+/// the object has that key with that value, since a quote inside a key or value is
+/// escaped and `":"` occurs only between a key and its value.
+fn filtered(pg: bool, filter: &AgentFilter) -> AgentQuery {
+    let mut query = a::table.into_boxed();
+    for (key, value) in &filter.attributes {
+        let pair = format!(
+            "{}:{}",
+            serde_json::Value::from(key.as_str()),
+            serde_json::Value::from(value.as_str()),
+        );
+        query = query.filter(contains(pg, "identifying", pair.clone()).or(contains(
+            pg,
+            "non_identifying",
+            pair,
+        )));
+    }
+    if let Some(healthy) = filter.healthy {
+        // serde_json writes the struct's fields in order: `healthy` first.
+        query = query.filter(contains(pg, "health", format!("{{\"healthy\":{healthy},")));
+    }
+    if let Some(connected) = filter.connected {
+        query = query.filter(a::connected.eq(connected));
+    }
+    if let Some(status) = &filter.package_status {
+        query = query.filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "instance_uid IN (SELECT instance_uid FROM agent_packages WHERE status = ",
+            )
+            .bind::<diesel::sql_types::Text, _>(status.clone())
+            .sql(")"),
+        );
+    }
+    query
+}
+
+pub(crate) fn list(
+    conn: &mut DbConnection,
+    page: &PageRequest,
+    filter: &AgentFilter,
+) -> Result<Page<Agent>, StoreError> {
+    let pg = matches!(conn, DbConnection::Pg(_));
+    let total: i64 = filtered(pg, filter).count().get_result(conn)?;
+    let rows: Vec<Row> = filtered(pg, filter)
         .order((a::last_seen.desc(), a::instance_uid.asc()))
         .limit(i64::from(page.per_page))
         .offset(i64::try_from(page.offset()).unwrap_or(i64::MAX))
@@ -188,6 +263,29 @@ pub(crate) fn list(conn: &mut DbConnection, page: &PageRequest) -> Result<Page<A
         page: page.page,
         per_page: page.per_page,
     })
+}
+
+/// How many agents are bound to `owner`.
+pub(crate) fn count_owned(conn: &mut DbConnection, owner: &AgentOwner) -> Result<u64, StoreError> {
+    let n: i64 = a::table
+        .filter(a::owner.eq(owner.to_string()))
+        .count()
+        .get_result(conn)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Forgets one agent (its package rows go with it); whether it was known.
+pub(crate) fn forget(conn: &mut DbConnection, uid: &AgentUid) -> Result<bool, StoreError> {
+    Ok(diesel::delete(a::table.find(uid.to_string())).execute(conn)? > 0)
+}
+
+/// Forgets the agents last seen before `before`; how many.
+pub(crate) fn forget_silent(
+    conn: &mut DbConnection,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, StoreError> {
+    let n = diesel::delete(a::table.filter(a::last_seen.lt(before.naive_utc()))).execute(conn)?;
+    Ok(n as u64)
 }
 
 #[derive(Queryable, Selectable)]
@@ -331,7 +429,9 @@ pub(crate) fn delete_assignment(conn: &mut DbConnection, id: i64) -> Result<bool
     Ok(diesel::delete(asg::table.find(id)).execute(conn)? > 0)
 }
 
-/// Agents offered `version` under `name`, and how many of them reported a failed install.
+/// Agents the server offered `version` under `name` whose report names that offer, and
+/// how many of them reported a failed install. A report about anything the server did not
+/// offer that agent counts for nothing.
 pub(crate) fn outcomes(
     conn: &mut DbConnection,
     name: &str,
@@ -340,6 +440,7 @@ pub(crate) fn outcomes(
     let rows: Vec<String> = ap::table
         .filter(ap::name.eq(name))
         .filter(ap::offered_version.eq(version))
+        .filter(ap::answers_offer.eq(true))
         .select(ap::status)
         .load(conn)?;
     let failed = rows.iter().filter(|s| *s == "install_failed").count();
@@ -435,8 +536,28 @@ impl crate::FleetStore for DieselStore {
     async fn list_agents(
         &self,
         page: agentpkg_model::PageRequest,
+        filter: AgentFilter,
     ) -> Result<Page<agentpkg_model::Agent>, StoreError> {
-        self.with_conn_read("list_agents", move |c| list(c, &page))
+        self.with_conn_read("list_agents", move |c| list(c, &page, &filter))
+            .await
+    }
+
+    async fn count_agents_of(&self, owner: AgentOwner) -> Result<u64, StoreError> {
+        self.with_conn_read("count_agents_of", move |c| count_owned(c, &owner))
+            .await
+    }
+
+    async fn forget_agent(&self, uid: &AgentUid) -> Result<bool, StoreError> {
+        let uid = *uid;
+        self.with_conn("forget_agent", move |c| forget(c, &uid))
+            .await
+    }
+
+    async fn forget_silent_agents(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        self.with_conn("forget_silent_agents", move |c| forget_silent(c, before))
             .await
     }
 

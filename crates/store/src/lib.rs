@@ -377,11 +377,22 @@ pub trait FleetStore: Health {
     async fn offer_outcomes(&self, name: &str, version: &str) -> Result<(u64, u64), StoreError>;
     /// Every agent's reported status for the package offered as `name`.
     async fn package_statuses(&self, name: &str) -> Result<Vec<PackageStatusRow>, StoreError>;
-    /// Agents, most recently seen first.
+    /// Agents that pass `filter`, most recently seen first (filtered and paged by the
+    /// database).
     async fn list_agents(
         &self,
         page: agentpkg_model::PageRequest,
+        filter: agentpkg_model::AgentFilter,
     ) -> Result<Page<agentpkg_model::Agent>, StoreError>;
+    /// How many agents are bound to `owner`.
+    async fn count_agents_of(&self, owner: agentpkg_model::AgentOwner) -> Result<u64, StoreError>;
+    /// Forgets an agent and its package statuses; whether it was known.
+    async fn forget_agent(&self, uid: &agentpkg_model::AgentUid) -> Result<bool, StoreError>;
+    /// Forgets every agent last seen before `before`; how many went.
+    async fn forget_silent_agents(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError>;
     async fn create_assignment(
         &self,
         new: agentpkg_model::NewAssignment,

@@ -252,6 +252,8 @@ diesel::table! {
         disconnected_at -> Nullable<Timestamp>,
         offered_hash -> Nullable<Text>,
         offer_note -> Nullable<Text>,
+        owner -> Nullable<Text>,
+        offered -> Text,
     }
 }
 
@@ -280,5 +282,6 @@ diesel::table! {
         status -> Text,
         error_message -> Text,
         updated_at -> Timestamp,
+        answers_offer -> Bool,
     }
 }

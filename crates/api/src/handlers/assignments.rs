@@ -107,7 +107,7 @@ pub(crate) struct NewAssignmentBody {
     ),
 )]
 pub(crate) async fn create(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<ApiState>,
     body: web::Json<NewAssignmentBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -122,7 +122,7 @@ pub(crate) async fn create(
         max_failure_ratio: body.max_failure_ratio,
         v_prefix: body.v_prefix,
     };
-    let created = state.fleet.assign(new).await?;
+    let created = state.fleet.assign(new, &admin.principal.0).await?;
     Ok(HttpResponse::Created().json(AssignmentView::from(&created)))
 }
 
@@ -223,7 +223,7 @@ pub(crate) async fn patch(
     };
     let changed = state
         .fleet
-        .change_assignment(*id, patch)
+        .change_assignment(*id, patch, &admin.principal.0)
         .await
         .map_err(not_found)?;
     Ok(HttpResponse::Ok().json(AssignmentView::from(&changed)))
@@ -245,11 +245,15 @@ pub(crate) async fn patch(
     ),
 )]
 pub(crate) async fn delete(
-    _admin: Admin,
+    admin: Admin,
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    state.fleet.unassign(*id).await.map_err(not_found)?;
+    state
+        .fleet
+        .unassign(*id, &admin.principal.0)
+        .await
+        .map_err(not_found)?;
     Ok(HttpResponse::NoContent().finish())
 }
 

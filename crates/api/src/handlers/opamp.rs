@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_fleet::proto::AgentToServer;
-use agentpkg_fleet::{AgentFilter, MAX_MESSAGE_BYTES};
+use agentpkg_fleet::{AgentFilter, MAX_MESSAGE_BYTES, Refusal, owner_of};
 use agentpkg_model::{Agent, AgentUid, PageRequest, ValidationError};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState, Viewer};
+use crate::{Admin, ApiError, ApiState, Viewer};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
@@ -21,8 +21,11 @@ const PROTOBUF: &str = "application/x-protobuf";
 ///
 /// One `AgentToServer` message (protobuf, at most 1 MiB) in, one `ServerToAgent` out. The
 /// agent authenticates with a bearer token in the request's headers (a viewer, or a token
-/// of read scope). A message the server cannot accept (a bad `instance_uid`) is answered
-/// `200` with an `error_response` and changes nothing.
+/// of read scope); the first message of an `instance_uid` binds it to that credential. A
+/// message the server cannot accept is answered with an `error_response` and changes
+/// nothing: `200` for a bad `instance_uid`, `403` for a uid bound to another credential,
+/// `413` past a bound on attributes or statuses, `429` for a new agent past the
+/// credential's number of agents.
 #[utoipa::path(
     post,
     path = "/v1/opamp",
@@ -31,12 +34,14 @@ const PROTOBUF: &str = "application/x-protobuf";
     responses(
         (status = 200, description = "An OpAMP ServerToAgent message", content_type = "application/x-protobuf", body = Vec<u8>),
         (status = 400, description = "Not an AgentToServer message", body = ErrorBody),
-        (status = 413, description = "Larger than 1 MiB", body = ErrorBody),
+        (status = 403, description = "The instance uid belongs to another credential: a ServerToAgent with an error_response", content_type = "application/x-protobuf", body = Vec<u8>),
+        (status = 413, description = "Larger than 1 MiB (JSON error), or past a bound on attributes or statuses (a ServerToAgent with an error_response)", body = ErrorBody),
         (status = 415, description = "Not application/x-protobuf", body = ErrorBody),
+        (status = 429, description = "The credential has as many agents as it may: a ServerToAgent with an error_response", content_type = "application/x-protobuf", body = Vec<u8>),
     ),
 )]
 pub(crate) async fn http(
-    _viewer: Viewer,
+    viewer: Viewer,
     req: HttpRequest,
     state: web::Data<ApiState>,
     mut payload: web::Payload,
@@ -76,36 +81,174 @@ pub(crate) async fn http(
             format!("not an OpAMP AgentToServer message: {e}"),
         )
     })?;
-    let answer = state.fleet.handle(message, &base_url(&req, &state)).await?;
-    Ok(HttpResponse::Ok()
+    let reply = state
+        .fleet
+        .handle(message, &viewer.principal.0, &base_url(&req, &state))
+        .await?;
+    let status = match reply.refusal {
+        None | Some(Refusal::Malformed) => StatusCode::OK,
+        Some(Refusal::NotYours) => StatusCode::FORBIDDEN,
+        Some(Refusal::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(Refusal::TooManyAgents) => StatusCode::TOO_MANY_REQUESTS,
+    };
+    Ok(HttpResponse::build(status)
         .content_type(PROTOBUF)
-        .body(answer.encode_to_vec()))
+        .body(reply.message.encode_to_vec()))
 }
+
+/// Whether a WebSocket upgrade may go ahead: a bearer credential always; the session
+/// cookie only from a page of this origin (a page elsewhere cannot set `Origin`, and the
+/// cookie would otherwise open the connection for it).
+fn upgrade_allowed(req: &HttpRequest) -> Result<(), ApiError> {
+    if req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION)
+    {
+        return Ok(());
+    }
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    let origin = req
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| o.eq_ignore_ascii_case(&own)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "an OpAMP WebSocket signed in by cookie must come from this site (Origin); agents send a bearer token",
+        ))
+    }
+}
+
+/// OpAMP WebSocket connections open on this replica, in all and per credential.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: std::sync::Mutex<(
+        usize,
+        std::collections::HashMap<agentpkg_model::AgentOwner, usize>,
+    )>,
+}
+
+/// How many OpAMP WebSocket connections one replica holds, in all and per credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub per_replica: usize,
+    pub per_credential: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            per_replica: 20_000,
+            per_credential: 5_000,
+        }
+    }
+}
+
+/// One open connection, counted until dropped.
+struct Open {
+    connections: std::sync::Arc<Connections>,
+    owner: agentpkg_model::AgentOwner,
+}
+
+impl Connections {
+    fn open(
+        self: &std::sync::Arc<Self>,
+        owner: agentpkg_model::AgentOwner,
+        limits: ConnectionLimits,
+    ) -> Result<Open, String> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.0 >= limits.per_replica {
+            return Err(format!(
+                "this replica holds {} OpAMP WebSocket connections (fleet.max_websockets)",
+                limits.per_replica
+            ));
+        }
+        let mine = open.1.entry(owner).or_default();
+        if *mine >= limits.per_credential {
+            return Err(format!(
+                "this credential holds {} OpAMP WebSocket connections here (fleet.max_websockets_per_credential)",
+                limits.per_credential
+            ));
+        }
+        *mine += 1;
+        open.0 += 1;
+        Ok(Open {
+            connections: self.clone(),
+            owner,
+        })
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.1.remove(&self.owner);
+            }
+        }
+    }
+}
+
+/// How often a WebSocket connection checks that its credential still holds: a revoked
+/// token or a deleted user ends it within this and the credential cache's freshness.
+const CREDENTIAL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// OpAMP over WebSocket (`GET /v1/opamp` with an upgrade): each binary frame is the
 /// OpAMP header (a varint, 0) and an `AgentToServer`; each answer the same with a
 /// `ServerToAgent`. Between messages, the server pushes a new offer when the agent's
-/// desired set changes (an assignment, an upload, a yank, on any replica). The bearer
-/// token is checked once, at the upgrade. A frame the server cannot read closes the
-/// connection with a protocol error; a connection that ends without the agent's
-/// disconnect message is recorded as a disconnect all the same. The server pings every
-/// `fleet.websocket_ping_secs` and closes a connection silent for three times that.
+/// desired set changes (an assignment, an upload, a yank, on any replica). The upgrade
+/// needs a bearer credential, or the session cookie from this site's own pages (`Origin`);
+/// the credential is checked again every second, and the connection closed (policy) once
+/// it is revoked. A message refused by the fleet (another credential's agent, past a
+/// bound) is answered with its `error_response`, then the connection closes (policy). A
+/// frame the server cannot read closes the connection with a protocol error; a connection
+/// that ends without the agent's disconnect message is recorded as a disconnect all the
+/// same. The server pings every `fleet.websocket_ping_secs` and closes a connection silent
+/// for three times that.
 pub(crate) async fn websocket(
-    _viewer: Viewer,
+    viewer: Viewer,
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
+    upgrade_allowed(&req)?;
+    let credential = viewer.principal.0;
+    let bearer = crate::auth::bearer(&req)?;
+    let open = state
+        .opamp
+        .connections
+        .open(owner_of(&credential), state.opamp.limits)
+        .map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why))?;
     let (response, mut session, frames) = actix_ws::handle(&req, body)?;
     let base = base_url(&req, &state);
     let fleet = state.fleet.clone();
+    let state = state.into_inner();
     let mut frames = frames
         .max_frame_size(MAX_MESSAGE_BYTES + 16)
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_BYTES + 16);
     let mut changes = fleet.offer_changes();
-    let ping_every = state.opamp_ping;
+    let ping_every = state.opamp.ping;
     actix_web::rt::spawn(async move {
+        let _open = open;
+        let mut recheck = tokio::time::interval_at(
+            tokio::time::Instant::now() + CREDENTIAL_RECHECK,
+            CREDENTIAL_RECHECK,
+        );
         let mut last_uid: Option<Vec<u8>> = None;
         let mut said_goodbye = false;
         // A peer that answers neither messages nor pings for three intervals is gone
@@ -116,6 +259,16 @@ pub(crate) async fn websocket(
         let close = loop {
             let frame = tokio::select! {
                 frame = frames.next() => frame,
+                _ = recheck.tick() => {
+                    match crate::auth::authenticate(&state, &bearer).await {
+                        Ok(_) => continue,
+                        Err(e) if actix_web::ResponseError::status_code(&e).is_server_error() => continue,
+                        Err(_) => {
+                            tracing::info!("OpAMP WebSocket credential no longer valid: connection closed");
+                            break Some(actix_ws::CloseCode::Policy);
+                        }
+                    }
+                }
                 _ = pings.tick() => {
                     if last_heard.elapsed() >= ping_every * 3 {
                         tracing::info!("OpAMP WebSocket peer silent: connection closed");
@@ -134,7 +287,7 @@ pub(crate) async fn websocket(
                     if said_goodbye {
                         continue;
                     }
-                    match fleet.refresh_offer(uid, &assignments, &base).await {
+                    match fleet.refresh_offer(uid, &credential, &assignments, &base).await {
                         Ok(Some(offer)) => {
                             if session.binary(encode_frame(&offer)).await.is_err() {
                                 break None;
@@ -163,17 +316,26 @@ pub(crate) async fn websocket(
                     let Some(message) = decode_frame(&bytes) else {
                         break Some(actix_ws::CloseCode::Protocol);
                     };
-                    last_uid = Some(message.instance_uid.clone());
-                    said_goodbye = message.agent_disconnect.is_some();
-                    let answer = match fleet.handle(message, &base).await {
-                        Ok(answer) => answer,
+                    let uid = message.instance_uid.clone();
+                    let goodbye = message.agent_disconnect.is_some();
+                    let reply = match fleet.handle(message, &credential, &base).await {
+                        Ok(reply) => reply,
                         Err(e) => {
                             tracing::warn!(error = %e, "OpAMP message not handled");
                             break Some(actix_ws::CloseCode::Error);
                         }
                     };
-                    if session.binary(encode_frame(&answer)).await.is_err() {
+                    if session.binary(encode_frame(&reply.message)).await.is_err() {
                         break None;
+                    }
+                    match reply.refusal {
+                        None => {
+                            last_uid = Some(uid);
+                            said_goodbye = goodbye;
+                        }
+                        // A bad uid is answered and the connection goes on, as before.
+                        Some(Refusal::Malformed) => {}
+                        Some(_) => break Some(actix_ws::CloseCode::Policy),
                     }
                 }
                 actix_ws::AggregatedMessage::Ping(bytes) => {
@@ -390,6 +552,43 @@ pub(crate) async fn list(
         .json(agents.items.iter().map(AgentView::from).collect::<Vec<_>>()))
 }
 
+/// Forget an agent
+///
+/// Deletes what the registry knows of the agent and releases its binding to a credential:
+/// its next message, under whichever credential sends it, registers it anew (the way to
+/// move an agent to a new token). Audited. Needs the admin role.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/agents/{uid}",
+    tag = "fleet",
+    params(("uid" = String, Path, description = "Instance uid: 32 hex digits or a UUID")),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 400, description = "Not an instance uid", body = ErrorBody),
+        (status = 404, description = "No such agent", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn forget(
+    admin: Admin,
+    state: web::Data<ApiState>,
+    uid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = AgentUid::parse(&uid)?;
+    state
+        .fleet
+        .forget(&uid, &admin.principal.0)
+        .await
+        .map_err(agent_not_found)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+fn agent_not_found(e: agentpkg_packagemgr::Error) -> ApiError {
+    match e {
+        agentpkg_packagemgr::Error::NotFound => ApiError::not_found("agent not found"),
+        other => other.into(),
+    }
+}
+
 /// Get an agent
 ///
 /// Needs the viewer role.
@@ -410,9 +609,6 @@ pub(crate) async fn get(
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = AgentUid::parse(&uid)?;
-    let agent = state.fleet.agent(&uid).await.map_err(|e| match e {
-        agentpkg_packagemgr::Error::NotFound => ApiError::not_found("agent not found"),
-        other => other.into(),
-    })?;
+    let agent = state.fleet.agent(&uid).await.map_err(agent_not_found)?;
     Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
 }

@@ -99,6 +99,44 @@ pub struct FleetSettings {
     /// Seconds between the pings the server sends an agent connected over WebSocket; one
     /// silent (no message, no pong) for three times this is disconnected.
     pub websocket_ping_secs: u64,
+    /// Attributes (identifying and not) one agent description may carry.
+    pub max_attributes: usize,
+    /// Bytes of one description's attribute keys and values together.
+    pub max_attribute_bytes: usize,
+    /// Package statuses one message may report.
+    pub max_statuses: usize,
+    /// Agents bound to one credential (an API token, or a user's sessions): a new agent
+    /// past it is refused (429).
+    pub max_agents_per_credential: u64,
+    /// OpAMP WebSocket connections one replica holds, in all and per credential.
+    pub max_websockets: usize,
+    pub max_websockets_per_credential: usize,
+    /// Agents silent this many days are forgotten (their binding too); 0 keeps them.
+    pub forget_after_days: u64,
+}
+
+impl FleetSettings {
+    /// The bounds the fleet applies to agents' messages.
+    pub fn limits(&self) -> agentpkg_fleet::FleetLimits {
+        agentpkg_fleet::FleetLimits {
+            max_attributes: self.max_attributes,
+            max_attribute_bytes: self.max_attribute_bytes,
+            max_statuses: self.max_statuses,
+            agents_per_credential: self.max_agents_per_credential,
+            ..agentpkg_fleet::FleetLimits::default()
+        }
+    }
+
+    /// The OpAMP WebSocket transport's pings and connection limits.
+    pub fn transport(&self) -> agentpkg_api::OpampTransport {
+        agentpkg_api::OpampTransport::new(
+            std::time::Duration::from_secs(self.websocket_ping_secs),
+            agentpkg_api::ConnectionLimits {
+                per_replica: self.max_websockets,
+                per_credential: self.max_websockets_per_credential,
+            },
+        )
+    }
 }
 
 impl Default for FleetSettings {
@@ -110,6 +148,13 @@ impl Default for FleetSettings {
             last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
             offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
             websocket_ping_secs: 30,
+            max_attributes: agentpkg_fleet::FleetLimits::default().max_attributes,
+            max_attribute_bytes: agentpkg_fleet::FleetLimits::default().max_attribute_bytes,
+            max_statuses: agentpkg_fleet::FleetLimits::default().max_statuses,
+            max_agents_per_credential: agentpkg_fleet::FleetLimits::default().agents_per_credential,
+            max_websockets: agentpkg_api::ConnectionLimits::default().per_replica,
+            max_websockets_per_credential: agentpkg_api::ConnectionLimits::default().per_credential,
+            forget_after_days: 30,
         }
     }
 }

@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod fleet;
 mod fleet_push;
+mod fleet_trust;
 mod flood;
 mod hardening;
 mod packages;
