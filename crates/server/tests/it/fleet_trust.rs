@@ -373,7 +373,11 @@ async fn reports_about_offers_the_server_never_made_do_not_pause_a_rollout(backe
         let uid = [0x60 + i; 16];
         let (_, _) = send(&app, &real, &reporting(uid, 2, "1.0.0", b"forged", 3)).await;
     }
-    assert_eq!(paused(&app, &admin, id).await, Value::Null, "forged hashes paused it");
+    assert_eq!(
+        paused(&app, &admin, id).await,
+        Value::Null,
+        "forged hashes paused it"
+    );
 
     // Real failures of the real offer still pause it, and the pause is audited with the
     // ratio and sample that tripped it.
