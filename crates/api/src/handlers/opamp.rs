@@ -34,10 +34,10 @@ const PROTOBUF: &str = "application/x-protobuf";
     responses(
         (status = 200, description = "An OpAMP ServerToAgent message", content_type = "application/x-protobuf", body = Vec<u8>),
         (status = 400, description = "Not an AgentToServer message", body = ErrorBody),
-        (status = 403, description = "The instance uid belongs to another credential: a ServerToAgent with an error_response", content_type = "application/x-protobuf", body = Vec<u8>),
-        (status = 413, description = "Larger than 1 MiB (JSON error), or past a bound on attributes or statuses (a ServerToAgent with an error_response)", body = ErrorBody),
+        (status = 403, description = "The instance uid belongs to another credential (then the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
+        (status = 413, description = "Larger than 1 MiB, or past a bound on attributes or statuses (then the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
         (status = 415, description = "Not application/x-protobuf", body = ErrorBody),
-        (status = 429, description = "The credential has as many agents as it may: a ServerToAgent with an error_response", content_type = "application/x-protobuf", body = Vec<u8>),
+        (status = 429, description = "The credential has as many agents as it may (the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
     ),
 )]
 pub(crate) async fn http(
