@@ -44,18 +44,26 @@ impl Default for BodyDeadlines {
     }
 }
 
-/// Middleware: reads every request body under the state's [`BodyDeadlines`], except a
-/// WebSocket's: its frames come when there is something to say (an OpAMP agent's
-/// heartbeat every 30 s or more), and its handler checks the peer is alive with pings.
+/// The one route whose upgraded connection is a WebSocket.
+const WEBSOCKET_ROUTE: &str = "/v1/opamp";
+
+/// Middleware: reads every request body under the state's [`BodyDeadlines`], except the
+/// OpAMP WebSocket's (a `GET` of [`WEBSOCKET_ROUTE`] asking for the upgrade): its frames
+/// come when there is something to say (an agent's heartbeat every 30 s or more), and its
+/// handler checks the peer is alive with pings.
+// NOTE: the header alone exempts nothing: `Upgrade: websocket` on a login or an upload
+// would otherwise hold a connection for ever with a body that never comes.
 pub async fn enforce_body_deadlines(
     mut req: ServiceRequest,
     next: Next<impl actix_web::body::MessageBody>,
 ) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, Error> {
-    let websocket = req
-        .headers()
-        .get(actix_web::http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let websocket = req.method() == actix_web::http::Method::GET
+        && req.path() == WEBSOCKET_ROUTE
+        && req
+            .headers()
+            .get(actix_web::http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if let Some(limits) = req
         .app_data::<web::Data<ApiState>>()
         .map(|s| s.body_deadlines)

@@ -30,9 +30,22 @@ pub struct HashingLimits {
 }
 
 impl Default for HashingLimits {
-    /// One worker per core, and 16 waiting per worker (well under a second of work).
+    /// One worker per core up to [`HashingLimits::MAX_DEFAULT_WORKERS`], and 16 waiting
+    /// per worker (well under a second of work).
     fn default() -> Self {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::for_cores(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+impl HashingLimits {
+    /// Most workers chosen without being told: each holds about 19 MiB while it hashes, so
+    /// one per core of a 32-core host (608 MiB) would not fit the shipped container's
+    /// 512 MiB; four (76 MiB) do, and a login takes well under a second on each.
+    pub const MAX_DEFAULT_WORKERS: usize = 4;
+
+    /// The default on a host of `cores` cores.
+    pub fn for_cores(cores: usize) -> Self {
+        let workers = cores.clamp(1, Self::MAX_DEFAULT_WORKERS);
         Self {
             workers,
             queue: workers * 16,
@@ -246,6 +259,22 @@ fn verify(password: &[u8], stored: Option<&str>, blocks: &mut Vec<Block>) -> Res
     let computed = Output::new(&out).map_err(|e| e.to_string())?;
     // `Output`'s equality is constant-time.
     Ok(computed == expected)
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::HashingLimits;
+
+    #[test]
+    fn the_default_hashing_memory_fits_the_shipped_container_on_any_host() {
+        for cores in [1, 2, 4, 32, 128] {
+            let limits = HashingLimits::for_cores(cores);
+            // About 19 MiB per worker, well under deploy/docker-compose.yml's 512 MiB.
+            assert!(limits.workers * 19 <= 128, "{cores} cores: {limits:?}");
+            assert!(limits.workers >= 1 && limits.queue == limits.workers * 16);
+        }
+        assert_eq!(HashingLimits::for_cores(2).workers, 2);
+    }
 }
 
 #[cfg(test)]

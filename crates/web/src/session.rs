@@ -95,9 +95,20 @@ pub fn cleared_cookie(req: &HttpRequest) -> Cookie<'static> {
 }
 
 /// Where to go after signing in: a path on this site only (never `//host` or a URL).
+// NOTE: browsers drop tabs and newlines from a URL and read `\` as `/`, so `/\t/evil.example/`
+// is `//evil.example/` to them: a path with any control character, space or backslash is
+// refused whole rather than cleaned.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_owned()
+        }
         _ => "/packages".to_owned(),
     }
 }
@@ -112,6 +123,11 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/packages");
         assert_eq!(safe_next(Some("https://evil.example/")), "/packages");
         assert_eq!(safe_next(Some("/\\evil.example")), "/packages");
+        // Browsers drop the tab and the newline: these are `//evil.example/` to them.
+        assert_eq!(safe_next(Some("/\t/evil.example/")), "/packages");
+        assert_eq!(safe_next(Some("/\n/evil.example/")), "/packages");
+        assert_eq!(safe_next(Some("/ /evil.example/")), "/packages");
+        assert_eq!(safe_next(Some("/\u{0}/evil.example/")), "/packages");
         assert_eq!(safe_next(None), "/packages");
     }
 }

@@ -788,3 +788,31 @@ async fn uploads_past_the_concurrency_cap_are_refused_with_retry_after() {
         .unwrap();
     assert_eq!(res.status(), 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_header_does_not_lift_the_body_deadline_off_other_routes() {
+    let app = TestApp::spawn_with(Backend::Embedded, |s| {
+        s.server.body_idle_timeout_secs = 2;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // A login that says it upgrades to a WebSocket, whose body never comes: cut like any
+    // other (it was held for ever).
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+    );
+    let started = std::time::Instant::now();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(20),
+        trickle(addr, head, b"{".to_vec(), Duration::from_secs(3600)),
+    )
+    .await
+    .expect("the stalled login was cut");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (408, Some("body_timeout")),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}

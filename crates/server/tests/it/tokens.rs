@@ -322,6 +322,13 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             false,
         ),
         (
+            "DELETE",
+            "/api/v1/agents/{uid}",
+            "/api/v1/agents/abababababababababababababababab",
+            Some(2),
+            false,
+        ),
+        (
             "GET",
             "/api/v1/stats/storage",
             "/api/v1/stats/storage",
