@@ -25,14 +25,10 @@ pub struct RequestContext {
 impl RequestContext {
     /// An audit event of `action` from this request, by `principal` when known.
     pub fn event(&self, action: AuditAction, principal: Option<&Principal>) -> NewAuditEvent {
-        let mut event = NewAuditEvent::new(action);
+        let mut event =
+            principal.map_or_else(|| NewAuditEvent::new(action), |p| p.0.audit_event(action));
         event.address = self.address.map(|a| a.to_string());
         event.request_id = self.request_id.clone();
-        if let Some(p) = principal {
-            event.actor_id = Some(p.0.user_id);
-            event.actor = Some(p.0.username.clone());
-            event.token_name = p.0.token.as_ref().map(|(_, name)| name.clone());
-        }
         event
     }
 }

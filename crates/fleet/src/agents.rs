@@ -100,10 +100,6 @@ impl Fleet {
         self
     }
 
-    pub fn limits(&self) -> &FleetLimits {
-        &self.limits
-    }
-
     /// The same fleet judging failure ratios on at least `agents` agents.
     pub fn with_rollout_min_sample(mut self, agents: u64) -> Self {
         self.min_sample = agents.max(1);
@@ -320,10 +316,7 @@ impl Fleet {
         assignment: &Assignment,
         detail: String,
     ) {
-        let mut event = NewAuditEvent::new(action);
-        event.actor_id = Some(actor.user_id);
-        event.actor = Some(actor.username.clone());
-        event.token_name = actor.token.as_ref().map(|(_, name)| name.clone());
+        let mut event = actor.audit_event(action);
         event.package = Some(assignment.package.to_string());
         event.subject = Some(format!("assignment {}", assignment.id));
         event.detail = detail;
@@ -400,10 +393,7 @@ impl Fleet {
         if !self.store.forget_agent(uid).await? {
             return Err(Error::NotFound);
         }
-        let mut event = NewAuditEvent::new(AuditAction::AgentForget);
-        event.actor_id = Some(actor.user_id);
-        event.actor = Some(actor.username.clone());
-        event.token_name = actor.token.as_ref().map(|(_, name)| name.clone());
+        let mut event = actor.audit_event(AuditAction::AgentForget);
         event.subject = Some(format!("agent {uid}"));
         event.detail = agent
             .owner

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::PoisonError;
 
 use agentpkg_model::{
-    Agent, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, AuditAction, NewAuditEvent,
-    OfferedBuild,
+    Agent, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, AuditAction, OfferedBuild,
 };
 use agentpkg_packagemgr::{Credential, Error};
 use chrono::{DateTime, Utc};
@@ -131,10 +130,7 @@ impl Fleet {
             && bound != owner
         {
             tracing::warn!(agent = %uid, credential = %owner, bound = %bound, "OpAMP message for an agent bound to another credential refused");
-            let mut event = NewAuditEvent::new(AuditAction::AgentRefused);
-            event.actor_id = Some(credential.user_id);
-            event.actor = Some(credential.username.clone());
-            event.token_name = credential.token.as_ref().map(|(_, name)| name.clone());
+            let mut event = credential.audit_event(AuditAction::AgentRefused);
             event.subject = Some(format!("agent {uid}"));
             event.detail = format!("instance uid bound to {bound}, message sent as {owner}");
             self.audit.record(event).await;

@@ -6,8 +6,6 @@ use crate::proto::AgentToServer;
 /// for. Past a bound, the message is refused and nothing of it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetLimits {
-    /// Largest `AgentToServer` message, in bytes (the transports enforce it).
-    pub max_message_bytes: usize,
     /// Attributes in one description, identifying and not together.
     pub max_attributes: usize,
     /// Bytes of one description's keys and values together.
@@ -21,7 +19,6 @@ pub struct FleetLimits {
 impl Default for FleetLimits {
     fn default() -> Self {
         Self {
-            max_message_bytes: crate::MAX_MESSAGE_BYTES,
             max_attributes: 256,
             max_attribute_bytes: 64 * 1024,
             max_statuses: 64,

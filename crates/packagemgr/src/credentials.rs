@@ -8,7 +8,9 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentpkg_model::{ApiToken, NameScope, PackageName, Role, TokenScope, ValidationError};
+use agentpkg_model::{
+    ApiToken, AuditAction, NameScope, NewAuditEvent, PackageName, Role, TokenScope, ValidationError,
+};
 use agentpkg_store::{DynTokenStore, NewToken, UserState};
 use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
@@ -37,6 +39,15 @@ pub struct Credential {
 impl Credential {
     pub fn may_touch(&self, name: &PackageName) -> bool {
         self.names.allows(name)
+    }
+
+    /// An audit event of `action` by this caller: its user, and the API token used.
+    pub fn audit_event(&self, action: AuditAction) -> NewAuditEvent {
+        let mut event = NewAuditEvent::new(action);
+        event.actor_id = Some(self.user_id);
+        event.actor = Some(self.username.clone());
+        event.token_name = self.token.as_ref().map(|(_, name)| name.clone());
+        event
     }
 }
 

@@ -123,7 +123,6 @@ impl FleetSettings {
             max_attribute_bytes: self.max_attribute_bytes,
             max_statuses: self.max_statuses,
             agents_per_credential: self.max_agents_per_credential,
-            ..agentpkg_fleet::FleetLimits::default()
         }
     }
 
@@ -141,6 +140,8 @@ impl FleetSettings {
 
 impl Default for FleetSettings {
     fn default() -> Self {
+        let limits = agentpkg_fleet::FleetLimits::default();
+        let connections = agentpkg_api::ConnectionLimits::default();
         Self {
             download_ttl_secs: 3600,
             rollout_min_sample: agentpkg_fleet::DEFAULT_MIN_SAMPLE,
@@ -148,12 +149,12 @@ impl Default for FleetSettings {
             last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
             offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
             websocket_ping_secs: 30,
-            max_attributes: agentpkg_fleet::FleetLimits::default().max_attributes,
-            max_attribute_bytes: agentpkg_fleet::FleetLimits::default().max_attribute_bytes,
-            max_statuses: agentpkg_fleet::FleetLimits::default().max_statuses,
-            max_agents_per_credential: agentpkg_fleet::FleetLimits::default().agents_per_credential,
-            max_websockets: agentpkg_api::ConnectionLimits::default().per_replica,
-            max_websockets_per_credential: agentpkg_api::ConnectionLimits::default().per_credential,
+            max_attributes: limits.max_attributes,
+            max_attribute_bytes: limits.max_attribute_bytes,
+            max_statuses: limits.max_statuses,
+            max_agents_per_credential: limits.agents_per_credential,
+            max_websockets: connections.per_replica,
+            max_websockets_per_credential: connections.per_credential,
             forget_after_days: 30,
         }
     }
