@@ -370,6 +370,20 @@ fn cookie_bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
             | actix_web::http::Method::HEAD
             | actix_web::http::Method::OPTIONS
     );
+    // NOTE: a WebSocket upgrade is a GET, but it opens a channel both ways, and a page of
+    // any site may open one with our cookie; the browser's WebSocket API cannot send a
+    // CSRF header, but always sends `Origin`, which a page cannot forge.
+    if is_websocket_upgrade(req) {
+        return Some(if same_origin(req) {
+            Ok(token)
+        } else {
+            Err(ApiError::new(
+                actix_web::http::StatusCode::FORBIDDEN,
+                "cross_origin",
+                "a WebSocket signed in by cookie must come from this site's own pages (Origin); agents send a bearer token",
+            ))
+        });
+    }
     let given = req
         .headers()
         .get(CSRF_HEADER)
@@ -384,6 +398,24 @@ fn cookie_bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
             "a request signed in by cookie must carry the page's X-CSRF-Token header",
         )))
     }
+}
+
+/// Whether the request asks to become a WebSocket.
+pub(crate) fn is_websocket_upgrade(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Whether the request's `Origin` is this site (as the request reached it).
+fn same_origin(req: &HttpRequest) -> bool {
+    let info = req.connection_info();
+    let own = format!("{}://{}", info.scheme(), info.host());
+    req.headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.eq_ignore_ascii_case(&own))
 }
 
 /// The bearer credential of a request.

@@ -45,7 +45,7 @@ impl Default for BodyDeadlines {
 }
 
 /// The one route whose upgraded connection is a WebSocket.
-const WEBSOCKET_ROUTE: &str = "/v1/opamp";
+pub(crate) const WEBSOCKET_ROUTE: &str = "/v1/opamp";
 
 /// Middleware: reads every request body under the state's [`BodyDeadlines`], except the
 /// OpAMP WebSocket's (a `GET` of [`WEBSOCKET_ROUTE`] asking for the upgrade): its frames
@@ -59,11 +59,7 @@ pub async fn enforce_body_deadlines(
 ) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, Error> {
     let websocket = req.method() == actix_web::http::Method::GET
         && req.path() == WEBSOCKET_ROUTE
-        && req
-            .headers()
-            .get(actix_web::http::header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        && crate::auth::is_websocket_upgrade(req.request());
     if let Some(limits) = req
         .app_data::<web::Data<ApiState>>()
         .map(|s| s.body_deadlines)

@@ -103,8 +103,14 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/readyz", web::get().to(handlers::health::readyz_root))
             .route("/metrics", web::get().to(metrics::metrics))
             // OpAMP's HTTP transport, at the path OpAMP clients use by default.
-            .route("/v1/opamp", web::post().to(handlers::opamp::http))
-            .route("/v1/opamp", web::get().to(handlers::opamp::websocket))
+            .route(
+                deadlines::WEBSOCKET_ROUTE,
+                web::post().to(handlers::opamp::http),
+            )
+            .route(
+                deadlines::WEBSOCKET_ROUTE,
+                web::get().to(handlers::opamp::websocket),
+            )
             // Before the /api/v1 scope, which would otherwise claim the document's path.
             .configure(openapi::configure)
             .service(
@@ -210,9 +216,9 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         web::get().to(handlers::stats::package),
                     )
                     .route("/stats/top", web::get().to(handlers::stats::top))
-                    .route("/agents", web::get().to(handlers::opamp::list))
-                    .route("/agents/{uid}", web::get().to(handlers::opamp::get))
-                    .route("/agents/{uid}", web::delete().to(handlers::opamp::forget))
+                    .route("/agents", web::get().to(handlers::agents::list))
+                    .route("/agents/{uid}", web::get().to(handlers::agents::get))
+                    .route("/agents/{uid}", web::delete().to(handlers::agents::forget))
                     .service(
                         web::resource("/assignments")
                             .route(web::get().to(handlers::assignments::list))

@@ -1,3 +1,4 @@
+pub(crate) mod agents;
 pub(crate) mod assignments;
 pub(crate) mod audit;
 pub(crate) mod direct;
