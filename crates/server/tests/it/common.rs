@@ -388,3 +388,21 @@ pub fn tools_dir() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     std::env::var_os("AGENTPKG_TOOLS_DIR").map_or(root.join(".tools"), PathBuf::from)
 }
+
+/// Creates a token with `body` as `session`, asserting 201; returns (id, secret).
+pub async fn create_token(app: &TestApp, session: &str, body: Value) -> (i64, String) {
+    let res = app
+        .client
+        .post(app.url("/api/v1/tokens"))
+        .bearer_auth(session)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("apk_") && secret.len() == 36, "{secret}");
+    (created["id"].as_i64().unwrap(), secret)
+}

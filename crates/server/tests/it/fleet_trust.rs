@@ -12,7 +12,7 @@ use agentpkg_store::testing::Backend;
 use prost::Message;
 use serde_json::Value;
 
-use crate::common::{TestApp, expect_error};
+use crate::common::{TestApp, create_token, expect_error};
 
 on_both_backends!(
     a_second_credential_cannot_speak_for_a_bound_agent_until_an_admin_releases_it,
@@ -89,29 +89,6 @@ async fn assign(app: &TestApp, admin: &str, body: Value) -> i64 {
         .unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     res.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
-}
-
-/// An API token of `scope` made by the holder of `session`, limited to `packages` when
-/// given; its secret.
-async fn api_token(app: &TestApp, session: &str, scope: &str, packages: Option<&[&str]>) -> String {
-    let mut body =
-        serde_json::json!({"name": format!("t-{}", uuid::Uuid::new_v4().simple()), "scope": scope});
-    if let Some(p) = packages {
-        body["packages"] = serde_json::json!(p);
-    }
-    let res = app
-        .client
-        .post(app.url("/api/v1/tokens"))
-        .bearer_auth(session)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    res.json::<Value>().await.unwrap()["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// The names offered, in order.
@@ -238,7 +215,12 @@ async fn a_limited_token_is_never_offered_a_package_outside_its_names(backend: B
     )
     .await;
     let viewer = app.token_for("viewer").await;
-    let limited = api_token(&app, &viewer, "read", Some(&["public-*"])).await;
+    let (_, limited) = create_token(
+        &app,
+        &viewer,
+        serde_json::json!({"name": "limited", "scope": "read", "packages": ["public-*"]}),
+    )
+    .await;
     // The API hides the package from the token.
     expect_error(
         app.get("/api/v1/packages/secret-agent/versions", &limited)
@@ -276,6 +258,17 @@ async fn a_limited_token_is_never_offered_a_package_outside_its_names(backend: B
         offered_names(&answer),
         Some(vec![String::new(), "addon".to_owned()])
     );
+}
+
+/// The six real agents (uids 0x60…) report that installing 1.0.0 failed, naming
+/// `hash(i)` as the offered package's hash; each message is accepted.
+async fn report_failures(app: &TestApp, token: &str, seq: u64, hash: impl Fn(usize) -> Vec<u8>) {
+    for i in 0..6u8 {
+        let uid = [0x60 + i; 16];
+        let report = reporting(uid, seq, "1.0.0", &hash(usize::from(i)), 3);
+        let (status, _) = send(app, token, &report).await;
+        assert_eq!(status, 200);
+    }
 }
 
 async fn paused(app: &TestApp, admin: &str, id: i64) -> Value {
@@ -369,10 +362,7 @@ async fn reports_about_offers_the_server_never_made_do_not_pause_a_rollout(backe
 
     // Real agents reporting failures of a hash the server did not send count for nothing
     // either.
-    for i in 0..6u8 {
-        let uid = [0x60 + i; 16];
-        let (_, _) = send(&app, &real, &reporting(uid, 2, "1.0.0", b"forged", 3)).await;
-    }
+    report_failures(&app, &real, 2, |_| b"forged".to_vec()).await;
     assert_eq!(
         paused(&app, &admin, id).await,
         Value::Null,
@@ -381,16 +371,7 @@ async fn reports_about_offers_the_server_never_made_do_not_pause_a_rollout(backe
 
     // Real failures of the real offer still pause it, and the pause is audited with the
     // ratio and sample that tripped it.
-    for i in 0..6u8 {
-        let uid = [0x60 + i; 16];
-        let (status, _) = send(
-            &app,
-            &real,
-            &reporting(uid, 3, "1.0.0", &hashes[usize::from(i)], 3),
-        )
-        .await;
-        assert_eq!(status, 200);
-    }
+    report_failures(&app, &real, 3, |i| hashes[i].clone()).await;
     let why = paused(&app, &admin, id).await;
     assert!(
         why.as_str()

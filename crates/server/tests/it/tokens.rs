@@ -9,7 +9,7 @@ use agentpkg_server::Application;
 use agentpkg_store::on_both_backends;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, expect_error};
+use crate::common::{Backend, TestApp, create_token, expect_error};
 
 on_both_backends!(
     every_route_admits_exactly_the_roles_and_scopes_it_should,
@@ -19,24 +19,6 @@ on_both_backends!(
     tokens_are_shown_once_listed_without_secrets_and_expire,
     password_and_role_changes_end_sessions_but_not_the_account,
 );
-
-/// Creates a token with `body` as `session`, asserting 201; returns (id, secret).
-async fn create_token(app: &TestApp, session: &str, body: Value) -> (i64, String) {
-    let res = app
-        .client
-        .post(app.url("/api/v1/tokens"))
-        .bearer_auth(session)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    let created: Value = res.json().await.unwrap();
-    assert_eq!(status, 201, "{created}");
-    let secret = created["secret"].as_str().unwrap().to_owned();
-    assert!(secret.starts_with("apk_") && secret.len() == 36, "{secret}");
-    (created["id"].as_i64().unwrap(), secret)
-}
 
 async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> reqwest::Response {
     let method: reqwest::Method = method.parse().unwrap();
