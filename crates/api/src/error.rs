@@ -120,12 +120,16 @@ impl ApiError {
         }
     }
 
+    /// Retryable: an outage, or a statement that waited too long behind a lock.
     fn database_unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database is unavailable; try again later",
-        )
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is unavailable or busy; try again shortly",
+            )
+        }
     }
 
     fn storage_unavailable() -> Self {

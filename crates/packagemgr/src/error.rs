@@ -112,6 +112,7 @@ impl From<StoreError> for Error {
             StoreError::Unavailable(_)
             | StoreError::Task(_)
             | StoreError::Contention(_)
+            | StoreError::Busy(_)
             | StoreError::CommitUncertain(_) => Error::DatabaseUnavailable(e),
             StoreError::NotOwner => Error::Forbidden(
                 "only the package's owners (or an admin) may publish to or change it".into(),

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// Concurrent writers kept invalidating the operation; it was retried and gave up.
     #[error("too much contention: {0}")]
     Contention(&'static str),
+    /// A statement waited longer than allowed (a lock held by another transaction, or its
+    /// own time limit) and was cancelled, its transaction rolled back: worth a retry.
+    #[error("database busy: {0}")]
+    Busy(String),
 }
 
 #[cfg(feature = "diesel")]
@@ -44,14 +48,53 @@ impl From<DieselError> for StoreError {
             DieselError::BrokenTransactionManager => {
                 Self::Unavailable("broken transaction manager".into())
             }
+            DieselError::DatabaseError(_, info) if is_timeout(info.message()) => {
+                Self::Busy(info.message().to_owned())
+            }
             other => Self::Query(other.to_string()),
         }
     }
+}
+
+/// Whether a database error says a statement was cancelled for waiting too long:
+/// PostgreSQL's `lock_timeout` and `statement_timeout` (SQLSTATE 55P03 and 57014, which
+/// Diesel does not expose, so by their message), SQLite's `busy_timeout` run out.
+#[cfg(feature = "diesel")]
+fn is_timeout(message: &str) -> bool {
+    message.starts_with("canceling statement due to lock timeout")
+        || message.starts_with("canceling statement due to statement timeout")
+        || message.starts_with("database is locked")
+        || message.starts_with("database table is locked")
 }
 
 #[cfg(feature = "diesel")]
 impl From<diesel::r2d2::PoolError> for StoreError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
         Self::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(all(test, feature = "diesel"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_cancelled_for_waiting_are_busy_not_query_errors() {
+        for message in [
+            "canceling statement due to lock timeout",
+            "canceling statement due to statement timeout",
+            "database is locked",
+        ] {
+            let e = StoreError::from(DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(message.to_owned()),
+            ));
+            assert!(matches!(e, StoreError::Busy(_)), "{message}: {e:?}");
+        }
+        let other = StoreError::from(DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("syntax error at or near".to_owned()),
+        ));
+        assert!(matches!(other, StoreError::Query(_)), "{other:?}");
     }
 }

@@ -816,3 +816,38 @@ async fn an_upgrade_header_does_not_lift_the_body_deadline_off_other_routes() {
     );
     assert!(started.elapsed() < Duration::from_secs(15));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_that_waits_past_the_lock_timeout_is_a_retryable_503_and_stores_nothing() {
+    let app = TestApp::spawn_with(Backend::Production, |s| {
+        s.database.lock_timeout_secs = 1;
+    })
+    .await;
+    let token = app.token_for("publisher").await;
+    let lock = WriteLock::take(&app.db_url());
+    let res = app
+        .put_package(
+            &token,
+            "opamp-agent/1.0.0/linux/amd64",
+            vec![9u8; 64 * 1024],
+        )
+        .await;
+    let retry_after = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    // It was `500 internal`: a lock wait is the database being busy, not a fault.
+    let body = expect_error(res, 503, "database_unavailable").await;
+    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+    drop(lock);
+    app.assert_nothing_stored().await;
+    // Once the lock is gone the same upload goes through.
+    let res = app
+        .put_package(
+            &token,
+            "opamp-agent/1.0.0/linux/amd64",
+            vec![9u8; 64 * 1024],
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+}
