@@ -20,7 +20,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use agentpkg_model::{Actor, NameScope, PackageName, Role, User};
-use agentpkg_packagemgr::{Credential, TOKEN_PREFIX};
+use agentpkg_packagemgr::{Credential, Holder, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
 use futures_util::future::LocalBoxFuture;
 use jwt_simple::JWTError;
@@ -134,18 +134,56 @@ const DOWNLOAD_ISSUER: &str = "agentpkg-download";
 struct DownloadClaims {
     /// The one package it downloads.
     pkg: i64,
+    /// The API token it was made for, which must still hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tok: Option<i64>,
+    /// Or the user and credentials version of the session it was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ver: Option<i64>,
+}
+
+impl DownloadClaims {
+    fn holder(&self) -> Option<Holder> {
+        match (self.tok, self.uid, self.ver) {
+            (Some(id), _, _) => Some(Holder::Token(id)),
+            (None, Some(user_id), Some(version)) => Some(Holder::Session { user_id, version }),
+            _ => None,
+        }
+    }
 }
 
 impl TokenIssuer {
-    /// A credential that downloads package `package_id`, and nothing else, for `ttl`.
-    pub fn issue_download(&self, package_id: i64, ttl: Duration) -> Result<String, ApiError> {
-        let claims = Claims::with_custom_claims(DownloadClaims { pkg: package_id }, ttl)
-            .with_issuer(DOWNLOAD_ISSUER);
+    /// A credential that downloads package `package_id`, and nothing else, for `ttl`, and
+    /// only while `holder` (the credential it was made for) holds.
+    pub fn issue_download(
+        &self,
+        package_id: i64,
+        holder: Holder,
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
+        let (tok, uid, ver) = match holder {
+            Holder::Token(id) => (Some(id), None, None),
+            Holder::Session { user_id, version } => (None, Some(user_id), Some(version)),
+        };
+        let claims = Claims::with_custom_claims(
+            DownloadClaims {
+                pkg: package_id,
+                tok,
+                uid,
+                ver,
+            },
+            ttl,
+        )
+        .with_issuer(DOWNLOAD_ISSUER);
         self.key.authenticate(claims).map_err(ApiError::internal)
     }
 
-    /// The package a download credential is for, if it is genuine and current.
-    fn verify_download(&self, token: &str) -> Option<i64> {
+    /// The package a download credential is for, and what it is bound to, if it is
+    /// genuine and current. One made before credentials were bound to a holder has none
+    /// (it lives out its short expiry).
+    fn verify_download(&self, token: &str) -> Option<(i64, Option<Holder>)> {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from_strings(&[DOWNLOAD_ISSUER])),
             time_tolerance: Some(self.clock_skew),
@@ -157,7 +195,7 @@ impl TokenIssuer {
             .verify_token::<DownloadClaims>(token, Some(options))
             .ok()?;
         claims.expires_at?;
-        Some(claims.custom.pkg)
+        Some((claims.custom.pkg, claims.custom.holder()))
     }
 }
 
@@ -178,8 +216,8 @@ impl DownloadTokens {
 }
 
 impl agentpkg_fleet::DownloadCredentials for DownloadTokens {
-    fn headers(&self, package_id: i64) -> Vec<(String, String)> {
-        match self.issuer.issue_download(package_id, self.ttl) {
+    fn headers(&self, package_id: i64, holder: Holder) -> Vec<(String, String)> {
+        match self.issuer.issue_download(package_id, holder, self.ttl) {
             Ok(token) => vec![("Authorization".to_owned(), format!("Bearer {token}"))],
             Err(e) => {
                 tracing::error!(error = %e, "no download credential could be made");
@@ -217,8 +255,20 @@ impl FromRequest for Reader {
             (Some(state), Ok(bearer)) => state.tokens.verify_download(&bearer),
             _ => None,
         };
-        if let Some(id) = file {
-            return Box::pin(async move { Ok(Reader::File(id)) });
+        if let (Some((id, holder)), Some(state)) = (file, state) {
+            return Box::pin(async move {
+                // Revoking the agent's token (or deleting its user) ends the downloads
+                // offered to it, within the credential cache's freshness.
+                if let Some(holder) = holder
+                    && !state.accounts.holds(holder).await?
+                {
+                    return Err(ApiError::unauthorized(
+                        "token_revoked",
+                        "the credential this download was offered to is no longer valid",
+                    ));
+                }
+                Ok(Reader::File(id))
+            });
         }
         let viewer = Viewer::from_request(req, payload);
         Box::pin(async move { Ok(Reader::Viewer(viewer.await?.principal)) })

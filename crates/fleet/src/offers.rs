@@ -4,17 +4,18 @@
 use std::collections::BTreeMap;
 
 use agentpkg_model::{
-    Agent, Arch, Assignment, Coordinates, LatestQuery, NameScope, Package, Platform, VersionChoice,
+    Agent, Arch, Assignment, Coordinates, LatestQuery, Package, Platform, VersionChoice,
 };
-use agentpkg_packagemgr::{Error, PackageManager};
+use agentpkg_packagemgr::{Credential, Error, Holder, PackageManager};
 use sha2::{Digest, Sha256};
 
 use crate::proto::{DownloadableFile, Header, Headers, PackageAvailable, PackageType};
 
 /// Gives the headers that let an agent download one package, and nothing else, for a
-/// while (never the agent's own credential).
+/// while and only while the agent's own credential (`holder`) holds — never that
+/// credential itself.
 pub trait DownloadCredentials: Send + Sync + 'static {
-    fn headers(&self, package_id: i64) -> Vec<(String, String)>;
+    fn headers(&self, package_id: i64, holder: Holder) -> Vec<(String, String)>;
 }
 
 /// The desired set of one agent.
@@ -133,9 +134,10 @@ pub(crate) async fn desired(
     credentials: &dyn DownloadCredentials,
     agent: &Agent,
     assignments: &[Assignment],
-    names: &NameScope,
+    credential: &Credential,
     base_url: &str,
 ) -> Result<Offer, Error> {
+    let names = &credential.names;
     let mut attributes = agent.non_identifying.clone();
     attributes.extend(agent.identifying.clone());
     let mut offer = Offer::default();
@@ -211,7 +213,8 @@ pub(crate) async fn desired(
             Some(_) => packages.signature(&package).await?.1,
             None => Vec::new(),
         };
-        let available = available(&package, assignment, signature, credentials, base_url);
+        let headers = credentials.headers(package.id, credential.holder());
+        let available = available(&package, assignment, signature, headers, base_url);
         offer.sources.insert(
             assignment.offer_as.clone(),
             (assignment.id, available.version.clone()),
@@ -230,7 +233,7 @@ fn available(
     package: &Package,
     assignment: &Assignment,
     signature: Vec<u8>,
-    credentials: &dyn DownloadCredentials,
+    headers: Vec<(String, String)>,
     base_url: &str,
 ) -> PackageAvailable {
     let version = if assignment.v_prefix {
@@ -271,8 +274,7 @@ fn available(
             content_hash,
             signature,
             headers: Some(Headers {
-                headers: credentials
-                    .headers(package.id)
+                headers: headers
                     .into_iter()
                     .map(|(key, value)| Header { key, value })
                     .collect(),

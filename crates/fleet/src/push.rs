@@ -100,7 +100,7 @@ impl Fleet {
             self.credentials.as_ref(),
             &agent,
             assignments,
-            &credential.names,
+            credential,
             base_url,
         )
         .await?;

@@ -34,11 +34,35 @@ pub struct Credential {
     pub names: NameScope,
     /// The API token used, if any: its id and name.
     pub token: Option<(i64, String)>,
+    /// The user's credentials version when this was checked (a session is valid only
+    /// while it holds).
+    pub version: i64,
+}
+
+/// What a short-lived credential made from a caller's (an OpAMP offer's download header)
+/// stays bound to: it works only while this does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// An API token: until it is revoked, expires, or its user is deleted.
+    Token(i64),
+    /// A user's session: until the user is deleted or their credentials change.
+    Session { user_id: i64, version: i64 },
 }
 
 impl Credential {
     pub fn may_touch(&self, name: &PackageName) -> bool {
         self.names.allows(name)
+    }
+
+    /// What a credential derived from this one stays bound to.
+    pub fn holder(&self) -> Holder {
+        match &self.token {
+            Some((id, _)) => Holder::Token(*id),
+            None => Holder::Session {
+                user_id: self.user_id,
+                version: self.version,
+            },
+        }
     }
 
     /// An audit event of `action` by this caller: its user, and the API token used.
@@ -105,6 +129,8 @@ impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
 pub(crate) struct CredentialCache {
     pub(crate) users: FreshCache<i64, Option<UserState>>,
     pub(crate) tokens: FreshCache<String, Option<(ApiToken, UserState)>>,
+    /// Whether the token of an id still holds, for credentials derived from it.
+    pub(crate) token_ids: FreshCache<i64, bool>,
 }
 
 impl CredentialCache {
@@ -112,6 +138,7 @@ impl CredentialCache {
         Arc::new(Self {
             users: FreshCache::new(freshness),
             tokens: FreshCache::new(freshness),
+            token_ids: FreshCache::new(freshness),
         })
     }
 }
@@ -146,6 +173,7 @@ impl Accounts {
                 role: user.role,
                 names: NameScope::All,
                 token: None,
+                version,
             }),
             _ => Err(Error::Revoked),
         }
@@ -182,7 +210,34 @@ impl Accounts {
             role: token.scope.role().min(owner.role),
             names: token.packages.clone(),
             token: Some((token.id, token.name)),
+            version: owner.credentials_version,
         })
+    }
+
+    /// Whether `holder` still holds: the token is not revoked or expired and its user
+    /// exists; the session's user exists with the same credentials. Trusted for the same
+    /// freshness interval as every credential check.
+    pub async fn holds(&self, holder: Holder) -> Result<bool, Error> {
+        match holder {
+            Holder::Session { user_id, version } => Ok(self
+                .user_state(user_id)
+                .await?
+                .is_some_and(|u| u.credentials_version == version)),
+            Holder::Token(id) => {
+                if let Some(holds) = self.cache.token_ids.get(&id) {
+                    return Ok(holds);
+                }
+                let holds = match self.tokens()?.get_token(id).await? {
+                    Some(token) => {
+                        token.expires_at.is_none_or(|at| at > Utc::now())
+                            && self.user_state(token.user_id).await?.is_some()
+                    }
+                    None => false,
+                };
+                self.cache.token_ids.put(id, holds);
+                Ok(holds)
+            }
+        }
     }
 
     /// Creates a token for the caller. Its scope may not exceed the caller's role, and a
@@ -269,9 +324,19 @@ impl Accounts {
         if token.user_id != caller.user_id && caller.role != Role::Admin {
             return Err(Error::TokenNotFound);
         }
+        // As a token cannot make tokens, it cannot unmake its siblings: a fleet's read token
+        // limited to a few names must not revoke its owner's CI token.
+        if let Some((own, _)) = &caller.token
+            && *own != id
+        {
+            return Err(Error::Forbidden(
+                "a token may revoke only itself; sign in to revoke other tokens".into(),
+            ));
+        }
         if !tokens.delete_token(id).await? {
             return Err(Error::TokenNotFound);
         }
+        self.cache.token_ids.forget(&id);
         tracing::info!(
             token_id = id,
             owner = token.user_id,

@@ -20,6 +20,7 @@ on_both_backends!(
     reports_about_offers_the_server_never_made_do_not_pause_a_rollout,
     every_bound_on_agents_is_refused_and_stores_nothing,
     a_cross_site_websocket_upgrade_is_refused,
+    revoking_an_agents_token_ends_its_offered_downloads_and_its_websocket,
 );
 
 const ACCEPTS_PACKAGES: u64 = 0x01 | 0x08 | 0x10;
@@ -555,4 +556,76 @@ async fn a_cross_site_websocket_upgrade_is_refused(backend: Backend) {
     // A bearer credential needs no Origin (agents are not browsers).
     let (head, _) = upgrade(&addr, &[format!("Authorization: Bearer {session}")]);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+}
+
+async fn revoking_an_agents_token_ends_its_offered_downloads_and_its_websocket(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    app.publish(&admin, "collector/1.0.0/linux/amd64", b"collector 1.0.0")
+        .await;
+    assign(
+        &app,
+        &admin,
+        serde_json::json!({"package": "collector", "selector": {"service.name": "edge"}}),
+    )
+    .await;
+    let viewer = app.token_for("viewer").await;
+    let (token_id, token) = create_token(
+        &app,
+        &viewer,
+        serde_json::json!({"name": "fleet", "scope": "read"}),
+    )
+    .await;
+    let (_, answer) = send(&app, &token, &described([0x71; 16], 0, "edge")).await;
+    let file = answer.packages_available.expect("an offer").packages[""]
+        .file
+        .clone()
+        .unwrap();
+    let header = file.headers.unwrap().headers.remove(0);
+    assert_eq!(header.key, "Authorization");
+    let download = |app: &TestApp| {
+        app.client
+            .get(&file.download_url)
+            .header("Authorization", header.value.clone())
+            .send()
+    };
+    let res = download(&app).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"collector 1.0.0");
+    let addr = app.url("/v1/opamp").replace("http://", "");
+    let (head, mut socket) = upgrade(&addr, &[format!("Authorization: Bearer {token}")]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    let res = app
+        .delete(&format!("/api/v1/tokens/{token_id}"), &viewer)
+        .await;
+    assert_eq!(res.status(), 204);
+    // Within the credential cache's freshness (1 s), not after fleet.download_ttl_secs.
+    let mut last = None;
+    for _ in 0..50 {
+        let res = download(&app).await.unwrap();
+        if res.status() == 401 {
+            last = Some(res);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    expect_error(
+        last.expect("the download still works"),
+        401,
+        "token_revoked",
+    )
+    .await;
+    // The WebSocket is closed by the server with 1008 (policy): a close frame, its code
+    // first in the payload.
+    let frame = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut frame = [0u8; 4];
+        socket.read_exact(&mut frame).map(|()| frame)
+    })
+    .await
+    .unwrap()
+    .expect("a close frame within the read timeout");
+    assert_eq!(frame[0], 0x88, "{frame:?}");
+    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1008, "{frame:?}");
 }

@@ -18,6 +18,7 @@ on_both_backends!(
     name_patterns_limit_what_a_token_sees_and_publishes,
     tokens_are_shown_once_listed_without_secrets_and_expire,
     password_and_role_changes_end_sessions_but_not_the_account,
+    a_token_revokes_only_itself_never_its_siblings,
 );
 
 async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> reqwest::Response {
@@ -1144,4 +1145,45 @@ async fn a_team_owns_a_name_together(backend: Backend) {
     )
     .await;
     expect_error(res, 409, "conflict").await;
+}
+
+async fn a_token_revokes_only_itself_never_its_siblings(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let publisher = app.token_for("publisher").await;
+    let (ci_id, ci) =
+        create_token(&app, &publisher, json!({"name": "ci", "scope": "publish"})).await;
+    let (fleet_id, fleet) = create_token(
+        &app,
+        &publisher,
+        json!({"name": "fleet", "scope": "read", "packages": ["public-*"]}),
+    )
+    .await;
+    // The fleet's limited read token cannot revoke its owner's CI token (it could).
+    let refused = expect_error(
+        app.delete(&format!("/api/v1/tokens/{ci_id}"), &fleet).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only itself"),
+        "{refused}"
+    );
+    assert_eq!(app.get("/api/v1/auth/me", &ci).await.status(), 200);
+    // It may revoke itself; its owner, signed in, revokes any of theirs.
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{fleet_id}"), &fleet)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/tokens/{ci_id}"), &publisher)
+            .await
+            .status(),
+        204
+    );
 }
