@@ -21,6 +21,7 @@ on_both_backends!(
     every_bound_on_agents_is_refused_and_stores_nothing,
     a_cross_site_websocket_upgrade_is_refused,
     revoking_an_agents_token_ends_its_offered_downloads_and_its_websocket,
+    a_hundred_thousand_agents_are_filtered_and_paged_by_the_database,
 );
 
 const ACCEPTS_PACKAGES: u64 = 0x01 | 0x08 | 0x10;
@@ -628,4 +629,87 @@ async fn revoking_an_agents_token_ends_its_offered_downloads_and_its_websocket(b
     .expect("a close frame within the read timeout");
     assert_eq!(frame[0], 0x88, "{frame:?}");
     assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1008, "{frame:?}");
+}
+
+/// Inserts `n` agents straight into the database: agent `g` (1..=n) has the uid `g` in hex,
+/// `service.name` = `s<g % 1000>`, is healthy when `g` is even, and was last seen `g`
+/// seconds ago.
+fn insert_agents(db_url: &str, n: u32) {
+    use diesel::{Connection, RunQueryDsl};
+    match agentpkg_store::DatabaseUrl::parse(db_url).unwrap() {
+        agentpkg_store::DatabaseUrl::Postgres(url) => {
+            let mut c = diesel::PgConnection::establish(&url).unwrap();
+            diesel::sql_query(format!(
+                "INSERT INTO agents (instance_uid, sequence_num, capabilities, identifying, \
+                 non_identifying, health, package_statuses, first_seen, last_seen, connected, \
+                 disconnects, offered, owner) \
+                 SELECT lpad(to_hex(g), 32, '0'), 0, 0, \
+                 '{{\"service.name\":\"s' || (g % 1000) || '\"}}', '{{}}', \
+                 '{{\"healthy\":' || (g % 2 = 0) || ',\"status\":\"\",\"last_error\":\"\"}}', \
+                 '[]', now() AT TIME ZONE 'UTC', (now() AT TIME ZONE 'UTC') - g * interval '1 second', \
+                 true, 0, '{{}}', 'user:1' FROM generate_series(1, {n}) AS g"
+            ))
+            .execute(&mut c)
+            .unwrap();
+        }
+        agentpkg_store::DatabaseUrl::Sqlite(path) => {
+            let mut c = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+            diesel::sql_query(format!(
+                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {n}) \
+                 INSERT INTO agents (instance_uid, sequence_num, capabilities, identifying, \
+                 non_identifying, health, package_statuses, first_seen, last_seen, connected, \
+                 disconnects, offered, owner) \
+                 SELECT printf('%032x', n), 0, 0, '{{\"service.name\":\"s' || (n % 1000) || '\"}}', \
+                 '{{}}', '{{\"healthy\":' || iif(n % 2 = 0, 'true', 'false') || \
+                 ',\"status\":\"\",\"last_error\":\"\"}}', '[]', datetime('now'), \
+                 datetime('now', '-' || n || ' seconds'), 1, 0, '{{}}', 'user:1' FROM g"
+            ))
+            .execute(&mut c)
+            .unwrap();
+        }
+    }
+}
+
+async fn a_hundred_thousand_agents_are_filtered_and_paged_by_the_database(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    insert_agents(&app.db_url(), 100_000);
+    let page = |query: &'static str| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            let res = app.get(&format!("/api/v1/agents?{query}"), &admin).await;
+            assert_eq!(res.status(), 200, "{query}");
+            let total: u64 = res.headers()["x-total-count"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let items: Vec<Value> = res.json().await.unwrap();
+            let uids: Vec<String> = items
+                .iter()
+                .map(|a| a["instance_uid"].as_str().unwrap().to_owned())
+                .collect();
+            (total, uids)
+        }
+    };
+    let uid = |g: u32| format!("{g:032x}");
+    // One name in a thousand: 100 agents, most recently seen first.
+    let (total, uids) = page("attributes=service.name=s7&per_page=3").await;
+    assert_eq!(total, 100);
+    assert_eq!(uids, [uid(7), uid(1007), uid(2007)]);
+    // With health: the odd ones of those are unhealthy.
+    let (total, uids) = page("attributes=service.name=s7&healthy=false&per_page=2&page=2").await;
+    assert_eq!(total, 100);
+    assert_eq!(uids, [uid(2007), uid(3007)]);
+    let (total, _) = page("attributes=service.name=s8&healthy=false").await;
+    assert_eq!(total, 0);
+    // A value is matched exactly: not case-blind, not a prefix.
+    assert_eq!(page("attributes=service.name=S7").await.0, 0);
+    assert_eq!(page("attributes=service.name=s").await.0, 0);
+    // The last page of everything.
+    let (total, uids) = page("per_page=100&page=1000").await;
+    assert_eq!(total, 100_000);
+    assert_eq!(uids.len(), 100);
+    assert_eq!(uids.last(), Some(&uid(100_000)));
 }
