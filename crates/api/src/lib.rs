@@ -56,6 +56,8 @@ pub struct OpampTransport {
     /// the connection.
     pub ping: std::time::Duration,
     pub limits: handlers::opamp::ConnectionLimits,
+    /// Largest `AgentToServer` message, on either transport.
+    pub max_message_bytes: usize,
     /// The connections open on this replica.
     pub connections: std::sync::Arc<handlers::opamp::Connections>,
 }
@@ -65,6 +67,7 @@ impl OpampTransport {
         Self {
             ping,
             limits,
+            max_message_bytes: agentpkg_fleet::DEFAULT_MAX_MESSAGE_BYTES,
             connections: std::sync::Arc::default(),
         }
     }

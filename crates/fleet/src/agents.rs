@@ -15,8 +15,8 @@ use crate::limits::FleetLimits;
 use crate::offers::DownloadCredentials;
 use crate::proto::ServerCapabilities;
 
-/// Largest `AgentToServer` message accepted, in bytes.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest `AgentToServer` message accepted, in bytes, unless told otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// What this server does for agents: it accepts their status and package statuses, and
 /// offers packages.

@@ -20,8 +20,8 @@ pub mod proto {
 
 pub use agentpkg_model::AgentFilter;
 pub use agents::{
-    DEFAULT_LAST_SEEN_PRECISION, DEFAULT_MIN_SAMPLE, Fleet, MAX_MESSAGE_BYTES, RolloutStatus,
-    SERVER_CAPABILITIES,
+    DEFAULT_LAST_SEEN_PRECISION, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MIN_SAMPLE, Fleet,
+    RolloutStatus, SERVER_CAPABILITIES,
 };
 pub use handle::{Refusal, Reply, owner_of};
 pub use limits::FleetLimits;

@@ -447,6 +447,12 @@ impl Settings {
                 self.fleet.offer_watch_ms
             ));
         }
+        if !(1024..=64 << 20).contains(&self.fleet.max_message_bytes) {
+            return Err(format!(
+                "fleet.max_message_bytes must be 1024 to 67108864, is {}",
+                self.fleet.max_message_bytes
+            ));
+        }
         if !(1..=3600).contains(&self.fleet.websocket_ping_secs) {
             return Err(format!(
                 "fleet.websocket_ping_secs must be 1 to 3600, is {}",

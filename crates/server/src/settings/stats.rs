@@ -99,6 +99,8 @@ pub struct FleetSettings {
     /// Seconds between the pings the server sends an agent connected over WebSocket; one
     /// silent (no message, no pong) for three times this is disconnected.
     pub websocket_ping_secs: u64,
+    /// Largest OpAMP message (`AgentToServer`), in bytes, on either transport.
+    pub max_message_bytes: usize,
     /// Attributes (identifying and not) one agent description may carry.
     pub max_attributes: usize,
     /// Bytes of one description's attribute keys and values together.
@@ -128,13 +130,16 @@ impl FleetSettings {
 
     /// The OpAMP WebSocket transport's pings and connection limits.
     pub fn transport(&self) -> agentpkg_api::OpampTransport {
-        agentpkg_api::OpampTransport::new(
-            std::time::Duration::from_secs(self.websocket_ping_secs),
-            agentpkg_api::ConnectionLimits {
-                per_replica: self.max_websockets,
-                per_credential: self.max_websockets_per_credential,
-            },
-        )
+        agentpkg_api::OpampTransport {
+            max_message_bytes: self.max_message_bytes,
+            ..agentpkg_api::OpampTransport::new(
+                std::time::Duration::from_secs(self.websocket_ping_secs),
+                agentpkg_api::ConnectionLimits {
+                    per_replica: self.max_websockets,
+                    per_credential: self.max_websockets_per_credential,
+                },
+            )
+        }
     }
 }
 
@@ -149,6 +154,7 @@ impl Default for FleetSettings {
             last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
             offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
             websocket_ping_secs: 30,
+            max_message_bytes: agentpkg_fleet::DEFAULT_MAX_MESSAGE_BYTES,
             max_attributes: limits.max_attributes,
             max_attribute_bytes: limits.max_attribute_bytes,
             max_statuses: limits.max_statuses,

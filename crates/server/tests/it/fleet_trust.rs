@@ -402,6 +402,7 @@ async fn every_bound_on_agents_is_refused_and_stores_nothing(backend: Backend) {
         s.fleet.max_attribute_bytes = 1024;
         s.fleet.max_statuses = 4;
         s.fleet.max_websockets_per_credential = 1;
+        s.fleet.max_message_bytes = 4096;
     })
     .await;
     let admin = app.admin_token().await;
@@ -449,6 +450,32 @@ async fn every_bound_on_agents_is_refused_and_stores_nothing(backend: Backend) {
     }
     let (status, _) = send(&app, &viewer, &statuses).await;
     assert_eq!(status, 413);
+    // A message past fleet.max_message_bytes is refused before it is decoded.
+    let mut long = reporting([1; 16], 0, "1.0.0", b"h", 3);
+    long.package_statuses
+        .as_mut()
+        .unwrap()
+        .packages
+        .get_mut("")
+        .unwrap()
+        .error_message = "e".repeat(5000);
+    let res = app
+        .client
+        .post(app.url("/v1/opamp"))
+        .bearer_auth(&viewer)
+        .header("Content-Type", "application/x-protobuf")
+        .body(long.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    let refused = expect_error(res, 413, "payload_too_large").await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4096 bytes"),
+        "{refused}"
+    );
     assert_eq!(
         agent_count(&app, &admin).await,
         0,

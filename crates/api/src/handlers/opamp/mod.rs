@@ -8,8 +8,8 @@ pub use websocket::{ConnectionLimits, Connections};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use agentpkg_fleet::Refusal;
 use agentpkg_fleet::proto::AgentToServer;
-use agentpkg_fleet::{MAX_MESSAGE_BYTES, Refusal};
 use futures_util::StreamExt;
 use prost::Message;
 
@@ -20,7 +20,8 @@ const PROTOBUF: &str = "application/x-protobuf";
 
 /// OpAMP over HTTP
 ///
-/// One `AgentToServer` message (protobuf, at most 1 MiB) in, one `ServerToAgent` out. The
+/// One `AgentToServer` message (protobuf, at most `fleet.max_message_bytes`, 1 MiB by
+/// default) in, one `ServerToAgent` out. The
 /// agent authenticates with a bearer token in the request's headers (a viewer, or a token
 /// of read scope); the first message of an `instance_uid` binds it to that credential. A
 /// message the server cannot accept is answered with an `error_response` and changes
@@ -36,7 +37,7 @@ const PROTOBUF: &str = "application/x-protobuf";
         (status = 200, description = "An OpAMP ServerToAgent message", content_type = "application/x-protobuf", body = Vec<u8>),
         (status = 400, description = "Not an AgentToServer message", body = ErrorBody),
         (status = 403, description = "The instance uid belongs to another credential (then the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
-        (status = 413, description = "Larger than 1 MiB, or past a bound on attributes or statuses (then the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
+        (status = 413, description = "Larger than fleet.max_message_bytes (1 MiB by default), or past a bound on attributes or statuses (then the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
         (status = 415, description = "Not application/x-protobuf", body = ErrorBody),
         (status = 429, description = "The credential has as many agents as it may (the body is a ServerToAgent, application/x-protobuf, with an error_response)", body = ErrorBody),
     ),
@@ -48,11 +49,12 @@ pub(crate) async fn http(
     mut payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     super::require_media_type(&req, PROTOBUF)?;
+    let max = state.opamp.max_message_bytes;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("an OpAMP message is at most {MAX_MESSAGE_BYTES} bytes"),
+            format!("an OpAMP message is at most {max} bytes (fleet.max_message_bytes)"),
         )
     };
     let declared = req
@@ -60,7 +62,7 @@ pub(crate) async fn http(
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+    if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
     let mut body = web::BytesMut::new();
@@ -71,7 +73,7 @@ pub(crate) async fn http(
                 format!("the body could not be read: {e}"),
             )
         })?;
-        if body.len() + chunk.len() > MAX_MESSAGE_BYTES {
+        if body.len() + chunk.len() > max {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);

@@ -4,7 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_fleet::proto::AgentToServer;
-use agentpkg_fleet::{MAX_MESSAGE_BYTES, Refusal, owner_of};
+use agentpkg_fleet::{Refusal, owner_of};
 use futures_util::StreamExt;
 use prost::Message;
 
@@ -126,9 +126,9 @@ pub(crate) async fn websocket(
     let fleet = state.fleet.clone();
     let state = state.into_inner();
     let mut frames = frames
-        .max_frame_size(MAX_MESSAGE_BYTES + 16)
+        .max_frame_size(state.opamp.max_message_bytes + 16)
         .aggregate_continuations()
-        .max_continuation_size(MAX_MESSAGE_BYTES + 16);
+        .max_continuation_size(state.opamp.max_message_bytes + 16);
     let mut changes = fleet.offer_changes();
     let ping_every = state.opamp.ping;
     actix_web::rt::spawn(async move {
