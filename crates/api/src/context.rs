@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentpkg_model::{AuditAction, NewAuditEvent, Package};
+use agentpkg_packagemgr::Caller;
 
 use crate::{ApiError, ApiState, Principal};
 
@@ -23,6 +24,16 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// `principal`, calling from this request: what the operations it calls decide on and
+    /// record.
+    pub fn caller(&self, principal: &Principal) -> Caller {
+        Caller {
+            credential: principal.0.clone(),
+            address: self.address.map(|a| a.to_string()),
+            request_id: self.request_id.clone(),
+        }
+    }
+
     /// An audit event of `action` from this request, by `principal` when known.
     pub fn event(&self, action: AuditAction, principal: Option<&Principal>) -> NewAuditEvent {
         let mut event =

@@ -7,7 +7,7 @@ use agentpkg_model::{
     Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, NewAssignment,
     NewAuditEvent, Page, PageRequest,
 };
-use agentpkg_packagemgr::{AuditLog, Credential, Error, PackageManager};
+use agentpkg_packagemgr::{AuditLog, Caller, Error, PackageManager};
 use agentpkg_store::DynFleetStore;
 use chrono::{DateTime, Utc};
 
@@ -285,16 +285,14 @@ impl Fleet {
         })
     }
 
-    /// Creates an assignment, by `actor` (an admin), audited. A package outside the
-    /// actor's names is "not found", as everywhere.
-    pub async fn assign(
-        &self,
-        new: NewAssignment,
-        actor: &Credential,
-    ) -> Result<Assignment, Error> {
+    /// Creates an assignment, by `caller` (an admin), audited. A package outside the
+    /// caller's names is "not found", as everywhere.
+    pub async fn assign(&self, new: NewAssignment, caller: &Caller) -> Result<Assignment, Error> {
         new.check()?;
         // The package must exist, under any platform, for the assignment to make sense.
-        if !actor.may_touch(&new.package) || self.packages.history(&new.package).await?.is_empty() {
+        if !caller.credential.may_touch(&new.package)
+            || self.packages.history(&new.package).await?.is_empty()
+        {
             return Err(Error::NotFound);
         }
         let created = self.store.create_assignment(new).await?;
@@ -303,7 +301,7 @@ impl Fleet {
             "version {}, offer_as {:?}, rollout {} %, selector {:?}",
             created.version, created.offer_as, created.rollout_percent, created.selector
         );
-        self.audit_assignment(AuditAction::AssignmentCreate, actor, &created, detail)
+        self.audit_assignment(AuditAction::AssignmentCreate, caller, &created, detail)
             .await;
         self.offers_may_have_changed().await;
         Ok(created)
@@ -312,21 +310,21 @@ impl Fleet {
     async fn audit_assignment(
         &self,
         action: AuditAction,
-        actor: &Credential,
+        caller: &Caller,
         assignment: &Assignment,
         detail: String,
     ) {
-        let mut event = actor.audit_event(action);
+        let mut event = caller.event(action);
         event.package = Some(assignment.package.to_string());
         event.subject = Some(format!("assignment {}", assignment.id));
         event.detail = detail;
         self.audit.record(event).await;
     }
 
-    /// An assignment `actor` may see: one of a package outside its names is "not found".
-    async fn assignment_for(&self, id: i64, actor: &Credential) -> Result<Assignment, Error> {
+    /// An assignment `caller` may see: one of a package outside its names is "not found".
+    async fn assignment_for(&self, id: i64, caller: &Caller) -> Result<Assignment, Error> {
         let assignment = self.assignment(id).await?;
-        if !actor.may_touch(&assignment.package) {
+        if !caller.credential.may_touch(&assignment.package) {
             return Err(Error::NotFound);
         }
         Ok(assignment)
@@ -346,7 +344,7 @@ impl Fleet {
         &self,
         id: i64,
         patch: AssignmentPatch,
-        actor: &Credential,
+        caller: &Caller,
     ) -> Result<Assignment, Error> {
         if let Some(p) = patch.rollout_percent {
             agentpkg_model::check_rollout(p)?;
@@ -354,26 +352,26 @@ impl Fleet {
         if let Some(r) = patch.max_failure_ratio {
             agentpkg_model::check_ratio(r)?;
         }
-        self.assignment_for(id, actor).await?;
-        let detail = format!("{patch:?}");
+        self.assignment_for(id, caller).await?;
+        let detail = describe(&patch);
         let changed = self
             .store
             .update_assignment(id, patch)
             .await?
             .ok_or(Error::NotFound)?;
         tracing::info!(assignment = id, version = %changed.version, rollout = changed.rollout_percent, paused = changed.paused.as_deref(), "assignment changed");
-        self.audit_assignment(AuditAction::AssignmentChange, actor, &changed, detail)
+        self.audit_assignment(AuditAction::AssignmentChange, caller, &changed, detail)
             .await;
         self.offers_may_have_changed().await;
         Ok(changed)
     }
 
-    /// Deletes an assignment, by `actor`, audited.
-    pub async fn unassign(&self, id: i64, actor: &Credential) -> Result<(), Error> {
-        let assignment = self.assignment_for(id, actor).await?;
+    /// Deletes an assignment, by `caller`, audited.
+    pub async fn unassign(&self, id: i64, caller: &Caller) -> Result<(), Error> {
+        let assignment = self.assignment_for(id, caller).await?;
         if self.store.delete_assignment(id).await? {
             let detail = format!("version {}", assignment.version);
-            self.audit_assignment(AuditAction::AssignmentDelete, actor, &assignment, detail)
+            self.audit_assignment(AuditAction::AssignmentDelete, caller, &assignment, detail)
                 .await;
             self.offers_may_have_changed().await;
             Ok(())
@@ -382,9 +380,9 @@ impl Fleet {
         }
     }
 
-    /// Forgets an agent and releases its binding, by `actor` (an admin), audited: its next
+    /// Forgets an agent and releases its binding, by `caller` (an admin), audited: its next
     /// message, under any credential, registers it anew with its full state.
-    pub async fn forget(&self, uid: &AgentUid, actor: &Credential) -> Result<(), Error> {
+    pub async fn forget(&self, uid: &AgentUid, caller: &Caller) -> Result<(), Error> {
         let agent = self.agent(uid).await?;
         self.seen
             .lock()
@@ -393,7 +391,7 @@ impl Fleet {
         if !self.store.forget_agent(uid).await? {
             return Err(Error::NotFound);
         }
-        let mut event = actor.audit_event(AuditAction::AgentForget);
+        let mut event = caller.event(AuditAction::AgentForget);
         event.subject = Some(format!("agent {uid}"));
         event.detail = agent
             .owner
@@ -448,5 +446,29 @@ impl Fleet {
 
     pub async fn agent(&self, uid: &AgentUid) -> Result<Agent, Error> {
         self.store.agent(uid).await?.ok_or(Error::NotFound)
+    }
+}
+
+/// An assignment change in words, for the audit log.
+fn describe(patch: &AssignmentPatch) -> String {
+    let mut parts = Vec::new();
+    if let Some(version) = &patch.version {
+        parts.push(format!("version {version}"));
+    }
+    if let Some(percent) = patch.rollout_percent {
+        parts.push(format!("rollout {percent} %"));
+    }
+    if let Some(ratio) = patch.max_failure_ratio {
+        parts.push(format!("max failure ratio {ratio}"));
+    }
+    match &patch.paused {
+        Some(Some(why)) => parts.push(format!("paused ({why})")),
+        Some(None) => parts.push("resumed".to_owned()),
+        None => {}
+    }
+    if parts.is_empty() {
+        "nothing changed".to_owned()
+    } else {
+        parts.join("; ")
     }
 }

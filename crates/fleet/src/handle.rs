@@ -8,7 +8,7 @@ use std::sync::PoisonError;
 use agentpkg_model::{
     Agent, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, AuditAction, OfferedBuild,
 };
-use agentpkg_packagemgr::{Credential, Error};
+use agentpkg_packagemgr::{Caller, Credential, Error};
 use chrono::{DateTime, Utc};
 
 use crate::agents::{Fleet, SERVER_CAPABILITIES};
@@ -71,7 +71,7 @@ struct Identified {
 }
 
 impl Fleet {
-    /// Answers one message from an agent speaking under `credential`, keeping what it
+    /// Answers one message from an agent speaking as `caller`, keeping what it
     /// reports and offering its desired set of packages (download URLs under `base_url`)
     /// when it accepts packages and does not have that set yet.
     ///
@@ -81,7 +81,7 @@ impl Fleet {
     pub async fn handle(
         &self,
         message: AgentToServer,
-        credential: &Credential,
+        caller: &Caller,
         base_url: &str,
     ) -> Result<Reply, Error> {
         let answer = ServerToAgent {
@@ -102,11 +102,11 @@ impl Fleet {
         if let Err(why) = self.limits.check(&message) {
             return Ok(Reply::refused(answer, Refusal::TooLarge, why));
         }
-        let identified = match self.identify(uid, &message, credential).await? {
+        let identified = match self.identify(uid, &message, caller).await? {
             Ok(identified) => identified,
             Err((refusal, why)) => return Ok(Reply::refused(answer, refusal, why)),
         };
-        self.answer(message, credential, identified, answer, base_url)
+        self.answer(message, &caller.credential, identified, answer, base_url)
             .await
             .map(|message| Reply {
                 message,
@@ -114,23 +114,23 @@ impl Fleet {
             })
     }
 
-    /// Step 1: the agent as stored, and whether `credential` may speak for it. A uid bound
+    /// Step 1: the agent as stored, and whether `caller` may speak for it. A uid bound
     /// to another credential is refused and audited; a new one must fit in the
     /// credential's number of agents.
     async fn identify(
         &self,
         uid: AgentUid,
         message: &AgentToServer,
-        credential: &Credential,
+        caller: &Caller,
     ) -> Result<Result<Identified, (Refusal, String)>, Error> {
         let now = Utc::now();
-        let owner = owner_of(credential);
+        let owner = owner_of(&caller.credential);
         let mut known = self.store.agent(&uid).await?;
         if let Some(bound) = known.as_ref().and_then(|k| k.owner)
             && bound != owner
         {
             tracing::warn!(agent = %uid, credential = %owner, bound = %bound, "OpAMP message for an agent bound to another credential refused");
-            let mut event = credential.audit_event(AuditAction::AgentRefused);
+            let mut event = caller.event(AuditAction::AgentRefused);
             event.subject = Some(format!("agent {uid}"));
             event.detail = format!("instance uid bound to {bound}, message sent as {owner}");
             self.audit.record(event).await;

@@ -39,6 +39,34 @@ pub struct Credential {
     pub version: i64,
 }
 
+/// Who asks for an operation, and from where: what an operation decides on, and what it
+/// records in the audit log. A service embedding `packagemgr` makes one with
+/// [`Caller::new`]; the API adds the client's address and the request's id.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub credential: Credential,
+    pub address: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    pub fn new(credential: Credential) -> Self {
+        Self {
+            credential,
+            address: None,
+            request_id: None,
+        }
+    }
+
+    /// An audit event of `action` by this caller, from where it called.
+    pub fn event(&self, action: AuditAction) -> NewAuditEvent {
+        let mut event = self.credential.audit_event(action);
+        event.address = self.address.clone();
+        event.request_id = self.request_id.clone();
+        event
+    }
+}
+
 /// What a short-lived credential made from a caller's (an OpAMP offer's download header)
 /// stays bound to: it works only while this does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -33,7 +33,7 @@ pub use accounts::{
 pub use agentpkg_store::{LoginLimit, Owner, Team};
 pub use audit::AuditLog;
 pub use body::{BodyReader, BodySender, body_channel};
-pub use credentials::{Credential, Holder, TOKEN_PREFIX, TokenRequest};
+pub use credentials::{Caller, Credential, Holder, TOKEN_PREFIX, TokenRequest};
 pub use direct::{DirectGrant, MAX_DIRECT_BYTES};
 pub use error::Error;
 pub use manager::{Download, ManagerConfig, PackageManager};

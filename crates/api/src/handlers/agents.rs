@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
-use crate::{Admin, ApiError, ApiState, Viewer};
+use crate::{Admin, ApiError, ApiState, RequestContext, Viewer};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -194,13 +194,14 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn forget(
     admin: Admin,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = AgentUid::parse(&uid)?;
     state
         .fleet
-        .forget(&uid, &admin.principal.0)
+        .forget(&uid, &ctx.caller(&admin.principal))
         .await
         .map_err(agent_not_found)?;
     Ok(HttpResponse::NoContent().finish())

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
-use crate::{Admin, ApiError, ApiState, Viewer};
+use crate::{Admin, ApiError, ApiState, RequestContext, Viewer};
 
 /// An assignment.
 #[derive(Serialize, ToSchema)]
@@ -108,6 +108,7 @@ pub(crate) struct NewAssignmentBody {
 )]
 pub(crate) async fn create(
     admin: Admin,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     body: web::Json<NewAssignmentBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -122,7 +123,10 @@ pub(crate) async fn create(
         max_failure_ratio: body.max_failure_ratio,
         v_prefix: body.v_prefix,
     };
-    let created = state.fleet.assign(new, &admin.principal.0).await?;
+    let created = state
+        .fleet
+        .assign(new, &ctx.caller(&admin.principal))
+        .await?;
     Ok(HttpResponse::Created().json(AssignmentView::from(&created)))
 }
 
@@ -204,6 +208,7 @@ pub(crate) struct AssignmentPatchBody {
 )]
 pub(crate) async fn patch(
     admin: Admin,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     id: web::Path<i64>,
     body: web::Json<AssignmentPatchBody>,
@@ -223,7 +228,7 @@ pub(crate) async fn patch(
     };
     let changed = state
         .fleet
-        .change_assignment(*id, patch, &admin.principal.0)
+        .change_assignment(*id, patch, &ctx.caller(&admin.principal))
         .await
         .map_err(not_found)?;
     Ok(HttpResponse::Ok().json(AssignmentView::from(&changed)))
@@ -246,12 +251,13 @@ pub(crate) async fn patch(
 )]
 pub(crate) async fn delete(
     admin: Admin,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     state
         .fleet
-        .unassign(*id, &admin.principal.0)
+        .unassign(*id, &ctx.caller(&admin.principal))
         .await
         .map_err(not_found)?;
     Ok(HttpResponse::NoContent().finish())

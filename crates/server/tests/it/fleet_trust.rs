@@ -167,6 +167,7 @@ async fn a_second_credential_cannot_speak_for_a_bound_agent_until_an_admin_relea
             .starts_with("viewer-")
     );
     assert_eq!(refusals[0]["subject"], format!("agent {hex_uid}"));
+    assert_eq!(refusals[0]["address"], "127.0.0.1", "{refusals:?}");
 
     // Only an admin releases the binding; then the uid registers anew under whoever sends
     // its full state next.
@@ -393,6 +394,19 @@ async fn reports_about_offers_the_server_never_made_do_not_pause_a_rollout(backe
     let created = json(&app, "/api/v1/audit?action=assignment_create", &admin).await;
     assert_eq!(created.as_array().unwrap().len(), 1, "{created}");
     assert_eq!(created[0]["actor"], "admin");
+    assert_eq!(created[0]["address"], "127.0.0.1");
+    // A resume says so in words.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/assignments/{id}")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"paused": false, "rollout_percent": 50}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let changed = json(&app, "/api/v1/audit?action=assignment_change", &admin).await;
+    assert_eq!(changed[0]["detail"], "rollout 50 %; resumed", "{changed}");
 }
 
 async fn every_bound_on_agents_is_refused_and_stores_nothing(backend: Backend) {

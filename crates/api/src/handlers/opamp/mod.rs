@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use prost::Message;
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState, Viewer};
+use crate::{ApiError, ApiState, RequestContext, Viewer};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
@@ -44,6 +44,7 @@ const PROTOBUF: &str = "application/x-protobuf";
 )]
 pub(crate) async fn http(
     viewer: Viewer,
+    ctx: RequestContext,
     req: HttpRequest,
     state: web::Data<ApiState>,
     mut payload: web::Payload,
@@ -86,7 +87,11 @@ pub(crate) async fn http(
     })?;
     let reply = state
         .fleet
-        .handle(message, &viewer.principal.0, &base_url(&req, &state))
+        .handle(
+            message,
+            &ctx.caller(&viewer.principal),
+            &base_url(&req, &state),
+        )
         .await?;
     let status = match reply.refusal {
         None | Some(Refusal::Malformed) => StatusCode::OK,

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use prost::Message;
 
 use super::base_url;
-use crate::{ApiError, ApiState, Viewer};
+use crate::{ApiError, ApiState, RequestContext, Viewer};
 
 /// OpAMP WebSocket connections open on this replica, in all and per credential.
 #[derive(Debug, Default)]
@@ -110,16 +110,18 @@ const CREDENTIAL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1
 /// for three times that.
 pub(crate) async fn websocket(
     viewer: Viewer,
+    ctx: RequestContext,
     req: HttpRequest,
     state: web::Data<ApiState>,
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let credential = viewer.principal.0;
+    // Who speaks on this connection, from where (the upgrade's address and request id).
+    let caller = ctx.caller(&viewer.principal);
     let bearer = crate::auth::bearer(&req)?;
     let open = state
         .opamp
         .connections
-        .open(owner_of(&credential), state.opamp.limits)
+        .open(owner_of(&caller.credential), state.opamp.limits)
         .map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why))?;
     let (response, mut session, frames) = actix_ws::handle(&req, body)?;
     let base = base_url(&req, &state);
@@ -175,7 +177,7 @@ pub(crate) async fn websocket(
                     if said_goodbye {
                         continue;
                     }
-                    match fleet.refresh_offer(uid, &credential, &assignments, &base).await {
+                    match fleet.refresh_offer(uid, &caller.credential, &assignments, &base).await {
                         Ok(Some(offer)) => {
                             if session.binary(encode_frame(&offer)).await.is_err() {
                                 break None;
@@ -206,7 +208,7 @@ pub(crate) async fn websocket(
                     };
                     let uid = message.instance_uid.clone();
                     let goodbye = message.agent_disconnect.is_some();
-                    let reply = match fleet.handle(message, &credential, &base).await {
+                    let reply = match fleet.handle(message, &caller, &base).await {
                         Ok(reply) => reply,
                         Err(e) => {
                             tracing::warn!(error = %e, "OpAMP message not handled");
