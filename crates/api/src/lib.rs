@@ -23,6 +23,7 @@ pub use context::{RequestContext, TrustedProxies};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
 pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
+pub use handlers::login::sign_in;
 pub use handlers::opamp::{ConnectionLimits, Connections};
 pub use metrics::{ApiMetrics, track_requests};
 pub use openapi::{ApiDoc, OPENAPI_PATH};

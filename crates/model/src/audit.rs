@@ -44,6 +44,7 @@ actions! {
     Describe => "describe",
     Delete => "delete",
     UploadRefused => "upload_refused",
+    Login => "login",
     LoginFailed => "login_failed",
     UserCreate => "user_create",
     UserDelete => "user_delete",

@@ -87,6 +87,30 @@ pub fn session_cookie(req: &HttpRequest, token: String) -> Cookie<'static> {
         .finish()
 }
 
+/// The cookie holding the sign-in form's CSRF token. The form carries the same value, and
+/// the sign-in is refused unless both match: a page of another site can neither read this
+/// cookie nor set it, so it cannot sign a visitor in to an account of its choosing.
+pub const LOGIN_CSRF_COOKIE: &str = "agentpkg_login_csrf";
+
+/// A new sign-in form token, and the cookie that holds it.
+pub fn login_csrf(req: &HttpRequest) -> (String, Cookie<'static>) {
+    use rand::distr::{Alphanumeric, SampleString};
+    let token = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let cookie = Cookie::build(LOGIN_CSRF_COOKIE, token.clone())
+        .path("/login")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(req.connection_info().scheme() == "https")
+        .finish();
+    (token, cookie)
+}
+
+/// Whether a sign-in form's `token` is the one its cookie holds.
+pub fn login_csrf_matches(req: &HttpRequest, token: &str) -> bool {
+    req.cookie(LOGIN_CSRF_COOKIE)
+        .is_some_and(|c| !token.is_empty() && agentpkg_api::csrf_matches(c.value(), token))
+}
+
 /// The cookie that removes the session cookie.
 pub fn cleared_cookie(req: &HttpRequest) -> Cookie<'static> {
     let mut cookie = session_cookie(req, String::new());

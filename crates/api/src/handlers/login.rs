@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::error::ErrorBody;
 use crate::{ApiError, ApiState, RequestContext};
 use agentpkg_model::AuditAction;
+use agentpkg_packagemgr::SignedIn;
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
@@ -48,27 +49,44 @@ pub(crate) async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.into_inner();
-    let signed_in = match state
-        .accounts
-        .login_from(&username, password, ctx.address)
-        .await
-    {
-        Ok(signed_in) => signed_in,
-        Err(e) => {
-            if matches!(e, agentpkg_packagemgr::Error::BadCredentials) {
-                // The name tried, never the password.
-                let mut event = ctx.event(AuditAction::LoginFailed, None);
-                event.actor = Some(username.chars().take(64).collect());
-                state.audit.record(event).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let signed_in = sign_in(&state, &ctx, &username, password).await?;
     let (token, expires_at) = state
         .tokens
         .issue(&signed_in.user, signed_in.credentials_version)?;
     tracing::info!(username = %signed_in.user.username, "login");
     Ok(HttpResponse::Ok().json(LoginResponse { token, expires_at }))
+}
+
+/// Checks a username and password from `ctx`, and records the outcome in the audit log:
+/// a success under the user, a failure under the name tried (never the password). The API
+/// and the web interface both sign in through it.
+pub async fn sign_in(
+    state: &ApiState,
+    ctx: &RequestContext,
+    username: &str,
+    password: SecretString,
+) -> Result<SignedIn, agentpkg_packagemgr::Error> {
+    match state
+        .accounts
+        .login_from(username, password, ctx.address)
+        .await
+    {
+        Ok(signed_in) => {
+            let mut event = ctx.event(AuditAction::Login, None);
+            event.actor_id = Some(signed_in.user.id);
+            event.actor = Some(signed_in.user.username.to_string());
+            state.audit.record(event).await;
+            Ok(signed_in)
+        }
+        Err(e) => {
+            if matches!(e, agentpkg_packagemgr::Error::BadCredentials) {
+                let mut event = ctx.event(AuditAction::LoginFailed, None);
+                event.actor = Some(username.chars().take(64).collect());
+                state.audit.record(event).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Who a credential is.

@@ -102,6 +102,16 @@ async fn the_audit_log_tells_who_did_what_and_never_a_secret(backend: Backend) {
     let refused = events(&app, &admin, "action=upload_refused").await;
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0]["detail"], "checksum_mismatch");
+    let logins = events(&app, &admin, "action=login").await;
+    assert_eq!(logins.len(), 3);
+    assert!(
+        logins[0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("publisher-")
+    );
+    assert_eq!(logins[2]["actor"], "admin");
+    assert!(logins[0]["actor_id"].is_i64());
     let failed = events(&app, &admin, "action=login_failed").await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["actor"], "admin");
@@ -122,10 +132,15 @@ async fn the_audit_log_tells_who_did_what_and_never_a_secret(backend: Backend) {
         .rev()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
+    // Every sign-in is recorded too: the admin's (twice: the test signs in once more to make
+    // the publisher), then the publisher's.
     assert_eq!(
         actions,
         [
+            "login",
+            "login",
             "user_create",
+            "login",
             "token_create",
             "publish",
             "yank",
@@ -135,7 +150,7 @@ async fn the_audit_log_tells_who_did_what_and_never_a_secret(backend: Backend) {
             "login_failed"
         ]
     );
-    assert_eq!(total, 8);
+    assert_eq!(total, 11);
     // Filters combine, and a time window excludes.
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let none = events(&app, &admin, &format!("since={}", urlencode(&later))).await;

@@ -44,17 +44,45 @@ fn csrf_of(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_owned()
 }
 
+/// The sign-in form's CSRF token and the cookie holding its twin, as a browser gets them.
+async fn login_form(app: &TestApp) -> (String, String) {
+    let res = client().get(app.url("/login")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("agentpkg_login_csrf="))
+        .expect("the form sets its CSRF cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let html = res.text().await.unwrap();
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("the form carries its CSRF token")
+        + "name=\"csrf\" value=\"".len();
+    let token = html[at..].split('"').next().unwrap().to_owned();
+    (token, cookie.split(';').next().unwrap().to_owned())
+}
+
 async fn sign_in(
     app: &TestApp,
     username: &str,
     password: &str,
 ) -> (reqwest::Response, Option<Session>) {
+    let (token, cookie) = login_form(app).await;
     let res = client()
         .post(app.url("/login"))
+        .header("Cookie", cookie)
         .form(&[
             ("username", username),
             ("password", password),
             ("next", "/packages"),
+            ("csrf", &token),
         ])
         .send()
         .await
@@ -130,6 +158,37 @@ async fn pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its
     );
     let docs = c.get(app.url("/swagger/index.html")).send().await.unwrap();
     assert_eq!(docs.headers()["location"], "/swagger-ui/");
+
+    // Login CSRF: a form posted from elsewhere (no token, or a token without its cookie)
+    // signs nobody in, even with the right password.
+    let (token, _) = login_form(&app).await;
+    for form in [
+        vec![
+            ("username", "admin"),
+            ("password", crate::common::ADMIN_PASSWORD),
+        ],
+        vec![
+            ("username", "admin"),
+            ("password", crate::common::ADMIN_PASSWORD),
+            ("csrf", token.as_str()),
+        ],
+    ] {
+        let res = client()
+            .post(app.url("/login"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert!(
+            !res.headers()
+                .get_all("set-cookie")
+                .iter()
+                .any(|v| v.to_str().unwrap().starts_with("agentpkg_session=")),
+            "signed in without the form's token"
+        );
+        assert!(res.text().await.unwrap().contains("came from another site"));
+    }
 
     // A wrong password: the sign-in page again, in words, and no cookie.
     let (res, none) = sign_in(&app, "admin", "not the password").await;

@@ -6,14 +6,18 @@ use agentpkg_api::{ApiState, RequestContext};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{CsrfForm, Layout, page, secured};
+use super::{CsrfForm, Layout, secured};
 use crate::error::WebError;
-use crate::session::{SignedIn, cleared_cookie, safe_next, session_cookie};
+use crate::session::{
+    SignedIn, cleared_cookie, login_csrf, login_csrf_matches, safe_next, session_cookie,
+};
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
     layout: Layout,
+    /// The form's CSRF token (its twin is in the `LOGIN_CSRF_COOKIE`).
+    csrf: String,
     next: String,
     username: String,
     error: Option<String>,
@@ -24,13 +28,22 @@ pub struct NextParam {
     next: Option<String>,
 }
 
-pub async fn login_form(query: web::Query<NextParam>) -> Result<HttpResponse, WebError> {
-    page(&LoginPage {
+pub async fn login_form(
+    req: HttpRequest,
+    query: web::Query<NextParam>,
+) -> Result<HttpResponse, WebError> {
+    let (csrf, cookie) = login_csrf(&req);
+    let html = LoginPage {
         layout: Layout::anonymous("Sign in"),
+        csrf,
         next: safe_next(query.next.as_deref()),
         username: String::new(),
         error: None,
-    })
+    }
+    .render()?;
+    let mut builder = HttpResponse::Ok();
+    builder.cookie(cookie);
+    Ok(secured(builder, html))
 }
 
 #[derive(Deserialize)]
@@ -38,6 +51,8 @@ pub struct LoginForm {
     username: String,
     password: String,
     next: Option<String>,
+    #[serde(default)]
+    csrf: String,
 }
 
 pub async fn login(
@@ -50,28 +65,33 @@ pub async fn login(
         username,
         password,
         next,
+        csrf,
     } = form.into_inner();
     let next = safe_next(next.as_deref());
+    // Every answer but the sign-in itself shows the form again, with a fresh token.
     let refused = |status: StatusCode, error: String| -> Result<HttpResponse, WebError> {
+        let (csrf, cookie) = login_csrf(&req);
         let html = LoginPage {
             layout: Layout::anonymous("Sign in"),
+            csrf,
             next: next.clone(),
             username: username.clone(),
             error: Some(error),
         }
         .render()?;
-        Ok(secured(HttpResponse::build(status), html))
+        let mut builder = HttpResponse::build(status);
+        builder.cookie(cookie);
+        Ok(secured(builder, html))
     };
-    let signed_in = match state
-        .accounts
-        .login_from(&username, password.into(), ctx.address)
-        .await
-    {
+    if !login_csrf_matches(&req, &csrf) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            "This sign-in form has expired or came from another site; sign in here.".into(),
+        );
+    }
+    let signed_in = match agentpkg_api::sign_in(&state, &ctx, &username, password.into()).await {
         Ok(s) => s,
         Err(agentpkg_packagemgr::Error::BadCredentials) => {
-            let mut event = ctx.event(agentpkg_model::AuditAction::LoginFailed, None);
-            event.actor = Some(username.chars().take(64).collect());
-            state.audit.record(event).await;
             return refused(
                 StatusCode::UNAUTHORIZED,
                 "Wrong username or password.".into(),
@@ -86,8 +106,11 @@ pub async fn login(
         .tokens
         .issue(&signed_in.user, signed_in.credentials_version)?;
     tracing::info!(username = %signed_in.user.username, "signed in to the web interface");
+    let mut used = login_csrf(&req).1;
+    used.make_removal();
     Ok(HttpResponse::SeeOther()
         .cookie(session_cookie(&req, token))
+        .cookie(used)
         .insert_header((header::LOCATION, next))
         .finish())
 }
