@@ -57,6 +57,15 @@ struct Extra {
     ver: i64,
 }
 
+/// What a genuine session token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: i64,
+    /// The user's credentials version when it was issued.
+    pub version: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Issues and checks tokens.
 #[derive(Clone)]
 pub struct TokenIssuer {
@@ -97,9 +106,9 @@ impl TokenIssuer {
         Ok((token, expires))
     }
 
-    /// The user id and credentials version a token names, if it is genuine, current and
-    /// ours.
-    pub fn verify(&self, token: &str) -> Result<(i64, i64), ApiError> {
+    /// The user id and credentials version a token names, and when it expires, if it is
+    /// genuine, current and ours.
+    pub fn verify(&self, token: &str) -> Result<Session, ApiError> {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
             time_tolerance: Some(self.clock_skew),
@@ -116,13 +125,15 @@ impl TokenIssuer {
                 _ => ApiError::unauthorized("invalid_token", "the token is not valid"),
             })?;
         // Every token this issuer makes has an expiry; one without is not ours.
-        if claims.expires_at.is_none() {
-            return Err(ApiError::unauthorized(
-                "invalid_token",
-                "the token is not valid",
-            ));
-        }
-        Ok((claims.custom.uid, claims.custom.ver))
+        let expires_at = claims
+            .expires_at
+            .and_then(|t| DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, 0))
+            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
+        Ok(Session {
+            user_id: claims.custom.uid,
+            version: claims.custom.ver,
+            expires_at,
+        })
     }
 }
 
@@ -402,10 +413,23 @@ pub fn csrf_matches(expected: &str, given: &str) -> bool {
             == 0
 }
 
-/// The user of a web session token (never an API token).
+/// The user of a session token (never an API token), unless it was signed out.
 pub async fn session_credential(state: &ApiState, token: &str) -> Result<Credential, ApiError> {
-    let (user_id, version) = state.tokens.verify(token)?;
-    Ok(state.accounts.session(user_id, version).await?)
+    let session = state.tokens.verify(token)?;
+    Ok(state
+        .accounts
+        .signed_in(token, session.user_id, session.version)
+        .await?)
+}
+
+/// Signs the session `token` out on every replica (a genuine one; anything else is
+/// refused as a credential would be).
+pub async fn end_session(state: &ApiState, token: &str) -> Result<(), ApiError> {
+    let session = state.tokens.verify(token)?;
+    Ok(state
+        .accounts
+        .end_session(token, session.expires_at)
+        .await?)
 }
 
 /// The session cookie's token, when the request may use it (see the module's notes).
@@ -496,11 +520,9 @@ pub(crate) fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
 }
 
 pub(crate) async fn authenticate(state: &ApiState, bearer: &str) -> Result<Credential, ApiError> {
-    let checked = if bearer.starts_with(TOKEN_PREFIX) {
-        state.accounts.authenticate_token(bearer).await
+    if bearer.starts_with(TOKEN_PREFIX) {
+        Ok(state.accounts.authenticate_token(bearer).await?)
     } else {
-        let (user_id, version) = state.tokens.verify(bearer)?;
-        state.accounts.session(user_id, version).await
-    };
-    Ok(checked?)
+        session_credential(state, bearer).await
+    }
 }

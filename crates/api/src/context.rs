@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentpkg_model::{AuditAction, NewAuditEvent, Package};
-use agentpkg_packagemgr::Caller;
+use agentpkg_packagemgr::{Caller, Credential};
 
 use crate::{ApiError, ApiState, Principal};
 
@@ -24,11 +24,11 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// `principal`, calling from this request: what the operations it calls decide on and
-    /// record.
-    pub fn caller(&self, principal: &Principal) -> Caller {
+    /// `credential`, calling from this request: what the operations it calls decide on
+    /// and record.
+    pub fn caller(&self, credential: &Credential) -> Caller {
         Caller {
-            credential: principal.0.clone(),
+            credential: credential.clone(),
             address: self.address.map(|a| a.to_string()),
             request_id: self.request_id.clone(),
         }

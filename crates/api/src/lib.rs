@@ -17,7 +17,7 @@ use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 
 pub use auth::{
     Admin, CSRF_HEADER, DownloadTokens, JwtSecret, Principal, Publisher, Reader, SESSION_COOKIE,
-    TokenIssuer, Viewer, csrf_matches, csrf_token, session_credential,
+    TokenIssuer, Viewer, csrf_matches, csrf_token, end_session, session_credential,
 };
 pub use context::{RequestContext, TrustedProxies};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
@@ -123,6 +123,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/readyz", web::get().to(handlers::health::readyz))
                     .route("/auth/login", web::post().to(handlers::login::login))
                     .route("/auth/me", web::get().to(handlers::login::me))
+                    .route("/auth/logout", web::post().to(handlers::login::logout))
                     .service(
                         web::resource("/packages")
                             .route(web::get().to(handlers::packages::list::list))

@@ -30,6 +30,7 @@ uploads and edits, `admin` also deletes and manages users. Every error is \
     paths(
         handlers::login::login,
         handlers::login::me,
+        handlers::login::logout,
         handlers::packages::list::list,
         handlers::packages::upload::upload,
         handlers::packages::read::latest,

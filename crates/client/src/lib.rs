@@ -168,6 +168,13 @@ impl Client {
     }
 
     /// Who the credential is.
+    /// Ends the session this client signed in with, on the server (an API token is not
+    /// a session: the server refuses, and it is revoked instead).
+    pub async fn logout(&self) -> Result<(), Error> {
+        Self::send(self.request(Method::POST, "/api/v1/auth/logout")).await?;
+        Ok(())
+    }
+
     pub async fn me(&self) -> Result<Me, Error> {
         Self::json(self.request(Method::GET, "/api/v1/auth/me")).await
     }

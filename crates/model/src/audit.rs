@@ -46,6 +46,7 @@ actions! {
     UploadRefused => "upload_refused",
     Login => "login",
     LoginFailed => "login_failed",
+    Logout => "logout",
     UserCreate => "user_create",
     UserDelete => "user_delete",
     RoleChange => "role_change",

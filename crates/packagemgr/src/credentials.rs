@@ -159,6 +159,8 @@ pub(crate) struct CredentialCache {
     pub(crate) tokens: FreshCache<String, Option<(ApiToken, UserState)>>,
     /// Whether the token of an id still holds, for credentials derived from it.
     pub(crate) token_ids: FreshCache<i64, bool>,
+    /// Whether a session (by its token's hash) was signed out.
+    pub(crate) ended: FreshCache<String, bool>,
 }
 
 impl CredentialCache {
@@ -167,6 +169,7 @@ impl CredentialCache {
             users: FreshCache::new(freshness),
             tokens: FreshCache::new(freshness),
             token_ids: FreshCache::new(freshness),
+            ended: FreshCache::new(freshness),
         })
     }
 }
@@ -189,6 +192,39 @@ impl Accounts {
         let state = self.store.user_state(user_id).await?;
         self.cache.users.put(user_id, state.clone());
         Ok(state)
+    }
+
+    /// The caller of the session `token`, which names `user_id` at credentials `version`:
+    /// refused once signed out ([`Accounts::end_session`], on every replica within the
+    /// freshness interval), and as [`Accounts::session`] refuses.
+    pub async fn signed_in(
+        &self,
+        token: &str,
+        user_id: i64,
+        version: i64,
+    ) -> Result<Credential, Error> {
+        let hash = secret_hash(token);
+        let ended = match self.cache.ended.get(&hash) {
+            Some(ended) => ended,
+            None => {
+                let ended = self.store.session_ended(&hash).await?;
+                self.cache.ended.put(hash, ended);
+                ended
+            }
+        };
+        if ended {
+            return Err(Error::Revoked);
+        }
+        self.session(user_id, version).await
+    }
+
+    /// Signs the session `token` out for good, on every replica: it would have been valid
+    /// until `expires_at`. Only its hash is kept.
+    pub async fn end_session(&self, token: &str, expires_at: DateTime<Utc>) -> Result<(), Error> {
+        let hash = secret_hash(token);
+        self.store.end_session(hash.clone(), expires_at).await?;
+        self.cache.ended.put(hash, true);
+        Ok(())
     }
 
     /// The caller a session token names, if its user still exists and its credentials have

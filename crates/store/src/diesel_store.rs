@@ -138,6 +138,25 @@ impl PackageStore for DieselStore {
 
 #[async_trait]
 impl AccountStore for DieselStore {
+    async fn end_session(
+        &self,
+        token_hash: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.with_conn("end_session", move |c| {
+            users::end_session(c, &token_hash, expires_at)
+        })
+        .await
+    }
+
+    async fn session_ended(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.with_conn_read("session_ended", move |c| {
+            users::session_ended(c, &token_hash)
+        })
+        .await
+    }
+
     async fn create_user(
         &self,
         username: &Username,

@@ -218,6 +218,16 @@ pub trait AccountStore: Health {
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
     /// Clears the failures counted under `key`.
     async fn login_succeeded(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Records that the session whose token hashes to `token_hash` was signed out; it would
+    /// have been valid until `expires_at`. Sessions ended earlier and expired since go.
+    async fn end_session(
+        &self,
+        token_hash: String,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+    /// Whether that session was signed out.
+    async fn session_ended(&self, token_hash: &str) -> Result<bool, StoreError>;
 }
 
 /// How many failed logins a key may make in a window before it is blocked, and the first

@@ -105,6 +105,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    ended_sessions (token_hash) {
+        token_hash -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     login_failures (key) {
         key -> Text,
         failures -> BigInt,

@@ -149,3 +149,43 @@ pub(crate) fn set_password(
         .execute(conn)?
         > 0)
 }
+
+/// Records a signed-out session until it would have expired, and forgets those past it.
+pub(crate) fn end_session(
+    conn: &mut DbConnection,
+    token_hash: &str,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    use crate::schema::ended_sessions as e;
+    crate::connection::write_transaction(conn, |conn| {
+        diesel::delete(e::table.filter(e::expires_at.lt(crate::packages::now()))).execute(conn)?;
+        if session_ended(conn, token_hash)? {
+            return Ok(());
+        }
+        let inserted = diesel::insert_into(e::table)
+            .values((
+                e::token_hash.eq(token_hash),
+                e::expires_at.eq(expires_at.naive_utc()),
+            ))
+            .execute(conn);
+        match inserted {
+            // Signed out twice at once: the first stands (nothing else in this transaction
+            // matters if it is rolled back).
+            Ok(_)
+            | Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _,
+            )) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+pub(crate) fn session_ended(conn: &mut DbConnection, token_hash: &str) -> Result<bool, StoreError> {
+    use crate::schema::ended_sessions as e;
+    let n: i64 = e::table
+        .filter(e::token_hash.eq(token_hash))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
+}

@@ -18,6 +18,8 @@ use crate::error::WebError;
 /// a redirect to the sign-in page, back here after.
 pub struct SignedIn {
     pub credential: Credential,
+    /// The session token itself, to sign it out.
+    pub(crate) token: String,
     /// The CSRF token of this session, for forms and the upload script.
     pub csrf: String,
 }
@@ -72,6 +74,7 @@ impl FromRequest for SignedIn {
             Ok(SignedIn {
                 credential,
                 csrf: csrf_token(&token),
+                token,
             })
         })
     }

@@ -201,7 +201,7 @@ pub(crate) async fn forget(
     let uid = AgentUid::parse(&uid)?;
     state
         .fleet
-        .forget(&uid, &ctx.caller(&admin.principal))
+        .forget(&uid, &ctx.caller(&admin.principal.0))
         .await
         .map_err(agent_not_found)?;
     Ok(HttpResponse::NoContent().finish())

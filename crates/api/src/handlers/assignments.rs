@@ -125,7 +125,7 @@ pub(crate) async fn create(
     };
     let created = state
         .fleet
-        .assign(new, &ctx.caller(&admin.principal))
+        .assign(new, &ctx.caller(&admin.principal.0))
         .await?;
     Ok(HttpResponse::Created().json(AssignmentView::from(&created)))
 }
@@ -228,7 +228,7 @@ pub(crate) async fn patch(
     };
     let changed = state
         .fleet
-        .change_assignment(*id, patch, &ctx.caller(&admin.principal))
+        .change_assignment(*id, patch, &ctx.caller(&admin.principal.0))
         .await
         .map_err(not_found)?;
     Ok(HttpResponse::Ok().json(AssignmentView::from(&changed)))
@@ -257,7 +257,7 @@ pub(crate) async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     state
         .fleet
-        .unassign(*id, &ctx.caller(&admin.principal))
+        .unassign(*id, &ctx.caller(&admin.principal.0))
         .await
         .map_err(not_found)?;
     Ok(HttpResponse::NoContent().finish())

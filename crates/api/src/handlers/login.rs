@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -120,4 +120,40 @@ pub(crate) async fn me(viewer: crate::Viewer) -> HttpResponse {
         role: credential.role,
         token: credential.token.as_ref().map(|(_, name)| name.clone()),
     })
+}
+
+/// Log out
+///
+/// Ends the session whose token is the bearer (or the session cookie, with its CSRF
+/// token), on every replica within `auth.credential_freshness_ms`: from then on the token
+/// is refused, though it has not expired. An API token is revoked with
+/// `DELETE /api/v1/tokens/{id}` instead. Needs the viewer role.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 400, description = "The credential is an API token", body = ErrorBody),
+        (status = 401, description = "No valid credential", body = ErrorBody),
+    ),
+)]
+pub(crate) async fn logout(
+    viewer: crate::Viewer,
+    ctx: RequestContext,
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    if viewer.principal.0.token.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_token",
+            "this is an API token: revoke it with DELETE /api/v1/tokens/{id}",
+        ));
+    }
+    crate::auth::end_session(&state, &crate::auth::bearer(&req)?).await?;
+    state
+        .audit
+        .record(ctx.caller(&viewer.principal.0).event(AuditAction::Logout))
+        .await;
+    Ok(HttpResponse::NoContent().finish())
 }

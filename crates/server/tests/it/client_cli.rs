@@ -12,7 +12,7 @@ use agentpkg_store::testing::Backend;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::common::{ADMIN_PASSWORD, TestApp};
+use crate::common::{ADMIN_PASSWORD, TestApp, expect_error};
 
 on_both_backends!(
     sign_in_push_list_pull_and_every_command_answers_with_its_exit_code,
@@ -363,9 +363,23 @@ async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(bac
         );
     }
 
-    let out = user.run(&["logout"]);
+    let stored: Value = serde_json::from_slice(
+        &std::fs::read(user.config.path().join("credentials.json")).unwrap(),
+    )
+    .unwrap();
+    let session = stored["token"].as_str().unwrap().to_owned();
+    let out = user.run(&["--json", "logout"]);
     assert!(out.status.success());
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["session_ended"], true, "{said}");
     assert!(!user.config.path().join("credentials.json").exists());
+    // The session itself is over, not only forgotten here.
+    expect_error(
+        app.get("/api/v1/auth/me", &session).await,
+        401,
+        "token_revoked",
+    )
+    .await;
     assert_eq!(code(&user.run(&["whoami"])), 1);
 }
 

@@ -401,6 +401,14 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             Some(2),
             false,
         ),
+        // Last: it ends each session it is called with.
+        (
+            "POST",
+            "/api/v1/auth/logout",
+            "/api/v1/auth/logout",
+            Some(0),
+            false,
+        ),
     ];
     // Every operation of the document has an entry: a new route needs one.
     let doc: Value = app
@@ -742,6 +750,59 @@ async fn until(app_base: &str, path: &str, bearer: &str, status: u16) -> Duratio
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_session_on_every_replica_though_it_has_not_expired() {
+    let app = TestApp::spawn(Backend::Production).await;
+    let second = Application::build(app.settings.clone()).await.unwrap();
+    let other = format!("http://127.0.0.1:{}", second.port());
+    let handle = second.handle();
+    tokio::spawn(second.run_until_stopped());
+
+    let viewer = app.token_for("viewer").await;
+    let (_, secret) = create_token(&app, &viewer, json!({"name": "kept", "scope": "read"})).await;
+    // Known (and cached) on the second replica first.
+    until(&other, "/api/v1/auth/me", &viewer, 200).await;
+    // An API token is not signed out, it is revoked.
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 400, "invalid_token").await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    // Refused here at once, there within the freshness interval (it was: valid until its
+    // expiry, an hour later).
+    expect_error(
+        app.get("/api/v1/auth/me", &viewer).await,
+        401,
+        "token_revoked",
+    )
+    .await;
+    let took = until(&other, "/api/v1/auth/me", &viewer, 401).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // The user's other credentials go on.
+    assert_eq!(app.get("/api/v1/auth/me", &secret).await.status(), 200);
+    let admin = app.admin_token().await;
+    let events: Vec<Value> = app
+        .get("/api/v1/audit?action=logout", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0]["actor"].as_str().unwrap().starts_with("viewer-"));
+    handle.stop(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

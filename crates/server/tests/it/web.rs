@@ -300,7 +300,8 @@ async fn pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its
     expect_error(create(Some("nope")).await.unwrap(), 403, "csrf_failed").await;
     assert_eq!(create(Some(&session.csrf)).await.unwrap().status(), 201);
 
-    // Signing out ends the cookie.
+    // Signing out ends the cookie, and the session itself: the old cookie, replayed, is
+    // refused (it was valid until its expiry).
     let out = post_form(&app, &session, "/logout", &[("csrf", &session.csrf)]).await;
     assert_eq!(out.status(), 303);
     assert!(
@@ -309,6 +310,8 @@ async fn pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its
             .unwrap()
             .contains("Max-Age=0")
     );
+    let (status, _) = page(&app, &session, "/packages").await;
+    assert_eq!(status, 303, "the signed-out session still opens pages");
 
     // Unknown paths: a page for browsers, the API's JSON for others.
     let (status, html) = page(&app, &session, "/no/such/page").await;

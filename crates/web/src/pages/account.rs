@@ -115,12 +115,24 @@ pub async fn login(
         .finish())
 }
 
+/// Signs out: the session ends on the server (its token is refused everywhere from now
+/// on), then the cookie goes.
 pub async fn logout(
     req: HttpRequest,
     who: SignedIn,
+    state: web::Data<ApiState>,
+    ctx: RequestContext,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&form.csrf)?;
+    agentpkg_api::end_session(&state, &who.token).await?;
+    state
+        .audit
+        .record(
+            ctx.caller(&who.credential)
+                .event(agentpkg_model::AuditAction::Logout),
+        )
+        .await;
     Ok(HttpResponse::SeeOther()
         .cookie(cleared_cookie(&req))
         .insert_header((header::LOCATION, "/login"))

@@ -89,7 +89,7 @@ pub(crate) async fn http(
         .fleet
         .handle(
             message,
-            &ctx.caller(&viewer.principal),
+            &ctx.caller(&viewer.principal.0),
             &base_url(&req, &state),
         )
         .await?;

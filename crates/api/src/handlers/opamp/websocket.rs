@@ -116,7 +116,7 @@ pub(crate) async fn websocket(
     body: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     // Who speaks on this connection, from where (the upgrade's address and request id).
-    let caller = ctx.caller(&viewer.principal);
+    let caller = ctx.caller(&viewer.principal.0);
     let bearer = crate::auth::bearer(&req)?;
     let open = state
         .opamp
