@@ -389,7 +389,15 @@ pub async fn retention_once(
     let stats = manager(settings, connect(settings).await?).stats;
     let mut by = agentpkg_model::NewAuditEvent::new(agentpkg_model::AuditAction::Delete);
     by.actor = Some("retention (agentpkg-server retention)".to_owned());
-    Ok(stats.retention.run(&stats.policies, dry_run, &by).await?)
+    Ok(stats
+        .retention
+        .run(
+            &stats.policies,
+            &agentpkg_model::NameScope::All,
+            dry_run,
+            &by,
+        )
+        .await?)
 }
 
 impl Application {

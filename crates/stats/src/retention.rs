@@ -3,8 +3,8 @@
 //! and audited.
 
 use agentpkg_model::{
-    AuditAction, LatestQuery, NewAuditEvent, RetentionDeletion, RetentionPolicy, bytes_freed,
-    plan_retention,
+    AuditAction, LatestQuery, NameScope, NewAuditEvent, RetentionDeletion, RetentionPolicy,
+    bytes_freed, plan_retention,
 };
 use agentpkg_packagemgr::{AuditLog, Error, PackageManager};
 use agentpkg_store::DynStatsStore;
@@ -42,17 +42,25 @@ impl Retention {
         }
     }
 
-    /// Applies `policies` now. A dry run deletes nothing and reports what a real run would
+    /// Applies `policies` now, to the names `names` allows. A dry run deletes nothing and reports what a real run would
     /// delete at this moment. Each deletion is audited as `by` (a `delete` event: who
     /// asked, from where), with the package and the policy's reason.
     pub async fn run(
         &self,
         policies: &[RetentionPolicy],
+        names: &NameScope,
         dry_run: bool,
         by: &NewAuditEvent,
     ) -> Result<RetentionReport, Error> {
         let all = self.store.retention_candidates().await?;
-        let planned = plan_retention(policies, all.clone(), Utc::now());
+        // A credential limited to some names applies policies to those names only (a
+        // name's versions are one group, so the plan is the same for them).
+        let in_reach = all
+            .iter()
+            .filter(|c| names.allows(&c.name))
+            .cloned()
+            .collect();
+        let planned = plan_retention(policies, in_reach, Utc::now());
         if dry_run {
             return Ok(RetentionReport {
                 dry_run,
@@ -149,7 +157,7 @@ impl Retention {
                 ticks.tick().await;
                 let mut by = NewAuditEvent::new(AuditAction::Delete);
                 by.actor = Some("retention (periodic)".to_owned());
-                match retention.run(&policies, false, &by).await {
+                match retention.run(&policies, &NameScope::All, false, &by).await {
                     Ok(report) => tracing::info!(
                         deleted = report.deletions.len(),
                         bytes_freed = report.bytes_freed,

@@ -423,7 +423,7 @@ pub(crate) async fn run(
     let report: RetentionReport = state
         .stats
         .retention
-        .run(&policies, params.dry_run, &by)
+        .run(&policies, admin.principal.names(), params.dry_run, &by)
         .await?;
     Ok(HttpResponse::Ok().json(RetentionView {
         dry_run: report.dry_run,

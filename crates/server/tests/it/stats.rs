@@ -13,7 +13,7 @@ use agentpkg_store::{StatsStore, on_both_backends};
 use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, expect_error};
+use crate::common::{TestApp, create_token, expect_error};
 
 on_both_backends!(
     downloads_are_counted_by_the_definition,
@@ -21,6 +21,7 @@ on_both_backends!(
     storage_figures_match_the_listing_of_the_bucket,
     every_retention_rule_deletes_what_its_dry_run_listed,
     bad_statistics_questions_are_refused_by_field_and_role,
+    a_token_limited_to_some_names_runs_retention_on_those_names_only,
 );
 
 /// Counts flushed every second; reports never cached.
@@ -863,4 +864,51 @@ async fn sigterm_writes_pending_counts_and_the_retention_command_applies_the_fil
     assert_eq!(real["deletions"], dry["deletions"]);
     assert_eq!(real["bytes_freed"], 5);
     assert_eq!(retention(true)["deletions"], json!([]));
+}
+
+async fn a_token_limited_to_some_names_runs_retention_on_those_names_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    for coords in [
+        "otelcol/1.0.0/linux/amd64",
+        "otelcol/2.0.0/linux/amd64",
+        "fluent-bit/1.0.0/linux/amd64",
+        "fluent-bit/2.0.0/linux/amd64",
+    ] {
+        app.publish(&admin, coords, coords.as_bytes()).await;
+    }
+    let (_, limited) = create_token(
+        &app,
+        &admin,
+        json!({"name": "otel-janitor", "scope": "admin", "packages": ["otelcol*"]}),
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/retention/run"))
+        .bearer_auth(&limited)
+        .json(&json!({"policies": [{"rule": "keep_newest", "versions": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.unwrap();
+    let deleted: Vec<String> = report["deletions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["name"].as_str().unwrap(),
+                d["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // fluent-bit 1.0.0 is outside the token's names: it was deleted too, before.
+    assert_eq!(deleted, ["otelcol/1.0.0"], "{report}");
+    let res = app
+        .get("/api/v1/packages/fluent-bit/1.0.0/linux/amd64", &admin)
+        .await;
+    assert_eq!(res.status(), 200);
 }
