@@ -321,6 +321,7 @@ impl Principal {
         Actor {
             user_id: self.0.user_id,
             admin: self.0.role == Role::Admin,
+            names: self.0.names.clone(),
         }
     }
 

@@ -296,12 +296,13 @@ pub struct NewPackage {
     pub signature: Option<crate::NewSignature>,
 }
 
-/// A user acting on packages: their id, and whether they are an admin (who may act on any
-/// name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A user acting on packages: their id, whether they are an admin (who may act on any
+/// name), and the names their credential may touch (a token's patterns).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     pub user_id: i64,
     pub admin: bool,
+    pub names: crate::NameScope,
 }
 
 /// A change to a stored package: yank or restore it, or edit its description.

@@ -85,7 +85,8 @@ impl PackageManager {
     }
 
     /// Publishes the bytes of a direct upload. Only its grantee (or an admin, or a trusted
-    /// caller with `actor` `None`) sees it; a completed or expired one is gone.
+    /// caller with `actor` `None`) sees it, through a credential whose names reach the
+    /// package; a completed or expired one is gone.
     pub async fn complete_direct(
         &self,
         id: &DirectUploadId,
@@ -96,7 +97,11 @@ impl PackageManager {
             .store
             .direct_upload(id)
             .await?
-            .filter(|u| actor.is_none_or(|a| a.admin || u.user_id == Some(a.user_id)))
+            .filter(|u| {
+                actor.is_none_or(|a| {
+                    (a.admin || u.user_id == Some(a.user_id)) && a.names.allows(&u.coordinates.name)
+                })
+            })
             .ok_or(Error::UploadNotFound)?;
         // Nothing is claimed until the bytes are there: the client may send them and ask
         // again. What the store says now stays true: the grant keeps the object in flight
@@ -154,7 +159,7 @@ impl PackageManager {
             filename: upload.filename,
             description: upload.description,
             expected_sha256: Some(upload.checksum),
-            publisher: actor.copied(),
+            publisher: actor.cloned(),
             signature: upload.signature,
             size: None,
         };

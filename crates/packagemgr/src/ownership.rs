@@ -1,6 +1,6 @@
 //! Package ownership and teams: who may publish to and change a name.
 
-use agentpkg_model::{Actor, PackageName, Username, ValidationError};
+use agentpkg_model::{Actor, NameScope, PackageName, Username, ValidationError};
 use agentpkg_store::{Owner, StoreError, Team};
 
 use crate::{Error, PackageManager};
@@ -103,8 +103,21 @@ impl PackageManager {
         }
     }
 
+    /// Refuses a credential limited to some names: a team owns names beyond them.
+    fn ensure_may_change_teams(actor: &Actor) -> Result<(), Error> {
+        if actor.names == NameScope::All {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "a token limited to some names cannot change teams (a team owns other names too)"
+                    .into(),
+            ))
+        }
+    }
+
     /// Creates a team whose first member is its creator.
     pub async fn create_team(&self, actor: &Actor, name: &str) -> Result<Team, Error> {
+        Self::ensure_may_change_teams(actor)?;
         let valid = Username::parse(name)
             .map_err(|_| ValidationError::new("name", "a team name is 1 to 64 characters of lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"))?;
         match self
@@ -140,6 +153,7 @@ impl PackageManager {
         user_id: i64,
         add: bool,
     ) -> Result<Team, Error> {
+        Self::ensure_may_change_teams(actor)?;
         let found = self.team(team).await?;
         if !actor.admin && !found.members.iter().any(|(id, _)| *id == actor.user_id) {
             return Err(Error::Forbidden(format!(

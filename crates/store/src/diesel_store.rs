@@ -461,7 +461,7 @@ impl AuditStore for DieselStore {
 #[async_trait]
 impl OwnershipStore for DieselStore {
     async fn may_act(&self, name: &PackageName, actor: &Actor) -> Result<bool, StoreError> {
-        let (name, actor) = (name.to_string(), *actor);
+        let (name, actor) = (name.to_string(), actor.clone());
         self.with_conn_read("may_act", move |c| owners::may_act(c, &name, &actor))
             .await
     }

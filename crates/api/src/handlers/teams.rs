@@ -1,12 +1,13 @@
 //! Teams: users who own package names together.
 
 use actix_web::{HttpResponse, web};
+use agentpkg_model::AuditAction;
 use agentpkg_packagemgr::Team;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState, Publisher, Viewer};
+use crate::{ApiError, ApiState, Publisher, RequestContext, Viewer};
 
 /// A team and its members.
 #[derive(Serialize, ToSchema)]
@@ -53,6 +54,7 @@ pub(crate) struct NewTeam {
 )]
 pub(crate) async fn create(
     publisher: Publisher,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     body: web::Json<NewTeam>,
 ) -> Result<HttpResponse, ApiError> {
@@ -60,6 +62,9 @@ pub(crate) async fn create(
         .packages
         .create_team(&publisher.principal.actor(), &body.name)
         .await?;
+    let mut event = ctx.event(AuditAction::TeamCreate, Some(&publisher.principal));
+    event.subject = Some(format!("team:{}", team.name));
+    state.audit.record(event).await;
     Ok(HttpResponse::Created().json(TeamView::from(team)))
 }
 
@@ -96,6 +101,7 @@ pub(crate) struct MemberPath {
 
 async fn change(
     publisher: &Publisher,
+    ctx: &RequestContext,
     state: &ApiState,
     path: &MemberPath,
     add: bool,
@@ -105,6 +111,15 @@ async fn change(
         .packages
         .change_member(&publisher.principal.actor(), &path.team, user.id, add)
         .await?;
+    let action = if add {
+        AuditAction::MemberAdd
+    } else {
+        AuditAction::MemberRemove
+    };
+    let mut event = ctx.event(action, Some(&publisher.principal));
+    event.subject = Some(user.username.to_string());
+    event.detail = format!("team:{}", team.name);
+    state.audit.record(event).await;
     Ok(HttpResponse::Ok().json(TeamView::from(team)))
 }
 
@@ -123,10 +138,11 @@ async fn change(
 )]
 pub(crate) async fn add_member(
     publisher: Publisher,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&publisher, &state, &path, true).await
+    change(&publisher, &ctx, &state, &path, true).await
 }
 
 /// Remove a team member
@@ -146,8 +162,9 @@ pub(crate) async fn add_member(
 )]
 pub(crate) async fn remove_member(
     publisher: Publisher,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&publisher, &state, &path, false).await
+    change(&publisher, &ctx, &state, &path, false).await
 }

@@ -13,7 +13,7 @@ use tokio::io::AsyncRead;
 
 use super::lease::{LeaseRenewal, release_logged};
 use super::pieces::{Kept, PieceWriter, SessionReader, Written, restore};
-use super::{Append, Appended, RequestChecksum, Resumable, meta_of};
+use super::{Append, Appended, RequestChecksum, Resumable, meta_of, visible_to};
 use crate::{Error, PackageManager};
 
 impl PackageManager {
@@ -39,6 +39,12 @@ impl PackageManager {
             .lease_session(id, append.offset, &token, lease, owner)
             .await?
         {
+            // Leased by its creator, but through a credential whose names do not reach the
+            // package: as if it were someone else's.
+            SessionLease::Leased(session) if !visible_to(&session, actor) => {
+                release_logged(&sessions.store, id, &token).await;
+                return Err(Error::UploadNotFound);
+            }
             SessionLease::Leased(session) => *session,
             SessionLease::Offset(actual) => {
                 let session = self.session(id, actor).await?;
@@ -272,9 +278,10 @@ impl PackageManager {
         };
         let staged = self.adopt(key.clone(), session.length, checksum).await?;
         // Whoever completes it publishes it: its creator, or an admin.
-        let publisher = actor.copied().or(session.user_id.map(|user_id| Actor {
+        let publisher = actor.cloned().or(session.user_id.map(|user_id| Actor {
             user_id,
             admin: false,
+            names: agentpkg_model::NameScope::All,
         }));
         let meta = meta_of(target, publisher.as_ref(), None);
         match self.publish(staged, meta).await {

@@ -253,8 +253,17 @@ impl PackageManager {
     }
 }
 
-fn visible_to(session: &UploadSession, actor: Option<&Actor>) -> bool {
-    actor.is_none_or(|a| a.admin || session.user_id == Some(a.user_id))
+/// Whether `actor` may see (and continue) `session`: its creator or an admin, and only
+/// while the credential may touch the package it publishes (a token limited to other
+/// names does not see its owner's upload).
+pub(super) fn visible_to(session: &UploadSession, actor: Option<&Actor>) -> bool {
+    actor.is_none_or(|a| {
+        (a.admin || session.user_id == Some(a.user_id))
+            && session
+                .target
+                .as_ref()
+                .is_none_or(|t| a.names.allows(&t.coordinates.name))
+    })
 }
 
 pub(super) fn meta_of(
@@ -267,7 +276,7 @@ pub(super) fn meta_of(
         filename: target.filename.clone(),
         description: target.description.clone(),
         expected_sha256: target.expected_sha256.clone(),
-        publisher: creator.copied(),
+        publisher: creator.cloned(),
         signature: target.signature.clone(),
         size,
     }

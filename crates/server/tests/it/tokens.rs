@@ -19,6 +19,7 @@ on_both_backends!(
     tokens_are_shown_once_listed_without_secrets_and_expire,
     password_and_role_changes_end_sessions_but_not_the_account,
     a_token_revokes_only_itself_never_its_siblings,
+    a_tokens_names_limit_uploads_in_progress_and_teams_too,
 );
 
 async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> reqwest::Response {
@@ -1247,4 +1248,171 @@ async fn a_token_revokes_only_itself_never_its_siblings(backend: Backend) {
             .status(),
         204
     );
+}
+
+async fn a_tokens_names_limit_uploads_in_progress_and_teams_too(backend: Backend) {
+    use base64::Engine;
+    let app = TestApp::spawn(backend).await;
+    let publisher = app.token_for("publisher").await;
+    let (_, limited) = create_token(
+        &app,
+        &publisher,
+        json!({"name": "public", "scope": "publish", "packages": ["public-*"]}),
+    )
+    .await;
+    // The owner starts a resumable upload of secret-agent…
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let res = app
+        .client
+        .post(app.url("/api/v1/uploads"))
+        .bearer_auth(&publisher)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", "10")
+        .header(
+            "Upload-Metadata",
+            format!(
+                "name {},version {},platform {},arch {}",
+                b64("secret-agent"),
+                b64("1.0.0"),
+                b64("linux"),
+                b64("amd64")
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    // …which the owner's token limited to public-* neither sees nor continues (it could).
+    let head = |bearer: &str| {
+        app.client
+            .head(app.url(&location))
+            .bearer_auth(bearer)
+            .header("Tus-Resumable", "1.0.0")
+            .send()
+    };
+    assert_eq!(head(&publisher).await.unwrap().status(), 200);
+    assert_eq!(head(&limited).await.unwrap().status(), 404);
+    let res = app
+        .client
+        .patch(app.url(&location))
+        .bearer_auth(&limited)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(vec![1u8; 10])
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 404, "not_found").await;
+    expect_error(
+        app.get("/api/v1/packages/secret-agent/versions", &publisher)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+
+    // Nor does it complete its owner's direct upload of secret-agent (S3 only).
+    if backend == Backend::Production {
+        let res = app
+            .client
+            .post(app.url("/api/v1/uploads/direct"))
+            .bearer_auth(&publisher)
+            .json(&json!({
+                "name": "secret-agent", "version": "2.0.0", "platform": "linux",
+                "arch": "amd64", "size": 3,
+                "sha256": "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let complete = res.json::<Value>().await.unwrap()["complete_url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let finish = |bearer: &str| {
+            app.client
+                .post(app.url(&complete))
+                .bearer_auth(bearer)
+                .send()
+        };
+        expect_error(finish(&limited).await.unwrap(), 404, "not_found").await;
+        // Its owner is told the bytes are not there yet: the grant stands.
+        let res = finish(&publisher).await.unwrap();
+        assert_ne!(res.status(), 404);
+    }
+
+    // Teams own names beyond the token's: it may not make or change one.
+    let res = app
+        .client
+        .post(app.url("/api/v1/teams"))
+        .bearer_auth(&publisher)
+        .json(&json!({"name": "builders"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let other = app.token_for("viewer").await;
+    let other_name = app
+        .get("/api/v1/auth/me", &other)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["username"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/teams/builders/members/{other_name}")))
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    let refused = expect_error(res, 403, "forbidden").await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot change teams"),
+        "{refused}"
+    );
+    let res = app
+        .client
+        .post(app.url("/api/v1/teams"))
+        .bearer_auth(&limited)
+        .json(&json!({"name": "sneaky"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 403, "forbidden").await;
+    // The owner, signed in, still does.
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/teams/builders/members/{other_name}")))
+        .bearer_auth(&publisher)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Team changes are in the audit log, with who and whom.
+    let admin = app.admin_token().await;
+    let added: Vec<Value> = app
+        .get("/api/v1/audit?action=member_add", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0]["subject"], other_name.as_str());
+    assert_eq!(added[0]["detail"], "team:builders");
+    let created: Vec<Value> = app
+        .get("/api/v1/audit?action=team_create", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1, "{created:?}");
 }
