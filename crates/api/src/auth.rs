@@ -423,6 +423,44 @@ pub async fn session_credential(state: &ApiState, token: &str) -> Result<Credent
         .await?)
 }
 
+/// A credential checked once in full, checked again cheaply (an OpAMP WebSocket's, every
+/// second): its token's or session's current state through the credential cache, the
+/// session's expiry and sign-out, without verifying the token's signature again.
+pub(crate) struct Recheck {
+    holder: Holder,
+    /// A session's token and expiry.
+    session: Option<(String, DateTime<Utc>)>,
+}
+
+impl Recheck {
+    /// For `credential`, just authenticated with `bearer`.
+    pub(crate) fn new(
+        state: &ApiState,
+        credential: &Credential,
+        bearer: &str,
+    ) -> Result<Self, ApiError> {
+        let session = if credential.token.is_some() {
+            None
+        } else {
+            Some((bearer.to_owned(), state.tokens.verify(bearer)?.expires_at))
+        };
+        Ok(Self {
+            holder: credential.holder(),
+            session,
+        })
+    }
+
+    /// Whether the credential still holds; an error when that cannot be told now.
+    pub(crate) async fn holds(&self, state: &ApiState) -> Result<bool, agentpkg_packagemgr::Error> {
+        if let Some((token, expires_at)) = &self.session
+            && (*expires_at <= Utc::now() || state.accounts.session_ended(token).await?)
+        {
+            return Ok(false);
+        }
+        state.accounts.holds(self.holder).await
+    }
+}
+
 /// Signs the session `token` out on every replica (a genuine one; anything else is
 /// refused as a credential would be).
 pub async fn end_session(state: &ApiState, token: &str) -> Result<(), ApiError> {

@@ -203,19 +203,21 @@ impl Accounts {
         user_id: i64,
         version: i64,
     ) -> Result<Credential, Error> {
-        let hash = secret_hash(token);
-        let ended = match self.cache.ended.get(&hash) {
-            Some(ended) => ended,
-            None => {
-                let ended = self.store.session_ended(&hash).await?;
-                self.cache.ended.put(hash, ended);
-                ended
-            }
-        };
-        if ended {
+        if self.session_ended(token).await? {
             return Err(Error::Revoked);
         }
         self.session(user_id, version).await
+    }
+
+    /// Whether the session `token` was signed out (trusted for the freshness interval).
+    pub async fn session_ended(&self, token: &str) -> Result<bool, Error> {
+        let hash = secret_hash(token);
+        if let Some(ended) = self.cache.ended.get(&hash) {
+            return Ok(ended);
+        }
+        let ended = self.store.session_ended(&hash).await?;
+        self.cache.ended.put(hash, ended);
+        Ok(ended)
     }
 
     /// Signs the session `token` out for good, on every replica: it would have been valid

@@ -117,7 +117,8 @@ pub(crate) async fn websocket(
 ) -> Result<HttpResponse, actix_web::Error> {
     // Who speaks on this connection, from where (the upgrade's address and request id).
     let caller = ctx.caller(&viewer.principal.0);
-    let bearer = crate::auth::bearer(&req)?;
+    let recheck_credential =
+        crate::auth::Recheck::new(&state, &caller.credential, &crate::auth::bearer(&req)?)?;
     let open = state
         .opamp
         .connections
@@ -150,10 +151,14 @@ pub(crate) async fn websocket(
             let frame = tokio::select! {
                 frame = frames.next() => frame,
                 _ = recheck.tick() => {
-                    match crate::auth::authenticate(&state, &bearer).await {
-                        Ok(_) => continue,
-                        Err(e) if actix_web::ResponseError::status_code(&e).is_server_error() => continue,
-                        Err(_) => {
+                    match recheck_credential.holds(&state).await {
+                        Ok(true) => continue,
+                        // The database away: the connection goes on, checked again later.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "OpAMP WebSocket credential not rechecked");
+                            continue;
+                        }
+                        Ok(false) => {
                             tracing::info!("OpAMP WebSocket credential no longer valid: connection closed");
                             break Some(actix_ws::CloseCode::Policy);
                         }
