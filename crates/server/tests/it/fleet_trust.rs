@@ -416,6 +416,7 @@ async fn every_bound_on_agents_is_refused_and_stores_nothing(backend: Backend) {
         s.fleet.max_attribute_bytes = 1024;
         s.fleet.max_statuses = 4;
         s.fleet.max_websockets_per_credential = 1;
+        s.fleet.max_websockets = 2;
         s.fleet.max_message_bytes = 4096;
     })
     .await;
@@ -527,15 +528,22 @@ async fn every_bound_on_agents_is_refused_and_stores_nothing(backend: Backend) {
     assert!(second.0.contains("too_many_connections"), "{}", second.0);
     drop(first);
     // Once the first is closed its place is free again.
-    let mut again = String::new();
+    let mut again = upgrade(&addr, &[format!("Authorization: Bearer {viewer}")]);
     for _ in 0..50 {
-        again = upgrade(&addr, &[format!("Authorization: Bearer {viewer}")]).0;
-        if again.starts_with("HTTP/1.1 101") {
+        if again.0.starts_with("HTTP/1.1 101") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+        again = upgrade(&addr, &[format!("Authorization: Bearer {viewer}")]);
     }
-    assert!(again.starts_with("HTTP/1.1 101"), "{again}");
+    assert!(again.0.starts_with("HTTP/1.1 101"), "{}", again.0);
+    // Two on this replica in all: another credential's is the second, a third's is refused.
+    let theirs = upgrade(&addr, &[format!("Authorization: Bearer {other}")]);
+    assert!(theirs.0.starts_with("HTTP/1.1 101"), "{}", theirs.0);
+    let third = app.token_for("viewer").await;
+    let refused = upgrade(&addr, &[format!("Authorization: Bearer {third}")]);
+    assert!(refused.0.starts_with("HTTP/1.1 429"), "{}", refused.0);
+    assert!(refused.0.contains("fleet.max_websockets)"), "{}", refused.0);
 }
 
 /// Sends a WebSocket upgrade for `/v1/opamp` to `addr` (host:port/v1/opamp) with `headers`;
