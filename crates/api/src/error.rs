@@ -120,16 +120,14 @@ impl ApiError {
         }
     }
 
-    /// Retryable: an outage, or a statement that waited too long behind a lock.
+    /// Retryable (as every 503, with `Retry-After`): an outage, or a statement that waited
+    /// too long behind a lock.
     fn database_unavailable() -> Self {
-        Self {
-            retry_after_secs: Some(1),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                "the database is unavailable or busy; try again shortly",
-            )
-        }
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable or busy; try again shortly",
+        )
     }
 
     fn storage_unavailable() -> Self {

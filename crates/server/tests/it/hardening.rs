@@ -838,7 +838,7 @@ async fn an_insert_that_waits_past_the_lock_timeout_is_a_retryable_503_and_store
         .map(|v| v.to_str().unwrap().to_owned());
     // It was `500 internal`: a lock wait is the database being busy, not a fault.
     let body = expect_error(res, 503, "database_unavailable").await;
-    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"), "{body}");
     drop(lock);
     app.assert_nothing_stored().await;
     // Once the lock is gone the same upload goes through.
