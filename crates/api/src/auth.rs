@@ -19,15 +19,15 @@ use std::marker::PhantomData;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
-use agentpkg_model::{Actor, NameScope, PackageName, Role, User};
-use agentpkg_packagemgr::{Credential, Holder, TOKEN_PREFIX};
+use agentpkg_model::{Actor, NameScope, Role, User};
+use agentpkg_packagemgr::{Caller, Credential, Holder, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
 use futures_util::future::LocalBoxFuture;
 use jwt_simple::JWTError;
 use jwt_simple::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::{ApiError, ApiState};
+use crate::{ApiError, ApiState, RequestContext};
 
 const ISSUER: &str = "agentpkg";
 
@@ -238,22 +238,12 @@ impl agentpkg_fleet::DownloadCredentials for DownloadTokens {
     }
 }
 
-/// Who may read a package's bytes: a viewer (within its token's names), or the holder of
-/// a download credential for exactly that package (what OpAMP offers carry).
+/// Who may read a package's bytes: a viewer (within its token's names, as the gate
+/// decides), or the holder of a download credential for exactly that package (what
+/// OpAMP offers carry).
 pub enum Reader {
-    Viewer(Principal),
+    Viewer(Caller),
     File(i64),
-}
-
-impl Reader {
-    /// Whether this reader may download `package`; "not found" otherwise.
-    pub fn may_download(&self, package: &agentpkg_model::Package) -> Result<(), ApiError> {
-        match self {
-            Reader::Viewer(p) => p.may_read(&package.name),
-            Reader::File(id) if *id == package.id => Ok(()),
-            Reader::File(_) => Err(ApiError::not_found("package not found")),
-        }
-    }
 }
 
 impl FromRequest for Reader {
@@ -282,7 +272,7 @@ impl FromRequest for Reader {
             });
         }
         let viewer = Viewer::from_request(req, payload);
-        Box::pin(async move { Ok(Reader::Viewer(viewer.await?.principal)) })
+        Box::pin(async move { Ok(Reader::Viewer(viewer.await?.caller)) })
     }
 }
 
@@ -293,27 +283,6 @@ pub struct Principal(pub Credential);
 impl Principal {
     pub fn user_id(&self) -> i64 {
         self.0.user_id
-    }
-
-    /// Reads of a package the credential may not touch are "not found": a token limited
-    /// to some names learns nothing of the others.
-    pub fn may_read(&self, name: &PackageName) -> Result<(), ApiError> {
-        if self.0.may_touch(name) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found("package not found"))
-        }
-    }
-
-    /// Writes to a package the credential may not touch are forbidden.
-    pub fn may_write(&self, name: &PackageName) -> Result<(), ApiError> {
-        if self.0.may_touch(name) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this token may not touch the package {name}"
-            )))
-        }
     }
 
     /// The caller as an actor on packages (for ownership).
@@ -350,9 +319,11 @@ impl RequiredRole for AdminRole {
     const ROLE: Role = Role::Admin;
 }
 
-/// An authenticated caller holding at least role `R`.
+/// An authenticated caller holding at least role `R` (as the gate decides: a refused
+/// request that would change something is recorded), calling from this request.
 pub struct Authorized<R> {
     pub principal: Principal,
+    pub caller: Caller,
     _role: PhantomData<R>,
 }
 
@@ -364,25 +335,32 @@ impl<R: RequiredRole> FromRequest for Authorized<R> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<ApiState>>().cloned();
         let bearer = bearer(req);
+        let ctx = RequestContext::from_request(req, payload).into_inner();
+        let changes = !matches!(
+            *req.method(),
+            actix_web::http::Method::GET
+                | actix_web::http::Method::HEAD
+                | actix_web::http::Method::OPTIONS
+        );
+        let what = format!(
+            "{} {}",
+            req.method(),
+            req.match_pattern().unwrap_or_else(|| req.path().to_owned())
+        );
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("API state missing"))?;
             let credential = authenticate(&state, &bearer?).await?;
-            if !credential.role.includes(R::ROLE) {
-                return Err(ApiError::forbidden(format!(
-                    "this needs the {} role; {} has {}",
-                    R::ROLE,
-                    credential.token.as_ref().map_or_else(
-                        || credential.username.clone(),
-                        |(_, name)| format!("the token {name:?}")
-                    ),
-                    credential.role
-                )));
-            }
+            let caller = ctx?.caller(&credential);
+            state
+                .accounts
+                .gate(&caller)
+                .require(R::ROLE, &what, changes)?;
             Ok(Authorized {
                 principal: Principal(credential),
+                caller,
                 _role: PhantomData,
             })
         })
@@ -463,11 +441,12 @@ impl Recheck {
 
 /// Signs the session `token` out on every replica (a genuine one; anything else is
 /// refused as a credential would be).
-pub async fn end_session(state: &ApiState, token: &str) -> Result<(), ApiError> {
+pub async fn end_session(state: &ApiState, caller: &Caller, token: &str) -> Result<(), ApiError> {
     let session = state.tokens.verify(token)?;
     Ok(state
         .accounts
-        .end_session(token, session.expires_at)
+        .gate(caller)
+        .sign_out(token, session.expires_at)
         .await?)
 }
 

@@ -147,6 +147,9 @@ impl From<MgrError> for ApiError {
             MgrError::UserNotFound => Self::not_found("user not found"),
             MgrError::TeamNotFound => Self::not_found("team not found"),
             MgrError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            MgrError::SameBytes { .. } => {
+                Self::new(StatusCode::CONFLICT, "same_bytes", e.to_string())
+            }
             MgrError::TooLarge { limit } => Self::too_large(limit),
             MgrError::ChecksumMismatch { .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -169,6 +172,14 @@ impl From<MgrError> for ApiError {
                 "too_many_sessions",
                 e.to_string(),
             ),
+            MgrError::TooManyGrants { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_grants",
+                e.to_string(),
+            ),
+            MgrError::OverQuota { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "upload_quota", e.to_string())
+            }
             MgrError::PastLength { .. } => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "past_upload_length",

@@ -67,6 +67,39 @@ actions! {
     AssignmentChange => "assignment_change",
     AssignmentDelete => "assignment_delete",
     RolloutPause => "rollout_pause",
+    RetentionRun => "retention_run",
+    AccessDenied => "access_denied",
+}
+
+/// Whether what an event records was done, or refused by the gate (a role, a name scope,
+/// ownership): refusals are recorded as well as changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    #[default]
+    Done,
+    Refused,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Done => "done",
+            AuditOutcome::Refused => "refused",
+        }
+    }
+}
+
+impl FromStr for AuditOutcome {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "done" => Ok(AuditOutcome::Done),
+            "refused" => Ok(AuditOutcome::Refused),
+            _ => Err(ValidationError::new("outcome", "must be done or refused")),
+        }
+    }
 }
 
 impl fmt::Display for AuditAction {
@@ -88,6 +121,7 @@ pub struct NewAuditEvent {
     pub address: Option<String>,
     pub request_id: Option<String>,
     pub detail: String,
+    pub outcome: AuditOutcome,
 }
 
 impl NewAuditEvent {
@@ -103,6 +137,28 @@ impl NewAuditEvent {
             address: None,
             request_id: None,
             detail: String::new(),
+            outcome: action.outcome(),
+        }
+    }
+
+    /// The same event, as refused, for `reason`.
+    pub fn refused(mut self, reason: impl Into<String>) -> Self {
+        self.outcome = AuditOutcome::Refused;
+        self.detail = reason.into();
+        self
+    }
+}
+
+impl AuditAction {
+    /// The outcome an event of this action has unless said otherwise: the actions that
+    /// name a refusal are refused.
+    pub fn outcome(self) -> AuditOutcome {
+        match self {
+            AuditAction::UploadRefused
+            | AuditAction::LoginFailed
+            | AuditAction::AgentRefused
+            | AuditAction::AccessDenied => AuditOutcome::Refused,
+            _ => AuditOutcome::Done,
         }
     }
 }
@@ -127,6 +183,8 @@ pub struct AuditEvent {
     pub address: Option<String>,
     pub request_id: Option<String>,
     pub detail: String,
+    /// Done, or refused by the gate.
+    pub outcome: AuditOutcome,
 }
 
 /// Filters of the audit log, newest first.
@@ -134,6 +192,7 @@ pub struct AuditEvent {
 pub struct AuditQuery {
     pub actor: Option<String>,
     pub action: Option<AuditAction>,
+    pub outcome: Option<AuditOutcome>,
     pub package: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,

@@ -20,7 +20,7 @@ mod token;
 mod user;
 mod version;
 
-pub use audit::{AuditAction, AuditEvent, AuditQuery, NewAuditEvent};
+pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent};
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
 pub use fleet::{

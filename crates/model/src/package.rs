@@ -294,6 +294,11 @@ pub struct NewPackage {
     pub publisher: Option<Actor>,
     /// Recorded in the same transaction as the package.
     pub signature: Option<crate::NewSignature>,
+    /// Whether these bytes may be published although another version of the same name
+    /// already has them (an admin's explicit choice). Otherwise the store refuses: a
+    /// detached signature covers bytes, not a version, so last year's signed build must
+    /// not become this year's `latest` by a new name tag.
+    pub republish: bool,
 }
 
 /// A user acting on packages: their id, whether they are an admin (who may act on any

@@ -72,6 +72,14 @@ impl PackageStore for MemoryPackages {
         if s.packages.iter().any(|p| same(p, &new.coordinates)) {
             return Err(StoreError::Conflict);
         }
+        let c = &new.coordinates;
+        let elsewhere = s
+            .packages
+            .iter()
+            .find(|p| p.name == c.name && p.checksum == new.checksum && p.version != c.version);
+        if let (Some(other), false) = (elsewhere, new.republish) {
+            return Err(StoreError::SameBytes(other.version.to_string()));
+        }
         s.markers.remove(new.storage_key.as_str());
         let reused_object = s.blobs.contains_key(&new.checksum);
         let storage_key = s
@@ -298,6 +306,7 @@ fn meta(version: &str) -> Result<UploadMeta, Error> {
         publisher: None,
         signature: None,
         size: None,
+        republish: false,
     })
 }
 

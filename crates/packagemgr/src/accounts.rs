@@ -26,6 +26,7 @@ pub struct Accounts {
     hasher: PasswordHasher,
     pub(crate) cache: Arc<CredentialCache>,
     throttle: Option<LoginThrottle>,
+    pub(crate) audit: Option<crate::AuditLog>,
 }
 
 /// Failed logins allowed per username from one address, and per address whatever the
@@ -55,7 +56,14 @@ impl Accounts {
             hasher: PasswordHasher::start(limits),
             cache: CredentialCache::new(DEFAULT_FRESHNESS),
             throttle: None,
+            audit: None,
         }
+    }
+
+    /// The same accounts recording what their gate decides in `audit`.
+    pub fn with_audit(mut self, audit: crate::AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// The same accounts, throttling failed logins.

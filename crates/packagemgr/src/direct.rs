@@ -72,7 +72,18 @@ impl PackageManager {
             signature: meta.signature,
             expires_at,
         };
-        direct.store.create_direct_upload(upload.clone()).await?;
+        let limit = self.config.max_direct_grants_per_user;
+        let quota = agentpkg_store::UploadQuota {
+            max_uploads: limit,
+            max_bytes: self.config.max_bytes_in_flight_per_user,
+        };
+        if !direct
+            .store
+            .create_direct_upload(upload.clone(), quota)
+            .await?
+        {
+            return Err(Error::TooManyGrants { limit });
+        }
         tracing::info!(
             direct_upload = %upload.id,
             name = %upload.coordinates.name,
@@ -162,6 +173,8 @@ impl PackageManager {
             publisher: actor.cloned(),
             signature: upload.signature,
             size: None,
+            // Republishing is the form's and the raw PUT's (an admin's explicit choice).
+            republish: false,
         };
         self.publish(staged, meta).await
     }

@@ -18,6 +18,11 @@ pub enum Error {
     TeamNotFound,
     #[error("{0}")]
     Conflict(String),
+    /// The bytes are already published under another version of the name.
+    #[error(
+        "these bytes are already published as version {version} of this name: a signature covers bytes, not a version, so publishing them again as another version needs an admin (republish=true)"
+    )]
+    SameBytes { version: String },
     #[error("the upload is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error(
@@ -60,6 +65,16 @@ pub enum Error {
     ResumableUnsupported,
     #[error("too many open resumable uploads (at most {limit} per user): finish or delete some")]
     TooManySessions { limit: u64 },
+    #[error(
+        "too many direct uploads granted and not completed (at most {limit} per user): complete some or let them expire"
+    )]
+    TooManyGrants { limit: u64 },
+    /// The user's unfinished uploads already announce `held` bytes: this one would pass
+    /// `limit`.
+    #[error(
+        "your unfinished uploads already hold {held} of the {limit} bytes allowed per user: finish or delete some"
+    )]
+    OverQuota { held: u64, limit: u64 },
     #[error("the body goes past the upload's length of {length} bytes")]
     PastLength { length: u64 },
     /// A resumable write starts where the session is not.
@@ -114,6 +129,8 @@ impl From<StoreError> for Error {
             | StoreError::Contention(_)
             | StoreError::Busy(_)
             | StoreError::CommitUncertain(_) => Error::DatabaseUnavailable(e),
+            StoreError::SameBytes(version) => Error::SameBytes { version },
+            StoreError::OverQuota { held, limit } => Error::OverQuota { held, limit },
             StoreError::NotOwner => Error::Forbidden(
                 "only the package's owners (or an admin) may publish to or change it".into(),
             ),

@@ -33,6 +33,11 @@ pub struct ManagerConfig {
     /// Longest wait for object storage to deliver the next chunk of a download (or to
     /// start it): a stalled store fails the download instead of holding it for ever.
     pub storage_read_timeout: Duration,
+    /// Bytes one user's open resumable sessions and live direct grants may announce
+    /// together: what a publisher can make the registry hold for uploads not finished.
+    pub max_bytes_in_flight_per_user: u64,
+    /// Direct-upload grants one user may hold at once (not completed, not expired).
+    pub max_direct_grants_per_user: u64,
 }
 
 impl Default for ManagerConfig {
@@ -42,6 +47,8 @@ impl Default for ManagerConfig {
             stale_upload_after: Duration::from_secs(900),
             max_concurrent_uploads: 64,
             storage_read_timeout: Duration::from_secs(60),
+            max_bytes_in_flight_per_user: 8 * 1024 * 1024 * 1024,
+            max_direct_grants_per_user: 16,
         }
     }
 }
@@ -67,6 +74,7 @@ pub struct PackageManager {
     pub(crate) signatures: Option<DynSigningStore>,
     pub(crate) direct: Option<DirectUploads>,
     pub(crate) resumable: Option<crate::resumable::Resumable>,
+    pub(crate) audit: Option<crate::AuditLog>,
 }
 
 impl PackageManager {
@@ -102,6 +110,7 @@ impl PackageManager {
             signatures: None,
             direct: None,
             resumable: None,
+            audit: None,
         }
     }
 
@@ -124,6 +133,12 @@ impl PackageManager {
         self.keyring = Some(Keyring::new(store.clone()));
         self.signatures = Some(store);
         self.signing = policy;
+        self
+    }
+
+    /// The same manager recording what its gate decides in `audit`.
+    pub fn with_audit(mut self, audit: crate::AuditLog) -> Self {
+        self.audit = Some(audit);
         self
     }
 

@@ -8,7 +8,13 @@ use crate::{Error, PackageManager};
 impl PackageManager {
     /// Fails with [`Error::Forbidden`] unless `actor` may publish to or change `name`: an
     /// admin, anyone while the name is unclaimed, otherwise its owners.
+    /// A credential limited to names that do not reach `name` may not either.
     pub async fn ensure_may_act(&self, name: &PackageName, actor: &Actor) -> Result<(), Error> {
+        if !actor.names.allows(name) {
+            return Err(Error::Forbidden(format!(
+                "this token may not touch the package {name}"
+            )));
+        }
         let Some(ownership) = &self.ownership else {
             return Ok(());
         };

@@ -34,6 +34,9 @@ pub struct UploadMeta {
     /// The body's length, when announced (`Content-Length`): storage may then take it in
     /// one streamed request, and a body of another length is refused.
     pub size: Option<u64>,
+    /// Publish even when another version of the name already has these bytes: an admin's
+    /// explicit choice (anyone else asking is refused).
+    pub republish: bool,
 }
 
 /// Bytes that are stored but not yet published. Until [`PackageManager::publish`] commits
@@ -110,6 +113,12 @@ impl PackageManager {
         if let Some(publisher) = &meta.publisher {
             self.ensure_may_act(&meta.coordinates.name, publisher)
                 .await?;
+            if meta.republish && !publisher.admin {
+                return Err(Error::Forbidden(
+                    "only an admin may publish bytes again under another version (republish)"
+                        .into(),
+                ));
+            }
         }
         self.ensure_absent(&meta.coordinates).await?;
         self.judge_signature(&meta.coordinates.name, meta.signature.as_ref())
@@ -401,6 +410,7 @@ fn prepare_row(
         storage_key: staged.key().clone(),
         publisher: meta.publisher,
         signature,
+        republish: meta.republish,
     })
 }
 

@@ -165,6 +165,7 @@ fn meta(version: &str) -> UploadMeta {
         publisher: None,
         signature: None,
         size: None,
+        republish: false,
     }
 }
 

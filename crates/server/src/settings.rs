@@ -301,6 +301,11 @@ pub struct UploadSettings {
     pub session_ttl_secs: u64,
     /// Resumable uploads one user may have open; one more is answered 429.
     pub max_sessions_per_user: u64,
+    /// Bytes one user's unfinished uploads (open resumable sessions and direct grants, by
+    /// their announced lengths) may hold together; past it, 429 `upload_quota`.
+    pub max_bytes_in_flight_per_user: u64,
+    /// Direct-upload grants one user may hold at once; one more is answered 429.
+    pub max_direct_grants_per_user: u64,
     /// The largest part a resumable upload's request writes at once, in MiB (at least 5,
     /// S3's smallest part): what a dropped connection can lose.
     pub part_size_mib: u64,
@@ -316,6 +321,8 @@ impl Default for UploadSettings {
             direct_ttl_secs: 900,
             session_ttl_secs: resumable.ttl.as_secs(),
             max_sessions_per_user: resumable.max_sessions_per_user,
+            max_bytes_in_flight_per_user: manager.max_bytes_in_flight_per_user,
+            max_direct_grants_per_user: manager.max_direct_grants_per_user,
             part_size_mib: resumable.part_bytes / (1024 * 1024),
         }
     }

@@ -255,6 +255,7 @@ fn metrics_listener(
 fn manager(settings: &Settings, components: Components) -> Wired {
     let metrics = ManagerMetrics::default();
     let store = Arc::new(components.store.observed_by(metrics.database_observer()));
+    let audit = AuditLog::new(store.clone());
     let packages = PackageManager::with_metrics(
         store.clone(),
         components.storage,
@@ -263,10 +264,13 @@ fn manager(settings: &Settings, components: Components) -> Wired {
             stale_upload_after: Duration::from_secs(settings.gc.stale_upload_secs),
             max_concurrent_uploads: settings.upload.max_concurrent.max(1),
             storage_read_timeout: Duration::from_secs(settings.storage.read_timeout_secs.max(1)),
+            max_bytes_in_flight_per_user: settings.upload.max_bytes_in_flight_per_user,
+            max_direct_grants_per_user: settings.upload.max_direct_grants_per_user,
         },
         metrics,
     )
     .with_ownership(store.clone())
+    .with_audit(audit.clone())
     .with_signing(
         store.clone(),
         SigningPolicy {
@@ -282,14 +286,15 @@ fn manager(settings: &Settings, components: Components) -> Wired {
         ),
         StorageBackend::Fs => packages,
     };
-    let mut accounts = Accounts::new(store.clone(), settings.auth.hashing_limits()).with_tokens(
-        store.clone(),
-        Duration::from_millis(settings.auth.credential_freshness_ms),
-    );
+    let mut accounts = Accounts::new(store.clone(), settings.auth.hashing_limits())
+        .with_tokens(
+            store.clone(),
+            Duration::from_millis(settings.auth.credential_freshness_ms),
+        )
+        .with_audit(audit.clone());
     if let Some(throttle) = settings.auth.login_throttle() {
         accounts = accounts.with_throttle(throttle);
     }
-    let audit = AuditLog::new(store.clone());
     let store_for_fleet = store.clone();
     let counter = settings
         .stats

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use agentpkg_model::{DailyDownloads, StorageUsage, TopDownloads, TopQuery, first_day, window};
-use agentpkg_packagemgr::Error;
+use agentpkg_packagemgr::{Caller, Error};
 use agentpkg_store::{DynStatsStore, StoreError};
 use chrono::{NaiveDate, Utc};
 use moka::future::Cache;
@@ -94,6 +94,35 @@ impl Statistics {
             return Ok(Arc::new(compute((query, last)).await?));
         }
         self.top.get((query, last), compute).await
+    }
+
+    /// [`Statistics::top`] as `caller` may see it: only the names its credential reaches.
+    pub async fn top_for(&self, caller: &Caller, query: TopQuery) -> Result<TopDownloads, Error> {
+        let top = self.top(query).await?;
+        let names = &caller.credential.names;
+        let visible = |e: &&agentpkg_model::TopEntry| names.allows(&e.name);
+        Ok(TopDownloads {
+            first_day: top.first_day,
+            last_day: top.last_day,
+            by_name: top.by_name.iter().filter(visible).cloned().collect(),
+            by_version: top.by_version.iter().filter(visible).cloned().collect(),
+        })
+    }
+
+    /// [`Statistics::storage`] as `caller` may see it: the totals, and of the names and
+    /// packages listed only those its credential reaches.
+    pub async fn storage_for(
+        &self,
+        caller: &Caller,
+        names: u32,
+        largest: u32,
+    ) -> Result<StorageUsage, Error> {
+        let usage = self.storage(names, largest).await?;
+        let scope = &caller.credential.names;
+        let mut visible = usage.as_ref().clone();
+        visible.names.retain(|n| scope.allows(&n.name));
+        visible.largest.retain(|p| scope.allows(&p.name));
+        Ok(visible)
     }
 
     /// What is stored: totals, the `names` names holding most, the `largest` largest

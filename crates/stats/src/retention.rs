@@ -3,10 +3,10 @@
 //! and audited.
 
 use agentpkg_model::{
-    AuditAction, LatestQuery, NameScope, NewAuditEvent, RetentionDeletion, RetentionPolicy,
+    AuditAction, LatestQuery, NameScope, NewAuditEvent, RetentionDeletion, RetentionPolicy, Role,
     bytes_freed, plan_retention,
 };
-use agentpkg_packagemgr::{AuditLog, Error, PackageManager};
+use agentpkg_packagemgr::{AuditLog, Caller, Error, PackageManager};
 use agentpkg_store::DynStatsStore;
 use chrono::Utc;
 
@@ -40,6 +40,45 @@ impl Retention {
             packages,
             audit,
         }
+    }
+
+    /// Applies `policies` now for `caller` (an admin), to the names its credential
+    /// reaches: [`Retention::run`], with the run itself recorded (`retention_run`, done
+    /// or refused) beside each deletion.
+    pub async fn run_for(
+        &self,
+        caller: &Caller,
+        policies: &[RetentionPolicy],
+        dry_run: bool,
+    ) -> Result<RetentionReport, Error> {
+        let result = match caller.require(Role::Admin) {
+            Ok(()) => {
+                let by = caller.event(AuditAction::Delete);
+                self.run(policies, &caller.credential.names, dry_run, &by)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let mut event = caller.event(AuditAction::RetentionRun);
+        match &result {
+            Ok(report) => {
+                event.detail = format!(
+                    "{} {} package(s), {} byte(s) freed{}",
+                    if dry_run { "would delete" } else { "deleted" },
+                    report.deletions.len(),
+                    report.bytes_freed,
+                    if report.skipped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} skipped", report.skipped.len())
+                    }
+                );
+                self.audit.record(event).await;
+            }
+            Err(Error::Forbidden(reason)) => self.audit.record(event.refused(reason)).await,
+            Err(_) => {}
+        }
+        result
     }
 
     /// Applies `policies` now, to the names `names` allows. A dry run deletes nothing and reports what a real run would

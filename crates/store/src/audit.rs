@@ -22,6 +22,7 @@ struct EventRow {
     address: Option<String>,
     request_id: Option<String>,
     detail: String,
+    outcome: String,
 }
 
 impl TryFrom<EventRow> for AuditEvent {
@@ -43,6 +44,10 @@ impl TryFrom<EventRow> for AuditEvent {
             address: r.address,
             request_id: r.request_id,
             detail: r.detail,
+            outcome: r
+                .outcome
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("audit event {}: outcome", r.id)))?,
         })
     }
 }
@@ -61,6 +66,7 @@ pub(crate) fn append(conn: &mut DbConnection, e: &NewAuditEvent) -> Result<(), S
             audit_events::address.eq(&e.address),
             audit_events::request_id.eq(&e.request_id),
             audit_events::detail.eq(&e.detail),
+            audit_events::outcome.eq(e.outcome.as_str()),
         ))
         .execute(conn)?;
     Ok(())
@@ -75,6 +81,9 @@ fn filtered(q: &AuditQuery) -> Boxed<'_> {
     }
     if let Some(action) = q.action {
         query = query.filter(audit_events::action.eq(action.as_str()));
+    }
+    if let Some(outcome) = q.outcome {
+        query = query.filter(audit_events::outcome.eq(outcome.as_str()));
     }
     if let Some(package) = &q.package {
         query = query.filter(audit_events::package.eq(package));

@@ -17,8 +17,8 @@ use crate::{
     UserState, audit, owners, packages, signing, throttle, tokens, uploads, users,
 };
 use crate::{
-    Attached, DirectUploadStore, NewSigningKey, SessionLease, SigningStore, UploadSessionStore,
-    direct, sessions,
+    Attached, DirectUploadStore, NewSigningKey, SessionLease, SigningStore, UploadQuota,
+    UploadSessionStore, direct, sessions,
 };
 use agentpkg_model::{
     DirectUpload, DirectUploadId, SessionProgress, UploadSession, UploadSessionId,
@@ -275,9 +275,15 @@ impl TokenStore for DieselStore {
 
 #[async_trait]
 impl DirectUploadStore for DieselStore {
-    async fn create_direct_upload(&self, upload: DirectUpload) -> Result<(), StoreError> {
-        self.with_conn("create_direct_upload", move |c| direct::create(c, &upload))
-            .await
+    async fn create_direct_upload(
+        &self,
+        upload: DirectUpload,
+        quota: UploadQuota,
+    ) -> Result<bool, StoreError> {
+        self.with_conn("create_direct_upload", move |c| {
+            direct::create(c, &upload, &quota)
+        })
+        .await
     }
 
     async fn direct_upload(&self, id: &DirectUploadId) -> Result<Option<DirectUpload>, StoreError> {
@@ -307,10 +313,10 @@ impl UploadSessionStore for DieselStore {
         &self,
         session: UploadSession,
         ttl: Duration,
-        max_live: u64,
+        quota: UploadQuota,
     ) -> Result<Option<UploadSession>, StoreError> {
         self.with_conn("create_session", move |c| {
-            sessions::create(c, &session, ttl, max_live)
+            sessions::create(c, &session, ttl, &quota)
         })
         .await
     }

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 
 use crate::schema::direct_uploads;
 use crate::uploads::db_now;
-use crate::{DbConnection, StoreError};
+use crate::{DbConnection, StoreError, UploadQuota};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = direct_uploads)]
@@ -70,7 +70,27 @@ impl TryFrom<Row> for DirectUpload {
     }
 }
 
-pub(crate) fn create(conn: &mut DbConnection, upload: &DirectUpload) -> Result<(), StoreError> {
+/// Records a grant unless its user would pass `quota` (`Ok(false)` for one grant too
+/// many, [`StoreError::OverQuota`] for bytes).
+pub(crate) fn create(
+    conn: &mut DbConnection,
+    upload: &DirectUpload,
+    quota: &UploadQuota,
+) -> Result<bool, StoreError> {
+    crate::connection::write_transaction(conn, |conn| {
+        if let Some(user) = upload.user_id
+            && !crate::quota::admit(conn, user, upload.size, quota, |c| {
+                crate::quota::live_grants(c, user)
+            })?
+        {
+            return Ok(false);
+        }
+        insert(conn, upload)?;
+        Ok(true)
+    })
+}
+
+fn insert(conn: &mut DbConnection, upload: &DirectUpload) -> Result<(), StoreError> {
     let c = &upload.coordinates;
     let size = i64::try_from(upload.size)
         .map_err(|_| StoreError::Corrupt("file size exceeds i64".into()))?;

@@ -16,6 +16,14 @@ pub enum StoreError {
     /// The package name is someone else's: only its owners (and admins) may publish to it.
     #[error("not an owner of the package")]
     NotOwner,
+    /// These bytes are already published under another version of the name (that
+    /// version): republishing them needs an admin's explicit choice.
+    #[error("the same bytes are published as version {0}")]
+    SameBytes(String),
+    /// The user's uploads in flight already hold `held` bytes: one more would pass
+    /// `limit`.
+    #[error("uploads in flight hold {held} of {limit} bytes")]
+    OverQuota { held: u64, limit: u64 },
     /// A row that the code cannot read back (edited by hand, or a bug).
     #[error("corrupt row: {0}")]
     Corrupt(String),

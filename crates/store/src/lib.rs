@@ -26,6 +26,8 @@ mod owners;
 #[cfg(feature = "diesel")]
 mod packages;
 #[cfg(feature = "diesel")]
+mod quota;
+#[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
 mod sessions;
@@ -281,7 +283,13 @@ pub type DynAuditStore = Arc<dyn AuditStore>;
 /// Direct uploads: granted, then completed once, or expired.
 #[async_trait]
 pub trait DirectUploadStore: Health {
-    async fn create_direct_upload(&self, upload: DirectUpload) -> Result<(), StoreError>;
+    /// Records a grant, unless its user has `quota.max_uploads` live grants (then
+    /// `false`), or its bytes would pass `quota.max_bytes` ([`StoreError::OverQuota`]).
+    async fn create_direct_upload(
+        &self,
+        upload: DirectUpload,
+        quota: UploadQuota,
+    ) -> Result<bool, StoreError>;
     /// The upload, while it has not expired (by the database's clock).
     async fn direct_upload(&self, id: &DirectUploadId) -> Result<Option<DirectUpload>, StoreError>;
     /// Removes the upload and marks its object in flight, in one transaction: exactly one
@@ -310,16 +318,34 @@ pub enum SessionLease {
     Gone,
 }
 
+/// What one user's uploads in flight (open resumable sessions, live direct grants) may
+/// hold: uploads of one kind open at once, and bytes announced by both kinds together.
+/// Checked atomically with the insert: concurrent requests cannot all slip under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadQuota {
+    pub max_uploads: u64,
+    pub max_bytes: u64,
+}
+
+impl UploadQuota {
+    /// No limit (a caller that counted already).
+    pub const UNLIMITED: UploadQuota = UploadQuota {
+        max_uploads: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+}
+
 /// Resumable upload sessions: created, written to under a lease, completed, expired.
 #[async_trait]
 pub trait UploadSessionStore: Health {
     /// Records a session expiring `ttl` from now (by the database's clock), unless its user
-    /// has `max_live` sessions still open: then `None`.
+    /// has `quota.max_uploads` sessions still open (then `None`), or its bytes would pass
+    /// `quota.max_bytes` ([`StoreError::OverQuota`]).
     async fn create_session(
         &self,
         session: UploadSession,
         ttl: Duration,
-        max_live: u64,
+        quota: UploadQuota,
     ) -> Result<Option<UploadSession>, StoreError>;
     /// The session, while it has not expired.
     async fn upload_session(

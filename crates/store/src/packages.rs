@@ -181,6 +181,18 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
         .first(conn)
         .optional()?;
     let reused_object = existing.is_some();
+    if reused_object && !new.republish {
+        let other: Option<String> = packages::table
+            .filter(packages::name.eq(c.name.as_str()))
+            .filter(packages::checksum.eq(new.checksum.as_str()))
+            .filter(packages::version.ne(c.version.to_string()))
+            .select(packages::version)
+            .first(conn)
+            .optional()?;
+        if let Some(version) = other {
+            return Err(StoreError::SameBytes(version));
+        }
+    }
     let storage_path = match existing {
         Some(path) => path,
         None => {

@@ -101,6 +101,7 @@ diesel::table! {
         address -> Nullable<Text>,
         request_id -> Nullable<Text>,
         detail -> Text,
+        outcome -> Text,
     }
 }
 

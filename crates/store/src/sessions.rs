@@ -11,9 +11,10 @@ use agentpkg_model::{
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::connection::write_transaction;
 use crate::schema::upload_sessions as s;
 use crate::uploads::db_now;
-use crate::{DbConnection, SessionLease, StoreError};
+use crate::{DbConnection, SessionLease, StoreError, UploadQuota};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = s)]
@@ -138,17 +139,20 @@ fn live_count(conn: &mut DbConnection, user_id: i64) -> Result<i64, StoreError> 
         .get_result(conn)?)
 }
 
-/// Records a new session, unless its user has `max_live` sessions that may still receive
-/// bytes (`Ok(None)`). Its expiry is `ttl` from now by the database's clock.
+/// Records a new session, unless its user has `quota.max_uploads` sessions that may
+/// still receive bytes (`Ok(None)`) or its bytes would pass `quota.max_bytes`. Its
+/// expiry is `ttl` from now by the database's clock.
 pub(crate) fn create(
     conn: &mut DbConnection,
     session: &UploadSession,
     ttl: Duration,
-    max_live: u64,
+    quota: &UploadQuota,
 ) -> Result<Option<UploadSession>, StoreError> {
-    conn.transaction(|conn| {
+    write_transaction(conn, |conn| {
+        // A final upload's bytes are its parts', counted when they were opened.
         if let Some(user) = session.user_id
-            && u64::try_from(live_count(conn, user)?).unwrap_or(0) >= max_live
+            && session.kind != SessionKind::Final
+            && !crate::quota::admit(conn, user, session.length, quota, |c| live_count(c, user))?
         {
             return Ok(None);
         }

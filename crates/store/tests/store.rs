@@ -48,6 +48,7 @@ fn new_package(name: &str, version: &str, platform: Platform, arch: Arch) -> New
         storage_key: ObjectKey::for_new_package(rand_id()),
         publisher: None,
         signature: None,
+        republish: false,
     }
 }
 
@@ -76,6 +77,8 @@ agentpkg_store::on_both_backends!(
     users_are_unique_and_listed_without_hashes,
     identical_bytes_share_one_object_until_the_last_package_goes,
     concurrent_uploads_of_the_same_bytes_agree_on_one_object,
+    bytes_of_one_version_are_not_published_as_another_unless_asked,
+    concurrent_versions_of_the_same_bytes_publish_one,
     a_delete_racing_an_upload_of_the_same_bytes_never_strands_it,
 );
 
@@ -417,6 +420,66 @@ async fn identical_bytes_share_one_object_until_the_last_package_goes(backend: B
         .await
         .unwrap();
     assert!(!again.reused_object);
+}
+
+async fn bytes_of_one_version_are_not_published_as_another_unless_asked(backend: Backend) {
+    let (store, _b) = open(backend).await;
+    let sum = distinct_checksum();
+    let insert = |version: &str, platform, republish| {
+        let mut new = with_checksum(new_package("signed", version, platform, Arch::Amd64), &sum);
+        new.republish = republish;
+        let store = store.clone();
+        async move { store.insert_package(new).await }
+    };
+    insert("1.0.0", Platform::Linux, false).await.unwrap();
+    // The same version on another platform may have the same bytes (a script).
+    insert("1.0.0", Platform::Darwin, false).await.unwrap();
+    match insert("2.0.0", Platform::Linux, false).await {
+        Err(StoreError::SameBytes(version)) => assert_eq!(version, "1.0.0"),
+        other => panic!("expected SameBytes, got {other:?}"),
+    }
+    assert!(
+        store
+            .find_package(&new_package("signed", "2.0.0", Platform::Linux, Arch::Amd64).coordinates)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing of the refused version is stored"
+    );
+    // Another name may have the same bytes, and an admin's explicit choice republishes.
+    store
+        .insert_package(with_checksum(
+            new_package("other", "2.0.0", Platform::Linux, Arch::Amd64),
+            &sum,
+        ))
+        .await
+        .unwrap();
+    let again = insert("2.0.0", Platform::Linux, true).await.unwrap();
+    assert!(again.reused_object);
+}
+
+async fn concurrent_versions_of_the_same_bytes_publish_one(backend: Backend) {
+    let (store, _b) = open(backend).await;
+    let sum = distinct_checksum();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let new = with_checksum(
+                new_package("raced", &format!("1.0.{i}"), Platform::Linux, Arch::Amd64),
+                &sum,
+            );
+            tokio::spawn(async move { store.insert_package(new).await })
+        })
+        .collect();
+    let mut published = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => published += 1,
+            Err(StoreError::SameBytes(_)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(published, 1, "exactly one version gets the bytes");
 }
 
 async fn concurrent_uploads_of_the_same_bytes_agree_on_one_object(backend: Backend) {

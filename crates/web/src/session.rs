@@ -25,6 +25,12 @@ pub struct SignedIn {
 }
 
 impl SignedIn {
+    /// The signed-in user as the gate sees a caller (for reads: changes are made with
+    /// the request's address and id, `RequestContext::caller`).
+    pub fn caller(&self) -> agentpkg_packagemgr::Caller {
+        agentpkg_packagemgr::Caller::new(self.credential.clone())
+    }
+
     /// Refuses a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, given: &str) -> Result<(), WebError> {
         if agentpkg_api::csrf_matches(&self.csrf, given) {

@@ -2,7 +2,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{AuditAction, AuditEvent, AuditQuery, PageRequest};
+use agentpkg_model::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, PageRequest};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -18,6 +18,9 @@ pub(crate) struct AuditParams {
     /// Only events of this action.
     #[param(value_type = Option<AuditAction>)]
     action: Option<String>,
+    /// Only events done (`done`) or refused by the gate (`refused`).
+    #[param(value_type = Option<AuditOutcome>)]
+    outcome: Option<String>,
     /// Only events about this package name.
     package: Option<String>,
     /// Only events at or after this time.
@@ -32,10 +35,13 @@ pub(crate) struct AuditParams {
 
 /// Read the audit log
 ///
-/// Publishes, yanks, restores, description edits, deletions, refused uploads, failed and
-/// throttled logins, user, role, password and token changes: who (user and token), what,
-/// which package or user, when, from which address, with the request id. Newest first;
-/// the total is in `X-Total-Count`. Needs the admin role.
+/// Every change the API, the web interface and the fleet make (packages, owners, teams,
+/// users, roles, passwords, tokens, keys, signatures, assignments, agents, retention
+/// runs, sign-ins and sign-outs), and every refusal of one by the gate (`outcome`
+/// `refused`: a role, a name scope, ownership), with refused uploads, failed logins and
+/// refused agents: who (user and token), what, which package or user, when, from which
+/// address, with the request id. Newest first; the total is in `X-Total-Count`. Needs the
+/// admin role.
 #[utoipa::path(
     get,
     path = "/api/v1/audit",
@@ -57,6 +63,7 @@ pub(crate) async fn list(
     let query = AuditQuery {
         actor: params.actor,
         action: params.action.as_deref().map(str::parse).transpose()?,
+        outcome: params.outcome.as_deref().map(str::parse).transpose()?,
         package: params.package,
         since: params.since,
         until: params.until,

@@ -97,7 +97,6 @@ pub(crate) async fn begin(
         platform: body.platform.parse()?,
         arch: body.arch.parse()?,
     };
-    publisher.principal.may_write(&coordinates.name)?;
     let signature = body
         .signature
         .as_deref()
@@ -119,6 +118,7 @@ pub(crate) async fn begin(
         publisher: Some(publisher.principal.actor()),
         signature,
         size: Some(body.size),
+        republish: false,
     };
     let grant = state.packages.begin_direct(meta, body.size).await?;
     let id = grant.upload.id.to_string();

@@ -2,13 +2,13 @@
 //! (an agent fetches the key to check a package itself).
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{AuditAction, KeyFingerprint, KeyPatterns, NamePattern, TrustedKey};
+use agentpkg_model::{KeyFingerprint, KeyPatterns, NamePattern, TrustedKey};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
-use crate::{Admin, ApiError, ApiState, RequestContext, Viewer};
+use crate::{Admin, ApiError, ApiState, Viewer};
 
 /// A key to trust.
 #[derive(Deserialize, ToSchema)]
@@ -103,7 +103,6 @@ fn keyring(state: &ApiState) -> Result<&agentpkg_packagemgr::Keyring, ApiError> 
 pub(crate) async fn add(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     body: web::Json<NewKey>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -113,17 +112,12 @@ pub(crate) async fn add(
             .map(|p| NamePattern::parse(p))
             .collect::<Result<_, _>>()?,
     )?;
-    let added_by = admin.principal.actor().user_id;
-    let (key, created) = keyring(&state)?
-        .add(&body.key, patterns, Some(added_by))
+    keyring(&state)?;
+    let (key, created) = state
+        .packages
+        .gate(&admin.caller)
+        .add_key(&body.key, patterns)
         .await?;
-    let mut event = ctx.event(AuditAction::KeyAdd, Some(&admin.principal));
-    event.detail = format!(
-        "key {} {}",
-        key.fingerprint,
-        if created { "trusted" } else { "updated" }
-    );
-    state.audit.record(event).await;
     let location = format!("/api/v1/keys/{}", key.fingerprint);
     let mut answer = if created {
         HttpResponse::Created()
@@ -195,13 +189,14 @@ pub(crate) async fn get(
 pub(crate) async fn remove(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     fingerprint: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let fingerprint = KeyFingerprint::parse(&fingerprint)?;
-    keyring(&state)?.remove(&fingerprint).await?;
-    let mut event = ctx.event(AuditAction::KeyRemove, Some(&admin.principal));
-    event.detail = format!("key {fingerprint}");
-    state.audit.record(event).await;
+    keyring(&state)?;
+    state
+        .packages
+        .gate(&admin.caller)
+        .remove_key(&fingerprint)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -6,7 +6,6 @@ use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
 use crate::{ApiError, ApiState, RequestContext};
-use agentpkg_model::AuditAction;
 use agentpkg_packagemgr::SignedIn;
 
 #[derive(Deserialize, ToSchema)]
@@ -66,27 +65,10 @@ pub async fn sign_in(
     username: &str,
     password: SecretString,
 ) -> Result<SignedIn, agentpkg_packagemgr::Error> {
-    match state
+    state
         .accounts
-        .login_from(username, password, ctx.address)
+        .sign_in(username, password, ctx.address, ctx.request_id.clone())
         .await
-    {
-        Ok(signed_in) => {
-            let mut event = ctx.event(AuditAction::Login, None);
-            event.actor_id = Some(signed_in.user.id);
-            event.actor = Some(signed_in.user.username.to_string());
-            state.audit.record(event).await;
-            Ok(signed_in)
-        }
-        Err(e) => {
-            if matches!(e, agentpkg_packagemgr::Error::BadCredentials) {
-                let mut event = ctx.event(AuditAction::LoginFailed, None);
-                event.actor = Some(username.chars().take(64).collect());
-                state.audit.record(event).await;
-            }
-            Err(e)
-        }
-    }
 }
 
 /// Who a credential is.
@@ -140,7 +122,6 @@ pub(crate) async fn me(viewer: crate::Viewer) -> HttpResponse {
 )]
 pub(crate) async fn logout(
     viewer: crate::Viewer,
-    ctx: RequestContext,
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -150,10 +131,6 @@ pub(crate) async fn logout(
             "this is an API token: revoke it with DELETE /api/v1/tokens/{id}",
         ));
     }
-    crate::auth::end_session(&state, &crate::auth::bearer(&req)?).await?;
-    state
-        .audit
-        .record(ctx.caller(&viewer.principal.0).event(AuditAction::Logout))
-        .await;
+    crate::auth::end_session(&state, &viewer.caller, &crate::auth::bearer(&req)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

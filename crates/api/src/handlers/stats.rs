@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{
-    Arch, AuditAction, DailyDownloads, NameUsage, Platform, RetentionDeletion, RetentionPolicy,
+    Arch, DailyDownloads, NameUsage, Platform, RetentionDeletion, RetentionPolicy,
     RetentionPolicySpec, TopEntry, TopQuery,
 };
 use agentpkg_stats::RetentionReport;
@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
 use crate::views::PackageView;
-use crate::{Admin, ApiError, ApiState, RequestContext, Viewer};
+use crate::{Admin, ApiError, ApiState, Viewer};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -82,8 +82,7 @@ pub(crate) async fn package(
     id: web::Path<i64>,
     params: web::Query<SeriesParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let package = state.packages.get(id.into_inner()).await?;
-    viewer.principal.may_read(&package.name)?;
+    let package = state.packages.gate(&viewer.caller).get(*id).await?;
     let series = state
         .stats
         .reports
@@ -177,18 +176,12 @@ pub(crate) async fn top(
         params.platform.as_deref().map(str::parse).transpose()?,
         params.arch.as_deref().map(str::parse).transpose()?,
     )?;
-    let top = state.stats.reports.top(query).await?;
-    let visible = |e: &&TopEntry| viewer.principal.0.may_touch(&e.name);
+    let top = state.stats.reports.top_for(&viewer.caller, query).await?;
     Ok(HttpResponse::Ok().json(TopView {
         first_day: top.first_day,
         last_day: top.last_day,
-        by_name: top.by_name.iter().filter(visible).map(Into::into).collect(),
-        by_version: top
-            .by_version
-            .iter()
-            .filter(visible)
-            .map(Into::into)
-            .collect(),
+        by_name: top.by_name.iter().map(Into::into).collect(),
+        by_version: top.by_version.iter().map(Into::into).collect(),
     }))
 }
 
@@ -277,8 +270,11 @@ pub(crate) async fn storage(
             );
         }
     }
-    let usage = state.stats.reports.storage(names, largest).await?;
-    let may = |name| viewer.principal.0.may_touch(name);
+    let usage = state
+        .stats
+        .reports
+        .storage_for(&viewer.caller, names, largest)
+        .await?;
     Ok(HttpResponse::Ok().json(StorageView {
         objects: usage.objects,
         stored_bytes: usage.stored_bytes,
@@ -288,18 +284,8 @@ pub(crate) async fn storage(
         yanked_packages: usage.yanked_packages,
         yanked_bytes: usage.yanked_bytes,
         names_total: usage.names_total,
-        names: usage
-            .names
-            .iter()
-            .filter(|n| may(&n.name))
-            .map(Into::into)
-            .collect(),
-        largest: usage
-            .largest
-            .iter()
-            .filter(|p| may(&p.name))
-            .map(PackageView::from)
-            .collect(),
+        names: usage.names.iter().map(Into::into).collect(),
+        largest: usage.largest.iter().map(PackageView::from).collect(),
     }))
 }
 
@@ -391,7 +377,6 @@ pub(crate) struct RetentionView {
 )]
 pub(crate) async fn run(
     admin: Admin,
-    ctx: RequestContext,
     state: web::Data<ApiState>,
     params: web::Query<RunParams>,
     body: web::Bytes,
@@ -419,11 +404,10 @@ pub(crate) async fn run(
             state.stats.policies.as_ref().clone(),
         ),
     };
-    let by = ctx.event(AuditAction::Delete, Some(&admin.principal));
     let report: RetentionReport = state
         .stats
         .retention
-        .run(&policies, admin.principal.names(), params.dry_run, &by)
+        .run_for(&admin.caller, &policies, params.dry_run)
         .await?;
     Ok(HttpResponse::Ok().json(RetentionView {
         dry_run: report.dry_run,

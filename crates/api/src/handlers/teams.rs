@@ -1,13 +1,12 @@
 //! Teams: users who own package names together.
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::AuditAction;
 use agentpkg_packagemgr::Team;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState, Publisher, RequestContext, Viewer};
+use crate::{ApiError, ApiState, Publisher, Viewer};
 
 /// A team and its members.
 #[derive(Serialize, ToSchema)]
@@ -54,17 +53,14 @@ pub(crate) struct NewTeam {
 )]
 pub(crate) async fn create(
     publisher: Publisher,
-    ctx: RequestContext,
     state: web::Data<ApiState>,
     body: web::Json<NewTeam>,
 ) -> Result<HttpResponse, ApiError> {
     let team = state
         .packages
-        .create_team(&publisher.principal.actor(), &body.name)
+        .gate(&publisher.caller)
+        .create_team(&body.name)
         .await?;
-    let mut event = ctx.event(AuditAction::TeamCreate, Some(&publisher.principal));
-    event.subject = Some(format!("team:{}", team.name));
-    state.audit.record(event).await;
     Ok(HttpResponse::Created().json(TeamView::from(team)))
 }
 
@@ -101,7 +97,6 @@ pub(crate) struct MemberPath {
 
 async fn change(
     publisher: &Publisher,
-    ctx: &RequestContext,
     state: &ApiState,
     path: &MemberPath,
     add: bool,
@@ -109,17 +104,9 @@ async fn change(
     let user = state.accounts.find_user(&path.username).await?;
     let team = state
         .packages
-        .change_member(&publisher.principal.actor(), &path.team, user.id, add)
+        .gate(&publisher.caller)
+        .change_member(&path.team, &user, add)
         .await?;
-    let action = if add {
-        AuditAction::MemberAdd
-    } else {
-        AuditAction::MemberRemove
-    };
-    let mut event = ctx.event(action, Some(&publisher.principal));
-    event.subject = Some(user.username.to_string());
-    event.detail = format!("team:{}", team.name);
-    state.audit.record(event).await;
     Ok(HttpResponse::Ok().json(TeamView::from(team)))
 }
 
@@ -138,11 +125,10 @@ async fn change(
 )]
 pub(crate) async fn add_member(
     publisher: Publisher,
-    ctx: RequestContext,
     state: web::Data<ApiState>,
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&publisher, &ctx, &state, &path, true).await
+    change(&publisher, &state, &path, true).await
 }
 
 /// Remove a team member
@@ -162,9 +148,8 @@ pub(crate) async fn add_member(
 )]
 pub(crate) async fn remove_member(
     publisher: Publisher,
-    ctx: RequestContext,
     state: web::Data<ApiState>,
     path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&publisher, &ctx, &state, &path, false).await
+    change(&publisher, &state, &path, false).await
 }

@@ -2,7 +2,7 @@
 //! revoked by their owner or an admin.
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{ApiToken, AuditAction, NameScope, TokenScope};
+use agentpkg_model::{ApiToken, NameScope, TokenScope};
 use agentpkg_packagemgr::TokenRequest;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState, RequestContext, Viewer};
+use crate::{ApiError, ApiState, Viewer};
 
 /// A token to create.
 #[derive(Deserialize, ToSchema)]
@@ -90,7 +90,6 @@ pub(crate) struct CreatedToken {
 pub(crate) async fn create(
     caller: Viewer,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     body: web::Json<NewToken>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -106,11 +105,9 @@ pub(crate) async fn create(
     };
     let (token, secret) = state
         .accounts
-        .create_token(&caller.principal.0, request)
+        .gate(&caller.caller)
+        .create_token(request)
         .await?;
-    let mut event = ctx.event(AuditAction::TokenCreate, Some(&caller.principal));
-    event.detail = format!("token {} {:?} ({})", token.id, token.name, token.scope);
-    state.audit.record(event).await;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/tokens/{}", token.id)))
         .json(CreatedToken {
@@ -171,13 +168,12 @@ pub(crate) async fn list(
 pub(crate) async fn revoke(
     caller: Viewer,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    state.accounts.revoke_token(&caller.principal.0, id).await?;
-    let mut event = ctx.event(AuditAction::TokenRevoke, Some(&caller.principal));
-    event.detail = format!("token {id}");
-    state.audit.record(event).await;
+    state
+        .accounts
+        .gate(&caller.caller)
+        .revoke_token(*id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

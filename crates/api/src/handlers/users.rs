@@ -1,11 +1,12 @@
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{AuditAction, Password, Role, User, Username};
+use agentpkg_model::{Password, Role, User, Username};
+use agentpkg_packagemgr::Caller;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
-use crate::{Admin, ApiError, ApiState, RequestContext, Viewer};
+use crate::{Admin, ApiError, ApiState, Viewer};
 
 /// A new account.
 #[derive(Deserialize, ToSchema)]
@@ -40,7 +41,6 @@ pub(crate) struct NewUser {
 pub(crate) async fn create(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     let username = Username::parse(&body.username)?;
@@ -48,12 +48,9 @@ pub(crate) async fn create(
     let role: Role = body.role.parse()?;
     let user = state
         .accounts
+        .gate(&admin.caller)
         .create_user(&username, &password, role)
         .await?;
-    let mut event = ctx.event(AuditAction::UserCreate, Some(&admin.principal));
-    event.subject = Some(user.username.clone());
-    event.detail = user.role.to_string();
-    state.audit.record(event).await;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/users/{}", user.id)))
         .json(user))
@@ -95,17 +92,9 @@ pub(crate) async fn list(
 pub(crate) async fn delete(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    state
-        .accounts
-        .delete_user(admin.principal.user_id(), id)
-        .await?;
-    let mut event = ctx.event(AuditAction::UserDelete, Some(&admin.principal));
-    event.subject = Some(format!("user {id}"));
-    state.audit.record(event).await;
+    state.accounts.gate(&admin.caller).delete_user(*id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -138,19 +127,15 @@ pub(crate) struct UserPatch {
 pub(crate) async fn patch(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     id: web::Path<i64>,
     body: web::Json<UserPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let role: Role = body.role.parse()?;
     let user = state
         .accounts
-        .change_role(admin.principal.user_id(), id.into_inner(), role)
+        .gate(&admin.caller)
+        .change_role(*id, role)
         .await?;
-    let mut event = ctx.event(AuditAction::RoleChange, Some(&admin.principal));
-    event.subject = Some(user.username.clone());
-    event.detail = role.to_string();
-    state.audit.record(event).await;
     Ok(HttpResponse::Ok().json(user))
 }
 
@@ -167,20 +152,17 @@ pub(crate) struct PasswordChange {
 }
 
 async fn set_password(
-    caller: &crate::Principal,
+    caller: &Caller,
     state: &ApiState,
-    ctx: &RequestContext,
     id: i64,
     body: PasswordChange,
 ) -> Result<HttpResponse, ApiError> {
     let new = Password::parse(body.new_password.expose_secret())?;
     state
         .accounts
-        .change_password(&caller.0, id, body.current_password, &new)
+        .gate(caller)
+        .change_password(id, body.current_password, &new)
         .await?;
-    let mut event = ctx.event(AuditAction::PasswordChange, Some(caller));
-    event.subject = Some(format!("user {id}"));
-    state.audit.record(event).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -201,16 +183,10 @@ async fn set_password(
 pub(crate) async fn change_own_password(
     caller: Viewer,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
-    if caller.principal.0.token.is_some() {
-        return Err(ApiError::forbidden(
-            "a password is changed by a signed-in user, not with an API token",
-        ));
-    }
-    let id = caller.principal.user_id();
-    set_password(&caller.principal, &state, &ctx, id, body.into_inner()).await
+    let id = caller.caller.credential.user_id;
+    set_password(&caller.caller, &state, id, body.into_inner()).await
 }
 
 /// Reset a user's password
@@ -231,10 +207,8 @@ pub(crate) async fn change_own_password(
 pub(crate) async fn reset_password(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     id: web::Path<i64>,
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    set_password(&admin.principal, &state, &ctx, id, body.into_inner()).await
+    set_password(&admin.caller, &state, *id, body.into_inner()).await
 }

@@ -139,7 +139,11 @@ impl PackageManager {
         // published whether or not this record could be written.
         let final_session = match sessions
             .store
-            .create_session(record.clone(), sessions.config.ttl, u64::MAX)
+            .create_session(
+                record.clone(),
+                sessions.config.ttl,
+                agentpkg_store::UploadQuota::UNLIMITED,
+            )
             .await
         {
             Ok(Some(created)) => created,

@@ -134,7 +134,8 @@ impl PackageManager {
 
     /// Opens a session. A whole upload is checked as an upload is before its body
     /// (publisher's rights, coordinates free, signature); every session is refused over
-    /// the size limit or past the creator's number of open sessions.
+    /// the size limit, past the creator's number of open sessions, or past the bytes
+    /// their unfinished uploads may hold.
     pub async fn create_session(
         &self,
         new: NewSession,
@@ -198,7 +199,10 @@ impl PackageManager {
             .create_session(
                 session,
                 sessions.config.ttl,
-                sessions.config.max_sessions_per_user,
+                agentpkg_store::UploadQuota {
+                    max_uploads: sessions.config.max_sessions_per_user,
+                    max_bytes: self.config.max_bytes_in_flight_per_user,
+                },
             )
             .await?
             .ok_or(Error::TooManySessions {
@@ -279,5 +283,7 @@ pub(super) fn meta_of(
         publisher: creator.cloned(),
         signature: target.signature.clone(),
         size,
+        // Republishing is the form's and the raw PUT's (an admin's explicit choice).
+        republish: false,
     }
 }

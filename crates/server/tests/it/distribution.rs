@@ -460,7 +460,7 @@ async fn version_history_and_requirement_filters(backend: Backend) {
                 &app,
                 &token,
                 &format!("agent/{v}/{platform}/amd64"),
-                b"x".to_vec()
+                v.as_bytes().to_vec()
             )
             .await
             .status(),

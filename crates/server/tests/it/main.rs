@@ -14,6 +14,7 @@ mod fleet;
 mod fleet_push;
 mod fleet_trust;
 mod flood;
+mod gate;
 mod hardening;
 mod packages;
 mod rollback;

@@ -196,9 +196,9 @@ async fn latest_follows_semver_and_prereleases_only_on_request(backend: Backend)
 async fn lists_filter_paginate_and_link(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.token_for("publisher").await;
-    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+    for (i, v) in ["1.0.0", "1.1.0", "1.2.0"].into_iter().enumerate() {
         assert_eq!(
-            app.upload(&token, vec![1; 10], &as_refs(&coords(v)))
+            app.upload(&token, vec![i as u8; 10], &as_refs(&coords(v)))
                 .await
                 .status(),
             201
@@ -562,9 +562,10 @@ async fn metrics_count_requests_bytes_rejections_and_rollbacks(backend: Backend)
             .status(),
         201
     );
-    // The same bytes again under other coordinates: stored once, and the spare copy's
-    // deletion is not a rollback.
-    let again = coords("2.0.0");
+    // The same bytes again under other coordinates (an admin's explicit republish):
+    // stored once, and the spare copy's deletion is not a rollback.
+    let mut again = coords("2.0.0");
+    again.push(("republish", "true".to_owned()));
     assert_eq!(
         app.upload(&admin, b"12345".to_vec(), &as_refs(&again))
             .await

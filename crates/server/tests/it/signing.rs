@@ -546,7 +546,7 @@ async fn keys_that_may_not_sign_verify_nothing(backend: Backend) {
     let res = put_signed(
         &app,
         &admin,
-        "/api/v1/packages/agent/2.0.0/linux/amd64",
+        "/api/v1/packages/agent/2.0.0/linux/amd64?republish=true",
         &file,
         Some(&sig),
     );
@@ -564,7 +564,7 @@ async fn keys_that_may_not_sign_verify_nothing(backend: Backend) {
     let res = put_signed(
         &app,
         &admin,
-        "/api/v1/packages/agent/3.0.0/linux/amd64",
+        "/api/v1/packages/agent/3.0.0/linux/amd64?republish=true",
         &file,
         Some(&sig),
     );
@@ -577,7 +577,7 @@ async fn keys_that_may_not_sign_verify_nothing(backend: Backend) {
     let res = put_signed(
         &app,
         &admin,
-        "/api/v1/packages/agent/4.0.0/linux/amd64",
+        "/api/v1/packages/agent/4.0.0/linux/amd64?republish=true",
         &file,
         Some(&sig),
     );

@@ -1106,13 +1106,31 @@ async fn a_name_belongs_to_its_owners(backend: Backend) {
         .await
         .unwrap();
     expect_error(res, 409, "conflict").await;
-    let audit: Vec<Value> = app
-        .get("/api/v1/audit?action=owner_add", &admin)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(audit.len(), 2);
+    let audit = |outcome: &'static str| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let events: Vec<Value> = app
+                .get(
+                    &format!("/api/v1/audit?action=owner_add&outcome={outcome}"),
+                    admin,
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            events
+        }
+    };
+    assert_eq!(audit("done").await.len(), 2);
+    // Refusals by the gate are recorded too, with the actor and the reason.
+    let refused = audit("refused").await;
+    assert!(!refused.is_empty());
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["actor"].is_string() && !e["detail"].as_str().unwrap().is_empty())
+    );
 }
 
 async fn a_team_owns_a_name_together(backend: Backend) {
@@ -1400,7 +1418,7 @@ async fn a_tokens_names_limit_uploads_in_progress_and_teams_too(backend: Backend
     // Team changes are in the audit log, with who and whom.
     let admin = app.admin_token().await;
     let added: Vec<Value> = app
-        .get("/api/v1/audit?action=member_add", &admin)
+        .get("/api/v1/audit?action=member_add&outcome=done", &admin)
         .await
         .json()
         .await
@@ -1409,10 +1427,30 @@ async fn a_tokens_names_limit_uploads_in_progress_and_teams_too(backend: Backend
     assert_eq!(added[0]["subject"], other_name.as_str());
     assert_eq!(added[0]["detail"], "team:builders");
     let created: Vec<Value> = app
-        .get("/api/v1/audit?action=team_create", &admin)
+        .get("/api/v1/audit?action=team_create&outcome=done", &admin)
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(created.len(), 1, "{created:?}");
+    // The limited token's attempts are recorded as refused, with the token and why.
+    let refused: Vec<Value> = app
+        .get("/api/v1/audit?outcome=refused", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tried: Vec<(&str, &str)> = refused
+        .iter()
+        .filter(|e| e["token_name"] == "public")
+        .map(|e| (e["action"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    assert!(
+        tried.contains(&(
+            "member_add",
+            "a token limited to some names cannot change teams (a team owns other names too)"
+        )),
+        "{tried:?}"
+    );
+    assert!(tried.iter().any(|(a, _)| *a == "team_create"), "{tried:?}");
 }

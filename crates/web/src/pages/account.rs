@@ -125,14 +125,7 @@ pub async fn logout(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&form.csrf)?;
-    agentpkg_api::end_session(&state, &who.token).await?;
-    state
-        .audit
-        .record(
-            ctx.caller(&who.credential)
-                .event(agentpkg_model::AuditAction::Logout),
-        )
-        .await;
+    agentpkg_api::end_session(&state, &ctx.caller(&who.credential), &who.token).await?;
     Ok(HttpResponse::SeeOther()
         .cookie(cleared_cookie(&req))
         .insert_header((header::LOCATION, "/login"))

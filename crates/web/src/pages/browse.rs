@@ -3,8 +3,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_api::ApiState;
 use agentpkg_model::{
-    Activity, Arch, Coordinates, ListQuery, Package, PackageName, PageRequest, Platform, Role,
-    Version,
+    Activity, Arch, Coordinates, ListQuery, NameScope, Package, PackageName, PageRequest, Platform,
+    Role, Version,
 };
 use askama::Template;
 use chrono::Utc;
@@ -69,10 +69,10 @@ pub async fn packages(
         } else {
             Activity::ActiveOnly
         },
-        names: who.credential.names.clone(),
+        names: NameScope::All,
         page: PageRequest::new(Some(page_no), Some(PER_PAGE)),
     };
-    let found = state.packages.list(&query).await?;
+    let found = state.packages.gate(&who.caller()).list(&query).await?;
     let pages = u32::try_from(found.total.div_ceil(u64::from(PER_PAGE)))
         .unwrap_or(u32::MAX)
         .max(1);
@@ -126,10 +126,7 @@ pub async fn name(
     path: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let name = PackageName::parse(&path)?;
-    if !who.credential.may_touch(&name) {
-        return Err(WebError::NotFound(format!("no package named {name}")));
-    }
-    let history = state.packages.history(&name).await?;
+    let history = state.packages.gate(&who.caller()).history(&name).await?;
     if history.is_empty() {
         return Err(WebError::NotFound(format!("no package named {name}")));
     }
@@ -197,10 +194,11 @@ async fn by_coordinates(
         platform: platform.parse()?,
         arch: arch.parse()?,
     };
-    if !who.credential.may_touch(&coordinates.name) {
-        return Err(WebError::NotFound("package not found".into()));
-    }
-    Ok(state.packages.find(&coordinates).await?)
+    Ok(state
+        .packages
+        .gate(&who.caller())
+        .find(&coordinates)
+        .await?)
 }
 
 pub async fn package(
@@ -253,8 +251,8 @@ pub async fn package(
             p.platform.as_str(),
             p.arch.as_str()
         ),
-        may_write: who.is(Role::Publisher) && who.credential.may_touch(&p.name),
-        may_delete: who.is(Role::Admin) && who.credential.may_touch(&p.name),
+        may_write: who.caller().permits(Role::Publisher, &p.name),
+        may_delete: who.caller().permits(Role::Admin, &p.name),
         notice: notice(query.done.as_deref()),
         p: Row::of(&p),
     })

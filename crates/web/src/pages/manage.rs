@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use agentpkg_api::{ApiState, RequestContext};
-use agentpkg_model::{Arch, AuditAction, Description, PackagePatch, Platform, Role};
+use agentpkg_model::{Arch, Description, PackagePatch, Platform, Role};
 use askama::Template;
 use serde::Deserialize;
 
@@ -28,14 +28,13 @@ pub async fn change(
     who.check_csrf(&form.csrf)?;
     who.require(Role::Publisher)?;
     let (id, action) = path.into_inner();
-    let (patch, done, audited) = match action.as_str() {
+    let (patch, done) = match action.as_str() {
         "yank" => (
             PackagePatch {
                 is_active: Some(false),
                 description: None,
             },
             "yanked",
-            AuditAction::Yank,
         ),
         "restore" => (
             PackagePatch {
@@ -43,7 +42,6 @@ pub async fn change(
                 description: None,
             },
             "restored",
-            AuditAction::Restore,
         ),
         "describe" => (
             PackagePatch {
@@ -53,20 +51,14 @@ pub async fn change(
                 )?),
             },
             "described",
-            AuditAction::Describe,
         ),
         _ => return Err(WebError::NotFound("no such action".into())),
     };
-    let principal = agentpkg_api::Principal(who.credential.clone());
-    principal.may_write(&state.packages.get(id).await?.name)?;
     let p = state
         .packages
-        .update(id, patch, Some(&principal.actor()))
+        .gate(&ctx.caller(&who.credential))
+        .change(id, patch)
         .await?;
-    state
-        .audit
-        .record(ctx.package_event(audited, &principal, &p))
-        .await;
     Ok(see_other(&format!("{}?done={done}", package_href(&p))))
 }
 
@@ -83,10 +75,7 @@ pub async fn confirm_delete(
     path: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
     who.require(Role::Admin)?;
-    let p = state.packages.get(path.into_inner()).await?;
-    if !who.credential.may_touch(&p.name) {
-        return Err(WebError::NotFound("package not found".into()));
-    }
+    let p = state.packages.gate(&who.caller()).get(*path).await?;
     page(&DeletePage {
         layout: Layout::of("Delete a package", &who),
         p: Row::of(&p),
@@ -103,13 +92,11 @@ pub async fn delete(
     who.check_csrf(&form.csrf)?;
     who.require(Role::Admin)?;
     let id = path.into_inner();
-    let principal = agentpkg_api::Principal(who.credential.clone());
-    principal.may_write(&state.packages.get(id).await?.name)?;
-    let p = state.packages.delete(id).await?;
     state
-        .audit
-        .record(ctx.package_event(AuditAction::Delete, &principal, &p))
-        .await;
+        .packages
+        .gate(&ctx.caller(&who.credential))
+        .delete(id)
+        .await?;
     tracing::info!(package = id, user = %who.credential.username, "package deleted from the web interface");
     Ok(see_other("/packages?done=deleted"))
 }

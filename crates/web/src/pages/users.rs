@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use agentpkg_api::{ApiState, RequestContext};
-use agentpkg_model::{AuditAction, Role};
+use agentpkg_model::Role;
 use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
@@ -84,20 +84,14 @@ pub async fn create_user(
         let role: Role = form.role.parse()?;
         state
             .accounts
+            .gate(&ctx.caller(&who.credential))
             .create_user(&username, &password, role)
             .await
             .map_err(WebError::from)
     }
     .await;
     match created {
-        Ok(user) => {
-            let principal = agentpkg_api::Principal(who.credential.clone());
-            let mut event = ctx.event(AuditAction::UserCreate, Some(&principal));
-            event.subject = Some(user.username.clone());
-            event.detail = user.role.to_string();
-            state.audit.record(event).await;
-            Ok(see_other("/users?done=user-created"))
-        }
+        Ok(_) => Ok(see_other("/users?done=user-created")),
         Err(WebError::Refused(status, message)) => {
             let html = users_page(&who, &state, None, Some(message))
                 .await?
@@ -117,14 +111,10 @@ pub async fn delete_user(
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&form.csrf)?;
     who.require(Role::Admin)?;
-    let id = path.into_inner();
     state
         .accounts
-        .delete_user(who.credential.user_id, id)
+        .gate(&ctx.caller(&who.credential))
+        .delete_user(*path)
         .await?;
-    let principal = agentpkg_api::Principal(who.credential.clone());
-    let mut event = ctx.event(AuditAction::UserDelete, Some(&principal));
-    event.subject = Some(format!("user {id}"));
-    state.audit.record(event).await;
     Ok(see_other("/users?done=user-deleted"))
 }

@@ -1,13 +1,13 @@
 //! Yank, restore, describe and delete.
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{AuditAction, Description, PackagePatch};
+use agentpkg_model::{Description, PackagePatch};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
 use crate::views::PackageView;
-use crate::{Admin, ApiError, ApiState, Publisher, RequestContext};
+use crate::{Admin, ApiError, ApiState, Publisher};
 
 /// A change to a package; absent fields are left as they are.
 #[derive(Deserialize, ToSchema)]
@@ -39,14 +39,9 @@ pub(crate) struct PatchBody {
 pub(crate) async fn patch(
     publisher: Publisher,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     id: web::Path<i64>,
     body: web::Json<PatchBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    publisher
-        .principal
-        .may_write(&state.packages.get(id).await?.name)?;
     let body = body.into_inner();
     let patch = PackagePatch {
         is_active: body.is_active,
@@ -56,22 +51,11 @@ pub(crate) async fn patch(
             .map(Description::parse)
             .transpose()?,
     };
-    let changes = [
-        patch.is_active.map(|active| {
-            if active {
-                AuditAction::Restore
-            } else {
-                AuditAction::Yank
-            }
-        }),
-        patch.description.as_ref().map(|_| AuditAction::Describe),
-    ];
-    let actor = publisher.principal.actor();
-    let package = state.packages.update(id, patch, Some(&actor)).await?;
-    for action in changes.into_iter().flatten() {
-        let event = ctx.package_event(action, &publisher.principal, &package);
-        state.audit.record(event).await;
-    }
+    let package = state
+        .packages
+        .gate(&publisher.caller)
+        .change(*id, patch)
+        .await?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -93,15 +77,8 @@ pub(crate) async fn patch(
 pub(crate) async fn delete(
     admin: Admin,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    admin
-        .principal
-        .may_write(&state.packages.get(id).await?.name)?;
-    let package = state.packages.delete(id).await?;
-    let event = ctx.package_event(AuditAction::Delete, &admin.principal, &package);
-    state.audit.record(event).await;
+    state.packages.gate(&admin.caller).delete(*id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -43,8 +43,7 @@ pub(crate) async fn download(
     id: web::Path<i64>,
     params: web::Query<DownloadParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let package = state.packages.get(id.into_inner()).await?;
-    viewer.principal.may_read(&package.name)?;
+    let package = state.packages.gate(&viewer.caller).get(*id).await?;
     serve(&req, &state, package, params.redirect).await
 }
 
@@ -72,11 +71,10 @@ pub(crate) async fn download_by_coordinates(
     params: web::Query<DownloadParams>,
 ) -> Result<HttpResponse, ApiError> {
     let coordinates = path.parse()?;
-    if let Reader::Viewer(principal) = &reader {
-        principal.may_read(&coordinates.name)?;
-    }
-    let package = state.packages.find(&coordinates).await?;
-    reader.may_download(&package)?;
+    let package = match &reader {
+        Reader::Viewer(caller) => state.packages.gate(caller).find(&coordinates).await?,
+        Reader::File(granted) => state.packages.offered(*granted, &coordinates).await?,
+    };
     serve(&req, &state, package, params.redirect).await
 }
 
@@ -123,7 +121,6 @@ pub(crate) async fn download_latest(
         params.version.as_deref(),
         params.prerelease,
     )?;
-    viewer.principal.may_read(&query.name)?;
-    let package = state.packages.latest(&query).await?;
+    let package = state.packages.gate(&viewer.caller).latest(&query).await?;
     serve(&req, &state, package, params.redirect).await
 }

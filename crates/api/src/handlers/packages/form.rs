@@ -4,8 +4,8 @@
 use actix_multipart::{Field, Multipart};
 use agentpkg_model::{
     Actor, Arch, Checksum, Coordinates, Description, DetachedSignature, FileName,
-    MAX_SIGNATURE_BYTES, NameScope, PackageName, Platform, SignatureBytes, SignatureFormat,
-    ValidationError, Version,
+    MAX_SIGNATURE_BYTES, PackageName, Platform, SignatureBytes, SignatureFormat, ValidationError,
+    Version,
 };
 use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta};
 use futures_util::{StreamExt, TryStreamExt};
@@ -30,18 +30,17 @@ pub(super) struct Form {
     filename: Option<FileName>,
     signature: Option<SignatureBytes>,
     signature_format: Option<SignatureFormat>,
+    republish: Option<bool>,
     pub(super) staged: Option<StagedUpload>,
 }
 
 impl Form {
-    /// Reads the form for `publisher`; a name outside `names` is refused as soon as it
-    /// arrives, and a name `publisher` does not own before the file is read when it comes
-    /// first.
+    /// Reads the form for `publisher`; a name `publisher` may not publish to (out of its
+    /// token's names, or not its own) is refused as soon as it arrives.
     pub(super) async fn read(
         &mut self,
         mgr: &PackageManager,
         publisher: &Actor,
-        names: &NameScope,
         multipart: &mut Multipart,
     ) -> Result<(), ApiError> {
         while let Some(field) = multipart.try_next().await.map_err(malformed)? {
@@ -72,11 +71,7 @@ impl Form {
                 }
                 "name" => {
                     let name = PackageName::parse(&text(field, "name").await?)?;
-                    if !names.allows(&name) {
-                        return Err(ApiError::forbidden(format!(
-                            "this token may not touch the package {name}"
-                        )));
-                    }
+                    mgr.ensure_may_act(&name, publisher).await?;
                     set(&mut self.name, "name", name)?;
                 }
                 "version" => set(
@@ -109,11 +104,23 @@ impl Form {
                     "sha256",
                     Checksum::parse(text(field, "sha256").await?.trim())?,
                 )?,
+                "republish" => {
+                    let value = match text(field, "republish").await?.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => {
+                            return Err(
+                                ValidationError::new("republish", "must be true or false").into()
+                            );
+                        }
+                    };
+                    set(&mut self.republish, "republish", value)?;
+                }
                 _ => {
                     return Err(ApiError::bad_request(
                         "unknown_field",
                         format!(
-                            "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256, signature, signature_format",
+                            "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256, signature, signature_format, republish",
                             truncate(&name, 64)
                         ),
                     ));
@@ -172,6 +179,7 @@ impl Form {
             description: self.description.take().unwrap_or_default(),
             expected_sha256,
             publisher: Some(publisher),
+            republish: self.republish.unwrap_or(false),
         })
     }
 }

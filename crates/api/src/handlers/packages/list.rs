@@ -106,10 +106,11 @@ pub(crate) async fn list(
             (None, Some(true)) => Activity::All,
             (None, _) => Activity::ActiveOnly,
         },
-        names: viewer.principal.names().clone(),
+        // The gate narrows this to the names the caller reaches.
+        names: agentpkg_model::NameScope::All,
         page: PageRequest::new(params.page, params.per_page),
     };
-    let page = state.packages.list(&query).await?;
+    let page = state.packages.gate(&viewer.caller).list(&query).await?;
     let mut response = HttpResponse::Ok();
     response.insert_header(("X-Total-Count", page.total.to_string()));
     response.insert_header((

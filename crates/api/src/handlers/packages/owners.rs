@@ -1,13 +1,13 @@
 //! Who owns a package name: listed to readers, changed by its owners (and admins).
 
 use actix_web::{HttpResponse, web};
-use agentpkg_model::{AuditAction, PackageName};
-use agentpkg_packagemgr::Owner;
+use agentpkg_model::PackageName;
+use agentpkg_packagemgr::{Caller, Owner, OwnerRef};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ErrorBody;
-use crate::{ApiError, ApiState, Principal, Publisher, RequestContext, Viewer};
+use crate::{ApiError, ApiState, Publisher, Viewer};
 
 /// An owner of a package name: a user, or a team (every member acts as an owner).
 #[derive(Serialize, ToSchema)]
@@ -75,9 +75,9 @@ pub(crate) async fn list(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = PackageName::parse(&name)?;
-    viewer.principal.may_read(&name)?;
     let owners: Vec<OwnerView> = state
         .packages
+        .gate(&viewer.caller)
         .owners(&name)
         .await?
         .into_iter()
@@ -87,44 +87,21 @@ pub(crate) async fn list(
 }
 
 async fn change(
-    principal: &Principal,
+    caller: &Caller,
     state: &ApiState,
-    ctx: &RequestContext,
     path: OwnerPath,
     add: bool,
 ) -> Result<HttpResponse, ApiError> {
     let name = PackageName::parse(&path.name)?;
-    principal.may_write(&name)?;
-    let actor = principal.actor();
-    let packages = &state.packages;
-    let subject = match path.username.strip_prefix("team:") {
-        Some(team) => {
-            if add {
-                packages.add_team_owner(&actor, &name, team).await?;
-            } else {
-                packages.remove_team_owner(&actor, &name, team).await?;
-            }
-            path.username.clone()
-        }
-        None => {
-            let user = state.accounts.find_user(&path.username).await?;
-            if add {
-                packages.add_owner(&actor, &name, user.id).await?;
-            } else {
-                packages.remove_owner(&actor, &name, user.id).await?;
-            }
-            user.username
-        }
+    let owner = match path.username.strip_prefix("team:") {
+        Some(team) => OwnerRef::Team(team.to_owned()),
+        None => OwnerRef::User(state.accounts.find_user(&path.username).await?),
     };
-    let action = if add {
-        AuditAction::OwnerAdd
-    } else {
-        AuditAction::OwnerRemove
-    };
-    let mut event = ctx.event(action, Some(principal));
-    event.package = Some(name.to_string());
-    event.subject = Some(subject);
-    state.audit.record(event).await;
+    state
+        .packages
+        .gate(caller)
+        .change_owner(&name, &owner, add)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -146,10 +123,9 @@ async fn change(
 pub(crate) async fn add(
     publisher: Publisher,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     path: web::Path<OwnerPath>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&publisher.principal, &state, &ctx, path.into_inner(), true).await
+    change(&publisher.caller, &state, path.into_inner(), true).await
 }
 
 /// Remove an owner
@@ -171,8 +147,7 @@ pub(crate) async fn add(
 pub(crate) async fn remove(
     publisher: Publisher,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     path: web::Path<OwnerPath>,
 ) -> Result<HttpResponse, ApiError> {
-    change(&publisher.principal, &state, &ctx, path.into_inner(), false).await
+    change(&publisher.caller, &state, path.into_inner(), false).await
 }

