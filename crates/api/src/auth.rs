@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use agentpkg_model::{Actor, NameScope, Role, User};
 use agentpkg_packagemgr::{Caller, Credential, Holder, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
@@ -350,9 +350,13 @@ impl<R: RequiredRole> FromRequest for Authorized<R> {
             req.method(),
             req.match_pattern().unwrap_or_else(|| req.path().to_owned())
         );
+        let early = req.extensions_mut().remove::<Authenticated>();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::internal("API state missing"))?;
-            let credential = authenticate(&state, &bearer?).await?;
+            let credential = match early {
+                Some(Authenticated(result)) => result?,
+                None => authenticate(&state, &bearer?).await?,
+            };
             let caller = ctx?.caller(&credential);
             state
                 .accounts
@@ -365,6 +369,30 @@ impl<R: RequiredRole> FromRequest for Authorized<R> {
             })
         })
     }
+}
+
+/// A request's credential, checked before its handler's arguments are read.
+struct Authenticated(Result<Credential, ApiError>);
+
+/// Checks the request's credential (when it brings one) before anything else of it is
+/// read, for [`Authorized`] to decide on.
+///
+/// NOTE: actix-web reads a handler's arguments concurrently and answers the first
+/// failure: without this, a body that does not parse (quick) would be answered before a
+/// missing role (a credential lookup), telling a caller without the role how to shape a
+/// request, and leaving the refusal unrecorded.
+pub async fn authenticate_first(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if let Some(state) = req.app_data::<web::Data<ApiState>>().cloned()
+        && let Ok(bearer) = bearer(req.request())
+        && state.tokens.verify_download(&bearer).is_none()
+    {
+        let result = authenticate(&state, &bearer).await;
+        req.extensions_mut().insert(Authenticated(result));
+    }
+    next.call(req).await
 }
 
 /// The cookie holding the web interface's session token.

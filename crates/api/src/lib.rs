@@ -119,6 +119,7 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
             .configure(openapi::configure)
             .service(
                 web::scope("/api/v1")
+                    .wrap(actix_web::middleware::from_fn(auth::authenticate_first))
                     .route("/healthz", web::get().to(handlers::health::healthz))
                     .route("/readyz", web::get().to(handlers::health::readyz))
                     .route("/auth/login", web::post().to(handlers::login::login))

@@ -44,6 +44,8 @@ actions! {
     Describe => "describe",
     Delete => "delete",
     UploadRefused => "upload_refused",
+    UploadOpen => "upload_open",
+    UploadCancel => "upload_cancel",
     Login => "login",
     LoginFailed => "login_failed",
     Logout => "logout",

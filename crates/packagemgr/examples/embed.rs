@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpkg_packagemgr::model::{
-    Activity, Arch, Checksum, Coordinates, Description, LatestQuery, ListQuery, NewPackage,
-    ObjectKey, Package, PackageName, PackagePatch, Page, Platform, Version,
+    Activity, Arch, Checksum, Coordinates, Description, LatestQuery, ListQuery, NameScope,
+    NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, Platform, Role, Version,
 };
-use agentpkg_packagemgr::{Error, ManagerConfig, PackageManager, UploadMeta};
+use agentpkg_packagemgr::{Caller, Credential, Error, ManagerConfig, PackageManager, UploadMeta};
 use agentpkg_storage::FsStore;
 use agentpkg_store::{Deleted, Health, Inserted, PackageStore, StoreError, UploadInFlight};
 use async_trait::async_trait;
@@ -356,7 +356,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let versions: Vec<String> = history.iter().map(|v| v.version.to_string()).collect();
     assert_eq!(versions, ["1.1.0", "1.0.0"]);
 
-    manager.delete(latest.id).await?;
+    // The service's own users act through the gate, which decides as it does for the
+    // REST API: a credential limited to other names does not see the package, a viewer
+    // may not delete it, an admin may. (`with_audit` would record each decision.)
+    let caller = |role: Role, names: NameScope| {
+        Caller::new(Credential {
+            user_id: 7,
+            username: "service-user".into(),
+            role,
+            names,
+            token: None,
+            version: 0,
+        })
+    };
+    let elsewhere = caller(Role::Admin, NameScope::matching(&["other-*".to_owned()])?);
+    let unseen = manager.gate(&elsewhere).get(latest.id).await;
+    assert!(matches!(unseen, Err(Error::NotFound)), "{unseen:?}");
+    let viewer = caller(Role::Viewer, NameScope::All);
+    assert_eq!(manager.gate(&viewer).get(latest.id).await?.id, latest.id);
+    let refused = manager.gate(&viewer).delete(latest.id).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    let admin = caller(Role::Admin, NameScope::All);
+    manager.gate(&admin).delete(latest.id).await?;
     let report = manager
         .reconcile(std::time::Duration::from_secs(3600), true)
         .await?;

@@ -12,7 +12,7 @@
 use agentpkg_model::{
     Actor, AuditAction, Coordinates, DetachedSignature, KeyFingerprint, KeyPatterns, LatestQuery,
     ListQuery, NewAuditEvent, Package, PackageName, PackagePatch, Page, Password, Role, TrustedKey,
-    User, Username, VersionBuilds,
+    UploadSession, UploadSessionId, User, Username, VersionBuilds,
 };
 use agentpkg_store::{Owner, Team};
 use secrecy::SecretString;
@@ -381,6 +381,98 @@ impl PackageGate<'_> {
         settle(self.audit(), result, |_| event(), event).await
     }
 
+    /// Opens a resumable upload (publisher): recorded with its kind, length and target.
+    pub async fn open_session(&self, new: crate::NewSession) -> Result<UploadSession, Error> {
+        let detail = format!(
+            "{} upload of {} bytes{}",
+            new.kind.as_str(),
+            new.length,
+            new.target.as_ref().map_or_else(String::new, |t| format!(
+                " for {} {} {}/{}",
+                t.coordinates.name,
+                t.coordinates.version,
+                t.coordinates.platform,
+                t.coordinates.arch
+            ))
+        );
+        let name = new.target.as_ref().map(|t| t.coordinates.name.to_string());
+        let event = || {
+            let mut event = self.caller.event(AuditAction::UploadOpen);
+            event.package.clone_from(&name);
+            event.detail.clone_from(&detail);
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            self.manager
+                .create_session(new, Some(&self.caller.actor()))
+                .await
+        }
+        .await;
+        settle(
+            self.audit(),
+            result,
+            |s| {
+                let mut event = event();
+                event.subject = Some(format!("upload {}", s.id));
+                event
+            },
+            event,
+        )
+        .await
+    }
+
+    /// Cancels one's own resumable upload (or anyone's, as an admin).
+    pub async fn cancel_session(&self, id: &UploadSessionId) -> Result<(), Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::UploadCancel);
+            event.subject = Some(format!("upload {id}"));
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            self.manager.terminate(id, Some(&self.caller.actor())).await
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Grants a direct upload of `size` bytes (publisher): recorded with its target.
+    pub async fn begin_direct(
+        &self,
+        meta: crate::UploadMeta,
+        size: u64,
+    ) -> Result<crate::DirectGrant, Error> {
+        let c = meta.coordinates.clone();
+        let event = || {
+            let mut event = self.caller.event(AuditAction::UploadOpen);
+            event.package = Some(c.name.to_string());
+            event.detail = format!(
+                "direct upload of {size} bytes for {} {} {}/{}",
+                c.name, c.version, c.platform, c.arch
+            );
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Publisher)?;
+            let mut meta = meta;
+            meta.publisher = Some(self.caller.actor());
+            self.manager.begin_direct(meta, size).await
+        }
+        .await;
+        settle(
+            self.audit(),
+            result,
+            |g| {
+                let mut event = event();
+                event.subject = Some(format!("upload {}", g.upload.id));
+                event
+            },
+            event,
+        )
+        .await
+    }
+
     /// Records how an upload by this caller ended, on any route (form, raw body, tus,
     /// direct): the package published, or the stable code it was refused with. The
     /// decision itself was taken by the upload (role, name scope, ownership, signature).
@@ -457,6 +549,8 @@ impl Accounts {
             let mut event = NewAuditEvent::new(action);
             event.address = address.map(|a| a.to_string());
             event.request_id = request_id;
+            // The account signed in to (or tried).
+            event.subject = Some(username.chars().take(64).collect());
             match &result {
                 Ok(signed_in) => {
                     event.actor_id = Some(signed_in.user.id);
@@ -632,13 +726,12 @@ impl AccountGate<'_> {
         expires_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), Error> {
         let result = self.accounts.end_session(token, expires_at).await;
-        settle(
-            self.audit(),
-            result,
-            |_| self.caller.event(AuditAction::Logout),
-            || self.caller.event(AuditAction::Logout),
-        )
-        .await
+        let event = || {
+            let mut event = self.caller.event(AuditAction::Logout);
+            event.subject = Some(self.caller.credential.username.clone());
+            event
+        };
+        settle(self.audit(), result, |_| event(), event).await
     }
 
     /// The caller's credential.

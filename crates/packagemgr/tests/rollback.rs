@@ -390,7 +390,7 @@ async fn delete_removes_row_then_object_and_survives_a_storage_failure() {
 async fn latest_ignores_prereleases_unless_asked() {
     let f = fixture(1 << 20).await;
     for v in ["1.9.0", "1.10.0", "2.0.0-rc.1"] {
-        f.mgr.upload(meta(v), &b"x"[..]).await.unwrap();
+        f.mgr.upload(meta(v), v.as_bytes()).await.unwrap();
     }
     let query = |platform, requirement: Option<&str>, include_prerelease| LatestQuery {
         name: PackageName::parse("opamp-agent").unwrap(),
@@ -462,7 +462,8 @@ async fn history_groups_builds_by_version_newest_first_and_an_unknown_name_is_no
     ] {
         let mut m = meta(version);
         m.coordinates.arch = arch;
-        f.mgr.upload(m, &b"x"[..]).await.unwrap();
+        // Each version its own build (the same bytes as another version are refused).
+        f.mgr.upload(m, version.as_bytes()).await.unwrap();
     }
     let history = f
         .mgr

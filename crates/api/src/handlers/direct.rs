@@ -120,7 +120,11 @@ pub(crate) async fn begin(
         size: Some(body.size),
         republish: false,
     };
-    let grant = state.packages.begin_direct(meta, body.size).await?;
+    let grant = state
+        .packages
+        .gate(&publisher.caller)
+        .begin_direct(meta, body.size)
+        .await?;
     let id = grant.upload.id.to_string();
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/uploads/direct/{id}")))

@@ -105,7 +105,7 @@ async fn the_python_opamp_client_is_recorded_its_heartbeat_seen_and_its_disconne
     );
 }
 
-fn message(uid: &[u8], seq: u64, described: bool) -> AgentToServer {
+pub(crate) fn message(uid: &[u8], seq: u64, described: bool) -> AgentToServer {
     AgentToServer {
         instance_uid: uid.to_vec(),
         sequence_num: seq,
@@ -140,7 +140,7 @@ async fn post(
     req.send().await.unwrap()
 }
 
-async fn send(app: &TestApp, token: &str, m: &AgentToServer) -> ServerToAgent {
+pub(crate) async fn send(app: &TestApp, token: &str, m: &AgentToServer) -> ServerToAgent {
     let res = post(
         app,
         Some(token),

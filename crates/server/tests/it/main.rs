@@ -2,6 +2,7 @@
 //! embedded default (SQLite + directory). One binary, so the suite links once.
 
 mod audit;
+mod audit_complete;
 mod auth;
 mod cli;
 mod client_cli;

@@ -178,15 +178,13 @@ async fn create_inner(
     };
     let session = state
         .packages
-        .create_session(
-            NewSession {
-                kind,
-                target,
-                metadata,
-                length,
-            },
-            Some(&actor),
-        )
+        .gate(&ctx.caller(&principal.0))
+        .open_session(NewSession {
+            kind,
+            target,
+            metadata,
+            length,
+        })
         .await?;
     let session_id = session.id.clone();
     // creation-with-upload: bytes in the creating request go at offset 0.
@@ -425,7 +423,8 @@ pub(crate) async fn delete(
         let id = UploadSessionId::parse(&id).map_err(|_| ApiError::not_found("no such upload"))?;
         state
             .packages
-            .terminate(&id, Some(&publisher.principal.actor()))
+            .gate(&publisher.caller)
+            .cancel_session(&id)
             .await?;
         Ok(HttpResponse::NoContent().finish())
     };
