@@ -168,7 +168,7 @@ impl Accounts {
             .set_role(id, role)
             .await?
             .ok_or(Error::UserNotFound)?;
-        self.forget_user(id);
+        self.forget_user(id).await;
         tracing::info!(user_id = id, role = %role, by = actor, "role changed");
         Ok(user)
     }
@@ -218,7 +218,7 @@ impl Accounts {
         if !self.store.set_password(id, hash).await? {
             return Err(Error::UserNotFound);
         }
-        self.forget_user(id);
+        self.forget_user(id).await;
         tracing::info!(user_id = id, by = actor.user_id, "password changed");
         Ok(())
     }
@@ -267,7 +267,7 @@ impl Accounts {
             return Err(Error::Conflict("you cannot delete your own account".into()));
         }
         if self.store.delete_user(id).await? {
-            self.forget_user(id);
+            self.forget_user(id).await;
             tracing::info!(user_id = id, "user deleted");
             Ok(())
         } else {

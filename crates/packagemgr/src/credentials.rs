@@ -3,15 +3,14 @@
 //! replica (a small cache), so a revoked or changed credential stops working everywhere
 //! within that interval, without a query on every request.
 
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use agentpkg_model::{
     ApiToken, AuditAction, NameScope, NewAuditEvent, PackageName, Role, TokenScope, ValidationError,
 };
-use agentpkg_store::{DynTokenStore, NewToken, UserState};
+use agentpkg_store::{DynTokenStore, NewToken, StoreError, UserState};
 use chrono::{DateTime, Utc};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::SecretString;
@@ -112,44 +111,30 @@ pub struct TokenRequest {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A bounded map whose entries are trusted for `ttl`.
-pub(crate) struct FreshCache<K, V> {
-    ttl: Duration,
-    entries: Mutex<HashMap<K, (Instant, V)>>,
+const CACHE_ENTRIES: u64 = 10_000;
+
+/// A bounded map whose entries are trusted for `ttl`. Concurrent misses of one key wait
+/// for one load (moka's `try_get_with`): a thousand agents on one token whose entry just
+/// expired cost one query, not a thousand queued on the blocking pool.
+type FreshCache<K, V> = moka::future::Cache<K, V>;
+
+fn fresh_cache<K, V>(ttl: Duration) -> FreshCache<K, V>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::future::Cache::builder()
+        .max_capacity(CACHE_ENTRIES)
+        .time_to_live(ttl)
+        .build()
 }
 
-const CACHE_ENTRIES: usize = 10_000;
-
-impl<K: Eq + Hash + Clone, V: Clone> FreshCache<K, V> {
-    pub(crate) fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().ok()?;
-        let (at, value) = entries.get(key)?;
-        (at.elapsed() < self.ttl).then(|| value.clone())
-    }
-
-    fn put(&self, key: K, value: V) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= CACHE_ENTRIES {
-                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
-                if entries.len() >= CACHE_ENTRIES {
-                    entries.clear();
-                }
-            }
-            entries.insert(key, (Instant::now(), value));
-        }
-    }
-
-    fn forget(&self, key: &K) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
+/// A load's error, as each waiter gets it: the loader's own, or (shared with others) the
+/// database as unavailable.
+fn shared(e: Arc<StoreError>) -> Error {
+    match Arc::try_unwrap(e) {
+        Ok(e) => e.into(),
+        Err(e) => Error::DatabaseUnavailable(StoreError::Unavailable(e.to_string())),
     }
 }
 
@@ -166,10 +151,10 @@ pub(crate) struct CredentialCache {
 impl CredentialCache {
     pub(crate) fn new(freshness: Duration) -> Arc<Self> {
         Arc::new(Self {
-            users: FreshCache::new(freshness),
-            tokens: FreshCache::new(freshness),
-            token_ids: FreshCache::new(freshness),
-            ended: FreshCache::new(freshness),
+            users: fresh_cache(freshness),
+            tokens: fresh_cache(freshness),
+            token_ids: fresh_cache(freshness),
+            ended: fresh_cache(freshness),
         })
     }
 }
@@ -186,12 +171,11 @@ impl Accounts {
     }
 
     async fn user_state(&self, user_id: i64) -> Result<Option<UserState>, Error> {
-        if let Some(state) = self.cache.users.get(&user_id) {
-            return Ok(state);
-        }
-        let state = self.store.user_state(user_id).await?;
-        self.cache.users.put(user_id, state.clone());
-        Ok(state)
+        self.cache
+            .users
+            .try_get_with(user_id, self.store.user_state(user_id))
+            .await
+            .map_err(shared)
     }
 
     /// The caller of the session `token`, which names `user_id` at credentials `version`:
@@ -212,12 +196,11 @@ impl Accounts {
     /// Whether the session `token` was signed out (trusted for the freshness interval).
     pub async fn session_ended(&self, token: &str) -> Result<bool, Error> {
         let hash = secret_hash(token);
-        if let Some(ended) = self.cache.ended.get(&hash) {
-            return Ok(ended);
-        }
-        let ended = self.store.session_ended(&hash).await?;
-        self.cache.ended.put(hash, ended);
-        Ok(ended)
+        self.cache
+            .ended
+            .try_get_with(hash.clone(), self.store.session_ended(&hash))
+            .await
+            .map_err(shared)
     }
 
     /// Signs the session `token` out for good, on every replica: it would have been valid
@@ -225,7 +208,7 @@ impl Accounts {
     pub async fn end_session(&self, token: &str, expires_at: DateTime<Utc>) -> Result<(), Error> {
         let hash = secret_hash(token);
         self.store.end_session(hash.clone(), expires_at).await?;
-        self.cache.ended.put(hash, true);
+        self.cache.ended.insert(hash, true).await;
         Ok(())
     }
 
@@ -248,22 +231,24 @@ impl Accounts {
     /// The caller an API token's secret names.
     pub async fn authenticate_token(&self, secret: &str) -> Result<Credential, Error> {
         let hash = secret_hash(secret);
-        let found = match self.cache.tokens.get(&hash) {
-            Some(found) => found,
-            None => {
-                let tokens = self.tokens()?;
-                let found = tokens.token_by_secret_hash(&hash).await?;
-                if let Some((token, _)) = &found {
-                    // At most once a freshness interval per replica: cheap, and enough to
-                    // tell which tokens are still in use.
-                    if let Err(e) = tokens.touch_token(token.id).await {
-                        tracing::warn!(token_id = token.id, error = %e, "could not record the token's use");
-                    }
+        let tokens = self.tokens()?;
+        let load = async {
+            let found = tokens.token_by_secret_hash(&hash).await?;
+            if let Some((token, _)) = &found {
+                // At most once a freshness interval per replica: cheap, and enough to
+                // tell which tokens are still in use.
+                if let Err(e) = tokens.touch_token(token.id).await {
+                    tracing::warn!(token_id = token.id, error = %e, "could not record the token's use");
                 }
-                self.cache.tokens.put(hash, found.clone());
-                found
             }
+            Ok::<_, StoreError>(found)
         };
+        let found = self
+            .cache
+            .tokens
+            .try_get_with(hash.clone(), load)
+            .await
+            .map_err(shared)?;
         let Some((token, owner)) = found else {
             return Err(Error::Revoked);
         };
@@ -290,18 +275,26 @@ impl Accounts {
                 .await?
                 .is_some_and(|u| u.credentials_version == version)),
             Holder::Token(id) => {
-                if let Some(holds) = self.cache.token_ids.get(&id) {
-                    return Ok(holds);
-                }
-                let holds = match self.tokens()?.get_token(id).await? {
-                    Some(token) => {
-                        token.expires_at.is_none_or(|at| at > Utc::now())
-                            && self.user_state(token.user_id).await?.is_some()
-                    }
-                    None => false,
+                let tokens = self.tokens()?;
+                let load = async {
+                    Ok(match tokens.get_token(id).await? {
+                        Some(token) => {
+                            token.expires_at.is_none_or(|at| at > Utc::now())
+                                && self.user_state(token.user_id).await?.is_some()
+                        }
+                        None => false,
+                    })
                 };
-                self.cache.token_ids.put(id, holds);
-                Ok(holds)
+                self.cache
+                    .token_ids
+                    .try_get_with(id, load)
+                    .await
+                    .map_err(|e: Arc<Error>| match Arc::try_unwrap(e) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            Error::DatabaseUnavailable(StoreError::Unavailable(e.to_string()))
+                        }
+                    })
             }
         }
     }
@@ -402,7 +395,7 @@ impl Accounts {
         if !tokens.delete_token(id).await? {
             return Err(Error::TokenNotFound);
         }
-        self.cache.token_ids.forget(&id);
+        self.cache.token_ids.invalidate(&id).await;
         tracing::info!(
             token_id = id,
             owner = token.user_id,
@@ -414,7 +407,7 @@ impl Accounts {
 
     /// Forgets what this replica knows of a user, after changing them here (other replicas
     /// forget within the freshness interval).
-    pub(crate) fn forget_user(&self, user_id: i64) {
-        self.cache.users.forget(&user_id);
+    pub(crate) async fn forget_user(&self, user_id: i64) {
+        self.cache.users.invalidate(&user_id).await;
     }
 }

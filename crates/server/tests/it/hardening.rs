@@ -21,6 +21,7 @@ on_both_backends!(
     an_upload_slower_than_the_grace_period_survives_gc_running_throughout,
     file_names_cannot_deceive_and_non_ascii_names_download_as_utf8,
     gc_on_a_busy_registry_never_fails_a_pass,
+    a_crowd_on_one_new_credential_costs_one_query,
 );
 
 /// A package manager over the test's own view of the server's store and storage, to run
@@ -850,4 +851,38 @@ async fn an_insert_that_waits_past_the_lock_timeout_is_a_retryable_503_and_store
         )
         .await;
     assert_eq!(res.status(), 201);
+}
+
+/// Calls of a database operation so far, from the server's metrics.
+async fn db_calls(app: &TestApp, admin: &str, operation: &str) -> u64 {
+    let text = app.get("/metrics", admin).await.text().await.unwrap();
+    let prefix = format!(
+        "agentpkg_db_operation_duration_seconds_count{{operation=\"{operation}\",outcome=\"ok\"}} "
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// A thousand agents on one token whose cache entry has just expired (or was never
+/// there) wait for one lookup: concurrent misses of one credential are one query, not a
+/// query each queued on the blocking pool (threads, memory, and the pool's connections).
+async fn a_crowd_on_one_new_credential_costs_one_query(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let (_, secret) = crate::common::create_token(
+        &app,
+        &admin,
+        serde_json::json!({"name": "fleet", "scope": "read"}),
+    )
+    .await;
+    let before = db_calls(&app, &admin, "token_by_secret_hash").await;
+    let crowd: Vec<_> = (0..200)
+        .map(|_| app.get("/api/v1/auth/me", &secret))
+        .collect();
+    for res in futures_util::future::join_all(crowd).await {
+        assert_eq!(res.status(), 200);
+    }
+    let after = db_calls(&app, &admin, "token_by_secret_hash").await;
+    assert_eq!(after - before, 1, "200 requests at once on one new token");
 }
