@@ -531,6 +531,7 @@ impl Application {
         };
         server = server
             .workers(workers)
+            .worker_max_blocking_threads(settings.blocking_threads())
             .max_connections(settings.server.max_connections.div_ceil(workers).max(1));
         let server = server.listen(listener)?.run();
         tracing::info!(addr = %settings.server.bind, port, "listening");
