@@ -15,6 +15,7 @@ use crate::common::{ADMIN_PASSWORD, TestApp, expect_error, tools_dir};
 on_both_backends!(
     pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its_csrf_token,
     values_are_escaped_searches_filter_and_viewers_get_no_write_controls,
+    the_commands_a_package_page_shows_download_the_package,
 );
 
 /// The browser test runs on the production backend only (it takes a while).
@@ -607,5 +608,71 @@ async fn in_the_browser(backend: Backend) {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());
         }
+    }
+}
+
+/// The text of the element `<code id="{id}">`, as a person copies it.
+fn code_block(html: &str, id: &str) -> String {
+    let start = format!("<code id=\"{id}\">");
+    let from = html
+        .find(&start)
+        .unwrap_or_else(|| panic!("no {id} in the page"))
+        + start.len();
+    let to = from + html[from..].find("</code>").unwrap();
+    html[from..to]
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
+/// Each `curl` line of a package's page, run as a person would (in a shell, with their
+/// token in `$TOKEN`), fetches exactly the package's bytes.
+async fn the_commands_a_package_page_shows_download_the_package(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let bytes = b"the build a page offers".to_vec();
+    app.publish(
+        &admin,
+        "shown-agent/1.2.0/linux/arm64?filename=shown.tar.gz",
+        &bytes,
+    )
+    .await;
+    // An older build, so that "latest" has a choice to make.
+    app.publish(
+        &admin,
+        "shown-agent/1.1.0/linux/arm64?filename=shown.tar.gz",
+        b"older",
+    )
+    .await;
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let (status, html) = page(
+        &app,
+        &session.unwrap(),
+        "/packages/shown-agent/1.2.0/linux/arm64",
+    )
+    .await;
+    assert_eq!(status, 200);
+    for id in ["curl-exact", "curl-latest"] {
+        let command = code_block(&html, id);
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&command)
+            .env("TOKEN", &admin)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{id}: {command}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = std::fs::read(dir.path().join("shown.tar.gz"))
+            .unwrap_or_else(|e| panic!("{id}: {command}: no shown.tar.gz: {e}"));
+        assert_eq!(got, bytes, "{id}: {command}");
     }
 }

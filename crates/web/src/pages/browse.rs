@@ -246,7 +246,7 @@ pub async fn package(
             p.filename.as_str()
         ),
         curl_latest: format!(
-            "curl -fLOJ -H \"Authorization: Bearer $TOKEN\" '{base}/api/v1/packages/latest/download?name={}&platform={}&arch={}'",
+            "curl -fLOJ -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/packages/{}/latest/{}/{}/download",
             p.name,
             p.platform.as_str(),
             p.arch.as_str()
