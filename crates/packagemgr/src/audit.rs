@@ -19,6 +19,15 @@ impl AuditLog {
 
     /// Records `event`; a failure to store it is logged at error level with the event.
     pub async fn record(&self, event: NewAuditEvent) {
+        Self::logged(&event);
+        if let Err(e) = self.store.append_audit(event.clone()).await {
+            tracing::error!(error = %e, action = %event.action, "could not record an audit event");
+        }
+    }
+
+    /// Writes the log line of an event the store already recorded (in its change's
+    /// transaction).
+    pub(crate) fn logged(event: &NewAuditEvent) {
         tracing::info!(
             target: "agentpkg::audit",
             action = %event.action,
@@ -30,11 +39,9 @@ impl AuditLog {
             address = event.address.as_deref(),
             request_id = event.request_id.as_deref(),
             detail = %event.detail,
+            outcome = event.outcome.as_str(),
             "audit"
         );
-        if let Err(e) = self.store.append_audit(event.clone()).await {
-            tracing::error!(error = %e, action = %event.action, "could not record an audit event");
-        }
     }
 
     /// Events, newest first.

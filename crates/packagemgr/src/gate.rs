@@ -171,7 +171,8 @@ impl PackageGate<'_> {
         self.manager.owners(name).await
     }
 
-    /// Yanks, restores or describes a package (publisher, owner); one event per change.
+    /// Yanks, restores or describes a package (publisher, owner); one event per change,
+    /// recorded in the change's transaction where the store keeps the audit log.
     pub async fn change(&self, id: i64, patch: PackagePatch) -> Result<Package, Error> {
         // A name out of the caller's reach is refused (403) by the write check, and
         // recorded.
@@ -190,48 +191,76 @@ impl PackageGate<'_> {
         .flatten()
         .collect();
         let first = actions.first().copied().unwrap_or(AuditAction::Describe);
+        let events = self.events(&actions, &package);
         let result = async {
             self.caller.require(Role::Publisher)?;
             self.manager
-                .update(id, patch, Some(&self.caller.actor()))
+                .update_recorded(id, patch, Some(&self.caller.actor()), events.clone())
                 .await
         }
         .await;
-        let changed = settle(
-            self.audit(),
-            result,
-            |p| self.caller.package_event(first, p),
-            || self.caller.package_event(first, &package),
-        )
-        .await?;
-        if let Some(audit) = self.audit() {
-            for action in actions.into_iter().skip(1) {
-                audit
-                    .record(self.caller.package_event(action, &changed))
-                    .await;
-            }
-        }
-        Ok(changed)
+        self.committed(result, events, first, &package).await
     }
 
-    /// Deletes a package (admin).
+    /// Deletes a package (admin), its event recorded with the row's deletion where the
+    /// store keeps the audit log.
     pub async fn delete(&self, id: i64) -> Result<Package, Error> {
         let package = self.manager.get(id).await?;
+        let events = self.events(&[AuditAction::Delete], &package);
         let result = async {
             self.caller.require(Role::Admin)?;
             self.manager
                 .ensure_may_act(&package.name, &self.caller.actor())
                 .await?;
-            self.manager.delete(id).await
+            self.manager.delete_recorded(id, events.clone()).await
         }
         .await;
-        settle(
-            self.audit(),
-            result,
-            |p| self.caller.package_event(AuditAction::Delete, p),
-            || self.caller.package_event(AuditAction::Delete, &package),
-        )
-        .await
+        self.committed(result, events, AuditAction::Delete, &package)
+            .await
+    }
+
+    /// The events of `actions` on `package`, when there is an audit log to record them.
+    fn events(&self, actions: &[AuditAction], package: &Package) -> Vec<NewAuditEvent> {
+        if self.audit().is_none() {
+            return Vec::new();
+        }
+        actions
+            .iter()
+            .map(|action| self.caller.package_event(*action, package))
+            .collect()
+    }
+
+    /// Settles a change whose `events` went to the store with it: logged when the store
+    /// recorded them in the change's transaction, recorded now when it handed them back,
+    /// and a refusal recorded as `attempted` on `package`.
+    async fn committed(
+        &self,
+        result: Result<(Package, Vec<NewAuditEvent>), Error>,
+        events: Vec<NewAuditEvent>,
+        attempted: AuditAction,
+        package: &Package,
+    ) -> Result<Package, Error> {
+        let Some(audit) = self.audit() else {
+            return result.map(|(p, _)| p);
+        };
+        match result {
+            Ok((changed, unrecorded)) => {
+                if unrecorded.is_empty() {
+                    events.iter().for_each(AuditLog::logged);
+                } else {
+                    for event in unrecorded {
+                        audit.record(event).await;
+                    }
+                }
+                Ok(changed)
+            }
+            Err(Error::Forbidden(reason)) => {
+                let event = self.caller.package_event(attempted, package);
+                audit.record(event.refused(reason.clone())).await;
+                Err(Error::Forbidden(reason))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Signs an existing package (publisher, owner; replacing a verified signature:

@@ -224,6 +224,19 @@ impl PackageManager {
         patch: PackagePatch,
         actor: Option<&Actor>,
     ) -> Result<Package, Error> {
+        Ok(self.update_recorded(id, patch, actor, Vec::new()).await?.0)
+    }
+
+    /// [`PackageManager::update`], with `events` recorded in the change's transaction
+    /// where the store keeps the audit log; the events it could not record are handed
+    /// back.
+    pub(crate) async fn update_recorded(
+        &self,
+        id: i64,
+        patch: PackagePatch,
+        actor: Option<&Actor>,
+        events: Vec<agentpkg_model::NewAuditEvent>,
+    ) -> Result<(Package, Vec<agentpkg_model::NewAuditEvent>), Error> {
         if let Some(actor) = actor {
             let package = self.get(id).await?;
             self.ensure_may_act(&package.name, actor).await?;
@@ -235,17 +248,17 @@ impl PackageManager {
             )
             .into());
         }
-        let package = self
+        let (package, unrecorded) = self
             .store
-            .update_package(id, patch)
-            .await?
-            .ok_or(Error::NotFound)?;
+            .update_package_recorded(id, patch, events)
+            .await?;
+        let package = package.ok_or(Error::NotFound)?;
         tracing::info!(
             package_id = id,
             is_active = package.is_active,
             "package updated"
         );
-        Ok(package)
+        Ok((package, unrecorded))
     }
 
     /// Opens a package's bytes as a stream.
@@ -313,11 +326,18 @@ impl PackageManager {
     /// unreferenced object, which reconciliation can remove. The other order could leave a
     /// row pointing at nothing: a package that lists but cannot be downloaded.
     pub async fn delete(&self, id: i64) -> Result<Package, Error> {
-        let deleted = self
-            .store
-            .delete_package(id)
-            .await?
-            .ok_or(Error::NotFound)?;
+        Ok(self.delete_recorded(id, Vec::new()).await?.0)
+    }
+
+    /// [`PackageManager::delete`], with `events` recorded in the row's deletion where the
+    /// store keeps the audit log; the events it could not record are handed back.
+    pub(crate) async fn delete_recorded(
+        &self,
+        id: i64,
+        events: Vec<agentpkg_model::NewAuditEvent>,
+    ) -> Result<(Package, Vec<agentpkg_model::NewAuditEvent>), Error> {
+        let (deleted, unrecorded) = self.store.delete_package_recorded(id, events).await?;
+        let deleted = deleted.ok_or(Error::NotFound)?;
         let package = deleted.package;
         // Other packages with the same bytes keep the object.
         if deleted.object_released {
@@ -330,7 +350,7 @@ impl PackageManager {
             object_deleted = deleted.object_released,
             "package deleted"
         );
-        Ok(package)
+        Ok((package, unrecorded))
     }
 }
 

@@ -72,8 +72,35 @@ impl PackageStore for DieselStore {
         id: i64,
         patch: PackagePatch,
     ) -> Result<Option<Package>, StoreError> {
-        self.with_conn("update_package", move |c| packages::update(c, id, &patch))
-            .await
+        self.with_conn("update_package", move |c| {
+            packages::update(c, id, &patch, &[])
+        })
+        .await
+    }
+
+    async fn update_package_recorded(
+        &self,
+        id: i64,
+        patch: PackagePatch,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<(Option<Package>, Vec<NewAuditEvent>), StoreError> {
+        let updated = self
+            .with_conn("update_package", move |c| {
+                packages::update(c, id, &patch, &events)
+            })
+            .await?;
+        Ok((updated, Vec::new()))
+    }
+
+    async fn delete_package_recorded(
+        &self,
+        id: i64,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<(Option<Deleted>, Vec<NewAuditEvent>), StoreError> {
+        let deleted = self
+            .with_conn("delete_package", move |c| packages::delete(c, id, &events))
+            .await?;
+        Ok((deleted, Vec::new()))
     }
 
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
@@ -89,7 +116,7 @@ impl PackageStore for DieselStore {
     }
 
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
-        self.with_conn("delete_package", move |c| packages::delete(c, id))
+        self.with_conn("delete_package", move |c| packages::delete(c, id, &[]))
             .await
     }
 

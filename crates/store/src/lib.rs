@@ -107,6 +107,29 @@ pub trait PackageStore: Health {
     /// that the object is now the caller's to delete.
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError>;
 
+    /// [`PackageStore::update_package`], with `events` appended to the audit log in the
+    /// same transaction: the change and its record commit together or not at all. A store
+    /// that keeps no audit log hands the events back for the caller to record (the
+    /// default).
+    async fn update_package_recorded(
+        &self,
+        id: i64,
+        patch: PackagePatch,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<(Option<Package>, Vec<NewAuditEvent>), StoreError> {
+        Ok((self.update_package(id, patch).await?, events))
+    }
+
+    /// [`PackageStore::delete_package`], with `events` recorded as
+    /// [`PackageStore::update_package_recorded`] records them.
+    async fn delete_package_recorded(
+        &self,
+        id: i64,
+        events: Vec<NewAuditEvent>,
+    ) -> Result<(Option<Deleted>, Vec<NewAuditEvent>), StoreError> {
+        Ok((self.delete_package(id).await?, events))
+    }
+
     /// The object key of every blob: the objects that packages refer to.
     async fn blob_keys(&self) -> Result<Vec<String>, StoreError>;
     /// Ids of the packages whose bytes are the object at `key`.

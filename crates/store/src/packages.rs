@@ -304,10 +304,12 @@ pub(crate) fn versions(
         .collect()
 }
 
+/// Applies `patch`, and appends `events` to the audit log in the same transaction.
 pub(crate) fn update(
     conn: &mut DbConnection,
     id: i64,
     patch: &PackagePatch,
+    events: &[agentpkg_model::NewAuditEvent],
 ) -> Result<Option<Package>, StoreError> {
     write_transaction(conn, |conn| {
         if get(conn, id)?.is_none() {
@@ -335,6 +337,9 @@ pub(crate) fn update(
                     packages::updated_at.eq(at),
                 ))
                 .execute(conn)?;
+        }
+        for event in events {
+            crate::audit::append(conn, event)?;
         }
         get(conn, id)
     })
@@ -519,12 +524,20 @@ pub(crate) fn latest(
 }
 
 /// Deletes a package, and its blob when no other package has the same bytes.
-pub(crate) fn delete(conn: &mut DbConnection, id: i64) -> Result<Option<Deleted>, StoreError> {
+/// Deletes the row, and appends `events` to the audit log in the same transaction.
+pub(crate) fn delete(
+    conn: &mut DbConnection,
+    id: i64,
+    events: &[agentpkg_model::NewAuditEvent],
+) -> Result<Option<Deleted>, StoreError> {
     write_transaction(conn, |conn| {
         let Some(package) = get(conn, id)? else {
             return Ok(None);
         };
         diesel::delete(packages::table.find(id)).execute(conn)?;
+        for event in events {
+            crate::audit::append(conn, event)?;
+        }
         let others: i64 = packages::table
             .filter(packages::checksum.eq(package.checksum.as_str()))
             .count()

@@ -6,7 +6,95 @@ use serde_json::{Value, json};
 use crate::common::{Backend, TestApp, expect_error};
 use agentpkg_store::on_both_backends;
 
-on_both_backends!(the_audit_log_tells_who_did_what_and_never_a_secret);
+on_both_backends!(
+    the_audit_log_tells_who_did_what_and_never_a_secret,
+    a_package_change_and_its_audit_event_commit_together,
+);
+
+/// Runs `sql` on the server's database, beside it.
+fn run_sql(app: &TestApp, postgres: &[&str], sqlite: &[&str]) {
+    use diesel::{Connection, RunQueryDsl};
+    match agentpkg_store::DatabaseUrl::parse(&app.db_url()).unwrap() {
+        agentpkg_store::DatabaseUrl::Postgres(u) => {
+            let mut c = diesel::PgConnection::establish(&u).unwrap();
+            for statement in postgres {
+                diesel::sql_query(*statement).execute(&mut c).unwrap();
+            }
+        }
+        agentpkg_store::DatabaseUrl::Sqlite(p) => {
+            let mut c = diesel::SqliteConnection::establish(p.to_str().unwrap()).unwrap();
+            for statement in sqlite {
+                diesel::sql_query(*statement).execute(&mut c).unwrap();
+            }
+        }
+    }
+}
+
+/// A yank or a deletion whose audit event cannot be written does not happen: the change
+/// and its record commit together (here the audit log refuses them, as a full disk or a
+/// lost permission would).
+async fn a_package_change_and_its_audit_event_commit_together(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let p = app
+        .publish(&admin, "recorded/1.0.0/linux/amd64", b"recorded build")
+        .await;
+    let url = format!("/api/v1/packages/{}", p["id"]);
+    run_sql(
+        &app,
+        &[
+            "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ \
+             BEGIN RAISE EXCEPTION 'the audit log refuses'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events FOR EACH ROW \
+             WHEN (NEW.action IN ('yank', 'delete')) EXECUTE FUNCTION refuse_audit()",
+        ],
+        &["CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events \
+           WHEN NEW.action IN ('yank', 'delete') \
+           BEGIN SELECT RAISE(ABORT, 'the audit log refuses'); END"],
+    );
+    let res = app
+        .client
+        .patch(app.url(&url))
+        .bearer_auth(&admin)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(res, 500, "internal").await;
+    expect_error(app.delete(&url, &admin).await, 500, "internal").await;
+    let still: Value = app.get(&url, &admin).await.json().await.unwrap();
+    assert_eq!(
+        still["is_active"], true,
+        "the yank was not recorded, so it did not happen"
+    );
+    assert_eq!(
+        app.get(&format!("{url}/download"), &admin).await.status(),
+        200
+    );
+
+    run_sql(
+        &app,
+        &["DROP TRIGGER refuse_audit ON audit_events"],
+        &["DROP TRIGGER refuse_audit"],
+    );
+    let res = app
+        .client
+        .patch(app.url(&url))
+        .bearer_auth(&admin)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let events: Vec<Value> = app
+        .get("/api/v1/audit?action=yank", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["package"], "recorded");
+}
 
 async fn events(app: &TestApp, admin: &str, query: &str) -> Vec<Value> {
     let res = app.get(&format!("/api/v1/audit?{query}"), admin).await;
