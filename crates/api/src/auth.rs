@@ -13,202 +13,22 @@
 //! `OPTIONS`) as it is, anything else only with the session's CSRF token in
 //! [`CSRF_HEADER`] (which a page of another site cannot know), else 403 `csrf_failed`.
 
-use std::collections::HashSet;
 use std::marker::PhantomData;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use agentpkg_model::{Actor, NameScope, Role, User};
+use agentpkg_model::{Actor, NameScope, Role};
 use agentpkg_packagemgr::{Caller, Credential, Holder, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
 use futures_util::future::LocalBoxFuture;
-use jwt_simple::JWTError;
-use jwt_simple::prelude::*;
-use secrecy::{ExposeSecret, SecretString};
 
-use crate::{ApiError, ApiState, RequestContext};
+use jwt_simple::prelude::Duration;
 
-const ISSUER: &str = "agentpkg";
-
-/// The signing secret: at least 32 bytes, never printed.
-#[derive(Clone)]
-pub struct JwtSecret(SecretString);
-
-impl JwtSecret {
-    pub const MIN_BYTES: usize = 32;
-
-    pub fn new(secret: SecretString) -> Result<Self, String> {
-        if secret.expose_secret().len() < Self::MIN_BYTES {
-            return Err(format!(
-                "auth.jwt_secret must be at least {} bytes",
-                Self::MIN_BYTES
-            ));
-        }
-        Ok(Self(secret))
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct Extra {
-    uid: i64,
-    role: Role,
-    /// The user's credentials version when the token was issued.
-    ver: i64,
-}
-
-/// What a genuine session token names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Session {
-    pub user_id: i64,
-    /// The user's credentials version when it was issued.
-    pub version: i64,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Issues and checks tokens.
-#[derive(Clone)]
-pub struct TokenIssuer {
-    key: HS256Key,
-    ttl_secs: u64,
-    clock_skew: Duration,
-}
-
-impl TokenIssuer {
-    /// Tokens valid for `ttl_secs`, checked with `clock_skew_secs` of tolerance on `exp`,
-    /// `nbf` and `iat`: replicas whose clocks differ by that much accept each other's
-    /// tokens.
-    pub fn new(secret: &JwtSecret, ttl_secs: u64, clock_skew_secs: u64) -> Self {
-        Self {
-            key: HS256Key::from_bytes(secret.0.expose_secret().as_bytes()),
-            ttl_secs: ttl_secs.max(1),
-            clock_skew: Duration::from_secs(clock_skew_secs),
-        }
-    }
-
-    /// A token for `user`, whose credentials are at `version`, and when it expires.
-    pub fn issue(&self, user: &User, version: i64) -> Result<(String, DateTime<Utc>), ApiError> {
-        let claims = Claims::with_custom_claims(
-            Extra {
-                uid: user.id,
-                role: user.role,
-                ver: version,
-            },
-            Duration::from_secs(self.ttl_secs),
-        )
-        .with_issuer(ISSUER)
-        .with_subject(&user.username);
-        let expires = claims
-            .expires_at
-            .and_then(|t| DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, 0))
-            .ok_or_else(|| ApiError::internal("token without expiry"))?;
-        let token = self.key.authenticate(claims).map_err(ApiError::internal)?;
-        Ok((token, expires))
-    }
-
-    /// The user id and credentials version a token names, and when it expires, if it is
-    /// genuine, current and ours.
-    pub fn verify(&self, token: &str) -> Result<Session, ApiError> {
-        let options = VerificationOptions {
-            allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
-            time_tolerance: Some(self.clock_skew),
-            accept_future: false,
-            ..Default::default()
-        };
-        let claims = self
-            .key
-            .verify_token::<Extra>(token, Some(options))
-            .map_err(|e| match e.downcast_ref::<JWTError>() {
-                Some(JWTError::TokenHasExpired) => {
-                    ApiError::unauthorized("token_expired", "the token has expired; log in again")
-                }
-                _ => ApiError::unauthorized("invalid_token", "the token is not valid"),
-            })?;
-        // Every token this issuer makes has an expiry; one without is not ours.
-        let expires_at = claims
-            .expires_at
-            .and_then(|t| DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, 0))
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
-        Ok(Session {
-            user_id: claims.custom.uid,
-            version: claims.custom.ver,
-            expires_at,
-        })
-    }
-}
-
-/// Issuer of download credentials: a session token never verifies as one, nor one as a
-/// session token.
-const DOWNLOAD_ISSUER: &str = "agentpkg-download";
-
-#[derive(Serialize, Deserialize)]
-struct DownloadClaims {
-    /// The one package it downloads.
-    pkg: i64,
-    /// The API token it was made for, which must still hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tok: Option<i64>,
-    /// Or the user and credentials version of the session it was made for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    uid: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ver: Option<i64>,
-}
-
-impl DownloadClaims {
-    fn holder(&self) -> Option<Holder> {
-        match (self.tok, self.uid, self.ver) {
-            (Some(id), _, _) => Some(Holder::Token(id)),
-            (None, Some(user_id), Some(version)) => Some(Holder::Session { user_id, version }),
-            _ => None,
-        }
-    }
-}
-
-impl TokenIssuer {
-    /// A credential that downloads package `package_id`, and nothing else, for `ttl`, and
-    /// only while `holder` (the credential it was made for) holds.
-    pub fn issue_download(
-        &self,
-        package_id: i64,
-        holder: Holder,
-        ttl: Duration,
-    ) -> Result<String, ApiError> {
-        let (tok, uid, ver) = match holder {
-            Holder::Token(id) => (Some(id), None, None),
-            Holder::Session { user_id, version } => (None, Some(user_id), Some(version)),
-        };
-        let claims = Claims::with_custom_claims(
-            DownloadClaims {
-                pkg: package_id,
-                tok,
-                uid,
-                ver,
-            },
-            ttl,
-        )
-        .with_issuer(DOWNLOAD_ISSUER);
-        self.key.authenticate(claims).map_err(ApiError::internal)
-    }
-
-    /// The package a download credential is for, and what it is bound to, if it is
-    /// genuine and current. One made before credentials were bound to a holder has none
-    /// (it lives out its short expiry).
-    fn verify_download(&self, token: &str) -> Option<(i64, Option<Holder>)> {
-        let options = VerificationOptions {
-            allowed_issuers: Some(HashSet::from_strings(&[DOWNLOAD_ISSUER])),
-            time_tolerance: Some(self.clock_skew),
-            accept_future: false,
-            ..Default::default()
-        };
-        let claims = self
-            .key
-            .verify_token::<DownloadClaims>(token, Some(options))
-            .ok()?;
-        claims.expires_at?;
-        Some((claims.custom.pkg, claims.custom.holder()))
-    }
-}
+use crate::{
+    ApiError, ApiState, CSRF_HEADER, RequestContext, SESSION_COOKIE, TokenIssuer, csrf_matches,
+    csrf_token,
+};
 
 /// Download headers for OpAMP offers: `Authorization: Bearer <credential>` good for one
 /// package only, for `ttl`.
@@ -393,31 +213,6 @@ pub async fn authenticate_first(
         req.extensions_mut().insert(Authenticated(result));
     }
     next.call(req).await
-}
-
-/// The cookie holding the web interface's session token.
-pub const SESSION_COOKIE: &str = "agentpkg_session";
-/// The header a cookie-authenticated request that changes something must carry.
-pub const CSRF_HEADER: &str = "X-CSRF-Token";
-
-/// The CSRF token of a session: derived from the session token, which only the session's
-/// own pages (served with it) and the `HttpOnly` cookie know.
-pub fn csrf_token(session: &str) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"agentpkg csrf v1\0");
-    h.update(session.as_bytes());
-    hex::encode(&h.finalize()[..16])
-}
-
-/// Whether `given` is `expected`, compared in constant time.
-pub fn csrf_matches(expected: &str, given: &str) -> bool {
-    expected.len() == given.len()
-        && expected
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 /// The user of a session token (never an API token), unless it was signed out.

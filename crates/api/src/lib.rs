@@ -2,9 +2,8 @@
 //! call [`agentpkg_packagemgr`], and map the result.
 
 mod auth;
-mod context;
 mod deadlines;
-mod error;
+mod extractors;
 mod handlers;
 mod metrics;
 mod openapi;
@@ -15,15 +14,14 @@ use agentpkg_model::RetentionPolicy;
 use agentpkg_packagemgr::{Accounts, AuditLog, PackageManager};
 use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 
-pub use auth::{
-    Admin, CSRF_HEADER, DownloadTokens, JwtSecret, Principal, Publisher, Reader, SESSION_COOKIE,
-    TokenIssuer, Viewer, csrf_matches, csrf_token, end_session, session_credential,
+pub(crate) use agentpkg_http::error;
+pub use agentpkg_http::{
+    ApiError, CSRF_HEADER, JwtSecret, RequestContext, SESSION_COOKIE, TokenIssuer, TrustedProxies,
+    csrf_matches, csrf_token,
 };
-pub use context::{RequestContext, TrustedProxies};
+pub use auth::{Admin, DownloadTokens, Principal, Publisher, Reader, Viewer};
 pub use deadlines::{BodyDeadlines, enforce_body_deadlines};
-pub use error::ApiError;
 pub use handlers::download::DownloadOptions;
-pub use handlers::login::sign_in;
 pub use handlers::opamp::{ConnectionLimits, Connections};
 pub use metrics::{ApiMetrics, track_requests};
 pub use openapi::{ApiDoc, OPENAPI_PATH};
@@ -90,7 +88,9 @@ pub struct StatsApi {
 /// (`metrics.bind`) that only the scraper can reach.
 pub fn configure_metrics_only(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::new(state))
+        // Read by every face's `RequestContext` (the web interface's too).
+        cfg.app_data(web::Data::new(state.trusted_proxies.clone()))
+            .app_data(web::Data::new(state))
             .route("/metrics", web::get().to(metrics::metrics_unauthenticated))
             .default_service(web::to(handlers::not_found));
     }
@@ -99,10 +99,12 @@ pub fn configure_metrics_only(state: ApiState) -> impl FnOnce(&mut web::ServiceC
 /// Mounts the API (and its health endpoints) on an actix-web app.
 pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::new(state))
-            .app_data(error::json_config())
-            .app_data(error::query_config())
-            .app_data(error::path_config())
+        // Read by every face's `RequestContext` (the web interface's too).
+        cfg.app_data(web::Data::new(state.trusted_proxies.clone()))
+            .app_data(web::Data::new(state))
+            .app_data(extractors::json_config())
+            .app_data(extractors::query_config())
+            .app_data(extractors::path_config())
             .route("/healthz", web::get().to(handlers::health::healthz_root))
             .route("/readyz", web::get().to(handlers::health::readyz_root))
             .route("/metrics", web::get().to(metrics::metrics))

@@ -99,6 +99,16 @@ fn no_handler_decides_or_records_on_its_own() {
     );
 }
 
+/// The web interface is a sibling face of the API, not built on it: both stand on the
+/// gate and on what they share about a request (`agentpkg-http`).
+#[test]
+fn the_web_interface_does_not_build_on_the_api() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("../web/Cargo.toml")).unwrap();
+    assert!(manifest.contains("agentpkg-http"), "{manifest}");
+    assert!(!manifest.contains("agentpkg-api"), "{manifest}");
+}
+
 #[test]
 fn the_check_finds_what_it_forbids() {
     let dir = std::env::temp_dir().join(format!("agentpkg-one-gate-{}", std::process::id()));

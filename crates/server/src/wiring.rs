@@ -502,6 +502,14 @@ impl Application {
             },
         };
 
+        // The web interface's pages stand on the same parts, not on the API's state.
+        let pages = agentpkg_web::WebState {
+            packages: state.packages.clone(),
+            accounts: state.accounts.clone(),
+            sessions: state.tokens.clone(),
+            public_url: state.public_url.clone(),
+        };
+
         let listener =
             TcpListener::bind(&settings.server.bind).map_err(|source| BuildError::Bind {
                 addr: settings.server.bind.clone(),
@@ -520,7 +528,7 @@ impl Application {
                 .wrap(TracingLogger::default())
                 // The web interface's pages, then the API; the pages' 404 answers browsers
                 // with a page and everyone else with the API's JSON.
-                .configure(agentpkg_web::configure)
+                .configure(agentpkg_web::configure(pages.clone()))
                 .configure(agentpkg_api::configure(state.clone()))
                 .default_service(actix_web::web::to(agentpkg_web::not_found))
         })

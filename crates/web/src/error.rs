@@ -25,12 +25,12 @@ pub enum WebError {
 
 impl From<agentpkg_packagemgr::Error> for WebError {
     fn from(e: agentpkg_packagemgr::Error) -> Self {
-        agentpkg_api::ApiError::from(e).into()
+        agentpkg_http::ApiError::from(e).into()
     }
 }
 
-impl From<agentpkg_api::ApiError> for WebError {
-    fn from(e: agentpkg_api::ApiError) -> Self {
+impl From<agentpkg_http::ApiError> for WebError {
+    fn from(e: agentpkg_http::ApiError) -> Self {
         match e.status {
             StatusCode::NOT_FOUND => WebError::NotFound(e.message),
             StatusCode::FORBIDDEN => WebError::Forbidden(e.message),

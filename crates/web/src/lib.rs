@@ -6,7 +6,11 @@
 //! Signing in sets the session (the API's session token) in an `HttpOnly`,
 //! `SameSite=Strict` cookie; every form that changes something carries the session's CSRF
 //! token, and the upload script sends it as `X-CSRF-Token` to the API's tus endpoint,
-//! which accepts the cookie only with it (see `agentpkg_api::auth`).
+//! which accepts the cookie only with it.
+//!
+//! The pages stand on the same gate as the API (`PackageManager::gate`,
+//! `Accounts::gate`) and on what the two faces share about a request (`agentpkg_http`):
+//! not on the API crate.
 
 mod error;
 mod format;
@@ -18,6 +22,18 @@ use actix_web::{HttpResponse, web};
 
 pub use error::WebError;
 pub use pages::{CSP, not_found};
+
+/// What the pages need: the package manager and accounts (behind the gate), the session
+/// tokens they sign in with, and the address agents and clients reach the registry at.
+#[derive(Clone)]
+pub struct WebState {
+    pub packages: agentpkg_packagemgr::PackageManager,
+    pub accounts: agentpkg_packagemgr::Accounts,
+    pub sessions: agentpkg_http::TokenIssuer,
+    /// `server.public_url`, for the pages' `curl` lines; without it, the address each
+    /// request came to.
+    pub public_url: Option<String>,
+}
 
 const STYLE: &str = include_str!("../assets/app.css");
 const SCRIPT: &str = include_str!("../assets/app.js");
@@ -32,46 +48,51 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
 
 /// The pages' routes. Register before the API's, which answers everything else; then
 /// set [`not_found`] as the default service (a page for browsers, JSON for the rest).
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/",
-        web::get().to(|| async {
-            HttpResponse::SeeOther()
-                .insert_header((header::LOCATION, "/packages"))
-                .finish()
-        }),
-    )
-    // The seed report's address for the API documentation.
-    .route(
-        "/swagger/index.html",
-        web::get().to(|| async {
-            HttpResponse::Found()
-                .insert_header((header::LOCATION, "/swagger-ui/"))
-                .finish()
-        }),
-    )
-    .route(
-        "/static/app.css",
-        web::get().to(|| async { asset("text/css; charset=utf-8", STYLE) }),
-    )
-    .route(
-        "/static/app.js",
-        web::get().to(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-    )
-    .route("/login", web::get().to(pages::login_form))
-    .route("/login", web::post().to(pages::login))
-    .route("/logout", web::post().to(pages::logout))
-    .route("/packages", web::get().to(pages::packages))
-    .route("/packages/{name}", web::get().to(pages::name))
-    .route(
-        "/packages/{name}/{version}/{platform}/{arch}",
-        web::get().to(pages::package),
-    )
-    .route("/upload", web::get().to(pages::upload))
-    .route("/manage/{id}/delete", web::get().to(pages::confirm_delete))
-    .route("/manage/{id}/delete", web::post().to(pages::delete))
-    .route("/manage/{id}/{action}", web::post().to(pages::change))
-    .route("/users", web::get().to(pages::users))
-    .route("/users", web::post().to(pages::create_user))
-    .route("/users/{id}/delete", web::post().to(pages::delete_user));
+pub fn configure(state: WebState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| configure_with(cfg, state)
+}
+
+fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
+    cfg.app_data(web::Data::new(state))
+        .route(
+            "/",
+            web::get().to(|| async {
+                HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, "/packages"))
+                    .finish()
+            }),
+        )
+        // The seed report's address for the API documentation.
+        .route(
+            "/swagger/index.html",
+            web::get().to(|| async {
+                HttpResponse::Found()
+                    .insert_header((header::LOCATION, "/swagger-ui/"))
+                    .finish()
+            }),
+        )
+        .route(
+            "/static/app.css",
+            web::get().to(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/static/app.js",
+            web::get().to(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route("/login", web::get().to(pages::login_form))
+        .route("/login", web::post().to(pages::login))
+        .route("/logout", web::post().to(pages::logout))
+        .route("/packages", web::get().to(pages::packages))
+        .route("/packages/{name}", web::get().to(pages::name))
+        .route(
+            "/packages/{name}/{version}/{platform}/{arch}",
+            web::get().to(pages::package),
+        )
+        .route("/upload", web::get().to(pages::upload))
+        .route("/manage/{id}/delete", web::get().to(pages::confirm_delete))
+        .route("/manage/{id}/delete", web::post().to(pages::delete))
+        .route("/manage/{id}/{action}", web::post().to(pages::change))
+        .route("/users", web::get().to(pages::users))
+        .route("/users", web::post().to(pages::create_user))
+        .route("/users/{id}/delete", web::post().to(pages::delete_user));
 }

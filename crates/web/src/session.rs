@@ -8,7 +8,9 @@ use std::pin::Pin;
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest, web};
-use agentpkg_api::{ApiState, SESSION_COOKIE, csrf_token};
+use agentpkg_http::{SESSION_COOKIE, csrf_token};
+
+use crate::WebState;
 use agentpkg_model::Role;
 use agentpkg_packagemgr::Credential;
 
@@ -33,7 +35,7 @@ impl SignedIn {
 
     /// Refuses a form whose CSRF token is not this session's.
     pub fn check_csrf(&self, given: &str) -> Result<(), WebError> {
-        if agentpkg_api::csrf_matches(&self.csrf, given) {
+        if agentpkg_http::csrf_matches(&self.csrf, given) {
             Ok(())
         } else {
             Err(WebError::Forbidden(
@@ -65,7 +67,7 @@ impl FromRequest for SignedIn {
     type Future = Pin<Box<dyn Future<Output = Result<Self, WebError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<ApiState>>().cloned();
+        let state = req.app_data::<web::Data<WebState>>().cloned();
         let token = req.cookie(SESSION_COOKIE).map(|c| c.value().to_owned());
         let here = req
             .uri()
@@ -74,9 +76,16 @@ impl FromRequest for SignedIn {
         Box::pin(async move {
             let state = state.ok_or_else(|| WebError::Internal("state missing".into()))?;
             let token = token.ok_or_else(|| WebError::SignIn(here.clone()))?;
-            let credential = agentpkg_api::session_credential(&state, &token)
-                .await
-                .map_err(|_| WebError::SignIn(here))?;
+            let credential = async {
+                let session = state.sessions.verify(&token).ok()?;
+                state
+                    .accounts
+                    .signed_in(&token, session.user_id, session.version)
+                    .await
+                    .ok()
+            }
+            .await
+            .ok_or(WebError::SignIn(here))?;
             Ok(SignedIn {
                 credential,
                 csrf: csrf_token(&token),
@@ -117,7 +126,7 @@ pub fn login_csrf(req: &HttpRequest) -> (String, Cookie<'static>) {
 /// Whether a sign-in form's `token` is the one its cookie holds.
 pub fn login_csrf_matches(req: &HttpRequest, token: &str) -> bool {
     req.cookie(LOGIN_CSRF_COOKIE)
-        .is_some_and(|c| !token.is_empty() && agentpkg_api::csrf_matches(c.value(), token))
+        .is_some_and(|c| !token.is_empty() && agentpkg_http::csrf_matches(c.value(), token))
 }
 
 /// The cookie that removes the session cookie.

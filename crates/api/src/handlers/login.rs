@@ -6,7 +6,6 @@ use utoipa::ToSchema;
 
 use crate::error::ErrorBody;
 use crate::{ApiError, ApiState, RequestContext};
-use agentpkg_packagemgr::SignedIn;
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
@@ -48,27 +47,15 @@ pub(crate) async fn login(
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest { username, password } = body.into_inner();
-    let signed_in = sign_in(&state, &ctx, &username, password).await?;
+    let signed_in = state
+        .accounts
+        .sign_in(&username, password, ctx.address, ctx.request_id.clone())
+        .await?;
     let (token, expires_at) = state
         .tokens
         .issue(&signed_in.user, signed_in.credentials_version)?;
     tracing::info!(username = %signed_in.user.username, "login");
     Ok(HttpResponse::Ok().json(LoginResponse { token, expires_at }))
-}
-
-/// Checks a username and password from `ctx`, and records the outcome in the audit log:
-/// a success under the user, a failure under the name tried (never the password). The API
-/// and the web interface both sign in through it.
-pub async fn sign_in(
-    state: &ApiState,
-    ctx: &RequestContext,
-    username: &str,
-    password: SecretString,
-) -> Result<SignedIn, agentpkg_packagemgr::Error> {
-    state
-        .accounts
-        .sign_in(username, password, ctx.address, ctx.request_id.clone())
-        .await
 }
 
 /// Who a credential is.

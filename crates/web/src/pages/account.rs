@@ -2,7 +2,9 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentpkg_api::{ApiState, RequestContext};
+use agentpkg_http::RequestContext;
+
+use crate::WebState;
 use askama::Template;
 use serde::Deserialize;
 
@@ -57,7 +59,7 @@ pub struct LoginForm {
 
 pub async fn login(
     req: HttpRequest,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     ctx: RequestContext,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, WebError> {
@@ -89,7 +91,13 @@ pub async fn login(
             "This sign-in form has expired or came from another site; sign in here.".into(),
         );
     }
-    let signed_in = match agentpkg_api::sign_in(&state, &ctx, &username, password.into()).await {
+    let signing_in = state.accounts.sign_in(
+        &username,
+        password.into(),
+        ctx.address,
+        ctx.request_id.clone(),
+    );
+    let signed_in = match signing_in.await {
         Ok(s) => s,
         Err(agentpkg_packagemgr::Error::BadCredentials) => {
             return refused(
@@ -98,12 +106,12 @@ pub async fn login(
             );
         }
         Err(e) => {
-            let e = agentpkg_api::ApiError::from(e);
+            let e = agentpkg_http::ApiError::from(e);
             return refused(e.status, e.message);
         }
     };
     let (token, _) = state
-        .tokens
+        .sessions
         .issue(&signed_in.user, signed_in.credentials_version)?;
     tracing::info!(username = %signed_in.user.username, "signed in to the web interface");
     let mut used = login_csrf(&req).1;
@@ -120,12 +128,17 @@ pub async fn login(
 pub async fn logout(
     req: HttpRequest,
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     ctx: RequestContext,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
     who.check_csrf(&form.csrf)?;
-    agentpkg_api::end_session(&state, &ctx.caller(&who.credential), &who.token).await?;
+    let session = state.sessions.verify(&who.token)?;
+    state
+        .accounts
+        .gate(&ctx.caller(&who.credential))
+        .sign_out(&who.token, session.expires_at)
+        .await?;
     Ok(HttpResponse::SeeOther()
         .cookie(cleared_cookie(&req))
         .insert_header((header::LOCATION, "/login"))

@@ -1,7 +1,7 @@
 //! The package list, a name's versions, one package.
 
+use crate::WebState;
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentpkg_api::ApiState;
 use agentpkg_model::{
     Activity, Arch, Coordinates, ListQuery, NameScope, Package, PackageName, PageRequest, Platform,
     Role, Version,
@@ -46,7 +46,7 @@ pub struct ListParams {
 
 pub async fn packages(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, WebError> {
     const PER_PAGE: u32 = 25;
@@ -122,7 +122,7 @@ struct NamePage {
 
 pub async fn name(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let name = PackageName::parse(&path)?;
@@ -185,7 +185,7 @@ struct PackagePage {
 
 async fn by_coordinates(
     who: &SignedIn,
-    state: &ApiState,
+    state: &WebState,
     (name, version, platform, arch): (String, String, String, String),
 ) -> Result<Package, WebError> {
     let coordinates = Coordinates {
@@ -204,7 +204,7 @@ async fn by_coordinates(
 pub async fn package(
     req: HttpRequest,
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     path: web::Path<(String, String, String, String)>,
     query: web::Query<DoneParam>,
 ) -> Result<HttpResponse, WebError> {

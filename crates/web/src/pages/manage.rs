@@ -1,7 +1,9 @@
 //! Yank, restore, describe, delete, and the upload page.
 
 use actix_web::{HttpResponse, web};
-use agentpkg_api::{ApiState, RequestContext};
+use agentpkg_http::RequestContext;
+
+use crate::WebState;
 use agentpkg_model::{Arch, Description, PackagePatch, Platform, Role};
 use askama::Template;
 use serde::Deserialize;
@@ -20,7 +22,7 @@ pub struct ChangeForm {
 /// Yank, restore or describe: `action` from the path.
 pub async fn change(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     ctx: RequestContext,
     path: web::Path<(i64, String)>,
     form: web::Form<ChangeForm>,
@@ -71,7 +73,7 @@ struct DeletePage {
 
 pub async fn confirm_delete(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     path: web::Path<i64>,
 ) -> Result<HttpResponse, WebError> {
     who.require(Role::Admin)?;
@@ -84,7 +86,7 @@ pub async fn confirm_delete(
 
 pub async fn delete(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     ctx: RequestContext,
     path: web::Path<i64>,
     form: web::Form<CsrfForm>,

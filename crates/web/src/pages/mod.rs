@@ -178,7 +178,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/html"));
     if req.path().starts_with("/api/") || !wants_html {
-        return actix_web::ResponseError::error_response(&agentpkg_api::ApiError::not_found(
+        return actix_web::ResponseError::error_response(&agentpkg_http::ApiError::not_found(
             "no such route",
         ));
     }

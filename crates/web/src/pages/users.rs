@@ -1,7 +1,9 @@
 //! Users (admin).
 
 use actix_web::{HttpResponse, web};
-use agentpkg_api::{ApiState, RequestContext};
+use agentpkg_http::RequestContext;
+
+use crate::WebState;
 use agentpkg_model::Role;
 use askama::Template;
 use chrono::Utc;
@@ -23,7 +25,7 @@ struct UsersPage {
 
 async fn users_page(
     who: &SignedIn,
-    state: &ApiState,
+    state: &WebState,
     notice_of: Option<&str>,
     error: Option<String>,
 ) -> Result<UsersPage, WebError> {
@@ -54,7 +56,7 @@ async fn users_page(
 
 pub async fn users(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     query: web::Query<DoneParam>,
 ) -> Result<HttpResponse, WebError> {
     who.require(Role::Admin)?;
@@ -72,7 +74,7 @@ pub struct NewUserForm {
 
 pub async fn create_user(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     ctx: RequestContext,
     form: web::Form<NewUserForm>,
 ) -> Result<HttpResponse, WebError> {
@@ -104,7 +106,7 @@ pub async fn create_user(
 
 pub async fn delete_user(
     who: SignedIn,
-    state: web::Data<ApiState>,
+    state: web::Data<WebState>,
     ctx: RequestContext,
     path: web::Path<i64>,
     form: web::Form<CsrfForm>,

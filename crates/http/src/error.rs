@@ -4,7 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError};
 use agentpkg_model::ValidationError;
 use agentpkg_packagemgr::Error as MgrError;
 use serde::Serialize;
@@ -23,12 +23,12 @@ pub struct ApiError {
 
 /// The body of every error response.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct ErrorBody<'a> {
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
 #[derive(Serialize, ToSchema)]
-pub(crate) struct ErrorDetail<'a> {
+pub struct ErrorDetail<'a> {
     /// Stable machine-readable code: `invalid_field`, `missing_field`, `duplicate_field`,
     /// `unknown_field`, `invalid_json`, `invalid_query`, `invalid_path`,
     /// `invalid_multipart`, `incomplete_body`, `missing_token`, `invalid_token`,
@@ -113,7 +113,7 @@ impl From<ValidationError> for ApiError {
 impl ApiError {
     /// The answer to `e`, without the log line that [`From`] writes for an unavailable
     /// backend: for callers whose failures are logged elsewhere, once.
-    pub(crate) fn quiet(e: MgrError) -> Self {
+    pub fn quiet(e: MgrError) -> Self {
         match e {
             MgrError::DatabaseUnavailable(_) => Self::database_unavailable(),
             MgrError::StorageUnavailable(_) => Self::storage_unavailable(),
@@ -312,29 +312,4 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         self.error_response_builder().json(self.body())
     }
-}
-
-pub(crate) fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| {
-            if let actix_web::error::JsonPayloadError::Payload(p) = &err
-                && let Some(why) = crate::deadlines::timed_out(p)
-            {
-                return ApiError::body_timeout(why).into();
-            }
-            ApiError::bad_request("invalid_json", format!("invalid JSON body: {err}")).into()
-        })
-}
-
-pub(crate) fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
-    })
-}
-
-pub(crate) fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
-    })
 }

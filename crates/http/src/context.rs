@@ -6,10 +6,9 @@ use std::net::IpAddr;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use agentpkg_model::{AuditAction, NewAuditEvent, Package};
 use agentpkg_packagemgr::{Caller, Credential};
 
-use crate::{ApiError, ApiState, Principal};
+use crate::ApiError;
 
 /// The proxies whose `X-Forwarded-For` is believed. From any other peer the header is
 /// ignored, so that a client cannot pick its own address.
@@ -33,42 +32,11 @@ impl RequestContext {
             request_id: self.request_id.clone(),
         }
     }
-
-    /// An audit event of `action` from this request, by `principal` when known.
-    pub fn event(&self, action: AuditAction, principal: Option<&Principal>) -> NewAuditEvent {
-        let mut event =
-            principal.map_or_else(|| NewAuditEvent::new(action), |p| p.0.audit_event(action));
-        event.address = self.address.map(|a| a.to_string());
-        event.request_id = self.request_id.clone();
-        event
-    }
-}
-
-impl RequestContext {
-    /// An audit event of `action` on `package`, naming its coordinates (and its bytes'
-    /// checksum when they came or went).
-    pub fn package_event(
-        &self,
-        action: AuditAction,
-        principal: &Principal,
-        package: &Package,
-    ) -> NewAuditEvent {
-        let mut event = self.event(action, Some(principal));
-        event.package = Some(package.name.to_string());
-        event.package_id = Some(package.id);
-        event.detail = format!("{} {}/{}", package.version, package.platform, package.arch);
-        if matches!(action, AuditAction::Publish | AuditAction::Delete) {
-            event
-                .detail
-                .push_str(&format!(" sha256:{}", package.checksum));
-        }
-        event
-    }
 }
 
 /// The client's address: the peer's, or — when the peer is a trusted proxy — the nearest
 /// address in `X-Forwarded-For` that is not one.
-pub(crate) fn client_address(req: &HttpRequest, trusted: &TrustedProxies) -> Option<IpAddr> {
+pub fn client_address(req: &HttpRequest, trusted: &TrustedProxies) -> Option<IpAddr> {
     let peer = req.peer_addr()?.ip();
     if !trusted.0.contains(&peer) {
         return Some(peer);
@@ -95,8 +63,8 @@ impl FromRequest for RequestContext {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let trusted = req
-            .app_data::<web::Data<ApiState>>()
-            .map(|s| s.trusted_proxies.clone())
+            .app_data::<web::Data<TrustedProxies>>()
+            .map(|t| t.get_ref().clone())
             .unwrap_or_default();
         ready(Ok(RequestContext {
             address: client_address(req, &trusted),

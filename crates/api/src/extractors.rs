@@ -1,0 +1,31 @@
+//! How the API answers a JSON body, a query string or a path it cannot read: a `400` with
+//! its stable code (or `408` for a body that missed its deadline).
+
+use actix_web::web;
+
+use crate::ApiError;
+
+pub(crate) fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| {
+            if let actix_web::error::JsonPayloadError::Payload(p) = &err
+                && let Some(why) = crate::deadlines::timed_out(p)
+            {
+                return ApiError::body_timeout(why).into();
+            }
+            ApiError::bad_request("invalid_json", format!("invalid JSON body: {err}")).into()
+        })
+}
+
+pub(crate) fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+    })
+}
+
+pub(crate) fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _| {
+        ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
+    })
+}
