@@ -71,7 +71,6 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Streams `body` into a new object and returns how many bytes were written. If reading
     /// `body` fails, the error is [`StorageError::Body`] with the reader's own error.
     async fn put(&self, key: &ObjectKey, body: Body<'_>) -> Result<u64, StorageError>;
-    /// Streams an object out; [`StorageError::NotFound`] when it does not exist.
     /// [`ObjectStore::put`] for a body of exactly `size` bytes (a request with a
     /// `Content-Length`): a store may then write it in one streamed request. A body of
     /// another length fails the put, and leaves nothing.
@@ -92,6 +91,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         Ok(written)
     }
 
+    /// Streams an object out; [`StorageError::NotFound`] when it does not exist.
     async fn get(&self, key: &ObjectKey) -> Result<ByteStream, StorageError>;
     /// Streams bytes `start..=end` of an object, read from the store as a range (never by
     /// reading and discarding a prefix). The caller keeps the range within the object.
@@ -110,7 +110,6 @@ pub trait ObjectStore: Send + Sync + 'static {
         ttl: std::time::Duration,
         content_disposition: &str,
     ) -> Result<Option<String>, StorageError>;
-    /// Removes an object. Removing a missing object succeeds.
     /// A `PUT` that a client sends straight to the store, valid for `ttl`, which the store
     /// accepts only with exactly `size` bytes whose SHA-256 is `sha256`; `None` for a
     /// backend that cannot make one.
@@ -128,6 +127,7 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// The size (and, where kept, the SHA-256) of a stored object; `None` when absent.
     async fn stat(&self, key: &ObjectKey) -> Result<Option<ObjectStat>, StorageError>;
 
+    /// Removes an object. Removing a missing object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
     async fn exists(&self, key: &ObjectKey) -> Result<bool, StorageError>;
     /// Every object in this store, with its age (for reconciliation and tests).
