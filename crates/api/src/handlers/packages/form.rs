@@ -56,9 +56,7 @@ impl Form {
                         .filter(|f| !f.is_empty())
                         .map(FileName::parse)
                         .transpose()?;
-                    if let Some(name) = &self.name {
-                        mgr.ensure_may_act(name, publisher).await?;
-                    }
+                    // A name that came first was checked (scope, ownership) on arrival.
                     if let Some(coordinates) = self.coordinates() {
                         mgr.ensure_absent(&coordinates).await?;
                     }
