@@ -69,6 +69,11 @@ actions! {
     AssignmentChange => "assignment_change",
     AssignmentDelete => "assignment_delete",
     RolloutPause => "rollout_pause",
+    RolloutCreate => "rollout_create",
+    RolloutApprove => "rollout_approve",
+    RolloutResume => "rollout_resume",
+    RolloutAbort => "rollout_abort",
+    RolloutStep => "rollout_step",
     RetentionRun => "retention_run",
     AccessDenied => "access_denied",
 }

@@ -272,6 +272,9 @@ pub struct Assignment {
     pub v_prefix: bool,
     /// Why it is paused, while it is.
     pub paused: Option<String>,
+    /// Its latest progressive rollout, while that governs the agents it moved (from its
+    /// creation until it completes or the version is changed by hand).
+    pub rollout_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -14,6 +14,7 @@ mod openapi;
 mod package;
 mod query;
 mod resumable;
+mod rollout;
 mod signature;
 mod stats;
 mod token;
@@ -37,6 +38,11 @@ pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest}
 pub use resumable::{
     SessionKind, SessionProgress, SessionTail, SessionTarget, StoredPart, UploadSession,
     UploadSessionId,
+};
+pub use rollout::{
+    Approval, FailureKind, FailureRule, MAX_WAVES, MemberPhase, NewRollout, OnFailure, Retry,
+    Rollout, RolloutClock, RolloutMember, RolloutPlan, RolloutState, RolloutTransition,
+    SuccessRule, WaveCounts, WaveSize, Window,
 };
 pub use signature::{
     DetachedSignature, KeyFingerprint, KeyPatterns, MAX_SIGNATURE_BYTES, NewSignature,

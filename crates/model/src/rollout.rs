@@ -1,0 +1,844 @@
+//! Progressive rollouts: the plan an operator writes and its checks, the states a rollout
+//! and each of its agents go through, and the arithmetic of waves, thresholds, windows and
+//! the rollout clock. No I/O: the engine that moves rollouts lives in the fleet crate.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ValidationError, Version};
+
+/// How many agents a wave covers, counted from the first wave: a number of agents, or a
+/// share of the agents the assignment selects when the wave starts. `{"agents": 5}` or
+/// `{"percent": 10}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaveSize {
+    Agents(u64),
+    Percent(f64),
+}
+
+impl WaveSize {
+    /// How many of `population` agents this wave covers, cumulatively (at least one when
+    /// there is anyone).
+    pub fn of(self, population: u64) -> u64 {
+        match self {
+            Self::Agents(n) => n.min(population),
+            Self::Percent(p) => {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let n = ((p / 100.0) * population as f64).ceil() as u64;
+                n.clamp(u64::from(population > 0), population)
+            }
+        }
+    }
+}
+
+/// When a wave is done: at least `min_ratio` of its agents report the new version
+/// installed and healthy, without a break, for `healthy_for_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessRule {
+    #[serde(default = "default_bake")]
+    pub healthy_for_secs: u64,
+    #[serde(default = "default_min_ratio")]
+    pub min_ratio: f64,
+}
+
+fn default_bake() -> u64 {
+    600
+}
+
+fn default_min_ratio() -> f64 {
+    0.95
+}
+
+impl Default for SuccessRule {
+    fn default() -> Self {
+        Self {
+            healthy_for_secs: default_bake(),
+            min_ratio: default_min_ratio(),
+        }
+    }
+}
+
+/// What counts as a failed agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// The agent reported the install of the new version failed (after its retries).
+    InstallFailed,
+    /// The agent reported the new version installed, then reported itself unhealthy.
+    UnhealthyAfterInstall,
+    /// The agent did not report the new version installed within this many seconds of
+    /// the offer, or stopped reporting for that long after.
+    NoReportWithin(u64),
+}
+
+impl FailureKind {
+    /// The word stored for a failure of this kind (the seconds apart).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InstallFailed => "install_failed",
+            Self::UnhealthyAfterInstall => "unhealthy_after_install",
+            Self::NoReportWithin(_) => "no_report",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoReportWithin(secs) => write!(f, "no_report_within_secs:{secs}"),
+            other => f.write_str(other.code()),
+        }
+    }
+}
+
+impl FromStr for FailureKind {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "install_failed" => Ok(Self::InstallFailed),
+            "unhealthy_after_install" => Ok(Self::UnhealthyAfterInstall),
+            other => other
+                .strip_prefix("no_report_within_secs:")
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| (1..=30 * 86_400).contains(n))
+                .map(Self::NoReportWithin)
+                .ok_or_else(|| {
+                    ValidationError::new(
+                        "failure.count",
+                        format!(
+                            "{other:?} is not a failure: use install_failed, unhealthy_after_install or no_report_within_secs:N (N from 1 to 2592000)"
+                        ),
+                    )
+                }),
+        }
+    }
+}
+
+impl Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// When a rollout fails: more than `max_failed` agents failed, or more than `max_ratio` of
+/// a wave's agents (or of all agents offered so far) once at least `min_sample` were
+/// offered. Failures of the kinds in `count` count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRule {
+    #[serde(default)]
+    pub max_failed: Option<u64>,
+    #[serde(default)]
+    pub max_ratio: Option<f64>,
+    /// Agents a ratio is judged on, at the least (default 5).
+    #[serde(default = "default_min_sample")]
+    pub min_sample: u64,
+    #[serde(default = "default_count")]
+    pub count: Vec<FailureKind>,
+}
+
+fn default_min_sample() -> u64 {
+    5
+}
+
+fn default_count() -> Vec<FailureKind> {
+    vec![
+        FailureKind::InstallFailed,
+        FailureKind::UnhealthyAfterInstall,
+    ]
+}
+
+impl Default for FailureRule {
+    fn default() -> Self {
+        Self {
+            max_failed: None,
+            max_ratio: Some(0.05),
+            min_sample: default_min_sample(),
+            count: default_count(),
+        }
+    }
+}
+
+impl FailureRule {
+    pub fn counts(&self, code: &str) -> bool {
+        self.count.iter().any(|k| k.code() == code)
+    }
+
+    /// The silence past which an agent counts as failed, if silence counts.
+    pub fn no_report_within(&self) -> Option<u64> {
+        self.count.iter().find_map(|k| match k {
+            FailureKind::NoReportWithin(secs) => Some(*secs),
+            _ => None,
+        })
+    }
+
+    /// Why the rollout fails, in words, if it does: `wave` is the current wave's counts,
+    /// `all` every wave's so far.
+    pub fn tripped(
+        &self,
+        wave_index: usize,
+        wave: &WaveCounts,
+        all: &WaveCounts,
+    ) -> Option<String> {
+        if let Some(max) = self.max_failed
+            && all.failed > max
+        {
+            return Some(format!(
+                "{} agents failed, more than the {max} allowed ({})",
+                all.failed,
+                all.failures_in_words()
+            ));
+        }
+        let ratio = self.max_ratio?;
+        for (what, counts) in [
+            (format!("wave {}", wave_index + 1), wave),
+            ("the rollout so far".to_owned(), all),
+        ] {
+            if counts.members >= self.min_sample.max(1) && counts.members > 0 {
+                #[allow(clippy::cast_precision_loss)]
+                let share = counts.failed as f64 / counts.members as f64;
+                if share > ratio {
+                    return Some(format!(
+                        "{} of {} agents in {what} failed ({:.1} % > {:.1} %; {})",
+                        counts.failed,
+                        counts.members,
+                        share * 100.0,
+                        ratio * 100.0,
+                        counts.failures_in_words()
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What happens when a failure threshold is passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// No agent is newly offered the version until an admin resumes.
+    #[default]
+    Pause,
+    /// Every agent the rollout moved is offered the version it reported before.
+    Revert,
+}
+
+/// Whose word a wave waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    #[default]
+    None,
+    /// Every wave waits for an admin's approval.
+    EachWave,
+    /// The first wave waits for an admin's approval; the others follow on their own.
+    FirstWave,
+}
+
+/// A maintenance window: open for `duration_secs` from each time `cron` (five fields:
+/// minute, hour, day of month, month, day of week) matches in `timezone`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub cron: String,
+    pub duration_secs: u64,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_owned()
+}
+
+impl Window {
+    fn parsed(&self) -> Result<(croner::Cron, chrono_tz::Tz), ValidationError> {
+        if self.cron.split_whitespace().count() != 5 {
+            return Err(ValidationError::new(
+                "window.cron",
+                "must have five fields: minute hour day-of-month month day-of-week",
+            ));
+        }
+        let cron = croner::Cron::from_str(&self.cron)
+            .map_err(|e| ValidationError::new("window.cron", e.to_string()))?;
+        let tz = self.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ValidationError::new(
+                "window.timezone",
+                format!(
+                    "{:?} is not an IANA time zone (such as Europe/Berlin or UTC)",
+                    self.timezone
+                ),
+            )
+        })?;
+        Ok((cron, tz))
+    }
+
+    pub fn check(&self) -> Result<(), ValidationError> {
+        self.parsed()?;
+        if !(60..=7 * 86_400).contains(&self.duration_secs) {
+            return Err(ValidationError::new(
+                "window.duration_secs",
+                "must be from 60 (one minute) to 604800 (a week)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the window is open at `at`; if not, when it opens next (`None` when the
+    /// pattern never matches again).
+    pub fn open_at(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Result<Result<(), Option<DateTime<Utc>>>, ValidationError> {
+        let (cron, tz) = self.parsed()?;
+        let duration = Duration::seconds(i64::try_from(self.duration_secs).unwrap_or(i64::MAX / 2));
+        let since = (at - duration).with_timezone(&tz);
+        // The first opening after `at - duration` is at or before `at` exactly when a
+        // window that started then is still open.
+        if let Ok(start) = cron.find_next_occurrence(&since, false)
+            && start.with_timezone(&Utc) <= at
+        {
+            return Ok(Ok(()));
+        }
+        let next = cron
+            .find_next_occurrence(&at.with_timezone(&tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        Ok(Err(next))
+    }
+}
+
+/// Failed installs offered again, each after a pause that doubles, before they count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default = "default_backoff")]
+    pub backoff_secs: u64,
+}
+
+fn default_backoff() -> u64 {
+    300
+}
+
+impl Retry {
+    /// The pause before offering again after the `attempt`-th try (1-based) failed.
+    pub fn backoff_after(self, attempt: u32) -> u64 {
+        self.backoff_secs
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+    }
+}
+
+/// A rollout's plan, as an operator writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutPlan {
+    pub waves: Vec<WaveSize>,
+    #[serde(default)]
+    pub success: SuccessRule,
+    #[serde(default)]
+    pub failure: FailureRule,
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    #[serde(default)]
+    pub window: Option<Window>,
+    #[serde(default)]
+    pub approval: Approval,
+    #[serde(default)]
+    pub start_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub retry: Retry,
+}
+
+/// Most waves a plan may have.
+pub const MAX_WAVES: usize = 20;
+
+impl RolloutPlan {
+    pub fn check(&self) -> Result<(), ValidationError> {
+        let waves = |m: &str| ValidationError::new("waves", m.to_owned());
+        if self.waves.is_empty() || self.waves.len() > MAX_WAVES {
+            return Err(waves("from 1 to 20 waves"));
+        }
+        let mut last_agents = 0;
+        let mut last_percent = 0.0;
+        for w in &self.waves {
+            match *w {
+                WaveSize::Agents(n) => {
+                    if n == 0 || n < last_agents {
+                        return Err(waves(
+                            "a wave of agents counts from the first wave: at least 1, and not fewer than an earlier one",
+                        ));
+                    }
+                    last_agents = n;
+                }
+                WaveSize::Percent(p) => {
+                    if !(p > 0.0 && p <= 100.0) || p < last_percent {
+                        return Err(waves(
+                            "a wave's percent counts from the first wave: more than 0, at most 100, and not less than an earlier one",
+                        ));
+                    }
+                    last_percent = p;
+                }
+            }
+        }
+        if self.waves.last() != Some(&WaveSize::Percent(100.0)) {
+            return Err(waves(
+                "the last wave must be {\"percent\": 100}: a completed rollout moves the whole assignment to its version",
+            ));
+        }
+        if !(self.success.min_ratio > 0.0 && self.success.min_ratio <= 1.0) {
+            return Err(ValidationError::new(
+                "success.min_ratio",
+                "must be more than 0 and at most 1",
+            ));
+        }
+        if self.success.healthy_for_secs > 30 * 86_400 {
+            return Err(ValidationError::new(
+                "success.healthy_for_secs",
+                "at most 2592000 (30 days)",
+            ));
+        }
+        if self
+            .failure
+            .max_ratio
+            .is_some_and(|r| !(0.0..=1.0).contains(&r))
+        {
+            return Err(ValidationError::new(
+                "failure.max_ratio",
+                "must be from 0 to 1",
+            ));
+        }
+        if self.failure.count.is_empty() {
+            return Err(ValidationError::new(
+                "failure.count",
+                "name at least one kind of failure",
+            ));
+        }
+        if let Some(window) = &self.window {
+            window.check()?;
+        }
+        if self.retry.attempts > 10 || self.retry.backoff_secs > 86_400 {
+            return Err(ValidationError::new(
+                "retry",
+                "at most 10 attempts, and a backoff of at most 86400 seconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether wave `index` (0-based) waits for an admin's approval.
+    pub fn needs_approval(&self, index: usize) -> bool {
+        match self.approval {
+            Approval::None => false,
+            Approval::EachWave => true,
+            Approval::FirstWave => index == 0,
+        }
+    }
+
+    /// How many of a wave's `members` must be healthy for the bake time (or installed,
+    /// to start baking).
+    pub fn needed(&self, members: u64) -> u64 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let n = (self.success.min_ratio * members as f64 - 1e-9).ceil() as u64;
+        n.min(members)
+    }
+}
+
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(ValidationError::new(
+                        "state",
+                        format!("must be one of: {}", [$($text),+].join(", ")),
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words! {
+    /// Where a rollout stands (the diagram is in docs/architecture.md).
+    RolloutState {
+        Scheduled => "scheduled",
+        WaitingForWindow => "waiting_for_window",
+        WaitingForApproval => "waiting_for_approval",
+        Rolling => "rolling",
+        Baking => "baking",
+        Paused => "paused",
+        Reverting => "reverting",
+        Reverted => "reverted",
+        Completed => "completed",
+        Aborted => "aborted",
+    }
+}
+
+impl RolloutState {
+    /// Whether the engine still moves it (an assignment has at most one such rollout).
+    pub fn is_active(self) -> bool {
+        !matches!(self, Self::Completed | Self::Reverted | Self::Aborted)
+    }
+}
+
+words! {
+    /// Where one agent of a rollout stands.
+    MemberPhase {
+        Offered => "offered",
+        Installed => "installed",
+        Healthy => "healthy",
+        Failed => "failed",
+        Retrying => "retrying",
+        Reverting => "reverting",
+        Reverted => "reverted",
+    }
+}
+
+impl MemberPhase {
+    /// Whether the agent is offered the version it had before rather than the new one.
+    pub fn reverts(self) -> bool {
+        matches!(self, Self::Reverting | Self::Reverted)
+    }
+}
+
+/// A rollout as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub id: i64,
+    pub assignment_id: i64,
+    pub version: Version,
+    /// The version the assignment offered before (its stable version), when it had one.
+    pub from_version: Option<Version>,
+    pub plan: RolloutPlan,
+    pub state: RolloutState,
+    /// Why it is in that state, in words.
+    pub cause: String,
+    /// The current wave, or the next one to start (0-based).
+    pub wave: usize,
+    /// Whether the current wave's agents were chosen and offered the version.
+    pub wave_started: bool,
+    /// The highest wave an admin approved, if any.
+    pub approved_wave: Option<usize>,
+    /// Transitions so far: each one moves it by one, once, on one replica.
+    pub step: u64,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A rollout to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRollout {
+    pub assignment_id: i64,
+    pub version: Version,
+    pub from_version: Option<Version>,
+    pub plan: RolloutPlan,
+    pub state: RolloutState,
+    pub cause: String,
+    pub created_by: String,
+}
+
+/// One step of a rollout, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutTransition {
+    pub step: u64,
+    pub at: DateTime<Utc>,
+    pub state: RolloutState,
+    /// The wave it concerns (1-based in words; 0-based here).
+    pub wave: usize,
+    pub cause: String,
+    /// Who, when a person moved it.
+    pub actor: Option<String>,
+}
+
+/// A wave's agents by phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WaveCounts {
+    pub members: u64,
+    pub offered: u64,
+    pub installed: u64,
+    /// Healthy on the new version, baking or baked.
+    pub healthy: u64,
+    /// Healthy for the whole bake time.
+    pub baked: u64,
+    /// Failures that count and were not acknowledged.
+    pub failed: u64,
+    /// Every failed agent, acknowledged or not.
+    pub failed_all: u64,
+    pub install_failed: u64,
+    pub unhealthy: u64,
+    pub silent: u64,
+    pub retrying: u64,
+    pub reverting: u64,
+    pub reverted: u64,
+}
+
+impl WaveCounts {
+    pub fn add(&mut self, o: &Self) {
+        self.members += o.members;
+        self.offered += o.offered;
+        self.installed += o.installed;
+        self.healthy += o.healthy;
+        self.baked += o.baked;
+        self.failed += o.failed;
+        self.failed_all += o.failed_all;
+        self.install_failed += o.install_failed;
+        self.unhealthy += o.unhealthy;
+        self.silent += o.silent;
+        self.retrying += o.retrying;
+        self.reverting += o.reverting;
+        self.reverted += o.reverted;
+    }
+
+    fn failures_in_words(&self) -> String {
+        format!(
+            "install failed {}, unhealthy after install {}, silent {}",
+            self.install_failed, self.unhealthy, self.silent
+        )
+    }
+}
+
+/// One agent of a rollout, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutMember {
+    pub rollout_id: i64,
+    pub uid: crate::AgentUid,
+    pub wave: usize,
+    /// The version the agent reported before the wave offered it the new one ("" for
+    /// none).
+    pub previous_version: String,
+    pub phase: MemberPhase,
+    pub attempts: u32,
+    pub offered_at: DateTime<Utc>,
+    pub installed_at: Option<DateTime<Utc>>,
+    pub healthy_since: Option<DateTime<Utc>>,
+    pub last_report_at: Option<DateTime<Utc>>,
+    /// The last failure's kind (`install_failed`, `unhealthy_after_install`, `no_report`).
+    pub failure: Option<String>,
+    pub failure_message: String,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub acknowledged: bool,
+}
+
+/// The time a rollout runs on: the wall clock, or for tests and demonstrations, a clock
+/// `scale` times as fast from the rollout's creation (so a bake time of ten minutes
+/// passes in a second at 600). Every replica computes the same time from the same row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutClock {
+    pub anchor: DateTime<Utc>,
+    pub scale: u32,
+}
+
+impl RolloutClock {
+    pub fn at(self, real: DateTime<Utc>) -> DateTime<Utc> {
+        if self.scale <= 1 {
+            return real;
+        }
+        let elapsed = real - self.anchor;
+        self.anchor + elapsed * i32::try_from(self.scale).unwrap_or(i32::MAX)
+    }
+
+    pub fn now(self) -> DateTime<Utc> {
+        self.at(Utc::now())
+    }
+
+    /// How long `secs` of rollout time take on the wall clock.
+    pub fn real(self, secs: u64) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(secs as f64 / f64::from(self.scale.max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(json: &str) -> Result<RolloutPlan, String> {
+        let p: RolloutPlan = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        p.check().map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+
+    #[test]
+    fn the_issues_example_plan_is_read_and_written_back_the_same() {
+        let p = plan(
+            r#"{"waves": [{"agents": 5}, {"percent": 10}, {"percent": 50}, {"percent": 100}],
+                "success": {"healthy_for_secs": 600, "min_ratio": 0.95},
+                "failure": {"max_failed": 3, "max_ratio": 0.05, "count": ["install_failed", "unhealthy_after_install", "no_report_within_secs:1800"]},
+                "on_failure": "revert",
+                "window": {"cron": "0 22 * * 1-5", "duration_secs": 14400, "timezone": "Europe/Berlin"},
+                "approval": "first_wave", "start_at": "2026-12-07T22:00:00Z",
+                "retry": {"attempts": 2, "backoff_secs": 300}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.waves[0], WaveSize::Agents(5));
+        assert_eq!(p.failure.no_report_within(), Some(1800));
+        assert_eq!(p.on_failure, OnFailure::Revert);
+        let again: RolloutPlan = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(again, p);
+        assert!(p.needs_approval(0) && !p.needs_approval(1));
+    }
+
+    #[test]
+    fn bad_plans_name_their_field() {
+        for (json, field) in [
+            (r#"{"waves": []}"#, "waves"),
+            (r#"{"waves": [{"percent": 50}]}"#, "waves"),
+            (
+                r#"{"waves": [{"percent": 50}, {"percent": 10}, {"percent": 100}]}"#,
+                "waves",
+            ),
+            (r#"{"waves": [{"agents": 0}, {"percent": 100}]}"#, "waves"),
+            (
+                r#"{"waves": [{"percent": 100}], "success": {"min_ratio": 0}}"#,
+                "success.min_ratio",
+            ),
+            (
+                r#"{"waves": [{"percent": 100}], "failure": {"max_ratio": 2}}"#,
+                "failure.max_ratio",
+            ),
+            (
+                r#"{"waves": [{"percent": 100}], "window": {"cron": "0 22 * *", "duration_secs": 600}}"#,
+                "window.cron",
+            ),
+            (
+                r#"{"waves": [{"percent": 100}], "window": {"cron": "0 22 * * *", "duration_secs": 600, "timezone": "Mars/Base"}}"#,
+                "window.timezone",
+            ),
+            (
+                r#"{"waves": [{"percent": 100}], "window": {"cron": "0 22 * * *", "duration_secs": 5}}"#,
+                "window.duration_secs",
+            ),
+            (
+                r#"{"waves": [{"percent": 100}], "retry": {"attempts": 11}}"#,
+                "retry",
+            ),
+        ] {
+            let err = plan(json).unwrap_err();
+            assert!(err.starts_with(field), "{json}: {err}");
+        }
+        let err = serde_json::from_str::<RolloutPlan>(
+            r#"{"waves": [{"percent": 100}], "failure": {"count": ["no_report_within_secs:x"]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no_report_within_secs:N"), "{err}");
+    }
+
+    #[test]
+    fn waves_count_from_the_first_and_never_shrink_below_one() {
+        assert_eq!(WaveSize::Agents(5).of(200), 5);
+        assert_eq!(WaveSize::Agents(5).of(3), 3);
+        assert_eq!(WaveSize::Percent(10.0).of(200), 20);
+        assert_eq!(WaveSize::Percent(10.0).of(3), 1);
+        assert_eq!(WaveSize::Percent(100.0).of(201), 201);
+        assert_eq!(WaveSize::Percent(1.0).of(0), 0);
+        let p = plan(r#"{"waves": [{"percent": 100}], "success": {"min_ratio": 0.95}}"#).unwrap();
+        assert_eq!(p.needed(20), 19);
+        assert_eq!(p.needed(5), 5);
+        assert_eq!(p.needed(0), 0);
+    }
+
+    #[test]
+    fn thresholds_trip_on_counts_and_on_ratios_past_the_sample() {
+        let rule = FailureRule {
+            max_failed: Some(3),
+            max_ratio: Some(0.2),
+            min_sample: 5,
+            count: default_count(),
+        };
+        let counts = |members, failed| WaveCounts {
+            members,
+            failed,
+            ..WaveCounts::default()
+        };
+        assert!(
+            rule.tripped(0, &counts(4, 2), &counts(4, 2)).is_none(),
+            "below the sample"
+        );
+        let why = rule.tripped(1, &counts(10, 3), &counts(15, 3)).unwrap();
+        assert!(why.contains("3 of 10 agents in wave 2"), "{why}");
+        assert!(rule.tripped(1, &counts(20, 3), &counts(25, 3)).is_none());
+        let why = rule.tripped(2, &counts(100, 1), &counts(200, 4)).unwrap();
+        assert!(why.contains("more than the 3 allowed"), "{why}");
+    }
+
+    #[test]
+    fn windows_open_for_their_duration_from_each_match_in_their_zone() {
+        let w = Window {
+            cron: "0 22 * * 1-5".into(),
+            duration_secs: 4 * 3600,
+            timezone: "Europe/Berlin".into(),
+        };
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        // Monday 7 December 2026: 22:00 in Berlin is 21:00 UTC.
+        assert_eq!(w.open_at(at("2026-12-07T21:30:00Z")).unwrap(), Ok(()));
+        assert_eq!(w.open_at(at("2026-12-08T00:59:00Z")).unwrap(), Ok(()));
+        assert_eq!(
+            w.open_at(at("2026-12-08T01:00:00Z")).unwrap(),
+            Err(Some(at("2026-12-08T21:00:00Z")))
+        );
+        // Saturday night: closed until Monday.
+        assert_eq!(
+            w.open_at(at("2026-12-12T21:30:00Z")).unwrap(),
+            Err(Some(at("2026-12-14T21:00:00Z")))
+        );
+    }
+
+    #[test]
+    fn the_fast_clock_runs_from_the_anchor_and_retries_back_off() {
+        let anchor = "2026-12-06T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let clock = RolloutClock { anchor, scale: 600 };
+        assert_eq!(
+            clock.at(anchor + Duration::seconds(1)),
+            anchor + Duration::seconds(600)
+        );
+        assert_eq!(
+            RolloutClock { anchor, scale: 1 }.at(anchor + Duration::seconds(7)),
+            anchor + Duration::seconds(7)
+        );
+        let retry = Retry {
+            attempts: 3,
+            backoff_secs: 300,
+        };
+        assert_eq!([1, 2, 3].map(|a| retry.backoff_after(a)), [300, 600, 1200]);
+    }
+}
