@@ -27,6 +27,7 @@ mod owners;
 mod packages;
 #[cfg(feature = "diesel")]
 mod quota;
+mod rollout;
 #[cfg(feature = "diesel")]
 mod schema;
 #[cfg(feature = "diesel")]
@@ -68,6 +69,7 @@ pub use connection::{
     DatabaseUrl, DbConnection, DieselStore, MultiBackend, PoolOptions, UnsupportedDatabaseUrl,
 };
 pub use error::StoreError;
+pub use rollout::{Candidate, DynRolloutStore, RolloutStep, RolloutStore};
 
 /// Whether the database answers, and how busy its pool is.
 #[async_trait]

@@ -278,8 +278,73 @@ diesel::table! {
         paused -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        rollout_id -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    rollouts (id) {
+        id -> BigInt,
+        assignment_id -> BigInt,
+        version -> Text,
+        from_version -> Nullable<Text>,
+        plan -> Text,
+        state -> Text,
+        cause -> Text,
+        wave -> Integer,
+        wave_started -> Bool,
+        approved_wave -> Nullable<Integer>,
+        step -> BigInt,
+        active -> Bool,
+        created_by -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    rollout_agents (rollout_id, instance_uid) {
+        rollout_id -> BigInt,
+        instance_uid -> Text,
+        wave -> Integer,
+        previous_version -> Text,
+        phase -> Text,
+        attempts -> Integer,
+        offered_at -> Timestamp,
+        installed_at -> Nullable<Timestamp>,
+        healthy_since -> Nullable<Timestamp>,
+        last_report_at -> Nullable<Timestamp>,
+        failure -> Nullable<Text>,
+        failure_message -> Text,
+        failed_at -> Nullable<Timestamp>,
+        retry_at -> Nullable<Timestamp>,
+        acknowledged -> Bool,
+    }
+}
+
+diesel::table! {
+    rollout_transitions (rollout_id, step) {
+        rollout_id -> BigInt,
+        step -> BigInt,
+        at -> Timestamp,
+        state -> Text,
+        wave -> Integer,
+        cause -> Text,
+        actor -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    job_leases (name) {
+        name -> Text,
+        holder -> Text,
+        until -> Timestamp,
+    }
+}
+
+diesel::joinable!(rollout_agents -> rollouts (rollout_id));
+diesel::allow_tables_to_appear_in_same_query!(rollout_agents, rollouts, assignments);
+diesel::allow_tables_to_appear_in_same_query!(agents, agent_packages);
 
 diesel::table! {
     agent_packages (instance_uid, name) {

@@ -22,6 +22,7 @@ struct AssignmentRow {
     paused: Option<String>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    rollout_id: Option<i64>,
 }
 
 impl TryFrom<AssignmentRow> for Assignment {
@@ -39,6 +40,7 @@ impl TryFrom<AssignmentRow> for Assignment {
             max_failure_ratio: r.max_failure_ratio,
             v_prefix: r.v_prefix,
             paused: r.paused,
+            rollout_id: r.rollout_id,
             created_at: r.created_at.and_utc(),
             updated_at: r.updated_at.and_utc(),
         })
@@ -115,8 +117,12 @@ pub(crate) fn update_assignment(
         }
         let target = asg::table.find(id);
         if let Some(version) = &patch.version {
+            // A version chosen by hand ends the hold of the assignment's last rollout.
             diesel::update(target)
-                .set(asg::version.eq(version.to_string()))
+                .set((
+                    asg::version.eq(version.to_string()),
+                    asg::rollout_id.eq(None::<i64>),
+                ))
                 .execute(conn)?;
         }
         if let Some(percent) = patch.rollout_percent {

@@ -3,6 +3,8 @@
 
 mod agents;
 mod assignments;
+mod rollout_store;
+mod rollouts;
 
 use agentpkg_model::{AgentFilter, AgentOwner, AgentUid, Page};
 use async_trait::async_trait;
