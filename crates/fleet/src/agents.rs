@@ -41,6 +41,14 @@ pub struct Fleet {
     /// database write per message.
     pub(crate) seen: Arc<Mutex<Seen>>,
     pub(crate) last_seen_precision: chrono::Duration,
+    /// Progressive rollouts ([`crate::rollout`]), when the fleet has them.
+    pub(crate) rollouts: Option<agentpkg_store::DynRolloutStore>,
+    /// How much faster than the wall clock rollouts run (1: not at all).
+    pub(crate) rollout_scale: u32,
+    /// This replica's name, for the rollout engine's lease.
+    pub(crate) replica: Arc<str>,
+    pub(crate) rollout_cache: Arc<Mutex<HashMap<i64, Arc<agentpkg_model::Rollout>>>>,
+    pub(crate) tick_stats: Arc<Mutex<crate::rollout::TickStats>>,
 }
 
 /// Per agent: the last quiet heartbeat's sequence number and time, and the last-seen time
@@ -83,7 +91,25 @@ impl Fleet {
             changes: Arc::new(tokio::sync::watch::Sender::new(None)),
             seen: Arc::default(),
             last_seen_precision: chrono::Duration::seconds(300),
+            rollouts: None,
+            rollout_scale: 1,
+            replica: format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            )
+            .into(),
+            rollout_cache: Arc::default(),
+            tick_stats: Arc::default(),
         }
+    }
+
+    /// The same fleet with progressive rollouts kept in `store`, on a clock `scale` times
+    /// as fast as the wall clock (1 in production; more for tests and demonstrations).
+    pub fn with_rollouts(mut self, store: agentpkg_store::DynRolloutStore, scale: u32) -> Self {
+        self.rollouts = Some(store);
+        self.rollout_scale = scale.max(1);
+        self
     }
 
     /// The same fleet writing a quiet agent's last-seen time only once the stored one is
@@ -215,7 +241,8 @@ impl Fleet {
             let Some(assignment) = self.store.assignment(*id).await? else {
                 continue;
             };
-            if assignment.paused.is_some() {
+            // A progressive rollout judges its own agents (crate::rollout).
+            if assignment.paused.is_some() || assignment.rollout_id.is_some() {
                 continue;
             }
             let (offered, failed) = self.store.offer_outcomes(name, version).await?;
@@ -322,7 +349,11 @@ impl Fleet {
     }
 
     /// An assignment `caller` may see: one of a package outside its names is "not found".
-    async fn assignment_for(&self, id: i64, caller: &Caller) -> Result<Assignment, Error> {
+    pub(crate) async fn assignment_for(
+        &self,
+        id: i64,
+        caller: &Caller,
+    ) -> Result<Assignment, Error> {
         let assignment = self.assignment(id).await?;
         if !caller.credential.may_touch(&assignment.package) {
             return Err(Error::NotFound);
@@ -352,7 +383,10 @@ impl Fleet {
         if let Some(r) = patch.max_failure_ratio {
             agentpkg_model::check_ratio(r)?;
         }
-        self.assignment_for(id, caller).await?;
+        let assignment = self.assignment_for(id, caller).await?;
+        if patch.version.is_some() {
+            self.check_no_rollout_moving(&assignment).await?;
+        }
         let detail = describe(&patch);
         let changed = self
             .store

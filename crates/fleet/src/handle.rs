@@ -18,6 +18,7 @@ use crate::proto::{
     AgentCapabilities, AgentToServer, PackagesAvailable, ServerErrorResponse,
     ServerErrorResponseType, ServerToAgent, ServerToAgentFlags,
 };
+use crate::rollout::Members;
 
 /// Why a message was refused: nothing it carried was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,10 +212,11 @@ impl Fleet {
         if agent.capabilities & AgentCapabilities::AcceptsPackages as u64 != 0
             && message.agent_disconnect.is_none()
         {
-            sources = Some(
-                self.decide_offer(&mut agent, &message, credential, &mut answer, base_url)
-                    .await?,
-            );
+            let (offered, members) = self
+                .decide_offer(&mut agent, &message, credential, &mut answer, base_url)
+                .await?;
+            self.observe_members(&agent, &members).await;
+            sources = Some(offered);
         }
         let reported = message.package_statuses.is_some();
         // A heartbeat: in sequence, nothing reported, nothing new offered.
@@ -256,7 +258,8 @@ impl Fleet {
 
     /// Step 3: the agent's desired set, within what `credential` may read; sets
     /// `answer.packages_available` when the agent should be sent it, and records what was
-    /// offered. Returns, per name offered, the assignment and version, for the guard.
+    /// offered. Returns, per name offered, the assignment and version, for the guard, and
+    /// the agent's rollout memberships.
     async fn decide_offer(
         &self,
         agent: &mut Agent,
@@ -264,13 +267,15 @@ impl Fleet {
         credential: &Credential,
         answer: &mut ServerToAgent,
         base_url: &str,
-    ) -> Result<BTreeMap<String, (i64, String)>, Error> {
+    ) -> Result<(BTreeMap<String, (i64, String)>, Members), Error> {
         let assignments = self.store.assignments().await?;
+        let members = self.members_of(&agent.uid, &assignments).await?;
         let offer = desired(
             &self.packages,
             self.credentials.as_ref(),
             agent,
             &assignments,
+            &members,
             credential,
             base_url,
         )
@@ -297,7 +302,7 @@ impl Fleet {
                 });
             }
         }
-        Ok(sources)
+        Ok((sources, members))
     }
 }
 

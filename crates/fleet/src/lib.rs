@@ -10,6 +10,7 @@ mod handle;
 mod limits;
 mod offers;
 mod push;
+mod rollout;
 
 /// The OpAMP messages, generated at build time from `proto/opamp/v1/*.proto` (our own
 /// files, written from the specification's message definitions).
@@ -27,3 +28,4 @@ pub use handle::{Refusal, Reply, owner_of};
 pub use limits::FleetLimits;
 pub use offers::DownloadCredentials;
 pub use push::{DEFAULT_OFFER_WATCH, OfferChanges};
+pub use rollout::{DEFAULT_ROLLOUT_TICK, RolloutDetail, TickStats};

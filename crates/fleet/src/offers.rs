@@ -10,6 +10,7 @@ use agentpkg_packagemgr::{Credential, Error, Holder, PackageManager};
 use sha2::{Digest, Sha256};
 
 use crate::proto::{DownloadableFile, Header, Headers, PackageAvailable, PackageType};
+use crate::rollout::Members;
 
 /// Gives the headers that let an agent download one package, and nothing else, for a
 /// while and only while the agent's own credential (`holder`) holds — never that
@@ -129,11 +130,16 @@ async fn resolve(
 /// and has it in its rollout, resolved for its platform — among the assignments whose
 /// package the agent's credential may read (`names`): an agent never learns of, nor is
 /// handed a download for, a package its credential could not fetch itself.
+///
+/// An agent a progressive rollout moved (`members`) is offered the rollout's version, or
+/// while it is reverted, the version it reported before; other agents the assignment's
+/// own version.
 pub(crate) async fn desired(
     packages: &PackageManager,
     credentials: &dyn DownloadCredentials,
     agent: &Agent,
     assignments: &[Assignment],
+    members: &Members,
     credential: &Credential,
     base_url: &str,
 ) -> Result<Offer, Error> {
@@ -179,7 +185,27 @@ pub(crate) async fn desired(
             .iter()
             .find(|s| s.name == assignment.offer_as && !s.agent_has_version.is_empty())
             .map(|s| s.agent_has_version.as_str());
-        let resolved = if assignment.paused.is_some() || !in_rollout(agent, assignment) {
+        let member = assignment.rollout_id.and_then(|r| members.get(&r));
+        let mut attempt = 1;
+        let resolved = if let Some(m) = member {
+            let version = if m.member.phase.reverts() {
+                // Nothing before: the assignment's own (stable) version.
+                agentpkg_model::Version::parse(&m.member.previous_version).ok()
+            } else {
+                attempt = m.member.attempts;
+                Some(m.rollout.version.clone())
+            };
+            match version {
+                Some(version) => {
+                    let pinned = Assignment {
+                        version: VersionChoice::Exact(version),
+                        ..assignment.clone()
+                    };
+                    resolve(packages, &pinned, platform, arch).await?
+                }
+                None => resolve(packages, assignment, platform, arch).await?,
+            }
+        } else if assignment.paused.is_some() || !in_rollout(agent, assignment) {
             // Not (or no longer) rolled out to this agent: it keeps the version it has, when
             // that is a build of this package, rather than be told to remove it.
             match has.map(|v| v.trim_start_matches('v')) {
@@ -214,7 +240,7 @@ pub(crate) async fn desired(
             None => Vec::new(),
         };
         let headers = credentials.headers(package.id, credential.holder());
-        let available = available(&package, assignment, signature, headers, base_url);
+        let available = available(&package, assignment, signature, headers, base_url, attempt);
         offer.sources.insert(
             assignment.offer_as.clone(),
             (assignment.id, available.version.clone()),
@@ -235,6 +261,7 @@ fn available(
     signature: Vec<u8>,
     headers: Vec<(String, String)>,
     base_url: &str,
+    attempt: u32,
 ) -> PackageAvailable {
     let version = if assignment.v_prefix {
         format!("v{}", package.version)
@@ -258,6 +285,11 @@ fn available(
     h.update(&content_hash);
     h.update([0]);
     h.update(&signature);
+    // A failed install offered again by a rollout: another hash, so the agent tries again.
+    if attempt > 1 {
+        h.update(b"\0attempt\0");
+        h.update(attempt.to_be_bytes());
+    }
     let hash = h.finalize().to_vec();
     PackageAvailable {
         r#type: kind as i32,
@@ -329,6 +361,7 @@ mod tests {
             max_failure_ratio: 0.2,
             v_prefix: false,
             paused: None,
+            rollout_id: None,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
         }

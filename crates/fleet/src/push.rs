@@ -95,11 +95,13 @@ impl Fleet {
         if agent.capabilities & AgentCapabilities::AcceptsPackages as u64 == 0 || !agent.connected {
             return Ok(None);
         }
+        let members = self.members_of(&uid, assignments).await?;
         let offer = desired(
             &self.packages,
             self.credentials.as_ref(),
             &agent,
             assignments,
+            &members,
             credential,
             base_url,
         )

@@ -199,6 +199,7 @@ impl From<MgrError> for ApiError {
                 "request_checksum_mismatch",
                 e.to_string(),
             ),
+            MgrError::RolloutConflict(m) => Self::new(StatusCode::CONFLICT, "rollout_conflict", m),
             MgrError::UploadIncomplete(m) => {
                 Self::new(StatusCode::CONFLICT, "upload_incomplete", m)
             }

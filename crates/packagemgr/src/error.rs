@@ -58,6 +58,9 @@ pub enum Error {
     /// The bytes of a direct upload are not (all) there yet.
     #[error("{0}")]
     UploadIncomplete(String),
+    /// A rollout cannot do that in its state, or its assignment has one moving.
+    #[error("{0}")]
+    RolloutConflict(String),
     #[error("size mismatch: {expected} bytes were announced but storage holds {actual}")]
     SizeMismatch { expected: u64, actual: u64 },
     /// Resumable uploads are not set up.
