@@ -29,3 +29,15 @@ pub(crate) fn path_config() -> web::PathConfig {
         ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
     })
 }
+
+/// A JSON body that may be left out (then `T::default()`); one that is sent must parse,
+/// or the request is refused as any bad JSON body is.
+pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+}

@@ -237,6 +237,31 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         web::get().to(handlers::assignments::status),
                     )
                     .service(
+                        web::resource("/assignments/{id}/rollouts")
+                            .route(web::get().to(handlers::rollouts::list))
+                            .route(web::post().to(handlers::rollouts::create)),
+                    )
+                    .route(
+                        "/assignments/{id}/rollouts/{rollout}",
+                        web::get().to(handlers::rollouts::get),
+                    )
+                    .route(
+                        "/assignments/{id}/rollouts/{rollout}/approve",
+                        web::post().to(handlers::rollouts::approve),
+                    )
+                    .route(
+                        "/assignments/{id}/rollouts/{rollout}/pause",
+                        web::post().to(handlers::rollouts::pause),
+                    )
+                    .route(
+                        "/assignments/{id}/rollouts/{rollout}/resume",
+                        web::post().to(handlers::rollouts::resume),
+                    )
+                    .route(
+                        "/assignments/{id}/rollouts/{rollout}/abort",
+                        web::post().to(handlers::rollouts::abort),
+                    )
+                    .service(
                         web::resource("/assignments/{id}")
                             .route(web::get().to(handlers::assignments::get))
                             .route(web::patch().to(handlers::assignments::patch))

@@ -30,6 +30,8 @@ pub(crate) struct AssignmentView {
     v_prefix: bool,
     /// Why it is paused, or null.
     paused: Option<String>,
+    /// Its latest progressive rollout, while that governs the agents it moved.
+    rollout_id: Option<i64>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -46,6 +48,7 @@ impl From<&Assignment> for AssignmentView {
             max_failure_ratio: a.max_failure_ratio,
             v_prefix: a.v_prefix,
             paused: a.paused.clone(),
+            rollout_id: a.rollout_id,
             created_at: a.created_at,
             updated_at: a.updated_at,
         }

@@ -8,6 +8,7 @@ pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod opamp;
 pub(crate) mod packages;
+pub(crate) mod rollouts;
 pub(crate) mod stats;
 pub(crate) mod teams;
 pub(crate) mod tokens;
