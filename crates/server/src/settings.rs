@@ -478,6 +478,18 @@ impl Settings {
                 self.fleet.offer_watch_ms
             ));
         }
+        if !(50..=600_000).contains(&self.fleet.rollout_tick_ms) {
+            return Err(format!(
+                "fleet.rollout_tick_ms must be 50 to 600000 milliseconds, is {}",
+                self.fleet.rollout_tick_ms
+            ));
+        }
+        if !(1..=100_000).contains(&self.fleet.rollout_time_scale) {
+            return Err(format!(
+                "fleet.rollout_time_scale must be 1 to 100000, is {}",
+                self.fleet.rollout_time_scale
+            ));
+        }
         if !(1024..=64 << 20).contains(&self.fleet.max_message_bytes) {
             return Err(format!(
                 "fleet.max_message_bytes must be 1024 to 67108864, is {}",

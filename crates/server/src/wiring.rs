@@ -315,7 +315,8 @@ fn manager(settings: &Settings, components: Components) -> Wired {
         accounts,
         audit,
         stats,
-        fleet_store: store_for_fleet,
+        fleet_store: store_for_fleet.clone(),
+        rollout_store: store_for_fleet,
     }
 }
 
@@ -326,6 +327,7 @@ struct Wired {
     audit: AuditLog,
     stats: StatsApi,
     fleet_store: agentpkg_store::DynFleetStore,
+    rollout_store: agentpkg_store::DynRolloutStore,
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -421,6 +423,7 @@ impl Application {
             audit,
             stats,
             fleet_store,
+            rollout_store,
         } = manager(&settings, connect(&settings).await?);
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
@@ -471,9 +474,15 @@ impl Application {
         )
         .with_limits(settings.fleet.limits())
         .with_rollout_min_sample(settings.fleet.rollout_min_sample)
-        .with_last_seen_precision(Duration::from_secs(settings.fleet.last_seen_precision_secs));
+        .with_last_seen_precision(Duration::from_secs(settings.fleet.last_seen_precision_secs))
+        .with_rollouts(rollout_store, settings.fleet.rollout_time_scale);
         background
             .push(fleet.spawn_offer_watcher(Duration::from_millis(settings.fleet.offer_watch_ms)));
+        if settings.fleet.rollout_engine {
+            background.push(
+                fleet.spawn_rollout_engine(Duration::from_millis(settings.fleet.rollout_tick_ms)),
+            );
+        }
         if settings.fleet.forget_after_days > 0 {
             background.push(fleet.spawn_forgetter(
                 Duration::from_secs(settings.fleet.forget_after_days * 86_400),
@@ -585,6 +594,8 @@ impl Application {
             if let Err(e) = fleet.flush_all_seen().await {
                 tracing::warn!(error = %e, "agents' last-seen times not written at shutdown");
             }
+            // Another replica takes the rollouts over at once.
+            fleet.release_rollout_lease().await;
         }
         // The server has stopped: every download has been answered and its bytes counted.
         if let Some(flusher) = self.flusher {

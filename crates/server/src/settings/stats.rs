@@ -96,6 +96,16 @@ pub struct FleetSettings {
     /// yank made through another replica reaches the agents connected here over WebSocket
     /// (changes made through this replica are pushed at once).
     pub offer_watch_ms: u64,
+    /// Milliseconds between the rollout engine's evaluations (on the one replica that
+    /// holds its lease; another takes it over within three of these, at least 2 s).
+    pub rollout_tick_ms: u64,
+    /// Whether this replica takes part in evaluating rollouts (one replica at a time
+    /// does; `false` keeps a replica to answering requests).
+    pub rollout_engine: bool,
+    /// How many times faster than the wall clock rollouts run: bake times, silences,
+    /// retry pauses and maintenance windows all pass this much faster. 1 in production;
+    /// tests and demonstrations set 60 or 600.
+    pub rollout_time_scale: u32,
     /// Seconds between the pings the server sends an agent connected over WebSocket; one
     /// silent (no message, no pong) for three times this is disconnected.
     pub websocket_ping_secs: u64,
@@ -153,6 +163,9 @@ impl Default for FleetSettings {
             seen_flush_secs: 10,
             last_seen_precision_secs: agentpkg_fleet::DEFAULT_LAST_SEEN_PRECISION.as_secs(),
             offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
+            rollout_tick_ms: agentpkg_fleet::DEFAULT_ROLLOUT_TICK.as_millis() as u64,
+            rollout_time_scale: 1,
+            rollout_engine: true,
             websocket_ping_secs: 30,
             max_message_bytes: agentpkg_fleet::DEFAULT_MAX_MESSAGE_BYTES,
             max_attributes: limits.max_attributes,

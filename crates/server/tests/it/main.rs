@@ -19,6 +19,7 @@ mod gate;
 mod hardening;
 mod packages;
 mod rollback;
+mod rollouts;
 mod signing;
 mod stats;
 mod tokens;
