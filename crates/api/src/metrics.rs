@@ -52,6 +52,8 @@ pub struct ApiMetrics {
     uploaded_bytes: Counter,
     downloaded_bytes: Counter,
     uploads_rejected: Family<ReasonLabels, Counter>,
+    rollout_tick_seconds: Histogram,
+    rollout_tick_rows: Histogram,
 }
 
 impl ApiMetrics {
@@ -89,9 +91,24 @@ impl ApiMetrics {
             "Uploads refused, by error code (conflict, checksum_mismatch, payload_too_large, invalid_field, …)",
             uploads_rejected.clone(),
         );
+        // 0.25 ms to ~8 s; 1 to 65 536 rows.
+        let rollout_tick_seconds = Histogram::new(exponential_buckets(0.000_25, 1.5, 26));
+        let rollout_tick_rows = Histogram::new(exponential_buckets(1.0, 2.0, 17));
+        registry.register(
+            "agentpkg_rollout_tick_seconds",
+            "Time the rollout engine took to evaluate every moving rollout once (on this replica, while it holds the engine's lease)",
+            rollout_tick_seconds.clone(),
+        );
+        registry.register(
+            "agentpkg_rollout_tick_rows",
+            "Database rows the rollout engine read per tick",
+            rollout_tick_rows.clone(),
+        );
         manager.register(&mut registry);
         stats.register(&mut registry);
         Self {
+            rollout_tick_seconds,
+            rollout_tick_rows,
             registry,
             requests,
             durations,
@@ -122,6 +139,19 @@ impl ApiMetrics {
                 route: route.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records what rollout engine ticks cost (for [`agentpkg_fleet::Fleet::with_tick_observer`]).
+    pub fn rollout_tick_observer(&self) -> agentpkg_fleet::TickObserver {
+        let (seconds, rows) = (
+            self.rollout_tick_seconds.clone(),
+            self.rollout_tick_rows.clone(),
+        );
+        std::sync::Arc::new(move |took, read| {
+            seconds.observe(took.as_secs_f64());
+            #[allow(clippy::cast_precision_loss)]
+            rows.observe(read as f64);
+        })
     }
 
     pub(crate) fn uploaded(&self, bytes: u64) {

@@ -48,7 +48,7 @@ pub struct Fleet {
     /// This replica's name, for the rollout engine's lease.
     pub(crate) replica: Arc<str>,
     pub(crate) rollout_cache: Arc<Mutex<HashMap<i64, Arc<agentpkg_model::Rollout>>>>,
-    pub(crate) tick_stats: Arc<Mutex<crate::rollout::TickStats>>,
+    pub(crate) tick_observer: Option<crate::rollout::TickObserver>,
 }
 
 /// Per agent: the last quiet heartbeat's sequence number and time, and the last-seen time
@@ -100,7 +100,7 @@ impl Fleet {
             )
             .into(),
             rollout_cache: Arc::default(),
-            tick_stats: Arc::default(),
+            tick_observer: None,
         }
     }
 
@@ -109,6 +109,12 @@ impl Fleet {
     pub fn with_rollouts(mut self, store: agentpkg_store::DynRolloutStore, scale: u32) -> Self {
         self.rollouts = Some(store);
         self.rollout_scale = scale.max(1);
+        self
+    }
+
+    /// The same fleet telling `observer` what each rollout engine tick cost.
+    pub fn with_tick_observer(mut self, observer: crate::rollout::TickObserver) -> Self {
+        self.tick_observer = Some(observer);
         self
     }
 

@@ -28,4 +28,4 @@ pub use handle::{Refusal, Reply, owner_of};
 pub use limits::FleetLimits;
 pub use offers::DownloadCredentials;
 pub use push::{DEFAULT_OFFER_WATCH, OfferChanges};
-pub use rollout::{DEFAULT_ROLLOUT_TICK, RolloutDetail, TickStats};
+pub use rollout::{DEFAULT_ROLLOUT_TICK, RolloutDetail, TickObserver};

@@ -195,7 +195,7 @@ pub(crate) async fn desired(
                 attempt = m.member.attempts;
                 Some(m.rollout.version.clone())
             };
-            match version {
+            let pinned = match version {
                 Some(version) => {
                     let pinned = Assignment {
                         version: VersionChoice::Exact(version),
@@ -203,6 +203,11 @@ pub(crate) async fn desired(
                     };
                     resolve(packages, &pinned, platform, arch).await?
                 }
+                None => None,
+            };
+            // A version before that is no longer stored: the stable one.
+            match pinned {
+                Some(p) => Some(p),
                 None => resolve(packages, assignment, platform, arch).await?,
             }
         } else if assignment.paused.is_some() || !in_rollout(agent, assignment) {

@@ -35,7 +35,7 @@ pub struct ErrorDetail<'a> {
     /// `token_expired`, `token_revoked`, `invalid_credentials`, `too_many_attempts`, `forbidden`, `not_found`, `conflict`,
     /// `payload_too_large`, `body_timeout`, `too_many_uploads`, `unsupported_media_type`, `checksum_mismatch`,
     /// `range_not_satisfiable`, `offset_mismatch`, `upload_locked`, `too_many_sessions`,
-    /// `too_many_grants`, `upload_quota`, `same_bytes`,
+    /// `too_many_grants`, `upload_quota`, `same_bytes`, `rollout_conflict`,
     /// `past_upload_length`, `request_checksum_mismatch`, `unsupported_tus_version`, `cross_origin`,
     /// `too_many_connections`, `busy`, `database_unavailable`, `storage_unavailable`, `internal`.
     #[schema(example = "invalid_field")]

@@ -10,7 +10,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use agentpkg_model::{
@@ -30,42 +29,10 @@ pub const DEFAULT_ROLLOUT_TICK: Duration = Duration::from_secs(5);
 
 const LEASE: &str = "rollout-engine";
 
-/// Ticks kept for their statistics.
-const KEPT: usize = 4096;
-
-/// What the engine's recent ticks cost on this replica.
-#[derive(Debug, Clone, Default)]
-pub struct TickStats {
-    /// Ticks evaluated here.
-    pub ticks: u64,
-    /// Steps taken here.
-    pub steps: u64,
-    /// The latest ticks' durations, in microseconds, and database rows each read.
-    pub micros: Vec<u64>,
-    pub rows: Vec<u64>,
-}
-
-impl TickStats {
-    fn record(&mut self, micros: u64, rows: u64) {
-        self.ticks += 1;
-        if self.micros.len() == KEPT {
-            self.micros.remove(0);
-            self.rows.remove(0);
-        }
-        self.micros.push(micros);
-        self.rows.push(rows);
-    }
-}
+/// Told each tick's duration and the database rows it read (the server's metrics).
+pub type TickObserver = std::sync::Arc<dyn Fn(Duration, u64) + Send + Sync>;
 
 impl Fleet {
-    /// What the engine's recent ticks on this replica cost.
-    pub fn rollout_ticks(&self) -> TickStats {
-        self.tick_stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     /// One tick: every moving rollout judged once, each taking at most one step.
     pub async fn evaluate_rollouts(&self) -> Result<(), Error> {
         let started = Instant::now();
@@ -80,11 +47,9 @@ impl Fleet {
                 }
             }
         }
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.tick_stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(micros, rows);
+        if let Some(observe) = &self.tick_observer {
+            observe(started.elapsed(), rows);
+        }
         Ok(())
     }
 
@@ -460,10 +425,6 @@ impl Fleet {
                 } else {
                     tracing::info!(rollout = r.id, assignment = r.assignment_id, %state, wave, offered, %cause, "rollout step");
                 }
-                self.tick_stats
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .steps += 1;
                 if taken.state != r.state || offered > 0 {
                     self.offers_may_have_changed().await;
                 }

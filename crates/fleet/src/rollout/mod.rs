@@ -28,7 +28,7 @@ use agentpkg_packagemgr::{Caller, Error};
 use agentpkg_store::{DynRolloutStore, RolloutStep, StoreError};
 use chrono::{DateTime, Utc};
 
-pub use engine::{DEFAULT_ROLLOUT_TICK, TickStats};
+pub use engine::{DEFAULT_ROLLOUT_TICK, TickObserver};
 
 use crate::agents::Fleet;
 

@@ -545,6 +545,61 @@ async fn every_route_that_changes_something_is_audited_done_and_refused() {
     )
     .await;
     c.denied(change, &url, &pa).await;
+    // Its progressive rollout: created, approved, paused, resumed, aborted.
+    let create = ("POST", "/api/v1/assignments/{id}/rollouts");
+    let rollouts = format!("{url}/rollouts");
+    let rollout = c
+        .call(
+            create,
+            &rollouts,
+            &admin,
+            Body::Json(json!({
+                "version": "1.1.0", "waves": [{"percent": 50}, {"percent": 100}],
+                "approval": "each_wave"
+            })),
+            &[],
+            201,
+            ("rollout_create", "done"),
+        )
+        .await;
+    c.denied(create, &rollouts, &pa).await;
+    let rid = rollout["id"].as_i64().unwrap();
+    for (step, action, body) in [
+        (
+            "approve",
+            "rollout_approve",
+            json!({"reason": "looks good"}),
+        ),
+        ("pause", "rollout_pause", json!({"reason": "a closer look"})),
+        ("resume", "rollout_resume", json!({})),
+        (
+            "abort",
+            "rollout_abort",
+            json!({"revert": true, "reason": "not now"}),
+        ),
+    ] {
+        let route = match step {
+            "approve" => (
+                "POST",
+                "/api/v1/assignments/{id}/rollouts/{rollout}/approve",
+            ),
+            "pause" => ("POST", "/api/v1/assignments/{id}/rollouts/{rollout}/pause"),
+            "resume" => ("POST", "/api/v1/assignments/{id}/rollouts/{rollout}/resume"),
+            _ => ("POST", "/api/v1/assignments/{id}/rollouts/{rollout}/abort"),
+        };
+        let path = format!("{rollouts}/{rid}/{step}");
+        c.denied(route, &path, &pa).await;
+        c.call(
+            route,
+            &path,
+            &admin,
+            Body::Json(body),
+            &[],
+            200,
+            (action, "done"),
+        )
+        .await;
+    }
     let unassign = ("DELETE", "/api/v1/assignments/{id}");
     c.call(
         unassign,

@@ -14,6 +14,7 @@ fn sample(param: &str, id: i64, fingerprint: &str) -> String {
         "platform" => "linux".into(),
         "arch" => "amd64".into(),
         "uid" => "01".repeat(16),
+        "rollout" => "1".into(),
         other => panic!("no sample value for parameter {other}"),
     }
 }
@@ -66,6 +67,20 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
         .unwrap();
     assert_eq!(res.status(), 201);
     assert_eq!(res.json::<Value>().await.unwrap()["id"], id);
+    // And a rollout of another version on it (waiting for approval: nothing moves).
+    app.publish(&admin, "opamp-agent/1.1.0/linux/amd64", "agent bytes 1.1")
+        .await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/assignments/{id}/rollouts")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({
+            "version": "1.1.0", "waves": [{"percent": 100}], "approval": "each_wave"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
 
     // Public: no token needed to read the description of the API.
     let res = reqwest::get(app.url("/api/v1/openapi.json")).await.unwrap();
