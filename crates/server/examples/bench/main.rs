@@ -19,6 +19,8 @@
 //! pushed to the WebSocket ones), `--only cli` (`agentpkg push` and `pull` against curl,
 //! for `--sizes`, `--rounds N`; with `--client-core`, the clients get one core and the
 //! server and Garage the other, as if the client ran on a machine of its own),
+//! `--only rollout [--agents N]` (a four-wave progressive rollout to N agents polling
+//! over HTTP, on a rollout clock 600 times as fast: the engine's time and rows per tick),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -44,6 +46,7 @@ mod fleet_ws;
 mod measure;
 mod metadata;
 mod resumable;
+mod rollout;
 mod signed;
 mod stats;
 
@@ -93,13 +96,16 @@ async fn main() -> Result<()> {
     );
     // As the README starts it, unless `--tuned`.
     let tuned = args.iter().any(|a| a == "--tuned");
-    let server = start_server(
-        &bin,
-        db.url(),
-        &s3env,
-        &bucket_name,
-        if tuned { support::TUNED } else { &[] },
-    )?;
+    let mut extra: Vec<(&str, &str)> = if tuned {
+        support::TUNED.to_vec()
+    } else {
+        Vec::new()
+    };
+    if flag("--only").as_deref() == Some("rollout") {
+        // The rollout clock runs fast, so that a four-wave rollout ends in minutes.
+        extra.push(("AGENTPKG__FLEET__ROLLOUT_TIME_SCALE", rollout::SCALE));
+    }
+    let server = start_server(&bin, db.url(), &s3env, &bucket_name, &extra)?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(256)
@@ -185,6 +191,22 @@ async fn main() -> Result<()> {
                 interval: Duration::from_secs(30),
                 steady: Duration::from_secs(if quick { 30 } else { 60 }),
             },
+        )
+        .await?;
+        return finish(&out, &results, server, &bucket).await;
+    }
+
+    // `--only rollout`: a progressive rollout at scale.
+    if flag("--only").as_deref() == Some("rollout") {
+        let agents: u64 = flag("--agents").map_or(if quick { 1_000 } else { 10_000 }, |v| {
+            v.parse().unwrap_or(10_000)
+        });
+        results["rollout"] = rollout::rollout_bench(
+            &client,
+            &server,
+            &token,
+            agents,
+            Duration::from_secs(if quick { 5 } else { 20 }),
         )
         .await?;
         return finish(&out, &results, server, &bucket).await;
