@@ -16,6 +16,11 @@ migrate *ARGS:
 create-user NAME ROLE:
     cargo run --release --locked -p agentpkg-server -- create-user {{NAME}} --role {{ROLE}}
 
+# A simulated fleet of scripted OpAMP agents, to watch a progressive rollout (README):
+# AGENT_TOKEN=<read token> just demo-fleet [AGENTS] [TARGET] [UNHEALTHY_EVERY] [URL]
+demo-fleet *ARGS:
+    ./scripts/demo-fleet.sh {{ARGS}}
+
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all -- --check
