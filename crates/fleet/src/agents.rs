@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use agentpkg_model::{
     Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, NewAssignment,
-    NewAuditEvent, Page, PageRequest,
+    NewAuditEvent, Page, PageRequest, Role,
 };
 use agentpkg_packagemgr::{AuditLog, Caller, Error, PackageManager};
 use agentpkg_store::DynFleetStore;
@@ -321,6 +321,7 @@ impl Fleet {
     /// Creates an assignment, by `caller` (an admin), audited. A package outside the
     /// caller's names is "not found", as everywhere.
     pub async fn assign(&self, new: NewAssignment, caller: &Caller) -> Result<Assignment, Error> {
+        caller.require(Role::Admin)?;
         new.check()?;
         // The package must exist, under any platform, for the assignment to make sense.
         if !caller.credential.may_touch(&new.package)
@@ -383,6 +384,7 @@ impl Fleet {
         patch: AssignmentPatch,
         caller: &Caller,
     ) -> Result<Assignment, Error> {
+        caller.require(Role::Admin)?;
         if let Some(p) = patch.rollout_percent {
             agentpkg_model::check_rollout(p)?;
         }
@@ -408,6 +410,7 @@ impl Fleet {
 
     /// Deletes an assignment, by `caller`, audited.
     pub async fn unassign(&self, id: i64, caller: &Caller) -> Result<(), Error> {
+        caller.require(Role::Admin)?;
         let assignment = self.assignment_for(id, caller).await?;
         if self.store.delete_assignment(id).await? {
             let detail = format!("version {}", assignment.version);
@@ -423,6 +426,7 @@ impl Fleet {
     /// Forgets an agent and releases its binding, by `caller` (an admin), audited: its next
     /// message, under any credential, registers it anew with its full state.
     pub async fn forget(&self, uid: &AgentUid, caller: &Caller) -> Result<(), Error> {
+        caller.require(Role::Admin)?;
         let agent = self.agent(uid).await?;
         self.seen
             .lock()

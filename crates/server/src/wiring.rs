@@ -518,6 +518,7 @@ impl Application {
             accounts: state.accounts.clone(),
             sessions: state.tokens.clone(),
             public_url: state.public_url.clone(),
+            fleet: Some(state.fleet.clone()),
         };
 
         let listener =

@@ -33,6 +33,8 @@ pub struct WebState {
     /// `server.public_url`, for the pages' `curl` lines; without it, the address each
     /// request came to.
     pub public_url: Option<String>,
+    /// The OpAMP fleet, for the assignment and rollout pages (none: those pages are 404).
+    pub fleet: Option<agentpkg_fleet::Fleet>,
 }
 
 const STYLE: &str = include_str!("../assets/app.css");
@@ -92,6 +94,25 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         .route("/manage/{id}/delete", web::get().to(pages::confirm_delete))
         .route("/manage/{id}/delete", web::post().to(pages::delete))
         .route("/manage/{id}/{action}", web::post().to(pages::change))
+        .route("/assignments", web::get().to(pages::assignments))
+        .route("/assignments", web::post().to(pages::create_assignment))
+        .route("/assignments/{id}", web::get().to(pages::assignment))
+        .route(
+            "/assignments/{id}/rollouts",
+            web::post().to(pages::start_rollout),
+        )
+        .route(
+            "/assignments/{id}/rollouts/{rollout}",
+            web::get().to(pages::rollout),
+        )
+        .route(
+            "/assignments/{id}/rollouts/{rollout}/abort",
+            web::get().to(pages::confirm_abort),
+        )
+        .route(
+            "/assignments/{id}/rollouts/{rollout}/{action}",
+            web::post().to(pages::rollout_step),
+        )
         .route("/users", web::get().to(pages::users))
         .route("/users", web::post().to(pages::create_user))
         .route("/users/{id}/delete", web::post().to(pages::delete_user));

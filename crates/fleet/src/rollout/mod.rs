@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use agentpkg_model::{
-    Agent, AgentUid, Assignment, AuditAction, MemberPhase, NewRollout, Rollout, RolloutClock,
+    Agent, AgentUid, Assignment, AuditAction, MemberPhase, NewRollout, Role, Rollout, RolloutClock,
     RolloutMember, RolloutPlan, RolloutState, RolloutTransition, ValidationError, Version,
     VersionChoice, WaveCounts,
 };
@@ -160,6 +160,7 @@ impl Fleet {
         plan: RolloutPlan,
         caller: &Caller,
     ) -> Result<Rollout, Error> {
+        caller.require(Role::Admin)?;
         plan.check()?;
         let store = self.rollout_store()?;
         let assignment = self.assignment_for(assignment_id, caller).await?;
@@ -256,6 +257,7 @@ impl Fleet {
         assignment_id: i64,
         caller: &Caller,
     ) -> Result<Vec<Rollout>, Error> {
+        caller.require(Role::Viewer)?;
         self.assignment_for(assignment_id, caller).await?;
         Ok(self.rollout_store()?.rollouts_of(assignment_id).await?)
     }
@@ -266,6 +268,7 @@ impl Fleet {
         id: i64,
         caller: &Caller,
     ) -> Result<Rollout, Error> {
+        caller.require(Role::Viewer)?;
         self.assignment_for(assignment_id, caller).await?;
         self.rollout_store()?
             .rollout(id)
@@ -374,6 +377,7 @@ impl Fleet {
         reason: &str,
         caller: &Caller,
     ) -> Result<Rollout, Error> {
+        caller.require(Role::Admin)?;
         let r = self.rollout_for(assignment_id, id, caller).await?;
         if r.state != RolloutState::WaitingForApproval {
             return Err(Error::RolloutConflict(format!(
@@ -410,6 +414,7 @@ impl Fleet {
         reason: &str,
         caller: &Caller,
     ) -> Result<Rollout, Error> {
+        caller.require(Role::Admin)?;
         let r = self.rollout_for(assignment_id, id, caller).await?;
         if !r.state.is_active() || matches!(r.state, RolloutState::Paused | RolloutState::Reverting)
         {
@@ -443,6 +448,7 @@ impl Fleet {
         reason: &str,
         caller: &Caller,
     ) -> Result<Rollout, Error> {
+        caller.require(Role::Admin)?;
         let r = self.rollout_for(assignment_id, id, caller).await?;
         if r.state != RolloutState::Paused {
             return Err(Error::RolloutConflict(format!(
@@ -482,6 +488,7 @@ impl Fleet {
         reason: &str,
         caller: &Caller,
     ) -> Result<Rollout, Error> {
+        caller.require(Role::Admin)?;
         let r = self.rollout_for(assignment_id, id, caller).await?;
         if !r.state.is_active() || (revert && r.state == RolloutState::Reverting) {
             return Err(Error::RolloutConflict(format!(

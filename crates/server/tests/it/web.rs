@@ -423,6 +423,8 @@ async fn in_the_browser(backend: Backend) {
         vec![7u8; 3 * 1024 * 1024],
     )
     .await;
+    app.publish(&admin, "otelcol-contrib/0.115.1/linux/amd64", b"next build")
+        .await;
     app.publish(
         &admin,
         "otelcol-contrib/0.116.0-rc.1/linux/arm64",
@@ -556,6 +558,35 @@ async fn in_the_browser(backend: Backend) {
         assert_eq!(viewer[control], 0, "{control}: {viewer}");
     }
     assert_eq!(viewer["upload_status"], 403);
+    let bad = step("bad_plan")["error"].as_str().unwrap().to_owned();
+    assert!(bad.starts_with("waves: "), "{bad}");
+    assert_eq!(step("rollout_started")["state"], "waiting_for_approval");
+    let approved = step("approved");
+    assert!(
+        approved["focused"]
+            .as_str()
+            .unwrap()
+            .starts_with("Approve wave 1"),
+        "the keyboard reaches the button: {approved}"
+    );
+    assert_eq!(approved["notice"], "The wave was approved.");
+    assert!(
+        approved["steps"]
+            .as_str()
+            .unwrap()
+            .contains("wave 1 approved by admin: canary signed off"),
+        "{approved}"
+    );
+    let aborted = step("aborted");
+    assert_eq!(aborted["paused"], "paused");
+    assert!(
+        ["reverting", "reverted"].contains(&aborted["state"].as_str().unwrap()),
+        "{aborted}"
+    );
+    let viewer_rollout = step("viewer_rollout");
+    assert_eq!(viewer_rollout["controls"], 0, "{viewer_rollout}");
+    assert_eq!(viewer_rollout["create_forms"], 0, "{viewer_rollout}");
+    assert_eq!(step("viewer_rollout_post")["status"], 403);
     let forged = step("forged_viewer");
     assert_eq!(
         (
@@ -575,7 +606,7 @@ async fn in_the_browser(backend: Backend) {
         .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
         .collect();
     assert!(
-        report["axe"].as_object().unwrap().len() >= 16,
+        report["axe"].as_object().unwrap().len() >= 24,
         "every page at both widths"
     );
     assert!(
@@ -604,6 +635,10 @@ async fn in_the_browser(backend: Backend) {
         "delete",
         "users",
         "not-found",
+        "assignments",
+        "assignment",
+        "rollout",
+        "rollout-abort",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());

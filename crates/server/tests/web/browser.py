@@ -214,6 +214,46 @@ with sync_playwright() as p:
     page.wait_for_url("**done=user-deleted")
     step("users", names=page.locator("tbody td:first-child").all_text_contents())
 
+    # The fleet: an assignment created in its form, a rollout started (a bad plan first),
+    # approved from the keyboard, paused, resumed, and aborted after its confirmation.
+    page.goto(base + "/assignments")
+    page.fill("#a-package", "otelcol-contrib")
+    page.fill("#a-version", "0.115.0")
+    page.fill("#a-selector", "service.name=otelcol")
+    page.click("form[action='/assignments'] button[type=submit]")
+    page.wait_for_url("**/assignments/*")
+    assignment_path = page.url.replace(base, "")
+    page.fill("#r-version", "0.115.1")
+    page.fill("#r-waves", "10%, 50%")
+    page.click("form[action$='/rollouts'] button[type=submit]")
+    step("bad_plan", error=page.text_content(".error"))
+    page.fill("#r-version", "0.115.1")
+    page.fill("#r-waves", "5 agents, 100%")
+    page.select_option("#r-approval", "first_wave")
+    page.click("form[action$='/rollouts'] button[type=submit]")
+    page.wait_for_url("**/rollouts/*")
+    rollout_path = page.url.replace(base, "")
+    step("rollout_started", state=page.text_content(".facts .badge"))
+    page.focus("#approve-reason")
+    page.keyboard.type("canary signed off")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.textContent")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**done=approve")
+    step("approved", focused=focused, notice=page.text_content(".notice"),
+         steps=page.locator("table").last.text_content())
+    page.click("form[action$='/pause'] button")
+    page.wait_for_url("**done=pause")
+    paused = page.text_content(".facts .badge")
+    page.click("form[action$='/resume'] button")
+    page.wait_for_url("**done=resume")
+    page.click("a[href$='/abort']")
+    page.wait_for_url("**/abort")
+    abort_path = page.url.replace(base, "")
+    page.click("form[action$='/abort'] button[type=submit]")
+    page.wait_for_url("**done=abort")
+    step("aborted", paused=paused, state=page.text_content(".facts .badge"))
+
     # A forged form without the CSRF token is refused, even for the admin.
     keep_id = page.goto(base + keep_path) and page.get_attribute("form[action$='/yank']", "action")
     forged = page.request.post(base + keep_id, form={"description": "x"})
@@ -235,7 +275,15 @@ with sync_playwright() as p:
         describe_forms=viewer.locator("form[action$='/describe']").count(),
         upload_status=upload_page.status,
     )
+    viewer.goto(base + rollout_path)
+    step(
+        "viewer_rollout",
+        controls=viewer.locator("form[action*='/rollouts/'], a[href$='/abort']").count(),
+        create_forms=viewer.locator("form[action$='/rollouts']").count(),
+    )
     csrf = viewer.get_attribute("meta[name=csrf-token]", "content")
+    refused = viewer.request.post(base + rollout_path + "/pause", form={"csrf": csrf})
+    step("viewer_rollout_post", status=refused.status)
     with_token = viewer.request.post(base + keep_id, form={"csrf": csrf})
     without_token = viewer.request.post(base + keep_id, form={})
     step("forged_viewer", with_token=with_token.status, without_token=without_token.status)
@@ -249,6 +297,10 @@ with sync_playwright() as p:
         ("upload", "/upload", True),
         ("delete", keep_id.replace("/yank", "/delete"), True),
         ("users", "/users", True),
+        ("assignments", "/assignments", True),
+        ("assignment", assignment_path, True),
+        ("rollout", rollout_path, True),
+        ("rollout-abort", abort_path, True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

@@ -3,11 +3,15 @@
 
 mod account;
 mod browse;
+mod fleet;
 mod manage;
 mod users;
 
 pub use account::{login, login_form, logout};
 pub use browse::{name, package, packages};
+pub use fleet::{
+    assignment, assignments, confirm_abort, create_assignment, rollout, rollout_step, start_rollout,
+};
 pub use manage::{change, confirm_delete, delete, upload};
 pub use users::{create_user, delete_user, users};
 

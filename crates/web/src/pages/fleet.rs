@@ -1,0 +1,655 @@
+//! Assignments and their progressive rollouts: list and create assignments, start a
+//! rollout, watch it wave by wave, approve, pause, resume or abort it. Every action is
+//! the fleet's own operation (the same the API calls), which checks the role and records
+//! the event; the pages only show a control to whom it would allow it.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use agentpkg_fleet::RolloutDetail;
+use agentpkg_http::RequestContext;
+use agentpkg_model::{
+    Approval, Assignment, NewAssignment, OnFailure, PackageName, Retry, Role, RolloutPlan,
+    RolloutState, SuccessRule, ValidationError, Version, VersionChoice, WaveCounts, WaveSize,
+};
+use askama::Template;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::{Layout, page, secured, see_other};
+use crate::WebState;
+use crate::error::WebError;
+use crate::format;
+use crate::session::SignedIn;
+
+fn fleet(state: &WebState) -> Result<&agentpkg_fleet::Fleet, WebError> {
+    state
+        .fleet
+        .as_ref()
+        .ok_or_else(|| WebError::NotFound("this registry has no fleet".into()))
+}
+
+/// An assignment as the pages show it.
+struct AssignmentRow {
+    id: i64,
+    package: String,
+    version: String,
+    offer_as: String,
+    selector: String,
+    rollout_percent: u8,
+    paused: Option<String>,
+    rollout_id: Option<i64>,
+}
+
+impl AssignmentRow {
+    fn of(a: &Assignment) -> Self {
+        Self {
+            id: a.id,
+            package: a.package.to_string(),
+            version: a.version.to_string(),
+            offer_as: if a.offer_as.is_empty() {
+                "top level".into()
+            } else {
+                a.offer_as.clone()
+            },
+            selector: if a.selector.is_empty() {
+                "every agent".into()
+            } else {
+                a.selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            rollout_percent: a.rollout_percent,
+            paused: a.paused.clone(),
+            rollout_id: a.rollout_id,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "assignments.html")]
+struct AssignmentsPage {
+    layout: Layout,
+    assignments: Vec<AssignmentRow>,
+    admin: bool,
+    error: Option<String>,
+    form: NewAssignmentForm,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub struct NewAssignmentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    package: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    offer_as: String,
+    /// `key=value`, one per line or separated by commas.
+    #[serde(default)]
+    selector: String,
+}
+
+async fn assignments_page(
+    who: &SignedIn,
+    state: &WebState,
+    error: Option<String>,
+    form: NewAssignmentForm,
+) -> Result<AssignmentsPage, WebError> {
+    let assignments = fleet(state)?
+        .assignments()
+        .await?
+        .iter()
+        .filter(|a| who.credential.names.allows(&a.package))
+        .map(AssignmentRow::of)
+        .collect();
+    Ok(AssignmentsPage {
+        layout: Layout::of("Assignments", who),
+        assignments,
+        admin: who.is(Role::Admin),
+        error,
+        form,
+    })
+}
+
+pub async fn assignments(
+    who: SignedIn,
+    state: web::Data<WebState>,
+) -> Result<HttpResponse, WebError> {
+    who.require(Role::Viewer)?;
+    let form = NewAssignmentForm {
+        version: "latest".into(),
+        ..NewAssignmentForm::default()
+    };
+    page(&assignments_page(&who, &state, None, form).await?)
+}
+
+fn selector(text: &str) -> Result<BTreeMap<String, String>, ValidationError> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once('=').ok_or_else(|| {
+                ValidationError::new(
+                    "selector",
+                    format!("{l:?} is not key=value (for example service.name=otelcol)"),
+                )
+            })?;
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+pub async fn create_assignment(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    form: web::Form<NewAssignmentForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let f = form.into_inner();
+    let created = async {
+        let new = NewAssignment {
+            package: PackageName::parse(f.package.trim())
+                .map_err(|e| ValidationError::new("package", e.message))?,
+            version: VersionChoice::parse(f.version.trim())?,
+            offer_as: f.offer_as.trim().to_owned(),
+            selector: selector(&f.selector)?,
+            rollout_percent: 100,
+            max_failure_ratio: 0.2,
+            v_prefix: false,
+        };
+        fleet(&state)?
+            .assign(new, &ctx.caller(&who.credential))
+            .await
+            .map_err(|e| match e {
+                agentpkg_packagemgr::Error::NotFound => WebError::Refused(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    format!("there is no package {} to assign", f.package.trim()),
+                ),
+                other => other.into(),
+            })
+    }
+    .await;
+    match created {
+        Ok(a) => Ok(see_other(&format!("/assignments/{}", a.id))),
+        Err(WebError::Refused(status, message)) => {
+            let html = assignments_page(&who, &state, Some(message), f)
+                .await?
+                .render()?;
+            Ok(secured(HttpResponse::build(status), html))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// A rollout in a list.
+struct RolloutRow {
+    id: i64,
+    version: String,
+    state: String,
+    wave: usize,
+    waves: usize,
+    cause: String,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "assignment.html")]
+struct AssignmentPage {
+    layout: Layout,
+    a: AssignmentRow,
+    statuses: Vec<(String, String, u64)>,
+    rollouts: Vec<RolloutRow>,
+    admin: bool,
+    error: Option<String>,
+    form: NewRolloutForm,
+}
+
+#[derive(Deserialize, Clone)]
+pub struct NewRolloutForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    version: String,
+    /// Waves counted from the first: `5 agents, 10%, 50%, 100%`.
+    #[serde(default)]
+    waves: String,
+    #[serde(default)]
+    bake_minutes: String,
+    #[serde(default)]
+    min_healthy_percent: String,
+    #[serde(default)]
+    max_failed_percent: String,
+    #[serde(default)]
+    on_failure: String,
+    #[serde(default)]
+    approval: String,
+    #[serde(default)]
+    retries: String,
+}
+
+impl Default for NewRolloutForm {
+    fn default() -> Self {
+        Self {
+            csrf: String::new(),
+            version: String::new(),
+            waves: "5 agents, 10%, 50%, 100%".into(),
+            bake_minutes: "10".into(),
+            min_healthy_percent: "95".into(),
+            max_failed_percent: "5".into(),
+            on_failure: "pause".into(),
+            approval: "first_wave".into(),
+            retries: "0".into(),
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    field: &'static str,
+    text: &str,
+    what: &str,
+) -> Result<T, ValidationError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ValidationError::new(field, format!("{:?} is not {what}", text.trim())))
+}
+
+impl NewRolloutForm {
+    fn plan(&self) -> Result<(Version, RolloutPlan), ValidationError> {
+        let version = Version::parse(self.version.trim())
+            .map_err(|e| ValidationError::new("version", e.message))?;
+        let waves = self
+            .waves
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                if let Some(p) = w.strip_suffix('%') {
+                    Ok(WaveSize::Percent(number("waves", p, "a percentage")?))
+                } else {
+                    let n = w.trim_end_matches("agents").trim_end_matches("agent");
+                    Ok(WaveSize::Agents(number("waves", n, "a number of agents")?))
+                }
+            })
+            .collect::<Result<Vec<_>, ValidationError>>()?;
+        let bake: u64 = number("bake_minutes", &self.bake_minutes, "a number of minutes")?;
+        let healthy: f64 = number(
+            "min_healthy_percent",
+            &self.min_healthy_percent,
+            "a percentage",
+        )?;
+        let failed: f64 = number(
+            "max_failed_percent",
+            &self.max_failed_percent,
+            "a percentage",
+        )?;
+        let retries: u32 = number("retries", &self.retries, "a number of retries")?;
+        let plan = RolloutPlan {
+            waves,
+            success: SuccessRule {
+                healthy_for_secs: bake.saturating_mul(60),
+                min_ratio: healthy / 100.0,
+            },
+            failure: agentpkg_model::FailureRule {
+                max_ratio: Some(failed / 100.0),
+                ..agentpkg_model::FailureRule::default()
+            },
+            on_failure: if self.on_failure == "revert" {
+                OnFailure::Revert
+            } else {
+                OnFailure::Pause
+            },
+            window: None,
+            approval: match self.approval.as_str() {
+                "each_wave" => Approval::EachWave,
+                "first_wave" => Approval::FirstWave,
+                _ => Approval::None,
+            },
+            start_at: None,
+            retry: Retry {
+                attempts: retries,
+                backoff_secs: 300,
+            },
+        };
+        plan.check()?;
+        Ok((version, plan))
+    }
+}
+
+async fn assignment_page(
+    who: &SignedIn,
+    state: &WebState,
+    ctx: &RequestContext,
+    id: i64,
+    error: Option<String>,
+    form: NewRolloutForm,
+) -> Result<AssignmentPage, WebError> {
+    let fleet = fleet(state)?;
+    let caller = ctx.caller(&who.credential);
+    let rollouts = fleet.rollouts(id, &caller).await?;
+    let status = fleet.rollout_status(id).await?;
+    let now = Utc::now();
+    Ok(AssignmentPage {
+        layout: Layout::of(format!("Assignment {id}"), who),
+        a: AssignmentRow::of(&status.assignment),
+        statuses: status
+            .counts
+            .into_iter()
+            .map(|((version, s), n)| (version, s, n))
+            .collect(),
+        rollouts: rollouts
+            .iter()
+            .map(|r| RolloutRow {
+                id: r.id,
+                version: r.version.to_string(),
+                state: r.state.to_string(),
+                wave: r.wave + 1,
+                waves: r.plan.waves.len(),
+                cause: r.cause.clone(),
+                created: format::ago(r.created_at, now),
+            })
+            .collect(),
+        admin: who.is(Role::Admin),
+        error,
+        form,
+    })
+}
+
+pub async fn assignment(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<i64>,
+) -> Result<HttpResponse, WebError> {
+    who.require(Role::Viewer)?;
+    page(&assignment_page(&who, &state, &ctx, *path, None, NewRolloutForm::default()).await?)
+}
+
+pub async fn start_rollout(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<i64>,
+    form: web::Form<NewRolloutForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let id = *path;
+    let f = form.into_inner();
+    let started = async {
+        let (version, plan) = f.plan()?;
+        Ok::<_, WebError>(
+            fleet(&state)?
+                .start_rollout(id, version, plan, &ctx.caller(&who.credential))
+                .await?,
+        )
+    }
+    .await;
+    match started {
+        Ok(r) => Ok(see_other(&format!("/assignments/{id}/rollouts/{}", r.id))),
+        Err(WebError::Refused(status, message)) => {
+            let html = assignment_page(&who, &state, &ctx, id, Some(message), f)
+                .await?
+                .render()?;
+            Ok(secured(HttpResponse::build(status), html))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// One wave: its counts, and the bar's segments (kind, x, width in % of the wave).
+struct WaveRow {
+    number: usize,
+    size: String,
+    counts: WaveCounts,
+    segments: Vec<(&'static str, f64, f64)>,
+    summary: String,
+    baking_since: Option<String>,
+}
+
+impl WaveRow {
+    fn of(i: usize, size: WaveSize, c: WaveCounts, baking: Option<chrono::DateTime<Utc>>) -> Self {
+        let size = match size {
+            WaveSize::Agents(n) => format!("{n} agents"),
+            WaveSize::Percent(p) => format!("{p} %"),
+        };
+        let waiting = c.offered + c.installed;
+        let baking_now = c.healthy.saturating_sub(c.baked);
+        let parts = [
+            ("baked", c.baked),
+            ("baking", baking_now),
+            ("waiting", waiting),
+            ("retrying", c.retrying),
+            ("failed", c.failed_all),
+            ("reverting", c.reverting),
+            ("reverted", c.reverted),
+        ];
+        let total = c.members.max(1) as f64;
+        let mut x = 0.0;
+        let mut segments = Vec::new();
+        for (kind, n) in parts {
+            if n > 0 {
+                let w = n as f64 / total * 100.0;
+                segments.push((kind, x, w));
+                x += w;
+            }
+        }
+        let summary = format!(
+            "{} agents: {} healthy for the bake time, {} baking, {} installing or not yet reported, {} retrying, {} failed, {} reverting, {} reverted",
+            c.members,
+            c.baked,
+            baking_now,
+            waiting,
+            c.retrying,
+            c.failed_all,
+            c.reverting,
+            c.reverted
+        );
+        Self {
+            number: i + 1,
+            size,
+            counts: c,
+            segments,
+            summary,
+            baking_since: baking.map(format::exact),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "rollout.html")]
+struct RolloutPage {
+    layout: Layout,
+    assignment: i64,
+    id: i64,
+    version: String,
+    from: String,
+    state: String,
+    cause: String,
+    wave: usize,
+    waves: Vec<WaveRow>,
+    transitions: Vec<(u64, String, String, usize, String, String)>,
+    failures: Vec<(String, usize, String, String, String)>,
+    can_approve: bool,
+    can_pause: bool,
+    can_resume: bool,
+    can_abort: bool,
+    admin: bool,
+    notice: Option<String>,
+}
+
+fn rollout_page(who: &SignedIn, d: RolloutDetail, notice: Option<String>) -> RolloutPage {
+    let r = &d.rollout;
+    let admin = who.is(Role::Admin);
+    RolloutPage {
+        layout: Layout::of(format!("Rollout {} of {}", r.id, r.version), who),
+        assignment: r.assignment_id,
+        id: r.id,
+        version: r.version.to_string(),
+        from: r
+            .from_version
+            .as_ref()
+            .map_or_else(|| "nothing".to_owned(), ToString::to_string),
+        state: r.state.to_string(),
+        cause: r.cause.clone(),
+        wave: r.wave + 1,
+        waves: d
+            .waves
+            .iter()
+            .enumerate()
+            .map(|(i, (c, baking))| WaveRow::of(i, r.plan.waves[i], *c, *baking))
+            .collect(),
+        transitions: d
+            .transitions
+            .iter()
+            .rev()
+            .map(|t| {
+                (
+                    t.step,
+                    format::exact(t.at),
+                    t.state.to_string(),
+                    t.wave + 1,
+                    t.cause.clone(),
+                    t.actor.clone().unwrap_or_else(|| "engine".into()),
+                )
+            })
+            .collect(),
+        failures: d
+            .failures
+            .iter()
+            .map(|m| {
+                (
+                    m.uid.to_string(),
+                    m.wave + 1,
+                    m.failure.clone().unwrap_or_default(),
+                    m.failure_message.clone(),
+                    if m.acknowledged {
+                        "acknowledged".into()
+                    } else {
+                        m.phase.to_string()
+                    },
+                )
+            })
+            .collect(),
+        can_approve: admin && r.state == RolloutState::WaitingForApproval,
+        can_pause: admin
+            && r.state.is_active()
+            && !matches!(r.state, RolloutState::Paused | RolloutState::Reverting),
+        can_resume: admin && r.state == RolloutState::Paused,
+        can_abort: admin && r.state.is_active(),
+        admin,
+        notice,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NoticeParam {
+    done: Option<String>,
+}
+
+pub async fn rollout(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<(i64, i64)>,
+    query: web::Query<NoticeParam>,
+) -> Result<HttpResponse, WebError> {
+    who.require(Role::Viewer)?;
+    let (assignment, id) = path.into_inner();
+    let detail = fleet(&state)?
+        .rollout_detail(assignment, id, &ctx.caller(&who.credential))
+        .await?;
+    let notice = query.done.as_deref().and_then(|d| {
+        Some(
+            match d {
+                "approve" => "The wave was approved.",
+                "pause" => "The rollout was paused: no agent is newly offered its version.",
+                "resume" => "The rollout was resumed; the failures so far are acknowledged.",
+                "abort" => "The rollout was aborted.",
+                _ => return None,
+            }
+            .to_owned(),
+        )
+    });
+    page(&rollout_page(&who, detail, notice))
+}
+
+#[derive(Deserialize)]
+pub struct StepForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    revert: Option<String>,
+}
+
+/// Approve, pause, resume or abort, as the fleet decides.
+pub async fn rollout_step(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<(i64, i64, String)>,
+    form: web::Form<StepForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let (assignment, id, action) = path.into_inner();
+    let fleet = fleet(&state)?;
+    let caller = ctx.caller(&who.credential);
+    let reason = form.reason.as_str();
+    match action.as_str() {
+        "approve" => {
+            fleet
+                .approve_rollout(assignment, id, reason, &caller)
+                .await?
+        }
+        "pause" => fleet.pause_rollout(assignment, id, reason, &caller).await?,
+        "resume" => {
+            fleet
+                .resume_rollout(assignment, id, reason, &caller)
+                .await?
+        }
+        "abort" => {
+            let revert = form.revert.is_some();
+            fleet
+                .abort_rollout(assignment, id, revert, reason, &caller)
+                .await?
+        }
+        _ => return Err(WebError::NotFound("no such action".into())),
+    };
+    Ok(see_other(&format!(
+        "/assignments/{assignment}/rollouts/{id}?done={action}"
+    )))
+}
+
+#[derive(Template)]
+#[template(path = "rollout_abort.html")]
+struct AbortPage {
+    layout: Layout,
+    assignment: i64,
+    id: i64,
+    version: String,
+}
+
+/// Asks before aborting.
+pub async fn confirm_abort(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, WebError> {
+    who.require(Role::Admin)?;
+    let (assignment, id) = path.into_inner();
+    let d = fleet(&state)?
+        .rollout_detail(assignment, id, &ctx.caller(&who.credential))
+        .await?;
+    page(&AbortPage {
+        layout: Layout::of(format!("Abort rollout {id}"), &who),
+        assignment,
+        id,
+        version: d.rollout.version.to_string(),
+    })
+}
