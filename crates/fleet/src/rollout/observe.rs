@@ -7,9 +7,16 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::proto::AgentCapabilities;
 
-/// How stale an agent's last report may get before a message refreshes it (on the
-/// rollout's clock): a quiet agent costs a write this often, not per heartbeat.
-const REPORT_PRECISION_SECS: i64 = 30;
+/// How stale an agent's last report may get before a message refreshes it, when silence
+/// counts (on the rollout's clock): a tenth of the silence allowed, from 30 s to 5 min — so
+/// a quiet agent costs a write that often, not per heartbeat, and none when silence does
+/// not count.
+fn report_precision(rollout: &Rollout) -> Option<Duration> {
+    let secs = rollout.plan.failure.no_report_within()?;
+    Some(Duration::seconds(
+        i64::try_from(secs / 10).unwrap_or(300).clamp(30, 300),
+    ))
+}
 
 /// The agent's new place in the rollout, if the message changed it.
 pub(crate) fn observe(
@@ -20,9 +27,8 @@ pub(crate) fn observe(
     now: DateTime<Utc>,
 ) -> Option<RolloutMember> {
     let mut next = member.clone();
-    if next
-        .last_report_at
-        .is_none_or(|t| now - t >= Duration::seconds(REPORT_PRECISION_SECS))
+    if let Some(precision) = report_precision(rollout)
+        && next.last_report_at.is_none_or(|t| now - t >= precision)
     {
         next.last_report_at = Some(now);
     }
@@ -121,7 +127,8 @@ mod tests {
 
     fn rollout(retries: u32) -> Rollout {
         let plan: RolloutPlan = serde_json::from_str(&format!(
-            r#"{{"waves": [{{"percent": 100}}], "retry": {{"attempts": {retries}, "backoff_secs": 60}}}}"#
+            r#"{{"waves": [{{"percent": 100}}], "retry": {{"attempts": {retries}, "backoff_secs": 60}},
+                "failure": {{"count": ["install_failed", "unhealthy_after_install", "no_report_within_secs:300"]}}}}"#
         ))
         .unwrap();
         Rollout {
@@ -304,6 +311,28 @@ mod tests {
         stale.offered.get_mut("").unwrap().hash = "bb".into();
         let m = observe(&member(MemberPhase::Offered), &r, &stale, "", at(100)).unwrap();
         assert_eq!(m.phase, MemberPhase::Offered);
+    }
+
+    #[test]
+    fn a_quiet_healthy_agent_costs_no_write_when_silence_does_not_count() {
+        let mut r = rollout(0);
+        r.plan.failure.count = vec![agentpkg_model::FailureKind::InstallFailed];
+        let healthy = RolloutMember {
+            phase: MemberPhase::Healthy,
+            installed_at: Some(at(1)),
+            healthy_since: Some(at(1)),
+            ..member(MemberPhase::Healthy)
+        };
+        let agent = agent("2.0.0", "installed", Some(true));
+        assert!(observe(&healthy, &r, &agent, "", at(10_000)).is_none());
+        // Where silence counts, its last report moves on once a tenth of the limit old.
+        let r = rollout(0);
+        assert_eq!(
+            observe(&healthy, &r, &agent, "", at(10_000))
+                .unwrap()
+                .last_report_at,
+            Some(at(10_000))
+        );
     }
 
     #[test]

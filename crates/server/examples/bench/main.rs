@@ -206,7 +206,7 @@ async fn main() -> Result<()> {
             &server,
             &token,
             agents,
-            Duration::from_secs(if quick { 5 } else { 20 }),
+            Duration::from_secs(if quick { 10 } else { 30 }),
         )
         .await?;
         return finish(&out, &results, server, &bucket).await;
