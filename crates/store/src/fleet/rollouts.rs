@@ -428,7 +428,8 @@ pub(crate) fn step(
                 rt::actor.eq(s.actor.as_deref()),
             ))
             .execute(conn)?;
-        for chunk in s.new_members.chunks(500) {
+        // 6 values a row: within SQLite's 32 766 and PostgreSQL's 65 535 parameters.
+        for chunk in s.new_members.chunks(5000) {
             let rows: Vec<_> = chunk
                 .iter()
                 .map(|(uid, previous)| {
