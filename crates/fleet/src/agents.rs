@@ -372,6 +372,15 @@ impl Fleet {
         Ok(self.store.assignments().await?)
     }
 
+    /// The assignments `caller` (a viewer at least) may see: those of packages within its
+    /// names.
+    pub async fn assignments_for(&self, caller: &Caller) -> Result<Vec<Assignment>, Error> {
+        caller.require(Role::Viewer)?;
+        let mut all = self.store.assignments().await?;
+        all.retain(|a| caller.reads(&a.package).is_ok());
+        Ok(all)
+    }
+
     pub async fn assignment(&self, id: i64) -> Result<Assignment, Error> {
         self.store.assignment(id).await?.ok_or(Error::NotFound)
     }

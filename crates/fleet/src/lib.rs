@@ -9,6 +9,7 @@ mod attributes;
 mod handle;
 mod limits;
 mod offers;
+mod overview;
 mod push;
 mod rollout;
 
@@ -27,5 +28,6 @@ pub use agents::{
 pub use handle::{Refusal, Reply, owner_of};
 pub use limits::FleetLimits;
 pub use offers::DownloadCredentials;
+pub use overview::FleetOverview;
 pub use push::{DEFAULT_OFFER_WATCH, OfferChanges};
 pub use rollout::{DEFAULT_ROLLOUT_TICK, RolloutDetail, TickObserver};

@@ -447,6 +447,11 @@ pub trait FleetStore: Health {
     ) -> Result<Page<agentpkg_model::Agent>, StoreError>;
     /// How many agents are bound to `owner`.
     async fn count_agents_of(&self, owner: agentpkg_model::AgentOwner) -> Result<u64, StoreError>;
+    /// How many agents pass `filter` (counted by the database).
+    async fn count_agents(&self, filter: agentpkg_model::AgentFilter) -> Result<u64, StoreError>;
+    /// The versions agents report having, by package name: (name, version, agents), most
+    /// agents first, at most 100.
+    async fn running_versions(&self) -> Result<Vec<(String, String, u64)>, StoreError>;
     /// Forgets an agent and its package statuses; whether it was known.
     async fn forget_agent(&self, uid: &agentpkg_model::AgentUid) -> Result<bool, StoreError>;
     /// Forgets every agent last seen before `before`; how many went.

@@ -94,6 +94,8 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         .route("/manage/{id}/delete", web::get().to(pages::confirm_delete))
         .route("/manage/{id}/delete", web::post().to(pages::delete))
         .route("/manage/{id}/{action}", web::post().to(pages::change))
+        .route("/agents", web::get().to(pages::agents))
+        .route("/agents/{uid}", web::get().to(pages::agent))
         .route("/assignments", web::get().to(pages::assignments))
         .route("/assignments", web::post().to(pages::create_assignment))
         .route("/assignments/{id}", web::get().to(pages::assignment))

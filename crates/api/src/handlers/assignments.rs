@@ -135,8 +135,8 @@ pub(crate) async fn create(
 
 /// List assignments
 ///
-/// Oldest first; when two offer an agent the same name, the older wins. Needs the viewer
-/// role.
+/// Oldest first; when two offer an agent the same name, the older wins. Only those of
+/// packages within the caller's names. Needs the viewer role.
 #[utoipa::path(
     get,
     path = "/api/v1/assignments",
@@ -144,10 +144,14 @@ pub(crate) async fn create(
     responses((status = 200, description = "Every assignment", body = Vec<AssignmentView>)),
 )]
 pub(crate) async fn list(
-    _viewer: Viewer,
+    viewer: Viewer,
+    ctx: RequestContext,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let all = state.fleet.assignments().await?;
+    let all = state
+        .fleet
+        .assignments_for(&ctx.caller(&viewer.principal.0))
+        .await?;
     Ok(HttpResponse::Ok().json(all.iter().map(AssignmentView::from).collect::<Vec<_>>()))
 }
 

@@ -437,6 +437,15 @@ async fn in_the_browser(backend: Backend) {
         b"old build",
     )
     .await;
+    // An agent, for the fleet's pages: unhealthy, with an install that failed.
+    let viewer = app.token_for("viewer").await;
+    let mut hello = crate::fleet::message(&[9; 16], 0, true);
+    hello.health = Some(agentpkg_fleet::proto::ComponentHealth {
+        healthy: false,
+        last_error: "exporter otlp: connection refused".into(),
+        ..Default::default()
+    });
+    crate::fleet::send(&app, &viewer, &hello).await;
     let python = tools_dir().join("venv/bin/python");
     let axe = tools_dir().join("node/node_modules/axe-core/axe.min.js");
     assert!(
@@ -583,6 +592,20 @@ async fn in_the_browser(backend: Backend) {
         ["reverting", "reverted"].contains(&aborted["state"].as_str().unwrap()),
         "{aborted}"
     );
+    let agents = step("agents");
+    assert_eq!(agents["rows"], 1, "{agents}");
+    assert!(
+        agents["tiles"].as_str().unwrap().contains("1 unhealthy"),
+        "{agents}"
+    );
+    assert_eq!(agents["healthy_filter_rows"], 0, "{agents}");
+    assert!(
+        agents["agent_page"]
+            .as_str()
+            .unwrap()
+            .contains("exporter otlp: connection refused"),
+        "{agents}"
+    );
     let viewer_rollout = step("viewer_rollout");
     assert_eq!(viewer_rollout["controls"], 0, "{viewer_rollout}");
     assert_eq!(viewer_rollout["create_forms"], 0, "{viewer_rollout}");
@@ -606,7 +629,7 @@ async fn in_the_browser(backend: Backend) {
         .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
         .collect();
     assert!(
-        report["axe"].as_object().unwrap().len() >= 24,
+        report["axe"].as_object().unwrap().len() >= 28,
         "every page at both widths"
     );
     assert!(
@@ -639,6 +662,8 @@ async fn in_the_browser(backend: Backend) {
         "assignment",
         "rollout",
         "rollout-abort",
+        "agents",
+        "agent",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());

@@ -254,6 +254,21 @@ with sync_playwright() as p:
     page.wait_for_url("**done=abort")
     step("aborted", paused=paused, state=page.text_content(".facts .badge"))
 
+    # The agents: counts at the top, the table filtered by the database, one agent's page.
+    page.goto(base + "/agents")
+    rows = page.locator("tbody tr").count()
+    tiles = " ".join(page.locator(".tiles li").all_text_contents())
+    page.select_option("#f-health", "healthy")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**health=healthy**")
+    healthy_rows = page.locator("table tbody tr").count()
+    page.goto(base + "/agents")
+    page.click("tbody a.hash")
+    page.wait_for_url("**/agents/*")
+    agent_path = page.url.replace(base, "")
+    step("agents", rows=rows, tiles=tiles, healthy_filter_rows=healthy_rows,
+         agent_page=page.text_content("main"))
+
     # A forged form without the CSRF token is refused, even for the admin.
     keep_id = page.goto(base + keep_path) and page.get_attribute("form[action$='/yank']", "action")
     forged = page.request.post(base + keep_id, form={"description": "x"})
@@ -301,6 +316,8 @@ with sync_playwright() as p:
         ("assignment", assignment_path, True),
         ("rollout", rollout_path, True),
         ("rollout-abort", abort_path, True),
+        ("agents", "/agents", True),
+        ("agent", agent_path, True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

@@ -264,6 +264,28 @@ pub(crate) fn list(
     })
 }
 
+/// How many agents pass `filter`.
+pub(crate) fn count(conn: &mut DbConnection, filter: &AgentFilter) -> Result<u64, StoreError> {
+    let pg = matches!(conn, DbConnection::Pg(_));
+    let n: i64 = filtered(pg, filter).count().get_result(conn)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The versions agents report having, by name, most agents first.
+pub(crate) fn versions(conn: &mut DbConnection) -> Result<Vec<(String, String, u64)>, StoreError> {
+    let rows: Vec<(String, String, i64)> = ap::table
+        .filter(ap::agent_has_version.ne(""))
+        .group_by((ap::name, ap::agent_has_version))
+        .select((ap::name, ap::agent_has_version, diesel::dsl::count_star()))
+        .order(diesel::dsl::count_star().desc())
+        .limit(100)
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(n, v, c)| (n, v, u64::try_from(c).unwrap_or(0)))
+        .collect())
+}
+
 /// How many agents are bound to `owner`.
 pub(crate) fn count_owned(conn: &mut DbConnection, owner: &AgentOwner) -> Result<u64, StoreError> {
     let n: i64 = a::table

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 
 use self::agents::{
-    count_owned, forget, forget_silent, get, list, outcomes, save, statuses, touch,
+    count, count_owned, forget, forget_silent, get, list, outcomes, save, statuses, touch, versions,
 };
 use self::assignments::{
     assignment, assignments, create_assignment, delete_assignment, update_assignment,
@@ -72,6 +72,15 @@ impl crate::FleetStore for DieselStore {
     async fn count_agents_of(&self, owner: AgentOwner) -> Result<u64, StoreError> {
         self.with_conn_read("count_agents_of", move |c| count_owned(c, &owner))
             .await
+    }
+
+    async fn count_agents(&self, filter: AgentFilter) -> Result<u64, StoreError> {
+        self.with_conn_read("count_agents", move |c| count(c, &filter))
+            .await
+    }
+
+    async fn running_versions(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.with_conn_read("running_versions", versions).await
     }
 
     async fn forget_agent(&self, uid: &AgentUid) -> Result<bool, StoreError> {

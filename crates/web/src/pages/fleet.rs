@@ -100,10 +100,9 @@ async fn assignments_page(
     form: NewAssignmentForm,
 ) -> Result<AssignmentsPage, WebError> {
     let assignments = fleet(state)?
-        .assignments()
+        .assignments_for(&who.caller())
         .await?
         .iter()
-        .filter(|a| who.credential.names.allows(&a.package))
         .map(AssignmentRow::of)
         .collect();
     Ok(AssignmentsPage {

@@ -2,12 +2,14 @@
 //! a template. Every value shown is escaped by the templates (askama's HTML escaping).
 
 mod account;
+mod agents;
 mod browse;
 mod fleet;
 mod manage;
 mod users;
 
 pub use account::{login, login_form, logout};
+pub use agents::{agent, agents};
 pub use browse::{name, package, packages};
 pub use fleet::{
     assignment, assignments, confirm_abort, create_assignment, rollout, rollout_step, start_rollout,
