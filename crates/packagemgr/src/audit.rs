@@ -48,4 +48,14 @@ impl AuditLog {
     pub async fn list(&self, query: &AuditQuery) -> Result<Page<AuditEvent>, Error> {
         Ok(self.store.list_audit(query).await?)
     }
+
+    /// Events, newest first, for `caller`: the audit log is the admins'.
+    pub async fn list_for(
+        &self,
+        query: &AuditQuery,
+        caller: &crate::Caller,
+    ) -> Result<Page<AuditEvent>, Error> {
+        caller.require(agentpkg_model::Role::Admin)?;
+        self.list(query).await
+    }
 }

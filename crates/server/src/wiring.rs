@@ -519,6 +519,7 @@ impl Application {
             sessions: state.tokens.clone(),
             public_url: state.public_url.clone(),
             fleet: Some(state.fleet.clone()),
+            audit: Some(state.audit.clone()),
         };
 
         let listener =

@@ -35,6 +35,8 @@ pub struct WebState {
     pub public_url: Option<String>,
     /// The OpAMP fleet, for the assignment and rollout pages (none: those pages are 404).
     pub fleet: Option<agentpkg_fleet::Fleet>,
+    /// The audit log, for its page (admins; none: the page is 404).
+    pub audit: Option<agentpkg_packagemgr::AuditLog>,
 }
 
 const STYLE: &str = include_str!("../assets/app.css");
@@ -94,6 +96,7 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         .route("/manage/{id}/delete", web::get().to(pages::confirm_delete))
         .route("/manage/{id}/delete", web::post().to(pages::delete))
         .route("/manage/{id}/{action}", web::post().to(pages::change))
+        .route("/audit", web::get().to(pages::audit))
         .route("/agents", web::get().to(pages::agents))
         .route("/agents/{uid}", web::get().to(pages::agent))
         .route("/assignments", web::get().to(pages::assignments))

@@ -55,7 +55,8 @@ pub(crate) struct AuditParams {
     ),
 )]
 pub(crate) async fn list(
-    _admin: Admin,
+    admin: Admin,
+    ctx: crate::RequestContext,
     state: web::Data<ApiState>,
     params: web::Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
@@ -69,7 +70,10 @@ pub(crate) async fn list(
         until: params.until,
         page: PageRequest::new(params.page, params.per_page),
     };
-    let page = state.audit.list(&query).await?;
+    let page = state
+        .audit
+        .list_for(&query, &ctx.caller(&admin.principal.0))
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header((
             header::HeaderName::from_static("x-total-count"),

@@ -606,6 +606,23 @@ async fn in_the_browser(backend: Backend) {
             .contains("exporter otlp: connection refused"),
         "{agents}"
     );
+    let audit = step("audit");
+    assert_eq!(audit["rows"], 1, "{audit}");
+    assert!(
+        audit["text"]
+            .as_str()
+            .unwrap()
+            .contains("canary signed off"),
+        "{audit}"
+    );
+    assert!(
+        step("audit_bad_day")["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not a day"),
+        "{report}"
+    );
+    assert_eq!(step("viewer_audit")["status"], 403);
     let viewer_rollout = step("viewer_rollout");
     assert_eq!(viewer_rollout["controls"], 0, "{viewer_rollout}");
     assert_eq!(viewer_rollout["create_forms"], 0, "{viewer_rollout}");
@@ -629,7 +646,7 @@ async fn in_the_browser(backend: Backend) {
         .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
         .collect();
     assert!(
-        report["axe"].as_object().unwrap().len() >= 28,
+        report["axe"].as_object().unwrap().len() >= 30,
         "every page at both widths"
     );
     assert!(
@@ -664,6 +681,7 @@ async fn in_the_browser(backend: Backend) {
         "rollout-abort",
         "agents",
         "agent",
+        "audit",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());

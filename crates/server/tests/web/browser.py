@@ -269,6 +269,15 @@ with sync_playwright() as p:
     step("agents", rows=rows, tiles=tiles, healthy_filter_rows=healthy_rows,
          agent_page=page.text_content("main"))
 
+    # The audit log: the approval, found by its action, with its reason.
+    page.goto(base + "/audit")
+    page.select_option("#f-action", "rollout_approve")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**action=rollout_approve**")
+    step("audit", rows=page.locator("tbody tr").count(), text=page.text_content("tbody"))
+    page.goto(base + "/audit?since=yesterday")
+    step("audit_bad_day", error=page.text_content(".error"))
+
     # A forged form without the CSRF token is refused, even for the admin.
     keep_id = page.goto(base + keep_path) and page.get_attribute("form[action$='/yank']", "action")
     forged = page.request.post(base + keep_id, form={"description": "x"})
@@ -296,6 +305,9 @@ with sync_playwright() as p:
         controls=viewer.locator("form[action*='/rollouts/'], a[href$='/abort']").count(),
         create_forms=viewer.locator("form[action$='/rollouts']").count(),
     )
+    audit_as_viewer = viewer.goto(base + "/audit")
+    step("viewer_audit", status=audit_as_viewer.status)
+    viewer.goto(base + rollout_path)
     csrf = viewer.get_attribute("meta[name=csrf-token]", "content")
     refused = viewer.request.post(base + rollout_path + "/pause", form={"csrf": csrf})
     step("viewer_rollout_post", status=refused.status)
@@ -318,6 +330,7 @@ with sync_playwright() as p:
         ("rollout-abort", abort_path, True),
         ("agents", "/agents", True),
         ("agent", agent_path, True),
+        ("audit", "/audit", True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

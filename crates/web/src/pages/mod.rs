@@ -3,6 +3,7 @@
 
 mod account;
 mod agents;
+mod audit;
 mod browse;
 mod fleet;
 mod manage;
@@ -10,6 +11,7 @@ mod users;
 
 pub use account::{login, login_form, logout};
 pub use agents::{agent, agents};
+pub use audit::audit;
 pub use browse::{name, package, packages};
 pub use fleet::{
     assignment, assignments, confirm_abort, create_assignment, rollout, rollout_step, start_rollout,
