@@ -606,6 +606,15 @@ async fn in_the_browser(backend: Backend) {
             .contains("exporter otlp: connection refused"),
         "{agents}"
     );
+    let tokens = step("tokens");
+    assert!(
+        tokens["bad"].as_str().unwrap().contains("packages"),
+        "{tokens}"
+    );
+    assert_eq!(tokens["prefix"], "apk_", "{tokens}");
+    assert_eq!(tokens["works"], 200, "{tokens}");
+    assert_eq!(tokens["shown_again"], false, "the secret is shown once");
+    assert_eq!(tokens["refused"], 401, "{tokens}");
     let audit = step("audit");
     assert_eq!(audit["rows"], 1, "{audit}");
     assert!(
@@ -646,7 +655,7 @@ async fn in_the_browser(backend: Backend) {
         .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
         .collect();
     assert!(
-        report["axe"].as_object().unwrap().len() >= 30,
+        report["axe"].as_object().unwrap().len() >= 32,
         "every page at both widths"
     );
     assert!(
@@ -682,6 +691,7 @@ async fn in_the_browser(backend: Backend) {
         "agents",
         "agent",
         "audit",
+        "tokens",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());

@@ -269,6 +269,37 @@ with sync_playwright() as p:
     step("agents", rows=rows, tiles=tiles, healthy_filter_rows=healthy_rows,
          agent_page=page.text_content("main"))
 
+    # Tokens: a bad pattern refused in words; a token created, its secret shown once and
+    # working against the API; then revoked, and refused.
+    page.goto(base + "/tokens")
+    page.fill("#t-name", "ci-web")
+    page.fill("#t-packages", "bad pattern!")
+    page.click("form[action='/tokens'] button[type=submit]")
+    bad_token = page.text_content(".error")
+    page.fill("#t-name", "ci-web")
+    page.fill("#t-packages", "otelcol-*")
+    page.select_option("#t-scope", "read")
+    page.click("form[action='/tokens'] button[type=submit]")
+    secret = page.text_content("#secret").strip()
+    works = page.request.get(base + "/api/v1/packages?name=otelcol-contrib",
+                             headers={"Authorization": "Bearer " + secret}).status
+    page.goto(base + "/tokens")
+    shown_again = secret in page.content()
+    page.click("button[aria-label='Revoke token ci-web']")
+    page.wait_for_url("**done=revoked")
+    # Revoked on every replica within a second (the credential cache's freshness).
+    refused = None
+    for _ in range(50):
+        refused = page.request.get(base + "/api/v1/packages",
+                                   headers={"Authorization": "Bearer " + secret}).status
+        if refused == 401:
+            break
+        page.wait_for_timeout(100)
+    step("tokens", bad=bad_token, prefix=secret[:4], works=works, shown_again=shown_again,
+         refused=refused, notice=page.text_content(".notice"))
+    page.fill("#t-name", "for-the-screenshot")
+    page.click("form[action='/tokens'] button[type=submit]")
+
     # The audit log: the approval, found by its action, with its reason.
     page.goto(base + "/audit")
     page.select_option("#f-action", "rollout_approve")
@@ -331,6 +362,7 @@ with sync_playwright() as p:
         ("agents", "/agents", True),
         ("agent", agent_path, True),
         ("audit", "/audit", True),
+        ("tokens", "/tokens", True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

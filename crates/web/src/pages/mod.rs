@@ -7,6 +7,7 @@ mod audit;
 mod browse;
 mod fleet;
 mod manage;
+mod tokens;
 mod users;
 
 pub use account::{login, login_form, logout};
@@ -17,6 +18,7 @@ pub use fleet::{
     assignment, assignments, confirm_abort, create_assignment, rollout, rollout_step, start_rollout,
 };
 pub use manage::{change, confirm_delete, delete, upload};
+pub use tokens::{create_token, revoke_token, tokens};
 pub use users::{create_user, delete_user, users};
 
 use actix_web::http::header;
