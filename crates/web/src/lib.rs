@@ -97,6 +97,12 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         .route("/manage/{id}/delete", web::post().to(pages::delete))
         .route("/manage/{id}/{action}", web::post().to(pages::change))
         .route("/audit", web::get().to(pages::audit))
+        .route("/keys", web::get().to(pages::keys))
+        .route("/keys", web::post().to(pages::add_key))
+        .route(
+            "/keys/{fingerprint}/remove",
+            web::post().to(pages::remove_key),
+        )
         .route("/tokens", web::get().to(pages::tokens))
         .route("/tokens", web::post().to(pages::create_token))
         .route("/tokens/{id}/revoke", web::post().to(pages::revoke_token))

@@ -455,6 +455,10 @@ async fn in_the_browser(backend: Backend) {
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let work = tempfile::tempdir().unwrap();
+    // A signing key for the keys page.
+    let gpg = crate::signing::Gpg::new();
+    let fingerprint = gpg.generate("Builds <builds@example.com>", "ed25519", "never", None);
+    std::fs::write(work.path().join("key.asc"), gpg.export(&fingerprint)).unwrap();
     let out = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py"))
         .arg(&app.base)
@@ -606,6 +610,14 @@ async fn in_the_browser(backend: Backend) {
             .contains("exporter otlp: connection refused"),
         "{agents}"
     );
+    let keys = step("keys");
+    assert!(!keys["bad"].as_str().unwrap().is_empty(), "{keys}");
+    assert!(
+        keys["listed"].as_str().unwrap().contains(&fingerprint),
+        "{keys}"
+    );
+    assert_eq!(keys["after_remove"], 0, "{keys}");
+    assert_eq!(step("viewer_keys")["forms"], 0);
     let tokens = step("tokens");
     assert!(
         tokens["bad"].as_str().unwrap().contains("packages"),
@@ -655,7 +667,7 @@ async fn in_the_browser(backend: Backend) {
         .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
         .collect();
     assert!(
-        report["axe"].as_object().unwrap().len() >= 32,
+        report["axe"].as_object().unwrap().len() >= 34,
         "every page at both widths"
     );
     assert!(
@@ -692,6 +704,7 @@ async fn in_the_browser(backend: Backend) {
         "agent",
         "audit",
         "tokens",
+        "keys",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());

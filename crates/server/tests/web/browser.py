@@ -300,6 +300,29 @@ with sync_playwright() as p:
     page.fill("#t-name", "for-the-screenshot")
     page.click("form[action='/tokens'] button[type=submit]")
 
+    # Signing keys: not a key, refused in words; a key trusted, listed by fingerprint,
+    # removed, and trusted again (for the screenshot).
+    armored = open(os.path.join(work, "key.asc"), encoding="utf-8").read()
+    page.goto(base + "/keys")
+    page.fill("#k-key", "not a key")
+    page.fill("#k-patterns", "otelcol-*")
+    page.click("form[action='/keys'] button[type=submit]")
+    bad_key = page.text_content(".error")
+
+    def trust():
+        page.fill("#k-key", armored)
+        page.fill("#k-patterns", "otelcol-*")
+        page.click("form[action='/keys'] button[type=submit]")
+        page.wait_for_url("**done=added")
+
+    trust()
+    listed = page.text_content("tbody")
+    page.click("button[aria-label^='Remove key']")
+    page.wait_for_url("**done=removed")
+    after_remove = page.locator("tbody tr").count()
+    trust()
+    step("keys", bad=bad_key, listed=listed, after_remove=after_remove)
+
     # The audit log: the approval, found by its action, with its reason.
     page.goto(base + "/audit")
     page.select_option("#f-action", "rollout_approve")
@@ -336,6 +359,8 @@ with sync_playwright() as p:
         controls=viewer.locator("form[action*='/rollouts/'], a[href$='/abort']").count(),
         create_forms=viewer.locator("form[action$='/rollouts']").count(),
     )
+    viewer.goto(base + "/keys")
+    step("viewer_keys", forms=viewer.locator("form[action^='/keys']").count())
     audit_as_viewer = viewer.goto(base + "/audit")
     step("viewer_audit", status=audit_as_viewer.status)
     viewer.goto(base + rollout_path)
@@ -363,6 +388,7 @@ with sync_playwright() as p:
         ("agent", agent_path, True),
         ("audit", "/audit", True),
         ("tokens", "/tokens", True),
+        ("keys", "/keys", True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

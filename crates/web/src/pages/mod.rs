@@ -6,6 +6,7 @@ mod agents;
 mod audit;
 mod browse;
 mod fleet;
+mod keys;
 mod manage;
 mod tokens;
 mod users;
@@ -17,6 +18,7 @@ pub use browse::{name, package, packages};
 pub use fleet::{
     assignment, assignments, confirm_abort, create_assignment, rollout, rollout_step, start_rollout,
 };
+pub use keys::{add_key, keys, remove_key};
 pub use manage::{change, confirm_delete, delete, upload};
 pub use tokens::{create_token, revoke_token, tokens};
 pub use users::{create_user, delete_user, users};

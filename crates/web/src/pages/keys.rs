@@ -1,0 +1,159 @@
+//! Trusted signing keys: see each key's fingerprint, user ids, expiry and patterns; an
+//! admin adds an armoured key with its patterns, or removes one. Through the package
+//! manager's gate, as the API.
+
+use actix_web::{HttpResponse, web};
+use agentpkg_http::RequestContext;
+use agentpkg_model::{KeyFingerprint, KeyPatterns, NamePattern, Role, TrustedKey};
+use askama::Template;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::{CsrfForm, Layout, page, secured, see_other};
+use crate::WebState;
+use crate::error::WebError;
+use crate::format;
+use crate::session::SignedIn;
+
+struct KeyRow {
+    fingerprint: String,
+    user_ids: String,
+    algorithm: String,
+    expires: String,
+    expired: bool,
+    revoked: bool,
+    patterns: String,
+    added: String,
+}
+
+impl KeyRow {
+    fn of(k: &TrustedKey) -> Self {
+        let now = Utc::now();
+        Self {
+            fingerprint: k.fingerprint.to_string(),
+            user_ids: k.user_ids.join(", "),
+            algorithm: k.algorithm.clone(),
+            expires: k.expires_at.map_or_else(|| "never".into(), format::exact),
+            expired: k.expires_at.is_some_and(|at| at <= now),
+            revoked: k.revoked,
+            patterns: k
+                .patterns
+                .patterns()
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect::<Vec<_>>()
+                .join(", "),
+            added: format::ago(k.created_at, now),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    key: String,
+    /// Name patterns, comma-separated.
+    #[serde(default)]
+    patterns: String,
+}
+
+#[derive(Deserialize)]
+pub struct KeysQuery {
+    done: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    layout: Layout,
+    keys: Vec<KeyRow>,
+    admin: bool,
+    form: KeyForm,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+async fn keys_page(who: &SignedIn, state: &WebState, form: KeyForm) -> Result<KeysPage, WebError> {
+    let keyring = state
+        .packages
+        .keyring()
+        .ok_or_else(|| WebError::NotFound("this registry keeps no signing keys".into()))?;
+    Ok(KeysPage {
+        layout: Layout::of("Signing keys", who),
+        keys: keyring.list().await?.iter().map(KeyRow::of).collect(),
+        admin: who.is(Role::Admin),
+        form,
+        notice: None,
+        error: None,
+    })
+}
+
+pub async fn keys(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    query: web::Query<KeysQuery>,
+) -> Result<HttpResponse, WebError> {
+    who.require(Role::Viewer)?;
+    let mut p = keys_page(&who, &state, KeyForm::default()).await?;
+    p.notice = match query.done.as_deref() {
+        Some("added") => Some("The key is trusted for its patterns.".into()),
+        Some("removed") => Some("The key was removed: it verifies nothing any more.".into()),
+        _ => None,
+    };
+    page(&p)
+}
+
+pub async fn add_key(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    form: web::Form<KeyForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let f = form.into_inner();
+    let added = async {
+        let patterns = KeyPatterns::new(
+            f.patterns
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(NamePattern::parse)
+                .collect::<Result<_, _>>()?,
+        )?;
+        state
+            .packages
+            .gate(&ctx.caller(&who.credential))
+            .add_key(&f.key, patterns)
+            .await
+            .map_err(WebError::from)
+    }
+    .await;
+    match added {
+        Ok(_) => Ok(see_other("/keys?done=added")),
+        Err(WebError::Refused(status, message)) => {
+            let mut p = keys_page(&who, &state, f).await?;
+            p.error = Some(message);
+            Ok(secured(HttpResponse::build(status), p.render()?))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+pub async fn remove_key(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let fingerprint = KeyFingerprint::parse(&path)?;
+    state
+        .packages
+        .gate(&ctx.caller(&who.credential))
+        .remove_key(&fingerprint)
+        .await?;
+    Ok(see_other("/keys?done=removed"))
+}
