@@ -7,7 +7,7 @@ use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{Layout, page};
+use super::{Layout, fleet, page};
 use crate::WebState;
 use crate::error::WebError;
 use crate::format;
@@ -15,13 +15,6 @@ use crate::session::SignedIn;
 
 /// Agents per page.
 const PER_PAGE: u32 = 50;
-
-fn fleet(state: &WebState) -> Result<&agentpkg_fleet::Fleet, WebError> {
-    state
-        .fleet
-        .as_ref()
-        .ok_or_else(|| WebError::NotFound("this registry has no fleet".into()))
-}
 
 /// An agent in the table.
 struct AgentRow {

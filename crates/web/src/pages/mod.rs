@@ -8,6 +8,7 @@ mod browse;
 mod fleet;
 mod keys;
 mod manage;
+mod rollouts;
 mod tokens;
 mod users;
 
@@ -15,11 +16,10 @@ pub use account::{login, login_form, logout};
 pub use agents::{agent, agents};
 pub use audit::audit;
 pub use browse::{name, package, packages};
-pub use fleet::{
-    assignment, assignments, confirm_abort, create_assignment, rollout, rollout_step, start_rollout,
-};
+pub use fleet::{assignment, assignments, create_assignment, start_rollout};
 pub use keys::{add_key, keys, remove_key};
 pub use manage::{change, confirm_delete, delete, upload};
+pub use rollouts::{confirm_abort, rollout, rollout_step};
 pub use tokens::{create_token, revoke_token, tokens};
 pub use users::{create_user, delete_user, users};
 
@@ -53,6 +53,14 @@ pub fn secured(mut builder: HttpResponseBuilder, html: String) -> HttpResponse {
 
 fn page(template: &impl Template) -> Result<HttpResponse, WebError> {
     Ok(secured(HttpResponse::Ok(), template.render()?))
+}
+
+/// The fleet, for its pages; a registry without one has none of them.
+fn fleet(state: &crate::WebState) -> Result<&agentpkg_fleet::Fleet, WebError> {
+    state
+        .fleet
+        .as_ref()
+        .ok_or_else(|| WebError::NotFound("this registry has no fleet".into()))
 }
 
 fn see_other(to: &str) -> HttpResponse {
