@@ -89,6 +89,10 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         .route("/packages", web::get().to(pages::packages))
         .route("/packages/{name}", web::get().to(pages::name))
         .route(
+            "/packages/{name}/owners/{action}",
+            web::post().to(pages::change_owner),
+        )
+        .route(
             "/packages/{name}/{version}/{platform}/{arch}",
             web::get().to(pages::package),
         )

@@ -610,6 +610,23 @@ async fn in_the_browser(backend: Backend) {
             .contains("exporter otlp: connection refused"),
         "{agents}"
     );
+    let owners = step("owners");
+    assert!(
+        owners["added"].to_string().contains("web-viewer"),
+        "{owners}"
+    );
+    assert!(
+        !owners["removed"].to_string().contains("web-viewer"),
+        "{owners}"
+    );
+    assert!(
+        owners["unknown"]
+            .as_str()
+            .unwrap()
+            .contains("there is no user \"nobody-here\""),
+        "{owners}"
+    );
+    assert_eq!(step("viewer_owners")["forms"], 0);
     let keys = step("keys");
     assert!(!keys["bad"].as_str().unwrap().is_empty(), "{keys}");
     assert!(

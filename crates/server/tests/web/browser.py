@@ -214,6 +214,19 @@ with sync_playwright() as p:
     page.wait_for_url("**done=user-deleted")
     step("users", names=page.locator("tbody td:first-child").all_text_contents())
 
+    # Owners of a name: a user added, then removed; an unknown one refused in words.
+    page.goto(base + "/packages/otelcol-contrib")
+    page.fill("#new-owner", "web-viewer")
+    page.click("form[action$='/owners/add'] button[type=submit]")
+    page.wait_for_url("**/packages/otelcol-contrib")
+    added = page.locator("ul.owners li").all_text_contents()
+    page.click("button[aria-label='Remove owner web-viewer']")
+    page.wait_for_url("**/packages/otelcol-contrib")
+    removed = page.locator("ul.owners li").all_text_contents()
+    page.fill("#new-owner", "nobody-here")
+    page.click("form[action$='/owners/add'] button[type=submit]")
+    step("owners", added=added, removed=removed, unknown=page.text_content("main"))
+
     # The fleet: an assignment created in its form, a rollout started (a bad plan first),
     # approved from the keyboard, paused, resumed, and aborted after its confirmation.
     page.goto(base + "/assignments")
@@ -359,6 +372,8 @@ with sync_playwright() as p:
         controls=viewer.locator("form[action*='/rollouts/'], a[href$='/abort']").count(),
         create_forms=viewer.locator("form[action$='/rollouts']").count(),
     )
+    viewer.goto(base + "/packages/otelcol-contrib")
+    step("viewer_owners", forms=viewer.locator("form[action*='/owners/']").count())
     viewer.goto(base + "/keys")
     step("viewer_keys", forms=viewer.locator("form[action^='/keys']").count())
     audit_as_viewer = viewer.goto(base + "/audit")

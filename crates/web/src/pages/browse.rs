@@ -114,6 +114,9 @@ pub async fn packages(
 struct NamePage {
     layout: Layout,
     name: String,
+    /// (user or team name, whether a team).
+    owners: Vec<(String, bool)>,
+    may_change_owners: bool,
     /// platform/arch columns present.
     columns: Vec<(&'static str, &'static str)>,
     /// version, pre-release, and one cell per column.
@@ -156,9 +159,22 @@ pub async fn name(
             )
         })
         .collect();
+    let owners = state
+        .packages
+        .gate(&who.caller())
+        .owners(&name)
+        .await?
+        .into_iter()
+        .map(|o| match o {
+            agentpkg_packagemgr::Owner::User { username, .. } => (username, false),
+            agentpkg_packagemgr::Owner::Team { name, .. } => (name, true),
+        })
+        .collect();
     page(&NamePage {
         layout: Layout::of(name.to_string(), &who),
         name: name.to_string(),
+        owners,
+        may_change_owners: who.caller().permits(agentpkg_model::Role::Publisher, &name),
         columns,
         versions,
     })
@@ -256,4 +272,50 @@ pub async fn package(
         notice: notice(query.done.as_deref()),
         p: Row::of(&p),
     })
+}
+
+#[derive(Deserialize)]
+pub struct OwnerForm {
+    #[serde(default)]
+    csrf: String,
+    /// A username, or `team:<name>`.
+    #[serde(default)]
+    owner: String,
+}
+
+/// Adds (`action` `add`) or removes (`remove`) an owner of a name: a user, or a team
+/// written `team:<name>`. The package manager's gate decides who may.
+pub async fn change_owner(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: agentpkg_http::RequestContext,
+    path: web::Path<(String, String)>,
+    form: web::Form<OwnerForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let (name, action) = path.into_inner();
+    let name = PackageName::parse(&name)?;
+    let add = match action.as_str() {
+        "add" => true,
+        "remove" => false,
+        _ => return Err(WebError::NotFound("no such action".into())),
+    };
+    let owner = form.owner.trim();
+    let owner = match owner.strip_prefix("team:") {
+        Some(team) => agentpkg_packagemgr::OwnerRef::Team(team.trim().to_owned()),
+        None => agentpkg_packagemgr::OwnerRef::User(
+            state.accounts.find_user(owner).await.map_err(|_| {
+                WebError::Refused(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    format!("there is no user {owner:?} (a team is written team:<name>)"),
+                )
+            })?,
+        ),
+    };
+    state
+        .packages
+        .gate(&ctx.caller(&who.credential))
+        .change_owner(&name, &owner, add)
+        .await?;
+    Ok(super::see_other(&format!("/packages/{name}")))
 }

@@ -15,7 +15,7 @@ mod users;
 pub use account::{login, login_form, logout};
 pub use agents::{agent, agents};
 pub use audit::audit;
-pub use browse::{name, package, packages};
+pub use browse::{change_owner, name, package, packages};
 pub use fleet::{assignment, assignments, create_assignment, start_rollout};
 pub use keys::{add_key, keys, remove_key};
 pub use manage::{change, confirm_delete, delete, upload};
