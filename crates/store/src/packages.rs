@@ -127,9 +127,12 @@ struct NewPackageRow<'a> {
 }
 
 pub(crate) fn now() -> NaiveDateTime {
-    // Microsecond precision: what PostgreSQL keeps, so a value reads back as written.
-    let now = Utc::now().naive_utc();
-    now.with_nanosecond_truncated()
+    microseconds(Utc::now())
+}
+
+/// `at` to the microsecond: what PostgreSQL keeps, so a value reads back as written.
+pub(crate) fn microseconds(at: chrono::DateTime<Utc>) -> NaiveDateTime {
+    at.naive_utc().with_nanosecond_truncated()
 }
 
 trait TruncateNanos {

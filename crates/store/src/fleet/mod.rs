@@ -3,6 +3,7 @@
 
 mod agents;
 mod assignments;
+mod leases;
 mod rollout_store;
 mod rollouts;
 

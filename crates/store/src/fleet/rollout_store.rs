@@ -133,14 +133,14 @@ impl RolloutStore for DieselStore {
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.with_conn("take_lease", move |c| {
-            rollouts::take_lease(c, name, &holder, until)
+            super::leases::take_lease(c, name, &holder, until)
         })
         .await
     }
 
     async fn drop_lease(&self, name: &'static str, holder: String) -> Result<(), StoreError> {
         self.with_conn("drop_lease", move |c| {
-            rollouts::drop_lease(c, name, &holder)
+            super::leases::drop_lease(c, name, &holder)
         })
         .await
     }

@@ -11,11 +11,10 @@ use agentpkg_model::{
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use crate::packages::now;
+use crate::packages::{microseconds as naive, now};
 use crate::schema::agent_packages as ap;
 use crate::schema::agents as a;
 use crate::schema::assignments as asg;
-use crate::schema::job_leases as jl;
 use crate::schema::rollout_agents as ra;
 use crate::schema::rollout_transitions as rt;
 use crate::schema::rollouts as r;
@@ -124,12 +123,6 @@ impl TryFrom<MemberRow> for RolloutMember {
             acknowledged: m.acknowledged,
         })
     }
-}
-
-fn naive(t: DateTime<Utc>) -> NaiveDateTime {
-    // Microseconds, what PostgreSQL keeps.
-    let t = t.naive_utc();
-    t - chrono::Duration::nanoseconds(i64::from(t.and_utc().timestamp_subsec_nanos() % 1000))
 }
 
 fn wave_i32(wave: usize) -> i32 {
@@ -575,50 +568,4 @@ pub(crate) fn member_uids(conn: &mut DbConnection, id: i64) -> Result<Vec<String
         .filter(ra::rollout_id.eq(id))
         .select(ra::instance_uid)
         .load(conn)?)
-}
-
-/// Takes or renews the lease `name` for `holder` until `until`; whether it holds it.
-pub(crate) fn take_lease(
-    conn: &mut DbConnection,
-    name: &str,
-    holder: &str,
-    until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let wall = now();
-    let until = naive(until);
-    let renewed = diesel::update(
-        jl::table
-            .find(name)
-            .filter(jl::holder.eq(holder).or(jl::until.lt(wall))),
-    )
-    .set((jl::holder.eq(holder), jl::until.eq(until)))
-    .execute(conn)?;
-    if renewed == 1 {
-        return Ok(true);
-    }
-    match diesel::insert_into(jl::table)
-        .values((
-            jl::name.eq(name),
-            jl::holder.eq(holder),
-            jl::until.eq(until),
-        ))
-        .execute(conn)
-    {
-        Ok(_) => Ok(true),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Gives the lease up (at shutdown), so another replica takes it at once.
-pub(crate) fn drop_lease(
-    conn: &mut DbConnection,
-    name: &str,
-    holder: &str,
-) -> Result<(), StoreError> {
-    diesel::delete(jl::table.find(name).filter(jl::holder.eq(holder))).execute(conn)?;
-    Ok(())
 }
