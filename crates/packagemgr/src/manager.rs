@@ -294,7 +294,22 @@ impl PackageManager {
         match opened {
             Ok(body) => Ok(stalls_fail(body, timeout)),
             Err(StorageError::NotFound) => {
-                tracing::error!(package_id = package.id, object_key = %key, "package row has no object");
+                // A delete that landed between reading the row and opening its object is
+                // a race the caller lost; a row that is still there without its object is
+                // damage worth an operator's attention.
+                match self.store.get_package(package.id).await {
+                    Ok(Some(_)) => tracing::error!(
+                        package_id = package.id, object_key = %key, "package row has no object"
+                    ),
+                    Ok(None) => tracing::debug!(
+                        package_id = package.id,
+                        "package deleted while its bytes were opened"
+                    ),
+                    Err(e) => tracing::warn!(
+                        package_id = package.id, object_key = %key, error = %e,
+                        "object missing; could not tell whether its package was deleted meanwhile"
+                    ),
+                }
                 Err(Error::NotFound)
             }
             Err(e) => Err(e.into()),

@@ -1,7 +1,14 @@
 //! `just soak`: mixed uploads, downloads, lists and deletes from 64 concurrent clients
-//! against the server on PostgreSQL + Garage, for 2 minutes. It fails on any 5xx, any
-//! download whose bytes do not hash to the package's checksum, any request that gets no
-//! answer, and — afterwards — on any disagreement between the bucket and the table.
+//! against the server on PostgreSQL + Garage, for 2 minutes. It fails on any 5xx other
+//! than a retryable 503, any download whose bytes do not hash to the package's checksum,
+//! any request that gets no answer, and — afterwards — on any disagreement between the
+//! bucket and the table.
+//!
+//! A `503` with `Retry-After` is the API's promise that trying again is safe (a
+//! single-node Garage on its SQLite engine answers 503 "database is locked" now and then
+//! under this load, and the server passes that on as `storage_unavailable`). The clients
+//! retry it as the promise says, at most [`RETRIES`] times; each one is printed with its
+//! code, and more than one in [`MAX_RETRIED_SHARE`] of the requests fails the soak.
 //!
 //! Loopback only; bounded in time (`--secs`, default 120) and in requests per client
 //! (`--max-requests`, default 20 000). `--clients N` (default 64). Needs
@@ -25,10 +32,18 @@ use sha2::{Digest, Sha256};
 use support::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 use tokio::sync::Mutex;
 
+/// Retries of one request answered `503` with `Retry-After`.
+const RETRIES: u32 = 3;
+
+/// The share of requests that may have needed a retry.
+const MAX_RETRIED_SHARE: f64 = 0.005;
+
 /// What every client counts.
 #[derive(Default)]
 struct Tally {
     by_op_status: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Each retried `503`: the operation and the error body's code and message.
+    retried: Mutex<Vec<(&'static str, String)>>,
     server_errors: AtomicU64,
     checksum_mismatches: AtomicU64,
     transport_errors: AtomicU64,
@@ -37,6 +52,42 @@ struct Tally {
 }
 
 impl Tally {
+    /// Sends a request built by `make`; a `503` with `Retry-After` is recorded and sent
+    /// again after the pause it names (at most a second here), up to [`RETRIES`] times.
+    /// The final answer is counted.
+    async fn send(
+        &self,
+        op: &'static str,
+        make: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut attempt = 0;
+        loop {
+            let res = make().send().await?;
+            let retry_after = res
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            match retry_after {
+                Some(secs) if res.status() == 503 && attempt < RETRIES => {
+                    attempt += 1;
+                    let body: Value = res.json().await.unwrap_or_default();
+                    let why = format!(
+                        "{}: {}",
+                        body["error"]["code"].as_str().unwrap_or("?"),
+                        body["error"]["message"].as_str().unwrap_or("?")
+                    );
+                    self.retried.lock().await.push((op, why));
+                    tokio::time::sleep(Duration::from_millis(secs.clamp(1, 10) * 100)).await;
+                }
+                _ => {
+                    self.count(op, res.status().as_u16()).await;
+                    return Ok(res);
+                }
+            }
+        }
+    }
+
     async fn count(&self, op: &'static str, status: u16) {
         *self
             .by_op_status
@@ -150,19 +201,18 @@ impl Client {
         };
         let checksum = hex_sha256(&data);
         let len = data.len() as u64;
+        let url = format!("{}/api/v1/packages/{name}/{version}/linux/amd64", self.base);
         let res = self
-            .http
-            .put(format!(
-                "{}/api/v1/packages/{name}/{version}/linux/amd64",
-                self.base
-            ))
-            .bearer_auth(&self.publisher)
-            .header("X-Checksum-Sha256", &checksum)
-            .body(data)
-            .send()
+            .tally
+            .send("upload", || {
+                self.http
+                    .put(&url)
+                    .bearer_auth(&self.publisher)
+                    .header("X-Checksum-Sha256", &checksum)
+                    .body(data.clone())
+            })
             .await?;
         let status = res.status().as_u16();
-        self.tally.count("upload", status).await;
         if status == 201 {
             self.tally.bytes_up.fetch_add(len, Ordering::Relaxed);
             let package: Value = res.json().await?;
@@ -192,17 +242,14 @@ impl Client {
         let Some(known) = self.pick(rng).await else {
             return Ok(());
         };
+        let url = format!("{}/api/v1/packages/{}/download", self.base, known.id);
         let res = self
-            .http
-            .get(format!(
-                "{}/api/v1/packages/{}/download",
-                self.base, known.id
-            ))
-            .bearer_auth(&self.publisher)
-            .send()
+            .tally
+            .send("download", || {
+                self.http.get(&url).bearer_auth(&self.publisher)
+            })
             .await?;
         let status = res.status().as_u16();
-        self.tally.count("download", status).await;
         if status == 200 {
             let mut hasher = Sha256::new();
             let mut n = 0u64;
@@ -232,18 +279,16 @@ impl Client {
             0 => "soak-contested".to_owned(),
             _ => format!("soak-{}", rng.below(64)),
         };
+        let url = format!(
+            "{}/api/v1/packages?name={name}&per_page=50&page={}",
+            self.base,
+            1 + rng.below(3)
+        );
         let res = self
-            .http
-            .get(format!(
-                "{}/api/v1/packages?name={name}&per_page=50&page={}",
-                self.base,
-                1 + rng.below(3)
-            ))
-            .bearer_auth(&self.publisher)
-            .send()
+            .tally
+            .send("list", || self.http.get(&url).bearer_auth(&self.publisher))
             .await?;
         let status = res.status().as_u16();
-        self.tally.count("list", status).await;
         if status == 200 {
             let _: Value = res.json().await?;
         }
@@ -254,14 +299,12 @@ impl Client {
         let Some(known) = self.pick(rng).await else {
             return Ok(());
         };
+        let url = format!("{}/api/v1/packages/{}", self.base, known.id);
         let res = self
-            .http
-            .delete(format!("{}/api/v1/packages/{}", self.base, known.id))
-            .bearer_auth(&self.admin)
-            .send()
+            .tally
+            .send("delete", || self.http.delete(&url).bearer_auth(&self.admin))
             .await?;
         let status = res.status().as_u16();
-        self.tally.count("delete", status).await;
         if status == 204 {
             self.shared.lock().await.retain(|k| k.id != known.id);
         }
@@ -410,9 +453,17 @@ async fn main() -> Result<()> {
         up as f64 / MIB as f64,
         down as f64 / MIB as f64
     );
+    let retried = tally.retried.lock().await.clone();
+    for (op, why) in &retried {
+        println!("retried a 503 ({op}): {why}");
+    }
+    let too_many_retries = retried.len() as f64 > MAX_RETRIED_SHARE * total.max(1) as f64;
     println!(
-        "5xx: {server_errors}; checksum mismatches: {mismatches}; requests without an answer: {transport}; \
-         objects left: {objects}; bucket/table disagreements: {disagreements}"
+        "5xx: {server_errors}; 503s retried: {}{}; checksum mismatches: {mismatches}; \
+         requests without an answer: {transport}; objects left: {objects}; \
+         bucket/table disagreements: {disagreements}",
+        retried.len(),
+        if too_many_retries { " (too many)" } else { "" }
     );
     let result = json!({
         "clients": clients,
@@ -420,6 +471,7 @@ async fn main() -> Result<()> {
         "requests": total,
         "by_operation_and_status": by_op.iter().map(|((op, s), n)| json!({"op": op, "status": s, "count": n})).collect::<Vec<_>>(),
         "server_errors": server_errors,
+        "retried_503": retried.iter().map(|(op, why)| json!({"op": op, "error": why})).collect::<Vec<_>>(),
         "checksum_mismatches": mismatches,
         "transport_errors": transport,
         "bytes_up": up,
@@ -433,9 +485,16 @@ async fn main() -> Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
     println!("wrote {}", out.display());
 
+    for line in server.problems() {
+        println!("server: {line}");
+    }
     drop(server);
     remove_bucket(&bucket).await?;
-    if server_errors + mismatches + transport > 0 || disagreements > 0 || !out_ok(&by_op) {
+    if server_errors + mismatches + transport > 0
+        || disagreements > 0
+        || too_many_retries
+        || !out_ok(&by_op)
+    {
         return Err("the soak found losses or errors (see above)".into());
     }
     println!("soak: {total} passed, 0 failed");

@@ -1,9 +1,11 @@
 //! What the bench and the soak share: the release server started on PostgreSQL + Garage,
 //! and a raw handle on its bucket.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -13,7 +15,12 @@ pub const MIB: u64 = 1024 * 1024;
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The last errors and warnings (a client's 4xx aside) the server logged.
+    problems: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// Warning and error lines kept from the server's log.
+const KEPT_PROBLEMS: usize = 50;
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -23,6 +30,15 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The last warnings and errors the server logged (at most [`KEPT_PROBLEMS`]).
+    #[allow(dead_code)] // the bench does not look
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .lock()
+            .map(|p| p.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -112,11 +128,24 @@ pub fn start_server(
         .spawn()?;
     let stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
+    let problems = Arc::new(Mutex::new(VecDeque::new()));
+    let kept = problems.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr)
             .lines()
             .map_while(std::result::Result::ok)
         {
+            // Errors, and warnings other than a client's 4xx (which the soak provokes).
+            let client_error = line.contains("tracing_actix_web") && line.contains("status: 4");
+            if line.contains("ERROR") || (line.contains("WARN") && !client_error) {
+                if let Ok(mut kept) = kept.lock() {
+                    if kept.len() == KEPT_PROBLEMS {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
+                }
+            }
+            // After the start nobody listens; the log is still drained.
             let _ = tx.send(line);
         }
     });
@@ -133,6 +162,7 @@ pub fn start_server(
                     return Ok(Server {
                         child,
                         base: format!("http://127.0.0.1:{port}"),
+                        problems,
                     });
                 }
                 log.push(line);
