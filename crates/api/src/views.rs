@@ -2,7 +2,9 @@
 //! crates.io keeps its database model apart from its JSON), so that the model knows
 //! nothing of JSON and the JSON changes only here.
 
-use agentpkg_model::{Arch, Package, Platform, SignatureFormat, SignatureInfo, VersionBuilds};
+use agentpkg_model::{
+    Arch, Package, Platform, SignatureFormat, SignatureInfo, VerifiedBy, VersionBuilds,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -53,23 +55,46 @@ pub(crate) struct SignatureView<'a> {
     /// Whether a trusted key verified it over the package's bytes (OpenPGP only; other
     /// formats are kept as sent, for agents to check).
     verified: bool,
-    /// The verifying key's fingerprint (kept after the key is removed).
+    /// The verifying OpenPGP key's fingerprint (kept after the key is removed).
     #[schema(value_type = Option<String>)]
     key_fingerprint: Option<&'a str>,
-    /// The verifying key's primary user id at the time.
+    /// The verifying key's primary user id at the time, or the identity in a Sigstore
+    /// bundle's signing certificate.
     signer: Option<&'a str>,
     verified_at: Option<DateTime<Utc>>,
+    /// A Sigstore bundle: the identity policy that allowed its signer (kept after the
+    /// policy is removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sigstore_identity: Option<i64>,
+    /// A Sigstore bundle: the OIDC issuer in its certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    issuer: Option<&'a str>,
+    /// A Sigstore bundle: when it was signed, as its log entry or timestamp attests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> From<&'a SignatureInfo> for SignatureView<'a> {
     fn from(s: &'a SignatureInfo) -> Self {
         let v = s.verified_by.as_ref();
+        let sigstore = v.and_then(|v| match &v.by {
+            VerifiedBy::Sigstore {
+                identity,
+                issuer,
+                signed_at,
+            } => Some((*identity, issuer.as_str(), *signed_at)),
+            VerifiedBy::Key(_) => None,
+        });
         Self {
             format: s.format,
             verified: v.is_some(),
-            key_fingerprint: v.map(|v| v.key.as_str()),
+            key_fingerprint: v.and_then(|v| v.key()).map(|k| k.as_str()),
             signer: v.map(|v| v.signer.as_str()),
             verified_at: v.map(|v| v.verified_at),
+            sigstore_identity: sigstore.map(|(id, _, _)| id),
+            issuer: sigstore.map(|(_, issuer, _)| issuer),
+            signed_at: sigstore.map(|(_, _, at)| at),
         }
     }
 }

@@ -220,6 +220,7 @@ impl From<MgrError> for ApiError {
             },
             MgrError::NoSignature => Self::not_found("the package has no signature"),
             MgrError::KeyNotFound => Self::not_found("signing key not found"),
+            MgrError::IdentityNotFound => Self::not_found("sigstore identity not found"),
             MgrError::InvalidKey(m) => Self {
                 field: Some("key"),
                 ..Self::bad_request("invalid_key", m)

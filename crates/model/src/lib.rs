@@ -16,6 +16,7 @@ mod query;
 mod resumable;
 mod rollout;
 mod signature;
+mod sigstore;
 mod stats;
 mod token;
 mod user;
@@ -46,7 +47,10 @@ pub use rollout::{
 };
 pub use signature::{
     DetachedSignature, KeyFingerprint, KeyPatterns, MAX_SIGNATURE_BYTES, NewSignature,
-    SignatureBytes, SignatureFormat, SignatureInfo, TrustedKey, Verification,
+    SignatureBytes, SignatureFormat, SignatureInfo, TrustedKey, Verification, VerifiedBy,
+};
+pub use sigstore::{
+    IdentityPattern, MAX_POLICY_TEXT, NewSigstoreIdentity, OidcIssuer, SigstoreIdentity,
 };
 pub use stats::{
     DailyDownloads, DownloadIncrement, NameUsage, RetentionCandidate, RetentionDeletion,

@@ -12,8 +12,9 @@ use crate::{NamePattern, PackageName, ValidationError};
 pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
 
 /// How a signature is encoded. OpenPGP signatures are verified against the registry's
-/// trusted keys; the others are kept and served as they came, marked unverified, for
-/// agents that check them themselves.
+/// trusted keys and Sigstore bundles against its trust root and identity policies; the
+/// others are kept and served as they came, marked unverified, for agents that check
+/// them themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
@@ -43,7 +44,7 @@ impl SignatureFormat {
 
     /// Whether the registry verifies signatures of this format itself.
     pub fn verifiable(self) -> bool {
-        matches!(self, Self::Openpgp)
+        matches!(self, Self::Openpgp | Self::SigstoreBundle)
     }
 }
 
@@ -148,14 +149,41 @@ pub struct SignatureInfo {
     pub verified_by: Option<Verification>,
 }
 
-/// Who verified a signature, and when. Kept after the key is removed.
+/// Who verified a signature, and when. Kept after the key or policy is removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
-    /// The trusted (primary) key.
-    pub key: KeyFingerprint,
-    /// Its primary user id at the time, for people reading the record.
+    pub by: VerifiedBy,
+    /// For people reading the record: the key's primary user id at the time, or the
+    /// identity in the Sigstore signing certificate.
     pub signer: String,
     pub verified_at: DateTime<Utc>,
+}
+
+/// What vouched for a verified signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifiedBy {
+    /// A trusted OpenPGP (primary) key.
+    Key(KeyFingerprint),
+    /// A Sigstore bundle, chained to the trust root and allowed by an identity policy.
+    Sigstore {
+        /// The identity policy that allowed the signer (its id; kept after it is removed).
+        identity: i64,
+        /// The OIDC issuer in the certificate.
+        issuer: String,
+        /// When it was signed, as the bundle's transparency log or timestamp authority
+        /// attests (not the wall clock).
+        signed_at: DateTime<Utc>,
+    },
+}
+
+impl Verification {
+    /// The trusted key's fingerprint, for an OpenPGP verification.
+    pub fn key(&self) -> Option<&KeyFingerprint> {
+        match &self.by {
+            VerifiedBy::Key(key) => Some(key),
+            VerifiedBy::Sigstore { .. } => None,
+        }
+    }
 }
 
 /// A signature to record with a package (or to attach to one).

@@ -47,6 +47,8 @@ pub enum Error {
     NoSignature,
     #[error("signing key not found")]
     KeyNotFound,
+    #[error("no such sigstore identity")]
+    IdentityNotFound,
     /// A key that cannot be registered.
     #[error("{0}")]
     InvalidKey(String),

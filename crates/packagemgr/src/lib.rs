@@ -26,6 +26,7 @@ mod readiness;
 mod reconcile;
 mod resumable;
 mod signing;
+mod sigstore;
 mod upload;
 
 pub use accounts::{
@@ -44,6 +45,7 @@ pub use passwords::HashingLimits;
 pub use reconcile::{MissingObject, ReconcileOptions, ReconcileReport};
 pub use resumable::{Append, Appended, NewSession, RequestChecksum, ResumableConfig};
 pub use signing::{Keyring, MAX_KEY_BYTES, SigningPolicy};
+pub use sigstore::{SigstoreTrust, cosign_cert_sig};
 pub use upload::{StagedUpload, UploadMeta};
 
 pub use agentpkg_model as model;

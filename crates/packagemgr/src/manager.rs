@@ -136,6 +136,14 @@ impl PackageManager {
         self
     }
 
+    /// The same manager verifying Sigstore bundles against `trust` (with the identity
+    /// policies in the signing store): call after [`Self::with_signing`]. Without it a
+    /// bundle is refused as unverifiable.
+    pub fn with_sigstore(mut self, trust: crate::SigstoreTrust) -> Self {
+        self.keyring = self.keyring.map(|k| k.with_sigstore(trust));
+        self
+    }
+
     /// The same manager recording what its gate decides in `audit`.
     pub fn with_audit(mut self, audit: crate::AuditLog) -> Self {
         self.audit = Some(audit);

@@ -2,14 +2,18 @@
 //! before its package becomes visible.
 //!
 //! A signature is judged in two steps. Before the bytes (as soon as the signature and the
-//! package name are known): it must parse, name a trusted key whose patterns cover the
-//! name, and that key (or its signing subkey) must be valid now. After the bytes: the
-//! signature must match their digest, computed while they streamed. Either failure
-//! refuses the upload like a checksum mismatch: no row, no object.
+//! package name are known): it must parse, and name a signer trusted for the name — an
+//! OpenPGP key whose patterns cover it, valid now (or its signing subkey), or for a
+//! Sigstore bundle, a certificate whose issuer and identity a Sigstore identity policy
+//! for the name allows. After the bytes: the signature must match their digest, computed
+//! while they streamed (a bundle is verified in full then: chain, log entry, inclusion
+//! proof, timestamps, at the signing time it attests). Either failure refuses the upload
+//! like a checksum mismatch: no row, no object.
 
 use agentpkg_model::{
-    Actor, DetachedSignature, KeyFingerprint, KeyPatterns, NewSignature, Package, PackageName,
-    SignatureFormat, TrustedKey, Verification,
+    Actor, Checksum, DetachedSignature, KeyFingerprint, KeyPatterns, NewSignature,
+    NewSigstoreIdentity, Package, PackageName, SignatureFormat, SigstoreIdentity, TrustedKey,
+    Verification, VerifiedBy,
 };
 use agentpkg_storage::DynObjectStore;
 use agentpkg_store::{Attached, DynSigningStore, NewSigningKey};
@@ -18,6 +22,7 @@ use futures_util::StreamExt;
 use sha2::Sha256;
 
 use crate::openpgp::{Hasher, ParsedKey, ParsedSignature};
+use crate::sigstore::SigstoreTrust;
 use crate::{Error, PackageManager};
 
 /// Largest key accepted for registration, in bytes of armour.
@@ -26,19 +31,79 @@ pub const MAX_KEY_BYTES: usize = 256 * 1024;
 /// What uploads must bring.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SigningPolicy {
-    /// Every package needs an OpenPGP signature by a trusted key (`signing.required`).
+    /// Every package needs a verified signature (`signing.required`): OpenPGP by a trusted
+    /// key, or a Sigstore bundle by a trusted identity.
     pub required: bool,
 }
 
-/// The trusted keys, kept in the database so that every replica trusts the same ones.
+/// The trusted keys and Sigstore identities, kept in the database so that every replica
+/// trusts the same ones, and the Sigstore trust root (configuration, the same everywhere).
 #[derive(Clone)]
 pub struct Keyring {
     store: DynSigningStore,
+    sigstore: Option<SigstoreTrust>,
 }
 
 impl Keyring {
     pub fn new(store: DynSigningStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            sigstore: None,
+        }
+    }
+
+    /// Verifies Sigstore bundles against `trust`.
+    pub fn with_sigstore(mut self, trust: SigstoreTrust) -> Self {
+        self.sigstore = Some(trust);
+        self
+    }
+
+    /// The Sigstore trust root, when bundles are verified.
+    pub fn sigstore(&self) -> Option<&SigstoreTrust> {
+        self.sigstore.as_ref()
+    }
+
+    /// Trusts a keyless signer (an issuer and an identity pattern) for the names the
+    /// patterns match.
+    pub async fn add_identity(&self, new: NewSigstoreIdentity) -> Result<SigstoreIdentity, Error> {
+        let identity = self.store.add_sigstore_identity(new).await?;
+        tracing::info!(
+            identity = identity.id,
+            issuer = %identity.issuer,
+            san_regex = identity.san.as_str(),
+            "sigstore identity trusted"
+        );
+        Ok(identity)
+    }
+
+    pub async fn identities(&self) -> Result<Vec<SigstoreIdentity>, Error> {
+        Ok(self.store.sigstore_identities().await?)
+    }
+
+    pub async fn identity(&self, id: i64) -> Result<SigstoreIdentity, Error> {
+        self.store
+            .sigstore_identity(id)
+            .await?
+            .ok_or(Error::IdentityNotFound)
+    }
+
+    /// Stops trusting a signer for anything new; packages it verified keep the record.
+    pub async fn remove_identity(&self, id: i64) -> Result<(), Error> {
+        if !self.store.delete_sigstore_identity(id).await? {
+            return Err(Error::IdentityNotFound);
+        }
+        tracing::info!(identity = id, "sigstore identity removed");
+        Ok(())
+    }
+
+    /// The identity policies that cover `name`.
+    async fn identities_for(&self, name: &PackageName) -> Result<Vec<SigstoreIdentity>, Error> {
+        Ok(self
+            .identities()
+            .await?
+            .into_iter()
+            .filter(|p| p.patterns.allows(name))
+            .collect())
     }
 
     /// Registers an OpenPGP public key for the names `patterns` match, or updates the key
@@ -148,6 +213,13 @@ pub(crate) enum Pending {
         signature: ParsedSignature,
         key: Box<ParsedKey>,
     },
+    /// A Sigstore bundle whose signer a policy allows, waiting for the data's digest.
+    Sigstore {
+        bytes: agentpkg_model::SignatureBytes,
+        bundle: Box<sigstore_verify::types::Bundle>,
+        identities: Vec<SigstoreIdentity>,
+        trust: SigstoreTrust,
+    },
     /// A format the registry keeps without verifying.
     Unverified(DetachedSignature),
 }
@@ -193,20 +265,27 @@ pub(crate) async fn judge(
         if policy.required {
             return Err(Error::SignatureRequired(format!(
                 "this registry requires every package to be signed: attach an OpenPGP \
-                 signature of {name} by a trusted key"
+                 signature of {name} by a trusted key or a Sigstore bundle by a trusted \
+                 identity"
             )));
         }
         return Ok(None);
     };
-    if signature.format != SignatureFormat::Openpgp {
-        if policy.required {
-            return Err(Error::SignatureRequired(format!(
-                "this registry requires an OpenPGP signature by a trusted key; {} signatures \
-                 are kept but not verified, so they do not meet the requirement",
-                signature.format
-            )));
+    match signature.format {
+        SignatureFormat::Openpgp => {}
+        SignatureFormat::SigstoreBundle => {
+            return judge_bundle(keyring, name, signature).await.map(Some);
         }
-        return Ok(Some(Pending::Unverified(signature.clone())));
+        other => {
+            if policy.required {
+                return Err(Error::SignatureRequired(format!(
+                    "this registry requires a verified signature (OpenPGP or a Sigstore \
+                     bundle); {other} signatures are kept but not verified, so they do not \
+                     meet the requirement"
+                )));
+            }
+            return Ok(Some(Pending::Unverified(signature.clone())));
+        }
     }
     let parsed = parse(signature)?;
     // A weak or unknown hash is refused before the bytes.
@@ -223,12 +302,44 @@ pub(crate) async fn judge(
     }))
 }
 
+/// A bundle before the bytes: it parses, and its certificate's signer is one a policy
+/// for `name` allows.
+async fn judge_bundle(
+    keyring: Option<&Keyring>,
+    name: &PackageName,
+    signature: &DetachedSignature,
+) -> Result<Pending, Error> {
+    let bundle =
+        crate::sigstore::parse(signature.bytes.as_bytes()).map_err(Error::SignatureMalformed)?;
+    let (keyring, trust) = keyring
+        .and_then(|k| Some((k, k.sigstore.clone()?)))
+        .ok_or_else(|| {
+            Error::SignatureInvalid("this registry does not verify Sigstore bundles".into())
+        })?;
+    let identities = keyring.identities_for(name).await?;
+    if identities.is_empty() {
+        return Err(Error::SignatureInvalid(format!(
+            "no Sigstore identity is trusted to sign {name} (an admin adds one with \
+             POST /api/v1/sigstore-identities)"
+        )));
+    }
+    crate::sigstore::precheck(&bundle, name, &identities).map_err(Error::SignatureInvalid)?;
+    Ok(Pending::Sigstore {
+        bytes: signature.bytes.clone(),
+        bundle: Box::new(bundle),
+        identities,
+        trust,
+    })
+}
+
 /// The second step: the signature against the digest of the bytes, streamed or (when the
-/// signature came after them with another hash algorithm) read back from storage once.
+/// signature came after them with another hash algorithm) read back from storage once. A
+/// bundle needs only `checksum`, the SHA-256 of the bytes, already checked.
 pub(crate) async fn complete(
     pending: Pending,
     digests: Option<StreamDigests>,
     stored: (&DynObjectStore, &agentpkg_model::ObjectKey),
+    (name, checksum): (&PackageName, &Checksum),
 ) -> Result<NewSignature, Error> {
     let (format, bytes, signature, key) = match pending {
         Pending::Unverified(s) => {
@@ -236,6 +347,34 @@ pub(crate) async fn complete(
                 format: s.format,
                 bytes: s.bytes,
                 verified_by: None,
+            });
+        }
+        Pending::Sigstore {
+            bytes,
+            bundle,
+            identities,
+            trust,
+        } => {
+            let (name, checksum) = (name.clone(), checksum.clone());
+            // A few signature checks and a Merkle path: CPU, off the async threads.
+            let signed = tokio::task::spawn_blocking(move || {
+                trust.verify(&bundle, &checksum, &name, &identities)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("bundle verification: {e}")))?
+            .map_err(Error::SignatureInvalid)?;
+            return Ok(NewSignature {
+                format: SignatureFormat::SigstoreBundle,
+                bytes,
+                verified_by: Some(Verification {
+                    by: VerifiedBy::Sigstore {
+                        identity: signed.policy,
+                        issuer: signed.issuer,
+                        signed_at: signed.signed_at,
+                    },
+                    signer: signed.identity,
+                    verified_at: now_micros(),
+                }),
             });
         }
         Pending::OpenPgp {
@@ -252,21 +391,25 @@ pub(crate) async fn complete(
         }) => extra,
         _ => reread(stored.0, stored.1, &signature).await?,
     };
-    // Microseconds: what PostgreSQL keeps, so the record reads back as it was made.
-    let now = Utc::now()
-        .duration_trunc(chrono::TimeDelta::microseconds(1))
-        .unwrap_or_else(|_| Utc::now());
+    let now = now_micros();
     key.verify(&signature, hasher, now)
         .map_err(Error::SignatureInvalid)?;
     Ok(NewSignature {
         format,
         bytes,
         verified_by: Some(Verification {
-            key: key.fingerprint.clone(),
+            by: VerifiedBy::Key(key.fingerprint.clone()),
             signer: key.signer(),
             verified_at: now,
         }),
     })
+}
+
+/// Now, in microseconds: what PostgreSQL keeps, so the record reads back as it was made.
+fn now_micros() -> chrono::DateTime<Utc> {
+    Utc::now()
+        .duration_trunc(chrono::TimeDelta::microseconds(1))
+        .unwrap_or_else(|_| Utc::now())
 }
 
 impl PackageManager {
@@ -307,7 +450,13 @@ impl PackageManager {
         .await?
         .ok_or_else(|| Error::Internal("a signature judged as absent".into()))?;
         // The upload's digests are long gone: the stored bytes are read once to check.
-        let new = complete(pending, None, (&self.storage, &package.storage_key)).await?;
+        let new = complete(
+            pending,
+            None,
+            (&self.storage, &package.storage_key),
+            (&package.name, &package.checksum),
+        )
+        .await?;
         let may_replace_verified = actor.is_none_or(|a| a.admin);
         match store
             .attach_signature(id, new, may_replace_verified)

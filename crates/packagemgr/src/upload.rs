@@ -387,7 +387,13 @@ async fn verify_signature(
         return Ok(None);
     };
     let digests = staged.digests.take();
-    let signature = signing::complete(pending, digests, (storage, staged.key())).await?;
+    let signature = signing::complete(
+        pending,
+        digests,
+        (storage, staged.key()),
+        (name, &staged.checksum),
+    )
+    .await?;
     Ok(Some(signature))
 }
 

@@ -44,10 +44,11 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
 }
 
-/// The connected layers.
+/// The connected layers, and the Sigstore trust root.
 pub struct Components {
     pub store: DieselStore,
     pub storage: DynObjectStore,
+    pub sigstore: agentpkg_packagemgr::SigstoreTrust,
 }
 
 /// Connects the database (running pending migrations) and object storage.
@@ -58,7 +59,20 @@ pub async fn connect(settings: &Settings) -> Result<Components, BuildError> {
         tracing::info!(applied, "database migrations applied");
     }
     let storage = open_storage(settings).await?;
-    Ok(Components { store, storage })
+    let sigstore = settings
+        .signing
+        .sigstore
+        .trust()
+        .map_err(BuildError::Config)?;
+    tracing::info!(
+        trust_root = sigstore.source(),
+        "sigstore bundles verified offline"
+    );
+    Ok(Components {
+        store,
+        storage,
+        sigstore,
+    })
 }
 
 /// The configured database URL, or an error naming the key.
@@ -277,6 +291,7 @@ fn manager(settings: &Settings, components: Components) -> Wired {
             required: settings.signing.required,
         },
     )
+    .with_sigstore(components.sigstore)
     .with_resumable_uploads(store.clone(), settings.upload.resumable());
     // Direct uploads need presigned PUTs: S3 only (elsewhere the route says so).
     let packages = match settings.storage.backend {

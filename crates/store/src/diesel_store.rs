@@ -21,7 +21,8 @@ use crate::{
     UploadSessionStore, direct, sessions,
 };
 use agentpkg_model::{
-    DirectUpload, DirectUploadId, SessionProgress, UploadSession, UploadSessionId,
+    DirectUpload, DirectUploadId, NewSigstoreIdentity, SessionProgress, SigstoreIdentity,
+    UploadSession, UploadSessionId,
 };
 use agentpkg_model::{KeyFingerprint, NewSignature, SignatureFormat, TrustedKey};
 
@@ -472,6 +473,33 @@ impl SigningStore for DieselStore {
         let fingerprint = fingerprint.clone();
         self.with_conn("delete_signing_key", move |c| {
             signing::delete_key(c, &fingerprint)
+        })
+        .await
+    }
+
+    async fn add_sigstore_identity(
+        &self,
+        new: NewSigstoreIdentity,
+    ) -> Result<SigstoreIdentity, StoreError> {
+        self.with_conn("add_sigstore_identity", move |c| {
+            signing::add_identity(c, &new)
+        })
+        .await
+    }
+
+    async fn sigstore_identity(&self, id: i64) -> Result<Option<SigstoreIdentity>, StoreError> {
+        self.with_conn_read("sigstore_identity", move |c| signing::identity(c, id))
+            .await
+    }
+
+    async fn sigstore_identities(&self) -> Result<Vec<SigstoreIdentity>, StoreError> {
+        self.with_conn_read("sigstore_identities", signing::identities)
+            .await
+    }
+
+    async fn delete_sigstore_identity(&self, id: i64) -> Result<bool, StoreError> {
+        self.with_conn("delete_sigstore_identity", move |c| {
+            signing::delete_identity(c, id)
         })
         .await
     }

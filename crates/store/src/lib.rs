@@ -54,9 +54,9 @@ use std::time::Duration;
 use agentpkg_model::{
     Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, DirectUpload, DirectUploadId,
     KeyFingerprint, KeyPatterns, LatestQuery, ListQuery, NameScope, NewAuditEvent, NewPackage,
-    NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page, Role, SessionProgress,
-    SignatureFormat, SignatureInfo, TokenScope, TrustedKey, UploadSession, UploadSessionId, User,
-    Username,
+    NewSignature, NewSigstoreIdentity, ObjectKey, Package, PackageName, PackagePatch, Page, Role,
+    SessionProgress, SignatureFormat, SignatureInfo, SigstoreIdentity, TokenScope, TrustedKey,
+    UploadSession, UploadSessionId, User, Username,
 };
 use agentpkg_model::{
     DailyDownloads, DownloadIncrement, RetentionCandidate, StorageUsage, TopDownloads, TopQuery,
@@ -538,6 +538,14 @@ pub trait SigningStore: Health {
     ) -> Result<Option<TrustedKey>, StoreError>;
     async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError>;
     async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError>;
+    /// Adds a Sigstore identity policy.
+    async fn add_sigstore_identity(
+        &self,
+        new: NewSigstoreIdentity,
+    ) -> Result<SigstoreIdentity, StoreError>;
+    async fn sigstore_identity(&self, id: i64) -> Result<Option<SigstoreIdentity>, StoreError>;
+    async fn sigstore_identities(&self) -> Result<Vec<SigstoreIdentity>, StoreError>;
+    async fn delete_sigstore_identity(&self, id: i64) -> Result<bool, StoreError>;
 }
 
 pub type DynSigningStore = Arc<dyn SigningStore>;

@@ -3,8 +3,8 @@
 
 use agentpkg_model::{
     Activity, Checksum, Coordinates, Description, FileName, KeyFingerprint, LatestQuery, ListQuery,
-    NameScope, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page, SignatureInfo,
-    Verification, Version,
+    NameScope, NewPackage, NewSignature, ObjectKey, Package, PackageName, PackagePatch, Page,
+    SignatureInfo, Verification, VerifiedBy, Version,
 };
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -41,6 +41,9 @@ pub(crate) struct PackageRow {
     download_count: i64,
     last_downloaded_at: Option<NaiveDateTime>,
     yanked_at: Option<NaiveDateTime>,
+    signature_identity: Option<i64>,
+    signature_issuer: Option<String>,
+    signature_signed_at: Option<NaiveDateTime>,
 }
 
 impl TryFrom<PackageRow> for Package {
@@ -64,12 +67,15 @@ impl TryFrom<PackageRow> for Package {
             description: Description::parse(&row.description)
                 .map_err(|_| corrupt("description"))?,
             is_active: row.is_active,
-            signature: signature_info(
-                row.signature_format,
-                row.signature_key,
-                row.signature_signer,
-                row.signature_verified_at,
-            )
+            signature: signature_info(SignatureColumns {
+                format: row.signature_format,
+                key: row.signature_key,
+                signer: row.signature_signer,
+                verified_at: row.signature_verified_at,
+                identity: row.signature_identity,
+                issuer: row.signature_issuer,
+                signed_at: row.signature_signed_at,
+            })
             .map_err(|_| corrupt("signature"))?,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
@@ -80,18 +86,67 @@ impl TryFrom<PackageRow> for Package {
     }
 }
 
+/// A package row's signature columns: the format, and when verified, by what (a key's
+/// fingerprint, or a Sigstore identity policy with the certificate's issuer and the
+/// attested signing time), the signer and when.
+#[derive(Default)]
+pub(crate) struct SignatureColumns {
+    pub(crate) format: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) signer: Option<String>,
+    pub(crate) verified_at: Option<NaiveDateTime>,
+    pub(crate) identity: Option<i64>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) signed_at: Option<NaiveDateTime>,
+}
+
+impl SignatureColumns {
+    pub(crate) fn of(signature: Option<&NewSignature>) -> Self {
+        let Some(signature) = signature else {
+            return Self::default();
+        };
+        let mut columns = Self {
+            format: Some(signature.format.as_str().to_owned()),
+            ..Self::default()
+        };
+        if let Some(v) = &signature.verified_by {
+            columns.signer = Some(v.signer.clone());
+            columns.verified_at = Some(v.verified_at.naive_utc());
+            match &v.by {
+                VerifiedBy::Key(key) => columns.key = Some(key.as_str().to_owned()),
+                VerifiedBy::Sigstore {
+                    identity,
+                    issuer,
+                    signed_at,
+                } => {
+                    columns.identity = Some(*identity);
+                    columns.issuer = Some(issuer.clone());
+                    columns.signed_at = Some(microseconds(*signed_at));
+                }
+            }
+        }
+        columns
+    }
+}
+
 fn signature_info(
-    format: Option<String>,
-    key: Option<String>,
-    signer: Option<String>,
-    verified_at: Option<NaiveDateTime>,
+    c: SignatureColumns,
 ) -> Result<Option<SignatureInfo>, agentpkg_model::ValidationError> {
-    let Some(format) = format else {
+    let Some(format) = c.format else {
         return Ok(None);
     };
-    let verified_by = match (key, signer, verified_at) {
-        (Some(key), Some(signer), Some(at)) => Some(Verification {
-            key: KeyFingerprint::parse(&key)?,
+    let by = match (c.key, c.identity, c.issuer, c.signed_at) {
+        (Some(key), _, _, _) => Some(VerifiedBy::Key(KeyFingerprint::parse(&key)?)),
+        (None, Some(identity), Some(issuer), Some(signed_at)) => Some(VerifiedBy::Sigstore {
+            identity,
+            issuer,
+            signed_at: signed_at.and_utc(),
+        }),
+        _ => None,
+    };
+    let verified_by = match (by, c.signer, c.verified_at) {
+        (Some(by), Some(signer), Some(at)) => Some(Verification {
+            by,
             signer,
             verified_at: at.and_utc(),
         }),
@@ -124,6 +179,9 @@ struct NewPackageRow<'a> {
     signature_key: Option<&'a str>,
     signature_signer: Option<&'a str>,
     signature_verified_at: Option<NaiveDateTime>,
+    signature_identity: Option<i64>,
+    signature_issuer: Option<String>,
+    signature_signed_at: Option<NaiveDateTime>,
 }
 
 pub(crate) fn now() -> NaiveDateTime {
@@ -216,7 +274,7 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
             }
         }
     };
-    let verified = new.signature.as_ref().and_then(|s| s.verified_by.as_ref());
+    let signature = SignatureColumns::of(new.signature.as_ref());
     let row = NewPackageRow {
         name: c.name.as_str(),
         version: c.version.to_string(),
@@ -232,10 +290,13 @@ fn insert_once(conn: &mut DbConnection, new: &NewPackage) -> Result<Inserted, St
         is_active: true,
         created_at: at,
         updated_at: at,
-        signature_format: new.signature.as_ref().map(|s| s.format.as_str()),
-        signature_key: verified.map(|v| v.key.as_str()),
-        signature_signer: verified.map(|v| v.signer.as_str()),
-        signature_verified_at: verified.map(|v| v.verified_at.naive_utc()),
+        signature_format: signature.format.as_deref(),
+        signature_key: signature.key.as_deref(),
+        signature_signer: signature.signer.as_deref(),
+        signature_verified_at: signature.verified_at,
+        signature_identity: signature.identity,
+        signature_issuer: signature.issuer,
+        signature_signed_at: signature.signed_at,
     };
     match diesel::insert_into(packages::table)
         .values(&row)

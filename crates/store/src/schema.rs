@@ -23,6 +23,9 @@ diesel::table! {
         download_count -> BigInt,
         last_downloaded_at -> Nullable<Timestamp>,
         yanked_at -> Nullable<Timestamp>,
+        signature_identity -> Nullable<BigInt>,
+        signature_issuer -> Nullable<Text>,
+        signature_signed_at -> Nullable<Timestamp>,
     }
 }
 
@@ -173,6 +176,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    sigstore_identities (id) {
+        id -> BigInt,
+        patterns -> Text,
+        issuer -> Text,
+        san_regex -> Text,
+        added_by -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     signing_keys (fingerprint) {
         fingerprint -> Text,
         armored -> Text,
@@ -279,6 +293,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         rollout_id -> Nullable<BigInt>,
+        signature -> Text,
     }
 }
 

@@ -1,14 +1,14 @@
 //! Signature bytes and trusted signing keys.
 
 use agentpkg_model::{
-    KeyFingerprint, KeyPatterns, NamePattern, NewSignature, Package, SignatureBytes,
-    SignatureFormat, TrustedKey,
+    IdentityPattern, KeyFingerprint, KeyPatterns, NamePattern, NewSignature, NewSigstoreIdentity,
+    OidcIssuer, Package, SignatureBytes, SignatureFormat, SigstoreIdentity, TrustedKey,
 };
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use crate::connection::write_transaction;
-use crate::schema::{package_signatures, packages, signing_keys};
+use crate::schema::{package_signatures, packages, signing_keys, sigstore_identities};
 use crate::{Attached, DbConnection, NewSigningKey, StoreError};
 
 pub(crate) fn insert_bytes(
@@ -63,13 +63,16 @@ pub(crate) fn attach(
         if verified_before && !may_replace_verified {
             return Ok(Attached::VerifiedExists(before));
         }
-        let verified = signature.verified_by.as_ref();
+        let columns = crate::packages::SignatureColumns::of(Some(signature));
         diesel::update(packages::table.find(package_id))
             .set((
-                packages::signature_format.eq(signature.format.as_str()),
-                packages::signature_key.eq(verified.map(|v| v.key.as_str())),
-                packages::signature_signer.eq(verified.map(|v| v.signer.as_str())),
-                packages::signature_verified_at.eq(verified.map(|v| v.verified_at.naive_utc())),
+                packages::signature_format.eq(columns.format),
+                packages::signature_key.eq(columns.key),
+                packages::signature_signer.eq(columns.signer),
+                packages::signature_verified_at.eq(columns.verified_at),
+                packages::signature_identity.eq(columns.identity),
+                packages::signature_issuer.eq(columns.issuer),
+                packages::signature_signed_at.eq(columns.signed_at),
                 packages::updated_at.eq(Utc::now().naive_utc()),
             ))
             .execute(conn)?;
@@ -213,4 +216,96 @@ pub(crate) fn delete_key(
 ) -> Result<bool, StoreError> {
     let n = diesel::delete(signing_keys::table.find(fingerprint.as_str())).execute(conn)?;
     Ok(n > 0)
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = sigstore_identities)]
+struct IdentityRow {
+    id: i64,
+    patterns: String,
+    issuer: String,
+    san_regex: String,
+    added_by: Option<i64>,
+    created_at: NaiveDateTime,
+}
+
+impl TryFrom<IdentityRow> for SigstoreIdentity {
+    type Error = StoreError;
+
+    fn try_from(row: IdentityRow) -> Result<Self, StoreError> {
+        let corrupt =
+            |what: &str| StoreError::Corrupt(format!("sigstore identity {}: {what}", row.id));
+        let patterns = row
+            .patterns
+            .lines()
+            .map(NamePattern::parse_stored)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(KeyPatterns::new)
+            .map_err(|_| corrupt("patterns"))?;
+        Ok(SigstoreIdentity {
+            id: row.id,
+            patterns,
+            issuer: OidcIssuer::parse(&row.issuer).map_err(|_| corrupt("issuer"))?,
+            san: IdentityPattern::parse(&row.san_regex).map_err(|_| corrupt("san_regex"))?,
+            added_by: row.added_by,
+            created_at: row.created_at.and_utc(),
+        })
+    }
+}
+
+pub(crate) fn add_identity(
+    conn: &mut DbConnection,
+    new: &NewSigstoreIdentity,
+) -> Result<SigstoreIdentity, StoreError> {
+    let at = crate::packages::now();
+    let patterns = patterns_text(&new.patterns);
+    write_transaction(conn, |conn| {
+        diesel::insert_into(sigstore_identities::table)
+            .values((
+                sigstore_identities::patterns.eq(&patterns),
+                sigstore_identities::issuer.eq(new.issuer.as_str()),
+                sigstore_identities::san_regex.eq(new.san.as_str()),
+                sigstore_identities::added_by.eq(new.added_by),
+                sigstore_identities::created_at.eq(at),
+            ))
+            .execute(conn)?;
+        // NOTE: MultiConnection cannot map RETURNING: the newest row with these values is
+        // this one.
+        sigstore_identities::table
+            .filter(sigstore_identities::created_at.eq(at))
+            .filter(sigstore_identities::issuer.eq(new.issuer.as_str()))
+            .filter(sigstore_identities::san_regex.eq(new.san.as_str()))
+            .filter(sigstore_identities::patterns.eq(&patterns))
+            .order(sigstore_identities::id.desc())
+            .select(IdentityRow::as_select())
+            .first(conn)?
+            .try_into()
+    })
+}
+
+pub(crate) fn identities(conn: &mut DbConnection) -> Result<Vec<SigstoreIdentity>, StoreError> {
+    sigstore_identities::table
+        .order(sigstore_identities::id.asc())
+        .select(IdentityRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(SigstoreIdentity::try_from)
+        .collect()
+}
+
+pub(crate) fn identity(
+    conn: &mut DbConnection,
+    id: i64,
+) -> Result<Option<SigstoreIdentity>, StoreError> {
+    sigstore_identities::table
+        .find(id)
+        .select(IdentityRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(SigstoreIdentity::try_from)
+        .transpose()
+}
+
+pub(crate) fn delete_identity(conn: &mut DbConnection, id: i64) -> Result<bool, StoreError> {
+    Ok(diesel::delete(sigstore_identities::table.find(id)).execute(conn)? > 0)
 }

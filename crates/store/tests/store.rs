@@ -1,9 +1,10 @@
 //! The store against real PostgreSQL and a real SQLite file: the same scenarios on both.
 
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, KeyFingerprint, KeyPatterns, LatestQuery,
-    ListQuery, NameFilter, NamePattern, NewPackage, NewSignature, ObjectKey, PackageName,
-    PageRequest, Platform, Role, SignatureBytes, SignatureFormat, Username, Verification, Version,
+    Arch, Checksum, Coordinates, Description, FileName, IdentityPattern, KeyFingerprint,
+    KeyPatterns, LatestQuery, ListQuery, NameFilter, NamePattern, NewPackage, NewSignature,
+    NewSigstoreIdentity, ObjectKey, OidcIssuer, PackageName, PageRequest, Platform, Role,
+    SignatureBytes, SignatureFormat, Username, Verification, VerifiedBy, Version,
     VersionRequirement,
 };
 use agentpkg_store::testing::{Backend, TestDatabase};
@@ -67,6 +68,7 @@ fn rand_id() -> [u8; 16] {
 agentpkg_store::on_both_backends!(
     the_fleet_revision_moves_with_what_offers_depend_on_and_only_then,
     a_signature_is_stored_with_its_package_and_goes_with_it,
+    a_sigstore_verification_and_its_policies_round_trip,
     signing_keys_are_registered_updated_and_removed,
     migrations_revert_and_reapply,
     an_inserted_package_reads_back,
@@ -558,7 +560,7 @@ fn signature(format: SignatureFormat, bytes: &[u8], verified: bool) -> NewSignat
         format,
         bytes: SignatureBytes::new(bytes.to_vec()).unwrap(),
         verified_by: verified.then(|| Verification {
-            key: KeyFingerprint::parse(&"AB".repeat(20)).unwrap(),
+            by: VerifiedBy::Key(KeyFingerprint::parse(&"AB".repeat(20)).unwrap()),
             signer: "Builds <builds@example.com>".into(),
             verified_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         }),
@@ -573,7 +575,7 @@ async fn a_signature_is_stored_with_its_package_and_goes_with_it(backend: Backen
     let info = package.signature.clone().unwrap();
     assert_eq!(info.format, SignatureFormat::Openpgp);
     let verified = info.verified_by.unwrap();
-    assert_eq!(verified.key.as_str(), "AB".repeat(20));
+    assert_eq!(verified.key().unwrap().as_str(), "AB".repeat(20));
     assert_eq!(verified.verified_at.timestamp(), 1_800_000_000);
     // Every read of the package shows it.
     let again = store.get_package(package.id).await.unwrap().unwrap();
@@ -729,4 +731,64 @@ async fn reads_and_writes_survive_connections_killed_while_idle() {
             .unwrap();
         assert_eq!(inserted.package.name.as_str(), name);
     }
+}
+
+async fn a_sigstore_verification_and_its_policies_round_trip(backend: Backend) {
+    let (store, _backing) = open(backend).await;
+    let issuer = "https://token.actions.githubusercontent.com";
+    let added = store
+        .add_sigstore_identity(NewSigstoreIdentity {
+            patterns: KeyPatterns::new(vec![NamePattern::parse("otelcol*").unwrap()]).unwrap(),
+            issuer: OidcIssuer::parse(issuer).unwrap(),
+            san: IdentityPattern::parse("^https://github\\.com/acme/.*$").unwrap(),
+            added_by: None,
+        })
+        .await
+        .unwrap();
+    let other = store
+        .add_sigstore_identity(NewSigstoreIdentity {
+            patterns: KeyPatterns::new(vec![NamePattern::parse("*").unwrap()]).unwrap(),
+            issuer: OidcIssuer::parse("https://accounts.google.com").unwrap(),
+            san: IdentityPattern::parse("^ops@example\\.com$").unwrap(),
+            added_by: None,
+        })
+        .await
+        .unwrap();
+    assert_ne!(added.id, other.id);
+    assert_eq!(
+        store.sigstore_identity(added.id).await.unwrap(),
+        Some(added.clone())
+    );
+    assert_eq!(
+        store.sigstore_identities().await.unwrap(),
+        vec![added.clone(), other.clone()]
+    );
+
+    // A package verified through it keeps the record, by value, after the policy goes.
+    let signed_at = chrono::DateTime::from_timestamp(1_700_000_000, 123_000).unwrap();
+    let mut new = new_package("otelcol-contrib", "0.158.0", Platform::Linux, Arch::Amd64);
+    new.signature = Some(NewSignature {
+        format: SignatureFormat::SigstoreBundle,
+        bytes: SignatureBytes::new(b"{}".to_vec()).unwrap(),
+        verified_by: Some(Verification {
+            by: VerifiedBy::Sigstore {
+                identity: added.id,
+                issuer: issuer.into(),
+                signed_at,
+            },
+            signer: "https://github.com/acme/release.yml@refs/tags/v0.158.0".into(),
+            verified_at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }),
+    });
+    let package = store.insert_package(new.clone()).await.unwrap().package;
+    assert_eq!(
+        package.signature,
+        new.signature.as_ref().map(NewSignature::info)
+    );
+    assert!(store.delete_sigstore_identity(added.id).await.unwrap());
+    assert!(!store.delete_sigstore_identity(added.id).await.unwrap());
+    assert_eq!(store.sigstore_identity(added.id).await.unwrap(), None);
+    let again = store.get_package(package.id).await.unwrap().unwrap();
+    assert_eq!(again.signature, package.signature);
+    assert_eq!(store.sigstore_identities().await.unwrap(), vec![other]);
 }

@@ -199,12 +199,13 @@ fn identity(
         .insert_header((header::ETAG, etag.to_string()))
         .insert_header((CHECKSUM_HEADER, package.checksum.as_str()))
         .insert_header((header::ACCEPT_RANGES, "bytes"));
-    if let Some(verified) = package
+    if let Some(key) = package
         .signature
         .as_ref()
         .and_then(|s| s.verified_by.as_ref())
+        .and_then(|v| v.key())
     {
-        builder.insert_header((SIGNATURE_KEY_HEADER, verified.key.as_str()));
+        builder.insert_header((SIGNATURE_KEY_HEADER, key.as_str()));
     }
     builder
 }

@@ -3,7 +3,7 @@
 use agentpkg_model::{
     AuditAction, Coordinates, DetachedSignature, KeyFingerprint, KeyPatterns, LatestQuery,
     ListQuery, NewAuditEvent, Package, PackageName, PackagePatch, Page, Role, TrustedKey,
-    UploadSession, UploadSessionId, User, VersionBuilds,
+    UploadSession, UploadSessionId, User, VerifiedBy, VersionBuilds,
 };
 use agentpkg_store::{Owner, Team};
 
@@ -195,7 +195,13 @@ impl PackageGate<'_> {
         let signed = |p: &Package| {
             let mut event = self.caller.package_event(AuditAction::SignatureAttach, p);
             if let Some(v) = p.signature.as_ref().and_then(|s| s.verified_by.as_ref()) {
-                event.detail.push_str(&format!(" key:{}", v.key));
+                match &v.by {
+                    VerifiedBy::Key(key) => event.detail.push_str(&format!(" key:{key}")),
+                    VerifiedBy::Sigstore { identity, .. } => event.detail.push_str(&format!(
+                        " sigstore-identity:{identity} signer:{}",
+                        v.signer
+                    )),
+                }
             }
             event
         };

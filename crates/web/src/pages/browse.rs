@@ -238,11 +238,20 @@ pub async fn package(
         p.arch.as_str()
     );
     let signature = p.signature.as_ref().map(|s| match &s.verified_by {
-        Some(v) => format!(
-            "{} signature, verified by key {}",
-            s.format.as_str(),
-            v.key.as_str()
-        ),
+        Some(v) => match &v.by {
+            agentpkg_model::VerifiedBy::Key(key) => format!(
+                "{} signature, verified by key {}",
+                s.format.as_str(),
+                key.as_str()
+            ),
+            agentpkg_model::VerifiedBy::Sigstore {
+                issuer, signed_at, ..
+            } => format!(
+                "Sigstore bundle, verified: signed by {} ({issuer}) at {}",
+                v.signer,
+                signed_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        },
         None => format!(
             "{} signature, not verified by a trusted key",
             s.format.as_str()

@@ -178,12 +178,13 @@ async fn serve(state: &ApiState, package: &Package) -> Result<HttpResponse, ApiE
                 .map(|f| f.content_disposition())
                 .unwrap_or_else(|_| package.filename.content_disposition()),
         ));
-    if let Some(verified) = package
+    if let Some(key) = package
         .signature
         .as_ref()
         .and_then(|s| s.verified_by.as_ref())
+        .and_then(|v| v.key())
     {
-        answer.insert_header((SIGNATURE_KEY_HEADER, verified.key.as_str()));
+        answer.insert_header((SIGNATURE_KEY_HEADER, key.as_str()));
     }
     Ok(answer.body(bytes))
 }
