@@ -194,6 +194,16 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                             .route(web::delete().to(handlers::keys::remove)),
                     )
                     .service(
+                        web::resource("/sigstore-identities")
+                            .route(web::get().to(handlers::sigstore::list))
+                            .route(web::post().to(handlers::sigstore::add)),
+                    )
+                    .service(
+                        web::resource("/sigstore-identities/{id}")
+                            .route(web::get().to(handlers::sigstore::get))
+                            .route(web::delete().to(handlers::sigstore::remove)),
+                    )
+                    .service(
                         web::resource("/users")
                             .route(web::get().to(handlers::users::list))
                             .route(web::post().to(handlers::users::create)),

@@ -62,6 +62,8 @@ actions! {
     MemberRemove => "member_remove",
     KeyAdd => "key_add",
     KeyRemove => "key_remove",
+    SigstoreIdentityAdd => "sigstore_identity_add",
+    SigstoreIdentityRemove => "sigstore_identity_remove",
     SignatureAttach => "signature_attach",
     AgentRefused => "agent_refused",
     AgentForget => "agent_forget",

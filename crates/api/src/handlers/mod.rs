@@ -9,6 +9,7 @@ pub(crate) mod login;
 pub(crate) mod opamp;
 pub(crate) mod packages;
 pub(crate) mod rollouts;
+pub(crate) mod sigstore;
 pub(crate) mod stats;
 pub(crate) mod teams;
 pub(crate) mod tokens;

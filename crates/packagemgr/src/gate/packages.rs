@@ -1,9 +1,10 @@
 //! A package manager acting for one caller: packages, owners, teams, keys, uploads.
 
 use agentpkg_model::{
-    AuditAction, Coordinates, DetachedSignature, KeyFingerprint, KeyPatterns, LatestQuery,
-    ListQuery, NewAuditEvent, Package, PackageName, PackagePatch, Page, Role, TrustedKey,
-    UploadSession, UploadSessionId, User, VerifiedBy, VersionBuilds,
+    AuditAction, Coordinates, DetachedSignature, IdentityPattern, KeyFingerprint, KeyPatterns,
+    LatestQuery, ListQuery, NewAuditEvent, NewSigstoreIdentity, OidcIssuer, Package, PackageName,
+    PackagePatch, Page, Role, SigstoreIdentity, TrustedKey, UploadSession, UploadSessionId, User,
+    VerifiedBy, VersionBuilds,
 };
 use agentpkg_store::{Owner, Team};
 
@@ -325,6 +326,60 @@ impl PackageGate<'_> {
             self.caller.require(Role::Admin)?;
             let keyring = self.manager.keyring().ok_or(Error::KeyNotFound)?;
             keyring.remove(fingerprint).await
+        }
+        .await;
+        settle(self.audit(), result, |_| event(), event).await
+    }
+
+    /// Trusts a keyless Sigstore signer for some names (admin).
+    pub async fn add_sigstore_identity(
+        &self,
+        patterns: KeyPatterns,
+        issuer: OidcIssuer,
+        san: IdentityPattern,
+    ) -> Result<SigstoreIdentity, Error> {
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            let keyring = self.manager.keyring().ok_or(Error::IdentityNotFound)?;
+            keyring
+                .add_identity(NewSigstoreIdentity {
+                    patterns,
+                    issuer,
+                    san,
+                    added_by: Some(self.caller.credential.user_id),
+                })
+                .await
+        }
+        .await;
+        settle(
+            self.audit(),
+            result,
+            |identity| {
+                let mut event = self.caller.event(AuditAction::SigstoreIdentityAdd);
+                event.detail = format!(
+                    "sigstore identity {}: issuer {} identity {}",
+                    identity.id,
+                    identity.issuer,
+                    identity.san.as_str()
+                );
+                event
+            },
+            || self.caller.event(AuditAction::SigstoreIdentityAdd),
+        )
+        .await
+    }
+
+    /// Stops trusting a Sigstore signer (admin); what it verified keeps the record.
+    pub async fn remove_sigstore_identity(&self, id: i64) -> Result<(), Error> {
+        let event = || {
+            let mut event = self.caller.event(AuditAction::SigstoreIdentityRemove);
+            event.detail = format!("sigstore identity {id}");
+            event
+        };
+        let result = async {
+            self.caller.require(Role::Admin)?;
+            let keyring = self.manager.keyring().ok_or(Error::IdentityNotFound)?;
+            keyring.remove_identity(id).await
         }
         .await;
         settle(self.audit(), result, |_| event(), event).await

@@ -333,6 +333,40 @@ async fn every_route_that_changes_something_is_audited_done_and_refused() {
     .await;
     c.denied(unkey, &url, &pa).await;
 
+    // Sigstore identities.
+    let identities = ("POST", "/api/v1/sigstore-identities");
+    let policy = json!({
+        "patterns": ["*"],
+        "issuer": "https://token.actions.githubusercontent.com",
+        "san_regex": "^https://github\\.com/acme/.*$",
+    });
+    let added = c
+        .call(
+            identities,
+            "/api/v1/sigstore-identities",
+            &admin,
+            Body::Json(policy),
+            &[],
+            201,
+            ("sigstore_identity_add", "done"),
+        )
+        .await;
+    c.denied(identities, "/api/v1/sigstore-identities", &pa)
+        .await;
+    let unidentity = ("DELETE", "/api/v1/sigstore-identities/{id}");
+    let url = format!("/api/v1/sigstore-identities/{}", added["id"]);
+    c.call(
+        unidentity,
+        &url,
+        &admin,
+        Body::None,
+        &[],
+        204,
+        ("sigstore_identity_remove", "done"),
+    )
+    .await;
+    c.denied(unidentity, &url, &pa).await;
+
     // API tokens: a token makes none, and revokes only itself.
     let tokens = ("POST", "/api/v1/tokens");
     let mut secrets = Vec::new();

@@ -33,6 +33,9 @@ async fn every_documented_read_operation_exists_and_answers_a_documented_status(
     let fingerprint = gpg.generate("Docs <docs@example.com>", "ed25519", "never", None);
     let res = crate::signing::trust(&app, &admin, &gpg.export(&fingerprint), &["*"]).await;
     assert_eq!(res.status(), 201);
+    // A trusted Sigstore signer (the first: its id is the package's too).
+    let policy = crate::sigstore::trust_beacon(&app, &admin, &["*"]).await;
+    assert_eq!(policy["id"], id);
     let res = app
         .client
         .put(app.url(&format!("/api/v1/packages/{id}/signature?format=cosign")))

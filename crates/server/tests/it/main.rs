@@ -21,6 +21,7 @@ mod packages;
 mod rollback;
 mod rollouts;
 mod signing;
+mod sigstore;
 mod stats;
 mod tokens;
 mod tus;

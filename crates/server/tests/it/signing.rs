@@ -155,7 +155,7 @@ pub(crate) async fn trust(
 }
 
 /// A multipart upload with the signature before or after the file.
-async fn upload_signed(
+pub(crate) async fn upload_signed(
     app: &TestApp,
     token: &str,
     name: &str,
@@ -197,7 +197,7 @@ async fn upload_signed(
         .unwrap()
 }
 
-async fn put_signed(
+pub(crate) async fn put_signed(
     app: &TestApp,
     token: &str,
     path: &str,
@@ -218,7 +218,7 @@ async fn put_signed(
     req.send().await.unwrap()
 }
 
-async fn json_of(res: reqwest::Response, status: u16) -> Value {
+pub(crate) async fn json_of(res: reqwest::Response, status: u16) -> Value {
     let got = res.status().as_u16();
     let body: Value = res.json().await.unwrap_or(Value::Null);
     assert_eq!(got, status, "{body}");
@@ -397,7 +397,7 @@ async fn signed_uploads_are_verified_and_served_to_agents(backend: Backend) {
 }
 
 /// Asserts a refused upload left no row and no object beyond `before`.
-async fn refused(
+pub(crate) async fn refused(
     app: &TestApp,
     res: reqwest::Response,
     status: u16,

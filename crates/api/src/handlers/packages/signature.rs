@@ -201,7 +201,9 @@ pub(crate) struct AttachParams {
 ///
 /// Attaches a detached signature (the request body, at most 64 KiB) to a package that has
 /// none, verified over the stored bytes exactly as at upload: an OpenPGP signature must be
-/// made by a key trusted for the package's name. Other formats are kept unverified.
+/// made by a key trusted for the package's name, a Sigstore bundle (`sigstore-bundle`)
+/// by a signer a Sigstore identity policy for the name allows. Other formats are kept
+/// unverified.
 /// Replacing a signature that a trusted key verified needs an admin; otherwise the
 /// package's owners (publisher role) may.
 #[utoipa::path(
