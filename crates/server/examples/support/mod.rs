@@ -137,13 +137,13 @@ pub fn start_server(
         {
             // Errors, and warnings other than a client's 4xx (which the soak provokes).
             let client_error = line.contains("tracing_actix_web") && line.contains("status: 4");
-            if line.contains("ERROR") || (line.contains("WARN") && !client_error) {
-                if let Ok(mut kept) = kept.lock() {
-                    if kept.len() == KEPT_PROBLEMS {
-                        kept.pop_front();
-                    }
-                    kept.push_back(line.clone());
+            if (line.contains("ERROR") || (line.contains("WARN") && !client_error))
+                && let Ok(mut kept) = kept.lock()
+            {
+                if kept.len() == KEPT_PROBLEMS {
+                    kept.pop_front();
                 }
+                kept.push_back(line.clone());
             }
             // After the start nobody listens; the log is still drained.
             let _ = tx.send(line);
