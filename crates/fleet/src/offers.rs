@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use agentpkg_model::{
-    Agent, Arch, Assignment, Coordinates, LatestQuery, Package, Platform, VersionChoice,
+    Agent, Arch, Assignment, Coordinates, LatestQuery, OfferedSignature, Package, Platform,
+    SignatureFormat, VersionChoice,
 };
 use agentpkg_packagemgr::{Credential, Error, Holder, PackageManager};
 use sha2::{Digest, Sha256};
@@ -240,9 +241,12 @@ pub(crate) async fn desired(
             ));
             continue;
         };
-        let signature = match &package.signature {
-            Some(_) => packages.signature(&package).await?.1,
-            None => Vec::new(),
+        let signature = match offered_signature(packages, &package, assignment.signature).await? {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                notes.push(format!("assignment {}: {why}", assignment.id));
+                continue;
+            }
         };
         let headers = credentials.headers(package.id, credential.holder());
         let available = available(&package, assignment, signature, headers, base_url, attempt);
@@ -258,6 +262,39 @@ pub(crate) async fn desired(
         offer.note = Some(notes.join("; "));
     }
     Ok(offer)
+}
+
+/// The signature bytes an assignment's agents verify, or why the package has none to give.
+async fn offered_signature(
+    packages: &PackageManager,
+    package: &Package,
+    wanted: OfferedSignature,
+) -> Result<Result<Vec<u8>, String>, Error> {
+    if wanted == OfferedSignature::None {
+        return Ok(Ok(Vec::new()));
+    }
+    let stored = match &package.signature {
+        Some(_) => Some(packages.signature(package).await?),
+        None => None,
+    };
+    let which = || format!("{} {}", package.name, package.version);
+    Ok(match (wanted, stored) {
+        (OfferedSignature::Stored, stored) => Ok(stored.map(|(_, b)| b).unwrap_or_default()),
+        (OfferedSignature::Openpgp, Some((SignatureFormat::Openpgp, b)))
+        | (OfferedSignature::SigstoreBundle, Some((SignatureFormat::SigstoreBundle, b)))
+        | (OfferedSignature::CosignCertSig, Some((SignatureFormat::Cosign, b))) => Ok(b),
+        (OfferedSignature::CosignCertSig, Some((SignatureFormat::SigstoreBundle, b))) => {
+            agentpkg_packagemgr::cosign_cert_sig(&b).map_err(|e| format!("{}: {e}", which()))
+        }
+        (wanted, Some((have, _))) => Err(format!(
+            "{} has a {have} signature, not the {wanted} signature its agents verify",
+            which()
+        )),
+        (wanted, None) => Err(format!(
+            "{} is not signed; its agents verify a {wanted} signature",
+            which()
+        )),
+    })
 }
 
 fn available(
@@ -365,6 +402,7 @@ mod tests {
             rollout_percent: percent,
             max_failure_ratio: 0.2,
             v_prefix: false,
+            signature: OfferedSignature::Stored,
             paused: None,
             rollout_id: None,
             created_at: chrono::DateTime::UNIX_EPOCH,

@@ -250,6 +250,65 @@ impl fmt::Display for VersionChoice {
     }
 }
 
+/// The signature an assignment's agents verify, and so the bytes its offers carry in
+/// `DownloadableFile.signature`. A package carries one signature; a format it cannot give
+/// is not offered (the agent would refuse it), and the offer says why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum OfferedSignature {
+    /// The package's own signature, whatever its format, or none (what offers carried
+    /// before formats could be chosen).
+    #[default]
+    Stored,
+    /// An OpenPGP detached signature.
+    Openpgp,
+    /// The Sigstore bundle JSON (`.sigstore.json`), as the Collector's supervisor reads
+    /// it from v0.158 on.
+    SigstoreBundle,
+    /// The Collector supervisor's older cosign form: the signing certificate (PEM, base64)
+    /// and the signature (base64), one space between, made from a Sigstore bundle.
+    CosignCertSig,
+    /// No signature, even when the package has one.
+    None,
+}
+
+impl OfferedSignature {
+    pub const ALL: [Self; 5] = [
+        Self::Stored,
+        Self::Openpgp,
+        Self::SigstoreBundle,
+        Self::CosignCertSig,
+        Self::None,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Openpgp => "openpgp",
+            Self::SigstoreBundle => "sigstore-bundle",
+            Self::CosignCertSig => "cosign-cert-sig",
+            Self::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "signature",
+                    "must be one of: stored, openpgp, sigstore-bundle, cosign-cert-sig, none",
+                )
+            })
+    }
+}
+
+impl fmt::Display for OfferedSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Attributes an agent must have (all of them, with these values) to be offered an
 /// assignment's package.
 pub type Selector = BTreeMap<String, String>;
@@ -270,6 +329,8 @@ pub struct Assignment {
     pub max_failure_ratio: f64,
     /// Offer the version as `v1.2.3` (the Collector's supervisor expects that).
     pub v_prefix: bool,
+    /// The signature its offers carry.
+    pub signature: OfferedSignature,
     /// Why it is paused, while it is.
     pub paused: Option<String>,
     /// Its latest progressive rollout, while that governs the agents it moved (from its
@@ -289,6 +350,7 @@ pub struct NewAssignment {
     pub rollout_percent: u8,
     pub max_failure_ratio: f64,
     pub v_prefix: bool,
+    pub signature: OfferedSignature,
 }
 
 impl NewAssignment {
@@ -309,6 +371,9 @@ pub struct AssignmentPatch {
     pub max_failure_ratio: Option<f64>,
     /// `Some(None)` resumes; `Some(Some(reason))` pauses.
     pub paused: Option<Option<String>>,
+    /// Another signature format for its offers (agents download again: the offer's hash
+    /// covers the signature).
+    pub signature: Option<OfferedSignature>,
 }
 
 pub fn check_offer_as(name: &str) -> Result<(), ValidationError> {
@@ -395,5 +460,13 @@ mod tests {
         assert!(check_rollout(101).is_err());
         assert!(check_ratio(1.5).is_err());
         assert!(check_ratio(f64::NAN).is_err());
+        for f in OfferedSignature::ALL {
+            assert_eq!(OfferedSignature::parse(f.as_str()).unwrap(), f);
+        }
+        assert_eq!(OfferedSignature::default(), OfferedSignature::Stored);
+        assert_eq!(
+            OfferedSignature::parse("cosign").unwrap_err().field,
+            "signature"
+        );
     }
 }

@@ -27,8 +27,8 @@ pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
 pub use fleet::{
     Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, Assignment,
-    AssignmentPatch, NewAssignment, OfferedBuild, Selector, VersionChoice, check_offer_as,
-    check_ratio, check_rollout,
+    AssignmentPatch, NewAssignment, OfferedBuild, OfferedSignature, Selector, VersionChoice,
+    check_offer_as, check_ratio, check_rollout,
 };
 pub use key::ObjectKey;
 pub use package::{

@@ -293,8 +293,10 @@ async fn the_fleet_revision_moves_with_what_offers_depend_on_and_only_then(backe
         rollout_percent: 100,
         max_failure_ratio: 0.2,
         v_prefix: false,
+        signature: agentpkg_model::OfferedSignature::Stored,
     };
     let a = store.create_assignment(new).await.unwrap();
+    assert_eq!(a.signature, agentpkg_model::OfferedSignature::Stored);
     moved(
         &mut last,
         store.fleet_revision().await.unwrap(),
@@ -309,6 +311,25 @@ async fn the_fleet_revision_moves_with_what_offers_depend_on_and_only_then(backe
         &mut last,
         store.fleet_revision().await.unwrap(),
         "an assignment changed",
+    );
+    // Another signature format: other bytes in every offer.
+    let cosign = agentpkg_model::AssignmentPatch {
+        signature: Some(agentpkg_model::OfferedSignature::CosignCertSig),
+        ..Default::default()
+    };
+    let changed = store
+        .update_assignment(a.id, cosign)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changed.signature,
+        agentpkg_model::OfferedSignature::CosignCertSig
+    );
+    moved(
+        &mut last,
+        store.fleet_revision().await.unwrap(),
+        "a signature format changed",
     );
     assert!(store.delete_assignment(a.id).await.unwrap());
     moved(

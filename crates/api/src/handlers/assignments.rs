@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{
-    Assignment, AssignmentPatch, NewAssignment, PackageName, ValidationError, VersionChoice,
+    Assignment, AssignmentPatch, NewAssignment, OfferedSignature, PackageName, ValidationError,
+    VersionChoice,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,9 @@ pub(crate) struct AssignmentView {
     max_failure_ratio: f64,
     /// Versions offered as `v1.2.3`.
     v_prefix: bool,
+    /// The signature its offers carry: `stored` (the package's own), `openpgp`,
+    /// `sigstore-bundle`, `cosign-cert-sig` or `none`.
+    signature: String,
     /// Why it is paused, or null.
     paused: Option<String>,
     /// Its latest progressive rollout, while that governs the agents it moved.
@@ -47,6 +51,7 @@ impl From<&Assignment> for AssignmentView {
             rollout_percent: a.rollout_percent,
             max_failure_ratio: a.max_failure_ratio,
             v_prefix: a.v_prefix,
+            signature: a.signature.as_str().to_owned(),
             paused: a.paused.clone(),
             rollout_id: a.rollout_id,
             created_at: a.created_at,
@@ -91,6 +96,14 @@ pub(crate) struct NewAssignmentBody {
     /// Offer versions as `v1.2.3` (the Collector's supervisor expects it).
     #[serde(default)]
     v_prefix: bool,
+    /// The signature the agents verify, which the offers carry: `stored` (the default:
+    /// the package's own signature, whatever its format), `openpgp`, `sigstore-bundle`
+    /// (the Collector's supervisor from v0.158), `cosign-cert-sig` (its older
+    /// "certificate signature" form, made from a Sigstore bundle) or `none`. A package
+    /// without that signature is not offered, and the agent's page says why.
+    #[serde(default)]
+    #[schema(example = "sigstore-bundle")]
+    signature: Option<String>,
 }
 
 /// Assign a package to agents
@@ -125,6 +138,12 @@ pub(crate) async fn create(
         rollout_percent: body.rollout_percent,
         max_failure_ratio: body.max_failure_ratio,
         v_prefix: body.v_prefix,
+        signature: body
+            .signature
+            .as_deref()
+            .map(OfferedSignature::parse)
+            .transpose()?
+            .unwrap_or_default(),
     };
     let created = state
         .fleet
@@ -195,6 +214,10 @@ pub(crate) struct AssignmentPatchBody {
     max_failure_ratio: Option<f64>,
     /// `true` pauses (no new agent is offered it), `false` resumes.
     paused: Option<bool>,
+    /// Another signature format for the offers (as at creation). Agents download the
+    /// package again: the offer's hash covers its signature.
+    #[schema(example = "cosign-cert-sig")]
+    signature: Option<String>,
 }
 
 /// Change an assignment
@@ -232,6 +255,11 @@ pub(crate) async fn patch(
         paused: body
             .paused
             .map(|p| p.then(|| format!("paused by {}", admin.principal.0.username))),
+        signature: body
+            .signature
+            .as_deref()
+            .map(OfferedSignature::parse)
+            .transpose()?,
     };
     let changed = state
         .fleet

@@ -304,10 +304,26 @@ fn scripted_with(
     fail: bool,
     keyring: Option<&Path>,
 ) -> Value {
+    let keyring = keyring.map(|k| k.display().to_string());
+    let env: Vec<(&str, &str)> = keyring
+        .iter()
+        .map(|k| ("AGENT_KEYRING", k.as_str()))
+        .collect();
+    scripted_env(app_base, token, uid, os, arch, fail, &env)
+}
+
+/// The scripted agent with `env` set (its checks: `AGENT_KEYRING`, `AGENT_SIGSTORE_*`).
+pub(crate) fn scripted_env(
+    app_base: &str,
+    token: &str,
+    uid: &str,
+    os: &str,
+    arch: &str,
+    fail: bool,
+    env: &[(&str, &str)],
+) -> Value {
     let mut cmd = Command::new(tools().join("venv/bin/python"));
-    if let Some(keyring) = keyring {
-        cmd.env("AGENT_KEYRING", keyring);
-    }
+    cmd.envs(env.iter().copied());
     cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opamp/scripted_agent.py"))
         .arg(format!("{app_base}/v1/opamp"))
         .arg(token)

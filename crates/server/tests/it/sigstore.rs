@@ -15,6 +15,7 @@ use crate::signing::{json_of, put_signed, refused, upload_signed};
 on_both_backends!(
     bundles_are_verified_on_every_upload_route_and_refused_when_they_do_not_hold,
     identity_policies_are_admin_only_validated_and_audited,
+    agents_get_the_signature_format_they_verify_and_sigstore_python_accepts_it,
 );
 
 pub(crate) const BEACON: &str = "https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main";
@@ -379,4 +380,113 @@ async fn identity_policies_are_admin_only_validated_and_audited(backend: Backend
             .any(|d| d.contains(&format!("sigstore identity {}", policy["id"]))),
         "{events}"
     );
+}
+
+async fn agents_get_the_signature_format_they_verify_and_sigstore_python_accepts_it(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.token_for("admin").await;
+    let viewer = app.token_for("viewer").await;
+    trust_beacon(&app, &admin, &["conformance"]).await;
+    let res = put_bundle(
+        &app,
+        &admin,
+        "/api/v1/packages/conformance/1.0.0/linux/amd64",
+        &artifact(),
+        &vector("happy-path-v0.3"),
+    )
+    .await;
+    json_of(res, 201).await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&admin)
+        .json(&json!({
+            "package": "conformance", "version": "1.0.0", "signature": "sigstore-bundle",
+            "selector": {"service.name": "otelcol"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    let assignment = json_of(res, 201).await;
+    assert_eq!(assignment["signature"], "sigstore-bundle");
+    let id = assignment["id"].as_i64().unwrap();
+    let agent = |uid: usize, identity: &str| {
+        crate::fleet::scripted_env(
+            &app.base,
+            &viewer,
+            &format!("{uid:032x}"),
+            "linux",
+            "amd64",
+            false,
+            &[
+                ("AGENT_SIGSTORE_IDENTITY", identity),
+                ("AGENT_SIGSTORE_ISSUER", GITHUB),
+            ],
+        )
+    };
+
+    // The bundle as stored; sigstore-python verifies it offline, for the signer it expects.
+    let report = agent(1, BEACON);
+    let bundle_offer = report["offered"][""].clone();
+    assert_eq!(bundle_offer["content_hash_ok"], true, "{report}");
+    assert_eq!(
+        bundle_offer["signature_bytes"],
+        vector("happy-path-v0.3").len(),
+        "{report}"
+    );
+    assert_eq!(bundle_offer["signature_ok"], true, "{report}");
+    // The same check fails for a signer the agent does not expect.
+    let report = agent(2, "https://github.com/acme/release.yml@refs/tags/v1");
+    assert_eq!(report["offered"][""]["signature_ok"], false, "{report}");
+
+    // The supervisor's older form: certificate and signature, made from the bundle.
+    let patch = |signature: &'static str| {
+        let app = &app;
+        let admin = &admin;
+        async move {
+            let res = app
+                .client
+                .patch(app.url(&format!("/api/v1/assignments/{id}")))
+                .bearer_auth(admin)
+                .json(&json!({ "signature": signature }))
+                .send()
+                .await
+                .unwrap();
+            json_of(res, 200).await
+        }
+    };
+    assert_eq!(
+        patch("cosign-cert-sig").await["signature"],
+        "cosign-cert-sig"
+    );
+    let report = agent(3, BEACON);
+    let cosign_offer = &report["offered"][""];
+    assert_eq!(cosign_offer["signature_ok"], true, "{report}");
+    // Another format is another offer: the agents download again.
+    assert_ne!(cosign_offer["hash"], bundle_offer["hash"], "{report}");
+
+    // A format the package cannot give is not offered, and the agent's page says why.
+    patch("openpgp").await;
+    let report = agent(4, BEACON);
+    assert_eq!(report["offered"], json!({}), "{report}");
+    let res = app.get(&format!("/api/v1/agents/{:032x}", 4), &admin).await;
+    let page = json_of(res, 200).await;
+    let note = page["offer_note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("has a sigstore-bundle signature, not the openpgp signature"),
+        "{page}"
+    );
+    // And an unknown format is refused in words.
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/assignments/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({ "signature": "cosign" }))
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(res, 400, "invalid_field").await;
+    assert_eq!(error["error"]["field"], "signature");
 }

@@ -11,8 +11,15 @@ reports
 Installing and Installed (or InstallFailed with "fail"). Then one more message with the
 statuses. Prints one JSON object: what was offered, what the downloads gave, and whether
 the last answer offered anything again.
+
+With AGENT_SIGSTORE_IDENTITY and AGENT_SIGSTORE_ISSUER set, it checks a signature as the
+Collector's supervisor would: a Sigstore bundle with sigstore-python, offline (`sigstore
+verify identity --offline`, the `sigstore` next to this Python); the older cosign form
+("<base64 PEM certificate> <base64 signature>") by the certificate's identity and issuer
+and the signature over the file with the certificate's key (`cryptography`).
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -63,6 +70,51 @@ class Agent:
         return answer
 
 
+def sigstore_check(signature, body, identity, issuer):
+    """Whether the signature verifies, and what the verifier said."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "file")
+        open(data, "wb").write(body)
+        if signature.lstrip().startswith(b"{"):
+            bundle = os.path.join(tmp, "file.sigstore.json")
+            open(bundle, "wb").write(signature)
+            sigstore = os.path.join(os.path.dirname(sys.executable), "sigstore")
+            run = subprocess.run(
+                [sigstore, "verify", "identity", "--offline", "--bundle", bundle,
+                 "--cert-identity", identity, "--cert-oidc-issuer", issuer, data],
+                capture_output=True, text=True,
+            )
+            return run.returncode == 0, (run.stdout + run.stderr).strip()[-400:]
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cert_b64, sig_b64 = signature.split(b" ", 1)
+    cert = x509.load_pem_x509_certificate(base64.b64decode(cert_b64))
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    # Fulcio's OIDC issuer extension (v2, then v1).
+    cert_issuer = None
+    for oid in ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1"):
+        try:
+            value = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value.value
+        except x509.ExtensionNotFound:
+            continue
+        cert_issuer = value.decode(errors="replace")
+        # v2 is DER (a UTF8String): its text follows two header bytes.
+        if oid.endswith(".8"):
+            cert_issuer = value[2:].decode(errors="replace")
+        break
+    if identity not in uris or cert_issuer != issuer:
+        return False, f"certificate for {uris} from {cert_issuer}"
+    try:
+        cert.public_key().verify(base64.b64decode(sig_b64), body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False, "signature does not verify"
+    return True, "OK"
+
+
 def main():
     endpoint, token, uid, os_type, arch, service = sys.argv[1:7]
     fail = len(sys.argv) > 7 and sys.argv[7] == "fail"
@@ -96,8 +148,16 @@ def main():
                         ).returncode
                         == 0
                     )
+            sigstore_said = None
+            identity = os.environ.get("AGENT_SIGSTORE_IDENTITY")
+            if package.file.signature and identity:
+                signature_ok, sigstore_said = sigstore_check(
+                    package.file.signature, body, identity, os.environ["AGENT_SIGSTORE_ISSUER"]
+                )
             report["offered"][name] = {
                 "signature_ok": signature_ok,
+                "sigstore_said": sigstore_said,
+                "signature_bytes": len(package.file.signature),
                 "type": package.type,
                 "version": package.version,
                 "hash": package.hash.hex(),

@@ -1,6 +1,8 @@
 //! Assignments: which package the agents a selector picks are offered.
 
-use agentpkg_model::{Assignment, AssignmentPatch, NewAssignment, PackageName, VersionChoice};
+use agentpkg_model::{
+    Assignment, AssignmentPatch, NewAssignment, OfferedSignature, PackageName, VersionChoice,
+};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -23,6 +25,7 @@ struct AssignmentRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     rollout_id: Option<i64>,
+    signature: String,
 }
 
 impl TryFrom<AssignmentRow> for Assignment {
@@ -39,6 +42,7 @@ impl TryFrom<AssignmentRow> for Assignment {
             rollout_percent: u8::try_from(r.rollout_percent).map_err(|_| corrupt("rollout"))?,
             max_failure_ratio: r.max_failure_ratio,
             v_prefix: r.v_prefix,
+            signature: OfferedSignature::parse(&r.signature).map_err(|_| corrupt("signature"))?,
             paused: r.paused,
             rollout_id: r.rollout_id,
             created_at: r.created_at.and_utc(),
@@ -64,6 +68,7 @@ pub(crate) fn create_assignment(
                 asg::rollout_percent.eq(i32::from(new.rollout_percent)),
                 asg::max_failure_ratio.eq(new.max_failure_ratio),
                 asg::v_prefix.eq(new.v_prefix),
+                asg::signature.eq(new.signature.as_str()),
                 asg::created_at.eq(at),
                 asg::updated_at.eq(at),
             ))
@@ -138,6 +143,11 @@ pub(crate) fn update_assignment(
         if let Some(paused) = &patch.paused {
             diesel::update(target)
                 .set(asg::paused.eq(paused.as_deref()))
+                .execute(conn)?;
+        }
+        if let Some(signature) = patch.signature {
+            diesel::update(target)
+                .set(asg::signature.eq(signature.as_str()))
                 .execute(conn)?;
         }
         diesel::update(target)

@@ -152,6 +152,7 @@ pub async fn create_assignment(
             rollout_percent: 100,
             max_failure_ratio: 0.2,
             v_prefix: false,
+            signature: Default::default(),
         };
         fleet(&state)?
             .assign(new, &ctx.caller(&who.credential))
