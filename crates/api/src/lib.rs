@@ -46,6 +46,8 @@ pub struct ApiState {
     pub public_url: Option<String>,
     /// The OpAMP WebSocket transport's pings and connection limits.
     pub opamp: OpampTransport,
+    /// The verified mirror of upstream releases (its status; it runs on its own).
+    pub mirror: agentpkg_mirror::Mirror,
 }
 
 /// How the OpAMP WebSocket transport treats its connections.
@@ -192,6 +194,10 @@ pub fn configure(state: ApiState) -> impl FnOnce(&mut web::ServiceConfig) {
                         web::resource("/keys/{fingerprint}")
                             .route(web::get().to(handlers::keys::get))
                             .route(web::delete().to(handlers::keys::remove)),
+                    )
+                    .service(
+                        web::resource("/mirrors/status")
+                            .route(web::get().to(handlers::mirrors::status)),
                     )
                     .service(
                         web::resource("/sigstore-identities")

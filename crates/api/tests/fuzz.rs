@@ -304,6 +304,14 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
             std::time::Duration::from_secs(30),
             agentpkg_api::ConnectionLimits::default(),
         ),
+        mirror: agentpkg_mirror::Mirror::new(
+            &agentpkg_mirror::MirrorSettings::default(),
+            packages.clone(),
+            accounts.clone(),
+            audit.clone(),
+            store.clone(),
+        )
+        .unwrap(),
         packages: packages.clone(),
         accounts,
         tokens,

@@ -64,6 +64,8 @@ actions! {
     KeyRemove => "key_remove",
     SigstoreIdentityAdd => "sigstore_identity_add",
     SigstoreIdentityRemove => "sigstore_identity_remove",
+    MirrorPublish => "mirror_publish",
+    MirrorFailure => "mirror_failure",
     SignatureAttach => "signature_attach",
     AgentRefused => "agent_refused",
     AgentForget => "agent_forget",

@@ -9,6 +9,7 @@ mod direct;
 mod error;
 mod fleet;
 mod key;
+mod mirror;
 #[cfg(feature = "openapi")]
 mod openapi;
 mod package;
@@ -31,6 +32,7 @@ pub use fleet::{
     check_offer_as, check_ratio, check_rollout,
 };
 pub use key::ObjectKey;
+pub use mirror::{MirrorAsset, MirrorState};
 pub use package::{
     Actor, Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
     PackagePatch, Platform, VersionBuilds,

@@ -9,5 +9,5 @@ mod wiring;
 pub use settings::Settings;
 pub use wiring::{
     Application, BuildError, Components, accounts, connect, create_token, migrate_only,
-    reconcile_once, retention_once,
+    mirror_once, reconcile_once, retention_once,
 };

@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         stale_upload_secs: Option<u64>,
     },
+    /// Mirror the configured upstream releases (`[[mirror.sources]]`): download what is
+    /// new, verify it against the release's checksums and Sigstore bundles, publish only
+    /// then. Prints a JSON report. Skips the run when another replica holds the mirror's
+    /// lease.
+    Mirror {
+        /// One run, then exit; without it, one run every `mirror.interval_secs` until
+        /// stopped (the server itself also runs it so).
+        #[arg(long)]
+        once: bool,
+    },
     /// Apply the configured retention policies (`[[retention.policies]]`) once. Prints a
     /// JSON report: every package deleted (or, with --dry-run, that would be) and the
     /// bytes freed.
@@ -164,6 +174,21 @@ async fn run(command: Command, settings: Settings) -> Result<(), Box<dyn std::er
                 .into());
             }
         }
+        Command::Mirror { once } => loop {
+            let report = agentpkg_server::mirror_once(&settings).await?;
+            // The report is the command's output, for the operator or a script.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            if once || settings.mirror.interval_secs == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(
+                settings.mirror.interval_secs,
+            ))
+            .await;
+        },
         Command::Retention { dry_run } => {
             let report = agentpkg_server::retention_once(&settings, dry_run).await?;
             let deletions: Vec<serde_json::Value> = report

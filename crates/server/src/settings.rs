@@ -32,6 +32,8 @@ pub struct Settings {
     pub stats: StatsSettings,
     pub retention: RetentionSettings,
     pub fleet: FleetSettings,
+    /// The verified mirror of upstream releases (`[[mirror.sources]]`).
+    pub mirror: agentpkg_mirror::MirrorSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
 }

@@ -331,7 +331,8 @@ fn manager(settings: &Settings, components: Components) -> Wired {
         audit,
         stats,
         fleet_store: store_for_fleet.clone(),
-        rollout_store: store_for_fleet,
+        rollout_store: store_for_fleet.clone(),
+        mirror_store: store_for_fleet,
     }
 }
 
@@ -343,6 +344,7 @@ struct Wired {
     stats: StatsApi,
     fleet_store: agentpkg_store::DynFleetStore,
     rollout_store: agentpkg_store::DynRolloutStore,
+    mirror_store: Arc<dyn agentpkg_store::MirrorStore>,
 }
 
 /// Runs a reconciliation pass every `gc.interval_secs` (the first one interval after start).
@@ -402,6 +404,28 @@ pub async fn reconcile_once(
     Ok(packages.reconcile_with(options).await?)
 }
 
+/// The mirror of upstream releases over these layers.
+fn mirror(settings: &Settings, wired: &Wired) -> Result<agentpkg_mirror::Mirror, BuildError> {
+    agentpkg_mirror::Mirror::new(
+        &settings.mirror,
+        wired.packages.clone(),
+        wired.accounts.clone(),
+        wired.audit.clone(),
+        wired.mirror_store.clone(),
+    )
+    .map_err(|e| BuildError::Config(e.to_string()))
+}
+
+/// `agentpkg-server mirror --once`: one run of the configured sources (when no other
+/// replica holds the mirror's lease), as JSON.
+pub async fn mirror_once(settings: &Settings) -> Result<agentpkg_mirror::Report, BuildError> {
+    let wired = manager(settings, connect(settings).await?);
+    mirror(settings, &wired)?
+        .run_once()
+        .await
+        .map_err(|e| BuildError::Config(e.to_string()))
+}
+
 /// `agentpkg-server retention`: one run of the configured policies, as JSON.
 pub async fn retention_once(
     settings: &Settings,
@@ -432,6 +456,8 @@ impl Application {
             .server
             .trusted_proxies()
             .map_err(BuildError::Config)?;
+        let wired = manager(&settings, connect(&settings).await?);
+        let mirror = mirror(&settings, &wired)?;
         let Wired {
             packages,
             accounts,
@@ -439,7 +465,8 @@ impl Application {
             stats,
             fleet_store,
             rollout_store,
-        } = manager(&settings, connect(&settings).await?);
+            mirror_store: _,
+        } = wired;
         if let Some(first) = accounts
             .ensure_admin(settings.auth.admin_password.as_ref())
             .await?
@@ -505,6 +532,7 @@ impl Application {
                 Duration::from_secs(3600),
             ));
         }
+        background.extend(mirror.clone().spawn_periodic());
         let fleet_for_shutdown = fleet.clone();
         let fleet_flusher =
             fleet.spawn_flusher(Duration::from_secs(settings.fleet.seen_flush_secs.max(1)));
@@ -525,6 +553,7 @@ impl Application {
                 redirect: settings.download.redirect,
                 presign_ttl: Duration::from_secs(settings.download.presign_ttl_secs.max(1)),
             },
+            mirror,
         };
 
         // The web interface's pages stand on the same parts, not on the API's state.

@@ -21,6 +21,7 @@ mod direct;
 mod error;
 #[cfg(feature = "diesel")]
 mod fleet;
+mod mirror;
 #[cfg(feature = "diesel")]
 mod owners;
 #[cfg(feature = "diesel")]
@@ -69,6 +70,7 @@ pub use connection::{
     DatabaseUrl, DbConnection, DieselStore, MultiBackend, PoolOptions, UnsupportedDatabaseUrl,
 };
 pub use error::StoreError;
+pub use mirror::MirrorStore;
 pub use rollout::{Candidate, DynRolloutStore, RolloutStep, RolloutStore};
 
 /// Whether the database answers, and how busy its pool is.

@@ -176,6 +176,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    mirror_assets (source, version, platform, arch) {
+        source -> Text,
+        version -> Text,
+        platform -> Text,
+        arch -> Text,
+        url -> Text,
+        state -> Text,
+        detail -> Text,
+        package_id -> Nullable<BigInt>,
+        attempts -> Integer,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     sigstore_identities (id) {
         id -> BigInt,
         patterns -> Text,

@@ -6,6 +6,7 @@ pub(crate) mod download;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod login;
+pub(crate) mod mirrors;
 pub(crate) mod opamp;
 pub(crate) mod packages;
 pub(crate) mod rollouts;

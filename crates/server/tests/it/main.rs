@@ -17,6 +17,7 @@ mod fleet_trust;
 mod flood;
 mod gate;
 mod hardening;
+mod mirror;
 mod packages;
 mod rollback;
 mod rollouts;

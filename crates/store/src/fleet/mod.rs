@@ -3,7 +3,7 @@
 
 mod agents;
 mod assignments;
-mod leases;
+pub(crate) mod leases;
 mod rollout_store;
 mod rollouts;
 
