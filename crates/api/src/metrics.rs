@@ -59,7 +59,11 @@ pub struct ApiMetrics {
 impl ApiMetrics {
     /// Creates the API's metrics and registers them, with the package manager's and the
     /// storage gauges of `stats`, in one registry.
-    pub fn new(manager: &ManagerMetrics, stats: &agentpkg_stats::Statistics) -> Self {
+    pub fn new(
+        manager: &ManagerMetrics,
+        stats: &agentpkg_stats::Statistics,
+        mirror: &agentpkg_mirror::MirrorMetrics,
+    ) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let durations: Durations = Family::new_with_constructor(latency_histogram);
@@ -106,6 +110,7 @@ impl ApiMetrics {
         );
         manager.register(&mut registry);
         stats.register(&mut registry);
+        mirror.register(&mut registry);
         Self {
             rollout_tick_seconds,
             rollout_tick_rows,

@@ -288,7 +288,11 @@ async fn generated_requests_never_cause_a_5xx_nor_leave_storage_and_table_apart(
         policies: Arc::default(),
     };
     let state = ApiState {
-        metrics: Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports)),
+        metrics: Arc::new(ApiMetrics::new(
+            packages.metrics(),
+            &stats.reports,
+            &agentpkg_mirror::MirrorMetrics::default(),
+        )),
         stats,
         fleet: agentpkg_fleet::Fleet::new(
             store.clone(),

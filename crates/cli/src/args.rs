@@ -54,8 +54,13 @@ pub enum Command {
         /// A detached signature of the file.
         #[arg(long)]
         signature: Option<PathBuf>,
-        /// The signature's format: openpgp (default), minisign, cosign, sigstore.
-        #[arg(long, requires = "signature")]
+        /// The signature's format: openpgp (default), sigstore-bundle (a `.sigstore.json`,
+        /// verified by the registry like OpenPGP), minisign or cosign (kept unverified).
+        #[arg(
+            long,
+            requires = "signature",
+            value_parser = ["openpgp", "sigstore-bundle", "minisign", "cosign"]
+        )]
         signature_format: Option<String>,
         /// Send a large file over this many connections at once (resumable parts joined by
         /// the server).

@@ -51,9 +51,36 @@ pub struct Report {
     pub failed: Vec<String>,
 }
 
+/// The labels of the mirror's counter: the source and what became of the asset.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct AssetLabels {
+    source: String,
+    outcome: &'static str,
+}
+
+/// The mirror's metrics, registered with the server's others.
+#[derive(Clone, Default)]
+pub struct MirrorMetrics {
+    assets: prometheus_client::metrics::family::Family<
+        AssetLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl MirrorMetrics {
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "agentpkg_mirror_assets",
+            "Assets the mirror tried, by source and outcome (published, failed)",
+            self.assets.clone(),
+        );
+    }
+}
+
 /// The mirror, wired.
 #[derive(Clone)]
 pub struct Mirror {
+    metrics: MirrorMetrics,
     sources: Arc<Vec<Source>>,
     http: reqwest::Client,
     packages: PackageManager,
@@ -91,6 +118,7 @@ impl Mirror {
             http = http.proxy(proxy);
         }
         Ok(Self {
+            metrics: MirrorMetrics::default(),
             sources: Arc::new(sources),
             http: http
                 .build()
@@ -102,6 +130,11 @@ impl Mirror {
             interval: Duration::from_secs(settings.interval_secs),
             holder: uuid::Uuid::new_v4().to_string(),
         })
+    }
+
+    /// Its counters, for `/metrics`.
+    pub fn metrics(&self) -> &MirrorMetrics {
+        &self.metrics
     }
 
     pub fn has_sources(&self) -> bool {
@@ -441,6 +474,13 @@ impl Mirror {
                 updated_at: chrono::Utc::now(),
             })
             .await?;
+        self.metrics
+            .assets
+            .get_or_create(&AssetLabels {
+                source: source.name.to_string(),
+                outcome: state.as_str(),
+            })
+            .inc();
         let (action, outcome) = match state {
             MirrorState::Published => (AuditAction::MirrorPublish, AuditOutcome::Done),
             MirrorState::Failed => (AuditAction::MirrorFailure, AuditOutcome::Refused),

@@ -499,7 +499,11 @@ impl Application {
             .counter
             .as_ref()
             .map(|counter| counter.spawn_flusher(Duration::from_secs(settings.stats.flush_secs)));
-        let metrics = Arc::new(ApiMetrics::new(packages.metrics(), &stats.reports));
+        let metrics = Arc::new(ApiMetrics::new(
+            packages.metrics(),
+            &stats.reports,
+            mirror.metrics(),
+        ));
         let tokens = TokenIssuer::new(
             &secret,
             settings.auth.token_ttl_secs,

@@ -31,7 +31,7 @@ pub struct Upload {
     pub description: Option<String>,
     /// A detached signature of the file.
     pub signature: Option<Vec<u8>>,
-    /// `openpgp` (default), `minisign`, `cosign`, `sigstore`.
+    /// `openpgp` (default), `sigstore-bundle`, `minisign`, `cosign`.
     pub signature_format: Option<String>,
     /// Connections a resumable upload sends its bytes over at once (1: one).
     pub parallel: u64,

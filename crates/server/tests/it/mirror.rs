@@ -357,3 +357,45 @@ async fn a_bad_mirror_source_stops_the_server_with_the_setting_named() {
         "{error}"
     );
 }
+
+/// The server runs the mirror itself every `mirror.interval_secs` (the first run at once),
+/// and counts what it did in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_mirrors_on_its_interval_and_counts_it() {
+    let releases = Arc::new(layout());
+    let base = release_server(releases.clone());
+    let app = TestApp::spawn_with(Backend::Embedded, |s| {
+        s.mirror.interval_secs = 3600;
+        s.mirror.sources = vec![source(&base)];
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        let res = app.get("/api/v1/mirrors/status", &admin).await;
+        let status = json_of(res, 200).await;
+        if status.as_array().unwrap().len() == 4 {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror did not run: {status}"
+        );
+        // Waiting on the server's own schedule: nothing to poll but its state.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let published: Vec<&Value> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "published")
+        .collect();
+    assert_eq!(published.len(), 1, "{status}");
+    let metrics = app.get("/metrics", &admin).await.text().await.unwrap();
+    for line in [
+        "agentpkg_mirror_assets_total{source=\"conformance\",outcome=\"published\"} 1",
+        "agentpkg_mirror_assets_total{source=\"conformance\",outcome=\"failed\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}

@@ -33,6 +33,9 @@ async fn call(app: &TestApp, method: &str, path: &str, bearer: Option<&str>) -> 
         ("POST", "/api/v1/tokens") => req.json(&json!({"name": "x", "scope": "read"})),
         ("POST", "/api/v1/teams") => req.json(&json!({"name": "t"})),
         ("POST", "/api/v1/keys") => req.json(&json!({"key": "not a key", "patterns": ["*"]})),
+        ("POST", "/api/v1/sigstore-identities") => req.json(&json!({
+            "patterns": ["*"], "issuer": "https://issuer.example", "san_regex": "^x$"
+        })),
         ("POST", "/api/v1/uploads/direct") => req.json(&json!({
             "name": "a", "version": "1.0.0", "platform": "linux", "arch": "amd64", "size": 1,
             "sha256": "0000000000000000000000000000000000000000000000000000000000000000"
@@ -449,6 +452,41 @@ async fn every_route_admits_exactly_the_roles_and_scopes_it_should(backend: Back
             "/api/v1/keys/{fingerprint}",
             "/api/v1/keys/69BEF1F11B6C5E2D0BC01157EEAA4D0602DF1AAA",
             Some(2),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/sigstore-identities",
+            "/api/v1/sigstore-identities",
+            Some(0),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/sigstore-identities",
+            "/api/v1/sigstore-identities",
+            Some(2),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/sigstore-identities/{id}",
+            "/api/v1/sigstore-identities/424242",
+            Some(0),
+            false,
+        ),
+        (
+            "DELETE",
+            "/api/v1/sigstore-identities/{id}",
+            "/api/v1/sigstore-identities/424242",
+            Some(2),
+            false,
+        ),
+        (
+            "GET",
+            "/api/v1/mirrors/status",
+            "/api/v1/mirrors/status",
+            Some(0),
             false,
         ),
         // Last: it ends each session it is called with.
