@@ -14,6 +14,7 @@ use crate::signing::{json_of, put_signed, refused, upload_signed};
 
 on_both_backends!(
     bundles_are_verified_on_every_upload_route_and_refused_when_they_do_not_hold,
+    resumable_and_direct_uploads_verify_bundles_too,
     identity_policies_are_admin_only_validated_and_audited,
     agents_get_the_signature_format_they_verify_and_sigstore_python_accepts_it,
 );
@@ -489,4 +490,128 @@ async fn agents_get_the_signature_format_they_verify_and_sigstore_python_accepts
         .unwrap();
     let error = expect_error(res, 400, "invalid_field").await;
     assert_eq!(error["error"]["field"], "signature");
+}
+
+async fn resumable_and_direct_uploads_verify_bundles_too(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.token_for("admin").await;
+    let publisher = app.token_for("publisher").await;
+    trust_beacon(&app, &admin, &["conformance"]).await;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let a = artifact();
+
+    // tus: the bundle in Upload-Metadata, as its JSON (what a tus client does with a
+    // string) or as base64 like any signature; every value there is base64 once more.
+    let tus = |arch: &'static str, body: Vec<u8>, as_json: bool| {
+        let app = &app;
+        let publisher = &publisher;
+        async move {
+            let meta = [
+                ("name", "conformance"),
+                ("version", "1.0.0"),
+                ("platform", "linux"),
+                ("arch", arch),
+                ("signature_format", "sigstore-bundle"),
+            ]
+            .iter()
+            .map(|(k, v)| format!("{k} {}", b64(v.as_bytes())))
+            .chain([format!(
+                "signature {}",
+                if as_json {
+                    b64(&vector("happy-path-v0.3"))
+                } else {
+                    b64(b64(&vector("happy-path-v0.3")).as_bytes())
+                }
+            )])
+            .collect::<Vec<_>>()
+            .join(",");
+            let res = app
+                .client
+                .post(app.url("/api/v1/uploads"))
+                .bearer_auth(publisher)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Length", body.len().to_string())
+                .header("Upload-Metadata", meta)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+            let location = res.headers()["location"].to_str().unwrap().to_owned();
+            app.client
+                .patch(app.url(&location))
+                .bearer_auth(publisher)
+                .header("Tus-Resumable", "1.0.0")
+                .header("Upload-Offset", "0")
+                .header("Content-Type", "application/offset+octet-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for (arch, as_json) in [("amd64", true), ("arm64", false)] {
+        let package = json_of(tus(arch, a.clone(), as_json).await, 200).await;
+        assert_eq!(package["signature"]["verified"], true, "{package}");
+        assert_eq!(package["signature"]["signer"], BEACON);
+    }
+    let before = app.stored().await;
+    let res = tus("386", b"DO NOT MODIFY ME! (it was)".to_vec(), true).await;
+    refused(&app, res, 422, "signature_invalid", &before).await;
+
+    // A direct upload (S3): the bundle with the grant, verified at completion.
+    if backend == Backend::Production {
+        let res = app
+            .client
+            .post(app.url("/api/v1/uploads/direct"))
+            .bearer_auth(&publisher)
+            .json(&json!({
+                "name": "conformance", "version": "1.0.0", "platform": "windows",
+                "arch": "amd64", "size": a.len(),
+                "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&a)),
+                "signature": b64(&vector("happy-path-v0.3")),
+                "signature_format": "sigstore-bundle",
+            }))
+            .send()
+            .await
+            .unwrap();
+        let grant = json_of(res, 201).await;
+        let mut put = app
+            .client
+            .put(grant["url"].as_str().unwrap())
+            .body(a.clone());
+        for (name, value) in grant["headers"].as_object().unwrap() {
+            put = put.header(name.as_str(), value.as_str().unwrap());
+        }
+        let stored = put.send().await.unwrap();
+        assert!(
+            stored.status().is_success(),
+            "{}",
+            stored.text().await.unwrap()
+        );
+        let res = app
+            .client
+            .post(app.url(grant["complete_url"].as_str().unwrap()))
+            .bearer_auth(&publisher)
+            .send()
+            .await
+            .unwrap();
+        let package = json_of(res, 201).await;
+        assert_eq!(package["signature"]["verified"], true, "{package}");
+        // Refused before any URL is handed out when the signer is not trusted for the name.
+        let res = app
+            .client
+            .post(app.url("/api/v1/uploads/direct"))
+            .bearer_auth(&publisher)
+            .json(&json!({
+                "name": "other", "version": "1.0.0", "platform": "linux", "arch": "amd64",
+                "size": a.len(),
+                "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&a)),
+                "signature": b64(&vector("happy-path-v0.3")),
+                "signature_format": "sigstore-bundle",
+            }))
+            .send()
+            .await
+            .unwrap();
+        expect_error(res, 422, "signature_invalid").await;
+    }
 }

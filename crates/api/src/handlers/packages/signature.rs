@@ -41,6 +41,17 @@ pub(super) fn from_headers(req: &HttpRequest) -> Result<Option<DetachedSignature
 }
 
 /// A signature sent as base64 text (a header, a JSON field named `what`).
+/// A signature whose bytes came as they are.
+pub(crate) fn as_sent(
+    bytes: Vec<u8>,
+    format: SignatureFormat,
+) -> Result<DetachedSignature, ApiError> {
+    Ok(DetachedSignature {
+        format,
+        bytes: signature_bytes(bytes)?,
+    })
+}
+
 pub(crate) fn from_base64(
     encoded: &str,
     format: SignatureFormat,

@@ -35,8 +35,9 @@ pub(crate) const TUS_VERSION: &str = "1.0.0";
 const EXTENSIONS: &str =
     "creation,creation-with-upload,expiration,checksum,termination,concatenation";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
-/// The longest `Upload-Metadata` taken (room for a signature in it).
-const MAX_METADATA: usize = 16 * 1024;
+/// The longest `Upload-Metadata` taken (room for a signature in it: a Sigstore bundle of up
+/// to about 24 KiB as itself, or an OpenPGP signature base64'd twice).
+const MAX_METADATA: usize = 32 * 1024;
 const URL_PREFIX: &str = "/api/v1/uploads/";
 
 /// Resumable upload: what is supported
@@ -74,8 +75,9 @@ pub(crate) async fn options(state: web::Data<ApiState>) -> HttpResponse {
 /// Resumable upload: create
 ///
 /// tus creation. `Upload-Length` and `Upload-Metadata` (base64 values: `name`, `version`,
-/// `platform`, `arch`, optional `filename`, `description`, `sha256`, `signature`,
-/// `signature_format`) describe the package and are checked now (400, 409, 413). With
+/// `platform`, `arch`, optional `filename`, `description`, `sha256`, `signature` (itself
+/// base64; a `sigstore-bundle` may instead be the bundle's JSON), `signature_format`)
+/// describe the package and are checked now (400, 409, 413). With
 /// `Upload-Concat: partial`, a piece of a file (no metadata needed); with `Upload-Concat:
 /// final;<url> …`, the join of complete partial uploads, published at once (201 with the
 /// package). A body (`application/offset+octet-stream`) is the first bytes. Needs the

@@ -186,13 +186,20 @@ pub(super) fn target_of(metadata: &str) -> Result<Option<SessionTarget>, ApiErro
         arch: arch.ok_or_else(|| missing("arch"))?.parse::<Arch>()?,
     };
     let signature = signature
-        .map(|encoded| {
+        .map(|value| {
             let format = signature_format
                 .as_deref()
                 .map(str::parse::<SignatureFormat>)
                 .transpose()?
                 .unwrap_or(SignatureFormat::Openpgp);
-            crate::handlers::packages::signature::from_base64(&encoded, format, "signature")
+            // A Sigstore bundle is text already: it may come as itself (what a tus client
+            // does with a string), which keeps a 10 KiB bundle inside the metadata's bound.
+            // JSON is never base64 ('{' is not in its alphabet), so the two cannot be
+            // confused.
+            if format == SignatureFormat::SigstoreBundle && value.trim_start().starts_with('{') {
+                return crate::handlers::packages::signature::as_sent(value.into_bytes(), format);
+            }
+            crate::handlers::packages::signature::from_base64(&value, format, "signature")
         })
         .transpose()?;
     Ok(Some(SessionTarget {
