@@ -56,11 +56,7 @@ pub enum Command {
         signature: Option<PathBuf>,
         /// The signature's format: openpgp (default), sigstore-bundle (a `.sigstore.json`,
         /// verified by the registry like OpenPGP), minisign or cosign (kept unverified).
-        #[arg(
-            long,
-            requires = "signature",
-            value_parser = ["openpgp", "sigstore-bundle", "minisign", "cosign"]
-        )]
+        #[arg(long, requires = "signature", value_parser = signature_formats())]
         signature_format: Option<String>,
         /// Send a large file over this many connections at once (resumable parts joined by
         /// the server).
@@ -171,6 +167,14 @@ pub enum TokensCommand {
     Revoke { id: i64 },
 }
 
+/// The signature formats the server takes, from the model's own list, so that the help
+/// cannot offer one it refuses.
+fn signature_formats() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        agentpkg_model::SignatureFormat::ALL.map(agentpkg_model::SignatureFormat::as_str),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -197,5 +201,33 @@ mod tests {
     #[test]
     fn the_arguments_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn push_takes_exactly_the_signature_formats_the_server_takes() {
+        use clap::Parser;
+        let push = |format: &str| {
+            Cli::try_parse_from([
+                "agentpkg",
+                "push",
+                "f",
+                "--name",
+                "a",
+                "--version",
+                "1.0.0",
+                "--platform",
+                "linux",
+                "--arch",
+                "amd64",
+                "--signature",
+                "f.sig",
+                "--signature-format",
+                format,
+            ])
+        };
+        for format in agentpkg_model::SignatureFormat::ALL {
+            assert!(push(format.as_str()).is_ok(), "{format}");
+        }
+        assert!(push("sigstore").is_err());
     }
 }
