@@ -107,6 +107,11 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
             "/keys/{fingerprint}/remove",
             web::post().to(pages::remove_key),
         )
+        .route("/keys/sigstore", web::post().to(pages::add_signer))
+        .route(
+            "/keys/sigstore/{id}/remove",
+            web::post().to(pages::remove_signer),
+        )
         .route("/tokens", web::get().to(pages::tokens))
         .route("/tokens", web::post().to(pages::create_token))
         .route("/tokens/{id}/revoke", web::post().to(pages::revoke_token))

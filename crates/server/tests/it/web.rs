@@ -634,6 +634,23 @@ async fn in_the_browser(backend: Backend) {
         "{keys}"
     );
     assert_eq!(keys["after_remove"], 0, "{keys}");
+    let signers = step("signers");
+    assert!(
+        signers["bad"].as_str().unwrap().contains("anchored"),
+        "{signers}"
+    );
+    assert_eq!(
+        signers["kept"], "https://token.actions.githubusercontent.com",
+        "{signers}"
+    );
+    assert!(
+        signers["listed"]
+            .as_str()
+            .unwrap()
+            .contains("^https://github\\.com/acme/.*$"),
+        "{signers}"
+    );
+    assert_eq!(signers["after_remove"], 0, "{signers}");
     assert_eq!(step("viewer_keys")["forms"], 0);
     let tokens = step("tokens");
     assert!(

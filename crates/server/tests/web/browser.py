@@ -336,6 +336,32 @@ with sync_playwright() as p:
     trust()
     step("keys", bad=bad_key, listed=listed, after_remove=after_remove)
 
+    # Sigstore signers: an unanchored identity pattern refused in words (the form keeps what
+    # was typed); a signer trusted, listed, removed, and trusted again (for the screenshot).
+    page.goto(base + "/keys")
+    page.fill("#s-patterns", "otelcol*")
+    page.fill("#s-issuer", "https://token.actions.githubusercontent.com")
+    page.fill("#s-san", "github.com/acme/")
+    page.click("form[action='/keys/sigstore'] button[type=submit]")
+    bad_signer = page.text_content(".error")
+    kept = page.input_value("#s-issuer")
+
+    def trust_signer():
+        page.fill("#s-patterns", "otelcol*")
+        page.fill("#s-issuer", "https://token.actions.githubusercontent.com")
+        page.fill("#s-san", "^https://github\\.com/acme/.*$")
+        page.click("form[action='/keys/sigstore'] button[type=submit]")
+        page.wait_for_url("**done=signer-added")
+
+    trust_signer()
+    signers = page.text_content("#signers tbody")
+    page.click("button[aria-label^='Remove Sigstore signer']")
+    page.wait_for_url("**done=signer-removed")
+    after_signer_remove = page.locator("#signers").count()
+    trust_signer()
+    step("signers", bad=bad_signer, kept=kept, listed=signers,
+         after_remove=after_signer_remove)
+
     # The audit log: the approval, found by its action, with its reason.
     page.goto(base + "/audit")
     page.select_option("#f-action", "rollout_approve")

@@ -1,10 +1,14 @@
 //! Trusted signing keys: see each key's fingerprint, user ids, expiry and patterns; an
-//! admin adds an armoured key with its patterns, or removes one. Through the package
+//! admin adds an armoured key with its patterns, or removes one. The same for Sigstore
+//! signers (an issuer and an identity pattern for some names). Through the package
 //! manager's gate, as the API.
 
 use actix_web::{HttpResponse, web};
 use agentpkg_http::RequestContext;
-use agentpkg_model::{KeyFingerprint, KeyPatterns, NamePattern, Role, TrustedKey};
+use agentpkg_model::{
+    IdentityPattern, KeyFingerprint, KeyPatterns, NamePattern, OidcIssuer, Role, SigstoreIdentity,
+    TrustedKey,
+};
 use askama::Template;
 use chrono::Utc;
 use serde::Deserialize;
@@ -36,16 +40,62 @@ impl KeyRow {
             expires: k.expires_at.map_or_else(|| "never".into(), format::exact),
             expired: k.expires_at.is_some_and(|at| at <= now),
             revoked: k.revoked,
-            patterns: k
-                .patterns
-                .patterns()
-                .iter()
-                .map(|p| p.as_str().to_owned())
-                .collect::<Vec<_>>()
-                .join(", "),
+            patterns: patterns_text(&k.patterns),
             added: format::ago(k.created_at, now),
         }
     }
+}
+
+struct SignerRow {
+    id: i64,
+    patterns: String,
+    issuer: String,
+    san: String,
+    added: String,
+}
+
+impl SignerRow {
+    fn of(p: &SigstoreIdentity) -> Self {
+        Self {
+            id: p.id,
+            patterns: patterns_text(&p.patterns),
+            issuer: p.issuer.to_string(),
+            san: p.san.as_str().to_owned(),
+            added: format::ago(p.created_at, Utc::now()),
+        }
+    }
+}
+
+fn patterns_text(patterns: &KeyPatterns) -> String {
+    patterns
+        .patterns()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_patterns(text: &str) -> Result<KeyPatterns, agentpkg_model::ValidationError> {
+    KeyPatterns::new(
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(NamePattern::parse)
+            .collect::<Result<_, _>>()?,
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct SignerForm {
+    #[serde(default)]
+    csrf: String,
+    /// Name patterns, comma-separated.
+    #[serde(default)]
+    patterns: String,
+    #[serde(default)]
+    issuer: String,
+    #[serde(default)]
+    san_regex: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -73,6 +123,10 @@ struct KeysPage {
     form: KeyForm,
     notice: Option<String>,
     error: Option<String>,
+    /// Sigstore signers, when bundles are verified.
+    signers: Option<Vec<SignerRow>>,
+    signer_form: SignerForm,
+    signer_error: Option<String>,
 }
 
 async fn keys_page(who: &SignedIn, state: &WebState, form: KeyForm) -> Result<KeysPage, WebError> {
@@ -80,6 +134,17 @@ async fn keys_page(who: &SignedIn, state: &WebState, form: KeyForm) -> Result<Ke
         .packages
         .keyring()
         .ok_or_else(|| WebError::NotFound("this registry keeps no signing keys".into()))?;
+    let signers = match keyring.sigstore() {
+        Some(_) => Some(
+            keyring
+                .identities()
+                .await?
+                .iter()
+                .map(SignerRow::of)
+                .collect(),
+        ),
+        None => None,
+    };
     Ok(KeysPage {
         layout: Layout::of("Signing keys", who),
         keys: keyring.list().await?.iter().map(KeyRow::of).collect(),
@@ -87,6 +152,9 @@ async fn keys_page(who: &SignedIn, state: &WebState, form: KeyForm) -> Result<Ke
         form,
         notice: None,
         error: None,
+        signers,
+        signer_form: SignerForm::default(),
+        signer_error: None,
     })
 }
 
@@ -100,6 +168,10 @@ pub async fn keys(
     p.notice = match query.done.as_deref() {
         Some("added") => Some("The key is trusted for its patterns.".into()),
         Some("removed") => Some("The key was removed: it verifies nothing any more.".into()),
+        Some("signer-added") => Some("The signer is trusted for its patterns.".into()),
+        Some("signer-removed") => {
+            Some("The signer was removed: its bundles verify nothing any more.".into())
+        }
         _ => None,
     };
     page(&p)
@@ -114,14 +186,7 @@ pub async fn add_key(
     who.check_csrf(&form.csrf)?;
     let f = form.into_inner();
     let added = async {
-        let patterns = KeyPatterns::new(
-            f.patterns
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(NamePattern::parse)
-                .collect::<Result<_, _>>()?,
-        )?;
+        let patterns = parse_patterns(&f.patterns)?;
         state
             .packages
             .gate(&ctx.caller(&who.credential))
@@ -156,4 +221,52 @@ pub async fn remove_key(
         .remove_key(&fingerprint)
         .await?;
     Ok(see_other("/keys?done=removed"))
+}
+
+pub async fn add_signer(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    form: web::Form<SignerForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let f = form.into_inner();
+    let added = async {
+        let patterns = parse_patterns(&f.patterns)?;
+        let issuer = OidcIssuer::parse(f.issuer.trim())?;
+        let san = IdentityPattern::parse(f.san_regex.trim())?;
+        state
+            .packages
+            .gate(&ctx.caller(&who.credential))
+            .add_sigstore_identity(patterns, issuer, san)
+            .await
+            .map_err(WebError::from)
+    }
+    .await;
+    match added {
+        Ok(_) => Ok(see_other("/keys?done=signer-added")),
+        Err(WebError::Refused(status, message)) => {
+            let mut p = keys_page(&who, &state, KeyForm::default()).await?;
+            p.signer_error = Some(message);
+            p.signer_form = f;
+            Ok(secured(HttpResponse::build(status), p.render()?))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+pub async fn remove_signer(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    path: web::Path<i64>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    state
+        .packages
+        .gate(&ctx.caller(&who.credential))
+        .remove_sigstore_identity(path.into_inner())
+        .await?;
+    Ok(see_other("/keys?done=signer-removed"))
 }

@@ -17,7 +17,7 @@ pub use agents::{agent, agents};
 pub use audit::audit;
 pub use browse::{change_owner, name, package, packages};
 pub use fleet::{assignment, assignments, create_assignment, start_rollout};
-pub use keys::{add_key, keys, remove_key};
+pub use keys::{add_key, add_signer, keys, remove_key, remove_signer};
 pub use manage::{change, confirm_delete, delete, upload};
 pub use rollouts::{confirm_abort, rollout, rollout_step};
 pub use tokens::{create_token, revoke_token, tokens};
