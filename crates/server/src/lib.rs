@@ -3,11 +3,10 @@
 //! [`Application::build`] binds (port 0 works) and reports the port, so integration tests
 //! start the real server exactly as `main` does.
 
+mod commands;
 pub mod settings;
 mod wiring;
 
+pub use commands::{accounts, create_token, mirror_once, reconcile_once, retention_once};
 pub use settings::Settings;
-pub use wiring::{
-    Application, BuildError, Components, accounts, connect, create_token, migrate_only,
-    mirror_once, reconcile_once, retention_once,
-};
+pub use wiring::{Application, BuildError, Components, connect, migrate_only};
