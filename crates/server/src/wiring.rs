@@ -497,6 +497,7 @@ impl Application {
             public_url: state.public_url.clone(),
             fleet: Some(state.fleet.clone()),
             audit: Some(state.audit.clone()),
+            mirror: Some(state.mirror.clone()),
         };
 
         let listener =

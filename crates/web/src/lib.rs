@@ -37,6 +37,8 @@ pub struct WebState {
     pub fleet: Option<agentpkg_fleet::Fleet>,
     /// The audit log, for its page (admins; none: the page is 404).
     pub audit: Option<agentpkg_packagemgr::AuditLog>,
+    /// The mirror of upstream releases, for its status page (none: the page is 404).
+    pub mirror: Option<agentpkg_mirror::Mirror>,
 }
 
 const STYLE: &str = include_str!("../assets/app.css");
@@ -107,6 +109,7 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
             "/keys/{fingerprint}/remove",
             web::post().to(pages::remove_key),
         )
+        .route("/mirror", web::get().to(pages::mirror))
         .route("/keys/sigstore", web::post().to(pages::add_signer))
         .route(
             "/keys/sigstore/{id}/remove",

@@ -391,6 +391,23 @@ async fn the_server_mirrors_on_its_interval_and_counts_it() {
         .filter(|a| a["state"] == "published")
         .collect();
     assert_eq!(published.len(), 1, "{status}");
+    // The console's page says the same, linking the published package.
+    let (_, session) = crate::web::sign_in(&app, "admin", crate::common::ADMIN_PASSWORD).await;
+    let html = crate::web::client()
+        .get(app.url("/mirror"))
+        .header("Cookie", &session.expect("signed in").cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("href=\"/packages/conformance/1.0.0/linux/amd64\">published</a>"),
+        "{html}"
+    );
+    assert!(html.contains("<strong>3 failed</strong>"), "{html}");
+    assert!(html.contains("broke off"), "{html}");
     let metrics = app.get("/metrics", &admin).await.text().await.unwrap();
     for line in [
         "agentpkg_mirror_assets_total{source=\"conformance\",outcome=\"published\"} 1",

@@ -25,12 +25,12 @@ async fn the_interface_works_end_to_end_in_chromium_with_no_serious_accessibilit
 }
 
 /// A signed-in session: the cookie header to send, and the page's CSRF token.
-struct Session {
-    cookie: String,
+pub(crate) struct Session {
+    pub(crate) cookie: String,
     csrf: String,
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -70,7 +70,7 @@ async fn login_form(app: &TestApp) -> (String, String) {
     (token, cookie.split(';').next().unwrap().to_owned())
 }
 
-async fn sign_in(
+pub(crate) async fn sign_in(
     app: &TestApp,
     username: &str,
     password: &str,
@@ -739,6 +739,7 @@ async fn in_the_browser(backend: Backend) {
         "audit",
         "tokens",
         "keys",
+        "mirror",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());

@@ -430,6 +430,7 @@ with sync_playwright() as p:
         ("audit", "/audit", True),
         ("tokens", "/tokens", True),
         ("keys", "/keys", True),
+        ("mirror", "/mirror", True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:
