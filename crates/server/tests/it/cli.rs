@@ -34,7 +34,7 @@ pub(crate) struct Running {
 
 impl Running {
     /// Every log line so far.
-    fn all_log(&mut self) -> Vec<String> {
+    pub(crate) fn all_log(&mut self) -> Vec<String> {
         if let Some(rx) = &self.later {
             self.log.extend(rx.try_iter());
         }

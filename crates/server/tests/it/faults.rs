@@ -440,8 +440,25 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
     // After a restart, the periodic reconciliation leaves it while its marker is fresh…
     let mut cmd = server_binary(&app, dir.path());
     cmd.env("AGENTPKG__GC__INTERVAL_SECS", "1");
-    let _restarted = crate::cli::start(cmd);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut restarted = crate::cli::start(cmd);
+    // Two passes are in its log (not a guess at how long two take) before the bucket is
+    // looked at.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let passes = restarted
+            .all_log()
+            .iter()
+            .filter(|l| l.contains("reconciliation pass"))
+            .count();
+        if passes >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no two reconciliation passes within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(app.storage.list_keys().await.unwrap(), keys);
     // …and once it is stale (here: told so), the object and the marker go.
     let (ok, report) =
