@@ -71,7 +71,7 @@ impl MirrorMetrics {
     pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register(
             "agentpkg_mirror_assets",
-            "Assets the mirror tried, by source and outcome (published, failed)",
+            "Assets the mirror tried, by source and outcome (published, failed; unlisted: a run that could not read the source's release list)",
             self.assets.clone(),
         );
     }
@@ -193,6 +193,20 @@ impl Mirror {
                 Ok(v) => v,
                 Err(why) => {
                     tracing::error!(source = %source.name, error = %why, "cannot list releases");
+                    self.metrics
+                        .assets
+                        .get_or_create(&AssetLabels {
+                            source: source.name.to_string(),
+                            outcome: "unlisted",
+                        })
+                        .inc();
+                    let mut event = NewAuditEvent::new(AuditAction::MirrorFailure);
+                    event.actor_id = Some(actor.user_id);
+                    event.actor = Some(MIRROR_USER.into());
+                    event.package = Some(source.name.to_string());
+                    event.detail = format!("the release list: {why}");
+                    event.outcome = AuditOutcome::Refused;
+                    self.audit.record(event).await;
                     report.failed.push(format!("{}: {why}", source.name));
                     continue;
                 }

@@ -364,9 +364,14 @@ async fn a_bad_mirror_source_stops_the_server_with_the_setting_named() {
 async fn the_server_mirrors_on_its_interval_and_counts_it() {
     let releases = Arc::new(layout());
     let base = release_server(releases.clone());
+    // A second source whose release list is not there: reported, audited and counted.
+    let mut unlisted = source(&base);
+    unlisted.name = "unlisted".into();
+    unlisted.releases_url = format!("{base}/no-such-list");
     let app = TestApp::spawn_with(Backend::Embedded, |s| {
         s.mirror.interval_secs = 3600;
-        s.mirror.sources = vec![source(&base)];
+        // First, so that it is done by the time the other's assets are recorded.
+        s.mirror.sources = vec![unlisted, source(&base)];
     })
     .await;
     let admin = app.admin_token().await;
@@ -412,7 +417,23 @@ async fn the_server_mirrors_on_its_interval_and_counts_it() {
     for line in [
         "agentpkg_mirror_assets_total{source=\"conformance\",outcome=\"published\"} 1",
         "agentpkg_mirror_assets_total{source=\"conformance\",outcome=\"failed\"} 3",
+        "agentpkg_mirror_assets_total{source=\"unlisted\",outcome=\"unlisted\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
+    let res = app
+        .get(
+            "/api/v1/audit?action=mirror_failure&package=unlisted",
+            &admin,
+        )
+        .await;
+    let events = json_of(res, 200).await;
+    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+    assert!(
+        events[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the release list"),
+        "{events}"
+    );
 }
