@@ -34,7 +34,10 @@ mod schema;
 #[cfg(feature = "diesel")]
 mod sessions;
 #[cfg(feature = "diesel")]
+mod signature_columns;
+#[cfg(feature = "diesel")]
 mod signing;
+mod signing_store;
 #[cfg(feature = "diesel")]
 mod stats;
 #[cfg(feature = "diesel")]
@@ -54,10 +57,9 @@ use std::time::Duration;
 
 use agentpkg_model::{
     Actor, ApiToken, AuditEvent, AuditQuery, Coordinates, DirectUpload, DirectUploadId,
-    KeyFingerprint, KeyPatterns, LatestQuery, ListQuery, NameScope, NewAuditEvent, NewPackage,
-    NewSignature, NewSigstoreIdentity, ObjectKey, Package, PackageName, PackagePatch, Page, Role,
-    SessionProgress, SignatureFormat, SignatureInfo, SigstoreIdentity, TokenScope, TrustedKey,
-    UploadSession, UploadSessionId, User, Username,
+    LatestQuery, ListQuery, NameScope, NewAuditEvent, NewPackage, ObjectKey, Package, PackageName,
+    PackagePatch, Page, Role, SessionProgress, TokenScope, UploadSession, UploadSessionId, User,
+    Username,
 };
 use agentpkg_model::{
     DailyDownloads, DownloadIncrement, RetentionCandidate, StorageUsage, TopDownloads, TopQuery,
@@ -72,6 +74,7 @@ pub use connection::{
 pub use error::StoreError;
 pub use mirror::MirrorStore;
 pub use rollout::{Candidate, DynRolloutStore, RolloutStep, RolloutStore};
+pub use signing_store::{Attached, DynSigningStore, NewSigningKey, SigningStore};
 
 /// Whether the database answers, and how busy its pool is.
 #[async_trait]
@@ -515,69 +518,6 @@ pub trait StatsStore: Health {
 }
 
 pub type DynStatsStore = Arc<dyn StatsStore>;
-
-/// Signatures of packages, and the keys trusted to make them.
-#[async_trait]
-pub trait SigningStore: Health {
-    /// A package's signature bytes and their format, when it has one.
-    async fn signature_bytes(
-        &self,
-        package_id: i64,
-    ) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError>;
-    /// Attaches a signature to a package, or replaces its signature; a verified one only
-    /// when `may_replace_verified`, decided in the same transaction.
-    async fn attach_signature(
-        &self,
-        package_id: i64,
-        signature: NewSignature,
-        may_replace_verified: bool,
-    ) -> Result<Attached, StoreError>;
-    /// Registers a key, or updates the key with the same fingerprint; `true` when new.
-    async fn upsert_key(&self, key: NewSigningKey) -> Result<(TrustedKey, bool), StoreError>;
-    async fn signing_key(
-        &self,
-        fingerprint: &KeyFingerprint,
-    ) -> Result<Option<TrustedKey>, StoreError>;
-    async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError>;
-    async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError>;
-    /// Adds a Sigstore identity policy.
-    async fn add_sigstore_identity(
-        &self,
-        new: NewSigstoreIdentity,
-    ) -> Result<SigstoreIdentity, StoreError>;
-    async fn sigstore_identity(&self, id: i64) -> Result<Option<SigstoreIdentity>, StoreError>;
-    async fn sigstore_identities(&self) -> Result<Vec<SigstoreIdentity>, StoreError>;
-    async fn delete_sigstore_identity(&self, id: i64) -> Result<bool, StoreError>;
-}
-
-pub type DynSigningStore = Arc<dyn SigningStore>;
-
-/// What attaching a signature did.
-#[derive(Debug, Clone)]
-pub enum Attached {
-    Done {
-        package: Package,
-        /// The signature it replaced, if any.
-        replaced: Option<SignatureInfo>,
-    },
-    NoPackage,
-    /// The package has a verified signature, which only an admin may replace.
-    VerifiedExists(Package),
-}
-
-/// A key to register (already parsed and checked by the caller).
-#[derive(Debug, Clone)]
-pub struct NewSigningKey {
-    pub fingerprint: KeyFingerprint,
-    pub armored: String,
-    pub user_ids: Vec<String>,
-    pub algorithm: String,
-    pub key_created_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub revoked: bool,
-    pub patterns: KeyPatterns,
-    pub added_by: Option<i64>,
-}
 
 /// A token to record: its secret only as a hash.
 #[derive(Debug, Clone)]

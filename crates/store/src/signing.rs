@@ -63,7 +63,7 @@ pub(crate) fn attach(
         if verified_before && !may_replace_verified {
             return Ok(Attached::VerifiedExists(before));
         }
-        let columns = crate::packages::SignatureColumns::of(Some(signature));
+        let columns = crate::signature_columns::SignatureColumns::of(Some(signature));
         diesel::update(packages::table.find(package_id))
             .set((
                 packages::signature_format.eq(columns.format),
@@ -109,13 +109,7 @@ impl TryFrom<KeyRow> for TrustedKey {
     fn try_from(row: KeyRow) -> Result<Self, StoreError> {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("signing key {}: {what}", row.fingerprint));
-        let patterns = row
-            .patterns
-            .lines()
-            .map(NamePattern::parse_stored)
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(KeyPatterns::new)
-            .map_err(|_| corrupt("patterns"))?;
+        let patterns = stored_patterns(&row.patterns).map_err(|_| corrupt("patterns"))?;
         Ok(TrustedKey {
             fingerprint: KeyFingerprint::parse(&row.fingerprint)
                 .map_err(|_| corrupt("fingerprint"))?,
@@ -131,6 +125,14 @@ impl TryFrom<KeyRow> for TrustedKey {
             updated_at: row.updated_at.and_utc(),
         })
     }
+}
+
+/// Patterns as stored: one per line.
+fn stored_patterns(text: &str) -> Result<KeyPatterns, agentpkg_model::ValidationError> {
+    text.lines()
+        .map(NamePattern::parse_stored)
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(KeyPatterns::new)
 }
 
 fn patterns_text(patterns: &KeyPatterns) -> String {
@@ -235,13 +237,7 @@ impl TryFrom<IdentityRow> for SigstoreIdentity {
     fn try_from(row: IdentityRow) -> Result<Self, StoreError> {
         let corrupt =
             |what: &str| StoreError::Corrupt(format!("sigstore identity {}: {what}", row.id));
-        let patterns = row
-            .patterns
-            .lines()
-            .map(NamePattern::parse_stored)
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(KeyPatterns::new)
-            .map_err(|_| corrupt("patterns"))?;
+        let patterns = stored_patterns(&row.patterns).map_err(|_| corrupt("patterns"))?;
         Ok(SigstoreIdentity {
             id: row.id,
             patterns,

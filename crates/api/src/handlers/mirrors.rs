@@ -60,13 +60,7 @@ pub(crate) async fn status(
     _viewer: Viewer,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let assets = state.mirror.status().await.map_err(|e| match e {
-        agentpkg_mirror::Error::Manager(e) => ApiError::from(e),
-        agentpkg_mirror::Error::Store(e) => ApiError::from(agentpkg_packagemgr::Error::from(e)),
-        agentpkg_mirror::Error::Config(m) => {
-            ApiError::from(agentpkg_packagemgr::Error::Internal(m))
-        }
-    })?;
+    let assets = state.mirror.status().await?;
     Ok(HttpResponse::Ok().json(
         assets
             .into_iter()

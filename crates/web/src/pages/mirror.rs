@@ -56,14 +56,7 @@ pub async fn mirror(who: SignedIn, state: web::Data<WebState>) -> Result<HttpRes
         .ok_or_else(|| WebError::NotFound("this registry mirrors nothing".into()))?;
     let assets: Vec<AssetRow> = mirror
         .status()
-        .await
-        .map_err(|e| match e {
-            agentpkg_mirror::Error::Manager(e) => WebError::from(e),
-            agentpkg_mirror::Error::Store(e) => WebError::from(agentpkg_packagemgr::Error::from(e)),
-            agentpkg_mirror::Error::Config(m) => {
-                WebError::from(agentpkg_packagemgr::Error::Internal(m))
-            }
-        })?
+        .await?
         .into_iter()
         .map(AssetRow::of)
         .collect();
