@@ -74,7 +74,7 @@ impl From<TrustedKey> for KeyView {
     }
 }
 
-fn keyring(state: &ApiState) -> Result<&agentpkg_packagemgr::Keyring, ApiError> {
+pub(crate) fn keyring(state: &ApiState) -> Result<&agentpkg_packagemgr::Keyring, ApiError> {
     state
         .packages
         .keyring()

@@ -58,12 +58,15 @@ impl From<SigstoreIdentity> for IdentityView {
     }
 }
 
+/// The keyring, when it verifies bundles.
 fn keyring(state: &ApiState) -> Result<&agentpkg_packagemgr::Keyring, ApiError> {
-    state
-        .packages
-        .keyring()
-        .filter(|k| k.sigstore().is_some())
-        .ok_or_else(|| ApiError::not_found("this registry does not verify Sigstore bundles"))
+    let keyring = super::keys::keyring(state)?;
+    if keyring.sigstore().is_none() {
+        return Err(ApiError::not_found(
+            "this registry does not verify Sigstore bundles",
+        ));
+    }
+    Ok(keyring)
 }
 
 /// Trust a Sigstore signer
