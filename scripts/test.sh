@@ -9,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The workspace's test build takes several GiB; say how much room there is, so a run that
+# fails on a full disk says so at its top.
+df -h . | awk 'NR == 2 { printf "test: %s free on %s\n", $4, $6 }' >&2
+
 pg_url=${AGENTPKG_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -d "$pg_url"; then
   echo "test: PostgreSQL does not answer at $pg_url (set AGENTPKG_TEST_PG_URL)" >&2

@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use agentpkg_model::{Actor, NameScope, Role};
+use agentpkg_model::{Actor, ErrorCode, NameScope, Role};
 use agentpkg_packagemgr::{Caller, Credential, Holder, TOKEN_PREFIX};
 use chrono::{DateTime, Utc};
 use futures_util::future::LocalBoxFuture;
@@ -83,8 +83,8 @@ impl FromRequest for Reader {
                 if let Some(holder) = holder
                     && !state.accounts.holds(holder).await?
                 {
-                    return Err(ApiError::unauthorized(
-                        "token_revoked",
+                    return Err(ApiError::new(
+                        ErrorCode::TokenRevoked,
                         "the credential this download was offered to is no longer valid",
                     ));
                 }
@@ -293,8 +293,7 @@ fn cookie_bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
             Ok(token)
         } else {
             Err(ApiError::new(
-                actix_web::http::StatusCode::FORBIDDEN,
-                "cross_origin",
+                ErrorCode::CrossOrigin,
                 "a WebSocket signed in by cookie must come from this site's own pages (Origin); agents send a bearer token",
             ))
         });
@@ -308,8 +307,7 @@ fn cookie_bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
         Some(Ok(token))
     } else {
         Some(Err(ApiError::new(
-            actix_web::http::StatusCode::FORBIDDEN,
-            "csrf_failed",
+            ErrorCode::CsrfFailed,
             "a request signed in by cookie must carry the page's X-CSRF-Token header",
         )))
     }
@@ -337,9 +335,9 @@ fn same_origin(req: &HttpRequest) -> bool {
 pub(crate) fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return cookie_bearer(req).unwrap_or_else(|| {
-            Err(ApiError::unauthorized(
-                "missing_token",
-                "an Authorization: Bearer token is required",
+            Err(ApiError::new(
+                ErrorCode::MissingToken,
+                "not signed in: log in (POST /api/v1/auth/login, or `agentpkg login`) and send the token as Authorization: Bearer <token>",
             ))
         });
     };
@@ -353,8 +351,8 @@ pub(crate) fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| {
-            ApiError::unauthorized(
-                "invalid_token",
+            ApiError::new(
+                ErrorCode::InvalidToken,
                 "the Authorization header must be 'Bearer <token>'",
             )
         })

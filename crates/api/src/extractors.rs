@@ -2,6 +2,7 @@
 //! its stable code (or `408` for a body that missed its deadline).
 
 use actix_web::web;
+use agentpkg_model::ErrorCode;
 
 use crate::ApiError;
 
@@ -14,19 +15,27 @@ pub(crate) fn json_config() -> web::JsonConfig {
             {
                 return ApiError::body_timeout(why).into();
             }
-            ApiError::bad_request("invalid_json", format!("invalid JSON body: {err}")).into()
+            ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {err}")).into()
         })
 }
 
 pub(crate) fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_query", format!("invalid query string: {err}")).into()
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("invalid query string: {err}"),
+        )
+        .into()
     })
 }
 
 pub(crate) fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_path", format!("invalid path parameter: {err}")).into()
+        ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("invalid path parameter: {err}"),
+        )
+        .into()
     })
 }
 
@@ -39,5 +48,5 @@ pub(crate) fn optional_json<T: serde::de::DeserializeOwned + Default>(
         return Ok(T::default());
     }
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}")))
 }

@@ -1,6 +1,7 @@
 //! `/metrics`: Prometheus (OpenMetrics text) counters of requests, bytes, rejected uploads,
 //! rollbacks and reconciliation.
 
+use agentpkg_model::ErrorCode;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
@@ -167,10 +168,10 @@ impl ApiMetrics {
         self.downloaded_bytes.inc_by(bytes);
     }
 
-    pub(crate) fn rejected(&self, code: &str) {
+    pub(crate) fn rejected(&self, code: ErrorCode) {
         self.uploads_rejected
             .get_or_create(&ReasonLabels {
-                reason: code.to_owned(),
+                reason: code.as_str().to_owned(),
             })
             .inc();
     }

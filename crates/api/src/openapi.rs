@@ -245,6 +245,8 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 
 #[cfg(test)]
 mod tests {
+    use agentpkg_model::ErrorCode;
+
     use super::*;
 
     fn document() -> serde_json::Value {
@@ -306,6 +308,66 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_error_code_schema_lists_every_code_the_api_can_send() {
+        let doc = document();
+        let listed: Vec<&str> = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("an ErrorCode schema with an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let all: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(listed, all);
+        let code = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"];
+        assert!(
+            code.to_string().contains("#/components/schemas/ErrorCode"),
+            "{code}"
+        );
+    }
+
+    /// `docs/errors.md` is generated from [`ErrorCode`]: this test fails when the two differ,
+    /// and with `AGENTPKG_BLESS=1` it writes the file instead.
+    #[test]
+    fn docs_errors_md_is_the_error_code_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/errors.md");
+        let mut codes = ErrorCode::ALL.to_vec();
+        codes.sort_by_key(|c| c.status());
+        let mut text = String::from(ERRORS_MD_HEAD);
+        for code in codes {
+            text.push_str(&format!(
+                "| {} | `{}` | {} |\n",
+                code.status(),
+                code.as_str(),
+                code.meaning()
+            ));
+        }
+        if std::env::var_os("AGENTPKG_BLESS").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == text,
+            "docs/errors.md differs from ErrorCode: run AGENTPKG_BLESS=1 cargo test -p agentpkg-api docs_errors_md"
+        );
+    }
+
+    const ERRORS_MD_HEAD: &str = "# Error codes
+
+Every error is `{\"error\": {\"code\": \"…\", \"message\": \"…\", \"field\": \"…\"}}`: `code` is one
+of the words below and never changes meaning, `message` is for a person (it names what is
+missing or wrong and, where there is one, the next step), and `field` is present when one
+request field is to blame. Each code has one HTTP status. Every `503`, and `423`
+`upload_locked` and `429` `too_many_attempts`, carry `Retry-After`: the same request may be
+sent again after it. A `500` never carries internals; the detail is in the server's log.
+
+<!-- Generated from `ErrorCode` (crates/model/src/error_code.rs); a test fails when they
+differ. Regenerate: AGENTPKG_BLESS=1 cargo test -p agentpkg-api docs_errors_md -->
+
+| Status | Code | Meaning |
+|---|---|---|
+";
 
     #[test]
     fn every_error_response_is_the_error_body() {

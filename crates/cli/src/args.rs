@@ -171,7 +171,9 @@ pub enum TokensCommand {
 /// cannot offer one it refuses.
 fn signature_formats() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(
-        agentpkg_model::SignatureFormat::ALL.map(agentpkg_model::SignatureFormat::as_str),
+        agentpkg_model::SignatureFormat::ALL
+            .iter()
+            .map(|f| f.as_str()),
     )
 }
 

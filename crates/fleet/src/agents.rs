@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use agentpkg_model::{
-    Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, NewAssignment,
+    Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, Entity, NewAssignment,
     NewAuditEvent, Page, PageRequest, Role,
 };
 use agentpkg_packagemgr::{AuditLog, Caller, Error, PackageManager};
@@ -327,7 +327,7 @@ impl Fleet {
         if !caller.credential.may_touch(&new.package)
             || self.packages.history(&new.package).await?.is_empty()
         {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound(Entity::Package));
         }
         let created = self.store.create_assignment(new).await?;
         tracing::info!(assignment = created.id, package = %created.package, version = %created.version, "assignment created");
@@ -363,7 +363,7 @@ impl Fleet {
     ) -> Result<Assignment, Error> {
         let assignment = self.assignment(id).await?;
         if !caller.credential.may_touch(&assignment.package) {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound(Entity::Assignment));
         }
         Ok(assignment)
     }
@@ -382,7 +382,10 @@ impl Fleet {
     }
 
     pub async fn assignment(&self, id: i64) -> Result<Assignment, Error> {
-        self.store.assignment(id).await?.ok_or(Error::NotFound)
+        self.store
+            .assignment(id)
+            .await?
+            .ok_or(Error::NotFound(Entity::Assignment))
     }
 
     /// Changes an assignment: its version (a rollback is a change to an older one), its
@@ -409,7 +412,7 @@ impl Fleet {
             .store
             .update_assignment(id, patch)
             .await?
-            .ok_or(Error::NotFound)?;
+            .ok_or(Error::NotFound(Entity::Assignment))?;
         tracing::info!(assignment = id, version = %changed.version, rollout = changed.rollout_percent, paused = changed.paused.as_deref(), "assignment changed");
         self.audit_assignment(AuditAction::AssignmentChange, caller, &changed, detail)
             .await;
@@ -428,7 +431,7 @@ impl Fleet {
             self.offers_may_have_changed().await;
             Ok(())
         } else {
-            Err(Error::NotFound)
+            Err(Error::NotFound(Entity::Assignment))
         }
     }
 
@@ -442,7 +445,7 @@ impl Fleet {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(uid);
         if !self.store.forget_agent(uid).await? {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound(Entity::Agent));
         }
         let mut event = caller.event(AuditAction::AgentForget);
         event.subject = Some(format!("agent {uid}"));
@@ -498,7 +501,10 @@ impl Fleet {
     }
 
     pub async fn agent(&self, uid: &AgentUid) -> Result<Agent, Error> {
-        self.store.agent(uid).await?.ok_or(Error::NotFound)
+        self.store
+            .agent(uid)
+            .await?
+            .ok_or(Error::NotFound(Entity::Agent))
     }
 }
 

@@ -122,7 +122,7 @@ async fn resolve(
     };
     match found {
         Ok(p) => Ok(Some(p)),
-        Err(Error::NotFound) => Ok(None),
+        Err(Error::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
 }

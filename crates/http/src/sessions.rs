@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use agentpkg_model::{Role, User};
+use agentpkg_model::{ErrorCode, Role, User};
 use agentpkg_packagemgr::Holder;
 use chrono::{DateTime, Utc};
 use jwt_simple::JWTError;
@@ -102,16 +102,17 @@ impl TokenIssuer {
             .key
             .verify_token::<Extra>(token, Some(options))
             .map_err(|e| match e.downcast_ref::<JWTError>() {
-                Some(JWTError::TokenHasExpired) => {
-                    ApiError::unauthorized("token_expired", "the token has expired; log in again")
-                }
-                _ => ApiError::unauthorized("invalid_token", "the token is not valid"),
+                Some(JWTError::TokenHasExpired) => ApiError::new(
+                    ErrorCode::TokenExpired,
+                    "the token has expired; log in again",
+                ),
+                _ => ApiError::new(ErrorCode::InvalidToken, "the token is not valid"),
             })?;
         // Every token this issuer makes has an expiry; one without is not ours.
         let expires_at = claims
             .expires_at
             .and_then(|t| DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, 0))
-            .ok_or_else(|| ApiError::unauthorized("invalid_token", "the token is not valid"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the token is not valid"))?;
         Ok(Session {
             user_id: claims.custom.uid,
             version: claims.custom.ver,

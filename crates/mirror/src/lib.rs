@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    Actor, AuditAction, AuditOutcome, Coordinates, KeyPatterns, MirrorAsset, MirrorState,
+    Actor, AuditAction, AuditOutcome, Coordinates, Entity, KeyPatterns, MirrorAsset, MirrorState,
     NameScope, NewAuditEvent, NewSigstoreIdentity, Role, Username, Version,
 };
 use agentpkg_packagemgr::{Accounts, AuditLog, Error as MgrError, PackageManager};
@@ -225,7 +225,7 @@ impl Mirror {
                             report.present += 1;
                             continue;
                         }
-                        Err(MgrError::NotFound) => {}
+                        Err(MgrError::NotFound(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
                     let url = config::fill(&source.asset_url, &version.to_string(), platform, arch);
@@ -264,7 +264,7 @@ impl Mirror {
     async fn actor(&self) -> Result<Actor, Error> {
         let user = match self.accounts.find_user(MIRROR_USER).await {
             Ok(user) => user,
-            Err(MgrError::UserNotFound) => {
+            Err(MgrError::NotFound(Entity::User)) => {
                 let name = Username::parse(MIRROR_USER).map_err(MgrError::from)?;
                 let password = agentpkg_packagemgr::generate_password()?;
                 match self

@@ -1,43 +1,14 @@
 //! The audit log: who did what, to which package or user, when and from where.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{PageRequest, ValidationError};
+use crate::PageRequest;
+use crate::closed_set::closed_set;
 
-macro_rules! actions {
-    ($($variant:ident => $text:literal),+ $(,)?) => {
-        /// What happened.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum AuditAction { $(#[serde(rename = $text)] $variant),+ }
-
-        impl AuditAction {
-            pub const ALL: &'static [AuditAction] = &[$(AuditAction::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(AuditAction::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for AuditAction {
-            type Err = ValidationError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok(AuditAction::$variant),)+
-                    _ => Err(ValidationError::new(
-                        "action",
-                        format!("must be one of: {}", [$($text),+].join(", ")),
-                    )),
-                }
-            }
-        }
-    };
-}
-
-actions! {
+closed_set!(
+    /// What happened.
+    AuditAction, "action", {
     Publish => "publish",
     Yank => "yank",
     Restore => "restore",
@@ -80,44 +51,19 @@ actions! {
     RolloutStep => "rollout_step",
     RetentionRun => "retention_run",
     AccessDenied => "access_denied",
-}
-
-/// Whether what an event records was done, or refused by the gate (a role, a name scope,
-/// ownership): refusals are recorded as well as changes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum AuditOutcome {
-    #[default]
-    Done,
-    Refused,
-}
-
-impl AuditOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditOutcome::Done => "done",
-            AuditOutcome::Refused => "refused",
-        }
     }
-}
+);
 
-impl FromStr for AuditOutcome {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "done" => Ok(AuditOutcome::Done),
-            "refused" => Ok(AuditOutcome::Refused),
-            _ => Err(ValidationError::new("outcome", "must be done or refused")),
-        }
+closed_set!(
+    /// Whether what an event records was done, or refused by the gate (a role, a name scope,
+    /// ownership): refusals are recorded as well as changes.
+    #[derive(Default)]
+    AuditOutcome, "outcome", {
+        #[default]
+        Done => "done",
+        Refused => "refused",
     }
-}
-
-impl fmt::Display for AuditAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
 
 /// One event to record. Never holds a secret: no password, no token secret.
 #[derive(Debug, Clone, PartialEq, Eq)]

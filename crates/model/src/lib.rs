@@ -5,8 +5,10 @@
 //! This crate does no I/O.
 
 mod audit;
+mod closed_set;
 mod direct;
 mod error;
+mod error_code;
 mod fleet;
 mod key;
 mod mirror;
@@ -26,6 +28,7 @@ mod version;
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent};
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
+pub use error_code::{Entity, ErrorCode};
 pub use fleet::{
     Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, Assignment,
     AssignmentPatch, NewAssignment, OfferedBuild, OfferedSignature, Selector, VersionChoice,

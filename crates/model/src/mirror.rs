@@ -1,42 +1,19 @@
 //! What the mirror of upstream releases did with each asset it follows.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
-use crate::{Arch, Platform, ValidationError, Version};
+use crate::closed_set::closed_set;
+use crate::{Arch, Platform, Version};
 
-/// Where one asset of a mirrored release stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MirrorState {
-    /// Downloaded, checked against the checksums file and the bundle, and published.
-    Published,
-    /// The last attempt failed (the reason is beside it); the next run tries again.
-    Failed,
-}
-
-impl MirrorState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Published => "published",
-            Self::Failed => "failed",
-        }
+closed_set!(
+    /// Where one asset of a mirrored release stands.
+    MirrorState, "state", {
+        /// Downloaded, checked against the checksums file and the bundle, and published.
+        Published => "published",
+        /// The last attempt failed (the reason is beside it); the next run tries again.
+        Failed => "failed",
     }
-
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        match s {
-            "published" => Ok(Self::Published),
-            "failed" => Ok(Self::Failed),
-            _ => Err(ValidationError::new("state", "must be published or failed")),
-        }
-    }
-}
-
-impl fmt::Display for MirrorState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+);
 
 /// One asset (a version's build for a platform) of a mirror source.
 #[derive(Debug, Clone, PartialEq, Eq)]

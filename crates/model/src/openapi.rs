@@ -8,8 +8,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::{
-    Arch, AuditAction, Checksum, Description, FileName, PackageName, Platform, Version,
-    VersionRequirement,
+    Arch, AuditAction, AuditOutcome, Checksum, Description, ErrorCode, FileName, PackageName,
+    Platform, Role, SignatureFormat, TokenScope, Version, VersionRequirement,
 };
 
 /// SemVer 2.0 (semver.org's expression, with ASCII digits and numbers bounded to fit 64
@@ -148,6 +148,27 @@ closed_set_schema!(
 );
 closed_set_schema!(Arch, "Arch", "The CPU architecture a package is built for");
 closed_set_schema!(AuditAction, "AuditAction", "What an audit event records");
+closed_set_schema!(
+    AuditOutcome,
+    "AuditOutcome",
+    "Whether what an event records was done, or refused"
+);
+closed_set_schema!(
+    Role,
+    "Role",
+    "What a user may do; each role includes the ones before it"
+);
+closed_set_schema!(
+    ErrorCode,
+    "ErrorCode",
+    "Stable machine-readable error code (the list and each code's status: docs/errors.md)"
+);
+closed_set_schema!(TokenScope, "TokenScope", "What a token may do, at most");
+closed_set_schema!(
+    SignatureFormat,
+    "SignatureFormat",
+    "How a detached signature is encoded"
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::closed_set::closed_set;
 use crate::direct::random_id;
 use crate::{
     Checksum, Coordinates, Description, DetachedSignature, FileName, ObjectKey, ValidationError,
@@ -15,38 +16,17 @@ random_id!(
     UploadSessionId
 );
 
-/// How a session takes part in a concatenation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionKind {
-    /// A whole package, published when its last byte arrives.
-    Whole,
-    /// A piece of a package, kept until a final upload joins it with others.
-    Partial,
-    /// The join of partial uploads, published when it is created.
-    Final,
-}
-
-impl SessionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Whole => "whole",
-            Self::Partial => "partial",
-            Self::Final => "final",
-        }
+closed_set!(
+    /// How a session takes part in a concatenation.
+    SessionKind, "kind", {
+        /// A whole package, published when its last byte arrives.
+        Whole => "whole",
+        /// A piece of a package, kept until a final upload joins it with others.
+        Partial => "partial",
+        /// The join of partial uploads, published when it is created.
+        Final => "final",
     }
-
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
-        match s {
-            "whole" => Ok(Self::Whole),
-            "partial" => Ok(Self::Partial),
-            "final" => Ok(Self::Final),
-            _ => Err(ValidationError::new(
-                "kind",
-                "must be whole, partial or final",
-            )),
-        }
-    }
-}
+);
 
 /// What a session publishes once complete: everything of an upload but its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,10 +116,10 @@ mod tests {
     #[test]
     fn kinds_round_trip_and_nothing_else_parses() {
         for kind in [SessionKind::Whole, SessionKind::Partial, SessionKind::Final] {
-            assert_eq!(SessionKind::parse(kind.as_str()).unwrap(), kind);
+            assert_eq!(kind.as_str().parse::<SessionKind>().unwrap(), kind);
         }
-        assert!(SessionKind::parse("Whole").is_err());
-        assert!(SessionKind::parse("").is_err());
+        assert!("Whole".parse::<SessionKind>().is_err());
+        assert!("".parse::<SessionKind>().is_err());
     }
 
     #[test]

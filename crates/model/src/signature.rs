@@ -1,71 +1,33 @@
 //! Package signatures and the keys trusted to make them.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::closed_set::closed_set;
 use crate::{NamePattern, PackageName, ValidationError};
 
 /// Largest signature accepted, in bytes (armoured or binary).
 pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
 
-/// How a signature is encoded. OpenPGP signatures are verified against the registry's
-/// trusted keys and Sigstore bundles against its trust root and identity policies; the
-/// others are kept and served as they came, marked unverified, for agents that check
-/// them themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "kebab-case")]
-pub enum SignatureFormat {
-    Openpgp,
-    Minisign,
-    Cosign,
-    SigstoreBundle,
-}
+closed_set!(
+    /// How a signature is encoded. OpenPGP signatures are verified against the registry's
+    /// trusted keys and Sigstore bundles against its trust root and identity policies; the
+    /// others are kept and served as they came, marked unverified, for agents that check
+    /// them themselves.
+    SignatureFormat, "signature_format", {
+        Openpgp => "openpgp",
+        Minisign => "minisign",
+        Cosign => "cosign",
+        SigstoreBundle => "sigstore-bundle",
+    }
+);
 
 impl SignatureFormat {
-    pub const ALL: [Self; 4] = [
-        Self::Openpgp,
-        Self::Minisign,
-        Self::Cosign,
-        Self::SigstoreBundle,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Openpgp => "openpgp",
-            Self::Minisign => "minisign",
-            Self::Cosign => "cosign",
-            Self::SigstoreBundle => "sigstore-bundle",
-        }
-    }
-
     /// Whether the registry verifies signatures of this format itself.
     pub fn verifiable(self) -> bool {
         matches!(self, Self::Openpgp | Self::SigstoreBundle)
-    }
-}
-
-impl FromStr for SignatureFormat {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|f| f.as_str() == s)
-            .ok_or_else(|| {
-                ValidationError::new(
-                    "signature_format",
-                    "must be one of: openpgp, minisign, cosign, sigstore-bundle",
-                )
-            })
-    }
-}
-
-impl fmt::Display for SignatureFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -272,7 +234,7 @@ mod tests {
     #[test]
     fn formats_round_trip() {
         for f in SignatureFormat::ALL {
-            assert_eq!(f.as_str().parse::<SignatureFormat>().unwrap(), f);
+            assert_eq!(f.as_str().parse::<SignatureFormat>().unwrap(), *f);
         }
         assert!("gpg".parse::<SignatureFormat>().is_err());
     }

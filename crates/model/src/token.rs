@@ -1,34 +1,22 @@
 //! API tokens: credentials for machines (pipelines, agents), scoped and optionally limited
 //! to package names.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
+use crate::closed_set::closed_set;
 use crate::{PackageName, Role, ValidationError};
 
-/// What a token may do, at most: `read` as a viewer, `publish` as a publisher, `admin` as
-/// an admin. A token never does more than its owner's current role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum TokenScope {
-    Read,
-    Publish,
-    Admin,
-}
+closed_set!(
+    /// What a token may do, at most: `read` as a viewer, `publish` as a publisher, `admin` as
+    /// an admin. A token never does more than its owner's current role.
+    TokenScope, "scope", {
+        Read => "read",
+        Publish => "publish",
+        Admin => "admin",
+    }
+);
 
 impl TokenScope {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Publish => "publish",
-            Self::Admin => "admin",
-        }
-    }
-
     /// The role this scope acts as.
     pub fn role(self) -> Role {
         match self {
@@ -36,27 +24,6 @@ impl TokenScope {
             Self::Publish => Role::Publisher,
             Self::Admin => Role::Admin,
         }
-    }
-}
-
-impl FromStr for TokenScope {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "read" => Ok(Self::Read),
-            "publish" => Ok(Self::Publish),
-            "admin" => Ok(Self::Admin),
-            _ => Err(ValidationError::new(
-                "scope",
-                "must be one of: read, publish, admin",
-            )),
-        }
-    }
-}
-
-impl fmt::Display for TokenScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

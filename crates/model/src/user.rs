@@ -1,56 +1,27 @@
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ValidationError;
+use crate::closed_set::closed_set;
 
-/// What a user may do. Each role includes the ones below it:
-/// `viewer` lists, reads and downloads; `publisher` also uploads and edits;
-/// `admin` also deletes and manages users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Publisher,
-    Admin,
-}
+closed_set!(
+    /// What a user may do. Each role includes the ones below it:
+    /// `viewer` lists, reads and downloads; `publisher` also uploads and edits;
+    /// `admin` also deletes and manages users.
+    #[derive(PartialOrd, Ord)]
+    Role, "role", {
+        Viewer => "viewer",
+        Publisher => "publisher",
+        Admin => "admin",
+    }
+);
 
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Publisher => "publisher",
-            Role::Admin => "admin",
-        }
-    }
-
     /// Whether this role may do what `required` may do.
     pub fn includes(self, required: Role) -> bool {
         self >= required
-    }
-}
-
-impl FromStr for Role {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "publisher" => Ok(Role::Publisher),
-            "admin" => Ok(Role::Admin),
-            _ => Err(ValidationError::new(
-                "role",
-                "must be one of: admin, publisher, viewer",
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -371,7 +371,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let elsewhere = caller(Role::Admin, NameScope::matching(&["other-*".to_owned()])?);
     let unseen = manager.gate(&elsewhere).get(latest.id).await;
-    assert!(matches!(unseen, Err(Error::NotFound)), "{unseen:?}");
+    assert!(matches!(unseen, Err(Error::NotFound(_))), "{unseen:?}");
     let viewer = caller(Role::Viewer, NameScope::All);
     assert_eq!(manager.gate(&viewer).get(latest.id).await?.id, latest.id);
     let refused = manager.gate(&viewer).delete(latest.id).await;

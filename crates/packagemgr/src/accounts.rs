@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpkg_model::{Password, Role, User, Username};
+use agentpkg_model::{Entity, Password, Role, User, Username};
 use std::net::IpAddr;
 
 use agentpkg_store::{DynAccountStore, DynTokenStore, LoginLimit, StoreError};
@@ -167,7 +167,7 @@ impl Accounts {
             .store
             .set_role(id, role)
             .await?
-            .ok_or(Error::UserNotFound)?;
+            .ok_or(Error::NotFound(Entity::User))?;
         self.forget_user(id).await;
         tracing::info!(user_id = id, role = %role, by = actor, "role changed");
         Ok(user)
@@ -194,7 +194,7 @@ impl Accounts {
                 .store
                 .user_state(id)
                 .await?
-                .ok_or(Error::UserNotFound)?;
+                .ok_or(Error::NotFound(Entity::User))?;
             match self.login(&state.username, current).await {
                 Ok(_) => {}
                 Err(Error::BadCredentials) => {
@@ -216,7 +216,7 @@ impl Accounts {
             .hash(SecretString::from(new.expose().to_owned()))
             .await?;
         if !self.store.set_password(id, hash).await? {
-            return Err(Error::UserNotFound);
+            return Err(Error::NotFound(Entity::User));
         }
         self.forget_user(id).await;
         tracing::info!(user_id = id, by = actor.user_id, "password changed");
@@ -252,7 +252,7 @@ impl Accounts {
             .store
             .user_credentials(username)
             .await?
-            .ok_or(Error::UserNotFound)?
+            .ok_or(Error::NotFound(Entity::User))?
             .0)
     }
 
@@ -271,7 +271,7 @@ impl Accounts {
             tracing::info!(user_id = id, "user deleted");
             Ok(())
         } else {
-            Err(Error::UserNotFound)
+            Err(Error::NotFound(Entity::User))
         }
     }
 

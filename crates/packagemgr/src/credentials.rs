@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpkg_model::{
-    ApiToken, AuditAction, NameScope, NewAuditEvent, PackageName, Role, TokenScope, ValidationError,
+    ApiToken, AuditAction, Entity, NameScope, NewAuditEvent, PackageName, Role, TokenScope,
+    ValidationError,
 };
 use agentpkg_store::{DynTokenStore, NewToken, StoreError, UserState};
 use chrono::{DateTime, Utc};
@@ -379,9 +380,12 @@ impl Accounts {
     /// found", so that ids reveal nothing.
     pub async fn revoke_token(&self, caller: &Credential, id: i64) -> Result<(), Error> {
         let tokens = self.tokens()?;
-        let token = tokens.get_token(id).await?.ok_or(Error::TokenNotFound)?;
+        let token = tokens
+            .get_token(id)
+            .await?
+            .ok_or(Error::NotFound(Entity::Token))?;
         if token.user_id != caller.user_id && caller.role != Role::Admin {
-            return Err(Error::TokenNotFound);
+            return Err(Error::NotFound(Entity::Token));
         }
         // As a token cannot make tokens, it cannot unmake its siblings: a fleet's read token
         // limited to a few names must not revoke its owner's CI token.
@@ -393,7 +397,7 @@ impl Accounts {
             ));
         }
         if !tokens.delete_token(id).await? {
-            return Err(Error::TokenNotFound);
+            return Err(Error::NotFound(Entity::Token));
         }
         self.cache.token_ids.invalidate(&id).await;
         tracing::info!(

@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use agentpkg_model::{Actor, DirectUpload, DirectUploadId, ObjectKey, Package, ValidationError};
+use agentpkg_model::{
+    Actor, DirectUpload, DirectUploadId, Entity, ObjectKey, Package, ValidationError,
+};
 use agentpkg_storage::PresignedPut;
 use chrono::Utc;
 
@@ -113,7 +115,7 @@ impl PackageManager {
                     (a.admin || u.user_id == Some(a.user_id)) && a.names.allows(&u.coordinates.name)
                 })
             })
-            .ok_or(Error::UploadNotFound)?;
+            .ok_or(Error::NotFound(Entity::Upload))?;
         // Nothing is claimed until the bytes are there: the client may send them and ask
         // again. What the store says now stays true: the grant keeps the object in flight
         // until the claim, and the claim's marker after it.
@@ -127,7 +129,7 @@ impl PackageManager {
             .store
             .claim_direct_upload(id)
             .await?
-            .ok_or(Error::UploadNotFound)?;
+            .ok_or(Error::NotFound(Entity::Upload))?;
         // From here the object is marked in flight and this guard decides its fate.
         let keepalive = Keepalive::start(
             self.store.clone(),

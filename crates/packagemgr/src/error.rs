@@ -1,6 +1,6 @@
 use std::io;
 
-use agentpkg_model::ValidationError;
+use agentpkg_model::{Entity, ValidationError};
 use agentpkg_storage::StorageError;
 use agentpkg_store::StoreError;
 
@@ -10,12 +10,9 @@ use agentpkg_store::StoreError;
 pub enum Error {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error("package not found")]
-    NotFound,
-    #[error("user not found")]
-    UserNotFound,
-    #[error("team not found")]
-    TeamNotFound,
+    /// No such thing, or one the caller may not see (told the same).
+    #[error("{}", .0.not_found())]
+    NotFound(Entity),
     #[error("{0}")]
     Conflict(String),
     /// The bytes are already published under another version of the name.
@@ -42,21 +39,12 @@ pub enum Error {
     /// The signature data cannot be read at all.
     #[error("{0}")]
     SignatureMalformed(String),
-    /// The package has no signature.
-    #[error("the package has no signature")]
-    NoSignature,
-    #[error("signing key not found")]
-    KeyNotFound,
-    #[error("no such sigstore identity")]
-    IdentityNotFound,
     /// A key that cannot be registered.
     #[error("{0}")]
     InvalidKey(String),
     /// Direct uploads need storage that makes presigned `PUT`s (S3).
     #[error("direct uploads need the s3 storage backend; use the proxied or resumable upload")]
     DirectUnsupported,
-    #[error("no such upload (completed, expired, or not yours)")]
-    UploadNotFound,
     /// The bytes of a direct upload are not (all) there yet.
     #[error("{0}")]
     UploadIncomplete(String),
@@ -99,8 +87,6 @@ pub enum Error {
     Revoked,
     #[error("the token has expired")]
     TokenExpired,
-    #[error("no such token")]
-    TokenNotFound,
     /// Authenticated, but not allowed this.
     #[error("{0}")]
     Forbidden(String),
@@ -139,9 +125,10 @@ impl From<StoreError> for Error {
             StoreError::NotOwner => Error::Forbidden(
                 "only the package's owners (or an admin) may publish to or change it".into(),
             ),
-            StoreError::Query(_) | StoreError::Corrupt(_) | StoreError::Migration(_) => {
-                Error::Internal(e.to_string())
-            }
+            StoreError::Query(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Migration(_)
+            | StoreError::Panicked(_) => Error::Internal(e.to_string()),
         }
     }
 }
@@ -149,11 +136,39 @@ impl From<StoreError> for Error {
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::NotFound => Error::NotFound,
+            StorageError::NotFound => Error::NotFound(Entity::Package),
             StorageError::Body(io) => Error::Body(io),
             StorageError::AlreadyExists => Error::Internal("object key collision".into()),
             StorageError::Unsupported(what) => Error::Internal(format!("storage cannot do {what}")),
             StorageError::Unavailable(_) | StorageError::Io(_) => Error::StorageUnavailable(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicked_task_is_a_bug_and_a_cancelled_one_an_outage() {
+        let panicked = Error::from(StoreError::Panicked("boom".into()));
+        assert!(matches!(panicked, Error::Internal(_)), "{panicked:?}");
+        let cancelled = Error::from(StoreError::Task("cancelled".into()));
+        assert!(
+            matches!(cancelled, Error::DatabaseUnavailable(_)),
+            "{cancelled:?}"
+        );
+    }
+
+    #[test]
+    fn not_found_names_what_is_missing() {
+        assert_eq!(
+            Error::NotFound(Entity::Assignment).to_string(),
+            "assignment not found"
+        );
+        assert_eq!(
+            Error::from(StorageError::NotFound).to_string(),
+            "package not found"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpkg_model::{
-    Actor, Coordinates, LatestQuery, ListQuery, Package, PackageName, PackagePatch, Page,
+    Actor, Coordinates, Entity, LatestQuery, ListQuery, Package, PackageName, PackagePatch, Page,
     ValidationError, VersionBuilds,
 };
 use agentpkg_storage::{ByteStream, DynObjectStore, StorageError};
@@ -168,7 +168,9 @@ impl PackageManager {
     }
 
     pub(crate) fn ownership(&self) -> Result<&DynOwnershipStore, Error> {
-        self.ownership.as_ref().ok_or(Error::NotFound)
+        self.ownership
+            .as_ref()
+            .ok_or(Error::NotFound(Entity::Package))
     }
 
     /// Takes a snapshot of the database pool into the metrics; call it before exporting
@@ -193,7 +195,10 @@ impl PackageManager {
     }
 
     pub async fn get(&self, id: i64) -> Result<Package, Error> {
-        self.store.get_package(id).await?.ok_or(Error::NotFound)
+        self.store
+            .get_package(id)
+            .await?
+            .ok_or(Error::NotFound(Entity::Package))
     }
 
     /// The package at exactly these coordinates, active or yanked: an agent pinned to a
@@ -202,7 +207,7 @@ impl PackageManager {
         self.store
             .find_package(coordinates)
             .await?
-            .ok_or(Error::NotFound)
+            .ok_or(Error::NotFound(Entity::Package))
     }
 
     /// The history of one package: every version (yanked ones included), newest first,
@@ -210,7 +215,7 @@ impl PackageManager {
     pub async fn history(&self, name: &PackageName) -> Result<Vec<VersionBuilds>, Error> {
         let packages = self.store.package_versions(name).await?;
         if packages.is_empty() {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound(Entity::Package));
         }
         Ok(VersionBuilds::group(packages))
     }
@@ -221,7 +226,7 @@ impl PackageManager {
         self.store
             .latest_package(query)
             .await?
-            .ok_or(Error::NotFound)
+            .ok_or(Error::NotFound(Entity::Package))
     }
 
     /// Yanks or restores a package (`is_active`), or edits its description. A yanked
@@ -260,7 +265,7 @@ impl PackageManager {
             .store
             .update_package_recorded(id, patch, events)
             .await?;
-        let package = package.ok_or(Error::NotFound)?;
+        let package = package.ok_or(Error::NotFound(Entity::Package))?;
         tracing::info!(
             package_id = id,
             is_active = package.is_active,
@@ -318,7 +323,7 @@ impl PackageManager {
                         "object missing; could not tell whether its package was deleted meanwhile"
                     ),
                 }
-                Err(Error::NotFound)
+                Err(Error::NotFound(Entity::Package))
             }
             Err(e) => Err(e.into()),
         }
@@ -360,7 +365,7 @@ impl PackageManager {
         events: Vec<agentpkg_model::NewAuditEvent>,
     ) -> Result<(Package, Vec<agentpkg_model::NewAuditEvent>), Error> {
         let (deleted, unrecorded) = self.store.delete_package_recorded(id, events).await?;
-        let deleted = deleted.ok_or(Error::NotFound)?;
+        let deleted = deleted.ok_or(Error::NotFound(Entity::Package))?;
         let package = deleted.package;
         // Other packages with the same bytes keep the object.
         if deleted.object_released {

@@ -1,6 +1,6 @@
 //! Package ownership and teams: who may publish to and change a name.
 
-use agentpkg_model::{Actor, NameScope, PackageName, Username, ValidationError};
+use agentpkg_model::{Actor, Entity, NameScope, PackageName, Username, ValidationError};
 use agentpkg_store::{Owner, StoreError, Team};
 
 use crate::{Error, PackageManager};
@@ -29,7 +29,10 @@ impl PackageManager {
 
     /// The owners of a package name; [`Error::NotFound`] while nobody has claimed it.
     pub async fn owners(&self, name: &PackageName) -> Result<Vec<Owner>, Error> {
-        self.ownership()?.owners(name).await?.ok_or(Error::NotFound)
+        self.ownership()?
+            .owners(name)
+            .await?
+            .ok_or(Error::NotFound(Entity::Package))
     }
 
     /// Makes user `user_id` an owner of `name`, on behalf of `actor` (an owner or an admin).
@@ -42,7 +45,7 @@ impl PackageManager {
         self.owners(name).await?;
         self.ensure_may_act(name, actor).await?;
         if !self.ownership()?.add_owner(name, user_id).await? {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound(Entity::Package));
         }
         tracing::info!(name = %name, user_id, by = actor.user_id, "package owner added");
         Ok(())
@@ -64,7 +67,7 @@ impl PackageManager {
                 tracing::info!(name = %name, user_id, by = actor.user_id, "package owner removed");
                 Ok(())
             }
-            Ok(false) => Err(Error::UserNotFound),
+            Ok(false) => Err(Error::NotFound(Entity::User)),
             Err(StoreError::Conflict) => Err(Error::Conflict(format!(
                 "{name} must keep at least one owner: add another first"
             ))),
@@ -83,7 +86,7 @@ impl PackageManager {
         self.ensure_may_act(name, actor).await?;
         let team = self.team(team).await?;
         if !self.ownership()?.add_team_owner(name, team.id).await? {
-            return Err(Error::NotFound);
+            return Err(Error::NotFound(Entity::Package));
         }
         tracing::info!(name = %name, team = %team.name, by = actor.user_id, "package owner team added");
         Ok(())
@@ -101,7 +104,7 @@ impl PackageManager {
         let team = self.team(team).await?;
         match self.ownership()?.remove_team_owner(name, team.id).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::TeamNotFound),
+            Ok(false) => Err(Error::NotFound(Entity::Team)),
             Err(StoreError::Conflict) => Err(Error::Conflict(format!(
                 "{name} must keep at least one owner: add another first"
             ))),
@@ -143,7 +146,7 @@ impl PackageManager {
         self.ownership()?
             .team(name)
             .await?
-            .ok_or(Error::TeamNotFound)
+            .ok_or(Error::NotFound(Entity::Team))
     }
 
     pub async fn teams(&self) -> Result<Vec<Team>, Error> {
@@ -172,7 +175,7 @@ impl PackageManager {
         } else {
             match ownership.remove_member(found.id, user_id).await {
                 Ok(true) => {}
-                Ok(false) => return Err(Error::UserNotFound),
+                Ok(false) => return Err(Error::NotFound(Entity::User)),
                 Err(StoreError::Conflict) => {
                     return Err(Error::Conflict(format!(
                         "{team} must keep at least one member"

@@ -11,7 +11,7 @@
 //! like a checksum mismatch: no row, no object.
 
 use agentpkg_model::{
-    Actor, Checksum, DetachedSignature, KeyFingerprint, KeyPatterns, NewSignature,
+    Actor, Checksum, DetachedSignature, Entity, KeyFingerprint, KeyPatterns, NewSignature,
     NewSigstoreIdentity, Package, PackageName, SignatureFormat, SigstoreIdentity, TrustedKey,
     Verification, VerifiedBy,
 };
@@ -84,13 +84,13 @@ impl Keyring {
         self.store
             .sigstore_identity(id)
             .await?
-            .ok_or(Error::IdentityNotFound)
+            .ok_or(Error::NotFound(Entity::SigstoreIdentity))
     }
 
     /// Stops trusting a signer for anything new; packages it verified keep the record.
     pub async fn remove_identity(&self, id: i64) -> Result<(), Error> {
         if !self.store.delete_sigstore_identity(id).await? {
-            return Err(Error::IdentityNotFound);
+            return Err(Error::NotFound(Entity::SigstoreIdentity));
         }
         tracing::info!(identity = id, "sigstore identity removed");
         Ok(())
@@ -155,13 +155,13 @@ impl Keyring {
         self.store
             .signing_key(fingerprint)
             .await?
-            .ok_or(Error::KeyNotFound)
+            .ok_or(Error::NotFound(Entity::SigningKey))
     }
 
     /// Removes a key: it verifies nothing new. Packages it verified keep the record.
     pub async fn remove(&self, fingerprint: &KeyFingerprint) -> Result<(), Error> {
         if !self.store.delete_signing_key(fingerprint).await? {
-            return Err(Error::KeyNotFound);
+            return Err(Error::NotFound(Entity::SigningKey));
         }
         tracing::info!(fingerprint = %fingerprint, "signing key removed");
         Ok(())
@@ -416,13 +416,16 @@ impl PackageManager {
     /// A package's signature: its format and bytes, as the publisher sent them.
     pub async fn signature(&self, package: &Package) -> Result<(SignatureFormat, Vec<u8>), Error> {
         if package.signature.is_none() {
-            return Err(Error::NoSignature);
+            return Err(Error::NotFound(Entity::Signature));
         }
-        let store = self.signatures.as_ref().ok_or(Error::NoSignature)?;
+        let store = self
+            .signatures
+            .as_ref()
+            .ok_or(Error::NotFound(Entity::Signature))?;
         store
             .signature_bytes(package.id)
             .await?
-            .ok_or(Error::NoSignature)
+            .ok_or(Error::NotFound(Entity::Signature))
     }
 
     /// Signs an existing package: the signature is judged and verified (over the stored
@@ -474,7 +477,7 @@ impl PackageManager {
                 );
                 Ok(package)
             }
-            Attached::NoPackage => Err(Error::NotFound),
+            Attached::NoPackage => Err(Error::NotFound(Entity::Package)),
             Attached::VerifiedExists(_) => Err(Error::Forbidden(
                 "the package has a verified signature; only an admin may replace it".into(),
             )),

@@ -368,7 +368,7 @@ async fn delete_removes_row_then_object_and_survives_a_storage_failure() {
     f.mgr.delete(p.id).await.unwrap();
     // The row is gone, so nobody is handed a package without bytes; the object is an
     // orphan for reconciliation.
-    assert!(matches!(f.mgr.get(p.id).await, Err(Error::NotFound)));
+    assert!(matches!(f.mgr.get(p.id).await, Err(Error::NotFound(_))));
     assert_eq!(
         f.storage.list_keys().await.unwrap(),
         vec![p.storage_key.to_string()]
@@ -383,7 +383,7 @@ async fn delete_removes_row_then_object_and_survives_a_storage_failure() {
             .unwrap()
             .contains(&q.storage_key.to_string())
     );
-    assert!(matches!(f.mgr.delete(q.id).await, Err(Error::NotFound)));
+    assert!(matches!(f.mgr.delete(q.id).await, Err(Error::NotFound(_))));
 }
 
 #[tokio::test]
@@ -418,7 +418,7 @@ async fn latest_ignores_prereleases_unless_asked() {
         .unwrap();
     assert_eq!(pinned.version.to_string(), "1.9.0");
     let none = f.mgr.latest(&query(Platform::Darwin, None, true)).await;
-    assert!(matches!(none, Err(Error::NotFound)));
+    assert!(matches!(none, Err(Error::NotFound(_))));
 }
 
 #[tokio::test]
@@ -476,7 +476,7 @@ async fn history_groups_builds_by_version_newest_first_and_an_unknown_name_is_no
         .collect();
     assert_eq!(shape, [("1.1.0".to_owned(), 1), ("1.0.0".to_owned(), 2)]);
     let unknown = f.mgr.history(&PackageName::parse("nobody").unwrap()).await;
-    assert!(matches!(unknown, Err(Error::NotFound)), "{unknown:?}");
+    assert!(matches!(unknown, Err(Error::NotFound(_))), "{unknown:?}");
 }
 
 #[tokio::test]

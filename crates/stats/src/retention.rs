@@ -130,7 +130,7 @@ impl Retention {
                     skipped.push((p.id, "now the newest active version".to_owned()));
                     continue;
                 }
-                Ok(_) | Err(Error::NotFound) => {}
+                Ok(_) | Err(Error::NotFound(_)) => {}
                 Err(e) => {
                     skipped.push((p.id, e.to_string()));
                     continue;
@@ -164,7 +164,7 @@ impl Retention {
                     self.audit.record(event).await;
                     deleted.push(deletion);
                 }
-                Err(Error::NotFound) => skipped.push((p.id, "already deleted".to_owned())),
+                Err(Error::NotFound(_)) => skipped.push((p.id, "already deleted".to_owned())),
                 Err(e) => {
                     tracing::warn!(package_id = p.id, error = %e, "retention could not delete a package");
                     skipped.push((p.id, e.to_string()));

@@ -386,7 +386,14 @@ impl DieselStore {
         let started = Instant::now();
         let result = tokio::task::spawn_blocking(job)
             .await
-            .map_err(|e| StoreError::Task(e.to_string()))
+            .map_err(|e| {
+                // A panic is a bug (a 500); a cancelled task means the runtime is stopping.
+                if e.is_panic() {
+                    StoreError::Panicked(e.to_string())
+                } else {
+                    StoreError::Task(e.to_string())
+                }
+            })
             .and_then(|r| r);
         if let Some(observer) = &self.observer {
             observer.observe(operation, result.is_ok(), started.elapsed());

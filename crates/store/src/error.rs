@@ -29,8 +29,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The blocking task was cancelled (the runtime is shutting down).
     #[error("database task failed: {0}")]
     Task(String),
+    /// The blocking task panicked: a bug, never the database's state.
+    #[error("database task panicked: {0}")]
+    Panicked(String),
     /// The commit was sent but its answer was lost (the connection broke): the transaction
     /// may or may not have committed. Ask again before undoing anything it did.
     #[error("commit outcome unknown: {0}")]

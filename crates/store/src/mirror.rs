@@ -68,7 +68,10 @@ mod diesel_impl {
                 version: Version::parse(&r.version).map_err(|_| corrupt("version"))?,
                 platform: r.platform.parse().map_err(|_| corrupt("platform"))?,
                 arch: r.arch.parse().map_err(|_| corrupt("arch"))?,
-                state: MirrorState::parse(&r.state).map_err(|_| corrupt("state"))?,
+                state: r
+                    .state
+                    .parse::<MirrorState>()
+                    .map_err(|_| corrupt("state"))?,
                 attempts: u32::try_from(r.attempts).map_err(|_| corrupt("attempts"))?,
                 updated_at: r.updated_at.and_utc(),
                 source: r.source,

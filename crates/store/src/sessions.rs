@@ -94,7 +94,10 @@ impl TryFrom<Row> for UploadSession {
         Ok(UploadSession {
             id: UploadSessionId::parse(&row.id).map_err(|_| corrupt("id"))?,
             user_id: row.user_id,
-            kind: SessionKind::parse(&row.kind).map_err(|_| corrupt("kind"))?,
+            kind: row
+                .kind
+                .parse::<SessionKind>()
+                .map_err(|_| corrupt("kind"))?,
             target,
             metadata: row.metadata,
             parts_of: row

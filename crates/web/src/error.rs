@@ -31,7 +31,7 @@ impl From<agentpkg_packagemgr::Error> for WebError {
 
 impl From<agentpkg_http::ApiError> for WebError {
     fn from(e: agentpkg_http::ApiError) -> Self {
-        match e.status {
+        match e.status() {
             StatusCode::NOT_FOUND => WebError::NotFound(e.message),
             StatusCode::FORBIDDEN => WebError::Forbidden(e.message),
             s if s.is_server_error() => {

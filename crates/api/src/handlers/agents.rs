@@ -202,16 +202,8 @@ pub(crate) async fn forget(
     state
         .fleet
         .forget(&uid, &ctx.caller(&admin.principal.0))
-        .await
-        .map_err(agent_not_found)?;
+        .await?;
     Ok(HttpResponse::NoContent().finish())
-}
-
-fn agent_not_found(e: agentpkg_packagemgr::Error) -> ApiError {
-    match e {
-        agentpkg_packagemgr::Error::NotFound => ApiError::not_found("agent not found"),
-        other => other.into(),
-    }
 }
 
 /// Get an agent
@@ -234,6 +226,6 @@ pub(crate) async fn get(
     uid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let uid = AgentUid::parse(&uid)?;
-    let agent = state.fleet.agent(&uid).await.map_err(agent_not_found)?;
+    let agent = state.fleet.agent(&uid).await?;
     Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
 }

@@ -174,13 +174,6 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(all.iter().map(AssignmentView::from).collect::<Vec<_>>()))
 }
 
-fn not_found(e: agentpkg_packagemgr::Error) -> ApiError {
-    match e {
-        agentpkg_packagemgr::Error::NotFound => ApiError::not_found("assignment not found"),
-        other => other.into(),
-    }
-}
-
 /// Get an assignment
 ///
 /// Needs the viewer role.
@@ -200,7 +193,7 @@ pub(crate) async fn get(
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let found = state.fleet.assignment(*id).await.map_err(not_found)?;
+    let found = state.fleet.assignment(*id).await?;
     Ok(HttpResponse::Ok().json(AssignmentView::from(&found)))
 }
 
@@ -264,8 +257,7 @@ pub(crate) async fn patch(
     let changed = state
         .fleet
         .change_assignment(*id, patch, &ctx.caller(&admin.principal.0))
-        .await
-        .map_err(not_found)?;
+        .await?;
     Ok(HttpResponse::Ok().json(AssignmentView::from(&changed)))
 }
 
@@ -293,8 +285,7 @@ pub(crate) async fn delete(
     state
         .fleet
         .unassign(*id, &ctx.caller(&admin.principal.0))
-        .await
-        .map_err(not_found)?;
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -346,7 +337,7 @@ pub(crate) async fn status(
     state: web::Data<ApiState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let rollout = state.fleet.rollout_status(*id).await.map_err(not_found)?;
+    let rollout = state.fleet.rollout_status(*id).await?;
     Ok(HttpResponse::Ok().json(RolloutView {
         assignment: AssignmentView::from(&rollout.assignment),
         agents: rollout

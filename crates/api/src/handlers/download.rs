@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ByteRangeSpec, EntityTag, IfNoneMatch, IfRange, Range};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use agentpkg_model::Package;
+use agentpkg_model::{ErrorCode, Package};
 use agentpkg_stats::Answer;
 
 type ByteStream = agentpkg_packagemgr::ByteStream;
@@ -157,8 +156,7 @@ pub(crate) async fn serve(
         }
         RangeAsk::Unsatisfiable => {
             let error = ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ErrorCode::RangeNotSatisfiable,
                 format!("the range is outside the package's {size} bytes"),
             );
             let mut response = error.error_response();

@@ -1,4 +1,5 @@
 use actix_web::{HttpRequest, HttpResponse, web};
+use agentpkg_model::ErrorCode;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -113,8 +114,8 @@ pub(crate) async fn logout(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     if viewer.principal.0.token.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_token",
+        return Err(ApiError::new(
+            ErrorCode::NotASession,
             "this is an API token: revoke it with DELETE /api/v1/tokens/{id}",
         ));
     }

@@ -18,6 +18,7 @@ pub(crate) mod tus;
 pub(crate) mod users;
 
 use crate::ApiError;
+use agentpkg_model::ErrorCode;
 
 pub(crate) async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found("no such route"))
@@ -39,8 +40,7 @@ pub(crate) fn require_media_type(
         Ok(())
     } else {
         Err(ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("the body must be sent as {expected}"),
         ))
     }

@@ -265,15 +265,6 @@ impl From<RolloutDetail> for RolloutView {
     }
 }
 
-fn not_found(e: agentpkg_packagemgr::Error) -> ApiError {
-    match e {
-        agentpkg_packagemgr::Error::NotFound => {
-            ApiError::not_found("no such rollout of this assignment (or no such assignment)")
-        }
-        other => other.into(),
-    }
-}
-
 async fn detail(
     state: &ApiState,
     ctx: &RequestContext,
@@ -284,8 +275,7 @@ async fn detail(
     Ok(state
         .fleet
         .rollout_detail(assignment, id, &ctx.caller(credential))
-        .await
-        .map_err(not_found)?
+        .await?
         .into())
 }
 
@@ -333,8 +323,7 @@ pub(crate) async fn create(
     let created = state
         .fleet
         .start_rollout(*id, version, plan, &ctx.caller(credential))
-        .await
-        .map_err(not_found)?;
+        .await?;
     let view = detail(&state, &ctx, credential, *id, created.id).await?;
     Ok(HttpResponse::Created().json(view))
 }
@@ -362,8 +351,7 @@ pub(crate) async fn list(
     let all = state
         .fleet
         .rollouts(*id, &ctx.caller(&viewer.principal.0))
-        .await
-        .map_err(not_found)?;
+        .await?;
     Ok(HttpResponse::Ok().json(all.iter().map(RolloutSummaryView::from).collect::<Vec<_>>()))
 }
 
@@ -432,8 +420,7 @@ macro_rules! step_route {
             state
                 .fleet
                 .$call(assignment, id, &reason, &ctx.caller(credential))
-                .await
-                .map_err(not_found)?;
+                .await?;
             Ok(HttpResponse::Ok().json(detail(&state, &ctx, credential, assignment, id).await?))
         }
     };
@@ -495,7 +482,6 @@ pub(crate) async fn abort(
     state
         .fleet
         .abort_rollout(assignment, id, revert, &reason, &ctx.caller(credential))
-        .await
-        .map_err(not_found)?;
+        .await?;
     Ok(HttpResponse::Ok().json(detail(&state, &ctx, credential, assignment, id).await?))
 }

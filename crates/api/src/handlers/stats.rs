@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{
-    Arch, DailyDownloads, NameUsage, Platform, RetentionDeletion, RetentionPolicy,
+    Arch, DailyDownloads, ErrorCode, NameUsage, Platform, RetentionDeletion, RetentionPolicy,
     RetentionPolicySpec, TopEntry, TopQuery,
 };
 use agentpkg_stats::RetentionReport;
@@ -387,7 +387,7 @@ pub(crate) async fn run(
         None
     } else {
         Some(serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+            ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON body: {e}"))
         })?)
     };
     let (specs, policies): (Vec<RetentionPolicySpec>, Vec<RetentionPolicy>) = match body {

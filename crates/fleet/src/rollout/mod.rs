@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use agentpkg_model::{
-    Agent, AgentUid, Assignment, AuditAction, MemberPhase, NewRollout, Role, Rollout, RolloutClock,
-    RolloutMember, RolloutPlan, RolloutState, RolloutTransition, ValidationError, Version,
-    VersionChoice, WaveCounts,
+    Agent, AgentUid, Assignment, AuditAction, Entity, MemberPhase, NewRollout, Role, Rollout,
+    RolloutClock, RolloutMember, RolloutPlan, RolloutState, RolloutTransition, ValidationError,
+    Version, VersionChoice, WaveCounts,
 };
 use agentpkg_packagemgr::{Caller, Error};
 use agentpkg_store::{DynRolloutStore, RolloutStep, StoreError};
@@ -274,7 +274,7 @@ impl Fleet {
             .rollout(id)
             .await?
             .filter(|r| r.assignment_id == assignment_id)
-            .ok_or(Error::NotFound)
+            .ok_or(Error::NotFound(Entity::Rollout))
     }
 
     /// Where a rollout stands, wave by wave.

@@ -1,52 +1,15 @@
 //! Where a rollout and each of its agents stand, as stored, and the clock it runs on.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::RolloutPlan;
-use crate::{ValidationError, Version};
+use crate::Version;
+use crate::closed_set::closed_set;
 
-macro_rules! words {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ValidationError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(ValidationError::new(
-                        "state",
-                        format!("must be one of: {}", [$($text),+].join(", ")),
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-words! {
+closed_set!(
     /// Where a rollout stands (the diagram is in docs/architecture.md).
-    RolloutState {
+    RolloutState, "state", {
         Scheduled => "scheduled",
         WaitingForWindow => "waiting_for_window",
         WaitingForApproval => "waiting_for_approval",
@@ -58,7 +21,7 @@ words! {
         Completed => "completed",
         Aborted => "aborted",
     }
-}
+);
 
 impl RolloutState {
     /// Whether the engine still moves it (an assignment has at most one such rollout).
@@ -67,9 +30,9 @@ impl RolloutState {
     }
 }
 
-words! {
+closed_set!(
     /// Where one agent of a rollout stands.
-    MemberPhase {
+    MemberPhase, "phase", {
         Offered => "offered",
         Installed => "installed",
         Healthy => "healthy",
@@ -78,7 +41,7 @@ words! {
         Reverting => "reverting",
         Reverted => "reverted",
     }
-}
+);
 
 impl MemberPhase {
     /// Whether the agent is offered the version it had before rather than the new one.

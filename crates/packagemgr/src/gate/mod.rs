@@ -15,7 +15,7 @@ mod packages;
 pub use accounts::AccountGate;
 pub use packages::{OwnerRef, PackageGate};
 
-use agentpkg_model::{Actor, AuditAction, NewAuditEvent, Package, PackageName, Role};
+use agentpkg_model::{Actor, AuditAction, Entity, NewAuditEvent, Package, PackageName, Role};
 
 use crate::{AuditLog, Caller, Error};
 
@@ -41,7 +41,7 @@ impl Caller {
         if self.credential.names.allows(name) {
             Ok(())
         } else {
-            Err(Error::NotFound)
+            Err(Error::NotFound(Entity::Package))
         }
     }
 

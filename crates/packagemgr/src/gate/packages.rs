@@ -1,10 +1,10 @@
 //! A package manager acting for one caller: packages, owners, teams, keys, uploads.
 
 use agentpkg_model::{
-    AuditAction, Coordinates, DetachedSignature, IdentityPattern, KeyFingerprint, KeyPatterns,
-    LatestQuery, ListQuery, NewAuditEvent, NewSigstoreIdentity, OidcIssuer, Package, PackageName,
-    PackagePatch, Page, Role, SigstoreIdentity, TrustedKey, UploadSession, UploadSessionId, User,
-    VerifiedBy, VersionBuilds,
+    AuditAction, Coordinates, DetachedSignature, Entity, ErrorCode, IdentityPattern,
+    KeyFingerprint, KeyPatterns, LatestQuery, ListQuery, NewAuditEvent, NewSigstoreIdentity,
+    OidcIssuer, Package, PackageName, PackagePatch, Page, Role, SigstoreIdentity, TrustedKey,
+    UploadSession, UploadSessionId, User, VerifiedBy, VersionBuilds,
 };
 use agentpkg_store::{Owner, Team};
 
@@ -38,7 +38,7 @@ impl PackageManager {
         if package.id == granted {
             Ok(package)
         } else {
-            Err(Error::NotFound)
+            Err(Error::NotFound(Entity::Package))
         }
     }
 }
@@ -292,7 +292,10 @@ impl PackageGate<'_> {
     ) -> Result<(TrustedKey, bool), Error> {
         let result = async {
             self.caller.require(Role::Admin)?;
-            let keyring = self.manager.keyring().ok_or(Error::KeyNotFound)?;
+            let keyring = self
+                .manager
+                .keyring()
+                .ok_or(Error::NotFound(Entity::SigningKey))?;
             keyring
                 .add(material, patterns, Some(self.caller.credential.user_id))
                 .await
@@ -324,7 +327,10 @@ impl PackageGate<'_> {
         };
         let result = async {
             self.caller.require(Role::Admin)?;
-            let keyring = self.manager.keyring().ok_or(Error::KeyNotFound)?;
+            let keyring = self
+                .manager
+                .keyring()
+                .ok_or(Error::NotFound(Entity::SigningKey))?;
             keyring.remove(fingerprint).await
         }
         .await;
@@ -340,7 +346,10 @@ impl PackageGate<'_> {
     ) -> Result<SigstoreIdentity, Error> {
         let result = async {
             self.caller.require(Role::Admin)?;
-            let keyring = self.manager.keyring().ok_or(Error::IdentityNotFound)?;
+            let keyring = self
+                .manager
+                .keyring()
+                .ok_or(Error::NotFound(Entity::SigstoreIdentity))?;
             keyring
                 .add_identity(NewSigstoreIdentity {
                     patterns,
@@ -378,7 +387,10 @@ impl PackageGate<'_> {
         };
         let result = async {
             self.caller.require(Role::Admin)?;
-            let keyring = self.manager.keyring().ok_or(Error::IdentityNotFound)?;
+            let keyring = self
+                .manager
+                .keyring()
+                .ok_or(Error::NotFound(Entity::SigstoreIdentity))?;
             keyring.remove_identity(id).await
         }
         .await;
@@ -480,7 +492,7 @@ impl PackageGate<'_> {
     /// Records how an upload by this caller ended, on any route (form, raw body, tus,
     /// direct): the package published, or the stable code it was refused with. The
     /// decision itself was taken by the upload (role, name scope, ownership, signature).
-    pub async fn settle_upload(&self, outcome: Result<&Package, &str>) {
+    pub async fn settle_upload(&self, outcome: Result<&Package, ErrorCode>) {
         let Some(audit) = self.audit() else {
             return;
         };
@@ -488,7 +500,7 @@ impl PackageGate<'_> {
             Ok(package) => self.caller.package_event(AuditAction::Publish, package),
             Err(code) => {
                 let mut event = self.caller.event(AuditAction::UploadRefused);
-                event.detail = code.to_owned();
+                event.detail = code.as_str().to_owned();
                 event
             }
         };

@@ -2,8 +2,8 @@
 //! written and committed, and, with the last byte, the package published.
 
 use agentpkg_model::{
-    Actor, Checksum, SessionKind, SessionProgress, SessionTarget, UploadSession, UploadSessionId,
-    ValidationError,
+    Actor, Checksum, Entity, SessionKind, SessionProgress, SessionTarget, UploadSession,
+    UploadSessionId, ValidationError,
 };
 use agentpkg_storage::MIN_PART_BYTES;
 use agentpkg_store::SessionLease;
@@ -43,7 +43,7 @@ impl PackageManager {
             // package: as if it were someone else's.
             SessionLease::Leased(session) if !visible_to(&session, actor) => {
                 release_logged(&sessions.store, id, &token).await;
-                return Err(Error::UploadNotFound);
+                return Err(Error::NotFound(Entity::Upload));
             }
             SessionLease::Leased(session) => *session,
             SessionLease::Offset(actual) => {
@@ -56,7 +56,7 @@ impl PackageManager {
                 return Err(Error::OffsetMismatch { actual });
             }
             SessionLease::Busy => return Err(Error::UploadLocked),
-            SessionLease::Gone => return Err(Error::UploadNotFound),
+            SessionLease::Gone => return Err(Error::NotFound(Entity::Upload)),
         };
         let remaining = session.length - session.progress.offset;
         if append.content_length.is_some_and(|n| n > remaining) {

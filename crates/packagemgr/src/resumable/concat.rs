@@ -4,8 +4,8 @@
 use std::io;
 
 use agentpkg_model::{
-    Actor, Package, SessionKind, SessionProgress, SessionTarget, UploadSession, UploadSessionId,
-    ValidationError,
+    Actor, Entity, Package, SessionKind, SessionProgress, SessionTarget, UploadSession,
+    UploadSessionId, ValidationError,
 };
 use agentpkg_store::SessionLease;
 use futures_util::StreamExt;
@@ -80,7 +80,7 @@ impl PackageManager {
                     return Err(match other {
                         Err(e) => e.into(),
                         Ok(SessionLease::Busy) => Error::UploadLocked,
-                        Ok(_) => Error::UploadNotFound,
+                        Ok(_) => Error::NotFound(Entity::Upload),
                     });
                 }
             }

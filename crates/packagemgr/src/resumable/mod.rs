@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use agentpkg_model::{
-    Actor, Checksum, Package, SessionKind, SessionProgress, SessionTarget, UploadSession,
+    Actor, Checksum, Entity, Package, SessionKind, SessionProgress, SessionTarget, UploadSession,
     UploadSessionId, ValidationError,
 };
 use agentpkg_store::DynUploadSessionStore;
@@ -213,7 +213,7 @@ impl PackageManager {
     }
 
     /// A session its creator (or an admin, or a trusted caller with `actor` `None`) may
-    /// see; anyone else's is [`Error::UploadNotFound`], as is an expired one.
+    /// see; anyone else's is [`Error::NotFound(Entity::Upload)`], as is an expired one.
     pub async fn session(
         &self,
         id: &UploadSessionId,
@@ -224,7 +224,7 @@ impl PackageManager {
             .upload_session(id)
             .await?
             .filter(|s| visible_to(s, actor))
-            .ok_or(Error::UploadNotFound)
+            .ok_or(Error::NotFound(Entity::Upload))
     }
 
     /// Ends a session and removes everything it stored.
@@ -236,7 +236,7 @@ impl PackageManager {
         let sessions = self.sessions()?;
         let session = self.session(id, actor).await?;
         if !sessions.store.delete_session(id).await? {
-            return Err(Error::UploadNotFound);
+            return Err(Error::NotFound(Entity::Upload));
         }
         self.remove_session_objects(&session).await;
         tracing::info!(upload_session = %id, "resumable upload terminated");

@@ -860,7 +860,7 @@ async fn signing_out_ends_the_session_on_every_replica_though_it_has_not_expired
         .send()
         .await
         .unwrap();
-    expect_error(res, 400, "invalid_token").await;
+    expect_error(res, 400, "not_a_session").await;
     let res = app
         .client
         .post(app.url("/api/v1/auth/logout"))

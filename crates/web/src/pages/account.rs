@@ -107,7 +107,7 @@ pub async fn login(
         }
         Err(e) => {
             let e = agentpkg_http::ApiError::from(e);
-            return refused(e.status, e.message);
+            return refused(e.status(), e.message);
         }
     };
     let (token, _) = state

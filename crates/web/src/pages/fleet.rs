@@ -158,10 +158,12 @@ pub async fn create_assignment(
             .assign(new, &ctx.caller(&who.credential))
             .await
             .map_err(|e| match e {
-                agentpkg_packagemgr::Error::NotFound => WebError::Refused(
-                    actix_web::http::StatusCode::NOT_FOUND,
-                    format!("there is no package {} to assign", f.package.trim()),
-                ),
+                agentpkg_packagemgr::Error::NotFound(agentpkg_model::Entity::Package) => {
+                    WebError::Refused(
+                        actix_web::http::StatusCode::NOT_FOUND,
+                        format!("there is no package {} to assign", f.package.trim()),
+                    )
+                }
                 other => other.into(),
             })
     }

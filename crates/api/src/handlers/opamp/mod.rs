@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_fleet::Refusal;
 use agentpkg_fleet::proto::AgentToServer;
+use agentpkg_model::ErrorCode;
 use futures_util::StreamExt;
 use prost::Message;
 
@@ -53,8 +54,7 @@ pub(crate) async fn http(
     let max = state.opamp.max_message_bytes;
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("an OpAMP message is at most {max} bytes (fleet.max_message_bytes)"),
         )
     };
@@ -69,8 +69,8 @@ pub(crate) async fn http(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "incomplete_body",
+            ApiError::new(
+                ErrorCode::IncompleteBody,
                 format!("the body could not be read: {e}"),
             )
         })?;
@@ -80,8 +80,8 @@ pub(crate) async fn http(
         body.extend_from_slice(&chunk);
     }
     let message = AgentToServer::decode(body.freeze()).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_protobuf",
+        ApiError::new(
+            ErrorCode::InvalidProtobuf,
             format!("not an OpAMP AgentToServer message: {e}"),
         )
     })?;

@@ -1,10 +1,10 @@
 //! OpAMP over WebSocket: the upgrade, the connection's task, and the count of open
 //! connections per replica and per credential.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_fleet::proto::AgentToServer;
 use agentpkg_fleet::{Refusal, owner_of};
+use agentpkg_model::ErrorCode;
 use futures_util::StreamExt;
 use prost::Message;
 
@@ -123,7 +123,7 @@ pub(crate) async fn websocket(
         .opamp
         .connections
         .open(owner_of(&caller.credential), state.opamp.limits)
-        .map_err(|why| ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", why))?;
+        .map_err(|why| ApiError::new(ErrorCode::TooManyConnections, why))?;
     let (response, mut session, frames) = actix_ws::handle(&req, body)?;
     let base = base_url(&req, &state);
     let fleet = state.fleet.clone();

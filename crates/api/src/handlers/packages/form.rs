@@ -3,7 +3,7 @@
 
 use actix_multipart::{Field, Multipart};
 use agentpkg_model::{
-    Actor, Arch, Checksum, Coordinates, Description, DetachedSignature, FileName,
+    Actor, Arch, Checksum, Coordinates, Description, DetachedSignature, ErrorCode, FileName,
     MAX_SIGNATURE_BYTES, PackageName, Platform, SignatureBytes, SignatureFormat, ValidationError,
     Version,
 };
@@ -115,8 +115,8 @@ impl Form {
                     set(&mut self.republish, "republish", value)?;
                 }
                 _ => {
-                    return Err(ApiError::bad_request(
-                        "unknown_field",
+                    return Err(ApiError::new(
+                        ErrorCode::UnknownField,
                         format!(
                             "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256, signature, signature_format, republish",
                             truncate(&name, 64)
@@ -193,8 +193,8 @@ fn set<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), Api
 fn duplicate(field: &'static str) -> ApiError {
     ApiError {
         field: Some(field),
-        ..ApiError::bad_request(
-            "duplicate_field",
+        ..ApiError::new(
+            ErrorCode::DuplicateField,
             format!("{field} was sent more than once"),
         )
     }
@@ -206,8 +206,8 @@ fn malformed(e: actix_multipart::MultipartError) -> ApiError {
     {
         return ApiError::body_timeout(why);
     }
-    ApiError::bad_request(
-        "invalid_multipart",
+    ApiError::new(
+        ErrorCode::InvalidMultipart,
         format!("malformed multipart body: {e}"),
     )
 }

@@ -14,8 +14,8 @@ pub(crate) mod upload;
 use actix_web::HttpRequest;
 use actix_web::http::header;
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, LatestQuery, PackageName, Platform, ValidationError, Version,
-    VersionRequirement,
+    Arch, Checksum, Coordinates, ErrorCode, LatestQuery, PackageName, Platform, ValidationError,
+    Version, VersionRequirement,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -87,7 +87,7 @@ fn required<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, 
 fn missing(field: &'static str) -> ApiError {
     ApiError {
         field: Some(field),
-        ..ApiError::bad_request("missing_field", format!("{field} is required"))
+        ..ApiError::new(ErrorCode::MissingField, format!("{field} is required"))
     }
 }
 

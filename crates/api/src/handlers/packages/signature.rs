@@ -4,7 +4,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    DetachedSignature, MAX_SIGNATURE_BYTES, Package, SignatureBytes, SignatureFormat,
+    DetachedSignature, ErrorCode, MAX_SIGNATURE_BYTES, Package, SignatureBytes, SignatureFormat,
 };
 use base64::Engine;
 use futures_util::StreamExt;
@@ -88,7 +88,7 @@ pub(super) fn signature_bytes(bytes: Vec<u8>) -> Result<SignatureBytes, ApiError
 pub(super) fn malformed(message: String) -> ApiError {
     ApiError {
         field: Some("signature"),
-        ..ApiError::bad_request("malformed_signature", message)
+        ..ApiError::new(ErrorCode::MalformedSignature, message)
     }
 }
 
@@ -251,8 +251,8 @@ pub(crate) async fn attach(
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request(
-                "incomplete_body",
+            ApiError::new(
+                ErrorCode::IncompleteBody,
                 format!("the signature could not be read: {e}"),
             )
         })?;

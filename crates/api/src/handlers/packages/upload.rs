@@ -5,7 +5,8 @@ use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    Arch, Checksum, Description, FileName, Package, PackageName, Platform, SignatureFormat, Version,
+    Arch, Checksum, Description, ErrorCode, FileName, Package, PackageName, Platform,
+    SignatureFormat, Version,
 };
 use agentpkg_packagemgr::UploadMeta;
 use serde::Deserialize;
@@ -104,7 +105,7 @@ pub(crate) async fn counted(
         }
         Err(e) => {
             state.metrics.rejected(e.code);
-            tracing::info!(code = e.code, status = e.status.as_u16(), "upload refused");
+            tracing::info!(code = %e.code, status = e.status().as_u16(), "upload refused");
             gate.settle_upload(Err(e.code)).await;
             Err(e)
         }
@@ -125,8 +126,7 @@ async fn upload_form(
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     if !is_form {
         return Err(ApiError::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the upload must be multipart/form-data",
         ));
     }

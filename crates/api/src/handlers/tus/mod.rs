@@ -14,7 +14,7 @@
 
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentpkg_model::{SessionKind, UploadSessionId, ValidationError};
+use agentpkg_model::{ErrorCode, SessionKind, UploadSessionId, ValidationError};
 use agentpkg_packagemgr::{Append, Appended, NewSession, RequestChecksum, body_channel};
 
 use crate::error::ErrorBody;
@@ -204,7 +204,7 @@ async fn create_inner(
             Ok(appended) => (StatusCode::CREATED, appended),
             // A body cut short: the upload exists with what arrived; the client learns
             // where it got with HEAD. Any other error (a refusal, a checksum) is the answer.
-            Err(e) if matches!(e.code, "incomplete_body" | "body_timeout") => (
+            Err(e) if matches!(e.code, ErrorCode::IncompleteBody | ErrorCode::BodyTimeout) => (
                 StatusCode::CREATED,
                 Appended {
                     session: state.packages.session(&session.id, Some(&actor)).await?,

@@ -1,11 +1,12 @@
 //! The tus protocol's headers: read from requests (version, offsets, checksums, metadata,
 //! concatenation URLs) and written to answers.
 
-use actix_web::http::{StatusCode, header};
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Description, FileName, PackageName, Platform, SessionKind,
-    SessionTarget, SignatureFormat, UploadSession, UploadSessionId, ValidationError, Version,
+    Arch, Checksum, Coordinates, Description, ErrorCode, FileName, PackageName, Platform,
+    SessionKind, SessionTarget, SignatureFormat, UploadSession, UploadSessionId, ValidationError,
+    Version,
 };
 use agentpkg_packagemgr::RequestChecksum;
 use base64::Engine;
@@ -53,7 +54,7 @@ pub(super) fn answer(result: Result<HttpResponse, ApiError>) -> HttpResponse {
     let mut response = match result {
         Ok(response) => response,
         Err(e) => {
-            let unsupported = e.code == "unsupported_tus_version";
+            let unsupported = e.code == ErrorCode::UnsupportedTusVersion;
             let mut response = e.error_response();
             if unsupported {
                 response.headers_mut().insert(
@@ -75,8 +76,7 @@ pub(super) fn tus_version(req: &HttpRequest) -> Result<(), ApiError> {
     match text_header(req, "Tus-Resumable")? {
         Some(v) if v == TUS_VERSION => Ok(()),
         other => Err(ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "unsupported_tus_version",
+            ErrorCode::UnsupportedTusVersion,
             match other {
                 Some(v) => {
                     format!("tus version {v:?} is not supported; this server speaks {TUS_VERSION}")
