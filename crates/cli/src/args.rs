@@ -1,8 +1,11 @@
-//! The command line's arguments (clap).
+//! The command line's arguments (clap): the global options and the list of commands;
+//! each command's own arguments are in its file under `commands/`.
 
-use std::path::PathBuf;
-
+use agentpkg_model::ClosedSet;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+
+use crate::commands;
 
 #[derive(Parser)]
 #[command(name = "agentpkg", version, about = "Publish and fetch agent packages")]
@@ -26,162 +29,52 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Sign in and store the credential (mode 0600) in the configuration directory.
-    Login {
-        /// The username (asked when not given).
-        #[arg(long, short)]
-        username: Option<String>,
-        /// Read the password from standard input instead of asking for it.
-        #[arg(long)]
-        password_stdin: bool,
-    },
+    Login(commands::login::Args),
     /// Forget the stored credential.
     Logout,
     /// Who the credential is.
     Whoami,
     /// Publish a file.
-    Push {
-        file: PathBuf,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        version: String,
-        #[arg(long)]
-        platform: String,
-        #[arg(long)]
-        arch: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// A detached signature of the file.
-        #[arg(long)]
-        signature: Option<PathBuf>,
-        /// The signature's format: openpgp (default), sigstore-bundle (a `.sigstore.json`,
-        /// verified by the registry like OpenPGP), minisign or cosign (kept unverified).
-        #[arg(long, requires = "signature", value_parser = signature_formats())]
-        signature_format: Option<String>,
-        /// Send a large file over this many connections at once (resumable parts joined by
-        /// the server).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
-        parallel: u64,
-    },
+    Push(commands::push::Args),
     /// Fetch a package, resuming a partial file and checking its SHA-256.
-    Pull {
-        name: String,
-        /// An exact version, or a SemVer requirement (`^1.4`) for the newest matching.
-        #[arg(long, conflicts_with = "latest")]
-        version: Option<String>,
-        /// The newest active version (the default).
-        #[arg(long)]
-        latest: bool,
-        #[arg(long)]
-        platform: String,
-        #[arg(long)]
-        arch: String,
-        /// Where to write it (default: the package's file name, here).
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// An OpenPGP public key (armoured or binary): the package's signature must verify
-        /// with it, or the file is not kept (exit 5).
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// Flush the file to the disk before it takes its name, so that it survives a
-        /// power cut too (without it, the name still never shows a partial or wrong file
-        /// to a reader or after a killed process).
-        #[arg(long)]
-        fsync: bool,
-    },
+    Pull(commands::pull::Args),
     /// List packages.
-    Ls {
-        /// Only names containing this.
-        search: Option<String>,
-        #[arg(long)]
-        platform: Option<String>,
-        #[arg(long)]
-        arch: Option<String>,
-        /// Yanked packages too.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value_t = 1)]
-        page: u32,
-    },
+    Ls(commands::ls::Args),
     /// Show one package: by id, or name/version/platform/arch.
-    Info { package: String },
+    Info(commands::info::Args),
     /// Every version of a name, newest first.
-    Versions { name: String },
+    Versions(commands::versions::Args),
     /// The newest build for a platform.
-    Latest {
-        name: String,
-        #[arg(long)]
-        platform: String,
-        #[arg(long)]
-        arch: String,
-        /// Within a SemVer requirement.
-        #[arg(long)]
-        version: Option<String>,
-    },
+    Latest(commands::latest::Args),
     /// Yank a package (hidden from lists and latest, still downloadable when pinned).
-    Yank { package: String },
-    /// Restore a yanked package.
-    Unyank { package: String },
+    Yank(commands::yank::Args),
+    /// Restore a yanked package (`unyank` is the same command).
+    #[command(visible_alias = "unyank")]
+    Restore(commands::yank::Args),
     /// Delete a package (admin).
-    Rm { package: String },
+    Rm(commands::rm::Args),
     /// Users (admin).
     #[command(subcommand)]
-    Users(UsersCommand),
+    Users(commands::users::Command),
     /// API tokens.
     #[command(subcommand)]
-    Tokens(TokensCommand),
+    Tokens(commands::tokens::Command),
     /// Print a shell completion script.
-    Completions { shell: clap_complete::Shell },
+    Completions(commands::completions::Args),
 }
 
-#[derive(Subcommand)]
-pub enum UsersCommand {
-    /// List the users: id, name and role.
-    Ls,
-    /// Create a user; the password is read from standard input.
-    Create {
-        username: String,
-        /// viewer, publisher or admin.
-        #[arg(long, default_value = "viewer")]
-        role: String,
-    },
-    /// Delete a user (by the id `users ls` shows); not yourself.
-    Rm { id: i64 },
-}
-
-#[derive(Subcommand)]
-pub enum TokensCommand {
-    /// List your API tokens: id, name and scope (never the secret).
-    Ls,
-    /// Create a token; its secret is printed once.
-    Create {
-        name: String,
-        /// read, publish or admin.
-        #[arg(long, default_value = "read")]
-        scope: String,
-        /// Limit it to these name patterns (`opamp-*`).
-        #[arg(long = "package")]
-        packages: Vec<String>,
-    },
-    /// Revoke a token (by the id `tokens ls` shows): it stops working on every server.
-    Revoke { id: i64 },
-}
-
-/// The signature formats the server takes, from the model's own list, so that the help
-/// cannot offer one it refuses.
-fn signature_formats() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(
-        agentpkg_model::SignatureFormat::ALL
-            .iter()
-            .map(|f| f.as_str()),
-    )
+/// A value of one of the model's closed sets (platform, arch, role, scope, signature
+/// format): the help and the shell completions list exactly the words the server takes.
+pub fn one_of<T: ClosedSet + Clone + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(T::all().iter().map(|v| v.name())).try_map(|s| s.parse::<T>())
 }
 
 #[cfg(test)]
 mod tests {
+    use agentpkg_model::{Arch, Platform, Role, SignatureFormat, TokenScope};
     use clap::CommandFactory;
 
-    use super::Cli;
+    use super::*;
 
     /// Every command, at every depth, says in `--help` what it does.
     #[test]
@@ -205,31 +98,80 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn push(platform: &str, arch: &str, format: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([
+            "agentpkg",
+            "push",
+            "f",
+            "--name",
+            "a",
+            "--version",
+            "1.0.0",
+            "--platform",
+            platform,
+            "--arch",
+            arch,
+            "--signature",
+            "f.sig",
+            "--signature-format",
+            format,
+        ])
+    }
+
     #[test]
-    fn push_takes_exactly_the_signature_formats_the_server_takes() {
-        use clap::Parser;
-        let push = |format: &str| {
-            Cli::try_parse_from([
-                "agentpkg",
-                "push",
-                "f",
-                "--name",
-                "a",
-                "--version",
-                "1.0.0",
-                "--platform",
-                "linux",
-                "--arch",
-                "amd64",
-                "--signature",
-                "f.sig",
-                "--signature-format",
-                format,
-            ])
-        };
-        for format in agentpkg_model::SignatureFormat::ALL {
-            assert!(push(format.as_str()).is_ok(), "{format}");
+    fn push_takes_exactly_the_words_the_server_takes() {
+        for format in SignatureFormat::ALL {
+            assert!(push("linux", "amd64", format.as_str()).is_ok(), "{format}");
         }
-        assert!(push("sigstore").is_err());
+        for platform in Platform::ALL {
+            assert!(push(platform.as_str(), "arm64", "openpgp").is_ok());
+        }
+        for arch in Arch::ALL {
+            assert!(push("darwin", arch.as_str(), "openpgp").is_ok());
+        }
+        let refused = push("linux", "amd64", "sigstore")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("sigstore-bundle"), "{refused}");
+        assert!(push("Linux", "amd64", "openpgp").is_err());
+        assert!(push("linux", "x86_64", "openpgp").is_err());
+    }
+
+    #[test]
+    fn roles_and_scopes_are_the_models() {
+        for role in Role::ALL {
+            let cli =
+                Cli::try_parse_from(["agentpkg", "users", "create", "u", "--role", role.as_str()]);
+            assert!(cli.is_ok(), "{role}");
+        }
+        for scope in TokenScope::ALL {
+            let cli = Cli::try_parse_from([
+                "agentpkg",
+                "tokens",
+                "create",
+                "t",
+                "--scope",
+                scope.as_str(),
+            ]);
+            assert!(cli.is_ok(), "{scope}");
+        }
+        assert!(
+            Cli::try_parse_from(["agentpkg", "tokens", "create", "t", "--scope", "write"]).is_err()
+        );
+    }
+
+    #[test]
+    fn restore_is_also_unyank_and_ls_all_is_include_yanked() {
+        for verb in ["restore", "unyank"] {
+            let cli = Cli::try_parse_from(["agentpkg", verb, "7"]).unwrap();
+            assert!(matches!(cli.command, Command::Restore(_)), "{verb}");
+        }
+        for flag in ["--include-yanked", "--all"] {
+            assert!(
+                Cli::try_parse_from(["agentpkg", "ls", flag]).is_ok(),
+                "{flag}"
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! `If-Range` when a partial file is there, its SHA-256 checked against the package's, and
 //! only then renamed to its name. A file whose bytes are wrong never takes the name.
 
+use agentpkg_model::{Arch, Platform, SignatureFormat};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,14 +19,14 @@ pub enum Target {
     Exact {
         name: String,
         version: String,
-        platform: String,
-        arch: String,
+        platform: Platform,
+        arch: Arch,
     },
     /// The newest active build, optionally within a SemVer requirement.
     Latest {
         name: String,
-        platform: String,
-        arch: String,
+        platform: Platform,
+        arch: Arch,
         requirement: Option<String>,
     },
 }
@@ -103,14 +104,14 @@ impl Client {
                 version,
                 platform,
                 arch,
-            } => self.find(name, version, platform, arch).await,
+            } => self.find(name, version, *platform, *arch).await,
             Target::Latest {
                 name,
                 platform,
                 arch,
                 requirement,
             } => {
-                self.latest(name, platform, arch, requirement.as_deref())
+                self.latest(name, *platform, *arch, requirement.as_deref())
                     .await
             }
         }
@@ -196,7 +197,7 @@ impl Client {
         key: &[u8],
     ) -> Result<(), Error> {
         match &package.signature {
-            Some(s) if s.format == "openpgp" => {}
+            Some(s) if s.format == SignatureFormat::Openpgp => {}
             Some(s) => {
                 return Err(Error::Signature(format!(
                     "the package's signature is {}, not OpenPGP: verify it with its own tool",
@@ -260,11 +261,11 @@ impl Client {
             hasher = receive(res, file, hasher, &*progress).await?;
         }
         let got = hex::encode(hasher.finalize());
-        if got == package.checksum {
+        if got == package.checksum.as_str() {
             Ok(())
         } else {
             Err(Error::Checksum {
-                expected: package.checksum.clone(),
+                expected: package.checksum.to_string(),
                 got,
             })
         }

@@ -11,6 +11,7 @@ mod types;
 mod upload;
 mod verify;
 
+use agentpkg_model::{Arch, ErrorCode, Platform, TokenScope};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -27,8 +28,9 @@ pub enum Error {
     /// The server refused, with its HTTP status, stable code and message.
     #[error("{message}")]
     Api {
-        status: StatusCode,
-        code: String,
+        status: u16,
+        /// `None` when the answer had no error body, or a code this client does not know.
+        code: Option<ErrorCode>,
         message: String,
     },
     #[error("cannot reach the registry: {}", transport_cause(.0))]
@@ -87,7 +89,7 @@ impl Error {
     /// The HTTP status of a refusal.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Error::Api { status, .. } => Some(*status),
+            Error::Api { status, .. } => StatusCode::from_u16(*status).ok(),
             _ => None,
         }
     }
@@ -201,8 +203,8 @@ impl Client {
         &self,
         name: &str,
         version: &str,
-        platform: &str,
-        arch: &str,
+        platform: Platform,
+        arch: Arch,
     ) -> Result<Package, Error> {
         Self::json(self.request(
             Method::GET,
@@ -215,11 +217,15 @@ impl Client {
     pub async fn latest(
         &self,
         name: &str,
-        platform: &str,
-        arch: &str,
+        platform: Platform,
+        arch: Arch,
         requirement: Option<&str>,
     ) -> Result<Package, Error> {
-        let mut query = vec![("name", name), ("platform", platform), ("arch", arch)];
+        let mut query = vec![
+            ("name", name),
+            ("platform", platform.as_str()),
+            ("arch", arch.as_str()),
+        ];
         if let Some(r) = requirement {
             query.push(("version", r));
         }
@@ -270,7 +276,7 @@ impl Client {
     pub async fn create_token(
         &self,
         name: &str,
-        scope: &str,
+        scope: TokenScope,
         packages: &[String],
     ) -> Result<CreatedToken, Error> {
         let mut body = serde_json::json!({ "name": name, "scope": scope });
@@ -290,15 +296,12 @@ impl Client {
 pub(crate) async fn api_error(res: reqwest::Response) -> Error {
     let status = res.status();
     let body: serde_json::Value = res.json().await.unwrap_or_default();
-    let code = body["error"]["code"]
-        .as_str()
-        .unwrap_or("http_error")
-        .to_owned();
+    let code = body["error"]["code"].as_str().and_then(|c| c.parse().ok());
     let message = body["error"]["message"]
         .as_str()
         .map_or_else(|| format!("the registry answered {status}"), str::to_owned);
     Error::Api {
-        status,
+        status: status.as_u16(),
         code,
         message,
     }

@@ -1,5 +1,6 @@
 //! The API's JSON, as this client reads it (fields it does not know are ignored).
 
+use agentpkg_model::{Arch, Checksum, Platform, Role, SignatureFormat, TokenScope};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -9,11 +10,10 @@ pub struct Package {
     pub id: i64,
     pub name: String,
     pub version: String,
-    pub platform: String,
-    pub arch: String,
+    pub platform: Platform,
+    pub arch: Arch,
     pub file_size: u64,
-    /// SHA-256, 64 lowercase hexadecimal characters.
-    pub checksum: String,
+    pub checksum: Checksum,
     pub filename: String,
     pub description: String,
     pub is_active: bool,
@@ -35,7 +35,7 @@ impl Package {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureSummary {
-    pub format: String,
+    pub format: SignatureFormat,
     pub verified: bool,
     pub key_fingerprint: Option<String>,
 }
@@ -57,14 +57,15 @@ pub struct PackageQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub platform: Option<String>,
+    pub platform: Option<Platform>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     /// A SemVer requirement; needs `name`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Yanked packages too.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub include_inactive: Option<bool>,
+    pub include_yanked: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,7 +76,7 @@ pub struct PackageQuery {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Me {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     /// The API token used, if it is one.
     pub token: Option<String>,
 }
@@ -84,7 +85,7 @@ pub struct Me {
 pub struct User {
     pub id: i64,
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
@@ -92,14 +93,14 @@ pub struct User {
 pub struct NewUser {
     pub username: String,
     pub password: String,
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Token {
     pub id: i64,
     pub name: String,
-    pub scope: String,
+    pub scope: TokenScope,
     pub packages: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,

@@ -10,7 +10,7 @@ use agentpkg_packagemgr::Error as MgrError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Clone, thiserror::Error)]
 #[error("{} {code}: {message}", code.status())]
 pub struct ApiError {
     /// The code, and through it the status.
@@ -19,6 +19,18 @@ pub struct ApiError {
     pub field: Option<&'static str>,
     /// Sent as `Retry-After`; a 503 without one says 5 seconds.
     pub retry_after_secs: Option<u64>,
+}
+
+/// With its status first: logs (and the soak's filter of a client's 4xx) read it there.
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiError")
+            .field("status", &self.code.status())
+            .field("code", &self.code.as_str())
+            .field("message", &self.message)
+            .field("field", &self.field)
+            .finish()
+    }
 }
 
 /// The body of every error response.

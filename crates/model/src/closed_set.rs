@@ -42,6 +42,16 @@ macro_rules! closed_set {
             }
         }
 
+        impl $crate::ClosedSet for $ty {
+            fn all() -> &'static [Self] {
+                $ty::ALL
+            }
+
+            fn name(self) -> &'static str {
+                $ty::as_str(self)
+            }
+        }
+
         impl std::fmt::Display for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
@@ -51,6 +61,17 @@ macro_rules! closed_set {
 }
 
 pub(crate) use closed_set;
+
+/// What every closed set of words has, for code generic over them (a command line's value
+/// parser, say).
+pub trait ClosedSet:
+    Copy + std::str::FromStr<Err = crate::ValidationError> + std::fmt::Display + 'static
+{
+    /// Every value, in declaration order.
+    fn all() -> &'static [Self];
+    /// The one spelling of this value.
+    fn name(self) -> &'static str;
+}
 
 #[cfg(test)]
 mod tests {

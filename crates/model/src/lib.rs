@@ -26,6 +26,7 @@ mod user;
 mod version;
 
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent};
+pub use closed_set::ClosedSet;
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
 pub use error_code::{Entity, ErrorCode};

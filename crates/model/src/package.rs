@@ -1,6 +1,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::closed_set::closed_set;
 use crate::{ObjectKey, ValidationError, Version};
@@ -58,8 +59,22 @@ closed_set!(
 );
 
 /// A SHA-256 digest as 64 lowercase hex characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Checksum(String);
+
+impl TryFrom<String> for Checksum {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Checksum> for String {
+    fn from(c: Checksum) -> Self {
+        c.0
+    }
+}
 
 impl Checksum {
     /// Accepts upper- or lowercase hex (as `sha256sum` and other tools print) and keeps it
@@ -81,6 +96,11 @@ impl Checksum {
             s.push_str(&format!("{b:02x}"));
         }
         Self(s)
+    }
+
+    /// The first 12 characters, enough to tell builds apart in a listing.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
     }
 
     pub fn as_str(&self) -> &str {

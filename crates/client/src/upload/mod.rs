@@ -4,6 +4,7 @@
 //! continues it. A resumable upload hashes the file while sending it, and names the
 //! SHA-256 on the request that completes it (`X-Checksum-Sha256`): one pass over the file.
 
+use agentpkg_model::{Arch, Platform, SignatureFormat};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -26,13 +27,13 @@ pub struct Upload {
     pub path: PathBuf,
     pub name: String,
     pub version: String,
-    pub platform: String,
-    pub arch: String,
+    pub platform: Platform,
+    pub arch: Arch,
     pub description: Option<String>,
     /// A detached signature of the file.
     pub signature: Option<Vec<u8>>,
     /// `openpgp` (default), `sigstore-bundle`, `minisign`, `cosign`.
-    pub signature_format: Option<String>,
+    pub signature_format: Option<SignatureFormat>,
     /// Connections a resumable upload sends its bytes over at once (1: one).
     pub parallel: u64,
 }
@@ -136,7 +137,7 @@ impl Client {
                 base64::engine::general_purpose::STANDARD.encode(sig),
             );
             if let Some(format) = &upload.signature_format {
-                req = req.header("X-Signature-Format", format);
+                req = req.header("X-Signature-Format", format.as_str());
             }
         }
         let res = Self::send(req.body(body(&upload.path, 0, size, None, progress).await?)).await?;

@@ -55,8 +55,8 @@ impl Client {
                 &modified.to_string(),
                 &upload.name,
                 &upload.version,
-                &upload.platform,
-                &upload.arch,
+                upload.platform.as_str(),
+                upload.arch.as_str(),
             ] {
                 h.update(part.as_bytes());
                 h.update([0]);
@@ -67,8 +67,8 @@ impl Client {
         let mut metadata = vec![
             format!("name {}", b64(&upload.name)),
             format!("version {}", b64(&upload.version)),
-            format!("platform {}", b64(&upload.platform)),
-            format!("arch {}", b64(&upload.arch)),
+            format!("platform {}", b64(upload.platform.as_str())),
+            format!("arch {}", b64(upload.arch.as_str())),
         ];
         if let Some(sha256) = sha256 {
             metadata.push(format!("sha256 {}", b64(sha256)));
@@ -83,7 +83,7 @@ impl Client {
             let encoded = base64::engine::general_purpose::STANDARD.encode(sig);
             metadata.push(format!("signature {}", b64(&encoded)));
             if let Some(format) = &upload.signature_format {
-                metadata.push(format!("signature_format {}", b64(format)));
+                metadata.push(format!("signature_format {}", b64(format.as_str())));
             }
         }
         let metadata = metadata.join(",");
@@ -124,20 +124,15 @@ impl Client {
             // An earlier run was stopped after its last byte left: the server published
             // the package (a refusal would have ended the upload). It is ours if its
             // SHA-256 is the file's.
-            let _ = tokio::fs::remove_file(&remembered).await;
+            forget(&remembered).await?;
             let sha256 = sha256_file(&upload.path, progress.clone()).await?;
             let package = self
-                .find(
-                    &upload.name,
-                    &upload.version,
-                    &upload.platform,
-                    &upload.arch,
-                )
+                .find(&upload.name, &upload.version, upload.platform, upload.arch)
                 .await?;
-            if package.checksum != sha256 {
+            if package.checksum.as_str() != sha256 {
                 return Err(Error::Checksum {
                     expected: sha256,
-                    got: package.checksum,
+                    got: package.checksum.to_string(),
                 });
             }
             return Ok(Published {
@@ -163,17 +158,17 @@ impl Client {
         {
             Ok(Some(res)) => {
                 // The last byte published the package.
-                let _ = tokio::fs::remove_file(&remembered).await;
+                forget(&remembered).await?;
                 let package: Package = Self::read_json(res).await?;
                 let sent = running
                     .lock()
                     .map_err(|_| Error::Io(std::io::Error::other("a hashing thread failed")))?
                     .hex();
                 // The server checked it; one that ignores X-Checksum-Sha256 is caught here.
-                if package.checksum != sent {
+                if package.checksum.as_str() != sent {
                     return Err(Error::Checksum {
                         expected: sent,
-                        got: package.checksum,
+                        got: package.checksum.to_string(),
                     });
                 }
                 Ok(Published {
@@ -192,7 +187,7 @@ impl Client {
                         || s.is_client_error() && s != StatusCode::LOCKED
                 }) {
                     // The upload is gone or refused: the next run starts afresh.
-                    let _ = tokio::fs::remove_file(&remembered).await;
+                    return Err(forget_after(&remembered, e).await);
                 }
                 Err(e)
             }
@@ -406,17 +401,44 @@ impl Client {
             .send()
             .await?;
         if !res.status().is_success() {
-            if res.status().is_client_error() {
-                let _ = tokio::fs::remove_file(remembered).await;
+            let refused = res.status().is_client_error();
+            let e = api_error(res).await;
+            if refused {
+                return Err(forget_after(remembered, e).await);
             }
-            return Err(api_error(res).await);
+            return Err(e);
         }
-        let _ = tokio::fs::remove_file(remembered).await;
+        forget(remembered).await?;
         let package = Self::read_json(res).await?;
         Ok(Published {
             package,
             via: "tus-parallel",
             resumed_at,
         })
+    }
+}
+
+/// Forgets a remembered upload once it is over. A file already gone is fine; any other
+/// failure is reported, named: left behind, it would make the next push of the file try to
+/// resume an upload that no longer exists.
+async fn forget(remembered: &Path) -> Result<(), Error> {
+    match tokio::fs::remove_file(remembered).await {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(Error::File {
+            path: remembered.to_owned(),
+            source,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `reason`, and the remembered upload forgotten; or, when it cannot be, both said.
+async fn forget_after(remembered: &Path, reason: Error) -> Error {
+    match forget(remembered).await {
+        Err(Error::File { path, source }) => Error::NotRemoved {
+            reason: Box::new(reason),
+            path,
+            source,
+        },
+        _ => reason,
     }
 }

@@ -307,11 +307,23 @@ async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(bac
     let yanked = user.json(&["yank", "cli-agent/1.0.0/linux/amd64"]);
     assert_eq!(yanked["is_active"], false);
     assert_eq!(user.json(&["ls"])["total"], 0);
+    assert_eq!(user.json(&["ls", "--include-yanked"])["total"], 1);
     assert_eq!(user.json(&["ls", "--all"])["total"], 1);
+    assert_eq!(
+        user.json(&["restore", &info["id"].to_string()])["is_active"],
+        true
+    );
+    user.json(&["yank", &info["id"].to_string()]);
     assert_eq!(
         user.json(&["unyank", &info["id"].to_string()])["is_active"],
         true
     );
+    // A word the server does not take is refused before anything is sent, naming the
+    // words it does take.
+    let out = user.run(&["latest", "cli-agent", "--platform", "Linux", "--arch", "amd64"]);
+    assert_eq!(code(&out), 2);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("linux") && said.contains("darwin"), "{said}");
 
     let token = user.json(&[
         "tokens",

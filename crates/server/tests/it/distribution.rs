@@ -399,6 +399,8 @@ async fn yanked_packages_leave_lists_and_latest_but_stay_downloadable(backend: B
         }
     };
     assert_eq!(listed("").await, ["1.0.0"]);
+    assert_eq!(listed("?include_yanked=true").await, ["1.1.0", "1.0.0"]);
+    // The former name still works.
     assert_eq!(listed("?include_inactive=true").await, ["1.1.0", "1.0.0"]);
     assert_eq!(listed("?active=false").await, ["1.1.0"]);
     // Still downloadable by id and by exact coordinates: pinned agents keep working.

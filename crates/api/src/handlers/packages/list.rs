@@ -38,9 +38,10 @@ pub(crate) struct ListParams {
     /// `true`: only active packages (the default); `false`: only yanked ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     active: Option<bool>,
-    /// `true`: yanked packages too.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    include_inactive: Option<bool>,
+    /// `true`: yanked packages too. (`include_inactive`, its former name, is still
+    /// accepted.)
+    #[serde(skip_serializing_if = "Option::is_none", alias = "include_inactive")]
+    include_yanked: Option<bool>,
     /// Packages per page, 1 to 100 (default 50; out-of-range values are clamped).
     #[serde(skip_serializing_if = "Option::is_none")]
     per_page: Option<u32>,
@@ -100,7 +101,7 @@ pub(crate) async fn list(
         name_contains,
         platform: params.platform.as_deref().map(str::parse).transpose()?,
         arch: params.arch.as_deref().map(str::parse).transpose()?,
-        activity: match (params.active, params.include_inactive) {
+        activity: match (params.active, params.include_yanked) {
             (Some(true), _) => Activity::ActiveOnly,
             (Some(false), _) => Activity::InactiveOnly,
             (None, Some(true)) => Activity::All,
@@ -140,7 +141,7 @@ fn link_header(
             arch: params.arch.clone(),
             version: params.version.clone(),
             active: params.active,
-            include_inactive: params.include_inactive,
+            include_yanked: params.include_yanked,
         })
         .map_err(ApiError::internal)?;
         Ok(format!("<{path}?{query}>; rel=\"{rel}\""))
