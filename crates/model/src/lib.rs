@@ -5,6 +5,7 @@
 //! This crate does no I/O.
 
 mod audit;
+mod call_observer;
 mod closed_set;
 mod direct;
 mod error;
@@ -26,6 +27,7 @@ mod user;
 mod version;
 
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent};
+pub use call_observer::{CallObserver, observe};
 pub use closed_set::ClosedSet;
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;

@@ -14,7 +14,6 @@ use agentpkg_store::{DynOwnershipStore, DynPackageStore, DynSigningStore};
 
 use crate::direct::DirectUploads;
 use crate::guard::delete_logged;
-use crate::instrumented::TimedObjects;
 use crate::readiness::Readiness;
 use crate::signing::{Keyring, SigningPolicy};
 use crate::{Error, ManagerMetrics};
@@ -83,9 +82,10 @@ impl PackageManager {
         Self::with_metrics(store, storage, config, ManagerMetrics::default())
     }
 
-    /// A package manager that counts into `metrics`. Every object-store call is timed
-    /// there; database calls are timed by the store itself, for the observer that
-    /// [`ManagerMetrics::database_observer`] gives (`DieselStore::observed_by`).
+    /// A package manager that counts into `metrics`. The backends time their own calls,
+    /// for the observers that [`ManagerMetrics::database_observer`] and
+    /// [`ManagerMetrics::storage_observer`] give (`DieselStore::observed_by`,
+    /// `S3Store::observed_by`).
     pub fn with_metrics(
         store: DynPackageStore,
         storage: DynObjectStore,
@@ -94,10 +94,7 @@ impl PackageManager {
     ) -> Self {
         Self {
             store,
-            storage: Arc::new(TimedObjects {
-                inner: storage,
-                latencies: metrics.storage_latency.clone(),
-            }),
+            storage,
             uploads: Arc::new(tokio::sync::Semaphore::new(
                 config.max_concurrent_uploads.max(1),
             )),

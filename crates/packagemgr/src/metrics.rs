@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::instrumented::{DatabaseLatencies, Latencies, latencies};
+use crate::instrumented::{Latencies, Observed, latencies};
 
 #[derive(Clone, Debug)]
 pub struct ManagerMetrics {
@@ -89,7 +89,14 @@ impl ManagerMetrics {
     /// (`DieselStore::observed_by`), so that they show in
     /// `agentpkg_db_operation_duration_seconds`.
     pub fn database_observer(&self) -> Arc<dyn CallObserver> {
-        Arc::new(DatabaseLatencies(self.db_latency.clone()))
+        Arc::new(Observed(self.db_latency.clone()))
+    }
+
+    /// What an object store reports the duration of its calls to (`S3Store::observed_by`,
+    /// `FsStore::observed_by`), so that they show in
+    /// `agentpkg_storage_operation_duration_seconds`.
+    pub fn storage_observer(&self) -> Arc<dyn CallObserver> {
+        Arc::new(Observed(self.storage_latency.clone()))
     }
 
     /// Records a snapshot of the connection pool (taken just before each scrape).

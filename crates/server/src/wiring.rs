@@ -17,7 +17,7 @@ use agentpkg_packagemgr::{
 };
 use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 use agentpkg_storage::{DynObjectStore, FsStore, S3Config, S3Store};
-use agentpkg_store::{DatabaseUrl, DieselStore, PoolOptions};
+use agentpkg_store::{CallObserver, DatabaseUrl, DieselStore, PoolOptions};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_actix_web::TracingLogger;
@@ -44,11 +44,13 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
 }
 
-/// The connected layers, and the Sigstore trust root.
+/// The connected layers (each reporting the duration of its calls into `metrics`), and the
+/// Sigstore trust root.
 pub struct Components {
     pub store: DieselStore,
     pub storage: DynObjectStore,
     pub sigstore: agentpkg_packagemgr::SigstoreTrust,
+    pub metrics: ManagerMetrics,
 }
 
 /// Connects the database (running pending migrations) and object storage.
@@ -58,7 +60,9 @@ pub async fn connect(settings: &Settings) -> Result<Components, BuildError> {
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
-    let storage = open_storage(settings).await?;
+    let metrics = ManagerMetrics::default();
+    let store = store.observed_by(metrics.database_observer());
+    let storage = open_storage(settings, metrics.storage_observer()).await?;
     let sigstore = settings
         .signing
         .sigstore
@@ -72,6 +76,7 @@ pub async fn connect(settings: &Settings) -> Result<Components, BuildError> {
         store,
         storage,
         sigstore,
+        metrics,
     })
 }
 
@@ -108,9 +113,16 @@ pub async fn migrate_only(settings: &Settings, revert_all: bool) -> Result<usize
     })
 }
 
-async fn open_storage(settings: &Settings) -> Result<DynObjectStore, BuildError> {
+async fn open_storage(
+    settings: &Settings,
+    observer: Arc<dyn CallObserver>,
+) -> Result<DynObjectStore, BuildError> {
     let storage: DynObjectStore = match settings.storage.backend {
-        StorageBackend::Fs => Arc::new(FsStore::open(&settings.storage.fs.root).await?),
+        StorageBackend::Fs => Arc::new(
+            FsStore::open(&settings.storage.fs.root)
+                .await?
+                .observed_by(observer),
+        ),
         StorageBackend::S3 => {
             let s3 = &settings.storage.s3;
             let secret_key = s3.secret_key.clone().ok_or_else(|| {
@@ -138,7 +150,8 @@ async fn open_storage(settings: &Settings) -> Result<DynObjectStore, BuildError>
                     max_concurrent_parts: s3.max_concurrent_parts,
                     request_timeout: Duration::from_secs(s3.request_timeout_secs.max(1)),
                 })
-                .await?,
+                .await?
+                .observed_by(observer),
             )
         }
     };
@@ -264,11 +277,11 @@ fn metrics_listener(
     Ok(Some((server, port)))
 }
 
-/// The package manager and the accounts over one store, whose calls are timed in the
-/// manager's metrics.
+/// The package manager and the accounts over one store, counting into the metrics the
+/// backends already report to.
 pub(crate) fn manager(settings: &Settings, components: Components) -> Wired {
-    let metrics = ManagerMetrics::default();
-    let store = Arc::new(components.store.observed_by(metrics.database_observer()));
+    let metrics = components.metrics;
+    let store = Arc::new(components.store);
     let audit = AuditLog::new(store.clone());
     let packages = PackageManager::with_metrics(
         store.clone(),

@@ -533,9 +533,7 @@ pub struct NewToken {
 /// Told how long each database call took. `agentpkg-packagemgr`'s metrics implement it;
 /// [`DieselStore::observed_by`] hands it to the store, which times every call in the one
 /// place they all pass through.
-pub trait CallObserver: Send + Sync + 'static {
-    fn observe(&self, operation: &'static str, ok: bool, elapsed: Duration);
-}
+pub use agentpkg_model::CallObserver;
 
 /// A snapshot of a connection pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -320,7 +320,14 @@ async fn sign_in_push_list_pull_and_every_command_answers_with_its_exit_code(bac
     );
     // A word the server does not take is refused before anything is sent, naming the
     // words it does take.
-    let out = user.run(&["latest", "cli-agent", "--platform", "Linux", "--arch", "amd64"]);
+    let out = user.run(&[
+        "latest",
+        "cli-agent",
+        "--platform",
+        "Linux",
+        "--arch",
+        "amd64",
+    ]);
     assert_eq!(code(&out), 2);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("linux") && said.contains("darwin"), "{said}");
