@@ -148,6 +148,12 @@ impl From<MgrError> for ApiError {
         match e {
             MgrError::Invalid(v) => v.into(),
             MgrError::NotFound(what) => Self::not_found(what.not_found()),
+            MgrError::DuplicateField(field) => {
+                Self::new(ErrorCode::DuplicateField, e.to_string()).on_field(field)
+            }
+            MgrError::MissingField(field) => {
+                Self::new(ErrorCode::MissingField, e.to_string()).on_field(field)
+            }
             MgrError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             MgrError::SameBytes { .. } => Self::new(ErrorCode::SameBytes, e.to_string()),
             MgrError::TooLarge { limit } => Self::too_large(limit),

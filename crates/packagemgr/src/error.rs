@@ -13,6 +13,12 @@ pub enum Error {
     /// No such thing, or one the caller may not see (told the same).
     #[error("{}", .0.not_found())]
     NotFound(Entity),
+    /// A field of a request that takes each once came twice.
+    #[error("{0} was sent more than once")]
+    DuplicateField(&'static str),
+    /// A required field of a request did not come.
+    #[error("{0} is required")]
+    MissingField(&'static str),
     #[error("{0}")]
     Conflict(String),
     /// The bytes are already published under another version of the name.

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentpkg_model::{
-    Arch, Checksum, Coordinates, Coordinates as C, Description, LatestQuery, ListQuery, NewPackage,
-    ObjectKey, Package, PackageName, PackagePatch, Page, Platform, Role, Version,
-    VersionRequirement,
+    Actor, Arch, Checksum, Coordinates, Coordinates as C, Description, FileName, LatestQuery,
+    ListQuery, NameScope, NewPackage, ObjectKey, Package, PackageName, PackagePatch, Page,
+    Platform, Role, Version, VersionRequirement,
 };
 use agentpkg_packagemgr::{
-    Accounts, Error, HashingLimits, ManagerConfig, PackageManager, UploadMeta, body_channel,
+    Accounts, Error, FormField, HashingLimits, ManagerConfig, PackageManager, UploadMeta,
+    body_channel,
 };
 use agentpkg_storage::{Fault, MemoryStore, ObjectStore};
 use agentpkg_store::{
@@ -581,4 +582,92 @@ async fn reconciliation_removes_old_orphans_and_reports_missing_objects() {
     );
     // The row without its object is reported, not deleted.
     assert!(f.mgr.get(lost.id).await.is_ok());
+}
+
+/// A form's fields come in any order; the staged file belongs to the upload, so every way
+/// it can end without publishing leaves nothing, and a duplicate field is refused.
+#[tokio::test]
+async fn a_form_upload_publishes_once_complete_and_leaves_nothing_otherwise() {
+    let f = fixture(1 << 20).await;
+    let fields = |version: &str| {
+        let m = meta(version);
+        vec![
+            FormField::Version(m.coordinates.version),
+            FormField::Platform(m.coordinates.platform),
+            FormField::Name(m.coordinates.name),
+            FormField::Arch(m.coordinates.arch),
+        ]
+    };
+    let accounts = Accounts::new(Arc::new(f.store.inner.clone()), HashingLimits::default());
+    let admin = accounts.ensure_admin(None).await.unwrap().unwrap();
+    let actor = Actor {
+        user_id: admin.user.id,
+        admin: false,
+        names: NameScope::All,
+    };
+
+    // The file before the name: then a missing field fails the upload at its end.
+    let mut upload = f.mgr.form_upload(actor.clone());
+    upload.file(None, &b"no name"[..]).await.unwrap();
+    upload
+        .field(FormField::Version(Version::parse("1.0.0").unwrap()))
+        .await
+        .unwrap();
+    let missing = upload.finish(None).await;
+    assert!(
+        matches!(missing, Err(Error::MissingField("name"))),
+        "{missing:?}"
+    );
+    f.assert_nothing_stored().await;
+
+    // A field sent twice is refused; the caller gives up, and the bytes go.
+    let mut upload = f.mgr.form_upload(actor.clone());
+    upload.file(None, &b"twice"[..]).await.unwrap();
+    let again = upload.file(None, &b"twice"[..]).await;
+    assert!(
+        matches!(again, Err(Error::DuplicateField("file"))),
+        "{again:?}"
+    );
+    upload.abandon().await;
+    f.assert_nothing_stored().await;
+
+    // A header checksum that disagrees with the form's.
+    let mut upload = f.mgr.form_upload(actor.clone());
+    for field in fields("1.0.0") {
+        upload.field(field).await.unwrap();
+    }
+    upload
+        .field(FormField::Sha256(sha256(b"one thing")))
+        .await
+        .unwrap();
+    upload.file(None, &b"one thing"[..]).await.unwrap();
+    let disagree = upload.finish(Some(sha256(b"another"))).await;
+    assert!(matches!(disagree, Err(Error::Invalid(_))), "{disagree:?}");
+    f.assert_nothing_stored().await;
+
+    // Complete: published, with the file name the form gave.
+    let mut upload = f.mgr.form_upload(actor.clone());
+    for field in fields("1.0.0") {
+        upload.field(field).await.unwrap();
+    }
+    let filename = FileName::parse("agent.tar.gz").unwrap();
+    upload
+        .file(Some(filename), &b"the agent"[..])
+        .await
+        .unwrap();
+    let published = upload.finish(Some(sha256(b"the agent"))).await.unwrap();
+    assert_eq!(published.filename.as_str(), "agent.tar.gz");
+
+    // Coordinates that are taken are refused before the file is stored.
+    let mut upload = f.mgr.form_upload(actor);
+    for field in fields("1.0.0") {
+        upload.field(field).await.unwrap();
+    }
+    let taken = upload.file(None, &b"other bytes"[..]).await;
+    assert!(matches!(taken, Err(Error::Conflict(_))), "{taken:?}");
+    upload.abandon().await;
+    assert_eq!(
+        f.storage.list_keys().await.unwrap(),
+        vec![published.storage_key.to_string()]
+    );
 }

@@ -6,8 +6,8 @@
 
 use std::io;
 
-use agentpkg_model::{DetachedSignature, Package};
-use agentpkg_packagemgr::{BodySender, PackageManager, StagedUpload, UploadMeta, body_channel};
+use agentpkg_model::Package;
+use agentpkg_packagemgr::{BodySender, PackageManager, UploadMeta, body_channel};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
@@ -37,23 +37,6 @@ impl BodyError for actix_multipart::MultipartError {
 
 /// Chunks of the file in flight between the HTTP connection and the storage upload.
 pub(crate) const BODY_CHANNEL_CHUNKS: usize = 16;
-
-/// Stores the bytes of `body` without recording them: the form's metadata may still
-/// follow.
-pub(super) async fn stage_stream<S, E>(
-    mgr: &PackageManager,
-    body: S,
-    signature: Option<&DetachedSignature>,
-) -> Result<StagedUpload, ApiError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: BodyError,
-{
-    let (tx, rx) = body_channel(BODY_CHANNEL_CHUNKS);
-    let ((), staged) =
-        futures_util::future::join(pump(body, tx), mgr.stage_for(rx, signature)).await;
-    Ok(staged?)
-}
 
 /// Uploads `body` as the package that `meta` describes ([`PackageManager::upload`]).
 pub(super) async fn upload_stream<S, E>(

@@ -1,203 +1,75 @@
-//! The upload form, read field by field as it streams: text fields are checked as they
-//! arrive, and the file goes to storage as it arrives.
+//! The upload form, read field by field as it streams: each text field is parsed and handed
+//! to the package manager's [`FormUpload`] as it arrives, and the file goes to it as it
+//! arrives. The rules (what is checked when, who owns the staged bytes) are the package
+//! manager's.
 
 use actix_multipart::{Field, Multipart};
 use agentpkg_model::{
-    Actor, Arch, Checksum, Coordinates, Description, DetachedSignature, ErrorCode, FileName,
-    MAX_SIGNATURE_BYTES, PackageName, Platform, SignatureBytes, SignatureFormat, ValidationError,
-    Version,
+    Checksum, Description, ErrorCode, FileName, MAX_SIGNATURE_BYTES, PackageName, SignatureBytes,
+    ValidationError, Version,
 };
-use agentpkg_packagemgr::{PackageManager, StagedUpload, UploadMeta};
+use agentpkg_packagemgr::{FormField, FormUpload, body_channel};
 use futures_util::{StreamExt, TryStreamExt};
 
-use super::body::stage_stream;
-use super::missing;
+use super::body::{BODY_CHANNEL_CHUNKS, pump};
 use crate::ApiError;
-use crate::handlers::download::CHECKSUM_HEADER;
 
 /// Largest text field: a 4096-character description in UTF-8, with margin.
 const MAX_TEXT_FIELD: usize = 20 * 1024;
 
-/// The fields of an upload form, each checked as it arrives.
-#[derive(Default)]
-pub(super) struct Form {
-    name: Option<PackageName>,
-    version: Option<Version>,
-    platform: Option<Platform>,
-    arch: Option<Arch>,
-    description: Option<Description>,
-    sha256: Option<Checksum>,
-    filename: Option<FileName>,
-    signature: Option<SignatureBytes>,
-    signature_format: Option<SignatureFormat>,
-    republish: Option<bool>,
-    pub(super) staged: Option<StagedUpload>,
-}
-
-impl Form {
-    /// Reads the form for `publisher`; a name `publisher` may not publish to (out of its
-    /// token's names, or not its own) is refused as soon as it arrives.
-    pub(super) async fn read(
-        &mut self,
-        mgr: &PackageManager,
-        publisher: &Actor,
-        multipart: &mut Multipart,
-    ) -> Result<(), ApiError> {
-        while let Some(field) = multipart.try_next().await.map_err(malformed)? {
-            let name = field.name().unwrap_or_default().to_owned();
-            match name.as_str() {
-                "file" => {
-                    if self.staged.is_some() {
-                        return Err(duplicate("file"));
-                    }
-                    self.filename = field
-                        .content_disposition()
-                        .and_then(|cd| cd.get_filename())
-                        .filter(|f| !f.is_empty())
-                        .map(FileName::parse)
-                        .transpose()?;
-                    // A name that came first was checked (scope, ownership) on arrival.
-                    if let Some(coordinates) = self.coordinates() {
-                        mgr.ensure_absent(&coordinates).await?;
-                    }
-                    let signature = self.signature();
-                    if let (Some(name), Some(signature)) = (&self.name, &signature) {
-                        // A signature that cannot verify is refused before the file.
-                        mgr.judge_signature(name, Some(signature)).await?;
-                    }
-                    self.staged = Some(stage_stream(mgr, field, signature.as_ref()).await?);
-                }
-                "name" => {
-                    let name = PackageName::parse(&text(field, "name").await?)?;
-                    mgr.ensure_may_act(&name, publisher).await?;
-                    set(&mut self.name, "name", name)?;
-                }
-                "version" => set(
-                    &mut self.version,
-                    "version",
-                    Version::parse(&text(field, "version").await?)?,
-                )?,
-                "platform" => set(
-                    &mut self.platform,
-                    "platform",
-                    text(field, "platform").await?.parse()?,
-                )?,
-                "arch" => set(&mut self.arch, "arch", text(field, "arch").await?.parse()?)?,
-                "description" => set(
-                    &mut self.description,
-                    "description",
-                    Description::parse(&text(field, "description").await?)?,
-                )?,
-                "signature" => {
-                    let bytes = signature_field(field).await?;
-                    set(&mut self.signature, "signature", bytes)?;
-                }
-                "signature_format" => set(
-                    &mut self.signature_format,
-                    "signature_format",
-                    text(field, "signature_format").await?.trim().parse()?,
-                )?,
-                "sha256" => set(
-                    &mut self.sha256,
-                    "sha256",
-                    Checksum::parse(text(field, "sha256").await?.trim())?,
-                )?,
-                "republish" => {
-                    let value = match text(field, "republish").await?.trim() {
-                        "true" => true,
-                        "false" => false,
-                        _ => {
-                            return Err(
-                                ValidationError::new("republish", "must be true or false").into()
-                            );
-                        }
-                    };
-                    set(&mut self.republish, "republish", value)?;
-                }
+/// Reads the whole form into `upload`.
+pub(super) async fn read(
+    upload: &mut FormUpload<'_>,
+    multipart: &mut Multipart,
+) -> Result<(), ApiError> {
+    while let Some(field) = multipart.try_next().await.map_err(malformed)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let parsed = match name.as_str() {
+            "file" => {
+                let filename = field
+                    .content_disposition()
+                    .and_then(|cd| cd.get_filename())
+                    .filter(|f| !f.is_empty())
+                    .map(FileName::parse)
+                    .transpose()?;
+                let (tx, rx) = body_channel(BODY_CHANNEL_CHUNKS);
+                let ((), stored) =
+                    futures_util::future::join(pump(field, tx), upload.file(filename, rx)).await;
+                stored?;
+                continue;
+            }
+            "name" => FormField::Name(PackageName::parse(&text(field, "name").await?)?),
+            "version" => FormField::Version(Version::parse(&text(field, "version").await?)?),
+            "platform" => FormField::Platform(text(field, "platform").await?.parse()?),
+            "arch" => FormField::Arch(text(field, "arch").await?.parse()?),
+            "description" => {
+                FormField::Description(Description::parse(&text(field, "description").await?)?)
+            }
+            "signature" => FormField::Signature(signature_field(field).await?),
+            "signature_format" => {
+                FormField::SignatureFormat(text(field, "signature_format").await?.trim().parse()?)
+            }
+            "sha256" => FormField::Sha256(Checksum::parse(text(field, "sha256").await?.trim())?),
+            "republish" => FormField::Republish(match text(field, "republish").await?.trim() {
+                "true" => true,
+                "false" => false,
                 _ => {
-                    return Err(ApiError::new(
-                        ErrorCode::UnknownField,
-                        format!(
-                            "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256, signature, signature_format, republish",
-                            truncate(&name, 64)
-                        ),
-                    ));
+                    return Err(ValidationError::new("republish", "must be true or false").into());
                 }
+            }),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownField,
+                    format!(
+                        "unknown form field {:?}; expected file, name, version, platform, arch, description, sha256, signature, signature_format, republish",
+                        truncate(&name, 64)
+                    ),
+                ));
             }
-        }
-        Ok(())
-    }
-
-    /// The signature so far, with its format (OpenPGP unless said otherwise).
-    fn signature(&self) -> Option<DetachedSignature> {
-        Some(DetachedSignature {
-            format: self.signature_format.unwrap_or(SignatureFormat::Openpgp),
-            bytes: self.signature.clone()?,
-        })
-    }
-
-    fn coordinates(&self) -> Option<Coordinates> {
-        Some(Coordinates {
-            name: self.name.clone()?,
-            version: self.version.clone()?,
-            platform: self.platform?,
-            arch: self.arch?,
-        })
-    }
-
-    pub(super) fn meta(
-        &mut self,
-        header_sha256: Option<Checksum>,
-        publisher: Actor,
-    ) -> Result<UploadMeta, ApiError> {
-        let expected_sha256 = match (self.sha256.take(), header_sha256) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ValidationError::new(
-                    "sha256",
-                    format!("the sha256 field and the {CHECKSUM_HEADER} header disagree"),
-                )
-                .into());
-            }
-            (a, b) => a.or(b),
         };
-        if self.signature_format.is_some() && self.signature.is_none() {
-            return Err(missing("signature"));
-        }
-        let signature = self.signature();
-        Ok(UploadMeta {
-            signature,
-            size: None,
-            coordinates: Coordinates {
-                name: self.name.take().ok_or_else(|| missing("name"))?,
-                version: self.version.take().ok_or_else(|| missing("version"))?,
-                platform: self.platform.take().ok_or_else(|| missing("platform"))?,
-                arch: self.arch.take().ok_or_else(|| missing("arch"))?,
-            },
-            filename: self.filename.take(),
-            description: self.description.take().unwrap_or_default(),
-            expected_sha256,
-            publisher: Some(publisher),
-            republish: self.republish.unwrap_or(false),
-        })
+        upload.field(parsed).await?;
     }
-}
-
-fn set<T>(slot: &mut Option<T>, field: &'static str, value: T) -> Result<(), ApiError> {
-    if slot.is_some() {
-        return Err(duplicate(field));
-    }
-    *slot = Some(value);
     Ok(())
-}
-
-fn duplicate(field: &'static str) -> ApiError {
-    ApiError {
-        field: Some(field),
-        ..ApiError::new(
-            ErrorCode::DuplicateField,
-            format!("{field} was sent more than once"),
-        )
-    }
 }
 
 fn malformed(e: actix_multipart::MultipartError) -> ApiError {

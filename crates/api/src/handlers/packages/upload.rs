@@ -13,8 +13,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::body::upload_stream;
-use super::form::Form;
-use super::{CoordinatesPath, checksum_header, content_length, missing};
+use super::{CoordinatesPath, checksum_header, content_length};
 use crate::error::ErrorBody;
 use crate::handlers::download::PackageBytes;
 use crate::views::PackageView;
@@ -137,18 +136,11 @@ async fn upload_form(
     }
     let header_sha256 = checksum_header(req)?;
 
-    let mut form = Form::default();
-    let actor = principal.actor();
-    let read = form.read(&state.packages, &actor, &mut multipart).await;
-    let meta = read.and_then(|()| form.meta(header_sha256, actor));
-    let staged = form.staged.take();
-    match (meta, staged) {
-        (Ok(meta), Some(staged)) => Ok(state.packages.publish(staged, meta).await?),
-        (Ok(_), None) => Err(missing("file")),
-        (Err(e), staged) => {
-            if let Some(staged) = staged {
-                staged.discard().await;
-            }
+    let mut upload = state.packages.form_upload(principal.actor());
+    match super::form::read(&mut upload, &mut multipart).await {
+        Ok(()) => Ok(upload.finish(header_sha256).await?),
+        Err(e) => {
+            upload.abandon().await;
             Err(e)
         }
     }
