@@ -31,16 +31,16 @@ lint:
 # Writes target/bench/results.json; docs/performance.md records the latest figures.
 bench *ARGS:
     ./scripts/s3-up.sh
-    cargo build --release --locked -p agentpkg-server -p agentpkg-cli --bins --examples
-    ./target/release/examples/bench {{ARGS}}
+    cargo build --release --locked -p agentpkg-server -p agentpkg-cli -p agentpkg-bench
+    ./target/release/bench {{ARGS}}
 
 # Load without loss: 64 clients upload, download, list and delete for 2 minutes against the
 # release server on PostgreSQL + Garage; fails on any 5xx, checksum mismatch, or bucket/table
 # disagreement. `just soak --secs 30 --clients 16` for a shorter one. Writes target/bench/soak.json.
 soak *ARGS:
     ./scripts/s3-up.sh
-    cargo build --release --locked -p agentpkg-server --bins --examples
-    ./target/release/examples/soak {{ARGS}}
+    cargo build --release --locked -p agentpkg-server -p agentpkg-bench
+    ./target/release/soak {{ARGS}}
 
 # Start a local single-node Garage (S3) in .garage/; its settings land in .garage/env.
 s3-up:

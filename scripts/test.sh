@@ -45,8 +45,9 @@ set -a
 . "${AGENTPKG_GARAGE_DIR:-.garage}/env"
 set +a
 
-# The server's CLI tests run the `agentpkg` binary, so it is built whatever the filter.
-cargo build --locked -p agentpkg-cli
+# The server's CLI tests run the `agentpkg` binary, so it is built whatever the filter; the
+# soak (below) is a binary of the bench crate.
+cargo build --locked -p agentpkg-cli -p agentpkg-bench
 cargo test --workspace --locked "$@"
 
 # With arguments (a filter), only the selected Rust tests run.
@@ -62,5 +63,5 @@ if [ "$#" -eq 0 ]; then
   ./scripts/check-deploy.sh
   ./scripts/api-contract.sh
   # A short soak with the debug build (`just soak` runs the full one, in release).
-  ./target/debug/examples/soak --secs 20
+  ./target/debug/soak --secs 20
 fi

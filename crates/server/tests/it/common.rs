@@ -406,3 +406,87 @@ pub async fn create_token(app: &TestApp, session: &str, body: Value) -> (i64, St
     assert!(secret.starts_with("apk_") && secret.len() == 36, "{secret}");
     (created["id"].as_i64().unwrap(), secret)
 }
+
+/// A lock the test holds, until dropped, so that the server's next write waits behind it:
+/// `LOCK TABLE …` on PostgreSQL (`tables_mode`, say `packages IN EXCLUSIVE MODE`), a
+/// `BEGIN IMMEDIATE` transaction on SQLite.
+pub struct WriteLock {
+    db_url: String,
+    release: Option<std::sync::mpsc::Sender<()>>,
+    done: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriteLock {
+    pub fn take(db_url: &str, tables_mode: &'static str) -> Self {
+        use diesel::{Connection, RunQueryDsl};
+        let url = DatabaseUrl::parse(db_url).unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let done = std::thread::spawn(move || match url {
+            DatabaseUrl::Postgres(u) => {
+                let mut c = diesel::PgConnection::establish(&u).unwrap();
+                diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+                diesel::sql_query(format!("LOCK TABLE {tables_mode}"))
+                    .execute(&mut c)
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = released.recv();
+                diesel::sql_query("ROLLBACK").execute(&mut c).unwrap();
+            }
+            DatabaseUrl::Sqlite(p) => {
+                let mut c = diesel::SqliteConnection::establish(p.to_str().unwrap()).unwrap();
+                diesel::sql_query("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = released.recv();
+                diesel::sql_query("ROLLBACK").execute(&mut c).unwrap();
+            }
+        });
+        locked_rx.recv().unwrap();
+        Self {
+            db_url: db_url.to_owned(),
+            release: Some(release),
+            done: Some(done),
+        }
+    }
+
+    /// Waits (bounded) until one of the server's statements waits behind the lock, as
+    /// PostgreSQL's `pg_stat_activity` shows. SQLite's busy handler retries inside the
+    /// server and shows nowhere: there this returns at once, and the caller knows only
+    /// what it checked before (the bytes stored, so the insert is the next statement).
+    pub async fn wait_for_waiter(&self) {
+        use diesel::{Connection, RunQueryDsl};
+        #[derive(diesel::QueryableByName)]
+        struct Waiting {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let DatabaseUrl::Postgres(url) = DatabaseUrl::parse(&self.db_url).unwrap() else {
+            return;
+        };
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        for _ in 0..500 {
+            let waiting: Waiting = diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .get_result(&mut c)
+            .unwrap();
+            if waiting.n > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no statement waited behind the lock within 10 s");
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(done) = self.done.take() {
+            let _ = done.join();
+        }
+    }
+}

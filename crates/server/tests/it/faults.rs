@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{Backend, TestApp, expect_error};
+use crate::common::{Backend, TestApp, WriteLock, expect_error};
 
 /// A TCP proxy to a real server that the test can cut (every open connection closed, new
 /// ones dropped as soon as they are accepted) and restore.
@@ -337,45 +337,6 @@ async fn while_postgres_or_s3_is_away_readiness_and_reads_answer_503_and_recover
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"bytes");
 }
 
-/// Holds `LOCK TABLE packages, blobs` in an open transaction until dropped, so that a
-/// server's insert waits after the package's bytes are stored.
-struct TableLock {
-    release: Option<std::sync::mpsc::Sender<()>>,
-    done: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TableLock {
-    fn take(db_url: &str) -> Self {
-        let url = db_url.to_owned();
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let done = std::thread::spawn(move || {
-            let mut c = diesel::PgConnection::establish(&url).unwrap();
-            diesel::sql_query("BEGIN").execute(&mut c).unwrap();
-            diesel::sql_query("LOCK TABLE packages, blobs IN ACCESS EXCLUSIVE MODE")
-                .execute(&mut c)
-                .unwrap();
-            locked_tx.send(()).unwrap();
-            let _ = release_rx.recv();
-            diesel::sql_query("ROLLBACK").execute(&mut c).unwrap();
-        });
-        locked_rx.recv().unwrap();
-        Self {
-            release: Some(release_tx),
-            done: Some(done),
-        }
-    }
-}
-
-impl Drop for TableLock {
-    fn drop(&mut self) {
-        drop(self.release.take());
-        if let Some(done) = self.done.take() {
-            let _ = done.join();
-        }
-    }
-}
-
 fn server_binary(app: &TestApp, dir: &std::path::Path) -> std::process::Command {
     let mut cmd = crate::cli::command(dir);
     cmd.envs(crate::rollback::backend_env(app))
@@ -394,7 +355,7 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
     let token = crate::cli::token(server.port, "admin", crate::common::ADMIN_PASSWORD).await;
 
     // The insert will wait on the lock once the bytes are stored: kill the server there.
-    let lock = TableLock::take(&app.db_url());
+    let lock = WriteLock::take(&app.db_url(), "packages, blobs IN ACCESS EXCLUSIVE MODE");
     let port = server.port;
     let upload = tokio::spawn(async move {
         crate::cli::upload_file_first(port, &token, "opamp-agent", vec![9u8; 10 << 20]).await
@@ -408,7 +369,7 @@ async fn a_server_killed_between_storing_and_recording_leaves_an_orphan_that_rec
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(keys.len(), 1, "the bytes were stored");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.wait_for_waiter().await;
     server.signal("KILL");
     assert!(server.wait_exit(Duration::from_secs(10)).is_some());
     assert!(

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use agentpkg_packagemgr::{ManagerConfig, PackageManager, ReconcileOptions, ReconcileReport};
-use agentpkg_store::{DatabaseUrl, on_both_backends};
-use diesel::{Connection, RunQueryDsl};
+use agentpkg_store::on_both_backends;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::common::{Backend, TestApp, expect_error};
+use crate::common::{Backend, TestApp, WriteLock, expect_error};
 
 on_both_backends!(
     an_upload_whose_insert_waits_on_a_lock_survives_gc_with_no_grace_and_a_clock_ahead,
@@ -118,59 +117,6 @@ impl HeldUpload {
     }
 }
 
-/// Holds the database's write lock on `packages` (PostgreSQL: `LOCK TABLE … IN
-/// EXCLUSIVE MODE`, which lets reads through; SQLite: `BEGIN IMMEDIATE`) until dropped.
-struct WriteLock {
-    release: Option<std::sync::mpsc::Sender<()>>,
-    done: Option<std::thread::JoinHandle<()>>,
-}
-
-impl WriteLock {
-    fn take(db_url: &str) -> Self {
-        let url = DatabaseUrl::parse(db_url).unwrap();
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let done = std::thread::spawn(move || {
-            let statements = match url {
-                DatabaseUrl::Postgres(u) => {
-                    let mut c = diesel::PgConnection::establish(&u).unwrap();
-                    diesel::sql_query("BEGIN").execute(&mut c).unwrap();
-                    diesel::sql_query("LOCK TABLE packages IN EXCLUSIVE MODE")
-                        .execute(&mut c)
-                        .unwrap();
-                    locked_tx.send(()).unwrap();
-                    let _ = released.recv();
-                    diesel::sql_query("ROLLBACK").execute(&mut c).unwrap()
-                }
-                DatabaseUrl::Sqlite(p) => {
-                    let mut c = diesel::SqliteConnection::establish(p.to_str().unwrap()).unwrap();
-                    diesel::sql_query("BEGIN IMMEDIATE")
-                        .execute(&mut c)
-                        .unwrap();
-                    locked_tx.send(()).unwrap();
-                    let _ = released.recv();
-                    diesel::sql_query("ROLLBACK").execute(&mut c).unwrap()
-                }
-            };
-            let _ = statements;
-        });
-        locked_rx.recv().unwrap();
-        Self {
-            release: Some(release),
-            done: Some(done),
-        }
-    }
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        drop(self.release.take());
-        if let Some(done) = self.done.take() {
-            let _ = done.join();
-        }
-    }
-}
-
 /// Waits (bounded) until storage holds `n` objects, and returns their keys.
 async fn wait_for_objects(app: &TestApp, n: usize) -> Vec<String> {
     let mut keys = Vec::new();
@@ -212,9 +158,9 @@ async fn an_upload_whose_insert_waits_on_a_lock_survives_gc_with_no_grace_and_a_
 
     // The bytes are stored; the row's insert will now wait behind the lock while gc runs,
     // with no grace at all, and again with a clock 20 minutes ahead.
-    let lock = WriteLock::take(&app.db_url());
+    let lock = WriteLock::take(&app.db_url(), "packages IN EXCLUSIVE MODE");
     let response = tokio::spawn(held.finish());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.wait_for_waiter().await;
     let (ok, report) = crate::rollback::gc(&app, &["--grace-secs", "0"]);
     assert!(ok, "{report}");
     assert_eq!(report["orphans_removed"], serde_json::json!([]), "{report}");
@@ -825,7 +771,7 @@ async fn an_insert_that_waits_past_the_lock_timeout_is_a_retryable_503_and_store
     })
     .await;
     let token = app.token_for("publisher").await;
-    let lock = WriteLock::take(&app.db_url());
+    let lock = WriteLock::take(&app.db_url(), "packages IN EXCLUSIVE MODE");
     let res = app
         .put_package(
             &token,

@@ -15,7 +15,7 @@ use crate::measure::{drain, file_body, make_file, mb_per_s, percentile};
 use agentpkg_store::testing::TestDatabase;
 
 use crate::metadata::populate;
-use crate::support::{MIB, Result, Server, start_server};
+use agentpkg_bench::{MIB, Result, Server, start_server};
 
 /// The settings of the second server.
 pub(crate) const UNCOUNTED: &[(&str, &str)] = &[

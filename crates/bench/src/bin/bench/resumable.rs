@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::measure::{RssSampler, file_body, make_file, mb_per_s};
-use crate::support::{self, MIB, Result};
+use agentpkg_bench::{MIB, Result};
 
 const CHUNK: u64 = 8 * MIB;
 
@@ -30,7 +30,7 @@ async fn chunk_of(path: &Path, offset: u64, len: u64) -> Result<reqwest::Body> {
 /// Creates an upload; its URL.
 async fn create(
     client: &reqwest::Client,
-    server: &support::Server,
+    server: &agentpkg_bench::Server,
     token: &str,
     headers: &[(&str, String)],
 ) -> Result<(String, reqwest::Response)> {
@@ -104,7 +104,7 @@ fn metadata(version: &str) -> String {
 
 pub(crate) async fn resumable_uploads(
     client: &reqwest::Client,
-    server: &support::Server,
+    server: &agentpkg_bench::Server,
     token: &str,
     dir: &Path,
     size: u64,

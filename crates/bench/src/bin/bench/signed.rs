@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::measure::{RssSampler, file_body, make_file, mb_per_s};
-use crate::support::{self, MIB, Result};
+use agentpkg_bench::{MIB, Result};
 
 /// Runs GnuPG in `home` (no passphrase); its standard output.
 fn gpg(home: &Path, args: &[&str]) -> Result<Vec<u8>> {
@@ -29,7 +29,7 @@ fn gpg(home: &Path, args: &[&str]) -> Result<Vec<u8>> {
 /// the stored object. Times and the server's peak memory.
 pub(crate) async fn signed_uploads(
     client: &reqwest::Client,
-    server: &support::Server,
+    server: &agentpkg_bench::Server,
     token: &str,
     dir: &Path,
     size: u64,

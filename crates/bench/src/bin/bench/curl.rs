@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::measure::{RssSampler, make_file, mb_per_s};
-use crate::support::{self, MIB, Result};
+use agentpkg_bench::{MIB, Result};
 
 /// `curl` with `args`, its output discarded; the time it took. Fails unless it answers 2xx.
 fn curl(args: &[&str]) -> Result<Duration> {
@@ -29,7 +29,7 @@ fn curl(args: &[&str]) -> Result<Duration> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn curl_comparison(
     client: &reqwest::Client,
-    server: &support::Server,
+    server: &agentpkg_bench::Server,
     token: &str,
     bucket: &s3::Bucket,
     dir: &Path,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::measure::{RssSampler, make_file, mb_per_s};
-use crate::support::{MIB, Result, Server};
+use agentpkg_bench::{MIB, Result, Server};
 
 /// Runs a command to its end; its time and its peak resident memory. The page cache's
 /// dirty pages (the last run's file, the object store's writes) are flushed first, so that
@@ -144,7 +144,6 @@ pub(crate) fn cli_comparison(
     };
     let agentpkg = std::env::current_exe()?
         .parent()
-        .and_then(Path::parent)
         .map(|d| d.join("agentpkg"))
         .filter(|p| p.exists())
         .ok_or("build the CLI first: cargo build --release -p agentpkg-cli")?;

@@ -16,7 +16,7 @@ use prost::Message;
 use serde_json::{Value, json};
 
 use crate::measure::{RssSampler, percentile};
-use crate::support::{MIB, Result, Server};
+use agentpkg_bench::{MIB, Result, Server};
 
 /// The rollout clock's speed in this bench (the server is started with it).
 pub(crate) const SCALE: &str = "600";

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::fleet_ws::WsFleet;
 use crate::measure::{RssSampler, percentile};
-use crate::support::{MIB, Result, Server};
+use agentpkg_bench::{MIB, Result, Server};
 
 #[derive(QueryableByName)]
 struct Written {

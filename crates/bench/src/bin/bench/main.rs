@@ -36,9 +36,6 @@ use agentpkg_store::testing::TestDatabase;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod cli;
 mod curl;
 mod fleet;
@@ -50,12 +47,12 @@ mod rollout;
 mod signed;
 mod stats;
 
+use agentpkg_bench::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 use curl::curl_comparison;
 use measure::{RssSampler, drain, file_body, make_file, mb_per_s, percentile};
 use metadata::populate;
 use resumable::resumable_uploads;
 use signed::signed_uploads;
-use support::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
@@ -74,7 +71,6 @@ async fn main() -> Result<()> {
     let out = flag("--out").map_or_else(|| root.join("target/bench/results.json"), PathBuf::from);
     let bin = std::env::current_exe()?
         .parent()
-        .and_then(Path::parent)
         .map(|d| d.join("agentpkg-server"))
         .ok_or("cannot find agentpkg-server next to the bench")?;
     let sizes: Vec<u64> = match flag("--sizes") {
@@ -97,7 +93,7 @@ async fn main() -> Result<()> {
     // As the README starts it, unless `--tuned`.
     let tuned = args.iter().any(|a| a == "--tuned");
     let mut extra: Vec<(&str, &str)> = if tuned {
-        support::TUNED.to_vec()
+        agentpkg_bench::TUNED.to_vec()
     } else {
         Vec::new()
     };
@@ -600,7 +596,7 @@ async fn main() -> Result<()> {
 async fn finish(
     out: &Path,
     results: &Value,
-    server: support::Server,
+    server: agentpkg_bench::Server,
     bucket: &s3::Bucket,
 ) -> Result<()> {
     if let Some(dir) = out.parent() {

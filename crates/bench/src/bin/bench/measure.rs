@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::support::{MIB, Result};
+use agentpkg_bench::{MIB, Result};
 
 /// Samples the server's resident memory until stopped; returns the highest sample.
 pub(crate) struct RssSampler {

@@ -2,7 +2,7 @@
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
-use crate::support::Result;
+use agentpkg_bench::Result;
 
 /// Inserts `n` packages (10 versions of n/10 names) straight into PostgreSQL.
 pub(crate) fn populate(url: &str, n: u64) -> Result<()> {

@@ -17,19 +17,17 @@
 // A load generator reports on standard output.
 #![allow(clippy::print_stdout)]
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use agentpkg_bench::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 use agentpkg_store::testing::TestDatabase;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 use tokio::sync::Mutex;
 
 /// Retries of one request answered `503` with `Retry-After`.
@@ -341,7 +339,6 @@ async fn main() -> Result<()> {
         .canonicalize()?;
     let bin = std::env::current_exe()?
         .parent()
-        .and_then(Path::parent)
         .map(|d| d.join("agentpkg-server"))
         .ok_or("cannot find agentpkg-server next to the soak")?;
 
@@ -356,7 +353,11 @@ async fn main() -> Result<()> {
         db.url(),
         &s3env,
         &bucket_name,
-        &[&[("AGENTPKG__GC__INTERVAL_SECS", "0")], support::TUNED].concat(),
+        &[
+            &[("AGENTPKG__GC__INTERVAL_SECS", "0")],
+            agentpkg_bench::TUNED,
+        ]
+        .concat(),
     )?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)

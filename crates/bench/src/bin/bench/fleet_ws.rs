@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::fleet::message;
 use crate::measure::percentile;
-use crate::support::{Result, Server};
+use agentpkg_bench::{Result, Server};
 
 /// Agent numbers of the WebSocket agents start here, apart from the HTTP ones.
 const FIRST: u64 = 1 << 40;
