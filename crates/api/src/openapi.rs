@@ -353,6 +353,77 @@ mod tests {
         );
     }
 
+    /// `docs/api.md`'s route table and the OpenAPI document name the same operations.
+    #[test]
+    fn the_route_table_in_docs_is_the_openapi_document() {
+        use std::collections::BTreeSet;
+        let shape = |path: &str| -> String {
+            // Parameter names may differ; where they stand may not.
+            let mut out = String::new();
+            let mut in_param = false;
+            for c in path.chars() {
+                match c {
+                    '{' => {
+                        in_param = true;
+                        out.push_str("{}");
+                    }
+                    '}' => in_param = false,
+                    _ if in_param => {}
+                    _ => out.push(c),
+                }
+            }
+            out
+        };
+        let doc = document();
+        let documented: BTreeSet<(String, String)> = operations(&doc)
+            .into_iter()
+            .map(|(method, path, _)| (method, shape(&path)))
+            .collect();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md"))
+                .unwrap();
+        // Rows: `| METHODS | `path`, `path` (root) | role | what |`. Paths are under
+        // /api/v1 unless the row says `(root)`; health answers at both.
+        let mut table = BTreeSet::new();
+        for line in text.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (Some(methods), Some(paths), Some(what)) =
+                (cells.get(1), cells.get(2), cells.get(4))
+            else {
+                continue;
+            };
+            let is_methods = !methods.is_empty()
+                && methods
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == ',' || c == ' ');
+            if !is_methods || what.contains("not in the OpenAPI document") {
+                continue;
+            }
+            let root = paths.contains("(root)");
+            let both = paths.contains("also at the root") || what.contains("also at the root");
+            for path in paths.split('`').skip(1).step_by(2) {
+                let mut full = Vec::new();
+                if root || both {
+                    full.push(path.to_owned());
+                }
+                if !root {
+                    full.push(format!("/api/v1{path}"));
+                }
+                for method in methods.split(',') {
+                    for p in &full {
+                        table.insert((method.trim().to_owned(), shape(p)));
+                    }
+                }
+            }
+        }
+        let undocumented: Vec<_> = documented.difference(&table).collect();
+        let unknown: Vec<_> = table.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "in the OpenAPI document, not in docs/api.md: {undocumented:?}\nin docs/api.md, not in the OpenAPI document: {unknown:?}"
+        );
+    }
+
     const ERRORS_MD_HEAD: &str = "# Error codes
 
 Every error is `{\"error\": {\"code\": \"…\", \"message\": \"…\", \"field\": \"…\"}}`: `code` is one

@@ -124,6 +124,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
+    for (name, hint) in agentpkg_server::settings::misspelt_variables(std::env::vars_os()) {
+        tracing::warn!("{name} is not read: {hint}");
+    }
     let result =
         actix_web::rt::System::new().block_on(run(cli.command.unwrap_or(Command::Serve), settings));
     match result {

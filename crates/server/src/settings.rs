@@ -524,6 +524,47 @@ impl Settings {
 /// The file read when `--config` is not given and it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "agentpkg.toml";
 
+/// Variables named `AGENTPKG_…` that other programs read, not the server.
+const OTHER_PROGRAMS_VARIABLES: &[&str] = &[
+    "AGENTPKG_SERVER",
+    "AGENTPKG_TOKEN",
+    "AGENTPKG_CONFIG_DIR",
+    "AGENTPKG_BLESS",
+    "AGENTPKG_FUZZ_CASES",
+];
+const OTHER_PROGRAMS_PREFIXES: &[&str] = &["AGENTPKG_TEST_", "AGENTPKG_GARAGE_"];
+
+/// Environment variables that look meant for the server but are not read, with what to
+/// write instead: settings are `AGENTPKG__SECTION__KEY`, with two underscores between the
+/// parts (`AGENTPKG_SERVER_BIND` does nothing; `AGENTPKG__SERVER__BIND` sets `server.bind`).
+pub fn misspelt_variables(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (name, _) in vars {
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix("AGENTPKG_") else {
+            continue;
+        };
+        if rest.starts_with('_')
+            || OTHER_PROGRAMS_VARIABLES.contains(&name)
+            || OTHER_PROGRAMS_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        let hint = match rest.split_once('_') {
+            Some((section, key)) => format!(
+                "settings are AGENTPKG__SECTION__KEY, with two underscores between the parts (AGENTPKG__{section}__{key}?)"
+            ),
+            None => "settings are AGENTPKG__SECTION__KEY, with two underscores between the parts"
+                .to_owned(),
+        };
+        found.push((name.to_owned(), hint));
+    }
+    found.sort();
+    found
+}
+
 impl Settings {
     /// Loads defaults, then `file` (required when given; else `agentpkg.toml` if present),
     /// then the environment.

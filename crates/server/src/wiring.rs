@@ -423,6 +423,20 @@ impl Application {
                 ),
                 None => tracing::info!("created user 'admin' with the configured password"),
             }
+        } else if let Some(configured) = &settings.auth.admin_password {
+            // Users exist: the configured password applied to the first start only. Say so
+            // when it is not (or no longer) admin's, rather than let the first login fail
+            // without a word.
+            if let Err(agentpkg_packagemgr::Error::BadCredentials) =
+                accounts.login("admin", configured.clone()).await
+            {
+                tracing::warn!(
+                    "auth.admin_password is set, but the user 'admin' does not exist or has \
+                     another password: it applies to the first start only and was not changed; \
+                     sign in with the current password and change it (the web interface's \
+                     Users page, or PUT /api/v1/users/me/password)"
+                );
+            }
         }
         let reconciler = spawn_reconciler(&settings, packages.clone());
         let mut background = Vec::new();

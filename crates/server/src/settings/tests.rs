@@ -111,3 +111,24 @@ fn secrets_do_not_print() {
     assert!(!printed.contains("super-secret"), "{printed}");
     assert!(!printed.contains("hunter2"), "{printed}");
 }
+
+#[test]
+fn variables_with_one_underscore_are_named_with_the_spelling_that_works() {
+    let vars = [
+        "AGENTPKG_SERVER_BIND",
+        "AGENTPKG__SERVER__BIND",
+        "AGENTPKG_TOKEN",
+        "AGENTPKG_TEST_S3_ENDPOINT",
+        "PATH",
+        "AGENTPKG_DEBUG",
+    ]
+    .map(|n| (std::ffi::OsString::from(n), std::ffi::OsString::from("x")));
+    let found = super::misspelt_variables(vars);
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["AGENTPKG_DEBUG", "AGENTPKG_SERVER_BIND"]);
+    assert!(
+        found[1].1.contains("AGENTPKG__SERVER__BIND"),
+        "{}",
+        found[1].1
+    );
+}

@@ -238,6 +238,37 @@ async fn with_no_configuration_it_runs_on_sqlite_and_a_directory_and_survives_a_
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Vec<Value>>().await.unwrap().len(), 1);
+    drop(server);
+
+    // A password configured after the first start changes nothing, and says so; the right
+    // one, nothing. A variable with one underscore is named, with the spelling that works.
+    let warned = |log: &[String]| {
+        log.iter()
+            .any(|l| l.contains("auth.admin_password is set, but the user 'admin'"))
+    };
+    let mut cmd = command(dir.path());
+    cmd.env(
+        "AGENTPKG__AUTH__ADMIN_PASSWORD",
+        "another-password-of-24-chars",
+    )
+    .env("AGENTPKG_SERVER_BIND", "127.0.0.1:1");
+    let server = start(cmd);
+    assert!(warned(&server.log), "{:?}", server.log);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.contains("AGENTPKG_SERVER_BIND is not read")
+                && l.contains("AGENTPKG__SERVER__BIND")),
+        "{:?}",
+        server.log
+    );
+    assert_eq!(login(server.port, "admin", &password).await.status(), 200);
+    drop(server);
+    let mut cmd = command(dir.path());
+    cmd.env("AGENTPKG__AUTH__ADMIN_PASSWORD", &password);
+    let server = start(cmd);
+    assert!(!warned(&server.log), "{:?}", server.log);
 }
 
 #[tokio::test]

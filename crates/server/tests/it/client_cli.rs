@@ -24,7 +24,7 @@ on_both_backends!(
 );
 
 /// The `agentpkg` binary, built by `cargo test --workspace` beside this test.
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()

@@ -19,6 +19,7 @@ mod gate;
 mod hardening;
 mod mirror;
 mod packages;
+mod readme;
 mod rollback;
 mod rollouts;
 mod signing;
