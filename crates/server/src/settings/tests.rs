@@ -132,3 +132,77 @@ fn variables_with_one_underscore_are_named_with_the_spelling_that_works() {
         found[1].1
     );
 }
+
+/// Every key the settings take, found by asking the loader itself: a probe field in a
+/// section is refused with the list of the section's fields, and a field that is a section
+/// of its own refuses a probe the same way.
+fn setting_keys(dir: &Path, section: &[&str]) -> Vec<String> {
+    const PROBE: &str = "agentpkg_probe";
+    let refusal = |path: &[&str]| -> String {
+        let file = dir.join("probe.toml");
+        let text = if path.is_empty() {
+            format!("{PROBE} = 1\n")
+        } else {
+            format!("[{}]\n{PROBE} = 1\n", path.join("."))
+        };
+        std::fs::write(&file, text).unwrap();
+        match Settings::load_from(Some(&file), HashMap::new()) {
+            Ok(_) => panic!("a probe in [{}] was accepted", path.join(".")),
+            Err(e) => e.to_string(),
+        }
+    };
+    let said = refusal(section);
+    let Some(list) = said
+        .split_once(&format!("unknown field `{PROBE}`, expected "))
+        .map(|(_, rest)| rest)
+    else {
+        panic!("[{}]: {said}", section.join("."));
+    };
+    // The loader names the key after the list ("… for key `server.…`").
+    let list = list.split(" for key ").next().unwrap_or(list);
+    let fields: Vec<String> = list
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(!fields.is_empty(), "[{}]: {said}", section.join("."));
+    let mut keys = Vec::new();
+    for field in fields {
+        let mut path: Vec<&str> = section.to_vec();
+        path.push(&field);
+        if refusal(&path).contains(&format!("unknown field `{PROBE}`")) {
+            keys.extend(setting_keys(dir, &path));
+        } else {
+            keys.push(path.join("."));
+        }
+    }
+    keys
+}
+
+/// `docs/configuration.md`'s table names every key the server takes, and no other.
+#[test]
+fn the_configuration_reference_is_every_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut taken = setting_keys(dir.path(), &[]);
+    taken.sort();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/configuration.md"
+    ))
+    .unwrap();
+    // Rows: `| `key`, `key` | defaults | meaning |`.
+    let mut documented: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2).map(str::to_owned))
+        .collect();
+    documented.sort();
+    let missing: Vec<_> = taken.iter().filter(|k| !documented.contains(k)).collect();
+    let unknown: Vec<_> = documented.iter().filter(|k| !taken.contains(k)).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "settings not in docs/configuration.md: {missing:?}\nin docs/configuration.md, not settings: {unknown:?}"
+    );
+}
