@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use agentpkg_model::{
-    Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, Entity, NewAssignment,
-    NewAuditEvent, Page, PageRequest, Role,
+    Agent, AgentFilter, AgentUid, Assignment, AssignmentPatch, AuditAction, Entity, InstallStatus,
+    NewAssignment, NewAuditEvent, Page, PageRequest, Role,
 };
 use agentpkg_packagemgr::{AuditLog, Caller, Error, PackageManager};
 use agentpkg_store::DynFleetStore;
@@ -67,7 +67,7 @@ pub const DEFAULT_MIN_SAMPLE: u64 = 5;
 pub struct RolloutStatus {
     pub assignment: Assignment,
     /// (offered version, status) → agents.
-    pub counts: std::collections::BTreeMap<(String, String), u64>,
+    pub counts: std::collections::BTreeMap<(String, InstallStatus), u64>,
     /// (agent uid, offered version, error message) of each failed install.
     pub failures: Vec<(String, String, String)>,
 }
@@ -300,16 +300,14 @@ impl Fleet {
             .collect();
         let mut counts = std::collections::BTreeMap::new();
         let mut failures = Vec::new();
-        for (uid, offered, _has, status, error) in
-            self.store.package_statuses(&assignment.offer_as).await?
-        {
-            if !versions.contains(offered.trim_start_matches('v')) {
+        for row in self.store.package_statuses(&assignment.offer_as).await? {
+            if !versions.contains(row.offered_version.trim_start_matches('v')) {
                 continue;
             }
-            if status == "install_failed" {
-                failures.push((uid, offered.clone(), error));
+            if row.status == InstallStatus::InstallFailed {
+                failures.push((row.uid, row.offered_version.clone(), row.error_message));
             }
-            *counts.entry((offered, status)).or_insert(0) += 1;
+            *counts.entry((row.offered_version, row.status)).or_insert(0) += 1;
         }
         Ok(RolloutStatus {
             assignment,

@@ -1,5 +1,6 @@
 //! OpAMP attribute values as text, and statuses by name.
 
+use agentpkg_model::InstallStatus;
 use std::collections::BTreeMap;
 
 use crate::proto::{AnyValue, KeyValue, any_value};
@@ -46,16 +47,16 @@ pub(crate) fn map(attributes: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A package status's name in the API.
-pub(crate) fn status_name(status: i32) -> &'static str {
+/// A package status as OpAMP numbers it.
+pub(crate) fn install_status(status: i32) -> InstallStatus {
     use crate::proto::PackageStatusEnum as S;
     match S::try_from(status) {
-        Ok(S::Installed) => "installed",
-        Ok(S::InstallPending) => "install_pending",
-        Ok(S::Installing) => "installing",
-        Ok(S::InstallFailed) => "install_failed",
-        Ok(S::Downloading) => "downloading",
-        Err(_) => "unknown",
+        Ok(S::Installed) => InstallStatus::Installed,
+        Ok(S::InstallPending) => InstallStatus::InstallPending,
+        Ok(S::Installing) => InstallStatus::Installing,
+        Ok(S::InstallFailed) => InstallStatus::InstallFailed,
+        Ok(S::Downloading) => InstallStatus::Downloading,
+        Err(_) => InstallStatus::Unknown,
     }
 }
 

@@ -12,7 +12,7 @@ use agentpkg_packagemgr::{Caller, Credential, Error};
 use chrono::{DateTime, Utc};
 
 use crate::agents::{Fleet, SERVER_CAPABILITIES};
-use crate::attributes::{map, status_name};
+use crate::attributes::{install_status, map};
 use crate::offers::desired;
 use crate::proto::{
     AgentCapabilities, AgentToServer, PackagesAvailable, ServerErrorResponse,
@@ -363,7 +363,7 @@ fn record(agent: &mut Agent, message: &AgentToServer, now: DateTime<Utc>) {
                 agent_has_hash: hex::encode(&s.agent_has_hash),
                 server_offered_version: s.server_offered_version.clone(),
                 server_offered_hash: hex::encode(&s.server_offered_hash),
-                status: status_name(s.status).to_owned(),
+                status: install_status(s.status),
                 error_message: s.error_message.clone(),
                 download_percent: s.download_details.as_ref().map(|d| d.download_percent),
             })

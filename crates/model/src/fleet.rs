@@ -6,6 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::closed_set::closed_set;
 use crate::{PackageName, ValidationError, Version, VersionRequirement};
 
 /// An agent's instance uid: 16 bytes (a UUID), shown as 32 lowercase hex digits.
@@ -59,6 +60,21 @@ pub struct AgentHealth {
     pub last_error: String,
 }
 
+closed_set!(
+    /// Where an agent says one package stands (OpAMP's `PackageStatusEnum`).
+    #[derive(Default, PartialOrd, Ord)]
+    InstallStatus, "package_status", {
+        Installed => "installed",
+        InstallPending => "install_pending",
+        Installing => "installing",
+        InstallFailed => "install_failed",
+        Downloading => "downloading",
+        /// A number this server does not know (a newer agent).
+        #[default]
+        Unknown => "unknown",
+    }
+);
+
 /// One package status an agent reported.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AgentPackageStatus {
@@ -69,8 +85,7 @@ pub struct AgentPackageStatus {
     pub server_offered_version: String,
     /// Hex.
     pub server_offered_hash: String,
-    /// `installed`, `install_pending`, `installing`, `install_failed`, `downloading`.
-    pub status: String,
+    pub status: InstallStatus,
     pub error_message: String,
     pub download_percent: Option<f64>,
 }
@@ -187,7 +202,7 @@ pub struct AgentFilter {
     pub healthy: Option<bool>,
     pub connected: Option<bool>,
     /// A package status the agent reported for some package (`install_failed`, …).
-    pub package_status: Option<String>,
+    pub package_status: Option<InstallStatus>,
 }
 
 impl AgentFilter {

@@ -34,8 +34,8 @@ pub use error::ValidationError;
 pub use error_code::{Entity, ErrorCode};
 pub use fleet::{
     Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, Assignment,
-    AssignmentPatch, NewAssignment, OfferedBuild, OfferedSignature, Selector, VersionChoice,
-    check_offer_as, check_ratio, check_rollout,
+    AssignmentPatch, InstallStatus, NewAssignment, OfferedBuild, OfferedSignature, Selector,
+    VersionChoice, check_offer_as, check_ratio, check_rollout,
 };
 pub use key::ObjectKey;
 pub use mirror::{MirrorAsset, MirrorState};

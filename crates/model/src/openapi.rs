@@ -8,8 +8,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::{
-    Arch, AuditAction, AuditOutcome, Checksum, Description, ErrorCode, FileName, PackageName,
-    Platform, Role, SignatureFormat, TokenScope, Version, VersionRequirement,
+    Arch, AuditAction, AuditOutcome, Checksum, Description, ErrorCode, FileName, InstallStatus,
+    PackageName, Platform, Role, SignatureFormat, TokenScope, Version, VersionRequirement,
 };
 
 /// SemVer 2.0 (semver.org's expression, with ASCII digits and numbers bounded to fit 64
@@ -162,6 +162,11 @@ closed_set_schema!(
     ErrorCode,
     "ErrorCode",
     "Stable machine-readable error code (the list and each code's status: docs/errors.md)"
+);
+closed_set_schema!(
+    InstallStatus,
+    "InstallStatus",
+    "Where an agent says one package stands (OpAMP's PackageStatusEnum)"
 );
 closed_set_schema!(TokenScope, "TokenScope", "What a token may do, at most");
 closed_set_schema!(

@@ -485,9 +485,19 @@ pub trait FleetStore: Health {
 
 pub type DynFleetStore = Arc<dyn FleetStore>;
 
-/// One agent's status for one package: (uid, offered version, version it has, status,
-/// error message).
-pub type PackageStatusRow = (String, String, String, String, String);
+/// One agent's status for one package, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageStatusRow {
+    /// The agent's instance uid (hex).
+    pub uid: String,
+    /// The version the server offered it (as offered: `v1.2.0` when the assignment
+    /// prefixes a `v`).
+    pub offered_version: String,
+    /// The version it says it has.
+    pub has_version: String,
+    pub status: agentpkg_model::InstallStatus,
+    pub error_message: String,
+}
 
 /// Download counts, storage usage, and what retention needs to choose.
 #[async_trait]

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use agentpkg_fleet::AgentFilter;
-use agentpkg_model::{Agent, AgentUid, PageRequest, ValidationError};
+use agentpkg_model::{Agent, AgentUid, InstallStatus, PageRequest, ValidationError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,8 +21,8 @@ pub(crate) struct AgentsParams {
     healthy: Option<bool>,
     /// Only agents connected (`true`) or that said they disconnect (`false`).
     connected: Option<bool>,
-    /// Only agents that reported this status for some package: `installed`,
-    /// `install_pending`, `installing`, `install_failed`, `downloading`.
+    /// Only agents that reported this status for some package.
+    #[param(value_type = Option<InstallStatus>)]
     package_status: Option<String>,
     /// Agents per page, 1 to 100 (default 50; out of range: clamped).
     per_page: Option<u32>,
@@ -48,8 +48,7 @@ pub(crate) struct PackageStatusView {
     server_offered_version: String,
     /// Hex.
     server_offered_hash: String,
-    /// `installed`, `install_pending`, `installing`, `install_failed`, `downloading`.
-    status: String,
+    status: InstallStatus,
     error_message: String,
     download_percent: Option<f64>,
 }
@@ -101,7 +100,7 @@ impl From<&Agent> for AgentView {
                     agent_has_hash: s.agent_has_hash.clone(),
                     server_offered_version: s.server_offered_version.clone(),
                     server_offered_hash: s.server_offered_hash.clone(),
-                    status: s.status.clone(),
+                    status: s.status,
                     error_message: s.error_message.clone(),
                     download_percent: s.download_percent,
                 })
@@ -154,22 +153,9 @@ pub(crate) async fn list(
             .push((key.trim().to_owned(), value.trim().to_owned()));
     }
     if let Some(status) = &params.package_status {
-        const KNOWN: [&str; 5] = [
-            "installed",
-            "install_pending",
-            "installing",
-            "install_failed",
-            "downloading",
-        ];
-        if !KNOWN.contains(&status.as_str()) {
-            return Err(ValidationError::new(
-                "package_status",
-                format!("must be one of: {}", KNOWN.join(", ")),
-            )
-            .into());
-        }
-        filter.package_status = Some(status.clone());
+        filter.package_status = Some(status.parse()?);
     }
+
     let agents = state.fleet.agents(page, &filter).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("X-Total-Count", agents.total.to_string()))

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
 use agentpkg_model::{
-    Assignment, AssignmentPatch, NewAssignment, OfferedSignature, PackageName, ValidationError,
-    VersionChoice,
+    Assignment, AssignmentPatch, InstallStatus, NewAssignment, OfferedSignature, PackageName,
+    ValidationError, VersionChoice,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -294,8 +294,7 @@ pub(crate) async fn delete(
 pub(crate) struct VersionStatusView {
     /// The version offered (as offered: with its `v` when the assignment adds one).
     version: String,
-    /// `installed`, `install_pending`, `installing`, `install_failed`, `downloading`.
-    status: String,
+    status: InstallStatus,
     agents: u64,
 }
 

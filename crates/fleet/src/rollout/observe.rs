@@ -2,7 +2,7 @@
 //! when, failed and why, reverted. Decided here from the agent as just recorded; written
 //! by the store only if the engine did not move the agent meanwhile.
 
-use agentpkg_model::{Agent, MemberPhase, Rollout, RolloutMember};
+use agentpkg_model::{Agent, InstallStatus, MemberPhase, Rollout, RolloutMember};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::proto::AgentCapabilities;
@@ -87,7 +87,7 @@ pub(crate) fn observe(
                     _ => {}
                 }
             } else if let Some(s) = status
-                && s.status == "install_failed"
+                && s.status == InstallStatus::InstallFailed
                 && s.server_offered_version.trim_start_matches('v') == target
                 // Only a report about the latest offer: one about an attempt before a retry
                 // is stale.
@@ -197,7 +197,7 @@ mod tests {
             agent_has_version: has.into(),
             server_offered_version: "2.0.0".into(),
             server_offered_hash: "aa".into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             error_message: "exit status 3".into(),
             ..AgentPackageStatus::default()
         }];

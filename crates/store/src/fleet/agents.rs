@@ -2,7 +2,8 @@
 //! per package (what rollouts count).
 
 use agentpkg_model::{
-    Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, Page, PageRequest,
+    Agent, AgentFilter, AgentHealth, AgentOwner, AgentPackageStatus, AgentUid, InstallStatus, Page,
+    PageRequest,
 };
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -137,7 +138,7 @@ pub(crate) fn save(
                     ap::name.eq(text(&s.name)),
                     ap::offered_version.eq(text(&s.server_offered_version)),
                     ap::agent_has_version.eq(text(&s.agent_has_version)),
-                    ap::status.eq(&s.status),
+                    ap::status.eq(s.status.as_str()),
                     ap::error_message.eq(text(&s.error_message)),
                     ap::updated_at.eq(at),
                     ap::answers_offer.eq(s.answers(&agent.offered)),
@@ -233,7 +234,7 @@ fn filtered(pg: bool, filter: &AgentFilter) -> AgentQuery {
             diesel::dsl::sql::<diesel::sql_types::Bool>(
                 "instance_uid IN (SELECT instance_uid FROM agent_packages WHERE status = ",
             )
-            .bind::<diesel::sql_types::Text, _>(status.clone())
+            .bind::<diesel::sql_types::Text, _>(status.as_str())
             .sql(")"),
         );
     }
@@ -323,17 +324,19 @@ pub(crate) fn outcomes(
         .filter(ap::answers_offer.eq(true))
         .select(ap::status)
         .load(conn)?;
-    let failed = rows.iter().filter(|s| *s == "install_failed").count();
+    let failed = rows
+        .iter()
+        .filter(|s| *s == InstallStatus::InstallFailed.as_str())
+        .count();
     Ok((rows.len() as u64, failed as u64))
 }
 
-/// Every agent's status for the package `name`: (uid, offered version, version it has,
-/// status, error message).
+/// Every agent's status for the package `name`, in uid order.
 pub(crate) fn statuses(
     conn: &mut DbConnection,
     name: &str,
 ) -> Result<Vec<crate::PackageStatusRow>, StoreError> {
-    Ok(ap::table
+    let rows: Vec<(String, String, String, String, String)> = ap::table
         .filter(ap::name.eq(name))
         .order(ap::instance_uid.asc())
         .select((
@@ -343,7 +346,22 @@ pub(crate) fn statuses(
             ap::status,
             ap::error_message,
         ))
-        .load(conn)?)
+        .load(conn)?;
+    rows.into_iter()
+        .map(
+            |(uid, offered_version, has_version, status, error_message)| {
+                Ok(crate::PackageStatusRow {
+                    status: status
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("agent {uid}: package status")))?,
+                    uid,
+                    offered_version,
+                    has_version,
+                    error_message,
+                })
+            },
+        )
+        .collect()
 }
 
 /// Moves sequence numbers and last-seen times forward, in uid order (two replicas flushing

@@ -57,7 +57,7 @@ impl AgentRow {
             ),
             version: top.map_or_else(String::new, |s| s.agent_has_version.clone()),
             health: health_word(a),
-            status: top.map_or_else(String::new, |s| s.status.clone()),
+            status: top.map_or_else(String::new, |s| s.status.to_string()),
             connected: a.connected,
             seen: format::ago(a.last_seen, Utc::now()),
             seen_exact: format::exact(a.last_seen),
@@ -120,7 +120,7 @@ fn filter_of(q: &AgentsQuery) -> Result<AgentFilter, String> {
         _ => None,
     };
     if !q.status.is_empty() {
-        filter.package_status = Some(q.status.clone());
+        filter.package_status = Some(q.status.parse().map_err(|e| format!("{e}"))?);
     }
     Ok(filter)
 }
@@ -239,7 +239,7 @@ pub async fn agent(
                 name: name(&s.name),
                 has: s.agent_has_version.clone(),
                 offered: s.server_offered_version.clone(),
-                status: s.status.clone(),
+                status: s.status.to_string(),
                 error: s.error_message.clone(),
                 progress: s.download_percent.map(|p| format!("{p:.0} %")),
             })

@@ -333,7 +333,7 @@ async fn assignment_page(
         statuses: status
             .counts
             .into_iter()
-            .map(|((version, s), n)| (version, s, n))
+            .map(|((version, s), n)| (version, s.to_string(), n))
             .collect(),
         rollouts: rollouts
             .iter()
