@@ -76,9 +76,12 @@ pub enum Error {
     OverQuota { held: u64, limit: u64 },
     #[error("the body goes past the upload's length of {length} bytes")]
     PastLength { length: u64 },
-    /// A resumable write starts where the session is not.
-    #[error("the upload is at offset {actual}")]
-    OffsetMismatch { actual: u64 },
+    /// A resumable write starts where the session is not (another request moved it on,
+    /// or the client lost count).
+    #[error(
+        "this request starts at offset {sent}, but the upload is at offset {actual}: ask where it stands (HEAD) and send from there"
+    )]
+    OffsetMismatch { sent: u64, actual: u64 },
     /// Another request is writing to the session.
     #[error("another request is writing to this upload; try again shortly")]
     UploadLocked,

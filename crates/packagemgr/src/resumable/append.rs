@@ -53,7 +53,17 @@ impl PackageManager {
                         "a final upload is complete when created; it takes no bytes".into(),
                     ));
                 }
-                return Err(Error::OffsetMismatch { actual });
+                if actual == append.offset {
+                    // At the right offset, but nothing more is taken: the last byte came and
+                    // published the package.
+                    return Err(Error::Conflict(format!(
+                        "this upload is complete ({actual} bytes) and its package published: there is nothing more to send"
+                    )));
+                }
+                return Err(Error::OffsetMismatch {
+                    sent: append.offset,
+                    actual,
+                });
             }
             SessionLease::Busy => return Err(Error::UploadLocked),
             SessionLease::Gone => return Err(Error::NotFound(Entity::Upload)),

@@ -452,10 +452,20 @@ async fn the_protocol_is_spoken_and_hostile_requests_are_refused_keeping_the_off
     let res = offset_of(&app, &url, &token).await;
     assert_eq!(header(&res, "upload-offset"), file.len().to_string());
     let res = patch(&app, &url, &token, file.len(), vec![1], &[]).await;
+    let body = expect_error(res, 409, "conflict").await;
     assert!(
-        res.status() == 409 || res.status() == 413,
-        "{}",
-        res.status()
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("complete") && m.contains("nothing more to send")),
+        "{body}"
+    );
+    // Behind the upload's offset: said with both offsets and what to do.
+    let res = patch(&app, &url, &token, 0, vec![1], &[]).await;
+    let body = expect_error(res, 409, "offset_mismatch").await;
+    let said = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("offset 0") && said.contains(&format!("offset {}", file.len())),
+        "{body}"
     );
     // Only the two packages' objects are left: no tail, no part.
     assert_eq!(app.stored().await.0.len(), 2);
