@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::WaveCounts;
 use crate::ValidationError;
+use crate::closed_set::closed_set;
 
 /// How many agents a wave covers, counted from the first wave: a number of agents, or a
 /// share of the agents the assignment selects when the wave starts. `{"agents": 5}` or
@@ -225,28 +226,30 @@ impl FailureRule {
     }
 }
 
-/// What happens when a failure threshold is passed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnFailure {
-    /// No agent is newly offered the version until an admin resumes.
-    #[default]
-    Pause,
-    /// Every agent the rollout moved is offered the version it reported before.
-    Revert,
-}
+closed_set!(
+    /// What happens when a failure threshold is passed.
+    #[derive(Default)]
+    OnFailure, "on_failure", {
+        /// No agent is newly offered the version until an admin resumes.
+        #[default]
+        Pause => "pause",
+        /// Every agent the rollout moved is offered the version it reported before.
+        Revert => "revert",
+    }
+);
 
-/// Whose word a wave waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Approval {
-    #[default]
-    None,
-    /// Every wave waits for an admin's approval.
-    EachWave,
-    /// The first wave waits for an admin's approval; the others follow on their own.
-    FirstWave,
-}
+closed_set!(
+    /// Whose word a wave waits for.
+    #[derive(Default)]
+    Approval, "approval", {
+        #[default]
+        None => "none",
+        /// Every wave waits for an admin's approval.
+        EachWave => "each_wave",
+        /// The first wave waits for an admin's approval; the others follow on their own.
+        FirstWave => "first_wave",
+    }
+);
 
 /// A maintenance window: open for `duration_secs` from each time `cron` (five fields:
 /// minute, hour, day of month, month, day of week) matches in `timezone`.

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use actix_web::{HttpResponse, web};
 use agentpkg_http::RequestContext;
 use agentpkg_model::{
-    Approval, Assignment, NewAssignment, OnFailure, PackageName, Retry, Role, RolloutPlan,
-    SuccessRule, ValidationError, Version, VersionChoice, WaveSize,
+    Assignment, NewAssignment, PackageName, Retry, Role, RolloutPlan, SuccessRule, ValidationError,
+    Version, VersionChoice, WaveSize,
 };
 use askama::Template;
 use chrono::Utc;
@@ -292,17 +292,9 @@ impl NewRolloutForm {
                 max_ratio: Some(failed / 100.0),
                 ..agentpkg_model::FailureRule::default()
             },
-            on_failure: if self.on_failure == "revert" {
-                OnFailure::Revert
-            } else {
-                OnFailure::Pause
-            },
+            on_failure: self.on_failure.parse()?,
             window: None,
-            approval: match self.approval.as_str() {
-                "each_wave" => Approval::EachWave,
-                "first_wave" => Approval::FirstWave,
-                _ => Approval::None,
-            },
+            approval: self.approval.parse()?,
             start_at: None,
             retry: Retry {
                 attempts: retries,
