@@ -62,8 +62,8 @@ pub use sigstore::{
 };
 pub use stats::{
     DailyDownloads, DownloadIncrement, NameUsage, RetentionCandidate, RetentionDeletion,
-    RetentionPolicy, RetentionPolicySpec, RetentionRule, StorageUsage, TopDownloads, TopEntry,
-    TopQuery, UsageTotals, bytes_freed, first_day, plan_retention, window,
+    RetentionPolicy, RetentionPolicySpec, RetentionRule, RetentionRuleKind, StorageUsage,
+    TopDownloads, TopEntry, TopQuery, UsageTotals, bytes_freed, first_day, plan_retention, window,
 };
 pub use token::{ApiToken, NamePattern, NameScope, TokenScope, glob};
 pub use user::{Password, Role, User, Username};

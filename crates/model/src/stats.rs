@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 
+use crate::closed_set::closed_set;
 use crate::{
     Arch, Checksum, NamePattern, Package, PackageName, Platform, ValidationError, Version,
 };
@@ -143,6 +144,15 @@ pub struct UsageTotals {
     pub yanked_packages: u64,
 }
 
+closed_set!(
+    /// The kinds of retention rule, as policies name them.
+    RetentionRuleKind, "rule", {
+        KeepNewest => "keep_newest",
+        YankedOlderThan => "yanked_older_than",
+        NotDownloadedFor => "not_downloaded_for",
+    }
+);
+
 /// What a retention policy removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionRule {
@@ -226,31 +236,25 @@ impl TryFrom<&RetentionPolicySpec> for RetentionPolicy {
                 ValidationError::new(field, format!("rule {} needs {field}", spec.rule))
             })
         };
-        let (rule, unused) = match spec.rule.as_str() {
-            "keep_newest" => (
+        let (rule, unused) = match spec.rule.parse::<RetentionRuleKind>()? {
+            RetentionRuleKind::KeepNewest => (
                 RetentionRule::KeepNewest {
                     versions: needs(spec.versions, "versions")?,
                 },
                 spec.days.map(|_| "days"),
             ),
-            "yanked_older_than" => (
+            RetentionRuleKind::YankedOlderThan => (
                 RetentionRule::YankedOlderThan {
                     days: needs(spec.days, "days")?,
                 },
                 spec.versions.map(|_| "versions"),
             ),
-            "not_downloaded_for" => (
+            RetentionRuleKind::NotDownloadedFor => (
                 RetentionRule::NotDownloadedFor {
                     days: needs(spec.days, "days")?,
                 },
                 spec.versions.map(|_| "versions"),
             ),
-            _ => {
-                return Err(ValidationError::new(
-                    "rule",
-                    "must be one of: keep_newest, yanked_older_than, not_downloaded_for",
-                ));
-            }
         };
         if let Some(field) = unused {
             return Err(ValidationError::new(
