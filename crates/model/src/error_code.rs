@@ -190,6 +190,8 @@ closed_set!(
     /// caller, which is told the same).
     Entity, "entity", {
         Package => "package",
+        /// The newest active build a `latest` query asks for.
+        LatestBuild => "latest_build",
         User => "user",
         Team => "team",
         Token => "token",
@@ -208,6 +210,9 @@ impl Entity {
     pub fn not_found(self) -> &'static str {
         match self {
             Entity::Package => "package not found",
+            Entity::LatestBuild => {
+                "no active build matches: yanked builds are never the latest (fetch one by its exact coordinates), and pre-releases only with prerelease=true"
+            }
             Entity::User => "user not found",
             Entity::Team => "team not found",
             Entity::Token => "token not found",

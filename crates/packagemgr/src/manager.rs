@@ -223,7 +223,7 @@ impl PackageManager {
         self.store
             .latest_package(query)
             .await?
-            .ok_or(Error::NotFound(Entity::Package))
+            .ok_or(Error::NotFound(Entity::LatestBuild))
     }
 
     /// Yanks or restores a package (`is_active`), or edits its description. A yanked

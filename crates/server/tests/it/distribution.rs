@@ -386,6 +386,20 @@ async fn yanked_packages_leave_lists_and_latest_but_stay_downloadable(backend: B
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["is_active"], false);
     assert_eq!(latest().await["version"], "1.0.0");
+    // Only the yanked build matches: not found, saying why and what to do instead.
+    let res = app
+        .get(
+            "/api/v1/packages/latest?name=agent&platform=linux&arch=amd64&version=%3D1.1.0",
+            &publisher,
+        )
+        .await;
+    let body = crate::common::expect_error(res, 404, "not_found").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("yanked builds are never the latest")),
+        "{body}"
+    );
     let listed = |query: &'static str| {
         let req = app
             .client
