@@ -812,3 +812,162 @@ async fn the_commands_a_package_page_shows_download_the_package(backend: Backend
         assert_eq!(got, bytes, "{id}: {command}");
     }
 }
+
+/// Every page an admin can reach from the front page, following every link of every page
+/// (fleet, rollouts, keys, tokens, audit and the package pages included), answers: no link
+/// leads to a 404 or an error, and every `curl` command a page shows runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_link_on_every_page_leads_somewhere_and_every_command_shown_runs() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let admin = app.admin_token().await;
+    // Something on every page: two builds, an agent, an assignment and its rollout, a token.
+    app.publish(
+        &admin,
+        "linked-agent/1.0.0/linux/amd64?filename=linked.tar.gz",
+        b"one",
+    )
+    .await;
+    app.publish(
+        &admin,
+        "linked-agent/1.1.0/linux/amd64?filename=linked.tar.gz",
+        b"two",
+    )
+    .await;
+    let hello = agentpkg_fleet::proto::AgentToServer {
+        instance_uid: vec![7; 16],
+        ..Default::default()
+    };
+    let res = app
+        .client
+        .post(app.url("/v1/opamp"))
+        .bearer_auth(&admin)
+        .header("Content-Type", "application/x-protobuf")
+        .body(prost::Message::encode_to_vec(&hello))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = app
+        .client
+        .post(app.url("/api/v1/assignments"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({ "package": "linked-agent", "version": "1.0.0" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let assignment = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/assignments/{assignment}/rollouts")))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({
+            "version": "1.1.0", "waves": [{"percent": 100}], "approval": "each_wave"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let session = session.unwrap();
+
+    let mut queue = std::collections::VecDeque::from(["/".to_owned()]);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut commands = std::collections::BTreeSet::new();
+    let mut broken = Vec::new();
+    while let Some(path) = queue.pop_front() {
+        if !seen.insert(path.clone()) || seen.len() > 400 {
+            continue;
+        }
+        let res = client()
+            .get(app.url(&path))
+            .header("Cookie", &session.cookie)
+            .header("Accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        if !(200..400).contains(&status) {
+            broken.push(format!("{path}: {status}"));
+            continue;
+        }
+        if let Some(to) = res
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .filter(|to| to.starts_with('/'))
+        {
+            queue.push_back(to.to_owned());
+            continue;
+        }
+        let is_html = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        if !is_html {
+            continue;
+        }
+        let html = res.text().await.unwrap();
+        for link in html.split("href=\"").skip(1) {
+            let link = unescape(link.split('"').next().unwrap_or_default());
+            let link = link.split('#').next().unwrap_or_default().to_owned();
+            // Same site only; signing out would end the walk.
+            if link.starts_with('/') && !link.starts_with("//") && link != "/logout" {
+                queue.push_back(link);
+            }
+        }
+        for block in html.split("<code").skip(1) {
+            let text = block.split_once('>').map(|(_, t)| t).unwrap_or_default();
+            let text = unescape(text.split("</code>").next().unwrap_or_default());
+            if text.starts_with("curl ") {
+                commands.insert(text);
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "links that lead nowhere: {broken:?}\n(walked {} pages)",
+        seen.len()
+    );
+    for page in [
+        "/agents",
+        "/assignments",
+        "/keys",
+        "/tokens",
+        "/audit",
+        "/mirror",
+    ] {
+        assert!(
+            seen.contains(page),
+            "{page} is not linked from anywhere: {seen:?}"
+        );
+    }
+    assert!(seen.len() > 20, "walked only {seen:?}");
+    assert!(!commands.is_empty(), "no page showed a command");
+    for command in &commands {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(command)
+            .env("TOKEN", &admin)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The five entities askama escapes, back to text.
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
