@@ -525,6 +525,7 @@ impl Application {
             fleet: Some(state.fleet.clone()),
             audit: Some(state.audit.clone()),
             mirror: Some(state.mirror.clone()),
+            stats: Some(state.stats.reports.clone()),
         };
 
         let listener =

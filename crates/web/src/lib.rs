@@ -12,6 +12,7 @@
 //! `Accounts::gate`) and on what the two faces share about a request (`agentpkg_http`):
 //! not on the API crate.
 
+mod chart;
 mod error;
 mod format;
 mod pages;
@@ -39,6 +40,9 @@ pub struct WebState {
     pub audit: Option<agentpkg_packagemgr::AuditLog>,
     /// The mirror of upstream releases, for its status page (none: the page is 404).
     pub mirror: Option<agentpkg_mirror::Mirror>,
+    /// Download counts and storage usage, for the statistics page and the package pages'
+    /// charts (none: no statistics shown).
+    pub stats: Option<agentpkg_stats::Statistics>,
 }
 
 const STYLE: &str = include_str!("../assets/app.css");
@@ -110,6 +114,7 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
             web::post().to(pages::remove_key),
         )
         .route("/mirror", web::get().to(pages::mirror))
+        .route("/stats", web::get().to(pages::statistics))
         .route("/keys/sigstore", web::post().to(pages::add_signer))
         .route(
             "/keys/sigstore/{id}/remove",

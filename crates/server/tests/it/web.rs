@@ -740,6 +740,7 @@ async fn in_the_browser(backend: Backend) {
         "tokens",
         "keys",
         "mirror",
+        "statistics",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());
@@ -970,4 +971,92 @@ fn unescape(s: &str) -> String {
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&amp;", "&")
+}
+
+/// The statistics a person reads: a package page charts its downloads per day (an SVG with
+/// one titled bar per day, and the same numbers in a table), and the statistics page ranks
+/// names and versions by window and platform, with what storage holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_are_charted_per_day_and_ranked_on_the_statistics_page() {
+    let app = TestApp::spawn_with(Backend::Embedded, |s| {
+        s.stats.flush_secs = 1;
+        s.stats.cache_secs = 0;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    app.publish(&admin, "charted-agent/2.0.0/linux/arm64", b"charted")
+        .await;
+    let id = app
+        .get("/api/v1/packages/charted-agent/2.0.0/linux/arm64", &admin)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for _ in 0..3 {
+        let res = app
+            .get(
+                &format!("/api/v1/packages/{id}/download?redirect=false"),
+                &admin,
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        res.bytes().await.unwrap();
+    }
+    let mut counted = 0;
+    for _ in 0..100 {
+        let stats: Value = app
+            .get(&format!("/api/v1/packages/{id}/stats?days=1"), &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        counted = stats["downloads"].as_u64().unwrap_or(0);
+        if counted == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 3, "the downloads were not counted");
+    let today = chrono::Utc::now().date_naive().to_string();
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let session = session.unwrap();
+
+    let (status, html) = page(&app, &session, "/packages/charted-agent/2.0.0/linux/arm64").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        html.matches("<rect class=\"bar\"").count(),
+        30,
+        "one bar per day"
+    );
+    assert!(
+        html.contains(&format!("<title>{today}: 3 downloads</title>")),
+        "today's bar says its number"
+    );
+    assert!(
+        html.contains(&format!("3 downloads across 30 days; most: {today} (3)")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<tr><td>{today}</td><td>3</td></tr>")),
+        "the table behind the chart"
+    );
+
+    let (status, html) = page(&app, &session, "/stats?days=30").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("<a href=\"/packages/charted-agent\">charted-agent</a></td><td>3</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<td>2.0.0</td><td>3</td>"), "{html}");
+    assert!(
+        html.contains("<dt>Stored</dt><dd>7 B in 1 objects</dd>"),
+        "{html}"
+    );
+    let (status, html) = page(&app, &session, "/stats?days=7&platform=windows").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("No downloads in this window."), "{html}");
+    let (status, _) = page(&app, &session, "/stats?platform=Linux").await;
+    assert_eq!(status, 400);
 }

@@ -197,7 +197,18 @@ struct PackagePage {
     may_write: bool,
     may_delete: bool,
     notice: Option<String>,
+    /// Downloads per day over the last 30 days, when the registry counts them.
+    daily: Option<DailyChart>,
 }
+
+/// A package's downloads per day: the chart, and the same numbers as a table.
+struct DailyChart {
+    chart: crate::chart::Chart,
+    days: Vec<(String, u64)>,
+}
+
+/// Days of downloads a package page shows.
+const DAILY_WINDOW: u32 = 30;
 
 async fn by_coordinates(
     who: &SignedIn,
@@ -225,6 +236,21 @@ pub async fn package(
     query: web::Query<DoneParam>,
 ) -> Result<HttpResponse, WebError> {
     let p = by_coordinates(&who, &state, path.into_inner()).await?;
+    let daily = match &state.stats {
+        Some(stats) => {
+            let series = stats.daily(p.id, DAILY_WINDOW).await?;
+            let days: Vec<(String, u64)> = series
+                .days
+                .iter()
+                .map(|d| (d.day.to_string(), d.downloads))
+                .collect();
+            Some(DailyChart {
+                chart: crate::chart::Chart::bars(&days, "download", "days"),
+                days,
+            })
+        }
+        None => None,
+    };
     let info = req.connection_info();
     let base = state
         .public_url
@@ -279,6 +305,7 @@ pub async fn package(
         may_write: who.caller().permits(Role::Publisher, &p.name),
         may_delete: who.caller().permits(Role::Admin, &p.name),
         notice: notice(query.done.as_deref()),
+        daily,
         p: Row::of(&p),
     })
 }
