@@ -526,6 +526,7 @@ impl Application {
             audit: Some(state.audit.clone()),
             mirror: Some(state.mirror.clone()),
             stats: Some(state.stats.reports.clone()),
+            retention: Some((state.stats.retention.clone(), state.stats.policies.clone())),
         };
 
         let listener =

@@ -43,6 +43,12 @@ pub struct WebState {
     /// Download counts and storage usage, for the statistics page and the package pages'
     /// charts (none: no statistics shown).
     pub stats: Option<agentpkg_stats::Statistics>,
+    /// Retention and the configured policies, for the admins' dry run and run (none: the
+    /// page is 404).
+    pub retention: Option<(
+        agentpkg_stats::Retention,
+        std::sync::Arc<Vec<agentpkg_model::RetentionPolicy>>,
+    )>,
 }
 
 const STYLE: &str = include_str!("../assets/app.css");
@@ -115,6 +121,8 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         )
         .route("/mirror", web::get().to(pages::mirror))
         .route("/stats", web::get().to(pages::statistics))
+        .route("/stats/retention", web::get().to(pages::retention))
+        .route("/stats/retention", web::post().to(pages::run_retention))
         .route("/keys/sigstore", web::post().to(pages::add_signer))
         .route(
             "/keys/sigstore/{id}/remove",

@@ -741,6 +741,7 @@ async fn in_the_browser(backend: Backend) {
         "keys",
         "mirror",
         "statistics",
+        "retention",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());
@@ -1059,4 +1060,91 @@ async fn downloads_are_charted_per_day_and_ranked_on_the_statistics_page() {
     assert!(html.contains("No downloads in this window."), "{html}");
     let (status, _) = page(&app, &session, "/stats?platform=Linux").await;
     assert_eq!(status, 400);
+}
+
+/// An admin reads what the configured retention policies would delete before running
+/// them, and the run deletes exactly that; a viewer sees neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_the_retention_dry_run_then_runs_it() {
+    let app = TestApp::spawn_with(Backend::Embedded, |s| {
+        s.retention.policies = vec![agentpkg_model::RetentionPolicySpec {
+            rule: "keep_newest".into(),
+            versions: Some(1),
+            days: None,
+            names: vec!["kept-*".into()],
+        }];
+    })
+    .await;
+    let admin = app.admin_token().await;
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        app.publish(&admin, &format!("kept-agent/{v}/linux/amd64"), v.as_bytes())
+            .await;
+    }
+    app.publish(&admin, "other-agent/1.0.0/linux/amd64", b"other")
+        .await;
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let session = session.unwrap();
+    let (status, html) = page(&app, &session, "/stats/retention").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("keep the newest 1 versions, names kept-*"),
+        "{html}"
+    );
+    for gone in [
+        "kept-agent 1.1.0 linux/amd64",
+        "kept-agent 1.0.0 linux/amd64",
+    ] {
+        assert!(html.contains(gone), "{gone}: {html}");
+    }
+    assert!(
+        !html.contains("kept-agent 1.2.0"),
+        "the newest stays: {html}"
+    );
+    assert!(!html.contains("other-agent"), "{html}");
+    // A dry run deleted nothing.
+    let listed = |app: &TestApp| {
+        let req = app
+            .client
+            .get(app.url("/api/v1/packages?include_yanked=true"))
+            .bearer_auth(&admin);
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<Vec<Value>>()
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(listed(&app).await, 4);
+
+    let res = post_form(
+        &app,
+        &session,
+        "/stats/retention",
+        &[("csrf", session.csrf.as_str())],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("2 package(s) deleted"), "{html}");
+    assert_eq!(listed(&app).await, 2);
+    // Without the form's token, nothing runs.
+    let res = post_form(&app, &session, "/stats/retention", &[]).await;
+    assert_eq!(res.status(), 403);
+
+    let password = "a-viewer-password-of-24ch";
+    let res = app
+        .client
+        .post(app.url("/api/v1/users"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"username": "reader", "password": password, "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let (_, reader) = sign_in(&app, "reader", password).await;
+    let (status, _) = page(&app, &reader.unwrap(), "/stats/retention").await;
+    assert_eq!(status, 403);
 }

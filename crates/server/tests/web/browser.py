@@ -432,6 +432,7 @@ with sync_playwright() as p:
         ("keys", "/keys", True),
         ("mirror", "/mirror", True),
         ("statistics", "/stats?days=30", True),
+        ("retention", "/stats/retention", True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

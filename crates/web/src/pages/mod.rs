@@ -23,7 +23,7 @@ pub use keys::{add_key, add_signer, keys, remove_key, remove_signer};
 pub use manage::{change, confirm_delete, delete, upload};
 pub use mirror::mirror;
 pub use rollouts::{confirm_abort, rollout, rollout_step};
-pub use stats::statistics;
+pub use stats::{retention, run_retention, statistics};
 pub use tokens::{create_token, revoke_token, tokens};
 pub use users::{create_user, delete_user, users};
 

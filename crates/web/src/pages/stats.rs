@@ -4,11 +4,12 @@
 //! the same reports as `GET /api/v1/stats/…`.
 
 use actix_web::{HttpResponse, web};
+use agentpkg_http::RequestContext;
 use agentpkg_model::{Arch, Platform, Role, TopEntry, TopQuery};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{Layout, page};
+use super::{CsrfForm, Layout, page};
 use crate::WebState;
 use crate::chart::Chart;
 use crate::error::WebError;
@@ -170,4 +171,118 @@ pub async fn statistics(
             })
             .collect(),
     })
+}
+
+struct DeletionRow {
+    label: String,
+    href: String,
+    size: String,
+    reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "retention.html")]
+struct RetentionPage {
+    layout: Layout,
+    /// The policies, in words.
+    policies: Vec<String>,
+    dry_run: bool,
+    deletions: Vec<DeletionRow>,
+    referenced: String,
+    freed: String,
+    skipped: Vec<String>,
+}
+
+fn retention_of(
+    state: &WebState,
+) -> Result<
+    &(
+        agentpkg_stats::Retention,
+        std::sync::Arc<Vec<agentpkg_model::RetentionPolicy>>,
+    ),
+    WebError,
+> {
+    state
+        .retention
+        .as_ref()
+        .ok_or_else(|| WebError::NotFound("this registry applies no retention".into()))
+}
+
+fn retention_page(
+    who: &SignedIn,
+    policies: &[agentpkg_model::RetentionPolicy],
+    report: agentpkg_stats::RetentionReport,
+) -> Result<HttpResponse, WebError> {
+    page(&RetentionPage {
+        layout: Layout::of("Retention", who),
+        policies: policies
+            .iter()
+            .map(|p| {
+                let names: Vec<&str> = p.names.iter().map(|n| n.as_str()).collect();
+                if names.is_empty() {
+                    format!("{}, every name", p.rule.describe())
+                } else {
+                    format!("{}, names {}", p.rule.describe(), names.join(", "))
+                }
+            })
+            .collect(),
+        dry_run: report.dry_run,
+        deletions: report
+            .deletions
+            .iter()
+            .map(|d| {
+                let c = &d.package;
+                DeletionRow {
+                    label: format!("{} {} {}/{}", c.name, c.version, c.platform, c.arch),
+                    href: format!(
+                        "/packages/{}/{}/{}/{}",
+                        c.name,
+                        c.version,
+                        c.platform.as_str(),
+                        c.arch.as_str()
+                    ),
+                    size: format::size(c.file_size),
+                    reason: d.reason.clone(),
+                }
+            })
+            .collect(),
+        referenced: format::size(report.bytes_referenced),
+        freed: format::size(report.bytes_freed),
+        skipped: report
+            .skipped
+            .iter()
+            .map(|(id, why)| format!("package {id}: {why}"))
+            .collect(),
+    })
+}
+
+/// What the configured retention policies would delete now (admins): a dry run, with the
+/// button that runs them.
+pub async fn retention(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+) -> Result<HttpResponse, WebError> {
+    who.require(Role::Admin)?;
+    let (retention, policies) = retention_of(&state)?;
+    let report = retention
+        .run_for(&ctx.caller(&who.credential), policies, true)
+        .await?;
+    retention_page(&who, policies, report)
+}
+
+/// Applies the configured policies now (admins; audited like the API's run), and shows
+/// what was deleted.
+pub async fn run_retention(
+    who: SignedIn,
+    state: web::Data<WebState>,
+    ctx: RequestContext,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, WebError> {
+    who.check_csrf(&form.csrf)?;
+    let (retention, policies) = retention_of(&state)?;
+    let report = retention
+        .run_for(&ctx.caller(&who.credential), policies, false)
+        .await?;
+    retention_page(&who, policies, report)
 }
