@@ -123,6 +123,13 @@ fn configure_with(cfg: &mut web::ServiceConfig, state: WebState) {
         .route("/stats", web::get().to(pages::statistics))
         .route("/stats/retention", web::get().to(pages::retention))
         .route("/stats/retention", web::post().to(pages::run_retention))
+        .route("/teams", web::get().to(pages::teams))
+        .route("/teams", web::post().to(pages::create_team))
+        .route("/teams/{team}/members", web::post().to(pages::add_member))
+        .route(
+            "/teams/{team}/members/{username}/remove",
+            web::post().to(pages::remove_member),
+        )
         .route("/keys/sigstore", web::post().to(pages::add_signer))
         .route(
             "/keys/sigstore/{id}/remove",

@@ -742,6 +742,7 @@ async fn in_the_browser(backend: Backend) {
         "mirror",
         "statistics",
         "retention",
+        "teams",
     ] {
         for width in [375, 1440] {
             assert!(shots.join(format!("{label}-{width}.png")).exists());
@@ -1147,4 +1148,102 @@ async fn an_admin_reads_the_retention_dry_run_then_runs_it() {
     let (_, reader) = sign_in(&app, "reader", password).await;
     let (status, _) = page(&app, &reader.unwrap(), "/stats/retention").await;
     assert_eq!(status, 403);
+}
+
+/// Teams from the web interface: created (the creator its first member), members added
+/// and removed through the same gate as the API, a missing user named, and a viewer sees
+/// the teams but no control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_are_created_and_their_members_changed_from_their_page() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let admin = app.admin_token().await;
+    let password = "a-password-of-24-chars!!";
+    for (name, role) in [("ana", "publisher"), ("vic", "viewer")] {
+        let res = app
+            .client
+            .post(app.url("/api/v1/users"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"username": name, "password": password, "role": role}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let session = session.unwrap();
+    let csrf = session.csrf.as_str();
+    let res = post_form(
+        &app,
+        &session,
+        "/teams",
+        &[("csrf", csrf), ("name", "collectors")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let res = post_form(
+        &app,
+        &session,
+        "/teams/collectors/members",
+        &[("csrf", csrf), ("username", "ana")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let teams: Vec<Value> = app.get("/api/v1/teams", &admin).await.json().await.unwrap();
+    let members = |teams: &[Value]| -> Vec<String> {
+        teams[0]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                m.as_str()
+                    .map_or_else(|| m["username"].to_string(), str::to_owned)
+            })
+            .collect()
+    };
+    assert_eq!(members(&teams), ["admin", "ana"]);
+    let (status, html) = page(&app, &session, "/teams?done=added").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("The member was added."), "{html}");
+    assert!(
+        html.contains("aria-label=\"Remove ana from collectors\""),
+        "{html}"
+    );
+
+    let res = post_form(
+        &app,
+        &session,
+        "/teams/collectors/members",
+        &[("csrf", csrf), ("username", "nobody")],
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("user not found"));
+    let res = post_form(
+        &app,
+        &session,
+        "/teams/collectors/members/ana/remove",
+        &[("csrf", csrf)],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let teams: Vec<Value> = app.get("/api/v1/teams", &admin).await.json().await.unwrap();
+    assert_eq!(members(&teams), ["admin"]);
+
+    let (_, viewer) = sign_in(&app, "vic", password).await;
+    let viewer = viewer.unwrap();
+    let (status, html) = page(&app, &viewer, "/teams").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("collectors"), "{html}");
+    assert!(
+        !html.contains("<form method=\"post\" action=\"/teams"),
+        "{html}"
+    );
+    let res = post_form(
+        &app,
+        &viewer,
+        "/teams/collectors/members",
+        &[("csrf", viewer.csrf.as_str()), ("username", "vic")],
+    )
+    .await;
+    assert_eq!(res.status(), 403);
 }

@@ -433,6 +433,7 @@ with sync_playwright() as p:
         ("mirror", "/mirror", True),
         ("statistics", "/stats?days=30", True),
         ("retention", "/stats/retention", True),
+        ("teams", "/teams", True),
         ("not-found", "/packages/web-demo/1.0.0/linux/amd64", True),
     ]
     for width, height in [(375, 812), (1440, 900)]:

@@ -11,6 +11,7 @@ mod manage;
 mod mirror;
 mod rollouts;
 mod stats;
+mod teams;
 mod tokens;
 mod users;
 
@@ -24,6 +25,7 @@ pub use manage::{change, confirm_delete, delete, upload};
 pub use mirror::mirror;
 pub use rollouts::{confirm_abort, rollout, rollout_step};
 pub use stats::{retention, run_retention, statistics};
+pub use teams::{add_member, create_team, remove_member, teams};
 pub use tokens::{create_token, revoke_token, tokens};
 pub use users::{create_user, delete_user, users};
 
