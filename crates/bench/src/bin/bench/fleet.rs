@@ -68,6 +68,36 @@ pub(crate) struct Load {
     pub(crate) steady: Duration,
 }
 
+/// Registers agents `0..agents` with their full state over OpAMP's HTTP transport, 64 at a
+/// time; how long it took.
+pub(crate) async fn register(
+    client: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    agents: u64,
+) -> Result<Duration> {
+    let url = format!("{}/v1/opamp", server.base);
+    let started = Instant::now();
+    let ids: Vec<u64> = (0..agents).collect();
+    for chunk in ids.chunks(64) {
+        let answers = futures_util::future::join_all(chunk.iter().map(|&i| {
+            client
+                .post(&url)
+                .bearer_auth(token)
+                .header("Content-Type", "application/x-protobuf")
+                .body(message(i, 0, true).encode_to_vec())
+                .send()
+        }))
+        .await;
+        for a in answers {
+            if !a?.status().is_success() {
+                return Err("an agent was refused".into());
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
 pub(crate) async fn fleet_bench(
     client: &reqwest::Client,
     server: &Server,
@@ -90,23 +120,7 @@ pub(crate) async fn fleet_bench(
             .body(body)
             .send()
     };
-    // Register every agent with its full state, 64 at a time.
-    let started = Instant::now();
-    let ids: Vec<u64> = (0..agents).collect();
-    for chunk in ids.chunks(64) {
-        let answers = futures_util::future::join_all(
-            chunk
-                .iter()
-                .map(|&i| post(message(i, 0, true).encode_to_vec())),
-        )
-        .await;
-        for a in answers {
-            if !a?.status().is_success() {
-                return Err("an agent was refused".into());
-            }
-        }
-    }
-    let registered = started.elapsed();
+    let registered = register(client, server, token, agents).await?;
     println!(
         "\n{agents} agents registered in {:.1}s ({:.0}/s)",
         registered.as_secs_f64(),

@@ -19,7 +19,8 @@
 //! pushed to the WebSocket ones), `--only cli` (`agentpkg push` and `pull` against curl,
 //! for `--sizes`, `--rounds N`; with `--client-core`, the clients get one core and the
 //! server and Garage the other, as if the client ran on a machine of its own),
-//! `--only rollout [--agents N]` (a four-wave progressive rollout to N agents polling
+//! `--only pages [--packages N] [--agents N]` (every page of the web interface, p50 and
+//! p99, at N packages and N agents), `--only rollout [--agents N]` (a four-wave progressive rollout to N agents polling
 //! over HTTP, on a rollout clock 600 times as fast: the engine's time and rows per tick),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
@@ -42,6 +43,7 @@ mod fleet;
 mod fleet_ws;
 mod measure;
 mod metadata;
+mod pages;
 mod resumable;
 mod rollout;
 mod signed;
@@ -189,6 +191,16 @@ async fn main() -> Result<()> {
             },
         )
         .await?;
+        return finish(&out, &results, server, &bucket).await;
+    }
+
+    // `--only pages`: the web interface's pages at scale.
+    if flag("--only").as_deref() == Some("pages") {
+        let agents: u64 = flag("--agents").map_or(if quick { 1_000 } else { 10_000 }, |v| {
+            v.parse().unwrap_or(10_000)
+        });
+        results["pages"] =
+            pages::pages_bench(&client, &server, db.url(), &token, packages, agents).await?;
         return finish(&out, &results, server, &bucket).await;
     }
 
