@@ -28,10 +28,24 @@ pub(crate) async fn pages_bench(
         "\n{packages} packages inserted, {agents} agents registered in {:.1}s",
         took.as_secs_f64()
     );
+    // One name published as a person would (the inserted ones have no owner, which a
+    // name's page shows), for the name and package pages and the assignment.
+    let res = client
+        .put(format!(
+            "{}/api/v1/packages/web-agent/1.0.0/linux/amd64",
+            server.base
+        ))
+        .bearer_auth(token)
+        .body("a build the pages show")
+        .send()
+        .await?;
+    if !res.status().is_success() {
+        return Err(format!("publish: {}", res.status()).into());
+    }
     let res = client
         .post(format!("{}/api/v1/assignments", server.base))
         .bearer_auth(token)
-        .json(&json!({"package": "pkg-1"}))
+        .json(&json!({"package": "web-agent"}))
         .send()
         .await?;
     if !res.status().is_success() {
@@ -42,8 +56,8 @@ pub(crate) async fn pages_bench(
         "/packages".to_owned(),
         "/packages?q=pkg-77".to_owned(),
         format!("/packages?page={}", packages / 100),
-        "/packages/pkg-5".to_owned(),
-        "/packages/pkg-5/1.5.0/linux/amd64".to_owned(),
+        "/packages/web-agent".to_owned(),
+        "/packages/web-agent/1.0.0/linux/amd64".to_owned(),
         "/agents".to_owned(),
         "/agents?health=healthy&connected=yes".to_owned(),
         format!("/agents?page={}", agents / 100),
