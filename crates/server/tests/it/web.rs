@@ -574,6 +574,13 @@ async fn in_the_browser(backend: Backend) {
     let bad = step("bad_plan")["error"].as_str().unwrap().to_owned();
     assert!(bad.starts_with("waves: "), "{bad}");
     assert_eq!(step("rollout_started")["state"], "waiting_for_approval");
+    let keyboard = step("keyboard");
+    for control in ["pause", "resume", "abort", "confirm"] {
+        assert!(
+            keyboard[control].as_u64().is_some_and(|n| n > 0),
+            "{control} not operated by keyboard: {keyboard}"
+        );
+    }
     let approved = step("approved");
     assert!(
         approved["focused"]

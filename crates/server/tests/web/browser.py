@@ -34,6 +34,18 @@ def axe(page, label):
     report["axe"][label] = found
 
 
+def by_keyboard(page, selector, limit=80):
+    """Tabs from the top of the page until `selector` has the focus, presses Enter there,
+    and says how many Tabs it took."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    for n in range(1, limit + 1):
+        page.keyboard.press("Tab")
+        if page.evaluate("(s) => !!document.activeElement && document.activeElement.matches(s)", selector):
+            page.keyboard.press("Enter")
+            return n
+    raise Exception(f"{selector}: not reached with {limit} presses of Tab")
+
+
 def sign_in(page, username, password):
     page.goto(base + "/")
     page.fill("#username", username)
@@ -255,16 +267,19 @@ with sync_playwright() as p:
     page.wait_for_url("**done=approve")
     step("approved", focused=focused, notice=page.text_content(".notice"),
          steps=page.locator("table").last.text_content())
-    page.click("form[action$='/pause'] button")
+    # Pause, resume and abort with the keyboard alone: Tab from the top of the page to
+    # each control, then Enter.
+    tabs = {"pause": by_keyboard(page, "form[action$='/pause'] button")}
     page.wait_for_url("**done=pause")
     paused = page.text_content(".facts .badge")
-    page.click("form[action$='/resume'] button")
+    tabs["resume"] = by_keyboard(page, "form[action$='/resume'] button")
     page.wait_for_url("**done=resume")
-    page.click("a[href$='/abort']")
+    tabs["abort"] = by_keyboard(page, "a[href$='/abort']")
     page.wait_for_url("**/abort")
     abort_path = page.url.replace(base, "")
-    page.click("form[action$='/abort'] button[type=submit]")
+    tabs["confirm"] = by_keyboard(page, "form[action$='/abort'] button[type=submit]")
     page.wait_for_url("**done=abort")
+    step("keyboard", **tabs)
     step("aborted", paused=paused, state=page.text_content(".facts .badge"))
 
     # The agents: counts at the top, the table filtered by the database, one agent's page.
