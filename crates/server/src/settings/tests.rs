@@ -1,6 +1,7 @@
 //! Loading and checking the settings.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use secrecy::ExposeSecret;
 
