@@ -43,7 +43,7 @@ pub use package::{
     Actor, Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
     PackagePatch, Platform, VersionBuilds,
 };
-pub use query::{Activity, LatestQuery, ListQuery, NameFilter, Page, PageRequest};
+pub use query::{Activity, LatestQuery, ListFrom, ListQuery, NameFilter, Page, PageRequest};
 pub use resumable::{
     SessionKind, SessionProgress, SessionTail, SessionTarget, StoredPart, UploadSession,
     UploadSessionId,
@@ -55,7 +55,7 @@ pub use rollout::{
 };
 pub use signature::{
     DetachedSignature, KeyFingerprint, KeyPatterns, MAX_SIGNATURE_BYTES, NewSignature,
-    SignatureBytes, SignatureFormat, SignatureInfo, TrustedKey, Verification, VerifiedBy,
+    SignatureBytes, SignatureFormat, SignatureInfo, Subkey, TrustedKey, Verification, VerifiedBy,
 };
 pub use sigstore::{
     IdentityPattern, MAX_POLICY_TEXT, NewSigstoreIdentity, OidcIssuer, SigstoreIdentity,

@@ -264,6 +264,36 @@ impl fmt::Display for Coordinates {
     }
 }
 
+impl Coordinates {
+    /// `name/version/platform/arch`, as in the package's URL.
+    pub fn to_path(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.name.as_str(),
+            self.version,
+            self.platform,
+            self.arch
+        )
+    }
+
+    /// Reads `name/version/platform/arch`, each part validated as on upload.
+    pub fn parse_path(path: &str) -> Result<Self, ValidationError> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let [name, version, platform, arch] = parts[..] else {
+            return Err(ValidationError::new(
+                "coordinates",
+                "expected name/version/platform/arch",
+            ));
+        };
+        Ok(Self {
+            name: PackageName::parse(name)?,
+            version: Version::parse(version)?,
+            platform: platform.parse()?,
+            arch: arch.parse()?,
+        })
+    }
+}
+
 /// Everything needed to record a package whose bytes are already stored.
 #[derive(Debug, Clone)]
 pub struct NewPackage {

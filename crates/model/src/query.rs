@@ -1,6 +1,6 @@
 use serde::Serialize;
 
-use crate::{Arch, NameScope, PackageName, Platform, VersionRequirement};
+use crate::{Arch, Coordinates, NameScope, PackageName, Platform, VersionRequirement};
 
 /// Which page of a list to show. `page` counts from 1; `per_page` is at most
 /// [`PageRequest::MAX_PER_PAGE`].
@@ -59,6 +59,24 @@ pub struct ListQuery {
     /// Only names the caller may see (a token limited to name patterns).
     pub names: NameScope,
     pub page: PageRequest,
+    /// Where the page starts: by its number (`page.page`), or by a package's place in the
+    /// order, which costs the same at any depth.
+    pub from: ListFrom,
+}
+
+/// Where a page of a package list starts. Paging by place reads only the page's rows
+/// wherever it is in the list; paging by number skips every row before it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ListFrom {
+    /// Page `page.page`, counted from the start.
+    #[default]
+    Number,
+    /// The packages just after this one in the list's order.
+    After(Coordinates),
+    /// The packages just before this one.
+    Before(Coordinates),
+    /// The last page.
+    End,
 }
 
 /// One package name, and optionally a version requirement.

@@ -189,6 +189,19 @@ impl KeyPatterns {
     }
 }
 
+/// A subkey of a trusted key, as its binding to the key describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subkey {
+    pub fingerprint: String,
+    pub algorithm: String,
+    /// Bound as a signing key, with the back-signature a signing subkey needs: signatures
+    /// it makes verify for the key's patterns.
+    pub signs: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revoked by the primary key.
+    pub revoked: bool,
+}
+
 /// An OpenPGP key the registry trusts to sign the names its patterns match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedKey {

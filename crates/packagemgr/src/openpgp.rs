@@ -12,12 +12,12 @@
 
 use std::io::BufReader;
 
-use agentpkg_model::KeyFingerprint;
+use agentpkg_model::{KeyFingerprint, Subkey};
 use chrono::{DateTime, Utc};
 use digest::DynDigest;
-use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
 use pgp::crypto::hash::HashAlgorithm;
-use pgp::packet::{Signature, SignatureType, SignatureVersionSpecific};
+use pgp::packet::{PublicKey, Signature, SignatureType, SignatureVersionSpecific};
 use pgp::types::{KeyDetails, Tag, Timestamp, VerifyingKey};
 
 /// A data digest in progress, as `pgp` hashes: boxed, of the signature's algorithm.
@@ -269,6 +269,33 @@ impl ParsedKey {
             .unwrap_or_else(|| self.fingerprint.to_string())
     }
 
+    /// The key's subkeys as their bindings describe them, for people to read.
+    pub(crate) fn subkeys(&self) -> Vec<Subkey> {
+        let primary = &self.key.primary_key;
+        self.key
+            .public_subkeys
+            .iter()
+            .map(|sub| {
+                let binding = subkey_binding(primary, sub);
+                let (signs, expires_at) = match binding {
+                    Binding::Bound {
+                        signs,
+                        backed,
+                        expires_at,
+                    } => (signs && backed, expires_at),
+                    Binding::Revoked | Binding::Missing => (false, None),
+                };
+                Subkey {
+                    fingerprint: format!("{:X}", sub.key.fingerprint()),
+                    algorithm: format!("{:?}", sub.key.algorithm()),
+                    signs,
+                    expires_at,
+                    revoked: matches!(binding, Binding::Revoked),
+                }
+            })
+            .collect()
+    }
+
     /// Verifies `signature` over data whose digest is `hasher`, as of `now`: the issuing
     /// (sub)key must be valid, able to sign, neither expired nor revoked, and the
     /// signature itself neither from the future nor expired.
@@ -319,39 +346,71 @@ impl ParsedKey {
                 continue;
             }
             let sub_name = format!("signing subkey {} of {name}", ids[0]);
-            let revoked = sub.signatures.iter().any(|s| {
-                s.typ() == Some(SignatureType::SubkeyRevocation)
-                    && s.verify_subkey_binding(primary, &sub.key).is_ok()
-            });
-            if revoked {
-                return Err(format!("{sub_name} is revoked"));
-            }
-            let binding = sub
-                .signatures
-                .iter()
-                .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
-                .filter(|s| s.verify_subkey_binding(primary, &sub.key).is_ok())
-                .max_by_key(|s| s.created())
-                .ok_or_else(|| format!("{sub_name} has no valid binding to its key"))?;
-            if !binding.key_flags().sign() {
-                return Err(format!("{sub_name} is not a signing key"));
-            }
-            let backed = binding
-                .embedded_signature()
-                .is_some_and(|back| back.verify_primary_key_binding(&sub.key, primary).is_ok());
-            if !backed {
-                return Err(format!(
-                    "{sub_name} lacks a valid back-signature (cross-certification)"
-                ));
-            }
-            if let Some(at) = expiry(sub.key.created_at(), binding)
-                && at <= now
-            {
-                return Err(format!("{sub_name} expired at {}", at.to_rfc3339()));
+            match subkey_binding(primary, sub) {
+                Binding::Revoked => return Err(format!("{sub_name} is revoked")),
+                Binding::Missing => {
+                    return Err(format!("{sub_name} has no valid binding to its key"));
+                }
+                Binding::Bound { signs: false, .. } => {
+                    return Err(format!("{sub_name} is not a signing key"));
+                }
+                Binding::Bound { backed: false, .. } => {
+                    return Err(format!(
+                        "{sub_name} lacks a valid back-signature (cross-certification)"
+                    ));
+                }
+                Binding::Bound {
+                    expires_at: Some(at),
+                    ..
+                } if at <= now => {
+                    return Err(format!("{sub_name} expired at {}", at.to_rfc3339()));
+                }
+                Binding::Bound { .. } => {}
             }
             return signature.verify_digest(&sub.key, hasher);
         }
         Err(format!("{name} did not make this signature"))
+    }
+}
+
+/// What a subkey's signatures make of it.
+enum Binding {
+    /// Revoked by its primary key.
+    Revoked,
+    /// No binding signature by its primary key.
+    Missing,
+    /// Bound by its newest valid binding: whether that binding lets it sign, whether the
+    /// subkey signed the binding back (required of a signing subkey), and its expiry.
+    Bound {
+        signs: bool,
+        backed: bool,
+        expires_at: Option<DateTime<Utc>>,
+    },
+}
+
+fn subkey_binding(primary: &PublicKey, sub: &SignedPublicSubKey) -> Binding {
+    let revoked = sub.signatures.iter().any(|s| {
+        s.typ() == Some(SignatureType::SubkeyRevocation)
+            && s.verify_subkey_binding(primary, &sub.key).is_ok()
+    });
+    if revoked {
+        return Binding::Revoked;
+    }
+    let Some(binding) = sub
+        .signatures
+        .iter()
+        .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+        .filter(|s| s.verify_subkey_binding(primary, &sub.key).is_ok())
+        .max_by_key(|s| s.created())
+    else {
+        return Binding::Missing;
+    };
+    Binding::Bound {
+        signs: binding.key_flags().sign(),
+        backed: binding
+            .embedded_signature()
+            .is_some_and(|back| back.verify_primary_key_binding(&sub.key, primary).is_ok()),
+        expires_at: expiry(sub.key.created_at(), binding),
     }
 }
 

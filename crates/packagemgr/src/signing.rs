@@ -12,8 +12,8 @@
 
 use agentpkg_model::{
     Actor, Checksum, DetachedSignature, Entity, KeyFingerprint, KeyPatterns, NewSignature,
-    NewSigstoreIdentity, Package, PackageName, SignatureFormat, SigstoreIdentity, TrustedKey,
-    Verification, VerifiedBy,
+    NewSigstoreIdentity, Package, PackageName, SignatureFormat, SigstoreIdentity, Subkey,
+    TrustedKey, Verification, VerifiedBy,
 };
 use agentpkg_storage::DynObjectStore;
 use agentpkg_store::{Attached, DynSigningStore, NewSigningKey};
@@ -149,6 +149,18 @@ impl Keyring {
 
     pub async fn list(&self) -> Result<Vec<TrustedKey>, Error> {
         Ok(self.store.signing_keys().await?)
+    }
+
+    /// A trusted key's subkeys, read from its armour: which sign, which expired or were
+    /// revoked. None when the stored armour no longer parses (logged).
+    pub fn subkeys(key: &TrustedKey) -> Vec<Subkey> {
+        match ParsedKey::parse(key.armored.as_bytes()) {
+            Ok(parsed) => parsed.subkeys(),
+            Err(e) => {
+                tracing::error!(fingerprint = %key.fingerprint, error = %e, "a stored signing key no longer parses");
+                Vec::new()
+            }
+        }
     }
 
     pub async fn get(&self, fingerprint: &KeyFingerprint) -> Result<TrustedKey, Error> {

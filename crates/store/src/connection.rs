@@ -226,6 +226,8 @@ pub struct DieselStore {
     backend: &'static str,
     statement_timeout: Duration,
     observer: Option<Arc<dyn CallObserver>>,
+    /// Package list totals by filter (see `packages::Totals`).
+    pub(crate) totals: crate::packages::Totals,
 }
 
 impl DieselStore {
@@ -263,6 +265,7 @@ impl DieselStore {
             backend: url.backend_name(),
             statement_timeout: options.statement_timeout,
             observer: None,
+            totals: crate::packages::totals(),
         })
     }
 

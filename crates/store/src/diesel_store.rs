@@ -106,7 +106,8 @@ impl PackageStore for DieselStore {
 
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError> {
         let query = query.clone();
-        self.with_conn_read("list_packages", move |c| packages::list(c, &query))
+        let totals = self.totals.clone();
+        self.with_conn_read("list_packages", move |c| packages::list(c, &query, &totals))
             .await
     }
 

@@ -2,9 +2,9 @@
 
 use agentpkg_model::{
     Arch, Checksum, Coordinates, Description, FileName, IdentityPattern, KeyFingerprint,
-    KeyPatterns, LatestQuery, ListQuery, NameFilter, NamePattern, NewPackage, NewSignature,
-    NewSigstoreIdentity, ObjectKey, OidcIssuer, PackageName, PageRequest, Platform, Role,
-    SignatureBytes, SignatureFormat, Username, Verification, VerifiedBy, Version,
+    KeyPatterns, LatestQuery, ListFrom, ListQuery, NameFilter, NamePattern, NewPackage,
+    NewSignature, NewSigstoreIdentity, ObjectKey, OidcIssuer, PackageName, PageRequest, Platform,
+    Role, SignatureBytes, SignatureFormat, Username, Verification, VerifiedBy, Version,
     VersionRequirement,
 };
 use agentpkg_store::testing::{Backend, TestDatabase};
@@ -75,6 +75,7 @@ agentpkg_store::on_both_backends!(
     the_same_coordinates_are_a_conflict_even_with_other_build_metadata,
     latest_follows_semver_and_skips_prereleases_unless_asked,
     lists_filter_paginate_and_count,
+    pages_by_place_cover_the_list_once_both_ways,
     delete_returns_the_row_once,
     users_are_unique_and_listed_without_hashes,
     identical_bytes_share_one_object_until_the_last_package_goes,
@@ -197,6 +198,113 @@ async fn latest_follows_semver_and_skips_prereleases_unless_asked(backend: Backe
         .await
         .unwrap();
     assert_eq!(pinned.unwrap().version.to_string(), "1.9.0");
+}
+
+/// Paging by place (after or before a package, or the last page) walks the whole list once,
+/// forwards and backwards, in the same order as paging by number; the total follows a
+/// publish and a yank at once.
+async fn pages_by_place_cover_the_list_once_both_ways(backend: Backend) {
+    let (store, _b) = open(backend).await;
+    for name in ["a-agent", "b-agent", "c-agent"] {
+        for version in ["1.0.0", "1.10.0", "1.9.0-rc.1"] {
+            for (platform, arch) in [
+                (Platform::Linux, Arch::Amd64),
+                (Platform::Linux, Arch::Arm64),
+                (Platform::Darwin, Arch::Arm64),
+            ] {
+                store
+                    .insert_package(new_package(name, version, platform, arch))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let list = |from: ListFrom, per_page: u32| ListQuery {
+        page: PageRequest::new(Some(1), Some(per_page)),
+        from,
+        ..ListQuery::default()
+    };
+    let whole = store
+        .list_packages(&list(ListFrom::Number, 100))
+        .await
+        .unwrap();
+    assert_eq!(whole.total, 27);
+    let whole: Vec<_> = whole.items.iter().map(|p| p.coordinates()).collect();
+    assert_eq!(whole[0].to_path(), "a-agent/1.10.0/darwin/arm64");
+    assert_eq!(whole[26].to_path(), "c-agent/1.0.0/linux/arm64");
+
+    let mut forwards = Vec::new();
+    let mut from = ListFrom::Number;
+    loop {
+        let page = store.list_packages(&list(from, 4)).await.unwrap();
+        assert_eq!(page.total, 27);
+        let Some(last) = page.items.last() else { break };
+        from = ListFrom::After(last.coordinates());
+        forwards.extend(page.items.iter().map(|p| p.coordinates()));
+    }
+    assert_eq!(forwards, whole);
+
+    let mut backwards = Vec::new();
+    let mut from = ListFrom::End;
+    loop {
+        let page = store.list_packages(&list(from, 4)).await.unwrap();
+        let Some(first) = page.items.first() else {
+            break;
+        };
+        from = ListFrom::Before(first.coordinates());
+        let mut items: Vec<_> = page.items.iter().map(|p| p.coordinates()).collect();
+        items.extend(backwards);
+        backwards = items;
+    }
+    assert_eq!(backwards, whole);
+    let end = store.list_packages(&list(ListFrom::End, 4)).await.unwrap();
+    assert_eq!(end.items.len(), 4);
+    assert_eq!(end.items[3].coordinates(), whole[26]);
+
+    // With a version requirement (matched outside SQL), the same places.
+    let mut one = list(ListFrom::After(whole[0].clone()), 2);
+    one.name = Some(NameFilter {
+        name: PackageName::parse("a-agent").unwrap(),
+        version: Some(VersionRequirement::parse(">=1.0.0").unwrap()),
+    });
+    let page = store.list_packages(&one).await.unwrap();
+    assert_eq!(page.total, 9);
+    assert_eq!(
+        page.items
+            .iter()
+            .map(|p| p.coordinates())
+            .collect::<Vec<_>>(),
+        whole[1..3]
+    );
+
+    // The total is counted again after a publish and after a yank.
+    let published = store
+        .insert_package(new_package(
+            "d-agent",
+            "1.0.0",
+            Platform::Linux,
+            Arch::Amd64,
+        ))
+        .await
+        .unwrap();
+    let page = store.list_packages(&list(ListFrom::End, 4)).await.unwrap();
+    assert_eq!(page.total, 28);
+    assert_eq!(page.items[3].name.as_str(), "d-agent");
+    store
+        .update_package(
+            published.package.id,
+            agentpkg_model::PackagePatch {
+                is_active: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let page = store
+        .list_packages(&list(ListFrom::Number, 4))
+        .await
+        .unwrap();
+    assert_eq!(page.total, 27);
 }
 
 async fn lists_filter_paginate_and_count(backend: Backend) {

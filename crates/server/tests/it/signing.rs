@@ -74,9 +74,18 @@ impl Gpg {
             .to_owned()
     }
 
-    /// Adds an Ed25519 signing subkey; GnuPG then signs with it.
-    fn add_signing_subkey(&self, fingerprint: &str) {
+    /// Adds an Ed25519 signing subkey; GnuPG then signs with it. Its fingerprint.
+    pub(crate) fn add_signing_subkey(&self, fingerprint: &str) -> String {
         self.run(&["--quick-add-key", fingerprint, "ed25519", "sign", "never"]);
+        let listing =
+            String::from_utf8(self.run(&["--with-colons", "--list-keys", fingerprint])).unwrap();
+        listing
+            .lines()
+            .filter(|l| l.starts_with("fpr:"))
+            .filter_map(|l| l.split(':').nth(9))
+            .last()
+            .unwrap()
+            .to_owned()
     }
 
     pub(crate) fn export(&self, fingerprint: &str) -> String {

@@ -16,7 +16,99 @@ on_both_backends!(
     pages_need_a_session_cookie_that_scripts_cannot_read_and_forms_need_its_csrf_token,
     values_are_escaped_searches_filter_and_viewers_get_no_write_controls,
     the_commands_a_package_page_shows_download_the_package,
+    the_package_list_pages_by_place_to_the_end_and_back,
 );
+
+/// The package list pages by place: following "Next" from the first page reaches every
+/// package once, in order, and "Last" then "Previous" walks back the same way; a place that
+/// is not a package's coordinates is refused in words.
+async fn the_package_list_pages_by_place_to_the_end_and_back(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin_token().await;
+    let mut published = Vec::new();
+    for i in 0..56 {
+        let path = format!("paged-{}/1.{}.0/linux/amd64", i % 7, i / 7);
+        app.publish(&admin, &path, path.as_bytes()).await;
+        published.push(path);
+    }
+    let (_, session) = sign_in(&app, "admin", ADMIN_PASSWORD).await;
+    let session = session.unwrap();
+    // The packages a page lists, and its pager's links by their words.
+    let read = |html: &str| {
+        let rows: Vec<String> = html
+            .split("href=\"/packages/")
+            .skip(1)
+            .filter_map(|l| l.split('"').next())
+            .filter(|l| l.split('/').count() == 4)
+            .map(str::to_owned)
+            .collect();
+        let link = |words: &str| {
+            let pager = html.split("class=\"pager\"").nth(1)?;
+            let at = pager.find(words)?;
+            let href = pager[..at].rsplit("href=\"").next()?;
+            Some(unescape(href.split('"').next()?))
+        };
+        (
+            rows,
+            link("Next"),
+            link("Previous"),
+            link("Last"),
+            link("First"),
+        )
+    };
+    let (status, html) = page(&app, &session, "/packages?q=paged-").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("56 packages"), "{html}");
+    let (mut rows, mut next, prev, last, first) = read(&html);
+    assert!(
+        prev.is_none() && first.is_none(),
+        "the first page has nothing before it"
+    );
+    let last = last.expect("a last page");
+    let mut forwards = Vec::new();
+    let mut pages = 1;
+    loop {
+        forwards.extend(rows);
+        let Some(link) = next else { break };
+        assert!(
+            link.contains("after=") && link.contains("q=paged-"),
+            "{link}"
+        );
+        let (status, html) = page(&app, &session, &link).await;
+        assert_eq!(status, 200, "{link}");
+        (rows, next, _, _, _) = read(&html);
+        pages += 1;
+    }
+    assert_eq!(pages, 3, "25 + 25 + 6");
+    let mut expected = published.clone();
+    expected.sort_by_key(|p| {
+        let parts: Vec<&str> = p.split('/').collect();
+        let minor: u32 = parts[1].split('.').nth(1).unwrap().parse().unwrap();
+        (parts[0].to_owned(), std::cmp::Reverse(minor))
+    });
+    assert_eq!(forwards, expected);
+
+    let (_, html) = page(&app, &session, &last).await;
+    let (mut rows, next, mut prev, _, first) = read(&html);
+    assert!(
+        next.is_none() && first.is_some(),
+        "the last page has nothing after it"
+    );
+    let mut backwards = Vec::new();
+    loop {
+        rows.extend(backwards);
+        backwards = rows;
+        let Some(link) = prev else { break };
+        let (status, html) = page(&app, &session, &link).await;
+        assert_eq!(status, 200, "{link}");
+        (rows, _, prev, _, _) = read(&html);
+    }
+    assert_eq!(backwards, expected);
+
+    let (status, html) = page(&app, &session, "/packages?after=..%2F..%2Fetc").await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("name/version/platform/arch"), "{html}");
+}
 
 /// The browser test runs on the production backend only (it takes a while).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,6 +550,7 @@ async fn in_the_browser(backend: Backend) {
     // A signing key for the keys page.
     let gpg = crate::signing::Gpg::new();
     let fingerprint = gpg.generate("Builds <builds@example.com>", "ed25519", "never", None);
+    let subkey = gpg.add_signing_subkey(&fingerprint);
     std::fs::write(work.path().join("key.asc"), gpg.export(&fingerprint)).unwrap();
     let out = Command::new(python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/browser.py"))
@@ -638,6 +731,14 @@ async fn in_the_browser(backend: Backend) {
     assert!(!keys["bad"].as_str().unwrap().is_empty(), "{keys}");
     assert!(
         keys["listed"].as_str().unwrap().contains(&fingerprint),
+        "{keys}"
+    );
+    // Its signing subkey, under it, in words.
+    assert!(
+        keys["listed"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("subkey {subkey} EdDSALegacy, signs")),
         "{keys}"
     );
     assert_eq!(keys["after_remove"], 0, "{keys}");
@@ -972,14 +1073,44 @@ async fn every_link_on_every_page_leads_somewhere_and_every_command_shown_runs()
     }
 }
 
-/// The five entities askama escapes, back to text.
+/// The entities askama writes (named and numeric), back to text.
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#x27;", "'")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let Some(end) = rest.find(';').filter(|e| *e <= 8) else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let text = match entity {
+            "quot" => Some('"'),
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match text {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The statistics a person reads: a package page charts its downloads per day (an SVG with

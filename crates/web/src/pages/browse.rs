@@ -3,8 +3,8 @@
 use crate::WebState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentpkg_model::{
-    Activity, Arch, Coordinates, ListQuery, NameScope, Package, PackageName, PageRequest, Platform,
-    Role, Version,
+    Activity, Arch, Coordinates, ListFrom, ListQuery, NameScope, Package, PackageName, PageRequest,
+    Platform, Role, Version,
 };
 use askama::Template;
 use chrono::Utc;
@@ -27,10 +27,10 @@ struct PackagesPage {
     platforms: Vec<&'static str>,
     arches: Vec<&'static str>,
     total: u64,
-    page: u32,
-    pages: u32,
+    first: Option<String>,
     prev: Option<String>,
     next: Option<String>,
+    last: Option<String>,
     notice: Option<String>,
 }
 
@@ -41,6 +41,12 @@ pub struct ListParams {
     arch: Option<String>,
     yanked: Option<String>,
     page: Option<u32>,
+    /// The page after this package (`name/version/platform/arch`) in the list's order.
+    after: Option<String>,
+    /// The page before this package.
+    before: Option<String>,
+    /// The last page.
+    last: Option<String>,
     done: Option<String>,
 }
 
@@ -55,6 +61,24 @@ pub async fn packages(
     let arch = params.arch.clone().unwrap_or_default();
     let yanked = params.yanked.as_deref() == Some("on");
     let page_no = params.page.unwrap_or(1).max(1);
+    let cursor = |text: &Option<String>| {
+        text.as_deref()
+            .filter(|t| !t.is_empty())
+            .map(Coordinates::parse_path)
+            .transpose()
+    };
+    // Pages are found by place (after or before a package), not by number: as cheap at
+    // the end of 100 000 packages as at the start. One row more than shown says whether
+    // there is more in the direction read.
+    let from = if let Some(c) = cursor(&params.after)? {
+        ListFrom::After(c)
+    } else if let Some(c) = cursor(&params.before)? {
+        ListFrom::Before(c)
+    } else if params.last.is_some() {
+        ListFrom::End
+    } else {
+        ListFrom::Number
+    };
     let query = ListQuery {
         name: None,
         name_contains: (!q.is_empty()).then(|| q.clone()),
@@ -70,14 +94,38 @@ pub async fn packages(
             Activity::ActiveOnly
         },
         names: NameScope::All,
-        page: PageRequest::new(Some(page_no), Some(PER_PAGE)),
+        // By number, the total says whether more follows.
+        page: PageRequest::new(
+            Some(page_no),
+            Some(if from == ListFrom::Number {
+                PER_PAGE
+            } else {
+                PER_PAGE + 1
+            }),
+        ),
+        from: from.clone(),
     };
     let found = state.packages.gate(&who.caller()).list(&query).await?;
-    let pages = u32::try_from(found.total.div_ceil(u64::from(PER_PAGE)))
-        .unwrap_or(u32::MAX)
-        .max(1);
-    let link = |n: u32| {
-        let mut pairs = vec![("page", n.to_string())];
+    let mut items = found.items;
+    let more = items.len() > PER_PAGE as usize;
+    let (earlier, later) = match &from {
+        ListFrom::Number => (
+            page_no > 1,
+            u64::from(page_no) * u64::from(PER_PAGE) < found.total,
+        ),
+        ListFrom::After(_) => {
+            items.truncate(PER_PAGE as usize);
+            (true, more)
+        }
+        ListFrom::Before(_) | ListFrom::End => {
+            if more {
+                items.remove(0);
+            }
+            (more, matches!(from, ListFrom::Before(_)))
+        }
+    };
+    let link = |pair: Option<(&str, String)>| {
+        let mut pairs: Vec<(&str, String)> = pair.into_iter().collect();
         for (k, v) in [("q", &q), ("platform", &platform), ("arch", &arch)] {
             if !v.is_empty() {
                 pairs.push((k, v.clone()));
@@ -91,11 +139,18 @@ pub async fn packages(
             serde_urlencoded::to_string(pairs).unwrap_or_default()
         )
     };
+    let place = |p: Option<&Package>| p.map(|p| p.coordinates().to_path());
     page(&PackagesPage {
         layout: Layout::of("Packages", &who),
-        rows: found.items.iter().map(Row::of).collect(),
-        prev: (page_no > 1).then(|| link(page_no - 1)),
-        next: (page_no < pages).then(|| link(page_no + 1)),
+        first: earlier.then(|| link(None)),
+        prev: place(items.first())
+            .filter(|_| earlier)
+            .map(|c| link(Some(("before", c)))),
+        next: place(items.last())
+            .filter(|_| later)
+            .map(|c| link(Some(("after", c)))),
+        last: later.then(|| link(Some(("last", "on".into())))),
+        rows: items.iter().map(Row::of).collect(),
         q,
         platform,
         arch,
@@ -103,8 +158,6 @@ pub async fn packages(
         platforms: Platform::ALL.iter().map(|p| p.as_str()).collect(),
         arches: Arch::ALL.iter().map(|a| a.as_str()).collect(),
         total: found.total,
-        page: page_no,
-        pages,
         notice: notice(params.done.as_deref()),
     })
 }

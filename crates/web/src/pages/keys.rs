@@ -1,4 +1,4 @@
-//! Trusted signing keys: see each key's fingerprint, user ids, expiry and patterns; an
+//! Trusted signing keys: see each key's fingerprint, user ids, expiry, subkeys and patterns; an
 //! admin adds an armoured key with its patterns, or removes one. The same for Sigstore
 //! signers (an issuer and an identity pattern for some names). Through the package
 //! manager's gate, as the API.
@@ -7,10 +7,11 @@ use actix_web::{HttpResponse, web};
 use agentpkg_http::RequestContext;
 use agentpkg_model::{
     IdentityPattern, KeyFingerprint, KeyPatterns, NamePattern, OidcIssuer, Role, SigstoreIdentity,
-    TrustedKey,
+    Subkey, TrustedKey,
 };
+use agentpkg_packagemgr::Keyring;
 use askama::Template;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{CsrfForm, Layout, page, secured, see_other};
@@ -28,6 +29,39 @@ struct KeyRow {
     revoked: bool,
     patterns: String,
     added: String,
+    subkeys: Vec<SubkeyRow>,
+}
+
+struct SubkeyRow {
+    fingerprint: String,
+    algorithm: String,
+    /// "signs", "does not sign", "revoked" or "expired …", in words.
+    state: String,
+    usable: bool,
+}
+
+impl SubkeyRow {
+    fn of(s: &Subkey, now: DateTime<Utc>) -> Self {
+        let expired = s.expires_at.filter(|at| *at <= now);
+        let state = if s.revoked {
+            "revoked".to_owned()
+        } else if let Some(at) = expired {
+            format!("expired {}", format::exact(at))
+        } else if !s.signs {
+            "does not sign".to_owned()
+        } else {
+            match s.expires_at {
+                Some(at) => format!("signs until {}", format::exact(at)),
+                None => "signs".to_owned(),
+            }
+        };
+        Self {
+            fingerprint: s.fingerprint.clone(),
+            algorithm: s.algorithm.clone(),
+            usable: s.signs && !s.revoked && expired.is_none(),
+            state,
+        }
+    }
 }
 
 impl KeyRow {
@@ -42,6 +76,10 @@ impl KeyRow {
             revoked: k.revoked,
             patterns: patterns_text(&k.patterns),
             added: format::ago(k.created_at, now),
+            subkeys: Keyring::subkeys(k)
+                .iter()
+                .map(|s| SubkeyRow::of(s, now))
+                .collect(),
         }
     }
 }

@@ -110,6 +110,7 @@ pub(crate) async fn list(
         // The gate narrows this to the names the caller reaches.
         names: agentpkg_model::NameScope::All,
         page: PageRequest::new(params.page, params.per_page),
+        from: agentpkg_model::ListFrom::Number,
     };
     let page = state.packages.gate(&viewer.caller).list(&query).await?;
     let mut response = HttpResponse::Ok();

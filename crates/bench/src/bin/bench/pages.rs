@@ -56,6 +56,9 @@ pub(crate) async fn pages_bench(
         "/packages".to_owned(),
         "/packages?q=pkg-77".to_owned(),
         format!("/packages?page={}", packages / 100),
+        // The pager's own links: by place, as cheap at the end as at the start.
+        "/packages?after=pkg-5000%2F1.0.0%2Flinux%2Famd64".to_owned(),
+        "/packages?last=on".to_owned(),
         "/packages/web-agent".to_owned(),
         "/packages/web-agent/1.0.0/linux/amd64".to_owned(),
         "/agents".to_owned(),
