@@ -49,6 +49,9 @@ pub struct Fleet {
     pub(crate) replica: Arc<str>,
     pub(crate) rollout_cache: Arc<Mutex<HashMap<i64, Arc<agentpkg_model::Rollout>>>>,
     pub(crate) tick_observer: Option<crate::rollout::TickObserver>,
+    /// Agents a wave newly offers per step (0: the whole wave in one).
+    pub(crate) wave_step: usize,
+    pub(crate) wave_backlogs: Arc<Mutex<crate::rollout::Backlogs>>,
 }
 
 /// Per agent: the last quiet heartbeat's sequence number and time, and the last-seen time
@@ -101,6 +104,8 @@ impl Fleet {
             .into(),
             rollout_cache: Arc::default(),
             tick_observer: None,
+            wave_step: crate::rollout::DEFAULT_WAVE_STEP_AGENTS,
+            wave_backlogs: Arc::default(),
         }
     }
 
@@ -109,6 +114,13 @@ impl Fleet {
     pub fn with_rollouts(mut self, store: agentpkg_store::DynRolloutStore, scale: u32) -> Self {
         self.rollouts = Some(store);
         self.rollout_scale = scale.max(1);
+        self
+    }
+
+    /// The same fleet offering a wave's agents `agents` per step of the rollout engine (0:
+    /// a whole wave in one step).
+    pub fn with_wave_step(mut self, agents: usize) -> Self {
+        self.wave_step = agents;
         self
     }
 

@@ -30,4 +30,4 @@ pub use limits::FleetLimits;
 pub use offers::DownloadCredentials;
 pub use overview::FleetOverview;
 pub use push::{DEFAULT_OFFER_WATCH, OfferChanges};
-pub use rollout::{DEFAULT_ROLLOUT_TICK, RolloutDetail, TickObserver};
+pub use rollout::{DEFAULT_ROLLOUT_TICK, DEFAULT_WAVE_STEP_AGENTS, RolloutDetail, TickObserver};

@@ -30,8 +30,9 @@ pub struct HashingLimits {
 }
 
 impl Default for HashingLimits {
-    /// One worker per core up to [`HashingLimits::MAX_DEFAULT_WORKERS`], and 16 waiting
-    /// per worker (well under a second of work).
+    /// One worker per two cores (at least one, at most
+    /// [`HashingLimits::MAX_DEFAULT_WORKERS`]), and 16 waiting per worker (well under a
+    /// second of work).
     fn default() -> Self {
         Self::for_cores(std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
@@ -43,9 +44,10 @@ impl HashingLimits {
     /// 512 MiB; four (76 MiB) do, and a login takes well under a second on each.
     pub const MAX_DEFAULT_WORKERS: usize = 4;
 
-    /// The default on a host of `cores` cores.
+    /// The default on a host of `cores` cores: hashing never takes every core, so a flood
+    /// of wrong passwords leaves at least half of them to everyone else's requests.
     pub fn for_cores(cores: usize) -> Self {
-        let workers = cores.clamp(1, Self::MAX_DEFAULT_WORKERS);
+        let workers = (cores / 2).clamp(1, Self::MAX_DEFAULT_WORKERS);
         Self {
             workers,
             queue: workers * 16,
@@ -273,7 +275,11 @@ mod default_tests {
             assert!(limits.workers * 19 <= 128, "{cores} cores: {limits:?}");
             assert!(limits.workers >= 1 && limits.queue == limits.workers * 16);
         }
-        assert_eq!(HashingLimits::for_cores(2).workers, 2);
+        // Half the cores at most, so that hashing never takes all of them.
+        assert_eq!(HashingLimits::for_cores(1).workers, 1);
+        assert_eq!(HashingLimits::for_cores(2).workers, 1);
+        assert_eq!(HashingLimits::for_cores(4).workers, 2);
+        assert_eq!(HashingLimits::for_cores(32).workers, 4);
     }
 }
 

@@ -258,8 +258,8 @@ pub struct AuthSettings {
     /// Password of the `admin` user created on first start. When unset, a random one is
     /// generated and printed once to the log.
     pub admin_password: Option<SecretString>,
-    /// Password hashes computed at once (each holds about 19 MiB); 0 means one per core, at
-    /// most 4.
+    /// Password hashes computed at once (each holds about 19 MiB); 0 means one per two
+    /// cores (at least 1, at most 4), so a login flood never takes every core.
     pub password_hash_workers: usize,
     /// Logins that may wait for a hashing thread; one more is answered `503` `busy` at
     /// once. 0 means 16 per worker.

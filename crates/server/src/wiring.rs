@@ -345,6 +345,7 @@ impl Application {
         .with_rollout_min_sample(settings.fleet.rollout_min_sample)
         .with_last_seen_precision(Duration::from_secs(settings.fleet.last_seen_precision_secs))
         .with_rollouts(rollout_store, settings.fleet.rollout_time_scale)
+        .with_wave_step(settings.fleet.rollout_wave_step_agents)
         .with_tick_observer(metrics.rollout_tick_observer());
         background
             .push(fleet.spawn_offer_watcher(Duration::from_millis(settings.fleet.offer_watch_ms)));

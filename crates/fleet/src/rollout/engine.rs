@@ -9,7 +9,7 @@
 //! baking(last) ─▶ completed         past a failure threshold ─▶ paused | reverting ─▶ reverted
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use agentpkg_model::{
@@ -26,6 +26,21 @@ use crate::offers::{platform_of, selects};
 
 /// How often the engine evaluates rollouts, unless told otherwise.
 pub const DEFAULT_ROLLOUT_TICK: Duration = Duration::from_secs(5);
+
+/// Agents a wave newly offers per step, unless told otherwise: a wave of 5 000 starts over
+/// five ticks, each a short transaction, rather than in one long one.
+pub const DEFAULT_WAVE_STEP_AGENTS: usize = 1000;
+
+/// What this replica knows of started waves between ticks: the agents each has yet to
+/// offer, in its order, and which waves it has checked for such agents since it took the
+/// engine's lease. Forgotten with the lease: another replica, or this one after a
+/// restart, works the rest out again from the database.
+#[derive(Default)]
+pub(crate) struct Backlogs {
+    /// Rollout → (wave, agents still to offer with the version each reported).
+    rest: HashMap<i64, (usize, Vec<(AgentUid, String)>)>,
+    checked: HashSet<(i64, usize)>,
+}
 
 const LEASE: &str = "rollout-engine";
 
@@ -76,13 +91,19 @@ impl Fleet {
                     Ok(true) => {
                         if !held {
                             tracing::info!(replica = %fleet.replica, "this replica evaluates rollouts");
+                            fleet.forget_backlogs();
                             held = true;
                         }
                         if let Err(e) = fleet.evaluate_rollouts().await {
                             tracing::warn!(error = %e, "rollouts not evaluated; the next tick tries again");
                         }
                     }
-                    Ok(false) => held = false,
+                    Ok(false) => {
+                        if held {
+                            fleet.forget_backlogs();
+                        }
+                        held = false;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "the rollout engine's lease was not taken")
                     }
@@ -216,6 +237,11 @@ impl Fleet {
         if self.judge_failures(r, &counts, r.wave, now).await? {
             return Ok(rows);
         }
+        if r.state == RolloutState::Rolling
+            && let Some(more) = self.continue_wave(r, now).await?
+        {
+            return Ok(rows + more);
+        }
         let wave = counts.get(r.wave).copied().unwrap_or_default();
         let need = r.plan.needed(wave.members);
         let n = r.wave + 1;
@@ -301,9 +327,15 @@ impl Fleet {
                 }
             }
         }
-        let (members, population, rows) = self.choose_wave(r, n).await?;
+        let (mut members, population, rows) = self.choose_wave(r, n).await?;
+        let rest = self.keep_backlog(r.id, n, &mut members);
+        let later = if rest > 0 {
+            format!("; {rest} more over the next ticks")
+        } else {
+            String::new()
+        };
         let cause = format!(
-            "{done}wave {} of {waves} started: {} newly offered {} ({} of {population} agents selected)",
+            "{done}wave {} of {waves} started: {} newly offered {} ({} of {population} agents selected){later}",
             n + 1,
             members.len(),
             r.version,
@@ -316,6 +348,88 @@ impl Fleet {
         })
         .await?;
         Ok(rows)
+    }
+
+    /// Forgets what this replica knew of started waves (at a change of the lease).
+    fn forget_backlogs(&self) {
+        *self
+            .wave_backlogs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Backlogs::default();
+    }
+
+    /// Keeps the first step's worth of `members` and the rest for the next ticks; how
+    /// many are left for them.
+    fn keep_backlog(&self, id: i64, wave: usize, members: &mut Vec<(AgentUid, String)>) -> usize {
+        let step = match self.wave_step {
+            0 => usize::MAX,
+            n => n,
+        };
+        let rest = if members.len() > step {
+            members.split_off(step)
+        } else {
+            Vec::new()
+        };
+        let left = rest.len();
+        let mut backlogs = self
+            .wave_backlogs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        backlogs.checked.insert((id, wave));
+        if rest.is_empty() {
+            backlogs.rest.remove(&id);
+        } else {
+            backlogs.rest.insert(id, (wave, rest));
+        }
+        left
+    }
+
+    /// Offers the next step's worth of a started wave's agents, if it has any left; the
+    /// rows read, or `None` when the wave is whole (then it may be promoted). The first
+    /// time this replica sees a wave it did not start, the wave is chosen again from the
+    /// database, which finds the agents a step of another replica left.
+    async fn continue_wave(&self, r: &Rollout, now: DateTime<Utc>) -> Result<Option<u64>, Error> {
+        let (known, checked) = {
+            let mut backlogs = self
+                .wave_backlogs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let known = match backlogs.rest.remove(&r.id) {
+                Some((wave, rest)) if wave == r.wave => Some(rest),
+                _ => None,
+            };
+            (known, backlogs.checked.contains(&(r.id, r.wave)))
+        };
+        let (mut members, rows) = match known {
+            Some(rest) => (rest, 0),
+            None if checked => return Ok(None),
+            None => {
+                let (members, _, rows) = self.choose_wave(r, r.wave).await?;
+                (members, rows)
+            }
+        };
+        if members.is_empty() {
+            self.keep_backlog(r.id, r.wave, &mut members);
+            return Ok(None);
+        }
+        let rest = self.keep_backlog(r.id, r.wave, &mut members);
+        let cause = format!(
+            "wave {} of {}: {} more newly offered {}{}",
+            r.wave + 1,
+            r.plan.waves.len(),
+            members.len(),
+            r.version,
+            if rest > 0 {
+                format!("; {rest} more over the next ticks")
+            } else {
+                "; every agent of the wave is offered it now".to_owned()
+            }
+        );
+        self.step(r, RolloutState::Rolling, cause, now, |s| {
+            s.new_members = members;
+        })
+        .await?;
+        Ok(Some(rows))
     }
 
     /// The agents wave `n` adds: the assignment's agents that have a build of the version
@@ -429,7 +543,15 @@ impl Fleet {
                     self.offers_may_have_changed().await;
                 }
             }
-            None => tracing::debug!(rollout = r.id, "another replica took this step"),
+            None => {
+                tracing::debug!(rollout = r.id, "another replica took this step");
+                let mut backlogs = self
+                    .wave_backlogs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                backlogs.rest.remove(&r.id);
+                backlogs.checked.retain(|(id, _)| *id != r.id);
+            }
         }
         Ok(())
     }

@@ -28,7 +28,8 @@ use agentpkg_packagemgr::{Caller, Error};
 use agentpkg_store::{DynRolloutStore, RolloutStep, StoreError};
 use chrono::{DateTime, Utc};
 
-pub use engine::{DEFAULT_ROLLOUT_TICK, TickObserver};
+pub(crate) use engine::Backlogs;
+pub use engine::{DEFAULT_ROLLOUT_TICK, DEFAULT_WAVE_STEP_AGENTS, TickObserver};
 
 use crate::agents::Fleet;
 

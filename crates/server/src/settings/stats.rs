@@ -106,6 +106,9 @@ pub struct FleetSettings {
     /// retry pauses and maintenance windows all pass this much faster. 1 in production;
     /// tests and demonstrations set 60 or 600.
     pub rollout_time_scale: u32,
+    /// Agents a rollout's wave newly offers per engine tick: a large wave starts over
+    /// several ticks, each a short step (0: a whole wave in one step).
+    pub rollout_wave_step_agents: usize,
     /// Seconds between the pings the server sends an agent connected over WebSocket; one
     /// silent (no message, no pong) for three times this is disconnected.
     pub websocket_ping_secs: u64,
@@ -165,6 +168,7 @@ impl Default for FleetSettings {
             offer_watch_ms: agentpkg_fleet::DEFAULT_OFFER_WATCH.as_millis() as u64,
             rollout_tick_ms: agentpkg_fleet::DEFAULT_ROLLOUT_TICK.as_millis() as u64,
             rollout_time_scale: 1,
+            rollout_wave_step_agents: agentpkg_fleet::DEFAULT_WAVE_STEP_AGENTS,
             rollout_engine: true,
             websocket_ping_secs: 30,
             max_message_bytes: agentpkg_fleet::DEFAULT_MAX_MESSAGE_BYTES,

@@ -270,8 +270,51 @@ fn four_waves(on_failure: &str) -> Value {
     })
 }
 
+/// Agents a wave offers per step in the tests that watch waves start over several ticks.
+const WAVE_STEP: usize = 8;
+
+/// The transitions into `state`, as waves (one entry per wave however many steps it took).
+fn waves_entered(r: &Value, state: &str) -> Vec<u64> {
+    let mut waves: Vec<u64> = entered(r, state).iter().map(|t| t.0).collect();
+    waves.dedup();
+    waves
+}
+
+/// No wave bakes before all of its agents were offered the version: every step that
+/// offered more of wave n comes before wave n bakes, and there were as many such steps
+/// as `WAVE_STEP` makes of the wave's new agents.
+fn every_wave_offered_whole_before_baking(done: &Value, new_per_wave: &[usize]) {
+    let transitions = done["transitions"].as_array().unwrap();
+    for (i, new) in new_per_wave.iter().enumerate() {
+        let wave = i as u64 + 1;
+        let steps_of = |state: &str| -> Vec<u64> {
+            transitions
+                .iter()
+                .filter(|t| t["state"] == state && t["wave"] == wave)
+                .map(|t| t["step"].as_u64().unwrap())
+                .collect()
+        };
+        let rolling = steps_of("rolling");
+        let baking = steps_of("baking");
+        assert_eq!(
+            rolling.len(),
+            new.div_ceil(WAVE_STEP),
+            "wave {wave}: {new} new agents in steps of {WAVE_STEP}: {done:#}"
+        );
+        assert!(
+            rolling.iter().max() < baking.iter().min(),
+            "wave {wave} baked before all of it was offered: {done:#}"
+        );
+    }
+}
+
 async fn a_healthy_rollout_completes_wave_by_wave_with_its_bake_times(backend: Backend) {
-    let app = spawn(backend).await;
+    // Waves of up to 100 agents start over several ticks, 8 agents a step.
+    let app = TestApp::spawn_with(backend, |s| {
+        tweak(s);
+        s.fleet.rollout_wave_step_agents = WAVE_STEP;
+    })
+    .await;
     let (admin, viewer, id, harness) = fleet_on_1_0(&app, 200, |_| "ok").await;
     let created = start_rollout(&app, &admin, id, four_waves("pause")).await;
     let rid = created["id"].as_i64().unwrap();
@@ -317,18 +360,12 @@ async fn a_healthy_rollout_completes_wave_by_wave_with_its_bake_times(backend: B
         assert!(w["baking_since"].is_string(), "{w}");
         assert_eq!(w["failed"], 0, "{w}");
     }
-    let rolling = entered(&done, "rolling");
-    let baking = entered(&done, "baking");
-    assert_eq!(
-        rolling.iter().map(|r| r.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4],
-        "{done:#}"
-    );
-    assert_eq!(
-        baking.iter().map(|r| r.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4],
-        "{done:#}"
-    );
+    assert_eq!(waves_entered(&done, "rolling"), [1, 2, 3, 4], "{done:#}");
+    assert_eq!(waves_entered(&done, "baking"), [1, 2, 3, 4], "{done:#}");
+    every_wave_offered_whole_before_baking(&done, &[5, 15, 80, 100]);
+    // A wave's start is when its first agents were offered.
+    let mut rolling = entered(&done, "rolling");
+    rolling.dedup_by_key(|r| r.0);
     for pair in rolling.windows(2) {
         // A wave starts only once enough of the last one was healthy for the bake time.
         assert!((pair[1].1 - pair[0].1).num_seconds() >= 600, "{pair:?}");
@@ -629,8 +666,10 @@ async fn a_replica_killed_mid_wave_leaves_the_rollout_to_the_other_without_doubl
     let rid = start_rollout(&app, &admin, id, four_waves("pause")).await["id"]
         .as_i64()
         .unwrap();
-    wait_for(&app, &viewer, id, rid, "wave 2", |r| {
-        r["wave"] == 2 && r["state"] == "rolling"
+    // Wave 3 (30 agents, 24 of them new) starts in three steps of 8: killed after the
+    // first, the other replica finds the rest in the database.
+    wait_for(&app, &viewer, id, rid, "wave 3 begun", |r| {
+        r["wave"] == 3 && r["state"] == "rolling"
     })
     .await;
     let holder = lease_holder(&app);
@@ -654,14 +693,15 @@ async fn a_replica_killed_mid_wave_leaves_the_rollout_to_the_other_without_doubl
         .map(|t| t["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
-    assert_eq!(
-        entered(&done, "rolling")
-            .iter()
-            .map(|r| r.0)
-            .collect::<Vec<_>>(),
-        [1, 2, 3, 4],
-        "{done:#}"
-    );
+    assert_eq!(waves_entered(&done, "rolling"), [1, 2, 3, 4], "{done:#}");
+    let sizes: Vec<u64> = done["per_wave"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["agents"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [5, 1, 24, 30], "{done:#}");
+    every_wave_offered_whole_before_baking(&done, &[5, 1, 24, 30]);
     assert_eq!(
         audit(&app, &admin, "rollout_step").await.len(),
         steps.len() - 1
@@ -705,6 +745,10 @@ fn replica(app: &TestApp, n: usize) -> Child {
         )
         .env("AGENTPKG__FLEET__ROLLOUT_TIME_SCALE", SCALE.to_string())
         .env("AGENTPKG__FLEET__ROLLOUT_TICK_MS", "100")
+        .env(
+            "AGENTPKG__FLEET__ROLLOUT_WAVE_STEP_AGENTS",
+            WAVE_STEP.to_string(),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

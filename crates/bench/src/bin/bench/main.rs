@@ -20,7 +20,9 @@
 //! for `--sizes`, `--rounds N`; with `--client-core`, the clients get one core and the
 //! server and Garage the other, as if the client ran on a machine of its own),
 //! `--only pages [--packages N] [--agents N]` (every page of the web interface, p50 and
-//! p99, at N packages and N agents), `--only rollout [--agents N]` (a four-wave progressive rollout to N agents polling
+//! p99, at N packages and N agents), `--only flood` (wrong passwords on 64 connections for
+//! 15 s, the login throttle off: an authenticated list's answer times before and during),
+//! `--only rollout [--agents N]` (a four-wave progressive rollout to N agents polling
 //! over HTTP, on a rollout clock 600 times as fast: the engine's time and rows per tick),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
@@ -42,6 +44,7 @@ mod concurrent;
 mod curl;
 mod fleet;
 mod fleet_ws;
+mod flood;
 mod measure;
 mod metadata;
 mod pages;
@@ -100,6 +103,10 @@ async fn main() -> Result<()> {
     } else {
         Vec::new()
     };
+    if flag("--only").as_deref() == Some("flood") {
+        // A flood from many addresses, which a per-address block does not stop.
+        extra.push(("AGENTPKG__AUTH__LOGIN_ATTEMPTS", "0"));
+    }
     if flag("--only").as_deref() == Some("rollout") {
         // The rollout clock runs fast, so that a four-wave rollout ends in minutes.
         extra.push(("AGENTPKG__FLEET__ROLLOUT_TIME_SCALE", rollout::SCALE));
@@ -202,6 +209,12 @@ async fn main() -> Result<()> {
         });
         results["pages"] =
             pages::pages_bench(&client, &server, db.url(), &token, packages, agents).await?;
+        return finish(&out, &results, server, &bucket).await;
+    }
+
+    // `--only flood`: wrong passwords on 64 connections while a client lists packages.
+    if flag("--only").as_deref() == Some("flood") {
+        results["login_flood"] = flood::flood_bench(&client, &server, &token).await?;
         return finish(&out, &results, server, &bucket).await;
     }
 
