@@ -130,11 +130,20 @@ pub fn start_server(
     let (tx, rx) = std::sync::mpsc::channel();
     let problems = Arc::new(Mutex::new(VecDeque::new()));
     let kept = problems.clone();
+    // `BENCH_SERVER_LOG=FILE` keeps the server's whole log (`AGENTPKG__LOG__LEVEL` in the
+    // bench's environment sets its level), to see where a figure comes from.
+    let mut copy = std::env::var_os("BENCH_SERVER_LOG")
+        .map(std::fs::File::create)
+        .transpose()?;
     std::thread::spawn(move || {
         for line in BufReader::new(stderr)
             .lines()
             .map_while(std::result::Result::ok)
         {
+            if let Some(file) = copy.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(file, "{line}");
+            }
             // Errors, and warnings other than a client's 4xx (which the soak provokes).
             let client_error = line.contains("tracing_actix_web") && line.contains("status: 4");
             if (line.contains("ERROR") || (line.contains("WARN") && !client_error))

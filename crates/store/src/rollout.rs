@@ -105,8 +105,14 @@ pub trait RolloutStore: Health {
     ) -> Result<u64, StoreError>;
     /// Offers again the failed installs whose pause ended by `at`.
     async fn retry_due(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError>;
-    /// Every agent with the version it reports under `offer_as` (read when a wave starts).
-    async fn candidates(&self, offer_as: String) -> Result<Vec<Candidate>, StoreError>;
+    /// Agents with the version each reports under `offer_as`, by uid, the first `limit`
+    /// after `after` (read a page per tick when a wave starts).
+    async fn candidates(
+        &self,
+        offer_as: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StoreError>;
     /// The uids of a rollout's agents.
     async fn member_uids(&self, id: i64) -> Result<Vec<String>, StoreError>;
     /// Takes or renews a lease for `holder` until `until`; whether it holds it.

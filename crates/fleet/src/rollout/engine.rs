@@ -28,8 +28,8 @@ use crate::offers::{platform_of, selects};
 pub const DEFAULT_ROLLOUT_TICK: Duration = Duration::from_secs(5);
 
 /// Agents a wave newly offers per step, unless told otherwise: a wave of 5 000 starts over
-/// five ticks, each a short transaction, rather than in one long one.
-pub const DEFAULT_WAVE_STEP_AGENTS: usize = 1000;
+/// twenty ticks, each a short transaction, rather than in one long one.
+pub const DEFAULT_WAVE_STEP_AGENTS: usize = 250;
 
 /// What this replica knows of started waves between ticks: the agents each has yet to
 /// offer, in its order, and which waves it has checked for such agents since it took the
@@ -40,6 +40,34 @@ pub(crate) struct Backlogs {
     /// Rollout → (wave, agents still to offer with the version each reported).
     rest: HashMap<i64, (usize, Vec<(AgentUid, String)>)>,
     checked: HashSet<(i64, usize)>,
+    /// Rollout → the agents read so far for a wave about to start.
+    gathering: HashMap<i64, Gathering>,
+}
+
+/// Agents read per tick while a wave's members are chosen, per agent offered per step: at
+/// the default step a fleet of 10 000 is read over four ticks rather than in one long one.
+const READ_PER_STEP: usize = 10;
+
+/// A wave's candidates read so far: the assignment, the platforms the version has builds
+/// for, the last uid read, and the selected agents with their order keys.
+pub(crate) struct Gathering {
+    wave: usize,
+    assignment: agentpkg_model::Assignment,
+    builds: HashSet<(agentpkg_model::Platform, agentpkg_model::Arch)>,
+    after: Option<String>,
+    pool: Vec<([u8; 32], AgentUid, String)>,
+}
+
+/// Where choosing a wave's agents stands after a tick.
+pub(crate) enum Gathered {
+    /// More agents to read next tick; the rows read this one.
+    Pending(u64),
+    /// The wave's new agents in order, the number selected, and the rows read.
+    Ready {
+        members: Vec<(AgentUid, String)>,
+        population: u64,
+        rows: u64,
+    },
 }
 
 const LEASE: &str = "rollout-engine";
@@ -54,9 +82,13 @@ impl Fleet {
         let active = self.rollout_store()?.active_rollouts().await?;
         let mut rows = active.len() as u64;
         for r in active {
-            let id = r.id;
+            let (id, state, wave) = (r.id, r.state, r.wave + 1);
+            let one = Instant::now();
             match self.evaluate(r).await {
-                Ok(n) => rows += n,
+                Ok(n) => {
+                    rows += n;
+                    tracing::debug!(rollout = id, %state, wave, rows = n, took_ms = one.elapsed().as_secs_f64() * 1000.0, "rollout evaluated");
+                }
                 Err(e) => {
                     tracing::warn!(rollout = id, error = %e, "rollout not evaluated; the next tick tries again")
                 }
@@ -327,7 +359,15 @@ impl Fleet {
                 }
             }
         }
-        let (mut members, population, rows) = self.choose_wave(r, n).await?;
+        let (mut members, population, rows) = match self.choose_wave(r, n).await? {
+            Gathered::Ready {
+                members,
+                population,
+                rows,
+            } => (members, population, rows),
+            // The wave starts once its agents are all read, in a later tick.
+            Gathered::Pending(rows) => return Ok(rows),
+        };
         let rest = self.keep_backlog(r.id, n, &mut members);
         let later = if rest > 0 {
             format!("; {rest} more over the next ticks")
@@ -403,10 +443,11 @@ impl Fleet {
         let (mut members, rows) = match known {
             Some(rest) => (rest, 0),
             None if checked => return Ok(None),
-            None => {
-                let (members, _, rows) = self.choose_wave(r, r.wave).await?;
-                (members, rows)
-            }
+            None => match self.choose_wave(r, r.wave).await? {
+                Gathered::Ready { members, rows, .. } => (members, rows),
+                // Not promoted while the wave's agents are still being read.
+                Gathered::Pending(rows) => return Ok(Some(rows)),
+            },
         };
         if members.is_empty() {
             self.keep_backlog(r.id, r.wave, &mut members);
@@ -434,36 +475,59 @@ impl Fleet {
 
     /// The agents wave `n` adds: the assignment's agents that have a build of the version
     /// for their platform, in an order fixed by a hash of their uid and the rollout, up to
-    /// the wave's size — so each wave holds every earlier one. Also the number of agents
-    /// selected and the rows read.
-    async fn choose_wave(
-        &self,
-        r: &Rollout,
-        n: usize,
-    ) -> Result<(Vec<(AgentUid, String)>, u64, u64), Error> {
+    /// the wave's size — so each wave holds every earlier one. The agents are read
+    /// ten times the wave step per tick (kept in this replica's memory in between), so that no tick
+    /// reads the whole fleet; until the last page, [`Gathered::Pending`].
+    async fn choose_wave(&self, r: &Rollout, n: usize) -> Result<Gathered, Error> {
         let store = self.rollout_store()?;
-        let assignment = self.assignment(r.assignment_id).await?;
-        let builds: HashSet<_> = self
-            .packages
-            .history(&assignment.package)
-            .await?
-            .into_iter()
-            .filter(|b| b.version == r.version)
-            .flat_map(|b| b.packages)
-            .filter(|p| p.is_active)
-            .map(|p| (p.platform, p.arch))
-            .collect();
-        let candidates = store.candidates(assignment.offer_as.clone()).await?;
-        let rows = candidates.len() as u64;
-        let mut pool = Vec::new();
-        for (uid, identifying, non_identifying, has) in candidates {
+        let known = self
+            .wave_backlogs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .gathering
+            .remove(&r.id)
+            .filter(|g| g.wave == n);
+        let mut g = match known {
+            Some(g) => g,
+            None => {
+                let assignment = self.assignment(r.assignment_id).await?;
+                let builds: HashSet<_> = self
+                    .packages
+                    .history(&assignment.package)
+                    .await?
+                    .into_iter()
+                    .filter(|b| b.version == r.version)
+                    .flat_map(|b| b.packages)
+                    .filter(|p| p.is_active)
+                    .map(|p| (p.platform, p.arch))
+                    .collect();
+                Gathering {
+                    wave: n,
+                    assignment,
+                    builds,
+                    after: None,
+                    pool: Vec::new(),
+                }
+            }
+        };
+        let per_page = match self.wave_step {
+            0 => usize::MAX,
+            n => n.saturating_mul(READ_PER_STEP),
+        };
+        let page = store
+            .candidates(g.assignment.offer_as.clone(), g.after.clone(), per_page)
+            .await?;
+        let rows = page.len() as u64;
+        let whole = page.len() < per_page;
+        g.after = page.last().map(|c| c.0.clone());
+        for (uid, identifying, non_identifying, has) in page {
             let mut attributes: BTreeMap<String, String> =
                 serde_json::from_str(&non_identifying).unwrap_or_default();
             attributes.extend(
                 serde_json::from_str::<BTreeMap<String, String>>(&identifying).unwrap_or_default(),
             );
-            if !selects(&assignment, &attributes)
-                || !platform_of(&attributes).is_ok_and(|p| builds.contains(&p))
+            if !selects(&g.assignment, &attributes)
+                || !platform_of(&attributes).is_ok_and(|p| g.builds.contains(&p))
             {
                 continue;
             }
@@ -476,8 +540,17 @@ impl Fleet {
             h.update(r.id.to_be_bytes());
             let key: [u8; 32] = h.finalize().into();
             let previous = has.unwrap_or_default().trim_start_matches('v').to_owned();
-            pool.push((key, uid, previous));
+            g.pool.push((key, uid, previous));
         }
+        if !whole {
+            self.wave_backlogs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .gathering
+                .insert(r.id, g);
+            return Ok(Gathered::Pending(rows));
+        }
+        let mut pool = g.pool;
         pool.sort_unstable_by_key(|p| p.0);
         let population = pool.len() as u64;
         let size = r.plan.waves[n].of(population);
@@ -496,7 +569,11 @@ impl Fleet {
                 covered += 1;
             }
         }
-        Ok((members, population, rows + existing.len() as u64))
+        Ok(Gathered::Ready {
+            members,
+            population,
+            rows: rows + existing.len() as u64,
+        })
     }
 
     /// Takes one step of the engine's own (audited as `rollout_step`), unless another
@@ -550,6 +627,7 @@ impl Fleet {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 backlogs.rest.remove(&r.id);
+                backlogs.gathering.remove(&r.id);
                 backlogs.checked.retain(|(id, _)| *id != r.id);
             }
         }

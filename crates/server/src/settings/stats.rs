@@ -106,8 +106,9 @@ pub struct FleetSettings {
     /// retry pauses and maintenance windows all pass this much faster. 1 in production;
     /// tests and demonstrations set 60 or 600.
     pub rollout_time_scale: u32,
-    /// Agents a rollout's wave newly offers per engine tick: a large wave starts over
-    /// several ticks, each a short step (0: a whole wave in one step).
+    /// Agents a rollout's wave newly offers per engine tick, and a tenth of the agents read
+    /// per tick while a wave's members are chosen: a large wave starts over several short
+    /// ticks (0: a whole wave in one step).
     pub rollout_wave_step_agents: usize,
     /// Seconds between the pings the server sends an agent connected over WebSocket; one
     /// silent (no message, no pong) for three times this is disconnected.

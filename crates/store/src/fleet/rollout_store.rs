@@ -114,9 +114,14 @@ impl RolloutStore for DieselStore {
             .await
     }
 
-    async fn candidates(&self, offer_as: String) -> Result<Vec<Candidate>, StoreError> {
+    async fn candidates(
+        &self,
+        offer_as: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, StoreError> {
         self.with_conn_read("rollout_candidates", move |c| {
-            rollouts::candidates(c, &offer_as)
+            rollouts::candidates(c, &offer_as, after.as_deref(), limit)
         })
         .await
     }

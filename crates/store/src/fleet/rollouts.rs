@@ -543,12 +543,15 @@ pub(crate) fn retry_due(
     .execute(conn)? as u64)
 }
 
-/// Every agent, with the version it reports of `offer_as`: what a wave chooses from.
+/// Agents by uid after `after`, at most `limit`, with the version each reports of
+/// `offer_as`: what a wave chooses from.
 pub(crate) fn candidates(
     conn: &mut DbConnection,
     offer_as: &str,
+    after: Option<&str>,
+    limit: usize,
 ) -> Result<Vec<Candidate>, StoreError> {
-    Ok(a::table
+    let mut query = a::table
         .left_join(
             ap::table.on(ap::instance_uid
                 .eq(a::instance_uid)
@@ -560,7 +563,13 @@ pub(crate) fn candidates(
             a::non_identifying,
             ap::agent_has_version.nullable(),
         ))
-        .load(conn)?)
+        .order(a::instance_uid.asc())
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(a::instance_uid.gt(after.to_owned()));
+    }
+    Ok(query.load(conn)?)
 }
 
 pub(crate) fn member_uids(conn: &mut DbConnection, id: i64) -> Result<Vec<String>, StoreError> {
