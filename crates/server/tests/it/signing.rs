@@ -83,7 +83,7 @@ impl Gpg {
             .lines()
             .filter(|l| l.starts_with("fpr:"))
             .filter_map(|l| l.split(':').nth(9))
-            .last()
+            .next_back()
             .unwrap()
             .to_owned()
     }
