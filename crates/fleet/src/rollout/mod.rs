@@ -15,6 +15,7 @@
 
 mod engine;
 mod observe;
+mod waves;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
@@ -28,8 +29,9 @@ use agentpkg_packagemgr::{Caller, Error};
 use agentpkg_store::{DynRolloutStore, RolloutStep, StoreError};
 use chrono::{DateTime, Utc};
 
-pub(crate) use engine::Backlogs;
-pub use engine::{DEFAULT_ROLLOUT_TICK, DEFAULT_WAVE_STEP_AGENTS, TickObserver};
+pub use engine::{DEFAULT_ROLLOUT_TICK, TickObserver};
+pub(crate) use waves::Backlogs;
+pub use waves::DEFAULT_WAVE_STEP_AGENTS;
 
 use crate::agents::Fleet;
 
