@@ -259,13 +259,16 @@ async fn audit(app: &TestApp, admin: &str, action: &str) -> Vec<Value> {
     res.json().await.unwrap()
 }
 
+/// Silence counts after 36 000 s of rollout time, a minute of real time: a scripted agent
+/// polls every second, but on a CI machine running every suite at once its answer has
+/// been seen to come more than 12 s late.
 fn four_waves(on_failure: &str) -> Value {
     json!({
         "version": "2.0.0",
         "waves": [{"agents": 5}, {"percent": 10}, {"percent": 50}, {"percent": 100}],
         "success": {"healthy_for_secs": 600, "min_ratio": 0.95},
         "failure": {"max_ratio": 0.05, "min_sample": 5,
-                    "count": ["install_failed", "unhealthy_after_install", "no_report_within_secs:7200"]},
+                    "count": ["install_failed", "unhealthy_after_install", "no_report_within_secs:36000"]},
         "on_failure": on_failure,
     })
 }
