@@ -243,7 +243,7 @@ fn is_invisible_format(c: char) -> bool {
 }
 
 /// What identifies one package file: one name, version, platform and architecture.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Coordinates {
     pub name: PackageName,
     pub version: Version,

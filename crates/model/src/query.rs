@@ -102,7 +102,7 @@ impl NameFilter {
 
 /// Which package `latest` looks for: the active one of highest SemVer precedence for one
 /// name, platform and architecture, optionally among the versions matching a requirement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LatestQuery {
     pub name: PackageName,
     pub platform: Platform,

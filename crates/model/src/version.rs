@@ -8,7 +8,7 @@ use crate::ValidationError;
 /// Precedence follows SemVer: build metadata is ignored, so `1.0.0+a` and `1.0.0+b` are
 /// the same version. [`Version::sort_key`] turns precedence into a string whose byte order
 /// is SemVer order, so the database can sort and index it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Version(semver::Version);
 
 impl Version {
@@ -75,7 +75,7 @@ impl Version {
 }
 
 /// A SemVer requirement such as `^1.4`, `>=1.2, <2` or `=1.0.0`, as Cargo reads them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VersionRequirement(semver::VersionReq);
 
 impl VersionRequirement {

@@ -132,7 +132,7 @@ where
 
 /// A load's error, as each waiter gets it: the loader's own, or (shared with others) the
 /// database as unavailable.
-fn shared(e: Arc<StoreError>) -> Error {
+pub(crate) fn shared(e: Arc<StoreError>) -> Error {
     match Arc::try_unwrap(e) {
         Ok(e) => e.into(),
         Err(e) => Error::DatabaseUnavailable(StoreError::Unavailable(e.to_string())),

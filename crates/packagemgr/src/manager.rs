@@ -74,6 +74,9 @@ pub struct PackageManager {
     pub(crate) direct: Option<DirectUploads>,
     pub(crate) resumable: Option<crate::resumable::Resumable>,
     pub(crate) audit: Option<crate::AuditLog>,
+    /// Package reads kept in memory, for readers ([`crate::PackageGate`]); the manager's
+    /// own reads, and the fleet's offers, always ask the store.
+    pub(crate) reads: crate::read_cache::ReadCache,
 }
 
 impl PackageManager {
@@ -108,7 +111,24 @@ impl PackageManager {
             direct: None,
             resumable: None,
             audit: None,
+            reads: crate::read_cache::ReadCache::default(),
         }
+    }
+
+    /// The same manager keeping package reads in memory for readers (the gate's `get`,
+    /// `find`, `latest` and `history`), as `config` says: forgotten at once when this
+    /// manager changes a package, and when the store's package revision moves — start
+    /// [`Self::spawn_read_cache_watcher`] to read it.
+    pub fn with_read_cache(mut self, config: crate::ReadCacheConfig) -> Self {
+        self.reads = crate::read_cache::ReadCache::new(config);
+        self
+    }
+
+    /// Reads the store's package revision every `watch_every` and forgets the reads kept
+    /// when it moves (a change made by another replica or tool), until aborted. `None`
+    /// without a read cache, or when the store keeps no revision.
+    pub fn spawn_read_cache_watcher(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.reads.spawn_watcher(self.store.clone())
     }
 
     /// The same manager with direct uploads (on storage that makes presigned `PUT`s),
@@ -210,11 +230,40 @@ impl PackageManager {
     /// The history of one package: every version (yanked ones included), newest first,
     /// each with its builds across platforms; [`Error::NotFound`] for an unknown name.
     pub async fn history(&self, name: &PackageName) -> Result<Vec<VersionBuilds>, Error> {
-        let packages = self.store.package_versions(name).await?;
-        if packages.is_empty() {
-            return Err(Error::NotFound(Entity::Package));
-        }
-        Ok(VersionBuilds::group(packages))
+        history_of(self.store.package_versions(name).await?)
+    }
+
+    /// [`Self::get`], from the read cache when there is one.
+    pub(crate) async fn read_get(&self, id: i64) -> Result<Package, Error> {
+        self.reads
+            .get(&self.store, id)
+            .await?
+            .ok_or(Error::NotFound(Entity::Package))
+    }
+
+    /// [`Self::find`], from the read cache when there is one.
+    pub(crate) async fn read_find(&self, coordinates: &Coordinates) -> Result<Package, Error> {
+        self.reads
+            .find(&self.store, coordinates)
+            .await?
+            .ok_or(Error::NotFound(Entity::Package))
+    }
+
+    /// [`Self::latest`], from the read cache when there is one.
+    pub(crate) async fn read_latest(&self, query: &LatestQuery) -> Result<Package, Error> {
+        self.reads
+            .latest(&self.store, query)
+            .await?
+            .ok_or(Error::NotFound(Entity::LatestBuild))
+    }
+
+    /// [`Self::history`], from the read cache when there is one.
+    pub(crate) async fn read_history(
+        &self,
+        name: &PackageName,
+    ) -> Result<Vec<VersionBuilds>, Error> {
+        let packages = self.reads.versions(&self.store, name).await?;
+        history_of(Vec::clone(&packages))
     }
 
     /// The active package of highest SemVer precedence, optionally among the versions that
@@ -258,10 +307,9 @@ impl PackageManager {
             )
             .into());
         }
-        let (package, unrecorded) = self
-            .store
-            .update_package_recorded(id, patch, events)
-            .await?;
+        let updated = self.store.update_package_recorded(id, patch, events).await;
+        self.reads.forget();
+        let (package, unrecorded) = updated?;
         let package = package.ok_or(Error::NotFound(Entity::Package))?;
         tracing::info!(
             package_id = id,
@@ -361,7 +409,9 @@ impl PackageManager {
         id: i64,
         events: Vec<agentpkg_model::NewAuditEvent>,
     ) -> Result<(Package, Vec<agentpkg_model::NewAuditEvent>), Error> {
-        let (deleted, unrecorded) = self.store.delete_package_recorded(id, events).await?;
+        let deleted = self.store.delete_package_recorded(id, events).await;
+        self.reads.forget();
+        let (deleted, unrecorded) = deleted?;
         let deleted = deleted.ok_or(Error::NotFound(Entity::Package))?;
         let package = deleted.package;
         // Other packages with the same bytes keep the object.
@@ -377,6 +427,14 @@ impl PackageManager {
         );
         Ok((package, unrecorded))
     }
+}
+
+/// A name's versions grouped by version, or not found when it has none.
+fn history_of(packages: Vec<Package>) -> Result<Vec<VersionBuilds>, Error> {
+    if packages.is_empty() {
+        return Err(Error::NotFound(Entity::Package));
+    }
+    Ok(VersionBuilds::group(packages))
 }
 
 /// The same stream, failing with `TimedOut` when storage delivers nothing for `idle`. The

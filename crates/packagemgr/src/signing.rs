@@ -473,10 +473,9 @@ impl PackageManager {
         )
         .await?;
         let may_replace_verified = actor.is_none_or(|a| a.admin);
-        match store
-            .attach_signature(id, new, may_replace_verified)
-            .await?
-        {
+        let attached = store.attach_signature(id, new, may_replace_verified).await;
+        self.reads.forget();
+        match attached? {
             Attached::Done { package, replaced } => {
                 tracing::info!(
                     package_id = id,

@@ -248,6 +248,7 @@ impl PackageManager {
         let storage = self.storage.clone();
         let keyring = self.keyring.clone();
         let policy = self.signing;
+        let reads = self.reads.clone();
         let task = tokio::spawn(async move {
             let mut staged = staged;
             let coordinates = meta.coordinates.clone();
@@ -276,7 +277,9 @@ impl PackageManager {
                     return Err(e);
                 }
             };
-            match store.insert_package(new).await {
+            let inserted = store.insert_package(new).await;
+            reads.forget();
+            match inserted {
                 Ok(inserted) => {
                     let package = inserted.package;
                     if inserted.reused_object {

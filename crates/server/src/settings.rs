@@ -145,17 +145,29 @@ pub struct DatabaseSettings {
     pub lock_timeout_secs: u64,
     /// PostgreSQL: seconds a statement may run before it is cancelled.
     pub statement_timeout_secs: u64,
+    /// Keep package reads (by id, by coordinates, latest, versions) in memory: forgotten
+    /// at once on this replica's changes, and on others' when the package revision moves.
+    pub read_cache: bool,
+    /// Milliseconds between reads of the package revision: another replica's publish,
+    /// yank or delete is seen within this (twice this when its commit came late).
+    pub read_cache_watch_ms: u64,
+    /// Milliseconds a kept read is trusted at most, whatever the revision says.
+    pub read_cache_max_age_ms: u64,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
         let pool = PoolOptions::default();
+        let reads = agentpkg_packagemgr::ReadCacheConfig::default();
         Self {
             url: SecretString::from("./data/agentpkg.db"),
             max_connections: pool.max_connections,
             acquire_timeout_secs: pool.acquire_timeout.as_secs(),
             lock_timeout_secs: pool.lock_timeout.as_secs(),
             statement_timeout_secs: pool.statement_timeout.as_secs(),
+            read_cache: true,
+            read_cache_watch_ms: reads.watch_every.as_millis() as u64,
+            read_cache_max_age_ms: reads.max_age.as_millis() as u64,
         }
     }
 }

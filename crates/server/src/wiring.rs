@@ -10,7 +10,8 @@ use actix_web::{App, HttpServer};
 use agentpkg_api::{ApiMetrics, ApiState, DownloadOptions, DownloadTokens, StatsApi, TokenIssuer};
 use agentpkg_fleet::Fleet;
 use agentpkg_packagemgr::{
-    Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager, SigningPolicy,
+    Accounts, AuditLog, ManagerConfig, ManagerMetrics, PackageManager, ReadCacheConfig,
+    SigningPolicy,
 };
 use agentpkg_stats::{DownloadCounter, Retention, Statistics};
 use agentpkg_storage::DynObjectStore;
@@ -173,6 +174,14 @@ pub(crate) fn manager(settings: &Settings, components: Components) -> Wired {
     )
     .with_sigstore(components.sigstore)
     .with_resumable_uploads(store.clone(), settings.upload.resumable());
+    let packages = match settings.database.read_cache {
+        true => packages.with_read_cache(ReadCacheConfig {
+            max_age: Duration::from_millis(settings.database.read_cache_max_age_ms.max(1)),
+            watch_every: Duration::from_millis(settings.database.read_cache_watch_ms.max(10)),
+            ..ReadCacheConfig::default()
+        }),
+        false => packages,
+    };
     // Direct uploads need presigned PUTs: S3 only (elsewhere the route says so).
     let packages = match settings.storage.backend {
         StorageBackend::S3 => packages.with_direct_uploads(
@@ -307,6 +316,7 @@ impl Application {
         }
         let reconciler = spawn_reconciler(&settings, packages.clone());
         let mut background = Vec::new();
+        background.extend(packages.spawn_read_cache_watcher());
         background.push(
             stats
                 .reports

@@ -117,6 +117,12 @@ impl PackageStore for DieselStore {
             .await
     }
 
+    async fn package_revision(&self) -> Result<Option<i64>, StoreError> {
+        self.with_conn_read("package_revision", packages::revision)
+            .await
+            .map(Some)
+    }
+
     async fn delete_package(&self, id: i64) -> Result<Option<Deleted>, StoreError> {
         self.with_conn("delete_package", move |c| packages::delete(c, id, &[]))
             .await

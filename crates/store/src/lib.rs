@@ -109,6 +109,15 @@ pub trait PackageStore: Health {
     async fn list_packages(&self, query: &ListQuery) -> Result<Page<Package>, StoreError>;
     /// The active package of highest SemVer precedence that the query allows.
     async fn latest_package(&self, query: &LatestQuery) -> Result<Option<Package>, StoreError>;
+    /// A number that moves on whenever a change a reader of packages can see is made (by
+    /// any process): a publish, delete, yank or restore, description or signature; not a
+    /// download count. It may move just before its change commits, and never goes back.
+    /// Tells a read cache ([`PackageStore::get_package`] and the like, kept in memory)
+    /// that it may be out of date. `None` from a store that keeps none: such a cache then
+    /// learns only of the changes made through it.
+    async fn package_revision(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
     /// Deletes the row and returns it, or `None` when there was none.
     /// [`Deleted::object_released`] says whether it was the last package with its bytes, so
     /// that the object is now the caller's to delete.

@@ -50,7 +50,7 @@ impl PackageGate<'_> {
 
     /// A package by id.
     pub async fn get(&self, id: i64) -> Result<Package, Error> {
-        let package = self.manager.get(id).await?;
+        let package = self.manager.read_get(id).await?;
         self.caller.reads(&package.name)?;
         Ok(package)
     }
@@ -58,19 +58,19 @@ impl PackageGate<'_> {
     /// The package at exactly these coordinates, active or yanked.
     pub async fn find(&self, coordinates: &Coordinates) -> Result<Package, Error> {
         self.caller.reads(&coordinates.name)?;
-        self.manager.find(coordinates).await
+        self.manager.read_find(coordinates).await
     }
 
     /// The latest active package a query matches.
     pub async fn latest(&self, query: &LatestQuery) -> Result<Package, Error> {
         self.caller.reads(&query.name)?;
-        self.manager.latest(query).await
+        self.manager.read_latest(query).await
     }
 
     /// Every version of a name, newest first.
     pub async fn history(&self, name: &PackageName) -> Result<Vec<VersionBuilds>, Error> {
         self.caller.reads(name)?;
-        self.manager.history(name).await
+        self.manager.read_history(name).await
     }
 
     /// One page of packages, among the names the caller reaches.

@@ -20,6 +20,7 @@ mod hardening;
 mod mirror;
 mod packages;
 mod readme;
+mod reads;
 mod rollback;
 mod rollouts;
 mod signing;

@@ -24,6 +24,8 @@
 //! 15 s, the login throttle off: an authenticated list's answer times before and during),
 //! `--only rollout [--agents N]` (a four-wave progressive rollout to N agents polling
 //! over HTTP, on a rollout clock 600 times as fast: the engine's time and rows per tick),
+//! `--only reads [--packages N]` (`wrk` against `/healthz`, a package by id and `latest`,
+//! at 8 and 64 connections, with package reads kept in memory and without),
 //! `--out PATH` (JSON, default target/bench/results.json).
 
 // A benchmark reports on standard output.
@@ -48,6 +50,7 @@ mod flood;
 mod measure;
 mod metadata;
 mod pages;
+mod reads;
 mod resumable;
 mod rollout;
 mod signed;
@@ -215,6 +218,25 @@ async fn main() -> Result<()> {
     // `--only flood`: wrong passwords on 64 connections while a client lists packages.
     if flag("--only").as_deref() == Some("flood") {
         results["login_flood"] = flood::flood_bench(&client, &server, &token).await?;
+        return finish(&out, &results, server, &bucket).await;
+    }
+
+    // `--only reads`: metadata reads with wrk, with and without the read cache.
+    if flag("--only").as_deref() == Some("reads") {
+        populate(db.url(), packages.max(10_000))?;
+        let uncached = start_server(
+            &bin,
+            db.url(),
+            &s3env,
+            &bucket_name,
+            &[
+                extra.as_slice(),
+                &[("AGENTPKG__DATABASE__READ_CACHE", "false")],
+            ]
+            .concat(),
+        )?;
+        results["reads"] = reads::reads_bench(&server, &uncached, &token, tmp.path())?;
+        drop(uncached);
         return finish(&out, &results, server, &bucket).await;
     }
 

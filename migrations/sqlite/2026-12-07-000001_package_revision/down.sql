@@ -1,0 +1,4 @@
+DROP TRIGGER packages_change_package_revision;
+DROP TRIGGER packages_delete_package_revision;
+DROP TRIGGER packages_insert_package_revision;
+DROP TABLE package_revision;
