@@ -38,9 +38,19 @@ pub struct RolloutStep {
     pub event: NewAuditEvent,
 }
 
-/// An agent an assignment's selector may pick: uid, identifying and non-identifying
-/// attributes (JSON), and the version it reports of the name offered, if any.
-pub type Candidate = (String, String, String, Option<String>);
+/// An agent an assignment's selector may pick, as a wave about to start reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The agent's instance uid (hex).
+    pub uid: String,
+    /// Identifying and non-identifying attributes (JSON objects).
+    pub identifying: String,
+    pub non_identifying: String,
+    /// The version it reports of the name offered, if any.
+    pub has_version: Option<String>,
+    /// Whether it is already one of the rollout's agents.
+    pub member: bool,
+}
 
 /// Rollouts, their agents and transitions, and the engine's lease.
 #[async_trait]
@@ -105,16 +115,16 @@ pub trait RolloutStore: Health {
     ) -> Result<u64, StoreError>;
     /// Offers again the failed installs whose pause ended by `at`.
     async fn retry_due(&self, id: i64, at: DateTime<Utc>) -> Result<u64, StoreError>;
-    /// Agents with the version each reports under `offer_as`, by uid, the first `limit`
-    /// after `after` (read a page per tick when a wave starts).
+    /// Agents with the version each reports under `offer_as` and whether each is already
+    /// one of rollout `id`'s, by uid, the first `limit` after `after` (read a page per
+    /// tick when a wave starts).
     async fn candidates(
         &self,
+        id: i64,
         offer_as: String,
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<Candidate>, StoreError>;
-    /// The uids of a rollout's agents.
-    async fn member_uids(&self, id: i64) -> Result<Vec<String>, StoreError>;
     /// Takes or renews a lease for `holder` until `until`; whether it holds it.
     async fn take_lease(
         &self,

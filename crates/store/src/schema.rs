@@ -374,7 +374,7 @@ diesel::table! {
 
 diesel::joinable!(rollout_agents -> rollouts (rollout_id));
 diesel::allow_tables_to_appear_in_same_query!(rollout_agents, rollouts, assignments);
-diesel::allow_tables_to_appear_in_same_query!(agents, agent_packages);
+diesel::allow_tables_to_appear_in_same_query!(agents, agent_packages, rollout_agents);
 
 diesel::table! {
     agent_packages (instance_uid, name) {

@@ -50,7 +50,16 @@ pub(crate) struct Gathering {
     assignment: agentpkg_model::Assignment,
     builds: HashSet<(agentpkg_model::Platform, agentpkg_model::Arch)>,
     after: Option<String>,
-    pool: Vec<([u8; 32], AgentUid, String)>,
+    pool: Vec<Picked>,
+}
+
+/// A selected agent: its order key, uid, the version it reported, and whether it is
+/// already one of the rollout's (as its page read it).
+struct Picked {
+    key: [u8; 32],
+    uid: AgentUid,
+    previous: String,
+    member: bool,
 }
 
 /// Where choosing a wave's agents stands after a tick.
@@ -200,32 +209,42 @@ impl Fleet {
             n => n.saturating_mul(READ_PER_STEP),
         };
         let page = store
-            .candidates(g.assignment.offer_as.clone(), g.after.clone(), per_page)
+            .candidates(
+                r.id,
+                g.assignment.offer_as.clone(),
+                g.after.clone(),
+                per_page,
+            )
             .await?;
         let rows = page.len() as u64;
         let whole = page.len() < per_page;
-        g.after = page.last().map(|c| c.0.clone());
-        for (uid, identifying, non_identifying, has) in page {
+        g.after = page.last().map(|c| c.uid.clone());
+        for candidate in page {
             let mut attributes: BTreeMap<String, String> =
-                serde_json::from_str(&non_identifying).unwrap_or_default();
+                serde_json::from_str(&candidate.non_identifying).unwrap_or_default();
             attributes.extend(
-                serde_json::from_str::<BTreeMap<String, String>>(&identifying).unwrap_or_default(),
+                serde_json::from_str::<BTreeMap<String, String>>(&candidate.identifying)
+                    .unwrap_or_default(),
             );
             if !selects(&g.assignment, &attributes)
                 || !platform_of(&attributes).is_ok_and(|p| g.builds.contains(&p))
             {
                 continue;
             }
-            let Ok(uid) = AgentUid::parse(&uid) else {
+            let Ok(uid) = AgentUid::parse(&candidate.uid) else {
                 continue;
             };
             let mut h = Sha256::new();
             h.update(b"agentpkg rollout wave v1\0");
             h.update(uid.as_bytes());
             h.update(r.id.to_be_bytes());
-            let key: [u8; 32] = h.finalize().into();
-            let previous = has.unwrap_or_default().trim_start_matches('v').to_owned();
-            g.pool.push((key, uid, previous));
+            let previous = candidate.has_version.unwrap_or_default();
+            g.pool.push(Picked {
+                key: h.finalize().into(),
+                uid,
+                previous: previous.trim_start_matches('v').to_owned(),
+                member: candidate.member,
+            });
         }
         if !whole {
             self.wave_backlogs
@@ -236,28 +255,26 @@ impl Fleet {
             return Ok(Gathered::Pending(rows));
         }
         let mut pool = g.pool;
-        pool.sort_unstable_by_key(|p| p.0);
+        pool.sort_unstable_by_key(|p| p.key);
         let population = pool.len() as u64;
         let size = r.plan.waves[n].of(population);
-        let existing: HashSet<String> = store.member_uids(r.id).await?.into_iter().collect();
-        let mut covered = pool
-            .iter()
-            .filter(|(_, uid, _)| existing.contains(&uid.to_string()))
-            .count() as u64;
+        // Only this engine adds members, under its lease, and it forgets the pages read
+        // when another replica took a step: what the pages said of membership holds.
+        let mut covered = pool.iter().filter(|p| p.member).count() as u64;
         let mut members = Vec::new();
-        for (_, uid, previous) in pool {
+        for p in pool {
             if covered >= size {
                 break;
             }
-            if !existing.contains(&uid.to_string()) {
-                members.push((uid, previous));
+            if !p.member {
+                members.push((p.uid, p.previous));
                 covered += 1;
             }
         }
         Ok(Gathered::Ready {
             members,
             population,
-            rows: rows + existing.len() as u64,
+            rows,
         })
     }
 }

@@ -116,19 +116,15 @@ impl RolloutStore for DieselStore {
 
     async fn candidates(
         &self,
+        id: i64,
         offer_as: String,
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<Candidate>, StoreError> {
         self.with_conn_read("rollout_candidates", move |c| {
-            rollouts::candidates(c, &offer_as, after.as_deref(), limit)
+            rollouts::candidates(c, id, &offer_as, after.as_deref(), limit)
         })
         .await
-    }
-
-    async fn member_uids(&self, id: i64) -> Result<Vec<String>, StoreError> {
-        self.with_conn_read("rollout_member_uids", move |c| rollouts::member_uids(c, id))
-            .await
     }
 
     async fn take_lease(

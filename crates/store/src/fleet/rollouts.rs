@@ -247,15 +247,19 @@ pub(crate) fn transitions(
         .collect()
 }
 
-/// Each wave's agents by phase (index = wave), in two grouped reads: what the engine reads
-/// per tick, whatever the number of agents.
+/// Each wave's agents by phase (index = wave), in one grouped read (the baked ones counted
+/// in the same pass): what the engine reads per tick, whatever the number of agents.
 pub(crate) fn wave_counts(
     conn: &mut DbConnection,
     id: i64,
     baked_before: DateTime<Utc>,
     counted: &[&str],
 ) -> Result<(Vec<WaveCounts>, u64), StoreError> {
-    let groups: Vec<(i32, String, Option<String>, bool, i64)> = ra::table
+    use diesel::dsl::{case_when, count, count_star};
+    let baked = ra::phase
+        .eq(MemberPhase::Healthy.as_str())
+        .and(ra::healthy_since.le(naive(baked_before)));
+    let groups: Vec<(i32, String, Option<String>, bool, i64, i64)> = ra::table
         .filter(ra::rollout_id.eq(id))
         .group_by((ra::wave, ra::phase, ra::failure, ra::acknowledged))
         .select((
@@ -263,17 +267,11 @@ pub(crate) fn wave_counts(
             ra::phase,
             ra::failure,
             ra::acknowledged,
-            diesel::dsl::count_star(),
+            count_star(),
+            count(case_when(baked, ra::wave)),
         ))
         .load(conn)?;
-    let baked: Vec<(i32, i64)> = ra::table
-        .filter(ra::rollout_id.eq(id))
-        .filter(ra::phase.eq(MemberPhase::Healthy.as_str()))
-        .filter(ra::healthy_since.le(naive(baked_before)))
-        .group_by(ra::wave)
-        .select((ra::wave, diesel::dsl::count_star()))
-        .load(conn)?;
-    let rows = (groups.len() + baked.len()) as u64;
+    let rows = groups.len() as u64;
     let mut waves: Vec<WaveCounts> = Vec::new();
     fn slot(
         waves: &mut Vec<WaveCounts>,
@@ -287,10 +285,11 @@ pub(crate) fn wave_counts(
         }
         Ok(&mut waves[i])
     }
-    for (wave, phase, failure, acknowledged, n) in groups {
+    for (wave, phase, failure, acknowledged, n, baked) in groups {
         let n = n as u64;
         let c = slot(&mut waves, id, wave)?;
         c.members += n;
+        c.baked += baked as u64;
         let phase: MemberPhase = phase
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("rollout {id}: phase")))?;
@@ -315,9 +314,6 @@ pub(crate) fn wave_counts(
                 }
             }
         }
-    }
-    for (wave, n) in baked {
-        slot(&mut waves, id, wave)?.baked += n as u64;
     }
     Ok((waves, rows))
 }
@@ -547,6 +543,7 @@ pub(crate) fn retry_due(
 /// `offer_as`: what a wave chooses from.
 pub(crate) fn candidates(
     conn: &mut DbConnection,
+    id: i64,
     offer_as: &str,
     after: Option<&str>,
     limit: usize,
@@ -557,11 +554,18 @@ pub(crate) fn candidates(
                 .eq(a::instance_uid)
                 .and(ap::name.eq(offer_as))),
         )
+        // Whether each is already the rollout's: its primary key, one probe per agent.
+        .left_join(
+            ra::table.on(ra::instance_uid
+                .eq(a::instance_uid)
+                .and(ra::rollout_id.eq(id))),
+        )
         .select((
             a::instance_uid,
             a::identifying,
             a::non_identifying,
             ap::agent_has_version.nullable(),
+            ra::wave.nullable(),
         ))
         .order(a::instance_uid.asc())
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -569,12 +573,25 @@ pub(crate) fn candidates(
     if let Some(after) = after {
         query = query.filter(a::instance_uid.gt(after.to_owned()));
     }
-    Ok(query.load(conn)?)
+    let rows: Vec<CandidateRow> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Candidate {
+            uid: row.uid,
+            identifying: row.identifying,
+            non_identifying: row.non_identifying,
+            has_version: row.has_version,
+            member: row.member_wave.is_some(),
+        })
+        .collect())
 }
 
-pub(crate) fn member_uids(conn: &mut DbConnection, id: i64) -> Result<Vec<String>, StoreError> {
-    Ok(ra::table
-        .filter(ra::rollout_id.eq(id))
-        .select(ra::instance_uid)
-        .load(conn)?)
+/// A candidate as read: its wave in the rollout, when it is already one of its agents.
+#[derive(Queryable)]
+struct CandidateRow {
+    uid: String,
+    identifying: String,
+    non_identifying: String,
+    has_version: Option<String>,
+    member_wave: Option<i32>,
 }
