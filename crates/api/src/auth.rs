@@ -73,7 +73,9 @@ impl FromRequest for Reader {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<ApiState>>().cloned();
         let file = match (&state, bearer(req)) {
-            (Some(state), Ok(bearer)) => state.tokens.verify_download(&bearer),
+            (Some(state), Ok(bearer)) if state.tokens.says_download(&bearer) => {
+                state.tokens.verify_download(&bearer)
+            }
             _ => None,
         };
         if let (Some((id, holder)), Some(state)) = (file, state) {
@@ -207,7 +209,8 @@ pub async fn authenticate_first(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     if let Some(state) = req.app_data::<web::Data<ApiState>>().cloned()
         && let Ok(bearer) = bearer(req.request())
-        && state.tokens.verify_download(&bearer).is_none()
+        && !(state.tokens.says_download(&bearer)
+            && state.tokens.verify_download(&bearer).is_some())
     {
         let result = authenticate(&state, &bearer).await;
         req.extensions_mut().insert(Authenticated(result));

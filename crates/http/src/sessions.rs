@@ -175,6 +175,23 @@ impl TokenIssuer {
         self.key.authenticate(claims).map_err(ApiError::internal)
     }
 
+    /// Whether `token` says it is a download credential (names its issuer), read without
+    /// verifying it: which of the two verifications a bearer gets, so that a session token
+    /// is not first verified, and refused, as a download credential on every request.
+    /// Either verification still checks everything.
+    pub fn says_download(&self, token: &str) -> bool {
+        #[derive(Deserialize)]
+        struct Issuer {
+            iss: Option<String>,
+        }
+        token
+            .split('.')
+            .nth(1)
+            .and_then(|payload| Base64UrlSafeNoPadding::decode_to_vec(payload, None).ok())
+            .and_then(|json| serde_json::from_slice::<Issuer>(&json).ok())
+            .is_some_and(|claims| claims.iss.as_deref() == Some(DOWNLOAD_ISSUER))
+    }
+
     /// The package a download credential is for, and what it is bound to, if it is
     /// genuine and current. One made before credentials were bound to a holder has none
     /// (it lives out its short expiry).
@@ -191,5 +208,45 @@ impl TokenIssuer {
             .ok()?;
         claims.expires_at?;
         Some((claims.custom.pkg, claims.custom.holder()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(secret: &str) -> TokenIssuer {
+        TokenIssuer::new(
+            &JwtSecret::new(SecretString::from(secret.to_owned())).unwrap(),
+            3600,
+            60,
+        )
+    }
+
+    #[test]
+    fn only_a_download_credential_says_so_and_saying_so_verifies_nothing() {
+        let ours = issuer("the registry's secret of at least 32 bytes");
+        let user = User {
+            id: 7,
+            username: "ci".into(),
+            role: Role::Viewer,
+            created_at: Utc::now(),
+        };
+        let (session, _) = ours.issue(&user, 1).unwrap();
+        let download = ours
+            .issue_download(42, Holder::Token(3), Duration::from_secs(60))
+            .unwrap();
+        assert!(!ours.says_download(&session));
+        assert!(ours.says_download(&download));
+        assert_eq!(ours.verify_download(&download), Some((42, Some(Holder::Token(3)))));
+        assert!(!ours.says_download("apk_not-a-jwt"));
+        assert!(!ours.says_download("a.%%%.c"));
+
+        // One signed with another secret says it is a download credential, and is not one.
+        let forged = issuer("someone else's secret, also 32 bytes long")
+            .issue_download(42, Holder::Token(3), Duration::from_secs(60))
+            .unwrap();
+        assert!(ours.says_download(&forged));
+        assert_eq!(ours.verify_download(&forged), None);
     }
 }

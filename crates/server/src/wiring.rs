@@ -423,10 +423,13 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(request_id_header))
                 // Outermost: opens the request's span and gives it its id.
                 .wrap(TracingLogger::default())
-                // The web interface's pages, then the API; the pages' 404 answers browsers
-                // with a page and everyone else with the API's JSON.
-                .configure(agentpkg_web::configure(pages.clone()))
+                // The API first: its paths sit under a few fixed prefixes (`/api/v1`, the
+                // health and OpAMP routes), so a request to it is not tried against every
+                // page's pattern (each dynamic one a regex); then the web interface's pages.
+                // The pages' 404 answers browsers with a page and everyone else with the
+                // API's JSON.
                 .configure(agentpkg_api::configure(state.clone()))
+                .configure(agentpkg_web::configure(pages.clone()))
                 .default_service(actix_web::web::to(agentpkg_web::not_found))
         })
         .shutdown_timeout(settings.server.shutdown_timeout_secs);

@@ -62,8 +62,9 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
         .body(body)
 }
 
-/// The pages' routes. Register before the API's, which answers everything else; then
-/// set [`not_found`] as the default service (a page for browsers, JSON for the rest).
+/// The pages' routes, which share no path with the API's (`/api/v1`, the health and OpAMP
+/// routes): register them beside it, then set [`not_found`] as the default service (a page
+/// for browsers, JSON for the rest).
 pub fn configure(state: WebState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| configure_with(cfg, state)
 }
