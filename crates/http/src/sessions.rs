@@ -238,7 +238,10 @@ mod tests {
             .unwrap();
         assert!(!ours.says_download(&session));
         assert!(ours.says_download(&download));
-        assert_eq!(ours.verify_download(&download), Some((42, Some(Holder::Token(3)))));
+        assert_eq!(
+            ours.verify_download(&download),
+            Some((42, Some(Holder::Token(3))))
+        );
         assert!(!ours.says_download("apk_not-a-jwt"));
         assert!(!ours.says_download("a.%%%.c"));
 
