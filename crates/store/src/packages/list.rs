@@ -1,5 +1,5 @@
 //! The package list: filters, the order (name, newest version first, platform, arch),
-//! pages by number or by place (keyset), and totals counted once per fleet revision.
+//! pages by number or by place (keyset), and totals counted once per package revision.
 
 use agentpkg_model::{Activity, Coordinates, ListFrom, ListQuery, NameScope, Package, Page};
 use diesel::prelude::*;
@@ -80,10 +80,12 @@ fn list_order() -> ListOrder {
     )
 }
 
-/// Totals of package lists by their filters, each with the fleet revision it was counted
-/// at: a publish, yank or delete moves the revision, so a total is counted again after one.
-/// A revision moves before its transaction commits, so a total counted in between can
-/// miss that change: entries also expire after [`TOTAL_TTL`], which bounds that lag.
+/// Totals of package lists by their filters, each with the package revision it was
+/// counted at: a publish, yank or delete moves the revision, so a total is counted again
+/// after one (and not after a rollout's step or an assignment's change, which move only
+/// the fleet's). A revision moves before its transaction commits, so a total counted in
+/// between can miss that change: entries also expire after [`TOTAL_TTL`], which bounds
+/// that lag.
 pub(crate) type Totals = moka::sync::Cache<String, (i64, u64)>;
 
 /// How long a counted total may serve, at most.
@@ -96,24 +98,28 @@ pub(crate) fn totals() -> Totals {
         .build()
 }
 
-/// The number of packages `q` filters, counted or as counted at this revision.
+/// The number of packages `q` filters, counted or as counted at this revision. A list of
+/// one name is counted each time (its rows are few, and its total is not kept).
 fn total(conn: &mut DbConnection, q: &ListQuery, totals: &Totals) -> Result<u64, StoreError> {
+    let count = |conn: &mut DbConnection| -> Result<u64, StoreError> {
+        let counted: i64 = filtered(q).count().get_result(conn)?;
+        Ok(u64::try_from(counted).unwrap_or(0))
+    };
+    if q.name.is_some() {
+        return count(conn);
+    }
     let key = format!(
         "{:?}|{:?}|{:?}|{:?}|{:?}",
         q.name_contains, q.platform, q.arch, q.activity, q.names
     );
-    let revision = crate::fleet::revision(conn)?;
-    if q.name.is_none()
-        && let Some((at, total)) = totals.get(&key)
+    let revision = super::revision(conn)?;
+    if let Some((at, total)) = totals.get(&key)
         && at == revision
     {
         return Ok(total);
     }
-    let counted: i64 = filtered(q).count().get_result(conn)?;
-    let counted = u64::try_from(counted).unwrap_or(0);
-    if q.name.is_none() {
-        totals.insert(key, (revision, counted));
-    }
+    let counted = count(conn)?;
+    totals.insert(key, (revision, counted));
     Ok(counted)
 }
 
