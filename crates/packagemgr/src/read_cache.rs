@@ -32,8 +32,10 @@ pub struct ReadCacheConfig {
     /// How often the package revision is read: a change made by another replica is seen
     /// within this (twice this when its commit came late).
     pub watch_every: Duration,
-    /// Entries kept of each kind (by id, by coordinates, latest, versions).
-    pub entries: u64,
+    /// Memory the kept reads may take, roughly (each package weighed by its strings and
+    /// a fixed part), shared evenly by the four kinds (by id, by coordinates, latest,
+    /// versions): a name with thousands of builds weighs what it holds.
+    pub max_bytes: u64,
 }
 
 impl Default for ReadCacheConfig {
@@ -41,7 +43,7 @@ impl Default for ReadCacheConfig {
         Self {
             max_age: Duration::from_secs(5),
             watch_every: Duration::from_millis(500),
-            entries: 10_000,
+            max_bytes: 32 << 20,
         }
     }
 }
@@ -61,13 +63,44 @@ struct Kept {
     versions: Cache<(u64, PackageName), Arc<Vec<Package>>>,
 }
 
+/// What a kept read weighs, roughly, in bytes.
+trait Weight {
+    fn weight(&self) -> u32;
+}
+
+impl Weight for Package {
+    fn weight(&self) -> u32 {
+        // The strings a package owns beside these two (file name, object key, checksum,
+        // version, signer) stay within a few hundred bytes.
+        let size = std::mem::size_of::<Package>()
+            + 512
+            + self.name.as_str().len()
+            + self.description.as_str().len();
+        u32::try_from(size).unwrap_or(u32::MAX)
+    }
+}
+
+impl Weight for Option<Package> {
+    fn weight(&self) -> u32 {
+        self.as_ref().map_or(64, Weight::weight)
+    }
+}
+
+impl Weight for Arc<Vec<Package>> {
+    fn weight(&self) -> u32 {
+        self.iter()
+            .fold(64u32, |sum, p| sum.saturating_add(p.weight()))
+    }
+}
+
 fn cache<K, V>(config: &ReadCacheConfig) -> Cache<K, V>
 where
     K: Eq + Hash + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    V: Weight + Clone + Send + Sync + 'static,
 {
     Cache::builder()
-        .max_capacity(config.entries)
+        .max_capacity((config.max_bytes / 4).max(1))
+        .weigher(|_, v: &V| v.weight())
         .time_to_live(config.max_age)
         .build()
 }
@@ -81,7 +114,7 @@ async fn read<K, V>(
 ) -> Result<V, Error>
 where
     K: Eq + Hash + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    V: Weight + Clone + Send + Sync + 'static,
 {
     cache
         .try_get_with((generation, key), load)
