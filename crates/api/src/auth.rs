@@ -209,7 +209,9 @@ pub async fn authenticate_first(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     if let Some(state) = req.app_data::<web::Data<ApiState>>().cloned()
         && let Ok(bearer) = bearer(req.request())
-        && !(state.tokens.says_download(&bearer) && state.tokens.verify_download(&bearer).is_some())
+        && (state.tokens.known_session(&bearer)
+            || !(state.tokens.says_download(&bearer)
+                && state.tokens.verify_download(&bearer).is_some()))
     {
         let result = authenticate(&state, &bearer).await;
         req.extensions_mut().insert(Authenticated(result));

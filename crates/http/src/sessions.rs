@@ -55,7 +55,14 @@ pub struct TokenIssuer {
     key: HS256Key,
     ttl_secs: u64,
     clock_skew: Duration,
+    /// Session tokens already verified, by their text: what one names never changes, so
+    /// it is verified once (signature, claims) and only its expiry checked again. Whether
+    /// its user may still use it is not kept here: every request asks the accounts.
+    verified: moka::sync::Cache<String, Session>,
 }
+
+/// Verified session tokens kept, at most.
+const VERIFIED_SESSIONS: u64 = 10_000;
 
 impl TokenIssuer {
     /// Tokens valid for `ttl_secs`, checked with `clock_skew_secs` of tolerance on `exp`,
@@ -66,6 +73,10 @@ impl TokenIssuer {
             key: HS256Key::from_bytes(secret.0.expose_secret().as_bytes()),
             ttl_secs: ttl_secs.max(1),
             clock_skew: Duration::from_secs(clock_skew_secs),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_SESSIONS)
+                .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
         }
     }
 
@@ -92,6 +103,30 @@ impl TokenIssuer {
     /// The user id and credentials version a token names, and when it expires, if it is
     /// genuine, current and ours.
     pub fn verify(&self, token: &str) -> Result<Session, ApiError> {
+        if let Some(session) = self.known(token) {
+            return Ok(session);
+        }
+        let session = self.verify_fully(token)?;
+        self.verified.insert(token.to_owned(), session);
+        Ok(session)
+    }
+
+    /// Whether `token` is a session token verified before and not expired since: a
+    /// bearer that needs no other verification.
+    pub fn known_session(&self, token: &str) -> bool {
+        self.known(token).is_some()
+    }
+
+    /// The session a token verified before names, while it has not expired (with the
+    /// same tolerance the verification allows); past that it is verified again, and
+    /// refused as expired.
+    fn known(&self, token: &str) -> Option<Session> {
+        let session = self.verified.get(token)?;
+        let skew = chrono::Duration::seconds(i64::try_from(self.clock_skew.as_secs()).ok()?);
+        (Utc::now() <= session.expires_at + skew).then_some(session)
+    }
+
+    fn verify_fully(&self, token: &str) -> Result<Session, ApiError> {
         let options = VerificationOptions {
             allowed_issuers: Some(HashSet::from_strings(&[ISSUER])),
             time_tolerance: Some(self.clock_skew),
@@ -251,5 +286,42 @@ mod tests {
             .unwrap();
         assert!(ours.says_download(&forged));
         assert_eq!(ours.verify_download(&forged), None);
+    }
+
+    #[test]
+    fn a_session_verified_once_is_still_refused_once_it_expires() {
+        let secret = JwtSecret::new(SecretString::from(
+            "the registry's secret of at least 32 bytes".to_owned(),
+        ))
+        .unwrap();
+        // A one-second token, no tolerance.
+        let ours = TokenIssuer::new(&secret, 1, 0);
+        let user = User {
+            id: 7,
+            username: "ci".into(),
+            role: Role::Viewer,
+            created_at: Utc::now(),
+        };
+        let (token, _) = ours.issue(&user, 3).unwrap();
+        let first = ours.verify(&token).unwrap();
+        assert_eq!((first.user_id, first.version), (7, 3));
+        assert!(ours.known_session(&token));
+        assert_eq!(ours.verify(&token).unwrap(), first);
+        // Another secret's token with the same text is never taken for a known one.
+        let theirs = TokenIssuer::new(
+            &JwtSecret::new(SecretString::from(
+                "someone else's secret, also 32 bytes long".to_owned(),
+            ))
+            .unwrap(),
+            1,
+            0,
+        );
+        assert!(!theirs.known_session(&token));
+        assert!(theirs.verify(&token).is_err());
+
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(!ours.known_session(&token));
+        let expired = ours.verify(&token).unwrap_err();
+        assert_eq!(expired.code, ErrorCode::TokenExpired, "{expired:?}");
     }
 }
