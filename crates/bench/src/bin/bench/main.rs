@@ -235,7 +235,8 @@ async fn main() -> Result<()> {
             ]
             .concat(),
         )?;
-        results["reads"] = reads::reads_bench(&server, &uncached, &token, tmp.path())?;
+        let packages = packages.max(10_000);
+        results["reads"] = reads::reads_bench(&server, &uncached, &token, tmp.path(), packages)?;
         drop(uncached);
         return finish(&out, &results, server, &bucket).await;
     }
@@ -549,6 +550,28 @@ async fn main() -> Result<()> {
             );
             results["metadata"].as_array_mut().ok_or("json")?.push(row);
         }
+    }
+
+    // --- the same reads with wrk, against /healthz, with the read cache and without --------
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let uncached = start_server(
+            &bin,
+            db.url(),
+            &s3env,
+            &bucket_name,
+            &[
+                extra.as_slice(),
+                &[("AGENTPKG__DATABASE__READ_CACHE", "false")],
+            ]
+            .concat(),
+        )?;
+        results["reads"] = reads::reads_bench(&server, &uncached, &token, tmp.path(), packages)?;
+    } else {
+        println!("\nwrk is not installed (apt-get install wrk): the wrk reads are skipped");
     }
 
     // --- download counting and the statistics reports --------------------------------------

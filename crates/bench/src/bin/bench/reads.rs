@@ -13,7 +13,7 @@ use agentpkg_bench::{Result, Server};
 
 /// Seconds each measurement runs.
 const SECS: u64 = 10;
-/// Distinct ids, and names, the reads cycle over.
+/// Distinct ids, and names, the reads cycle over (fewer when there are fewer names).
 const HOT: u64 = 1_000;
 
 /// What `wrk --latency` printed: requests a second, p50 and p99 in milliseconds.
@@ -63,12 +63,13 @@ fn wrk(base: &str, script: &std::path::Path, connections: u32) -> Result<(f64, f
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// A wrk script asking for `path(i)` with the token, cycling over `HOT` values of `i`.
+/// A wrk script asking for `path(i)` with the token, cycling over `hot` values of `i`.
 fn script(
     dir: &std::path::Path,
     name: &str,
     token: &str,
     path: &str,
+    hot: u64,
 ) -> Result<std::path::PathBuf> {
     let file = dir.join(format!("{name}.lua"));
     let mut f = std::fs::File::create(&file)?;
@@ -77,7 +78,7 @@ fn script(
         r#"local n = 0
 request = function()
   n = n + 1
-  local i = (n * 7919) % {HOT}
+  local i = (n * 7919) % {hot}
   return wrk.format("GET", {path}, {{["Authorization"] = "Bearer {token}"}})
 end
 "#
@@ -86,18 +87,24 @@ end
 }
 
 /// Every read at 8 and 64 connections against `cached` (the default server) and
-/// `uncached`; packages `pkg-N` 1.x for linux/amd64 must exist (ids 1..=HOT among them).
+/// `uncached`, over the `packages` that `metadata::populate` inserted (`pkg-N` 1.x for
+/// linux/amd64, ids from 1).
 pub(crate) fn reads_bench(
     cached: &Server,
     uncached: &Server,
     token: &str,
     dir: &std::path::Path,
+    packages: u64,
 ) -> Result<Value> {
+    let hot = HOT.min(packages / 10).max(1);
     let scripts = [
-        ("healthz", script(dir, "healthz", token, r#""/healthz""#)?),
+        (
+            "healthz",
+            script(dir, "healthz", token, r#""/healthz""#, hot)?,
+        ),
         (
             "get",
-            script(dir, "get", token, r#""/api/v1/packages/" .. (i + 1)"#)?,
+            script(dir, "get", token, r#""/api/v1/packages/" .. (i + 1)"#, hot)?,
         ),
         (
             "latest",
@@ -106,10 +113,11 @@ pub(crate) fn reads_bench(
                 "latest",
                 token,
                 r#""/api/v1/packages/latest?name=pkg-" .. i .. "&platform=linux&arch=amd64""#,
+                hot,
             )?,
         ),
     ];
-    println!("\nmetadata reads with wrk -t2, {SECS} s each, over {HOT} ids or names:");
+    println!("\nmetadata reads with wrk -t2, {SECS} s each, over {hot} ids or names:");
     println!(
         "{:<10} {:<10} {:>6} {:>10} {:>9} {:>9}",
         "server", "read", "conns", "req/s", "p50 ms", "p99 ms"
@@ -152,5 +160,5 @@ pub(crate) fn reads_bench(
             at64 / healthz
         );
     }
-    Ok(json!({ "seconds": SECS, "hot": HOT, "rows": rows }))
+    Ok(json!({ "seconds": SECS, "hot": hot, "rows": rows }))
 }
