@@ -347,26 +347,9 @@ pub(crate) fn get(conn: &mut DbConnection, id: i64) -> Result<Option<Package>, S
 
 type Boxed<'a> = packages::BoxedQuery<'a, crate::connection::MultiBackend>;
 
-#[derive(QueryableByName)]
-struct Revision {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
-}
-
-/// The package revision: a sequence moved by triggers on PostgreSQL, a counter row on
-/// SQLite (see the `package_revision` migrations).
+/// The package revision: moved by every change a reader of packages can see.
 pub(crate) fn revision(conn: &mut DbConnection) -> Result<i64, StoreError> {
-    let found: Revision = match conn {
-        DbConnection::Pg(c) => diesel::sql_query(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM package_revision",
-        )
-        .get_result(c)?,
-        DbConnection::Sqlite(c) => {
-            diesel::sql_query("SELECT revision AS n FROM package_revision WHERE id = 1")
-                .get_result(c)?
-        }
-    };
-    Ok(found.n)
+    crate::fleet::counter(conn, "package_revision")
 }
 
 mod list;

@@ -142,18 +142,24 @@ struct Revision {
     n: i64,
 }
 
-/// The fleet revision: a sequence moved by triggers on PostgreSQL (no lock on the upload
-/// path), a counter row on SQLite (see the `fleet_revision` migrations).
-pub(crate) fn revision(conn: &mut DbConnection) -> Result<i64, StoreError> {
+/// A revision counter by name: a sequence moved by triggers on PostgreSQL (no lock on the
+/// paths that move it), a one-row table on SQLite (see the `fleet_revision` and
+/// `package_revision` migrations).
+pub(crate) fn counter(conn: &mut DbConnection, name: &'static str) -> Result<i64, StoreError> {
     let found: Revision = match conn {
-        DbConnection::Pg(c) => diesel::sql_query(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM fleet_revision",
-        )
+        DbConnection::Pg(c) => diesel::sql_query(format!(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS n FROM {name}"
+        ))
         .get_result(c)?,
         DbConnection::Sqlite(c) => {
-            diesel::sql_query("SELECT revision AS n FROM fleet_revision WHERE id = 1")
+            diesel::sql_query(format!("SELECT revision AS n FROM {name} WHERE id = 1"))
                 .get_result(c)?
         }
     };
     Ok(found.n)
+}
+
+/// The fleet revision (assignments, which packages exist or are active, rollouts).
+pub(crate) fn revision(conn: &mut DbConnection) -> Result<i64, StoreError> {
+    counter(conn, "fleet_revision")
 }
