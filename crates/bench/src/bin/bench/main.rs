@@ -33,7 +33,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpkg_store::testing::TestDatabase;
@@ -58,7 +57,7 @@ mod stats;
 
 use agentpkg_bench::{MIB, Result, raw_bucket, remove_bucket, s3_env, start_server};
 use curl::curl_comparison;
-use measure::{RssSampler, drain, file_body, make_file, mb_per_s, percentile};
+use measure::{RssSampler, drain, file_body, make_file, mb_per_s};
 use metadata::populate;
 use resumable::resumable_uploads;
 use signed::signed_uploads;
@@ -115,6 +114,16 @@ async fn main() -> Result<()> {
         extra.push(("AGENTPKG__FLEET__ROLLOUT_TIME_SCALE", rollout::SCALE));
     }
     let server = start_server(&bin, db.url(), &s3env, &bucket_name, &extra)?;
+    // The same server with package reads from memory off, to compare reads with.
+    let start_uncached = || {
+        start_server(
+            &bin,
+            db.url(),
+            &s3env,
+            &bucket_name,
+            &[extra.as_slice(), &[reads::UNCACHED]].concat(),
+        )
+    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(256)
@@ -223,19 +232,9 @@ async fn main() -> Result<()> {
 
     // `--only reads`: metadata reads with wrk, with and without the read cache.
     if flag("--only").as_deref() == Some("reads") {
-        populate(db.url(), packages.max(10_000))?;
-        let uncached = start_server(
-            &bin,
-            db.url(),
-            &s3env,
-            &bucket_name,
-            &[
-                extra.as_slice(),
-                &[("AGENTPKG__DATABASE__READ_CACHE", "false")],
-            ]
-            .concat(),
-        )?;
         let packages = packages.max(10_000);
+        populate(db.url(), packages)?;
+        let uncached = start_uncached()?;
         results["reads"] = reads::reads_bench(&server, &uncached, &token, tmp.path(), packages)?;
         drop(uncached);
         return finish(&out, &results, server, &bucket).await;
@@ -455,120 +454,13 @@ async fn main() -> Result<()> {
         "\ninserted {packages} packages in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    println!(
-        "{:<10} {:>8} {:>10} {:>10} {:>10}",
-        "query", "clients", "p50 ms", "p99 ms", "req/s"
+    results["metadata"] = json!(
+        metadata::latencies(&client, &server.base, &token, &api_token, packages, quick).await?
     );
-    let names = (packages / 10).max(1);
-    let get_url = move |i: u64| format!("/api/v1/packages/{}", 1 + i % packages);
-    for (label, make_url, bearer) in [
-        (
-            "get",
-            Box::new(get_url) as Box<dyn Fn(u64) -> String + Send + Sync>,
-            token.clone(),
-        ),
-        ("get-apitok", Box::new(get_url), api_token.clone()),
-        (
-            "latest",
-            Box::new(move |i: u64| {
-                format!(
-                    "/api/v1/packages/latest?name=pkg-{}&platform=linux&arch=amd64",
-                    i % names
-                )
-            }),
-            token.clone(),
-        ),
-        (
-            "list",
-            Box::new(move |i: u64| {
-                format!(
-                    "/api/v1/packages?name=pkg-{}&platform=linux&per_page=20",
-                    i % names
-                )
-            }),
-            token.clone(),
-        ),
-    ] {
-        let make_url = Arc::new(make_url);
-        for clients in [1u64, 8, 64] {
-            let deadline = Instant::now() + Duration::from_secs(if quick { 2 } else { 4 });
-            let workers = (0..clients).map(|c| {
-                let client = client.clone();
-                let token = bearer.clone();
-                let base = server.base.clone();
-                let make_url = make_url.clone();
-                tokio::spawn(async move {
-                    let mut latencies = Vec::new();
-                    let mut errors = 0u64;
-                    let mut i = c * 7919;
-                    while Instant::now() < deadline && latencies.len() < 200_000 {
-                        i += 1;
-                        let started = Instant::now();
-                        match client
-                            .get(format!("{base}{}", make_url(i)))
-                            .bearer_auth(&token)
-                            .send()
-                            .await
-                        {
-                            Ok(res) if res.status().is_success() => {
-                                let _ = res.bytes().await;
-                                latencies.push(started.elapsed());
-                            }
-                            _ => errors += 1,
-                        }
-                    }
-                    (latencies, errors)
-                })
-            });
-            let mut all = Vec::new();
-            let mut errors = 0;
-            let started = Instant::now();
-            for w in futures_util::future::join_all(workers).await {
-                let (l, e) = w?;
-                all.extend(l);
-                errors += e;
-            }
-            let elapsed = started.elapsed();
-            all.sort();
-            let row = json!({
-                "query": label, "packages": packages, "clients": clients,
-                "p50_ms": percentile(&all, 0.50), "p99_ms": percentile(&all, 0.99),
-                "requests_per_s": all.len() as f64 / elapsed.as_secs_f64(), "errors": errors,
-            });
-            println!(
-                "{:<10} {:>8} {:>10.2} {:>10.2} {:>10.0}{}",
-                label,
-                clients,
-                percentile(&all, 0.5),
-                percentile(&all, 0.99),
-                all.len() as f64 / elapsed.as_secs_f64(),
-                if errors > 0 {
-                    format!("  ({errors} errors)")
-                } else {
-                    String::new()
-                }
-            );
-            results["metadata"].as_array_mut().ok_or("json")?.push(row);
-        }
-    }
 
     // --- the same reads with wrk, against /healthz, with the read cache and without --------
-    if std::process::Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        let uncached = start_server(
-            &bin,
-            db.url(),
-            &s3env,
-            &bucket_name,
-            &[
-                extra.as_slice(),
-                &[("AGENTPKG__DATABASE__READ_CACHE", "false")],
-            ]
-            .concat(),
-        )?;
+    if reads::wrk_installed() {
+        let uncached = start_uncached()?;
         results["reads"] = reads::reads_bench(&server, &uncached, &token, tmp.path(), packages)?;
     } else {
         println!("\nwrk is not installed (apt-get install wrk): the wrk reads are skipped");

@@ -11,6 +11,14 @@ use serde_json::{Value, json};
 
 use agentpkg_bench::{Result, Server};
 
+/// The setting the second server runs with: package reads from memory off.
+pub(crate) const UNCACHED: (&str, &str) = ("AGENTPKG__DATABASE__READ_CACHE", "false");
+
+/// Whether `wrk` is on this machine.
+pub(crate) fn wrk_installed() -> bool {
+    Command::new("wrk").arg("--version").output().is_ok()
+}
+
 /// Seconds each measurement runs.
 const SECS: u64 = 10;
 /// Distinct ids, and names, the reads cycle over (fewer when there are fewer names).
