@@ -1,6 +1,7 @@
 //! [`DieselStore`] implements each store trait by running one query function of
-//! `packages` or `users` on a pooled connection, named for the timing. The statistics
-//! and fleet traits are implemented beside their queries (`stats.rs`, `fleet.rs`).
+//! `packages` or `users` on a pooled connection, named for the timing. The statistics,
+//! fleet and signing traits are implemented beside their queries (`stats.rs`, `fleet/`,
+//! `signing.rs`).
 
 use std::time::Duration;
 
@@ -14,17 +15,12 @@ use diesel::r2d2::R2D2Connection;
 use crate::{
     AccountStore, AuditStore, Deleted, DieselStore, Health, Inserted, LoginLimit, NewToken, Owner,
     OwnershipStore, PackageStore, PoolStatus, StoreError, Team, TokenStore, UploadInFlight,
-    UserState, audit, owners, packages, signing, throttle, tokens, uploads, users,
+    UserState, audit, owners, packages, throttle, tokens, uploads, users,
 };
-use crate::{
-    Attached, DirectUploadStore, NewSigningKey, SessionLease, SigningStore, UploadQuota,
-    UploadSessionStore, direct, sessions,
-};
+use crate::{DirectUploadStore, SessionLease, UploadQuota, UploadSessionStore, direct, sessions};
 use agentpkg_model::{
-    DirectUpload, DirectUploadId, NewSigstoreIdentity, SessionProgress, SigstoreIdentity,
-    UploadSession, UploadSessionId,
+    DirectUpload, DirectUploadId, SessionProgress, UploadSession, UploadSessionId,
 };
-use agentpkg_model::{KeyFingerprint, NewSignature, SignatureFormat, TrustedKey};
 
 #[async_trait]
 impl Health for DieselStore {
@@ -430,83 +426,6 @@ impl UploadSessionStore for DieselStore {
         let id = id.clone();
         self.with_conn("delete_expired_session", move |c| {
             sessions::delete_expired(c, &id)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl SigningStore for DieselStore {
-    async fn signature_bytes(
-        &self,
-        package_id: i64,
-    ) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError> {
-        self.with_conn_read("signature_bytes", move |c| signing::bytes(c, package_id))
-            .await
-    }
-
-    async fn attach_signature(
-        &self,
-        package_id: i64,
-        signature: NewSignature,
-        may_replace_verified: bool,
-    ) -> Result<Attached, StoreError> {
-        self.with_conn("attach_signature", move |c| {
-            signing::attach(c, package_id, &signature, may_replace_verified)
-        })
-        .await
-    }
-
-    async fn upsert_key(&self, key: NewSigningKey) -> Result<(TrustedKey, bool), StoreError> {
-        self.with_conn("upsert_key", move |c| signing::upsert_key(c, &key))
-            .await
-    }
-
-    async fn signing_key(
-        &self,
-        fingerprint: &KeyFingerprint,
-    ) -> Result<Option<TrustedKey>, StoreError> {
-        let fingerprint = fingerprint.clone();
-        self.with_conn_read("signing_key", move |c| signing::get_key(c, &fingerprint))
-            .await
-    }
-
-    async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
-        self.with_conn_read("signing_keys", signing::list_keys)
-            .await
-    }
-
-    async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError> {
-        let fingerprint = fingerprint.clone();
-        self.with_conn("delete_signing_key", move |c| {
-            signing::delete_key(c, &fingerprint)
-        })
-        .await
-    }
-
-    async fn add_sigstore_identity(
-        &self,
-        new: NewSigstoreIdentity,
-    ) -> Result<SigstoreIdentity, StoreError> {
-        self.with_conn("add_sigstore_identity", move |c| {
-            signing::add_identity(c, &new)
-        })
-        .await
-    }
-
-    async fn sigstore_identity(&self, id: i64) -> Result<Option<SigstoreIdentity>, StoreError> {
-        self.with_conn_read("sigstore_identity", move |c| signing::identity(c, id))
-            .await
-    }
-
-    async fn sigstore_identities(&self) -> Result<Vec<SigstoreIdentity>, StoreError> {
-        self.with_conn_read("sigstore_identities", signing::identities)
-            .await
-    }
-
-    async fn delete_sigstore_identity(&self, id: i64) -> Result<bool, StoreError> {
-        self.with_conn("delete_sigstore_identity", move |c| {
-            signing::delete_identity(c, id)
         })
         .await
     }

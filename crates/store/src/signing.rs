@@ -9,7 +9,8 @@ use diesel::prelude::*;
 
 use crate::connection::write_transaction;
 use crate::schema::{package_signatures, packages, signing_keys, sigstore_identities};
-use crate::{Attached, DbConnection, NewSigningKey, StoreError};
+use crate::{Attached, DbConnection, DieselStore, NewSigningKey, SigningStore, StoreError};
+use async_trait::async_trait;
 
 pub(crate) fn insert_bytes(
     conn: &mut DbConnection,
@@ -304,4 +305,73 @@ pub(crate) fn identity(
 
 pub(crate) fn delete_identity(conn: &mut DbConnection, id: i64) -> Result<bool, StoreError> {
     Ok(diesel::delete(sigstore_identities::table.find(id)).execute(conn)? > 0)
+}
+
+#[async_trait]
+impl SigningStore for DieselStore {
+    async fn signature_bytes(
+        &self,
+        package_id: i64,
+    ) -> Result<Option<(SignatureFormat, Vec<u8>)>, StoreError> {
+        self.with_conn_read("signature_bytes", move |c| bytes(c, package_id))
+            .await
+    }
+
+    async fn attach_signature(
+        &self,
+        package_id: i64,
+        signature: NewSignature,
+        may_replace_verified: bool,
+    ) -> Result<Attached, StoreError> {
+        self.with_conn("attach_signature", move |c| {
+            attach(c, package_id, &signature, may_replace_verified)
+        })
+        .await
+    }
+
+    async fn upsert_key(&self, key: NewSigningKey) -> Result<(TrustedKey, bool), StoreError> {
+        self.with_conn("upsert_key", move |c| upsert_key(c, &key))
+            .await
+    }
+
+    async fn signing_key(
+        &self,
+        fingerprint: &KeyFingerprint,
+    ) -> Result<Option<TrustedKey>, StoreError> {
+        let fingerprint = fingerprint.clone();
+        self.with_conn_read("signing_key", move |c| get_key(c, &fingerprint))
+            .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<TrustedKey>, StoreError> {
+        self.with_conn_read("signing_keys", list_keys).await
+    }
+
+    async fn delete_signing_key(&self, fingerprint: &KeyFingerprint) -> Result<bool, StoreError> {
+        let fingerprint = fingerprint.clone();
+        self.with_conn("delete_signing_key", move |c| delete_key(c, &fingerprint))
+            .await
+    }
+
+    async fn add_sigstore_identity(
+        &self,
+        new: NewSigstoreIdentity,
+    ) -> Result<SigstoreIdentity, StoreError> {
+        self.with_conn("add_sigstore_identity", move |c| add_identity(c, &new))
+            .await
+    }
+
+    async fn sigstore_identity(&self, id: i64) -> Result<Option<SigstoreIdentity>, StoreError> {
+        self.with_conn_read("sigstore_identity", move |c| identity(c, id))
+            .await
+    }
+
+    async fn sigstore_identities(&self) -> Result<Vec<SigstoreIdentity>, StoreError> {
+        self.with_conn_read("sigstore_identities", identities).await
+    }
+
+    async fn delete_sigstore_identity(&self, id: i64) -> Result<bool, StoreError> {
+        self.with_conn("delete_sigstore_identity", move |c| delete_identity(c, id))
+            .await
+    }
 }
