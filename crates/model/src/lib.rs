@@ -7,6 +7,7 @@
 mod audit;
 mod call_observer;
 mod closed_set;
+mod coordinates;
 mod direct;
 mod error;
 mod error_code;
@@ -29,6 +30,7 @@ mod version;
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent};
 pub use call_observer::{CallObserver, observe};
 pub use closed_set::ClosedSet;
+pub use coordinates::Coordinates;
 pub use direct::{DirectUpload, DirectUploadId};
 pub use error::ValidationError;
 pub use error_code::{Entity, ErrorCode};
@@ -40,8 +42,8 @@ pub use fleet::{
 pub use key::ObjectKey;
 pub use mirror::{MirrorAsset, MirrorState};
 pub use package::{
-    Actor, Arch, Checksum, Coordinates, Description, FileName, NewPackage, Package, PackageName,
-    PackagePatch, Platform, VersionBuilds,
+    Actor, Arch, Checksum, Description, FileName, NewPackage, Package, PackageName, PackagePatch,
+    Platform, VersionBuilds,
 };
 pub use query::{Activity, LatestQuery, ListFrom, ListQuery, NameFilter, Page, PageRequest};
 pub use resumable::{

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::closed_set::closed_set;
-use crate::{ObjectKey, ValidationError, Version};
+use crate::{Coordinates, ObjectKey, ValidationError, Version};
 
 /// A package name: 1–128 characters of `[a-z0-9._-]`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -240,58 +240,6 @@ fn is_invisible_format(c: char) -> bool {
             | '\u{061C}'
             | '\u{FEFF}'
     )
-}
-
-/// What identifies one package file: one name, version, platform and architecture.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Coordinates {
-    pub name: PackageName,
-    pub version: Version,
-    pub platform: Platform,
-    pub arch: Arch,
-}
-
-impl fmt::Display for Coordinates {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {}/{}",
-            self.name.as_str(),
-            self.version,
-            self.platform,
-            self.arch
-        )
-    }
-}
-
-impl Coordinates {
-    /// `name/version/platform/arch`, as in the package's URL.
-    pub fn to_path(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.name.as_str(),
-            self.version,
-            self.platform,
-            self.arch
-        )
-    }
-
-    /// Reads `name/version/platform/arch`, each part validated as on upload.
-    pub fn parse_path(path: &str) -> Result<Self, ValidationError> {
-        let parts: Vec<&str> = path.split('/').collect();
-        let [name, version, platform, arch] = parts[..] else {
-            return Err(ValidationError::new(
-                "coordinates",
-                "expected name/version/platform/arch",
-            ));
-        };
-        Ok(Self {
-            name: PackageName::parse(name)?,
-            version: Version::parse(version)?,
-            platform: platform.parse()?,
-            arch: arch.parse()?,
-        })
-    }
 }
 
 /// Everything needed to record a package whose bytes are already stored.
