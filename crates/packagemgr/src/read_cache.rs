@@ -114,7 +114,7 @@ async fn read<K, V>(
 ) -> Result<V, Error>
 where
     K: Eq + Hash + Send + Sync + 'static,
-    V: Weight + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
 {
     cache
         .try_get_with((generation, key), load)
