@@ -53,6 +53,23 @@ pub struct StagedUpload {
 }
 
 impl StagedUpload {
+    /// Bytes stored while they were hashed elsewhere (partial uploads joined inside the
+    /// store), holding an upload's `place`.
+    pub(crate) fn hashed(
+        guard: ObjectGuard,
+        hashed: (u64, Checksum, StreamDigests),
+        place: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
+        let (size, checksum, digests) = hashed;
+        Self {
+            guard,
+            size,
+            checksum,
+            digests: Some(digests),
+            _place: Some(place),
+        }
+    }
+
     /// Bytes already in storage (a direct upload), guarded like any staged upload.
     pub(crate) fn stored(guard: ObjectGuard, size: u64, checksum: Checksum) -> Self {
         Self {
@@ -182,11 +199,7 @@ impl PackageManager {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let extra = signing::stream_hasher(signature)?;
-        let place = self
-            .uploads
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Error::TooManyUploads)?;
+        let place = self.upload_place()?;
         let storage = self.storage.clone();
         let store = self.store.clone();
         let metrics = self.metrics.clone();
@@ -442,19 +455,35 @@ impl PackageManager {
         size: u64,
         checksum: Checksum,
     ) -> Result<StagedUpload, Error> {
+        let guard = self.guard_new_object(key).await?;
+        Ok(StagedUpload::stored(guard, size, checksum))
+    }
+
+    /// Marks `key` in flight (reconciliation leaves it, and a write in parts under it,
+    /// alone) and guards it: from here the object, once it exists, is deleted on every way
+    /// out but publishing.
+    pub(crate) async fn guard_new_object(&self, key: ObjectKey) -> Result<ObjectGuard, Error> {
         self.store.begin_upload(&key).await?;
         let keepalive = Keepalive::start(
             self.store.clone(),
             key.clone(),
             self.config.stale_upload_after / 4,
         );
-        let guard = ObjectGuard::new(
+        Ok(ObjectGuard::new(
             self.storage.clone(),
             self.store.clone(),
             self.metrics.clone(),
             key,
             keepalive,
-        );
-        Ok(StagedUpload::stored(guard, size, checksum))
+        ))
+    }
+
+    /// One of the [`ManagerConfig::max_concurrent_uploads`] places, or
+    /// [`Error::TooManyUploads`].
+    pub(crate) fn upload_place(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManyUploads)
     }
 }

@@ -56,6 +56,10 @@ pub struct ObjectStat {
 /// The smallest part of a write in parts, but for its last (S3's limit).
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
+/// The largest part of a write in parts, and the largest object one part may be copied
+/// from (S3's limit).
+pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 /// An object's bytes, as they arrive.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -184,6 +188,26 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<String, StorageError> {
         let _ = (key, upload, number, body, size);
         Err(StorageError::Unsupported("writes in parts"))
+    }
+
+    /// Whether [`ObjectStore::copy_part`] works here.
+    fn copies_parts(&self) -> bool {
+        false
+    }
+
+    /// Writes part `number` of a write in parts as a copy of the whole object `source`,
+    /// inside the store (S3's `UploadPartCopy`): its bytes do not pass through the caller.
+    /// Returns what the store names the part by. The size rules of
+    /// [`ObjectStore::put_part`] hold, and a source may hold at most [`MAX_PART_BYTES`].
+    async fn copy_part(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        number: u32,
+        source: &ObjectKey,
+    ) -> Result<String, StorageError> {
+        let _ = (key, upload, number, source);
+        Err(StorageError::Unsupported("copying parts"))
     }
 
     /// Joins `parts`, in order, into the object `key` (create-only), and ends the write.

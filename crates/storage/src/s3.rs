@@ -14,6 +14,7 @@ use s3::request::Request;
 use s3::request::tokio_backend::ReqwestRequest;
 
 mod connect;
+mod copy;
 mod stream;
 
 pub use connect::S3Config;
@@ -438,6 +439,24 @@ impl ObjectStore for S3Store {
                     StorageError::Unavailable("a part PUT answered without an ETag".into())
                 })
         })
+        .await
+    }
+
+    fn copies_parts(&self) -> bool {
+        true
+    }
+
+    async fn copy_part(
+        &self,
+        key: &ObjectKey,
+        upload: &str,
+        number: u32,
+        source: &ObjectKey,
+    ) -> Result<String, StorageError> {
+        self.observe(
+            "copy_part",
+            self.upload_part_copy(key, upload, number, source),
+        )
         .await
     }
 

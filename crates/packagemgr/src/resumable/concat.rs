@@ -1,17 +1,23 @@
-//! Partial uploads joined by a final upload: read once, in order, hashed and stored as the
-//! package.
+//! Partial uploads joined by a final upload, hashed in order as one package. Where the
+//! store copies parts inside itself (S3's `UploadPartCopy`), each partial's object becomes a
+//! part of the package's object and its bytes are only read, to be hashed; elsewhere they
+//! are read once, hashed and stored again through the server.
 
 use std::io;
 
 use agentpkg_model::{
-    Actor, Entity, Package, SessionKind, SessionProgress, SessionTarget, UploadSession,
-    UploadSessionId, ValidationError,
+    Actor, Entity, ObjectKey, Package, SessionKind, SessionProgress, SessionTarget, StoredPart,
+    UploadSession, UploadSessionId, ValidationError,
 };
+use agentpkg_storage::{DynObjectStore, MAX_PART_BYTES, MIN_PART_BYTES, ObjectStore, StorageError};
 use agentpkg_store::SessionLease;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::AsyncRead;
 
 use super::lease::{LeaseRenewal, release_logged};
 use super::meta_of;
+use crate::hashing::HashingReader;
+use crate::signing;
 use crate::upload::{StagedUpload, UploadMeta};
 use crate::{Error, PackageManager};
 
@@ -156,32 +162,161 @@ impl PackageManager {
         Ok((final_session, package))
     }
 
-    /// Streams the partial uploads' objects, in order, into a new staged object.
+    /// The partial uploads' bytes, in order, as a new staged object: joined inside the
+    /// store when it can, else streamed through.
     async fn join(
         &self,
         partials: &[UploadSession],
         meta: &UploadMeta,
         length: u64,
     ) -> Result<StagedUpload, Error> {
-        let storage = self.storage.clone();
-        let keys: Vec<_> = partials.iter().map(|p| p.storage_key.clone()).collect();
-        let streams = futures_util::stream::iter(keys).then(
-            move |key| -> futures_util::future::BoxFuture<'static, agentpkg_storage::ByteStream> {
-                let storage = storage.clone();
-                Box::pin(async move {
-                    match storage.get(&key).await {
-                        Ok(stream) => stream,
-                        Err(e) => Box::pin(futures_util::stream::once(async move {
-                            Err(io::Error::other(format!(
-                                "partial upload object {key}: {e}"
-                            )))
-                        })) as agentpkg_storage::ByteStream,
+        if joins_in_store(self.storage.as_ref(), partials) {
+            self.join_in_store(partials, meta, length).await
+        } else {
+            let reader = read_in_order(&self.storage, partials);
+            self.stage_inner(reader, meta.signature.as_ref(), Some(length))
+                .await
+                .map_err(|e| match e {
+                    // The body is the partial uploads' objects: reading them failed in the
+                    // store, not in a client.
+                    Error::Body(e) => {
+                        StorageError::Unavailable(format!("reading the partial uploads: {e}"))
+                            .into()
                     }
+                    other => other,
                 })
-            },
-        );
-        let reader = tokio_util::io::StreamReader::new(streams.flatten());
-        self.stage_inner(reader, meta.signature.as_ref(), Some(length))
-            .await
+        }
     }
+
+    /// Each partial's object copied as a part of a new write in parts, while the same
+    /// bytes are read once, in order, for the package's SHA-256 (and a signature's
+    /// digests): no byte is written through the server.
+    async fn join_in_store(
+        &self,
+        partials: &[UploadSession],
+        meta: &UploadMeta,
+        length: u64,
+    ) -> Result<StagedUpload, Error> {
+        let extra = signing::stream_hasher(meta.signature.as_ref())?;
+        let place = self.upload_place()?;
+        let key = ObjectKey::for_new_package(*uuid::Uuid::new_v4().as_bytes());
+        let guard = self.guard_new_object(key.clone()).await?;
+        let upload = match self.storage.begin_parts(&key).await {
+            Ok(upload) => upload,
+            Err(e) => {
+                guard.discard().await;
+                return Err(e.into());
+            }
+        };
+        let storage = &self.storage;
+        let copies = futures_util::stream::iter(partials.iter().enumerate())
+            .map(|(i, partial)| {
+                let key = &key;
+                let upload = &upload;
+                async move {
+                    let number = u32::try_from(i + 1)
+                        .map_err(|_| StorageError::Unavailable("too many parts".into()))?;
+                    let etag = storage
+                        .copy_part(key, upload, number, &partial.storage_key)
+                        .await
+                        .map_err(|e| match e {
+                            // The database says it is there: the store lost it.
+                            StorageError::NotFound => StorageError::Unavailable(format!(
+                                "partial upload object {} is missing",
+                                partial.storage_key
+                            )),
+                            other => other,
+                        })?;
+                    Ok::<_, StorageError>(StoredPart {
+                        number,
+                        etag,
+                        size: partial.length,
+                    })
+                }
+            })
+            .buffered(PARALLEL_COPIES)
+            .try_collect::<Vec<_>>();
+        let hashing = async {
+            let reader = read_in_order(storage, partials);
+            let mut hashing = HashingReader::new(reader, length).with_extra(extra);
+            let mut buffered = tokio::io::BufReader::with_capacity(HASH_BUFFER, &mut hashing);
+            tokio::io::copy_buf(&mut buffered, &mut tokio::io::sink()).await?;
+            Ok::<_, io::Error>(hashing.finish())
+        };
+        let (copied, hashed) = futures_util::future::join(copies, hashing).await;
+        let completed = match (copied, hashed) {
+            (Ok(parts), Ok(hashed)) if hashed.0 == length => storage
+                .complete_parts(&key, &upload, &parts)
+                .await
+                .map(|()| hashed)
+                .map_err(Error::from),
+            (Ok(_), Ok(hashed)) => Err(Error::Internal(format!(
+                "the partial uploads hold {} bytes, not the {length} recorded",
+                hashed.0
+            ))),
+            (Err(e), _) => Err(e.into()),
+            (_, Err(e)) => {
+                Err(StorageError::Unavailable(format!("reading the partial uploads: {e}")).into())
+            }
+        };
+        match completed {
+            Ok(hashed) => Ok(StagedUpload::hashed(guard, hashed, place)),
+            Err(e) => {
+                if let Err(abort) = storage.abort_parts(&key, &upload).await {
+                    tracing::warn!(object_key = %key, error = %abort, "could not abort a join of partial uploads; reconciliation removes it");
+                }
+                guard.discard().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Parts copied at once while joining in the store.
+const PARALLEL_COPIES: usize = 4;
+
+/// Bytes hashed per read while joining in the store.
+const HASH_BUFFER: usize = 256 * 1024;
+
+/// Whether `partials` can be joined inside `storage`: it copies parts, and each partial may
+/// be a part (all but the last at least [`MIN_PART_BYTES`], none over [`MAX_PART_BYTES`]).
+fn joins_in_store(storage: &dyn ObjectStore, partials: &[UploadSession]) -> bool {
+    let (last, rest) = match partials.split_last() {
+        Some(split) => split,
+        None => return false,
+    };
+    storage.copies_parts()
+        && partials.len() <= MAX_PARTS
+        && last.length <= MAX_PART_BYTES
+        && rest
+            .iter()
+            .all(|p| (MIN_PART_BYTES..=MAX_PART_BYTES).contains(&p.length))
+}
+
+/// The most parts one write may have (S3's limit).
+const MAX_PARTS: usize = 10_000;
+
+/// The partial uploads' objects, one after the other, as one reader.
+fn read_in_order(
+    storage: &DynObjectStore,
+    partials: &[UploadSession],
+) -> impl AsyncRead + Send + Unpin + 'static {
+    let storage = storage.clone();
+    let keys: Vec<_> = partials.iter().map(|p| p.storage_key.clone()).collect();
+    let streams = futures_util::stream::iter(keys).then(
+        move |key| -> futures_util::future::BoxFuture<'static, agentpkg_storage::ByteStream> {
+            let storage = storage.clone();
+            Box::pin(async move {
+                match storage.get(&key).await {
+                    Ok(stream) => stream,
+                    Err(e) => Box::pin(futures_util::stream::once(async move {
+                        Err(io::Error::other(format!(
+                            "partial upload object {key}: {e}"
+                        )))
+                    })) as agentpkg_storage::ByteStream,
+                }
+            })
+        },
+    );
+    tokio_util::io::StreamReader::new(streams.flatten())
 }

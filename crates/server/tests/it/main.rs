@@ -28,4 +28,5 @@ mod sigstore;
 mod stats;
 mod tokens;
 mod tus;
+mod tus_concat;
 mod web;

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::common::{Backend, TestApp, expect_error};
 use agentpkg_store::on_both_backends;
 
-const MIB: usize = 1024 * 1024;
+pub(crate) const MIB: usize = 1024 * 1024;
 
 on_both_backends!(
     the_protocol_is_spoken_and_hostile_requests_are_refused_keeping_the_offset,
@@ -24,19 +24,18 @@ on_both_backends!(
     the_sha256_named_with_the_last_bytes_guards_the_package,
     termination_and_expiry_leave_no_object_no_part_and_no_row,
     tuspy_killed_part_way_resumes_with_a_new_process,
-    tus_js_client_sends_four_partial_uploads_side_by_side,
 );
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn b64(s: &str) -> String {
+pub(crate) fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 /// Bytes that differ from part to part, so a part in the wrong place shows.
-fn file_of(len: usize) -> Vec<u8> {
+pub(crate) fn file_of(len: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(len);
     let mut x: u32 = 0x1234_5678;
     while bytes.len() < len {
@@ -49,7 +48,7 @@ fn file_of(len: usize) -> Vec<u8> {
     bytes
 }
 
-fn metadata(name: &str, version: &str, extra: &[(&str, &str)]) -> String {
+pub(crate) fn metadata(name: &str, version: &str, extra: &[(&str, &str)]) -> String {
     let mut pairs = vec![
         format!("name {}", b64(name)),
         format!("version {}", b64(version)),
@@ -60,7 +59,7 @@ fn metadata(name: &str, version: &str, extra: &[(&str, &str)]) -> String {
     pairs.join(",")
 }
 
-async fn create(
+pub(crate) async fn create(
     app: &TestApp,
     base: &str,
     token: &str,
@@ -97,7 +96,7 @@ async fn created(app: &TestApp, base: &str, token: &str, length: usize, meta: St
     format!("{base}{location}")
 }
 
-async fn patch(
+pub(crate) async fn patch(
     app: &TestApp,
     url: &str,
     token: &str,
@@ -119,7 +118,7 @@ async fn patch(
 }
 
 /// tus termination; the response.
-async fn terminate(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn terminate(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
     app.client
         .delete(url)
         .bearer_auth(token)
@@ -130,7 +129,7 @@ async fn terminate(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
 }
 
 /// A partial upload of `length` bytes; its URL.
-async fn created_partial(app: &TestApp, token: &str, length: usize) -> String {
+pub(crate) async fn created_partial(app: &TestApp, token: &str, length: usize) -> String {
     let res = create(
         app,
         &app.base,
@@ -147,7 +146,7 @@ async fn created_partial(app: &TestApp, token: &str, length: usize) -> String {
     format!("{}{}", app.base, header(&res, "location"))
 }
 
-async fn offset_of(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
+pub(crate) async fn offset_of(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
     app.client
         .head(url)
         .bearer_auth(token)
@@ -157,7 +156,7 @@ async fn offset_of(app: &TestApp, url: &str, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
-fn header(res: &reqwest::Response, name: &str) -> String {
+pub(crate) fn header(res: &reqwest::Response, name: &str) -> String {
     res.headers()
         .get(name)
         .unwrap_or_else(|| panic!("no {name} in {:?}", res.headers()))
@@ -167,7 +166,7 @@ fn header(res: &reqwest::Response, name: &str) -> String {
 }
 
 /// Runs one SQL statement on the test's database (either backend).
-fn sql(app: &TestApp, statement: &str) -> usize {
+pub(crate) fn sql(app: &TestApp, statement: &str) -> usize {
     match app.backend {
         Backend::Production => {
             let mut c = diesel::PgConnection::establish(&app.db_url()).unwrap();
@@ -180,7 +179,7 @@ fn sql(app: &TestApp, statement: &str) -> usize {
     }
 }
 
-fn session_rows(app: &TestApp) -> usize {
+pub(crate) fn session_rows(app: &TestApp) -> usize {
     // An UPDATE that changes nothing counts the rows on both databases.
     sql(
         app,
@@ -189,7 +188,7 @@ fn session_rows(app: &TestApp) -> usize {
 }
 
 /// Writes in parts that never finished, whatever their age.
-async fn unfinished_writes(app: &TestApp) -> Vec<String> {
+pub(crate) async fn unfinished_writes(app: &TestApp) -> Vec<String> {
     app.storage
         .list_incomplete(SystemTime::now() + Duration::from_secs(3600))
         .await
@@ -200,7 +199,7 @@ async fn unfinished_writes(app: &TestApp) -> Vec<String> {
 }
 
 /// The packages of one name, active or not.
-async fn listed(app: &TestApp, token: &str, name: &str) -> Vec<Value> {
+pub(crate) async fn listed(app: &TestApp, token: &str, name: &str) -> Vec<Value> {
     app.get(&format!("/api/v1/packages?name={name}"), token)
         .await
         .json()
@@ -208,7 +207,7 @@ async fn listed(app: &TestApp, token: &str, name: &str) -> Vec<Value> {
         .unwrap()
 }
 
-async fn download(app: &TestApp, token: &str, id: &Value) -> Vec<u8> {
+pub(crate) async fn download(app: &TestApp, token: &str, id: &Value) -> Vec<u8> {
     let res = app
         .get(&format!("/api/v1/packages/{id}/download"), token)
         .await;
@@ -901,7 +900,7 @@ async fn pg_s3_an_upload_continues_across_a_restart_and_on_a_second_replica() {
 }
 
 /// The pinned clients that `scripts/tools.sh` installs.
-fn tools() -> PathBuf {
+pub(crate) fn tools() -> PathBuf {
     let tools = crate::common::tools_dir();
     assert!(
         tools.join("venv/bin/python").exists()
@@ -912,7 +911,7 @@ fn tools() -> PathBuf {
     tools
 }
 
-fn client_script(name: &str) -> PathBuf {
+pub(crate) fn client_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/tus")
         .join(name)
@@ -991,50 +990,4 @@ async fn tuspy_killed_part_way_resumes_with_a_new_process(backend: Backend) {
     assert_eq!(package["checksum"], sha256_hex(&file));
     assert_eq!(package["filename"], "agent.tar.gz");
     assert_eq!(download(&app, &token, &package["id"]).await, file);
-}
-
-async fn tus_js_client_sends_four_partial_uploads_side_by_side(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let token = app.token_for("publisher").await;
-    let node_modules = tools().join("node/node_modules");
-    let dir = tempfile::tempdir().unwrap();
-    let file = file_of(64 * MIB + 12_345);
-    let path = dir.path().join("agent.bin");
-    std::fs::write(&path, &file).unwrap();
-    let meta = json!({
-        "name": "js-agent", "version": "2.0.0", "platform": "linux", "arch": "arm64",
-        "sha256": sha256_hex(&file),
-    });
-    let mut node = Command::new("node");
-    node.arg(client_script("tus_js_client.js"))
-        .args([&app.url("/api/v1/uploads"), &token])
-        .arg(&path)
-        .args(["4", &meta.to_string()])
-        .env("NODE_PATH", &node_modules);
-    let out = tokio::task::spawn_blocking(move || node.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let url = stdout.trim().strip_prefix("url ").unwrap().to_owned();
-
-    let listed = listed(&app, &token, "js-agent").await;
-    assert_eq!(listed.len(), 1, "published once");
-    let package = &listed[0];
-    assert_eq!(package["checksum"], sha256_hex(&file));
-    assert_eq!(package["arch"], "arm64");
-    assert_eq!(download(&app, &token, &package["id"]).await, file);
-    // The final upload answers as complete, and names its four parts.
-    let res = offset_of(&app, &url, &token).await;
-    assert_eq!(header(&res, "upload-offset"), file.len().to_string());
-    let concat = header(&res, "upload-concat");
-    assert_eq!(concat.matches("/api/v1/uploads/").count(), 4, "{concat}");
-    // The partial uploads are gone with their objects; the package's object is all.
-    assert_eq!(session_rows(&app), 1);
-    assert_eq!(app.stored().await.0.len(), 1);
-    assert!(unfinished_writes(&app).await.is_empty());
 }
