@@ -352,7 +352,9 @@ impl DieselStore {
 
     /// Runs a read on a pooled connection without checking it first: a connection found
     /// dead by the read is dropped and the read runs again on another, up to once per
-    /// connection the pool may hold (after a failover every idle one is dead).
+    /// connection the pool may hold (after a failover every idle one is dead). Also for a
+    /// write that has the same effect when run twice (a session's lease, taken by its
+    /// token).
     pub(crate) async fn with_conn_read<T, F>(
         &self,
         operation: &'static str,

@@ -370,7 +370,9 @@ impl UploadSessionStore for DieselStore {
         owner: Option<i64>,
     ) -> Result<SessionLease, StoreError> {
         let (id, token) = (id.clone(), token.to_owned());
-        self.with_conn("lease_session", move |c| {
+        // Safe to run again on another connection when one died: the same token takes
+        // the lease once.
+        self.with_conn_read("lease_session", move |c| {
             sessions::lease(c, &id, offset, &token, lease, owner)
         })
         .await
@@ -395,10 +397,11 @@ impl UploadSessionStore for DieselStore {
         token: &str,
         progress: SessionProgress,
         ttl: Duration,
+        durability: crate::Durability,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
         let (id, token) = (id.clone(), token.to_owned());
         self.with_conn("commit_session", move |c| {
-            sessions::commit(c, &id, &token, &progress, ttl)
+            sessions::commit(c, &id, &token, &progress, ttl, durability)
         })
         .await
     }

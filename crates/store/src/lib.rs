@@ -357,6 +357,20 @@ pub enum SessionLease {
     Gone,
 }
 
+/// Whether a session's commit waits until a database crash cannot undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Answered once durable (PostgreSQL's WAL flushed): for a commit after which
+    /// something it replaced is deleted, or that completes the upload.
+    Durable,
+    /// Answered once applied (PostgreSQL's asynchronous commit): a database crash within
+    /// a fraction of a second may undo it, whole, never torn. For progress whose loss
+    /// leaves what a writer killed before its commit leaves: parts or a tail the session
+    /// does not list, which the next write replaces or reconciliation removes, and a client
+    /// that sends those bytes again.
+    Applied,
+}
+
 /// What one user's uploads in flight (open resumable sessions, live direct grants) may
 /// hold: uploads of one kind open at once, and bytes announced by both kinds together.
 /// Checked atomically with the insert: concurrent requests cannot all slip under it.
@@ -416,6 +430,7 @@ pub trait UploadSessionStore: Health {
         token: &str,
         progress: SessionProgress,
         ttl: Duration,
+        durability: Durability,
     ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
     async fn release_session(&self, id: &UploadSessionId, token: &str) -> Result<(), StoreError>;
     async fn delete_session(&self, id: &UploadSessionId) -> Result<bool, StoreError>;

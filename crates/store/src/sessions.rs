@@ -14,7 +14,8 @@ use diesel::prelude::*;
 use crate::connection::write_transaction;
 use crate::schema::upload_sessions as s;
 use crate::uploads::db_now;
-use crate::{DbConnection, SessionLease, StoreError, UploadQuota};
+use crate::{DbConnection, Durability, SessionLease, StoreError, UploadQuota};
+use diesel::sql_types::{Bool, Nullable, Timestamp};
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = s)]
@@ -195,20 +196,38 @@ pub(crate) fn create(
                 s::expires_at.eq(after(now, ttl)),
             ))
             .execute(conn)?;
-        write_progress(conn, &session.id, None, p, after(now, ttl), now)?;
+        write_progress(conn, &session.id, None, p, ttl)?;
         get(conn, &session.id)
     })
 }
 
-/// Writes a session's progress (only under `lease`, when given), releasing any lease.
+/// A write's lease, and how its commit waits.
+struct Lease<'a> {
+    token: &'a str,
+    durability: Durability,
+}
+
+/// A condition every row meets which, on PostgreSQL, lets the statement's own transaction
+/// commit without waiting for the WAL flush (`synchronous_commit` off for that transaction
+/// only): the same round trip as the statement alone, where `SET LOCAL` needs a
+/// transaction and three more.
+fn commit_without_flush(conn: &DbConnection) -> diesel::expression::SqlLiteral<Bool> {
+    diesel::dsl::sql::<Bool>(match conn {
+        DbConnection::Pg(_) => "set_config('synchronous_commit', 'off', true) IS NOT NULL",
+        DbConnection::Sqlite(_) => "1 = 1",
+    })
+}
+
+/// Writes a session's progress (only under `lease`, when given), releasing any lease, and
+/// moves its expiry to `ttl` from now by the database's clock: the new expiry, or `None`
+/// when the lease was lost. One statement.
 fn write_progress(
     conn: &mut DbConnection,
     id: &UploadSessionId,
-    lease: Option<&str>,
+    lease: Option<Lease<'_>>,
     p: &SessionProgress,
-    expires_at: NaiveDateTime,
-    now: NaiveDateTime,
-) -> Result<usize, StoreError> {
+    ttl: Duration,
+) -> Result<Option<NaiveDateTime>, StoreError> {
     let parts =
         serde_json::to_string(&p.parts).map_err(|e| StoreError::Corrupt(format!("parts: {e}")))?;
     let changes = (
@@ -221,15 +240,50 @@ fn write_progress(
         s::package_id.eq(p.package_id),
         s::lease_token.eq(None::<String>),
         s::lease_until.eq(None::<NaiveDateTime>),
-        s::updated_at.eq(now),
-        s::expires_at.eq(expires_at),
+        s::updated_at.eq(diesel::dsl::now),
+        s::expires_at.eq(now_plus::<Timestamp>(conn, ttl)),
     );
-    let row = s::table.find(id.as_str());
-    Ok(match lease {
-        Some(token) => diesel::update(row.filter(s::lease_token.eq(token)))
-            .set(changes)
-            .execute(conn)?,
-        None => diesel::update(row).set(changes).execute(conn)?,
+    let token = lease.as_ref().map_or("", |l| l.token);
+    let relaxed = match lease {
+        Some(Lease {
+            durability: Durability::Applied,
+            ..
+        }) => commit_without_flush(conn),
+        _ => diesel::dsl::sql::<Bool>("1 = 1"),
+    };
+    let row = s::table
+        .find(id.as_str())
+        .filter(
+            s::lease_token
+                .eq(token)
+                .or(lease.is_none().into_sql::<Bool>()),
+        )
+        .filter(relaxed);
+    let update = diesel::update(row).set(changes).returning(s::expires_at);
+    // RETURNING runs on the backend's own connection (the multi-backend one has none).
+    Ok(match conn {
+        DbConnection::Pg(c) => update.get_result(c).optional()?,
+        DbConnection::Sqlite(c) => update.get_result(c).optional()?,
+    })
+}
+
+/// `after` from now by the database's clock, as SQL (the same clock `diesel::dsl::now`
+/// reads, in the column's format).
+fn now_plus<T: diesel::sql_types::SingleValue>(
+    conn: &DbConnection,
+    after: Duration,
+) -> diesel::expression::SqlLiteral<T> {
+    // Whole milliseconds, at most a century: a number, never text from outside.
+    let ms = after.as_millis().min(100 * 365 * 24 * 3600 * 1000);
+    diesel::dsl::sql::<T>(&match conn {
+        DbConnection::Pg(_) => format!("(CURRENT_TIMESTAMP + interval '{ms} milliseconds')"),
+        // Milliseconds kept (`datetime` would drop them); the text still sorts with
+        // CURRENT_TIMESTAMP's.
+        DbConnection::Sqlite(_) => format!(
+            "strftime('%Y-%m-%d %H:%M:%f', CURRENT_TIMESTAMP, '+{}.{:03} seconds')",
+            ms / 1000,
+            ms % 1000
+        ),
     })
 }
 
@@ -249,8 +303,9 @@ pub(crate) fn get(
 }
 
 /// Takes the session for a write starting at `offset`: exactly one writer holds it at a
-/// time, until it commits, releases it, or its lease runs out. The update alone decides
-/// (no transaction); the read after it only says why it did not take.
+/// time, until it commits, releases it, or its lease runs out. One statement decides and
+/// returns the session it took (the times by the database's clock); a read after it only
+/// says why it did not take. Running it twice with the same `token` takes it once.
 pub(crate) fn lease(
     conn: &mut DbConnection,
     id: &UploadSessionId,
@@ -259,7 +314,6 @@ pub(crate) fn lease(
     lease: Duration,
     owner: Option<i64>,
 ) -> Result<SessionLease, StoreError> {
-    let until = after(db_now(conn)?, lease);
     let row = s::table
         .find(id.as_str())
         .filter(s::expires_at.gt(diesel::dsl::now))
@@ -269,29 +323,45 @@ pub(crate) fn lease(
         .filter(
             s::lease_until
                 .is_null()
-                .or(s::lease_until.le(diesel::dsl::now)),
-        );
-    let changes = (s::lease_token.eq(token), s::lease_until.eq(until));
-    // A lease need not survive a crash (it would run out anyway): on PostgreSQL its commit
-    // does not wait for the WAL flush, which leaves one flush per request, its commit's.
-    let taken = conn.transaction(|conn| {
-        if matches!(conn, DbConnection::Pg(_)) {
-            diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(conn)?;
-        }
-        Ok::<_, StoreError>(match owner {
-            Some(user) => diesel::update(row.filter(s::user_id.eq(user)))
-                .set(changes)
-                .execute(conn)?,
-            None => diesel::update(row).set(changes).execute(conn)?,
-        })
-    })?;
+                .or(s::lease_until.le(diesel::dsl::now))
+                // Taken again by the same writer: the statement may run twice when the
+                // connection died before its answer came.
+                .or(s::lease_token.eq(token)),
+        )
+        // A lease need not survive a crash (it would run out anyway).
+        .filter(commit_without_flush(conn));
+    let changes = (
+        s::lease_token.eq(token),
+        s::lease_until.eq(now_plus::<Nullable<Timestamp>>(conn, lease)),
+    );
+    // RETURNING runs on the backend's own connection (the multi-backend one has none).
+    macro_rules! take {
+        ($update:expr) => {
+            match conn {
+                DbConnection::Pg(c) => $update
+                    .returning(Row::as_returning())
+                    .get_result(c)
+                    .optional()?,
+                DbConnection::Sqlite(c) => $update
+                    .returning(Row::as_returning())
+                    .get_result(c)
+                    .optional()?,
+            }
+        };
+    }
+    let taken: Option<Row> = match owner {
+        Some(user) => take!(diesel::update(row.filter(s::user_id.eq(user))).set(changes)),
+        None => take!(diesel::update(row).set(changes)),
+    };
+    if let Some(row) = taken {
+        return Ok(SessionLease::Leased(Box::new(UploadSession::try_from(
+            row,
+        )?)));
+    }
     let session = get(conn, id)?.filter(|s| owner.is_none() || s.user_id == owner);
     let Some(session) = session else {
         return Ok(SessionLease::Gone);
     };
-    if taken == 1 {
-        return Ok(SessionLease::Leased(Box::new(session)));
-    }
     if session.progress.offset != offset || session.progress.package_id.is_some() {
         return Ok(SessionLease::Offset(session.progress.offset));
     }
@@ -305,9 +375,9 @@ pub(crate) fn renew(
     token: &str,
     lease: Duration,
 ) -> Result<bool, StoreError> {
-    let now = db_now(conn)?;
+    let until = now_plus::<Nullable<Timestamp>>(conn, lease);
     let renewed = diesel::update(s::table.find(id.as_str()).filter(s::lease_token.eq(token)))
-        .set(s::lease_until.eq(after(now, lease)))
+        .set(s::lease_until.eq(until))
         .execute(conn)?;
     Ok(renewed == 1)
 }
@@ -321,13 +391,10 @@ pub(crate) fn commit(
     token: &str,
     progress: &SessionProgress,
     ttl: Duration,
+    durability: Durability,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
-    let now = db_now(conn)?;
-    let expires_at = after(now, ttl);
-    if write_progress(conn, id, Some(token), progress, expires_at, now)? != 1 {
-        return Ok(None);
-    }
-    Ok(Some(expires_at.and_utc()))
+    let lease = Lease { token, durability };
+    Ok(write_progress(conn, id, Some(lease), progress, ttl)?.map(|t| t.and_utc()))
 }
 
 /// Gives a lease back without a change.

@@ -6,7 +6,7 @@ use agentpkg_model::{
     UploadSessionId, ValidationError,
 };
 use agentpkg_storage::MIN_PART_BYTES;
-use agentpkg_store::SessionLease;
+use agentpkg_store::{Durability, SessionLease};
 use sha2_resumable::Digest as _;
 use sha2_resumable::digest::common::hazmat::SerializableState;
 use tokio::io::AsyncRead;
@@ -168,7 +168,13 @@ impl PackageManager {
                 };
                 if let Err(e) = sessions
                     .store
-                    .commit_session(&session.id, token, kept, sessions.config.ttl)
+                    .commit_session(
+                        &session.id,
+                        token,
+                        kept,
+                        sessions.config.ttl,
+                        Durability::Applied,
+                    )
                     .await
                 {
                     tracing::warn!(upload_session = %session.id, error = %e, "could not record a session's multipart write");
@@ -205,9 +211,22 @@ impl PackageManager {
                 )
                 .await;
         }
+        // Waits for the database's flush only when the old tail is deleted after it: a commit
+        // a database crash undid would otherwise list a tail that is gone.
+        let durability = if old_tail_consumed {
+            Durability::Durable
+        } else {
+            Durability::Applied
+        };
         let committed = sessions
             .store
-            .commit_session(&session.id, token, progress.clone(), sessions.config.ttl)
+            .commit_session(
+                &session.id,
+                token,
+                progress.clone(),
+                sessions.config.ttl,
+                durability,
+            )
             .await;
         let committed = match committed {
             Ok(Some(expires_at)) => UploadSession {
@@ -274,7 +293,13 @@ impl PackageManager {
             // A partial upload: its object waits for the final upload.
             let expires_at = sessions
                 .store
-                .commit_session(&session.id, token, progress.clone(), sessions.config.ttl)
+                .commit_session(
+                    &session.id,
+                    token,
+                    progress.clone(),
+                    sessions.config.ttl,
+                    Durability::Durable,
+                )
                 .await?
                 .ok_or(Error::UploadLocked)?;
             return Ok(Appended {
@@ -299,7 +324,13 @@ impl PackageManager {
                 progress.package_id = Some(package.id);
                 let expires_at = sessions
                     .store
-                    .commit_session(&session.id, token, progress.clone(), sessions.config.ttl)
+                    .commit_session(
+                        &session.id,
+                        token,
+                        progress.clone(),
+                        sessions.config.ttl,
+                        Durability::Durable,
+                    )
                     .await?
                     .ok_or(Error::UploadLocked)?;
                 Ok(Appended {

@@ -921,3 +921,5 @@ async fn a_sigstore_verification_and_its_policies_round_trip(backend: Backend) {
     assert_eq!(again.signature, package.signature);
     assert_eq!(store.sigstore_identities().await.unwrap(), vec![other]);
 }
+
+mod sessions;
