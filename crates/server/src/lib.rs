@@ -4,6 +4,7 @@
 //! start the real server exactly as `main` does.
 
 mod commands;
+mod request_span;
 pub mod settings;
 mod wiring;
 

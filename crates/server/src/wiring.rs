@@ -82,29 +82,6 @@ pub async fn connect(settings: &Settings) -> Result<Components, BuildError> {
     })
 }
 
-/// Returns the id of the request's log span as `X-Request-Id`, so a client's report can be
-/// matched with the server's log lines.
-async fn request_id_header(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    use actix_web::HttpMessage;
-    let id = req
-        .extensions()
-        .get::<tracing_actix_web::RequestId>()
-        .copied();
-    let mut res = next.call(req).await?;
-    if let Some(id) = id
-        && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.to_string())
-    {
-        res.headers_mut().insert(
-            actix_web::http::header::HeaderName::from_static("x-request-id"),
-            value,
-        );
-    }
-    Ok(res)
-}
-
 /// A built server, bound and ready to run.
 pub struct Application {
     port: u16,
@@ -420,9 +397,11 @@ impl Application {
                     agentpkg_api::enforce_body_deadlines,
                 ))
                 .wrap(actix_web::middleware::from_fn(agentpkg_api::track_requests))
-                .wrap(actix_web::middleware::from_fn(request_id_header))
+                .wrap(actix_web::middleware::from_fn(
+                    crate::request_span::request_id_header,
+                ))
                 // Outermost: opens the request's span and gives it its id.
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::request_span::RequestSpan>::new())
                 // The API first: its paths sit under a few fixed prefixes (`/api/v1`, the
                 // health and OpAMP routes), so a request to it is not tried against every
                 // page's pattern (each dynamic one a regex); then the web interface's pages.
