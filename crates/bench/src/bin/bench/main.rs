@@ -8,8 +8,12 @@
 //! - 200 concurrent downloads of a 10 MiB package versus 200 direct S3 GETs;
 //! - resumable (tus) uploads, 8 MiB chunks on one connection and four partial uploads,
 //!   against the one-request upload;
+//! - metadata reads with wrk against `/healthz`, read cache on and off (when wrk is
+//!   installed);
 //! - downloads with counting on against off, and `/stats/top` and `/stats/storage` at N
-//!   packages with 100 downloads per package (10 million at 100 000) over 90 days.
+//!   packages with 100 downloads per package (10 million at 100 000) over 90 days;
+//! - last, a login flood: an authenticated list's answer times while 64 connections send
+//!   wrong passwords (on a second server whose per-address block is off).
 //!
 //! Loopback only; every loop is bounded in count and time. Needs `scripts/s3-up.sh` and the
 //! local PostgreSQL. Flags: `--quick` (small sizes, 2 000 packages), `--packages N`,
@@ -106,8 +110,7 @@ async fn main() -> Result<()> {
         Vec::new()
     };
     if flag("--only").as_deref() == Some("flood") {
-        // A flood from many addresses, which a per-address block does not stop.
-        extra.push(("AGENTPKG__AUTH__LOGIN_ATTEMPTS", "0"));
+        extra.push(flood::FROM_MANY_ADDRESSES);
     }
     if flag("--only").as_deref() == Some("rollout") {
         // The rollout clock runs fast, so that a four-wave rollout ends in minutes.
@@ -482,6 +485,17 @@ async fn main() -> Result<()> {
         false,
     )
     .await?;
+
+    // --- a login flood, last: the wrong passwords throttle the account it names ---------------
+    let flooded = start_server(
+        &bin,
+        db.url(),
+        &s3env,
+        &bucket_name,
+        &[extra.as_slice(), &[flood::FROM_MANY_ADDRESSES]].concat(),
+    )?;
+    results["login_flood"] = flood::flood_bench(&client, &flooded, &token).await?;
+    drop(flooded);
 
     let (_, hwm) = server.memory();
     results["server_peak_rss_bytes"] = json!(hwm);
