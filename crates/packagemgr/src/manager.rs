@@ -120,7 +120,7 @@ impl PackageManager {
     /// manager changes a package, and when the store's package revision moves — start
     /// [`Self::spawn_read_cache_watcher`] to read it.
     pub fn with_read_cache(mut self, config: crate::ReadCacheConfig) -> Self {
-        self.reads = crate::read_cache::ReadCache::new(config);
+        self.reads = crate::read_cache::ReadCache::new(config, self.metrics.cached_reads.clone());
         self
     }
 

@@ -5,11 +5,21 @@
 use std::sync::Arc;
 
 use agentpkg_store::{CallObserver, PoolStatus};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::instrumented::{Latencies, Observed, latencies};
+
+/// Labels of `agentpkg_package_reads`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CachedReadLabels {
+    pub(crate) read: &'static str,
+    /// `hit` or `miss`.
+    pub(crate) outcome: &'static str,
+}
 
 #[derive(Clone, Debug)]
 pub struct ManagerMetrics {
@@ -21,6 +31,8 @@ pub struct ManagerMetrics {
     pub orphans_removed: Counter,
     pub(crate) db_latency: Latencies,
     pub(crate) storage_latency: Latencies,
+    /// Package reads for readers, by what was read and whether memory answered.
+    pub(crate) cached_reads: Family<CachedReadLabels, Counter>,
     db_pool_connections: Gauge,
     db_pool_idle: Gauge,
     db_pool_max: Gauge,
@@ -34,6 +46,7 @@ impl Default for ManagerMetrics {
             orphans_removed: Counter::default(),
             db_latency: latencies(),
             storage_latency: latencies(),
+            cached_reads: Family::default(),
             db_pool_connections: Gauge::default(),
             db_pool_idle: Gauge::default(),
             db_pool_max: Gauge::default(),
@@ -67,6 +80,11 @@ impl ManagerMetrics {
             "agentpkg_storage_operation_duration_seconds",
             "Object-store calls by operation and outcome (a put includes streaming its body; a get ends when the stream opens)",
             self.storage_latency.clone(),
+        );
+        registry.register(
+            "agentpkg_package_reads",
+            "Package reads for readers with the read cache on, by read (id, coordinates, latest, versions) and outcome (hit: answered from memory; miss: asked of the database)",
+            self.cached_reads.clone(),
         );
         registry.register(
             "agentpkg_db_pool_connections",

@@ -15,14 +15,17 @@
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentpkg_model::{Coordinates, LatestQuery, Package, PackageName};
 use agentpkg_store::{DynPackageStore, StoreError};
 use moka::future::Cache;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 use crate::Error;
+use crate::metrics::CachedReadLabels;
 
 /// How long reads may be kept, and how often the store's revision is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,7 @@ pub(crate) struct ReadCache {
 
 struct Kept {
     config: ReadCacheConfig,
+    counted: Family<CachedReadLabels, Counter>,
     generation: AtomicU64,
     by_id: Cache<(u64, i64), Option<Package>>,
     by_coordinates: Cache<(u64, Coordinates), Option<Package>>,
@@ -105,9 +109,12 @@ where
         .build()
 }
 
-/// A read through `cache`: concurrent misses of one key wait for one load.
+/// A read through `cache`, counted as `read` (a miss when it ran `load`): concurrent misses
+/// of one key wait for one load.
 async fn read<K, V>(
     cache: &Cache<(u64, K), V>,
+    counted: &Family<CachedReadLabels, Counter>,
+    read: &'static str,
     generation: u64,
     key: K,
     load: impl Future<Output = Result<V, StoreError>>,
@@ -116,17 +123,32 @@ where
     K: Eq + Hash + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    cache
+    let loaded = AtomicBool::new(false);
+    let load = async {
+        loaded.store(true, Ordering::Relaxed);
+        load.await
+    };
+    let result = cache
         .try_get_with((generation, key), load)
         .await
-        .map_err(crate::credentials::shared)
+        .map_err(crate::credentials::shared);
+    let outcome = if loaded.load(Ordering::Relaxed) {
+        "miss"
+    } else {
+        "hit"
+    };
+    counted
+        .get_or_create(&CachedReadLabels { read, outcome })
+        .inc();
+    result
 }
 
 impl ReadCache {
-    pub(crate) fn new(config: ReadCacheConfig) -> Self {
+    pub(crate) fn new(config: ReadCacheConfig, counted: Family<CachedReadLabels, Counter>) -> Self {
         Self {
             kept: Some(Arc::new(Kept {
                 config,
+                counted,
                 generation: AtomicU64::new(0),
                 by_id: cache(&config),
                 by_coordinates: cache(&config),
@@ -155,7 +177,10 @@ impl ReadCache {
     ) -> Result<Option<Package>, Error> {
         match &self.kept {
             None => Ok(store.get_package(id).await?),
-            Some(kept) => read(&kept.by_id, kept.now(), id, store.get_package(id)).await,
+            Some(kept) => {
+                let load = store.get_package(id);
+                read(&kept.by_id, &kept.counted, "id", kept.now(), id, load).await
+            }
         }
     }
 
@@ -168,7 +193,16 @@ impl ReadCache {
             None => Ok(store.find_package(coordinates).await?),
             Some(kept) => {
                 let load = store.find_package(coordinates);
-                read(&kept.by_coordinates, kept.now(), coordinates.clone(), load).await
+                let key = coordinates.clone();
+                read(
+                    &kept.by_coordinates,
+                    &kept.counted,
+                    "coordinates",
+                    kept.now(),
+                    key,
+                    load,
+                )
+                .await
             }
         }
     }
@@ -182,7 +216,15 @@ impl ReadCache {
             None => Ok(store.latest_package(query).await?),
             Some(kept) => {
                 let load = store.latest_package(query);
-                read(&kept.latest, kept.now(), query.clone(), load).await
+                read(
+                    &kept.latest,
+                    &kept.counted,
+                    "latest",
+                    kept.now(),
+                    query.clone(),
+                    load,
+                )
+                .await
             }
         }
     }
@@ -196,7 +238,15 @@ impl ReadCache {
             None => Ok(Arc::new(store.package_versions(name).await?)),
             Some(kept) => {
                 let load = async { store.package_versions(name).await.map(Arc::new) };
-                read(&kept.versions, kept.now(), name.clone(), load).await
+                read(
+                    &kept.versions,
+                    &kept.counted,
+                    "versions",
+                    kept.now(),
+                    name.clone(),
+                    load,
+                )
+                .await
             }
         }
     }

@@ -76,6 +76,15 @@ async fn patch(base: &str, app: &TestApp, token: &str, id: &Value, body: Value) 
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 }
 
+/// Package reads by `read` and `outcome` so far, from the server's metrics.
+async fn counted(app: &TestApp, admin: &str, read: &str, outcome: &str) -> u64 {
+    let text = app.get("/metrics", admin).await.text().await.unwrap();
+    let prefix = format!("agentpkg_package_reads_total{{read=\"{read}\",outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
 async fn a_change_through_this_replica_is_read_at_once(backend: Backend) {
     // The revision is read once an hour: only this replica's own changes can show.
     let app = TestApp::spawn_with(backend, |s| {
@@ -93,6 +102,18 @@ async fn a_change_through_this_replica_is_read_at_once(backend: Backend) {
     let before = read(&base, &app, &admin, id, coords).await;
     assert_eq!(before.latest, "1.0.0");
     assert_eq!(before.versions, json!(["1.0.0"]));
+    // The metrics tell what memory answered: the first read of each kind asked the
+    // database, the same reads again did not.
+    let kinds = ["id", "coordinates", "latest", "versions"];
+    for kind in kinds {
+        assert_eq!(counted(&app, &admin, kind, "miss").await, 1, "{kind}");
+        assert_eq!(counted(&app, &admin, kind, "hit").await, 0, "{kind}");
+    }
+    read(&base, &app, &admin, id, coords).await;
+    for kind in kinds {
+        assert_eq!(counted(&app, &admin, kind, "miss").await, 1, "{kind}");
+        assert_eq!(counted(&app, &admin, kind, "hit").await, 1, "{kind}");
+    }
 
     // Kept: a change made in the database behind the server's back does not show (until
     // the revision is read, an hour from now)...
