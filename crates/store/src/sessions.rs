@@ -15,6 +15,7 @@ use crate::connection::write_transaction;
 use crate::schema::upload_sessions as s;
 use crate::uploads::db_now;
 use crate::{DbConnection, Durability, SessionLease, StoreError, UploadQuota};
+use diesel::expression::SqlLiteral;
 use diesel::sql_types::{Bool, Nullable, Timestamp};
 
 #[derive(Queryable, Selectable)]
@@ -202,19 +203,22 @@ pub(crate) fn create(
 }
 
 /// A write's lease, and how its commit waits.
+#[derive(Clone, Copy)]
 struct Lease<'a> {
     token: &'a str,
     durability: Durability,
 }
 
-/// A condition every row meets which, on PostgreSQL, lets the statement's own transaction
-/// commit without waiting for the WAL flush (`synchronous_commit` off for that transaction
-/// only): the same round trip as the statement alone, where `SET LOCAL` needs a
-/// transaction and three more.
-fn commit_without_flush(conn: &DbConnection) -> diesel::expression::SqlLiteral<Bool> {
-    diesel::dsl::sql::<Bool>(match conn {
-        DbConnection::Pg(_) => "set_config('synchronous_commit', 'off', true) IS NOT NULL",
-        DbConnection::Sqlite(_) => "1 = 1",
+/// A condition every row meets that says how the statement's own transaction commits:
+/// [`Durability::Applied`] on PostgreSQL turns `synchronous_commit` off for that transaction
+/// only — the same round trip as the statement alone, where `SET LOCAL` needs a transaction
+/// and three more. SQLite and [`Durability::Durable`] change nothing.
+fn commit_waits(conn: &DbConnection, durability: Durability) -> SqlLiteral<Bool> {
+    diesel::dsl::sql::<Bool>(match (conn, durability) {
+        (DbConnection::Pg(_), Durability::Applied) => {
+            "set_config('synchronous_commit', 'off', true) IS NOT NULL"
+        }
+        _ => "1 = 1",
     })
 }
 
@@ -243,14 +247,8 @@ fn write_progress(
         s::updated_at.eq(diesel::dsl::now),
         s::expires_at.eq(now_plus::<Timestamp>(conn, ttl)),
     );
-    let token = lease.as_ref().map_or("", |l| l.token);
-    let relaxed = match lease {
-        Some(Lease {
-            durability: Durability::Applied,
-            ..
-        }) => commit_without_flush(conn),
-        _ => diesel::dsl::sql::<Bool>("1 = 1"),
-    };
+    // Without a lease (a new session's first write), any row of that id.
+    let (token, durability) = lease.map_or(("", Durability::Durable), |l| (l.token, l.durability));
     let row = s::table
         .find(id.as_str())
         .filter(
@@ -258,7 +256,7 @@ fn write_progress(
                 .eq(token)
                 .or(lease.is_none().into_sql::<Bool>()),
         )
-        .filter(relaxed);
+        .filter(commit_waits(conn, durability));
     let update = diesel::update(row).set(changes).returning(s::expires_at);
     // RETURNING runs on the backend's own connection (the multi-backend one has none).
     Ok(match conn {
@@ -272,7 +270,7 @@ fn write_progress(
 fn now_plus<T: diesel::sql_types::SingleValue>(
     conn: &DbConnection,
     after: Duration,
-) -> diesel::expression::SqlLiteral<T> {
+) -> SqlLiteral<T> {
     // Whole milliseconds, at most a century: a number, never text from outside.
     let ms = after.as_millis().min(100 * 365 * 24 * 3600 * 1000);
     diesel::dsl::sql::<T>(&match conn {
@@ -329,7 +327,7 @@ pub(crate) fn lease(
                 .or(s::lease_token.eq(token)),
         )
         // A lease need not survive a crash (it would run out anyway).
-        .filter(commit_without_flush(conn));
+        .filter(commit_waits(conn, Durability::Applied));
     let changes = (
         s::lease_token.eq(token),
         s::lease_until.eq(now_plus::<Nullable<Timestamp>>(conn, lease)),
