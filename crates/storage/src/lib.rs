@@ -56,6 +56,9 @@ pub struct ObjectStat {
 /// The smallest part of a write in parts, but for its last (S3's limit).
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
 
+/// The most parts one write in parts may have (S3's limit).
+pub const MAX_PARTS: u32 = 10_000;
+
 /// The largest part of a write in parts, and the largest object one part may be copied
 /// from (S3's limit).
 pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;

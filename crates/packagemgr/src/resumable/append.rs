@@ -291,25 +291,7 @@ impl PackageManager {
         progress.tail = None;
         let Some(target) = &session.target else {
             // A partial upload: its object waits for the final upload.
-            let expires_at = sessions
-                .store
-                .commit_session(
-                    &session.id,
-                    token,
-                    progress.clone(),
-                    sessions.config.ttl,
-                    Durability::Durable,
-                )
-                .await?
-                .ok_or(Error::UploadLocked)?;
-            return Ok(Appended {
-                session: UploadSession {
-                    progress,
-                    expires_at,
-                    ..session.clone()
-                },
-                package: None,
-            });
+            return completed(sessions, session, token, progress, None).await;
         };
         let staged = self.adopt(key.clone(), session.length, checksum).await?;
         // Whoever completes it publishes it: its creator, or an admin.
@@ -322,25 +304,7 @@ impl PackageManager {
         match self.publish(staged, meta).await {
             Ok(package) => {
                 progress.package_id = Some(package.id);
-                let expires_at = sessions
-                    .store
-                    .commit_session(
-                        &session.id,
-                        token,
-                        progress.clone(),
-                        sessions.config.ttl,
-                        Durability::Durable,
-                    )
-                    .await?
-                    .ok_or(Error::UploadLocked)?;
-                Ok(Appended {
-                    session: UploadSession {
-                        progress,
-                        expires_at,
-                        ..session.clone()
-                    },
-                    package: Some(package),
-                })
+                completed(sessions, session, token, progress, Some(package)).await
             }
             Err(e) => {
                 // Refused or failed: publish deleted the bytes; the session goes too (if
@@ -352,6 +316,36 @@ impl PackageManager {
             }
         }
     }
+}
+
+/// Commits the progress that completes `session` (durably: it is the last), and the
+/// session as it now stands with the package it became.
+async fn completed(
+    sessions: &Resumable,
+    session: &UploadSession,
+    token: &str,
+    progress: SessionProgress,
+    package: Option<agentpkg_model::Package>,
+) -> Result<Appended, Error> {
+    let expires_at = sessions
+        .store
+        .commit_session(
+            &session.id,
+            token,
+            progress.clone(),
+            sessions.config.ttl,
+            Durability::Durable,
+        )
+        .await?
+        .ok_or(Error::UploadLocked)?;
+    Ok(Appended {
+        session: UploadSession {
+            progress,
+            expires_at,
+            ..session.clone()
+        },
+        package,
+    })
 }
 
 /// Why a request may not name the whole package's SHA-256 (`named`): it does not publish

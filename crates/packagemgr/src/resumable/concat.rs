@@ -9,7 +9,9 @@ use agentpkg_model::{
     Actor, Entity, ObjectKey, Package, SessionKind, SessionProgress, SessionTarget, StoredPart,
     UploadSession, UploadSessionId, ValidationError,
 };
-use agentpkg_storage::{DynObjectStore, MAX_PART_BYTES, MIN_PART_BYTES, ObjectStore, StorageError};
+use agentpkg_storage::{
+    DynObjectStore, MAX_PART_BYTES, MAX_PARTS, MIN_PART_BYTES, ObjectStore, StorageError,
+};
 use agentpkg_store::SessionLease;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::io::AsyncRead;
@@ -179,10 +181,7 @@ impl PackageManager {
                 .map_err(|e| match e {
                     // The body is the partial uploads' objects: reading them failed in the
                     // store, not in a client.
-                    Error::Body(e) => {
-                        StorageError::Unavailable(format!("reading the partial uploads: {e}"))
-                            .into()
-                    }
+                    Error::Body(e) => unreadable(e),
                     other => other,
                 })
         }
@@ -209,13 +208,12 @@ impl PackageManager {
             }
         };
         let storage = &self.storage;
-        let copies = futures_util::stream::iter(partials.iter().enumerate())
-            .map(|(i, partial)| {
+        // Numbered from 1; `joins_in_store` allowed no more than S3's 10 000.
+        let copies = futures_util::stream::iter((1u32..).zip(partials))
+            .map(|(number, partial)| {
                 let key = &key;
                 let upload = &upload;
                 async move {
-                    let number = u32::try_from(i + 1)
-                        .map_err(|_| StorageError::Unavailable("too many parts".into()))?;
                     let etag = storage
                         .copy_part(key, upload, number, &partial.storage_key)
                         .await
@@ -255,9 +253,7 @@ impl PackageManager {
                 hashed.0
             ))),
             (Err(e), _) => Err(e.into()),
-            (_, Err(e)) => {
-                Err(StorageError::Unavailable(format!("reading the partial uploads: {e}")).into())
-            }
+            (_, Err(e)) => Err(unreadable(e)),
         };
         match completed {
             Ok(hashed) => Ok(StagedUpload::hashed(guard, hashed, place)),
@@ -270,6 +266,11 @@ impl PackageManager {
             }
         }
     }
+}
+
+/// Reading the partial uploads' objects failed: the store's outage (a 503).
+fn unreadable(e: io::Error) -> Error {
+    StorageError::Unavailable(format!("reading the partial uploads: {e}")).into()
 }
 
 /// Parts copied at once while joining in the store.
@@ -286,15 +287,12 @@ fn joins_in_store(storage: &dyn ObjectStore, partials: &[UploadSession]) -> bool
         None => return false,
     };
     storage.copies_parts()
-        && partials.len() <= MAX_PARTS
+        && partials.len() <= MAX_PARTS as usize
         && last.length <= MAX_PART_BYTES
         && rest
             .iter()
             .all(|p| (MIN_PART_BYTES..=MAX_PART_BYTES).contains(&p.length))
 }
-
-/// The most parts one write may have (S3's limit).
-const MAX_PARTS: usize = 10_000;
 
 /// The partial uploads' objects, one after the other, as one reader.
 fn read_in_order(
