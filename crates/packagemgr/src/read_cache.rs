@@ -59,7 +59,7 @@ pub(crate) struct ReadCache {
 
 struct Kept {
     config: ReadCacheConfig,
-    counted: Family<CachedReadLabels, Counter>,
+    counted: Counted,
     generation: AtomicU64,
     by_id: Cache<(u64, i64), Option<Package>>,
     by_coordinates: Cache<(u64, Coordinates), Option<Package>>,
@@ -109,12 +109,40 @@ where
         .build()
 }
 
-/// A read through `cache`, counted as `read` (a miss when it ran `load`): concurrent misses
+/// Hits and misses of one kind of read, taken from the metrics' family once (a read then
+/// only increments an atomic).
+struct Hits {
+    hit: Counter,
+    miss: Counter,
+}
+
+impl Hits {
+    fn of(family: &Family<CachedReadLabels, Counter>, read: &'static str) -> Self {
+        let counter = |outcome| {
+            family
+                .get_or_create(&CachedReadLabels { read, outcome })
+                .clone()
+        };
+        Self {
+            hit: counter("hit"),
+            miss: counter("miss"),
+        }
+    }
+}
+
+/// Each kind of read's hits and misses.
+struct Counted {
+    id: Hits,
+    coordinates: Hits,
+    latest: Hits,
+    versions: Hits,
+}
+
+/// A read through `cache`, counted in `hits` (a miss when it ran `load`): concurrent misses
 /// of one key wait for one load.
 async fn read<K, V>(
     cache: &Cache<(u64, K), V>,
-    counted: &Family<CachedReadLabels, Counter>,
-    read: &'static str,
+    hits: &Hits,
     generation: u64,
     key: K,
     load: impl Future<Output = Result<V, StoreError>>,
@@ -132,14 +160,11 @@ where
         .try_get_with((generation, key), load)
         .await
         .map_err(crate::credentials::shared);
-    let outcome = if loaded.load(Ordering::Relaxed) {
-        "miss"
+    if loaded.load(Ordering::Relaxed) {
+        hits.miss.inc();
     } else {
-        "hit"
-    };
-    counted
-        .get_or_create(&CachedReadLabels { read, outcome })
-        .inc();
+        hits.hit.inc();
+    }
     result
 }
 
@@ -148,7 +173,12 @@ impl ReadCache {
         Self {
             kept: Some(Arc::new(Kept {
                 config,
-                counted,
+                counted: Counted {
+                    id: Hits::of(&counted, "id"),
+                    coordinates: Hits::of(&counted, "coordinates"),
+                    latest: Hits::of(&counted, "latest"),
+                    versions: Hits::of(&counted, "versions"),
+                },
                 generation: AtomicU64::new(0),
                 by_id: cache(&config),
                 by_coordinates: cache(&config),
@@ -179,7 +209,7 @@ impl ReadCache {
             None => Ok(store.get_package(id).await?),
             Some(kept) => {
                 let load = store.get_package(id);
-                read(&kept.by_id, &kept.counted, "id", kept.now(), id, load).await
+                read(&kept.by_id, &kept.counted.id, kept.now(), id, load).await
             }
         }
     }
@@ -196,8 +226,7 @@ impl ReadCache {
                 let key = coordinates.clone();
                 read(
                     &kept.by_coordinates,
-                    &kept.counted,
-                    "coordinates",
+                    &kept.counted.coordinates,
                     kept.now(),
                     key,
                     load,
@@ -218,8 +247,7 @@ impl ReadCache {
                 let load = store.latest_package(query);
                 read(
                     &kept.latest,
-                    &kept.counted,
-                    "latest",
+                    &kept.counted.latest,
                     kept.now(),
                     query.clone(),
                     load,
@@ -240,8 +268,7 @@ impl ReadCache {
                 let load = async { store.package_versions(name).await.map(Arc::new) };
                 read(
                     &kept.versions,
-                    &kept.counted,
-                    "versions",
+                    &kept.counted.versions,
                     kept.now(),
                     name.clone(),
                     load,
