@@ -170,6 +170,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The value of one series of `/metrics` (e.g.
+    /// `agentpkg_db_operation_duration_seconds_count{operation="get",outcome="ok"}`), read
+    /// with an admin's token; 0 while the series does not exist yet.
+    pub async fn metric(&self, admin: &str, series: &str) -> u64 {
+        let text = self.get("/metrics", admin).await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    }
+
     /// `DELETE path` with a bearer token.
     pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
         self.client

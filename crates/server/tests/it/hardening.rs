@@ -801,13 +801,13 @@ async fn an_insert_that_waits_past_the_lock_timeout_is_a_retryable_503_and_store
 
 /// Calls of a database operation so far, from the server's metrics.
 async fn db_calls(app: &TestApp, admin: &str, operation: &str) -> u64 {
-    let text = app.get("/metrics", admin).await.text().await.unwrap();
-    let prefix = format!(
-        "agentpkg_db_operation_duration_seconds_count{{operation=\"{operation}\",outcome=\"ok\"}} "
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    app.metric(
+        admin,
+        &format!(
+            "agentpkg_db_operation_duration_seconds_count{{operation=\"{operation}\",outcome=\"ok\"}}"
+        ),
+    )
+    .await
 }
 
 /// A thousand agents on one token whose cache entry has just expired (or was never

@@ -78,11 +78,8 @@ async fn patch(base: &str, app: &TestApp, token: &str, id: &Value, body: Value) 
 
 /// Package reads by `read` and `outcome` so far, from the server's metrics.
 async fn counted(app: &TestApp, admin: &str, read: &str, outcome: &str) -> u64 {
-    let text = app.get("/metrics", admin).await.text().await.unwrap();
-    let prefix = format!("agentpkg_package_reads_total{{read=\"{read}\",outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().unwrap())
+    let series = format!("agentpkg_package_reads_total{{read=\"{read}\",outcome=\"{outcome}\"}}");
+    app.metric(admin, &series).await
 }
 
 async fn a_change_through_this_replica_is_read_at_once(backend: Backend) {

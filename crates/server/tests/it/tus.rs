@@ -30,8 +30,8 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-pub(crate) fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
+pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Bytes that differ from part to part, so a part in the wrong place shows.

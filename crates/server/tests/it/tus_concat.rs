@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::common::{Backend, TestApp, expect_error};
 use crate::signing::{Gpg, json_of, trust};
 use crate::tus::{
-    MIB, b64, client_script, create, created_partial, download, file_of, header, listed, offset_of,
-    patch, session_rows, sha256_hex, terminate, tools, unfinished_writes,
+    MIB, b64, client_script, create, created_partial, download, file_of, header, listed, metadata,
+    offset_of, patch, session_rows, sha256_hex, terminate, tools, unfinished_writes,
 };
 use agentpkg_store::on_both_backends;
 
@@ -53,30 +53,48 @@ async fn final_upload(
     .await
 }
 
-fn b64_bytes(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Successful calls of a storage operation so far, from the server's metrics.
-async fn storage_calls(app: &TestApp, admin: &str, operation: &str) -> u64 {
-    let text = app.get("/metrics", admin).await.text().await.unwrap();
-    let prefix = format!(
-        "agentpkg_storage_operation_duration_seconds_count{{operation=\"{operation}\",outcome=\"ok\"}} "
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
 /// What the server wrote or copied into storage so far: (objects and parts written
 /// through it, parts copied inside the store).
 async fn writes(app: &TestApp, admin: &str) -> (u64, u64) {
+    let ok = |operation: &str| {
+        format!(
+            "agentpkg_storage_operation_duration_seconds_count{{operation=\"{operation}\",outcome=\"ok\"}}"
+        )
+    };
     let mut through = 0;
     for operation in ["put", "put_sized", "put_part"] {
-        through += storage_calls(app, admin, operation).await;
+        through += app.metric(admin, &ok(operation)).await;
     }
-    (through, storage_calls(app, admin, "copy_part").await)
+    (through, app.metric(admin, &ok("copy_part")).await)
+}
+
+/// The final upload of `partials`, and what it wrote: (objects and parts written through
+/// the server, parts copied inside the store).
+async fn final_counted(
+    app: &TestApp,
+    admin: &str,
+    token: &str,
+    partials: &[String],
+    metadata: String,
+) -> (reqwest::Response, (u64, u64)) {
+    let before = writes(app, admin).await;
+    let res = final_upload(app, token, partials, metadata).await;
+    let after = writes(app, admin).await;
+    (res, (after.0 - before.0, after.1 - before.1))
+}
+
+/// A join of `parts` partial uploads went the backend's way: copied inside S3 with no byte
+/// written through the server; on a directory, nothing copied.
+fn assert_joined_as_the_store_can(backend: Backend, written: (u64, u64), parts: u64) {
+    if backend == Backend::Production {
+        assert_eq!(
+            written,
+            (0, parts),
+            "each partial copied as a part, no byte written through the server"
+        );
+    } else {
+        assert_eq!(written.1, 0, "the directory store copies no parts");
+    }
 }
 
 async fn partial_uploads_are_joined_in_the_store_and_checked_whole(backend: Backend) {
@@ -90,27 +108,18 @@ async fn partial_uploads_are_joined_in_the_store_and_checked_whole(backend: Back
         &file[6 * MIB..11 * MIB],
         &file[11 * MIB..],
     ];
-    let copies_inside = backend == Backend::Production;
-    let meta = |version: &str, extra: &[(&str, String)]| {
-        let mut pairs = vec![
-            format!("name {}", b64("joined")),
-            format!("version {}", b64(version)),
-            format!("platform {}", b64("linux")),
-            format!("arch {}", b64("amd64")),
-        ];
-        pairs.extend(extra.iter().map(|(k, v)| format!("{k} {}", b64(v))));
-        pairs.join(",")
-    };
+    let meta = |version: &str, extra: &[(&str, &str)]| metadata("joined", version, extra);
 
     // The whole file's SHA-256 is checked as when it is sent in one request: named wrong,
     // the package is refused, and the partial uploads, the join and its write in parts go.
     let partials = sent_partials(&app, &token, &pieces).await;
-    let before = writes(&app, &admin).await;
-    let res = final_upload(
+    let wrong = "ab".repeat(32);
+    let (res, written) = final_counted(
         &app,
+        &admin,
         &token,
         &partials,
-        meta("1.0.0", &[("sha256", "ab".repeat(32))]),
+        meta("1.0.0", &[("sha256", wrong.as_str())]),
     )
     .await;
     let body = expect_error(res, 422, "checksum_mismatch").await;
@@ -121,13 +130,7 @@ async fn partial_uploads_are_joined_in_the_store_and_checked_whole(backend: Back
             .contains(&sha256_hex(&file)),
         "{body}"
     );
-    let after = writes(&app, &admin).await;
-    if copies_inside {
-        assert_eq!(after.1 - before.1, 3, "each partial copied as a part");
-        assert_eq!(after.0, before.0, "no byte written through the server");
-    } else {
-        assert_eq!(after.1, 0, "the directory store copies no parts");
-    }
+    assert_joined_as_the_store_can(backend, written, 3);
     app.assert_nothing_stored().await;
     assert!(unfinished_writes(&app).await.is_empty());
     assert_eq!(session_rows(&app), 0);
@@ -170,17 +173,15 @@ async fn partial_uploads_are_joined_in_the_store_and_checked_whole(backend: Back
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.bin");
     std::fs::write(&path, &file).unwrap();
-    let signature = b64_bytes(&gpg.sign(&key, &path, false, &[]));
+    let signature = b64(gpg.sign(&key, &path, false, &[]));
     let partials = sent_partials(&app, &token, &pieces).await;
-    let before = writes(&app, &admin).await;
-    let res = final_upload(
+    let sha256 = sha256_hex(&file);
+    let (res, written) = final_counted(
         &app,
+        &admin,
         &token,
         &partials,
-        meta(
-            "1.0.0",
-            &[("sha256", sha256_hex(&file)), ("signature", signature)],
-        ),
+        meta("1.0.0", &[("sha256", &sha256), ("signature", &signature)]),
     )
     .await;
     let package = json_of(res, 201).await;
@@ -188,22 +189,18 @@ async fn partial_uploads_are_joined_in_the_store_and_checked_whole(backend: Back
     assert_eq!(package["file_size"], file.len());
     assert_eq!(package["signature"]["verified"], true, "{package}");
     assert_eq!(package["signature"]["key_fingerprint"], key.as_str());
-    let after = writes(&app, &admin).await;
-    if copies_inside {
-        assert_eq!(after.1 - before.1, 3);
-        assert_eq!(after.0, before.0);
-    }
+    assert_joined_as_the_store_can(backend, written, 3);
     assert_eq!(download(&app, &token, &package["id"]).await, file);
     // A signature of other bytes is refused over the joined bytes too.
     let other = dir.path().join("other.bin");
     std::fs::write(&other, b"not the package").unwrap();
-    let forged = b64_bytes(&gpg.sign(&key, &other, false, &[]));
+    let forged = b64(gpg.sign(&key, &other, false, &[]));
     let partials = sent_partials(&app, &token, &pieces).await;
     let res = final_upload(
         &app,
         &token,
         &partials,
-        meta("1.0.1", &[("signature", forged)]),
+        meta("1.0.1", &[("signature", &forged)]),
     )
     .await;
     expect_error(res, 422, "signature_invalid").await;
@@ -214,13 +211,12 @@ async fn partial_uploads_are_joined_in_the_store_and_checked_whole(backend: Back
     let small = file_of(MIB + 17);
     let mixed = [&small[..MIB], &small[MIB..]];
     let partials = sent_partials(&app, &token, &mixed).await;
-    let before = writes(&app, &admin).await;
-    let res = final_upload(&app, &token, &partials, meta("2.0.0", &[])).await;
+    let (res, (through, copied)) =
+        final_counted(&app, &admin, &token, &partials, meta("2.0.0", &[])).await;
     let package = json_of(res, 201).await;
     assert_eq!(package["checksum"], sha256_hex(&small));
-    let after = writes(&app, &admin).await;
-    assert_eq!(after.1, before.1, "nothing copied");
-    assert!(after.0 > before.0, "written through the server");
+    assert_eq!(copied, 0, "nothing copied");
+    assert!(through > 0, "written through the server");
     assert_eq!(download(&app, &token, &package["id"]).await, small);
     // The partial uploads' objects are gone: the two packages' are all.
     assert_eq!(app.stored().await.0.len(), 2);
